@@ -1,0 +1,17 @@
+//! What the wingkv servers and the client share: the key encoding and partition hash of
+//! DESIGN §2, the value header, error codes, typed config loading, backoff, tracing setup and the
+//! openraft glue (RocksDB log store, gRPC network).
+
+pub mod backoff;
+pub mod check;
+pub mod config;
+pub mod error;
+pub mod hash;
+pub mod key;
+pub mod partition;
+pub mod raft;
+pub mod telemetry;
+pub mod value;
+
+pub use error::{ErrorCode, WingError};
+pub use partition::PartitionId;

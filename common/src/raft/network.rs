@@ -1,0 +1,239 @@
+//! The gRPC raft network: one `RaftTransport` service per process carries the messages of every
+//! raft group it hosts; each message names its group ([`PartitionId`]), and the payload is the
+//! bincode of the openraft request (and of the `Result` on the way back).
+
+use std::collections::HashMap;
+use std::error::Error;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use openraft::error::{
+    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
+};
+use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
+};
+use openraft::{BasicNode, Raft, RaftTypeConfig};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Code, Status};
+use wingkv_proto::raft::raft_transport_client::RaftTransportClient;
+use wingkv_proto::raft::RaftMessage;
+
+use super::{decode, encode, NodeId};
+use crate::partition::PartitionId;
+
+/// Largest gRPC message of the raft transport (log batches and snapshot chunks).
+pub const MAX_RAFT_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+
+/// Lazily connected gRPC channels by address, shared by every raft group (and every client) of
+/// a process, so N groups between two nodes use one HTTP/2 connection.
+#[derive(Clone, Default)]
+pub struct ChannelPool {
+    channels: Arc<Mutex<HashMap<String, Channel>>>,
+}
+
+impl ChannelPool {
+    /// The channel to `addr` (`host:port`), created on first use.
+    pub fn get(&self, addr: &str) -> Result<Channel, tonic::transport::Error> {
+        let mut map = self.channels.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(c) = map.get(addr) {
+            return Ok(c.clone());
+        }
+        let channel = Endpoint::from_shared(format!("http://{addr}"))?
+            .connect_timeout(Duration::from_secs(2))
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(10))
+            .keep_alive_timeout(Duration::from_secs(5))
+            .connect_lazy();
+        map.insert(addr.to_string(), channel.clone());
+        Ok(channel)
+    }
+}
+
+/// Creates the network client of one raft group.
+pub struct GrpcNetworkFactory {
+    group: PartitionId,
+    pool: ChannelPool,
+}
+
+impl GrpcNetworkFactory {
+    /// A factory for the group `group`, connecting through `pool`.
+    pub fn new(group: PartitionId, pool: ChannelPool) -> Self {
+        Self { group, pool }
+    }
+}
+
+/// The connection of one raft group to one peer.
+pub struct GrpcNetwork {
+    group: PartitionId,
+    target: NodeId,
+    addr: String,
+    pool: ChannelPool,
+}
+
+impl<C> RaftNetworkFactory<C> for GrpcNetworkFactory
+where
+    C: RaftTypeConfig<NodeId = NodeId, Node = BasicNode>,
+    AppendEntriesRequest<C>: Serialize,
+    InstallSnapshotRequest<C>: Serialize,
+{
+    type Network = GrpcNetwork;
+
+    async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> GrpcNetwork {
+        GrpcNetwork {
+            group: self.group,
+            target,
+            addr: node.addr.clone(),
+            pool: self.pool.clone(),
+        }
+    }
+}
+
+impl GrpcNetwork {
+    async fn call<E>(
+        &self,
+        method: RaftMethod,
+        payload: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<Vec<u8>, RPCError<NodeId, BasicNode, E>>
+    where
+        E: Error,
+    {
+        let channel = self
+            .pool
+            .get(&self.addr)
+            .map_err(|e| RPCError::Unreachable(Unreachable::new(&e)))?;
+        let mut client = RaftTransportClient::new(channel)
+            .max_decoding_message_size(MAX_RAFT_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_RAFT_MESSAGE_BYTES);
+        let mut req = tonic::Request::new(RaftMessage {
+            partition: Some(self.group.to_proto()),
+            payload: payload.into(),
+        });
+        req.set_timeout(timeout);
+        let resp = match method {
+            RaftMethod::AppendEntries => client.append_entries(req).await,
+            RaftMethod::Vote => client.vote(req).await,
+            RaftMethod::InstallSnapshot => client.install_snapshot(req).await,
+        };
+        match resp {
+            Ok(r) => Ok(r.into_inner().payload.to_vec()),
+            // Connection-level failures: openraft backs off before retrying an unreachable peer.
+            Err(s) if matches!(s.code(), Code::Unavailable | Code::Unknown) => {
+                Err(RPCError::Unreachable(Unreachable::new(&s)))
+            }
+            Err(s) => Err(RPCError::Network(NetworkError::new(&s))),
+        }
+    }
+
+    fn decode_reply<R, E>(
+        &self,
+        bytes: &[u8],
+    ) -> Result<R, RPCError<NodeId, BasicNode, RaftError<NodeId, E>>>
+    where
+        R: DeserializeOwned,
+        E: Error + DeserializeOwned,
+    {
+        let reply: Result<R, RaftError<NodeId, E>> =
+            decode(bytes).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        reply.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+    }
+}
+
+/// The RPCs of the raft transport.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RaftMethod {
+    /// Log replication and heartbeats.
+    AppendEntries,
+    /// Elections.
+    Vote,
+    /// One chunk of a snapshot.
+    InstallSnapshot,
+}
+
+fn encode_req<T: Serialize, E: Error>(req: &T) -> Result<Vec<u8>, RPCError<NodeId, BasicNode, E>> {
+    encode(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))
+}
+
+impl<C> RaftNetwork<C> for GrpcNetwork
+where
+    C: RaftTypeConfig<NodeId = NodeId, Node = BasicNode>,
+    AppendEntriesRequest<C>: Serialize,
+    InstallSnapshotRequest<C>: Serialize,
+{
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<C>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
+        let bytes = self
+            .call(
+                RaftMethod::AppendEntries,
+                encode_req(&rpc)?,
+                option.hard_ttl(),
+            )
+            .await?;
+        self.decode_reply(&bytes)
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        rpc: InstallSnapshotRequest<C>,
+        option: RPCOption,
+    ) -> Result<
+        InstallSnapshotResponse<NodeId>,
+        RPCError<NodeId, BasicNode, RaftError<NodeId, InstallSnapshotError>>,
+    > {
+        let bytes = self
+            .call(
+                RaftMethod::InstallSnapshot,
+                encode_req(&rpc)?,
+                option.hard_ttl(),
+            )
+            .await?;
+        self.decode_reply(&bytes)
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<NodeId>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
+        let bytes = self
+            .call(RaftMethod::Vote, encode_req(&rpc)?, option.hard_ttl())
+            .await?;
+        self.decode_reply(&bytes)
+    }
+}
+
+/// The receiving side: decodes a transport message for `raft`, runs it and encodes the result.
+/// A payload that does not decode is answered with `InvalidArgument` and changes nothing.
+pub async fn serve_raft_message<C>(
+    raft: &Raft<C>,
+    method: RaftMethod,
+    payload: &[u8],
+) -> Result<Vec<u8>, Status>
+where
+    C: RaftTypeConfig<NodeId = NodeId, Node = BasicNode>,
+    C::SnapshotData: tokio::io::AsyncRead + tokio::io::AsyncWrite + tokio::io::AsyncSeek + Unpin,
+    AppendEntriesRequest<C>: DeserializeOwned,
+    InstallSnapshotRequest<C>: DeserializeOwned,
+{
+    let bad = |e: bincode::Error| {
+        Status::invalid_argument(format!("malformed raft {method:?} payload: {e}"))
+    };
+    let out = match method {
+        RaftMethod::AppendEntries => {
+            encode(&raft.append_entries(decode(payload).map_err(bad)?).await)
+        }
+        RaftMethod::Vote => encode(&raft.vote(decode(payload).map_err(bad)?).await),
+        RaftMethod::InstallSnapshot => {
+            encode(&raft.install_snapshot(decode(payload).map_err(bad)?).await)
+        }
+    };
+    out.map_err(|e| Status::internal(format!("cannot encode raft {method:?} reply: {e}")))
+}

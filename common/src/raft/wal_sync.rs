@@ -1,0 +1,93 @@
+//! Group commit for a RocksDB write-ahead log.
+//!
+//! Raft log appends are written to RocksDB without sync (so they are readable at once) and then
+//! handed to the [`WalSyncer`] thread, which fsyncs the WAL once for every batch of appends that
+//! queued up while the previous fsync ran, and only then acknowledges them. One fsync covers
+//! many entries (and many appends) under load; an idle append still waits for only one fsync.
+
+use std::io;
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use rocksdb::DB;
+
+type Ack = Box<dyn FnOnce(Result<(), io::Error>) + Send>;
+
+enum Msg {
+    Sync(Ack),
+    Stop,
+}
+
+/// Owner of the fsync thread of one RocksDB instance. Cloning shares the thread.
+#[derive(Clone)]
+pub struct WalSyncer {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    tx: Mutex<mpsc::Sender<Msg>>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl WalSyncer {
+    /// Starts the fsync thread for `db`.
+    pub fn start(db: Arc<DB>, name: String) -> io::Result<Self> {
+        let (tx, rx) = mpsc::channel::<Msg>();
+        let thread = std::thread::Builder::new()
+            .name(format!("wal-sync-{name}"))
+            .spawn(move || run(db, rx))?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                tx: Mutex::new(tx),
+                thread: Mutex::new(Some(thread)),
+            }),
+        })
+    }
+
+    /// Calls `ack` once everything written to the WAL before this call is on disk.
+    pub fn sync_then(&self, ack: impl FnOnce(Result<(), io::Error>) + Send + 'static) {
+        let sent = match self.inner.tx.lock() {
+            Ok(tx) => tx.send(Msg::Sync(Box::new(ack))),
+            Err(_) => return,
+        };
+        if let Err(mpsc::SendError(Msg::Sync(ack))) = sent {
+            ack(Err(io::Error::other("the WAL sync thread has stopped")));
+        }
+    }
+
+    /// Syncs what is queued, stops the thread and waits for it.
+    pub fn shutdown(&self) {
+        if let Ok(tx) = self.inner.tx.lock() {
+            let _ = tx.send(Msg::Stop);
+        }
+        let handle = self.inner.thread.lock().ok().and_then(|mut t| t.take());
+        if let Some(h) = handle {
+            let _ = h.join();
+        }
+    }
+}
+
+fn run(db: Arc<DB>, rx: mpsc::Receiver<Msg>) {
+    let mut stop = false;
+    while !stop {
+        let Ok(first) = rx.recv() else { break };
+        let mut acks = Vec::new();
+        let mut push = |m: Msg, stop: &mut bool| match m {
+            Msg::Sync(a) => acks.push(a),
+            Msg::Stop => *stop = true,
+        };
+        push(first, &mut stop);
+        while let Ok(m) = rx.try_recv() {
+            push(m, &mut stop);
+        }
+        if acks.is_empty() {
+            continue;
+        }
+        let result = db.flush_wal(true).map_err(|e| e.into_string());
+        for ack in acks {
+            ack(result.clone().map_err(io::Error::other));
+        }
+    }
+    // Anything sent after Stop is answered with an error by `sync_then` once `rx` drops.
+}

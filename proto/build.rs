@@ -1,0 +1,20 @@
+//! Generates the tonic/prost code. Uses the vendored `protoc`, so no system protobuf compiler is
+//! needed.
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let protoc = protoc_bin_vendored::protoc_bin_path()?;
+    // SAFETY: build scripts are single-threaded; nothing else reads the environment concurrently.
+    unsafe { std::env::set_var("PROTOC", protoc) };
+    let protos = [
+        "proto/common.proto",
+        "proto/data.proto",
+        "proto/raft.proto",
+        "proto/replica_admin.proto",
+    ];
+    tonic_prost_build::configure()
+        .bytes(".")
+        .compile_protos(&protos, &["proto"])?;
+    for p in protos {
+        println!("cargo:rerun-if-changed={p}");
+    }
+    Ok(())
+}

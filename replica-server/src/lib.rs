@@ -1,0 +1,15 @@
+//! The wingkv replica server: hosts partition replicas, each one openraft group member with its
+//! own RocksDB, and serves the data, raft transport and replica admin gRPC services.
+
+pub mod command;
+pub mod config;
+pub mod manager;
+pub mod raft_types;
+pub mod range;
+pub mod read_barrier;
+pub mod replica;
+pub mod server;
+pub mod service;
+pub mod snapshot;
+pub mod state_machine;
+pub mod store;

@@ -1,0 +1,214 @@
+//! The set of replicas a replica server hosts: create, open, close, remove, and reopen every
+//! replica found on disk at start.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+
+use openraft::BasicNode;
+use wingkv_common::{PartitionId, WingError};
+
+use crate::replica::{Replica, ReplicaContext};
+
+/// Owner of every hosted replica.
+pub struct ReplicaManager {
+    ctx: ReplicaContext,
+    replicas: RwLock<HashMap<PartitionId, Arc<Replica>>>,
+    /// Serializes create/open/close/remove, which are rare and touch directories.
+    changes: tokio::sync::Mutex<()>,
+}
+
+impl ReplicaManager {
+    /// A manager with no replica open yet.
+    pub fn new(ctx: ReplicaContext) -> Self {
+        Self {
+            ctx,
+            replicas: RwLock::new(HashMap::new()),
+            changes: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// This node's raft id.
+    pub fn node_id(&self) -> u64 {
+        self.ctx.node_id
+    }
+
+    fn root(&self) -> PathBuf {
+        self.ctx.config.data_dir.join("replica")
+    }
+
+    fn dir_of(&self, id: PartitionId) -> PathBuf {
+        self.root().join(id.to_string())
+    }
+
+    /// The open replica of `id`.
+    pub fn get(&self, id: PartitionId) -> Result<Arc<Replica>, WingError> {
+        self.replicas
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&id)
+            .cloned()
+            .ok_or_else(|| {
+                WingError::NotFound(format!(
+                    "partition {id} is not hosted on node {}",
+                    self.ctx.node_id
+                ))
+            })
+    }
+
+    /// Every open replica.
+    pub fn all(&self) -> Vec<Arc<Replica>> {
+        let map = self.replicas.read().unwrap_or_else(|p| p.into_inner());
+        let mut v: Vec<_> = map.values().cloned().collect();
+        v.sort_by_key(|r| r.id());
+        v
+    }
+
+    fn insert(&self, r: Arc<Replica>) {
+        self.replicas
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(r.id(), r);
+    }
+
+    fn take(&self, id: PartitionId) -> Option<Arc<Replica>> {
+        self.replicas
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&id)
+    }
+
+    /// Opens every replica stored under the data dir; returns how many were opened. A replica
+    /// that fails to open is logged and skipped, so one bad replica does not keep the others
+    /// down.
+    pub async fn open_all(&self) -> Result<usize, WingError> {
+        let root = self.root();
+        std::fs::create_dir_all(&root)
+            .map_err(|e| WingError::Storage(format!("cannot create {}: {e}", root.display())))?;
+        let mut ids = Vec::new();
+        let entries = std::fs::read_dir(&root)
+            .map_err(|e| WingError::Storage(format!("cannot list {}: {e}", root.display())))?;
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().to_string();
+            match name.parse::<PartitionId>() {
+                Ok(id) => ids.push(id),
+                Err(_) => tracing::warn!(dir = %name, "ignoring a directory that is not a replica"),
+            }
+        }
+        ids.sort();
+        let mut opened = 0;
+        for id in ids {
+            match self.open(id).await {
+                Ok(_) => opened += 1,
+                Err(e) => tracing::error!(partition = %id, "cannot reopen replica: {e}"),
+            }
+        }
+        Ok(opened)
+    }
+
+    /// Creates a new replica; with `initial_members`, bootstraps its group with those voters.
+    pub async fn create(
+        &self,
+        id: PartitionId,
+        initial_members: BTreeMap<u64, BasicNode>,
+    ) -> Result<Arc<Replica>, WingError> {
+        let _guard = self.changes.lock().await;
+        if self.get(id).is_ok() || self.dir_of(id).exists() {
+            return Err(WingError::AlreadyExists(format!(
+                "replica {id} already exists on node {}",
+                self.ctx.node_id
+            )));
+        }
+        if !initial_members.is_empty() && !initial_members.contains_key(&self.ctx.node_id) {
+            return Err(WingError::InvalidArgument(format!(
+                "initial members of {id} do not include this node ({})",
+                self.ctx.node_id
+            )));
+        }
+        let dir = self.dir_of(id);
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| WingError::Storage(format!("cannot create {}: {e}", dir.display())))?;
+        let replica = match Replica::open(id, &dir, &self.ctx).await {
+            Ok(r) => r,
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&dir);
+                return Err(e);
+            }
+        };
+        if !initial_members.is_empty() {
+            if let Err(e) = replica.raft().initialize(initial_members).await {
+                replica.close().await;
+                let _ = std::fs::remove_dir_all(&dir);
+                return Err(WingError::Internal(format!(
+                    "cannot initialize group {id}: {e}"
+                )));
+            }
+        }
+        self.insert(replica.clone());
+        Ok(replica)
+    }
+
+    /// Opens a replica that exists on disk.
+    pub async fn open(&self, id: PartitionId) -> Result<Arc<Replica>, WingError> {
+        let _guard = self.changes.lock().await;
+        if let Ok(r) = self.get(id) {
+            return Ok(r);
+        }
+        let dir = self.dir_of(id);
+        if !dir.exists() {
+            return Err(WingError::NotFound(format!(
+                "replica {id} does not exist on node {}",
+                self.ctx.node_id
+            )));
+        }
+        let replica = Replica::open(id, &dir, &self.ctx).await?;
+        self.insert(replica.clone());
+        Ok(replica)
+    }
+
+    /// Closes a replica, keeping its data.
+    pub async fn close(&self, id: PartitionId) -> Result<(), WingError> {
+        let _guard = self.changes.lock().await;
+        let replica = self
+            .take(id)
+            .ok_or_else(|| WingError::NotFound(format!("replica {id} is not open")))?;
+        replica.close().await;
+        Ok(())
+    }
+
+    /// Closes a replica (if open) and deletes its data.
+    pub async fn remove(&self, id: PartitionId) -> Result<(), WingError> {
+        let _guard = self.changes.lock().await;
+        let dir = self.dir_of(id);
+        let replica = self.take(id);
+        if replica.is_none() && !dir.exists() {
+            return Err(WingError::NotFound(format!(
+                "replica {id} does not exist on node {}",
+                self.ctx.node_id
+            )));
+        }
+        if let Some(r) = replica {
+            r.close().await;
+            drop(r);
+        }
+        std::fs::remove_dir_all(&dir)
+            .map_err(|e| WingError::Storage(format!("cannot remove {}: {e}", dir.display())))?;
+        tracing::info!(partition = %id, "replica removed");
+        Ok(())
+    }
+
+    /// Closes every replica (at shutdown), waiting for each.
+    pub async fn close_all(&self) {
+        let _guard = self.changes.lock().await;
+        let all: Vec<_> = self
+            .replicas
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain()
+            .map(|(_, r)| r)
+            .collect();
+        for r in all {
+            r.close().await;
+        }
+    }
+}

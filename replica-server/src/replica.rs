@@ -1,0 +1,253 @@
+//! One partition replica: a raft group member and its RocksDB, with the tasks it owns.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::error::{ClientWriteError, RaftError};
+use openraft::{BasicNode, ServerState, SnapshotPolicy};
+use rocksdb::DB;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use wingkv_common::raft::log_store::RocksLogStore;
+use wingkv_common::raft::network::{ChannelPool, GrpcNetworkFactory};
+use wingkv_common::raft::wal_sync::WalSyncer;
+use wingkv_common::raft::NodeId;
+use wingkv_common::{PartitionId, WingError};
+use wingkv_proto::replica_admin::{Member, ReplicaRole, ReplicaStatus};
+
+use crate::command::{Command, CommandResponse};
+use crate::config::ReplicaServerConfig;
+use crate::raft_types::PartitionRaft;
+use crate::read_barrier::ReadBarrier;
+use crate::snapshot::SnapshotDir;
+use crate::state_machine::PartitionStateMachine;
+use crate::store::SharedStorage;
+
+/// What every replica of a process shares.
+#[derive(Clone)]
+pub struct ReplicaContext {
+    /// This node's raft id.
+    pub node_id: NodeId,
+    /// Server configuration.
+    pub config: Arc<ReplicaServerConfig>,
+    /// Shared RocksDB resources.
+    pub storage: SharedStorage,
+    /// Connections to peers.
+    pub pool: ChannelPool,
+}
+
+/// A hosted partition replica.
+pub struct Replica {
+    id: PartitionId,
+    dir: PathBuf,
+    raft: PartitionRaft,
+    db: Arc<DB>,
+    syncer: WalSyncer,
+    reads: ReadBarrier,
+    write_timeout: Duration,
+    cancel: CancellationToken,
+    tasks: TaskTracker,
+}
+
+impl Replica {
+    /// Opens the replica stored in `dir` (creating it when empty) and starts its raft group.
+    pub async fn open(
+        id: PartitionId,
+        dir: &Path,
+        ctx: &ReplicaContext,
+    ) -> Result<Arc<Self>, WingError> {
+        let db = ctx.storage.open(&dir.join("db"))?;
+        let snapshots = SnapshotDir::open(dir.join("snapshot"))?;
+        snapshots.recover_interrupted_install(&db)?;
+        let syncer = WalSyncer::start(db.clone(), id.to_string())
+            .map_err(|e| WingError::Internal(format!("cannot start WAL sync thread: {e}")))?;
+        let rc = &ctx.config.raft;
+        let raft_config = openraft::Config {
+            cluster_name: format!("partition-{id}"),
+            heartbeat_interval: rc.heartbeat_ms,
+            election_timeout_min: rc.election_timeout_min_ms,
+            election_timeout_max: rc.election_timeout_max_ms,
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(rc.snapshot_after_logs),
+            max_in_snapshot_log_to_keep: rc.logs_to_keep_after_snapshot,
+            snapshot_max_chunk_size: rc.snapshot_chunk_bytes,
+            max_payload_entries: rc.max_payload_entries,
+            install_snapshot_timeout: rc.heartbeat_ms.max(1_000) * 4,
+            ..Default::default()
+        }
+        .validate()
+        .map_err(|e| WingError::InvalidArgument(format!("raft config: {e}")))?;
+        let log_store = RocksLogStore::new(db.clone(), syncer.clone());
+        let sm = PartitionStateMachine::new(db.clone(), snapshots);
+        let network = GrpcNetworkFactory::new(id, ctx.pool.clone());
+        let raft =
+            match PartitionRaft::new(ctx.node_id, Arc::new(raft_config), network, log_store, sm)
+                .await
+            {
+                Ok(r) => r,
+                Err(e) => {
+                    syncer.shutdown();
+                    return Err(WingError::Storage(format!(
+                        "cannot start raft for {id}: {e}"
+                    )));
+                }
+            };
+        let cancel = CancellationToken::new();
+        let tasks = TaskTracker::new();
+        let reads = ReadBarrier::start(
+            id,
+            raft.clone(),
+            Duration::from_millis(ctx.config.read_timeout_ms),
+            &tasks,
+            cancel.clone(),
+        );
+        tracing::info!(partition = %id, "replica opened");
+        Ok(Arc::new(Self {
+            id,
+            dir: dir.to_path_buf(),
+            raft,
+            db,
+            syncer,
+            reads,
+            write_timeout: Duration::from_millis(ctx.config.write_timeout_ms),
+            cancel,
+            tasks,
+        }))
+    }
+
+    /// The partition this replica belongs to.
+    pub fn id(&self) -> PartitionId {
+        self.id
+    }
+
+    /// The replica's directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The raft handle.
+    pub fn raft(&self) -> &PartitionRaft {
+        &self.raft
+    }
+
+    /// The replica's RocksDB.
+    pub fn db(&self) -> &Arc<DB> {
+        &self.db
+    }
+
+    /// Stops the replica's tasks and raft group and closes its RocksDB (once every other holder
+    /// of the DB has let go). Waits for all of it.
+    pub async fn close(&self) {
+        self.cancel.cancel();
+        self.tasks.close();
+        self.tasks.wait().await;
+        if let Err(e) = self.raft.shutdown().await {
+            tracing::warn!(partition = %self.id, "raft shutdown: {e}");
+        }
+        let syncer = self.syncer.clone();
+        let _ = tokio::task::spawn_blocking(move || syncer.shutdown()).await;
+        tracing::info!(partition = %self.id, "replica closed");
+    }
+
+    /// The current leader's address, if known.
+    pub fn leader_address(&self) -> Option<String> {
+        let m = self.raft.metrics().borrow().clone();
+        let leader = m.current_leader?;
+        m.membership_config
+            .membership()
+            .get_node(&leader)
+            .map(|n| n.addr.clone())
+    }
+
+    fn not_leader(&self) -> WingError {
+        WingError::NotLeader {
+            partition: self.id.to_string(),
+            leader: self.leader_address(),
+        }
+    }
+
+    /// Fails fast with `NotLeader` when this replica is not the primary.
+    pub fn check_primary(&self) -> Result<(), WingError> {
+        if self.raft.metrics().borrow().state == ServerState::Leader {
+            Ok(())
+        } else {
+            Err(self.not_leader())
+        }
+    }
+
+    /// Waits until a read may be served linearizably from the local RocksDB.
+    pub async fn linearizable_read(&self) -> Result<(), WingError> {
+        self.check_primary()?;
+        self.reads.wait(self.id).await
+    }
+
+    /// Proposes `cmd` through raft and waits for it to be applied; answers the apply result and
+    /// the log index.
+    pub async fn propose(&self, cmd: Command) -> Result<(CommandResponse, u64), WingError> {
+        self.check_primary()?;
+        let write = self.raft.client_write(cmd);
+        let res = tokio::time::timeout(self.write_timeout, write)
+            .await
+            .map_err(|_| {
+                WingError::Timeout(format!(
+                    "partition {}: write not committed within {:?} (it may still commit)",
+                    self.id, self.write_timeout
+                ))
+            })?;
+        match res {
+            Ok(r) => Ok((r.data, r.log_id.index)),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+                Err(WingError::NotLeader {
+                    partition: self.id.to_string(),
+                    leader: f.leader_node.map(|n| n.addr),
+                })
+            }
+            Err(RaftError::APIError(e)) => {
+                Err(WingError::Internal(format!("partition {}: {e}", self.id)))
+            }
+            Err(RaftError::Fatal(e)) => Err(WingError::Unavailable(format!(
+                "partition {}: raft stopped: {e}",
+                self.id
+            ))),
+        }
+    }
+
+    /// The replica's state as the admin service reports it.
+    pub fn status(&self) -> ReplicaStatus {
+        let m = self.raft.metrics().borrow().clone();
+        let membership = m.membership_config.membership();
+        let members = |ids: Vec<NodeId>| -> Vec<Member> {
+            ids.into_iter()
+                .map(|id| Member {
+                    node_id: id,
+                    address: membership
+                        .get_node(&id)
+                        .map(|n: &BasicNode| n.addr.clone())
+                        .unwrap_or_default(),
+                })
+                .collect()
+        };
+        let voters: Vec<NodeId> = membership.voter_ids().collect();
+        let learners: Vec<NodeId> = membership.learner_ids().collect();
+        let role = match m.state {
+            ServerState::Leader => ReplicaRole::RolePrimary,
+            ServerState::Follower if voters.contains(&m.id) => ReplicaRole::RoleSecondary,
+            ServerState::Follower | ServerState::Learner => ReplicaRole::RoleLearner,
+            ServerState::Candidate => ReplicaRole::RoleCandidate,
+            ServerState::Shutdown => ReplicaRole::RoleUnknown,
+        };
+        ReplicaStatus {
+            partition: Some(self.id.to_proto()),
+            role: role as i32,
+            term: m.current_term,
+            leader_id: m.current_leader,
+            leader_address: self.leader_address().unwrap_or_default(),
+            last_log_index: m.last_log_index.unwrap_or(0),
+            applied_index: m.last_applied.map(|l| l.index).unwrap_or(0),
+            snapshot_index: m.snapshot.map(|l| l.index).unwrap_or(0),
+            purged_index: m.purged.map(|l| l.index).unwrap_or(0),
+            voters: members(voters),
+            learners: members(learners),
+        }
+    }
+}

@@ -1,0 +1,203 @@
+//! The replica admin service.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use openraft::error::{ChangeMembershipError, ClientWriteError, RaftError};
+use openraft::BasicNode;
+use tonic::{Request, Response, Status};
+use wingkv_common::raft::NodeId;
+use wingkv_common::{PartitionId, WingError};
+use wingkv_proto::replica_admin::replica_admin_server::ReplicaAdmin;
+use wingkv_proto::replica_admin::{
+    AddLearnerRequest, ChangeMembershipRequest, ChecksumResponse, CreateReplicaRequest, Empty,
+    PartitionRequest, ReplicaStatus, StatusRequest, StatusResponse,
+};
+
+use crate::manager::ReplicaManager;
+
+/// Serves replica administration.
+pub struct AdminService {
+    manager: Arc<ReplicaManager>,
+}
+
+impl AdminService {
+    /// The service over `manager`'s replicas.
+    pub fn new(manager: Arc<ReplicaManager>) -> Self {
+        Self { manager }
+    }
+}
+
+fn membership_error(
+    id: PartitionId,
+    e: RaftError<NodeId, ClientWriteError<NodeId, BasicNode>>,
+) -> WingError {
+    match e {
+        RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => WingError::NotLeader {
+            partition: id.to_string(),
+            leader: f.leader_node.map(|n| n.addr),
+        },
+        RaftError::APIError(ClientWriteError::ChangeMembershipError(c)) => match c {
+            ChangeMembershipError::InProgress(_) => WingError::Busy(format!("partition {id}: {c}")),
+            other => WingError::InvalidArgument(format!("partition {id}: {other}")),
+        },
+        RaftError::Fatal(f) => WingError::Unavailable(format!("partition {id}: raft stopped: {f}")),
+    }
+}
+
+fn validate_address(addr: &str) -> Result<(), WingError> {
+    addr.parse::<std::net::SocketAddr>()
+        .map(|_| ())
+        .map_err(|_| {
+            WingError::InvalidArgument(format!("'{addr}' is not a host:port socket address"))
+        })
+}
+
+#[tonic::async_trait]
+impl ReplicaAdmin for AdminService {
+    async fn create_replica(
+        &self,
+        req: Request<CreateReplicaRequest>,
+    ) -> Result<Response<ReplicaStatus>, Status> {
+        let req = req.into_inner();
+        let id = PartitionId::from_proto(req.partition.as_ref())?;
+        let mut members = BTreeMap::new();
+        for m in req.initial_members {
+            validate_address(&m.address)?;
+            if members
+                .insert(m.node_id, BasicNode { addr: m.address })
+                .is_some()
+            {
+                return Err(WingError::InvalidArgument(format!(
+                    "node {} is listed twice",
+                    m.node_id
+                ))
+                .into());
+            }
+        }
+        let replica = self.manager.create(id, members).await?;
+        Ok(Response::new(replica.status()))
+    }
+
+    async fn open_replica(
+        &self,
+        req: Request<PartitionRequest>,
+    ) -> Result<Response<ReplicaStatus>, Status> {
+        let id = PartitionId::from_proto(req.get_ref().partition.as_ref())?;
+        Ok(Response::new(self.manager.open(id).await?.status()))
+    }
+
+    async fn close_replica(
+        &self,
+        req: Request<PartitionRequest>,
+    ) -> Result<Response<Empty>, Status> {
+        let id = PartitionId::from_proto(req.get_ref().partition.as_ref())?;
+        self.manager.close(id).await?;
+        Ok(Response::new(Empty {}))
+    }
+
+    async fn remove_replica(
+        &self,
+        req: Request<PartitionRequest>,
+    ) -> Result<Response<Empty>, Status> {
+        let id = PartitionId::from_proto(req.get_ref().partition.as_ref())?;
+        self.manager.remove(id).await?;
+        Ok(Response::new(Empty {}))
+    }
+
+    async fn add_learner(
+        &self,
+        req: Request<AddLearnerRequest>,
+    ) -> Result<Response<ReplicaStatus>, Status> {
+        let req = req.into_inner();
+        let id = PartitionId::from_proto(req.partition.as_ref())?;
+        let learner = req
+            .learner
+            .ok_or_else(|| WingError::InvalidArgument("add_learner needs a learner".into()))?;
+        validate_address(&learner.address)?;
+        let replica = self.manager.get(id)?;
+        replica
+            .raft()
+            .add_learner(
+                learner.node_id,
+                BasicNode {
+                    addr: learner.address,
+                },
+                req.blocking,
+            )
+            .await
+            .map_err(|e| membership_error(id, e))?;
+        Ok(Response::new(replica.status()))
+    }
+
+    async fn change_membership(
+        &self,
+        req: Request<ChangeMembershipRequest>,
+    ) -> Result<Response<ReplicaStatus>, Status> {
+        let req = req.into_inner();
+        let id = PartitionId::from_proto(req.partition.as_ref())?;
+        let voters: BTreeSet<u64> = req.voters.into_iter().collect();
+        if voters.is_empty() {
+            return Err(WingError::InvalidArgument(format!(
+                "partition {id}: a membership needs at least one voter"
+            ))
+            .into());
+        }
+        let replica = self.manager.get(id)?;
+        replica
+            .raft()
+            .change_membership(voters, false)
+            .await
+            .map_err(|e| membership_error(id, e))?;
+        Ok(Response::new(replica.status()))
+    }
+
+    async fn trigger_snapshot(
+        &self,
+        req: Request<PartitionRequest>,
+    ) -> Result<Response<ReplicaStatus>, Status> {
+        let id = PartitionId::from_proto(req.get_ref().partition.as_ref())?;
+        let replica = self.manager.get(id)?;
+        replica
+            .raft()
+            .trigger()
+            .snapshot()
+            .await
+            .map_err(|e| WingError::Unavailable(format!("partition {id}: {e}")))?;
+        Ok(Response::new(replica.status()))
+    }
+
+    async fn status(
+        &self,
+        req: Request<StatusRequest>,
+    ) -> Result<Response<StatusResponse>, Status> {
+        let replicas = match req.get_ref().partition.as_ref() {
+            Some(p) => vec![self
+                .manager
+                .get(PartitionId::from_proto(Some(p))?)?
+                .status()],
+            None => self.manager.all().iter().map(|r| r.status()).collect(),
+        };
+        Ok(Response::new(StatusResponse {
+            node_id: self.manager.node_id(),
+            replicas,
+        }))
+    }
+
+    async fn checksum(
+        &self,
+        req: Request<PartitionRequest>,
+    ) -> Result<Response<ChecksumResponse>, Status> {
+        let id = PartitionId::from_proto(req.get_ref().partition.as_ref())?;
+        let db = self.manager.get(id)?.db().clone();
+        let (applied_index, record_count, digest) =
+            tokio::task::spawn_blocking(move || crate::snapshot::checksum(&db))
+                .await
+                .map_err(|e| WingError::Internal(format!("checksum task failed: {e}")))??;
+        Ok(Response::new(ChecksumResponse {
+            applied_index,
+            record_count,
+            digest,
+        }))
+    }
+}

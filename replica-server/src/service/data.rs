@@ -1,0 +1,398 @@
+//! The data service: the key-value operations, served by partition primaries.
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::Stream;
+use tonic::{Request, Response, Status};
+use wingkv_common::check::CheckType;
+use wingkv_common::key::{decode_key, encode_key, validate_hash_key};
+use wingkv_common::value::{
+    decode_value, encode_value, expire_ts_for_ttl, is_expired, now_epoch_seconds, remaining_ttl,
+};
+use wingkv_common::{PartitionId, WingError};
+use wingkv_proto::common::PartitionId as ProtoPartitionId;
+use wingkv_proto::data::data_server::Data;
+use wingkv_proto::data::*;
+
+use crate::command::{Command, CommandResponse, IncrTtl};
+use crate::manager::ReplicaManager;
+use crate::range::KeyRange;
+use crate::replica::Replica;
+use crate::store::data_cf;
+
+/// Records per streamed scan batch when the request does not say.
+const DEFAULT_SCAN_BATCH: usize = 1_000;
+/// Most records per streamed scan batch.
+const MAX_SCAN_BATCH: usize = 10_000;
+
+/// Serves key-value requests for every hosted replica.
+pub struct DataService {
+    manager: Arc<ReplicaManager>,
+}
+
+impl DataService {
+    /// The service over `manager`'s replicas.
+    pub fn new(manager: Arc<ReplicaManager>) -> Self {
+        Self { manager }
+    }
+
+    fn replica(&self, p: Option<&ProtoPartitionId>) -> Result<Arc<Replica>, WingError> {
+        self.manager.get(PartitionId::from_proto(p)?)
+    }
+
+    /// A primary that has confirmed it may serve a linearizable read now.
+    async fn read_replica(&self, p: Option<&ProtoPartitionId>) -> Result<Arc<Replica>, WingError> {
+        let replica = self.replica(p)?;
+        replica.linearizable_read().await?;
+        Ok(replica)
+    }
+}
+
+/// The live `(expire_ts, user value)` stored at `key`.
+fn read_live(replica: &Replica, key: &[u8], now: u32) -> Result<Option<(u32, Vec<u8>)>, WingError> {
+    let db = replica.db();
+    let Some(stored) = db.get_pinned_cf(data_cf(db)?, key)? else {
+        return Ok(None);
+    };
+    let (ts, user) = decode_value(&stored)?;
+    Ok((!is_expired(ts, now)).then(|| (ts, user.to_vec())))
+}
+
+fn stored_value(now: u32, ttl_seconds: u32, user: &[u8]) -> Bytes {
+    Bytes::from(encode_value(expire_ts_for_ttl(now, ttl_seconds), user))
+}
+
+fn refused(resp: CommandResponse) -> WingError {
+    match resp {
+        CommandResponse::Refused(msg) => WingError::InvalidArgument(msg),
+        other => WingError::Internal(format!("unexpected apply result {other:?}")),
+    }
+}
+
+type ScanStream = Pin<Box<dyn Stream<Item = Result<ScanBatch, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Data for DataService {
+    async fn get(&self, req: Request<GetRequest>) -> Result<Response<GetResponse>, Status> {
+        let r = req.into_inner();
+        let key = encode_key(&r.hash_key, &r.sort_key)?;
+        let replica = self.read_replica(r.partition.as_ref()).await?;
+        let resp = match read_live(&replica, &key, now_epoch_seconds())? {
+            Some((_, v)) => GetResponse {
+                found: true,
+                value: v.into(),
+            },
+            None => GetResponse {
+                found: false,
+                value: Bytes::new(),
+            },
+        };
+        Ok(Response::new(resp))
+    }
+
+    async fn set(&self, req: Request<SetRequest>) -> Result<Response<WriteResponse>, Status> {
+        let r = req.into_inner();
+        let key = encode_key(&r.hash_key, &r.sort_key)?;
+        let replica = self.replica(r.partition.as_ref())?;
+        let value = stored_value(now_epoch_seconds(), r.ttl_seconds, &r.value);
+        let (_, log_index) = replica
+            .propose(Command::Put {
+                key: key.into(),
+                value,
+            })
+            .await?;
+        Ok(Response::new(WriteResponse { log_index }))
+    }
+
+    async fn del(&self, req: Request<DelRequest>) -> Result<Response<WriteResponse>, Status> {
+        let r = req.into_inner();
+        let key = encode_key(&r.hash_key, &r.sort_key)?;
+        let replica = self.replica(r.partition.as_ref())?;
+        let (_, log_index) = replica.propose(Command::Delete { key: key.into() }).await?;
+        Ok(Response::new(WriteResponse { log_index }))
+    }
+
+    async fn exist(&self, req: Request<KeyRequest>) -> Result<Response<ExistResponse>, Status> {
+        let r = req.into_inner();
+        let key = encode_key(&r.hash_key, &r.sort_key)?;
+        let replica = self.read_replica(r.partition.as_ref()).await?;
+        let exists = read_live(&replica, &key, now_epoch_seconds())?.is_some();
+        Ok(Response::new(ExistResponse { exists }))
+    }
+
+    async fn ttl(&self, req: Request<KeyRequest>) -> Result<Response<TtlResponse>, Status> {
+        let r = req.into_inner();
+        let key = encode_key(&r.hash_key, &r.sort_key)?;
+        let replica = self.read_replica(r.partition.as_ref()).await?;
+        let now = now_epoch_seconds();
+        let ttl_seconds = match read_live(&replica, &key, now)? {
+            None => -2,
+            Some((ts, _)) => remaining_ttl(ts, now).map(i64::from).unwrap_or(-1),
+        };
+        Ok(Response::new(TtlResponse { ttl_seconds }))
+    }
+
+    async fn multi_get(
+        &self,
+        req: Request<MultiGetRequest>,
+    ) -> Result<Response<MultiGetResponse>, Status> {
+        let r = req.into_inner();
+        validate_hash_key(&r.hash_key)?;
+        let replica = self.read_replica(r.partition.as_ref()).await?;
+        let now = now_epoch_seconds();
+        let max_count = if r.max_kv_count == 0 {
+            usize::MAX
+        } else {
+            r.max_kv_count as usize
+        };
+        let mut kvs = Vec::new();
+        let mut incomplete = false;
+        if !r.sort_keys.is_empty() {
+            let mut bytes = 0u64;
+            for sk in &r.sort_keys {
+                if kvs.len() >= max_count || (r.max_kv_size > 0 && bytes >= r.max_kv_size) {
+                    incomplete = true;
+                    break;
+                }
+                let key = encode_key(&r.hash_key, sk)?;
+                if let Some((_, v)) = read_live(&replica, &key, now)? {
+                    bytes += (sk.len() + v.len()) as u64;
+                    let value = if r.no_value { Bytes::new() } else { v.into() };
+                    kvs.push(KeyValue {
+                        sort_key: sk.clone(),
+                        value,
+                    });
+                }
+            }
+        } else {
+            let start_inclusive = r.start_inclusive || r.start_sort_key.is_empty();
+            let mut range = KeyRange::hash_key(
+                &r.hash_key,
+                &r.start_sort_key,
+                start_inclusive,
+                &r.stop_sort_key,
+                r.stop_inclusive,
+            )?;
+            let records = range.read(replica.db(), max_count, r.max_kv_size, now, !r.no_value)?;
+            incomplete = !range.is_exhausted() && !records.is_empty();
+            for rec in records {
+                let (_, sk) = decode_key(&rec.key)?;
+                kvs.push(KeyValue {
+                    sort_key: Bytes::copy_from_slice(sk),
+                    value: rec.value.into(),
+                });
+            }
+        }
+        Ok(Response::new(MultiGetResponse { kvs, incomplete }))
+    }
+
+    async fn multi_set(
+        &self,
+        req: Request<MultiSetRequest>,
+    ) -> Result<Response<WriteResponse>, Status> {
+        let r = req.into_inner();
+        if r.kvs.is_empty() {
+            return Err(
+                WingError::InvalidArgument("multi_set needs at least one sort key".into()).into(),
+            );
+        }
+        let now = now_epoch_seconds();
+        let mut entries = Vec::with_capacity(r.kvs.len());
+        for kv in &r.kvs {
+            let key = encode_key(&r.hash_key, &kv.sort_key)?;
+            entries.push((
+                Bytes::from(key),
+                stored_value(now, r.ttl_seconds, &kv.value),
+            ));
+        }
+        let replica = self.replica(r.partition.as_ref())?;
+        let (_, log_index) = replica.propose(Command::MultiPut { entries }).await?;
+        Ok(Response::new(WriteResponse { log_index }))
+    }
+
+    async fn multi_del(
+        &self,
+        req: Request<MultiDelRequest>,
+    ) -> Result<Response<MultiDelResponse>, Status> {
+        let r = req.into_inner();
+        if r.sort_keys.is_empty() {
+            return Err(
+                WingError::InvalidArgument("multi_del needs at least one sort key".into()).into(),
+            );
+        }
+        let keys = r
+            .sort_keys
+            .iter()
+            .map(|sk| encode_key(&r.hash_key, sk).map(Bytes::from))
+            .collect::<Result<Vec<_>, _>>()?;
+        let replica = self.replica(r.partition.as_ref())?;
+        let (resp, log_index) = replica
+            .propose(Command::MultiDelete {
+                keys,
+                now: now_epoch_seconds(),
+            })
+            .await?;
+        match resp {
+            CommandResponse::Deleted(deleted) => {
+                Ok(Response::new(MultiDelResponse { log_index, deleted }))
+            }
+            other => Err(refused(other).into()),
+        }
+    }
+
+    async fn incr(&self, req: Request<IncrRequest>) -> Result<Response<IncrResponse>, Status> {
+        let r = req.into_inner();
+        let key = encode_key(&r.hash_key, &r.sort_key)?;
+        let ttl = match r.ttl_seconds {
+            0 => IncrTtl::Keep,
+            s if s > 0 => IncrTtl::Set(s as u32),
+            _ => IncrTtl::Clear,
+        };
+        let replica = self.replica(r.partition.as_ref())?;
+        let cmd = Command::Incr {
+            key: key.into(),
+            delta: r.increment,
+            ttl,
+            now: now_epoch_seconds(),
+        };
+        match replica.propose(cmd).await? {
+            (CommandResponse::Incremented(new_value), log_index) => {
+                Ok(Response::new(IncrResponse {
+                    new_value,
+                    log_index,
+                }))
+            }
+            (other, _) => Err(refused(other).into()),
+        }
+    }
+
+    async fn check_and_set(
+        &self,
+        req: Request<CheckAndSetRequest>,
+    ) -> Result<Response<CheckAndSetResponse>, Status> {
+        let r = req.into_inner();
+        let check_type = CheckType::from_i32(r.check_type)?;
+        let check_key = encode_key(&r.hash_key, &r.check_sort_key)?;
+        let set_sk = if r.set_diff_sort_key {
+            &r.set_sort_key
+        } else {
+            &r.check_sort_key
+        };
+        let set_key = encode_key(&r.hash_key, set_sk)?;
+        let now = now_epoch_seconds();
+        let cmd = Command::CheckAndSet {
+            check_key: check_key.into(),
+            check_type,
+            operand: r.check_operand.clone(),
+            set_key: set_key.into(),
+            set_value: stored_value(now, r.set_ttl_seconds, &r.set_value),
+            return_check_value: r.return_check_value,
+            now,
+        };
+        let replica = self.replica(r.partition.as_ref())?;
+        match replica.propose(cmd).await? {
+            (
+                CommandResponse::CheckAndSet {
+                    succeeded,
+                    check_value,
+                },
+                log_index,
+            ) => Ok(Response::new(CheckAndSetResponse {
+                set_succeeded: succeeded,
+                check_value_returned: r.return_check_value,
+                check_value_exist: check_value.is_some(),
+                check_value: check_value.unwrap_or_default(),
+                log_index,
+            })),
+            (other, _) => Err(refused(other).into()),
+        }
+    }
+
+    async fn sort_key_count(
+        &self,
+        req: Request<SortKeyCountRequest>,
+    ) -> Result<Response<SortKeyCountResponse>, Status> {
+        let r = req.into_inner();
+        let mut range = KeyRange::hash_key(&r.hash_key, b"", true, b"", false)?;
+        let replica = self.read_replica(r.partition.as_ref()).await?;
+        let now = now_epoch_seconds();
+        let mut count = 0u64;
+        while !range.is_exhausted() {
+            count += range
+                .read(replica.db(), DEFAULT_SCAN_BATCH, 0, now, false)?
+                .len() as u64;
+        }
+        Ok(Response::new(SortKeyCountResponse { count }))
+    }
+
+    type ScanStream = ScanStream;
+
+    async fn scan(&self, req: Request<ScanRequest>) -> Result<Response<ScanStream>, Status> {
+        let r = req.into_inner();
+        let range = match &r.hash_key {
+            Some(hk) => {
+                let start_inclusive = r.start_inclusive || r.start_sort_key.is_empty();
+                KeyRange::hash_key(
+                    hk,
+                    &r.start_sort_key,
+                    start_inclusive,
+                    &r.stop_sort_key,
+                    r.stop_inclusive,
+                )?
+            }
+            None => KeyRange::whole(),
+        };
+        let replica = self.read_replica(r.partition.as_ref()).await?;
+        let batch = match r.batch_size as usize {
+            0 => DEFAULT_SCAN_BATCH,
+            n => n.min(MAX_SCAN_BATCH),
+        };
+        let limit = if r.limit == 0 { u64::MAX } else { r.limit };
+        let now = now_epoch_seconds();
+        let with_values = !r.no_value;
+        // Each poll reads one batch; the stream owns nothing that outlives the request.
+        let stream = futures::stream::unfold(
+            (replica, range, limit),
+            move |(replica, mut range, left)| async move {
+                if range.is_exhausted() || left == 0 {
+                    return None;
+                }
+                let want = batch.min(left.min(usize::MAX as u64) as usize);
+                let records = match range.read(replica.db(), want, 0, now, with_values) {
+                    Ok(r) => r,
+                    Err(e) => {
+                        return Some((
+                            Err(Status::from(e)),
+                            (replica, KeyRange::exhausted_marker(), 0),
+                        ))
+                    }
+                };
+                if records.is_empty() {
+                    return None;
+                }
+                let left = left - records.len() as u64;
+                let mut out = Vec::with_capacity(records.len());
+                for rec in records {
+                    match decode_key(&rec.key) {
+                        Ok((hk, sk)) => out.push(ScanRecord {
+                            hash_key: Bytes::copy_from_slice(hk),
+                            sort_key: Bytes::copy_from_slice(sk),
+                            value: rec.value.into(),
+                            expire_ts: rec.expire_ts,
+                        }),
+                        Err(e) => {
+                            return Some((
+                                Err(Status::from(e)),
+                                (replica, KeyRange::exhausted_marker(), 0),
+                            ))
+                        }
+                    }
+                }
+                Some((Ok(ScanBatch { records: out }), (replica, range, left)))
+            },
+        );
+        Ok(Response::new(Box::pin(stream)))
+    }
+}

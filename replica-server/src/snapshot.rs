@@ -1,0 +1,432 @@
+//! Partition snapshots: one SST file of the user data at a consistent point plus its raft
+//! metadata, kept in the replica's `snapshot/` directory.
+//!
+//! A snapshot is built from a RocksDB snapshot (a consistent point-in-time view, cheap like a
+//! checkpoint) by writing the live records into an SST file with `SstFileWriter`; openraft
+//! streams that file to followers in chunks of `snapshot_chunk_bytes`, so a snapshot is never
+//! held in memory. A follower installs it by clearing its data column family and ingesting the
+//! file — the same path bulk load ingestion takes. Only the data travels: a full checkpoint
+//! would also carry the sender's raft log and vote, which must never replace the receiver's.
+//!
+//! Install is crash-safe: an `installing` marker is written before the data is touched and
+//! removed in the same synced write that records the new applied state; a replica that opens
+//! with the marker present redoes the install from the kept snapshot file.
+
+use std::fs::{self, File};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use openraft::{BasicNode, LogId, SnapshotMeta, StoredMembership};
+use rocksdb::{
+    IngestExternalFileOptions, IteratorMode, Options, SstFileWriter, WriteBatch, WriteOptions, DB,
+};
+use wingkv_common::raft::{decode, encode, NodeId};
+use wingkv_common::value::{is_expired, now_epoch_seconds, stored_expire_ts};
+use wingkv_common::WingError;
+
+use crate::store::{cf, data_cf, CF_APPLIED};
+
+/// Applied-state key: last applied log id (`Option<LogId>`).
+pub const KEY_LAST_APPLIED: &[u8] = b"last_applied";
+/// Applied-state key: last applied membership (`StoredMembership`).
+pub const KEY_MEMBERSHIP: &[u8] = b"membership";
+/// Applied-state key: id of a snapshot whose install has not finished.
+pub const KEY_INSTALLING: &[u8] = b"installing";
+
+/// Last applied log id and membership of a state machine.
+pub type AppliedState = (Option<LogId<NodeId>>, StoredMembership<NodeId, BasicNode>);
+
+/// Raft metadata of a partition snapshot.
+pub type PartitionSnapshotMeta = SnapshotMeta<NodeId, BasicNode>;
+
+/// The `snapshot/` directory of one replica.
+#[derive(Debug, Clone)]
+pub struct SnapshotDir {
+    dir: PathBuf,
+}
+
+fn storage_err(what: &str, e: impl std::fmt::Display) -> WingError {
+    WingError::Storage(format!("{what}: {e}"))
+}
+
+fn unique_suffix() -> u128 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0)
+}
+
+fn sync_dir(dir: &Path) -> Result<(), WingError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| storage_err("sync snapshot dir", e))
+}
+
+/// Decodes the applied state from the stored `last_applied` and `membership` values.
+fn decode_applied(
+    last: Option<Vec<u8>>,
+    membership: Option<Vec<u8>>,
+) -> Result<AppliedState, WingError> {
+    let last = match last {
+        Some(b) => decode::<Option<LogId<NodeId>>>(&b)
+            .map_err(|e| WingError::Corruption(format!("last_applied: {e}")))?,
+        None => None,
+    };
+    let membership = match membership {
+        Some(b) => decode(&b).map_err(|e| WingError::Corruption(format!("membership: {e}")))?,
+        None => StoredMembership::default(),
+    };
+    Ok((last, membership))
+}
+
+/// Reads the applied state (`last applied`, `membership`) from `db`.
+pub fn read_applied(db: &DB) -> Result<AppliedState, WingError> {
+    let applied = cf(db, CF_APPLIED)?;
+    decode_applied(
+        db.get_cf(applied, KEY_LAST_APPLIED)?,
+        db.get_cf(applied, KEY_MEMBERSHIP)?,
+    )
+}
+
+impl SnapshotDir {
+    /// Opens (creates) the directory and removes leftovers of interrupted builds and transfers.
+    pub fn open(dir: PathBuf) -> Result<Self, WingError> {
+        fs::create_dir_all(&dir).map_err(|e| storage_err("create snapshot dir", e))?;
+        let this = Self { dir };
+        for entry in fs::read_dir(&this.dir).map_err(|e| storage_err("list snapshot dir", e))? {
+            let entry = entry.map_err(|e| storage_err("list snapshot dir", e))?;
+            let name = entry.file_name().to_string_lossy().to_string();
+            if name.starts_with("building-")
+                || name.starts_with("receiving-")
+                || name.starts_with("ingest-")
+            {
+                let _ = fs::remove_file(entry.path());
+            }
+        }
+        Ok(this)
+    }
+
+    fn sst_path(&self, id: &str) -> PathBuf {
+        self.dir.join(format!("{id}.sst"))
+    }
+
+    fn meta_path(&self, id: &str) -> PathBuf {
+        self.dir.join(format!("{id}.meta"))
+    }
+
+    /// A fresh path for a snapshot being received from the leader.
+    pub fn receiving_path(&self) -> PathBuf {
+        self.dir.join(format!("receiving-{}.sst", unique_suffix()))
+    }
+
+    /// The current snapshot: its metadata and SST path.
+    pub fn current(&self) -> Result<Option<(PartitionSnapshotMeta, PathBuf)>, WingError> {
+        let id = match fs::read_to_string(self.dir.join("CURRENT")) {
+            Ok(id) => id.trim().to_string(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(storage_err("read snapshot CURRENT", e)),
+        };
+        Ok(Some((self.read_meta(&id)?, self.sst_path(&id))))
+    }
+
+    fn read_meta(&self, id: &str) -> Result<PartitionSnapshotMeta, WingError> {
+        let text =
+            fs::read(self.meta_path(id)).map_err(|e| storage_err("read snapshot meta", e))?;
+        serde_json::from_slice(&text)
+            .map_err(|e| WingError::Corruption(format!("snapshot meta {id}: {e}")))
+    }
+
+    /// Makes the SST at `sst` (in this directory) the current snapshot with `meta`, and removes
+    /// every other snapshot file.
+    pub fn commit(&self, meta: &PartitionSnapshotMeta, sst: &Path) -> Result<(), WingError> {
+        let id = &meta.snapshot_id;
+        let final_sst = self.sst_path(id);
+        File::open(sst)
+            .and_then(|f| f.sync_all())
+            .map_err(|e| storage_err("sync snapshot file", e))?;
+        fs::rename(sst, &final_sst).map_err(|e| storage_err("rename snapshot file", e))?;
+        let meta_json =
+            serde_json::to_vec(meta).map_err(|e| storage_err("encode snapshot meta", e))?;
+        write_synced(&self.meta_path(id), &meta_json)?;
+        let tmp = self.dir.join("CURRENT.tmp");
+        write_synced(&tmp, id.as_bytes())?;
+        fs::rename(&tmp, self.dir.join("CURRENT"))
+            .map_err(|e| storage_err("update snapshot CURRENT", e))?;
+        sync_dir(&self.dir)?;
+        for entry in fs::read_dir(&self.dir)
+            .map_err(|e| storage_err("list snapshot dir", e))?
+            .flatten()
+        {
+            let name = entry.file_name().to_string_lossy().to_string();
+            let keep =
+                name == "CURRENT" || name == format!("{id}.sst") || name == format!("{id}.meta");
+            // Files of an ongoing transfer or build are not ours to remove here.
+            let in_flight = name.starts_with("receiving-") || name.starts_with("building-");
+            if !keep && !in_flight {
+                let _ = fs::remove_file(entry.path());
+            }
+        }
+        Ok(())
+    }
+
+    /// Builds a snapshot of `db` (blocking: call from a blocking thread) and makes it current.
+    pub fn build(&self, db: &DB) -> Result<(PartitionSnapshotMeta, PathBuf), WingError> {
+        let view = db.snapshot();
+        let applied = cf(db, CF_APPLIED)?;
+        let (last_log_id, last_membership) = decode_applied(
+            view.get_cf(applied, KEY_LAST_APPLIED)?,
+            view.get_cf(applied, KEY_MEMBERSHIP)?,
+        )?;
+        let tmp = self.dir.join(format!("building-{}.sst", unique_suffix()));
+        let mut opts = Options::default();
+        opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
+        let mut writer: Option<SstFileWriter> = None;
+        let now = now_epoch_seconds();
+        for item in view.iterator_cf(data_cf(db)?, IteratorMode::Start) {
+            let (k, v) = item?;
+            if stored_expire_ts(&v).is_some_and(|ts| is_expired(ts, now)) {
+                continue;
+            }
+            if writer.is_none() {
+                let w = SstFileWriter::create(&opts);
+                w.open(&tmp)?;
+                writer = Some(w);
+            }
+            if let Some(w) = writer.as_mut() {
+                w.put(&k, &v)?;
+            }
+        }
+        match writer.as_mut() {
+            Some(w) => w.finish()?,
+            // No live records: an empty file stands for an empty partition.
+            None => drop(File::create(&tmp).map_err(|e| storage_err("create snapshot file", e))?),
+        }
+        drop(writer);
+        let id = match &last_log_id {
+            Some(l) => format!("{}-{}-{}", l.leader_id.term, l.index, unique_suffix()),
+            None => format!("0-0-{}", unique_suffix()),
+        };
+        let meta = PartitionSnapshotMeta {
+            last_log_id,
+            last_membership,
+            snapshot_id: id.clone(),
+        };
+        self.commit(&meta, &tmp)?;
+        Ok((meta, self.sst_path(&id)))
+    }
+
+    /// Replaces the contents of `db` with the snapshot `meta` whose SST is `sst` (blocking).
+    pub fn install(
+        &self,
+        db: &DB,
+        meta: &PartitionSnapshotMeta,
+        sst: &Path,
+    ) -> Result<(), WingError> {
+        self.commit(meta, sst)?;
+        let applied = cf(db, CF_APPLIED)?;
+        let mut synced = WriteOptions::default();
+        synced.set_sync(true);
+        db.put_cf_opt(
+            applied,
+            KEY_INSTALLING,
+            meta.snapshot_id.as_bytes(),
+            &synced,
+        )?;
+        self.load_into(db, meta)
+    }
+
+    /// Finishes an install that a crash interrupted, if any (called when a replica opens).
+    pub fn recover_interrupted_install(&self, db: &DB) -> Result<(), WingError> {
+        let applied = cf(db, CF_APPLIED)?;
+        let Some(id) = db.get_cf(applied, KEY_INSTALLING)? else {
+            return Ok(());
+        };
+        let id = String::from_utf8_lossy(&id).to_string();
+        tracing::warn!(snapshot = %id, "redoing a snapshot install interrupted by a crash");
+        let meta = self.read_meta(&id)?;
+        self.load_into(db, &meta)
+    }
+
+    /// Clears the data column family, ingests the snapshot's SST and records the applied
+    /// state, removing the `installing` marker in the same synced write.
+    fn load_into(&self, db: &DB, meta: &PartitionSnapshotMeta) -> Result<(), WingError> {
+        let data = data_cf(db)?;
+        let mut synced = WriteOptions::default();
+        synced.set_sync(true);
+        // Every encoded key starts with a u16 length; keys of 65535-byte hash keys may sort
+        // after the range end, so they are deleted one by one.
+        let mut clear = WriteBatch::default();
+        clear.delete_range_cf(data, &[][..], &[0xFFu8, 0xFF][..]);
+        for item in db.iterator_cf(
+            data,
+            IteratorMode::From(&[0xFF, 0xFF], rocksdb::Direction::Forward),
+        ) {
+            let (k, _) = item?;
+            clear.delete_cf(data, k);
+        }
+        db.write_opt(clear, &synced)?;
+        let sst = self.sst_path(&meta.snapshot_id);
+        let len = fs::metadata(&sst)
+            .map_err(|e| storage_err("stat snapshot file", e))?
+            .len();
+        if len > 0 {
+            // Ingest a link so the snapshot file itself stays to be sent to other followers.
+            let link = self.dir.join(format!("ingest-{}.sst", unique_suffix()));
+            fs::hard_link(&sst, &link).map_err(|e| storage_err("link snapshot file", e))?;
+            let mut opts = IngestExternalFileOptions::default();
+            opts.set_move_files(true);
+            let res = db.ingest_external_file_cf_opts(data, &opts, vec![&link]);
+            let _ = fs::remove_file(&link);
+            res?;
+        }
+        let applied = cf(db, CF_APPLIED)?;
+        let mut batch = WriteBatch::default();
+        batch.put_cf(
+            applied,
+            KEY_LAST_APPLIED,
+            encode(&meta.last_log_id).map_err(|e| storage_err("encode", e))?,
+        );
+        batch.put_cf(
+            applied,
+            KEY_MEMBERSHIP,
+            encode(&meta.last_membership).map_err(|e| storage_err("encode", e))?,
+        );
+        batch.delete_cf(applied, KEY_INSTALLING);
+        db.write_opt(batch, &synced)?;
+        Ok(())
+    }
+}
+
+fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), WingError> {
+    let mut f = File::create(path).map_err(|e| storage_err("create file", e))?;
+    f.write_all(bytes)
+        .map_err(|e| storage_err("write file", e))?;
+    f.sync_all().map_err(|e| storage_err("sync file", e))
+}
+
+/// Applied index, record count and an order-sensitive digest of every stored record, all read
+/// from one consistent view (blocking). Replicas at the same applied index must agree.
+pub fn checksum(db: &DB) -> Result<(u64, u64, u64), WingError> {
+    let view = db.snapshot();
+    let applied = cf(db, CF_APPLIED)?;
+    let (last, _) = decode_applied(view.get_cf(applied, KEY_LAST_APPLIED)?, None)?;
+    let mut count = 0u64;
+    let mut digest = 0u64;
+    for item in view.iterator_cf(data_cf(db)?, IteratorMode::Start) {
+        let (k, v) = item?;
+        count += 1;
+        let mut rec = Vec::with_capacity(k.len() + v.len() + 16);
+        rec.extend_from_slice(&digest.to_be_bytes());
+        rec.extend_from_slice(&(k.len() as u64).to_be_bytes());
+        rec.extend_from_slice(&k);
+        rec.extend_from_slice(&v);
+        digest = wingkv_common::hash::crc64(&rec);
+    }
+    Ok((last.map(|l| l.index).unwrap_or(0), count, digest))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::StorageConfig;
+    use crate::store::SharedStorage;
+    use openraft::{CommittedLeaderId, Membership};
+    use std::collections::BTreeSet;
+    use wingkv_common::value::encode_value;
+
+    fn fill(db: &DB, n: usize, applied: u64) {
+        let data = data_cf(db).unwrap();
+        for i in 0..n {
+            let k = wingkv_common::key::encode_key(format!("h{i}").as_bytes(), b"s").unwrap();
+            db.put_cf(data, k, encode_value(0, format!("v{i}").as_bytes()))
+                .unwrap();
+        }
+        // One expired record that a snapshot leaves out.
+        let k = wingkv_common::key::encode_key(b"expired", b"s").unwrap();
+        db.put_cf(data, k, encode_value(1, b"gone")).unwrap();
+        let log_id = LogId::new(CommittedLeaderId::new(3, 1), applied);
+        let membership: StoredMembership<NodeId, BasicNode> = StoredMembership::new(
+            Some(log_id),
+            Membership::new(vec![BTreeSet::from([1u64])], None),
+        );
+        let ap = cf(db, CF_APPLIED).unwrap();
+        db.put_cf(ap, KEY_LAST_APPLIED, encode(&Some(log_id)).unwrap())
+            .unwrap();
+        db.put_cf(ap, KEY_MEMBERSHIP, encode(&membership).unwrap())
+            .unwrap();
+    }
+
+    #[test]
+    fn build_then_install_reproduces_the_data() {
+        let storage = SharedStorage::new(StorageConfig::default());
+        let src_dir = tempfile::tempdir().unwrap();
+        let src = storage.open(&src_dir.path().join("db")).unwrap();
+        fill(&src, 500, 42);
+        let snaps = SnapshotDir::open(src_dir.path().join("snapshot")).unwrap();
+        let (meta, path) = snaps.build(&src).unwrap();
+        assert_eq!(meta.last_log_id.map(|l| l.index), Some(42));
+        assert_eq!(snaps.current().unwrap().unwrap().0, meta);
+
+        let dst_dir = tempfile::tempdir().unwrap();
+        let dst = storage.open(&dst_dir.path().join("db")).unwrap();
+        // Stale data on the receiver must disappear.
+        let stale = wingkv_common::key::encode_key(b"stale", b"").unwrap();
+        dst.put_cf(data_cf(&dst).unwrap(), &stale, encode_value(0, b"x"))
+            .unwrap();
+        let dst_snaps = SnapshotDir::open(dst_dir.path().join("snapshot")).unwrap();
+        let received = dst_snaps.receiving_path();
+        std::fs::copy(&path, &received).unwrap();
+        dst_snaps.install(&dst, &meta, &received).unwrap();
+
+        let (applied, count, _) = checksum(&dst).unwrap();
+        assert_eq!((applied, count), (42, 500));
+        assert_eq!(
+            checksum(&src).unwrap().1,
+            501,
+            "the source still holds its expired record"
+        );
+        assert!(dst
+            .get_cf(data_cf(&dst).unwrap(), &stale)
+            .unwrap()
+            .is_none());
+        let (last, membership) = read_applied(&dst).unwrap();
+        assert_eq!(last, meta.last_log_id);
+        assert_eq!(membership, meta.last_membership);
+        // The installed snapshot is kept to be served to other followers.
+        assert_eq!(dst_snaps.current().unwrap().unwrap().0, meta);
+    }
+
+    #[test]
+    fn an_interrupted_install_is_redone_on_open() {
+        let storage = SharedStorage::new(StorageConfig::default());
+        let dir = tempfile::tempdir().unwrap();
+        let db = storage.open(&dir.path().join("db")).unwrap();
+        fill(&db, 10, 7);
+        let snaps = SnapshotDir::open(dir.path().join("snapshot")).unwrap();
+        let (meta, _) = snaps.build(&db).unwrap();
+        // Simulate a crash after the marker was written and the data half cleared.
+        let ap = cf(&db, CF_APPLIED).unwrap();
+        db.put_cf(ap, KEY_INSTALLING, meta.snapshot_id.as_bytes())
+            .unwrap();
+        let first = wingkv_common::key::encode_key(b"h0", b"s").unwrap();
+        db.delete_cf(data_cf(&db).unwrap(), first).unwrap();
+        snaps.recover_interrupted_install(&db).unwrap();
+        assert_eq!(checksum(&db).unwrap().1, 10);
+        assert!(db.get_cf(ap, KEY_INSTALLING).unwrap().is_none());
+    }
+
+    #[test]
+    fn an_empty_partition_snapshots_to_an_empty_file() {
+        let storage = SharedStorage::new(StorageConfig::default());
+        let dir = tempfile::tempdir().unwrap();
+        let db = storage.open(&dir.path().join("db")).unwrap();
+        let snaps = SnapshotDir::open(dir.path().join("snapshot")).unwrap();
+        let (meta, path) = snaps.build(&db).unwrap();
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), 0);
+        let received = snaps.receiving_path();
+        std::fs::copy(&path, &received).unwrap();
+        snaps.install(&db, &meta, &received).unwrap();
+        assert_eq!(checksum(&db).unwrap(), (0, 0, 0));
+    }
+}

@@ -1,0 +1,325 @@
+//! Harness for wingkv integration tests: real server processes on loopback, in temp dirs,
+//! killed when the test ends (even by a panic), and helpers that wait on conditions with
+//! deadlines instead of sleeping.
+
+pub mod raw;
+
+use std::fs::File;
+use std::future::Future;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use tonic::transport::Channel;
+use wingkv_common::{PartitionId, WingError};
+use wingkv_proto::data::data_client::DataClient;
+use wingkv_proto::replica_admin::replica_admin_client::ReplicaAdminClient;
+use wingkv_proto::replica_admin::{
+    ChecksumResponse, CreateReplicaRequest, Member, PartitionRequest, ReplicaRole, ReplicaStatus,
+    StatusRequest,
+};
+
+/// Path of a binary of this workspace, built into the same target dir as the test.
+pub fn bin_path(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/<profile>/deps/<test> -> target/<profile>/<name>
+    let dir = exe.parent().and_then(Path::parent).expect("target dir");
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: build the binaries first (`cargo build --bins`, or `./run.sh test`)",
+        path.display()
+    );
+    path
+}
+
+/// Polls `f` until it yields `Some`, failing with `what` after `timeout`.
+pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut f: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f().await {
+            return Ok(v);
+        }
+        if Instant::now() >= deadline {
+            bail!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A `replica-server` child process with its own data dir.
+pub struct ReplicaProcess {
+    /// Raft node id.
+    pub node_id: u64,
+    /// The directory of this node (data dir and log inside).
+    pub root: PathBuf,
+    /// Its gRPC address (fixed across restarts).
+    pub addr: String,
+    extra_config: String,
+    child: Option<Child>,
+}
+
+impl ReplicaProcess {
+    /// Starts node `node_id` under `root` on an ephemeral port; `extra_config` is appended to
+    /// its TOML config.
+    pub async fn start(node_id: u64, root: &Path, extra_config: &str) -> Result<Self> {
+        let mut p = Self {
+            node_id,
+            root: root.to_path_buf(),
+            addr: "127.0.0.1:0".to_string(),
+            extra_config: extra_config.to_string(),
+            child: None,
+        };
+        std::fs::create_dir_all(root)?;
+        p.spawn().await?;
+        Ok(p)
+    }
+
+    /// The data directory.
+    pub fn data_dir(&self) -> PathBuf {
+        self.root.join("data")
+    }
+
+    /// The server's log file.
+    pub fn log_path(&self) -> PathBuf {
+        self.root.join("server.log")
+    }
+
+    async fn spawn(&mut self) -> Result<()> {
+        let addr_file = self.data_dir().join("server.addr");
+        let _ = std::fs::remove_file(&addr_file);
+        let config = format!(
+            "node_id = {}\nlisten = \"{}\"\ndata_dir = \"{}\"\n{}\n",
+            self.node_id,
+            self.addr,
+            self.data_dir().display(),
+            self.extra_config
+        );
+        let config_path = self.root.join("replica.toml");
+        std::fs::write(&config_path, config)?;
+        let log = File::options()
+            .create(true)
+            .append(true)
+            .open(self.log_path())?;
+        let mut cmd = Command::new(bin_path("replica-server"));
+        cmd.arg("--config")
+            .arg(&config_path)
+            .env(
+                "RUST_LOG",
+                std::env::var("WINGKV_TEST_LOG").unwrap_or_else(|_| "info,openraft=warn".into()),
+            )
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log);
+        // The child dies with the test process, even when the test is killed.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+        let child = cmd.spawn().context("spawn replica-server")?;
+        self.child = Some(child);
+        let addr = wait_for("replica server to listen", Duration::from_secs(30), || {
+            let exited = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten());
+            let addr = std::fs::read_to_string(&addr_file).ok();
+            async move {
+                if let Some(status) = exited {
+                    return Some(Err(anyhow!("replica-server exited at start: {status}")));
+                }
+                addr.filter(|a| !a.is_empty()).map(Ok)
+            }
+        })
+        .await
+        .and_then(|r| r)
+        .with_context(|| format!("node {} (log: {})", self.node_id, self.tail_log(30)))?;
+        self.addr = addr;
+        Ok(())
+    }
+
+    /// `kill -9` the process and reap it.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Sends SIGTERM and waits for a graceful exit; returns whether it exited by itself.
+    pub async fn stop(&mut self) -> Result<bool> {
+        let Some(mut c) = self.child.take() else {
+            return Ok(true);
+        };
+        unsafe {
+            libc::kill(c.id() as i32, libc::SIGTERM);
+        }
+        let res = wait_for("graceful exit", Duration::from_secs(20), || {
+            let done = c.try_wait().ok().flatten();
+            async move { done }
+        })
+        .await;
+        if res.is_err() {
+            let _ = c.kill();
+            let _ = c.wait();
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    /// Starts the process again on the same address and data dir.
+    pub async fn restart(&mut self) -> Result<()> {
+        self.kill();
+        self.spawn().await
+    }
+
+    /// Removes the node's data dir (the process must be stopped).
+    pub fn wipe(&self) -> Result<()> {
+        if self.child.is_some() {
+            bail!("wipe of a running node");
+        }
+        std::fs::remove_dir_all(self.data_dir()).or_else(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                Ok(())
+            } else {
+                Err(e)
+            }
+        })?;
+        Ok(())
+    }
+
+    /// The last `n` lines of the server log.
+    pub fn tail_log(&self, n: usize) -> String {
+        let text = std::fs::read_to_string(self.log_path()).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(n)..].join("\n")
+    }
+
+    /// A data-service client.
+    pub async fn data(&self) -> Result<DataClient<Channel>> {
+        Ok(DataClient::new(channel(&self.addr)?))
+    }
+
+    /// An admin client.
+    pub async fn admin(&self) -> Result<ReplicaAdminClient<Channel>> {
+        Ok(ReplicaAdminClient::new(channel(&self.addr)?))
+    }
+
+    /// This node's status of `partition`, or `None` when it does not answer.
+    pub async fn status(&self, partition: PartitionId) -> Option<ReplicaStatus> {
+        let mut admin = self.admin().await.ok()?;
+        let resp = admin
+            .status(StatusRequest {
+                partition: Some(partition.to_proto()),
+            })
+            .await
+            .ok()?;
+        resp.into_inner().replicas.into_iter().next()
+    }
+
+    /// This node's checksum of `partition`.
+    pub async fn checksum(&self, partition: PartitionId) -> Result<ChecksumResponse> {
+        let mut admin = self.admin().await?;
+        Ok(admin
+            .checksum(PartitionRequest {
+                partition: Some(partition.to_proto()),
+            })
+            .await?
+            .into_inner())
+    }
+}
+
+impl Drop for ReplicaProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A lazily connected channel to `addr`.
+pub fn channel(addr: &str) -> Result<Channel> {
+    Ok(
+        tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?
+            .connect_timeout(Duration::from_secs(2))
+            .timeout(Duration::from_secs(15))
+            .connect_lazy(),
+    )
+}
+
+/// The members list of `nodes`.
+pub fn members(nodes: &[&ReplicaProcess]) -> Vec<Member> {
+    nodes
+        .iter()
+        .map(|n| Member {
+            node_id: n.node_id,
+            address: n.addr.clone(),
+        })
+        .collect()
+}
+
+/// Creates `partition` on every node of `nodes`; `bootstrap` initializes the group with all of
+/// them as voters.
+pub async fn create_group(
+    nodes: &[&ReplicaProcess],
+    bootstrap: usize,
+    partition: PartitionId,
+) -> Result<()> {
+    let all = members(nodes);
+    for (i, n) in nodes.iter().enumerate() {
+        let initial_members = if i == bootstrap {
+            all.clone()
+        } else {
+            Vec::new()
+        };
+        n.admin()
+            .await?
+            .create_replica(CreateReplicaRequest {
+                partition: Some(partition.to_proto()),
+                initial_members,
+            })
+            .await
+            .with_context(|| format!("create {partition} on node {}", n.node_id))?;
+    }
+    Ok(())
+}
+
+/// Waits until one of `nodes` is the primary of `partition` and every other live node agrees;
+/// returns its index in `nodes`.
+pub async fn wait_leader(
+    nodes: &[&ReplicaProcess],
+    partition: PartitionId,
+    timeout: Duration,
+) -> Result<usize> {
+    wait_for(&format!("a primary of {partition}"), timeout, || async {
+        let mut leader = None;
+        for (i, n) in nodes.iter().enumerate() {
+            if let Some(s) = n.status(partition).await {
+                if s.role == ReplicaRole::RolePrimary as i32 {
+                    leader = Some((i, n.node_id));
+                }
+            }
+        }
+        let (i, id) = leader?;
+        for n in nodes {
+            if let Some(s) = n.status(partition).await {
+                if s.role != ReplicaRole::RolePrimary as i32 && s.leader_id != Some(id) {
+                    return None;
+                }
+            }
+        }
+        Some(i)
+    })
+    .await
+}
+
+/// Turns a gRPC status into the wingkv error it carries.
+pub fn wing_error(status: &tonic::Status) -> WingError {
+    WingError::from_status(status)
+}
