@@ -7,11 +7,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let protos = [
         "proto/common.proto",
         "proto/data.proto",
+        "proto/meta.proto",
         "proto/raft.proto",
         "proto/replica_admin.proto",
     ];
     tonic_prost_build::configure()
         .bytes(".")
+        .btree_map(".")
         .compile_protos(&protos, &["proto"])?;
     for p in protos {
         println!("cargo:rerun-if-changed={p}");

@@ -22,6 +22,8 @@ pub enum ErrorCode {
     NotLeader,
     /// The table, partition or replica does not exist here.
     NotFound,
+    /// No table has this name (or id).
+    TableNotFound,
     /// The request is malformed or out of bounds.
     InvalidArgument,
     /// The thing to create exists already.
@@ -52,6 +54,7 @@ impl ErrorCode {
         match self {
             ErrorCode::NotLeader => "NotLeader",
             ErrorCode::NotFound => "NotFound",
+            ErrorCode::TableNotFound => "TableNotFound",
             ErrorCode::InvalidArgument => "InvalidArgument",
             ErrorCode::AlreadyExists => "AlreadyExists",
             ErrorCode::InvalidState => "InvalidState",
@@ -71,6 +74,7 @@ impl ErrorCode {
         match self {
             ErrorCode::NotLeader => Code::FailedPrecondition,
             ErrorCode::NotFound => Code::NotFound,
+            ErrorCode::TableNotFound => Code::NotFound,
             ErrorCode::InvalidArgument => Code::InvalidArgument,
             ErrorCode::AlreadyExists => Code::AlreadyExists,
             ErrorCode::InvalidState => Code::FailedPrecondition,
@@ -107,6 +111,7 @@ impl FromStr for ErrorCode {
         Ok(match s {
             "NotLeader" => ErrorCode::NotLeader,
             "NotFound" => ErrorCode::NotFound,
+            "TableNotFound" => ErrorCode::TableNotFound,
             "InvalidArgument" => ErrorCode::InvalidArgument,
             "AlreadyExists" => ErrorCode::AlreadyExists,
             "InvalidState" => ErrorCode::InvalidState,
@@ -124,7 +129,7 @@ impl FromStr for ErrorCode {
 }
 
 /// A wingkv error with a message that names the problem.
-#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum WingError {
     /// Not the primary; `leader` is the leader's address when known.
     #[error("not the leader of partition {partition}{}", leader_hint(.leader))]
@@ -137,6 +142,9 @@ pub enum WingError {
     /// See [`ErrorCode::NotFound`].
     #[error("not found: {0}")]
     NotFound(String),
+    /// See [`ErrorCode::TableNotFound`].
+    #[error("table not found: {0}")]
+    TableNotFound(String),
     /// See [`ErrorCode::InvalidArgument`].
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
@@ -185,6 +193,7 @@ impl WingError {
         match self {
             WingError::NotLeader { .. } => ErrorCode::NotLeader,
             WingError::NotFound(_) => ErrorCode::NotFound,
+            WingError::TableNotFound(_) => ErrorCode::TableNotFound,
             WingError::InvalidArgument(_) => ErrorCode::InvalidArgument,
             WingError::AlreadyExists(_) => ErrorCode::AlreadyExists,
             WingError::InvalidState(_) => ErrorCode::InvalidState,
@@ -238,7 +247,15 @@ impl WingError {
                     .filter(|s| !s.is_empty())
                     .map(str::to_string),
             },
-            other => WingError::with_code(other, msg),
+            other => {
+                // The message is this error's Display; keep only what follows its prefix.
+                let prefix = WingError::with_code(other, String::new()).to_string();
+                let inner = msg
+                    .strip_prefix(prefix.as_str())
+                    .map(str::to_string)
+                    .unwrap_or(msg);
+                WingError::with_code(other, inner)
+            }
         }
     }
 
@@ -250,6 +267,7 @@ impl WingError {
                 leader: None,
             },
             ErrorCode::NotFound => WingError::NotFound(message),
+            ErrorCode::TableNotFound => WingError::TableNotFound(message),
             ErrorCode::InvalidArgument => WingError::InvalidArgument(message),
             ErrorCode::AlreadyExists => WingError::AlreadyExists(message),
             ErrorCode::InvalidState => WingError::InvalidState(message),
@@ -304,7 +322,8 @@ mod tests {
 
         let status: Status = WingError::Busy("throttled".into()).into();
         let back = WingError::from_status(&status);
-        assert_eq!(back, WingError::Busy(status.message().to_string()));
+        assert_eq!(back, WingError::Busy("throttled".into()));
+        assert_eq!(back.to_string(), "busy: throttled");
     }
 
     #[test]

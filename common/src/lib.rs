@@ -8,8 +8,12 @@ pub mod config;
 pub mod error;
 pub mod hash;
 pub mod key;
+pub mod meta_client;
+pub mod naming;
+pub mod net;
 pub mod partition;
 pub mod raft;
+pub mod report;
 pub mod telemetry;
 pub mod value;
 

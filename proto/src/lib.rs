@@ -11,6 +11,11 @@ pub mod data {
     tonic::include_proto!("wingkv.data");
 }
 
+/// The meta server's service.
+pub mod meta {
+    tonic::include_proto!("wingkv.meta");
+}
+
 /// Raft transport shared by all raft groups of a process.
 pub mod raft {
     tonic::include_proto!("wingkv.raft");

@@ -8,8 +8,14 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ReplicaServerConfig {
-    /// This node's raft node id. Unique in the cluster.
+    /// This node's raft node id. With `meta_servers` set, leave it 0: the meta assigns one at
+    /// the first start and it is kept in the data dir. Without metas (a standalone server for
+    /// tests and tools) it must be set.
     pub node_id: u64,
+    /// Meta server addresses (`host:port`). Empty: standalone, no registration or heartbeats.
+    pub meta_servers: Vec<String>,
+    /// Period of the heartbeat to the meta.
+    pub heartbeat_interval_ms: u64,
     /// gRPC listen address (`host:port`); port 0 picks a free port.
     pub listen: String,
     /// Address other nodes use to reach this one; defaults to the bound listen address.
@@ -32,6 +38,8 @@ impl Default for ReplicaServerConfig {
     fn default() -> Self {
         Self {
             node_id: 0,
+            meta_servers: Vec::new(),
+            heartbeat_interval_ms: 1_000,
             listen: "127.0.0.1:34801".to_string(),
             advertise: None,
             data_dir: PathBuf::from("./data/replica"),

@@ -3,10 +3,10 @@
 
 pub mod command;
 pub mod config;
+pub mod heartbeat;
 pub mod manager;
 pub mod raft_types;
 pub mod range;
-pub mod read_barrier;
 pub mod replica;
 pub mod server;
 pub mod service;

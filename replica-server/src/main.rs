@@ -56,24 +56,9 @@ fn main() -> anyhow::Result<()> {
         .context("tokio runtime")?;
     runtime.block_on(async move {
         let server = ReplicaServer::start(config).await?;
-        server.run_until(shutdown_signal()).await?;
+        server
+            .run_until(wingkv_common::net::shutdown_signal())
+            .await?;
         Ok(())
     })
-}
-
-async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = term.recv() => {},
-                _ = tokio::signal::ctrl_c() => {},
-            }
-        }
-        Err(e) => {
-            tracing::warn!("cannot listen for SIGTERM: {e}");
-            let _ = tokio::signal::ctrl_c().await;
-        }
-    }
-    tracing::info!("shutdown requested");
 }

@@ -33,6 +33,11 @@ impl ReplicaManager {
         self.ctx.node_id
     }
 
+    /// The server's data dir.
+    pub fn data_dir(&self) -> &std::path::Path {
+        &self.ctx.config.data_dir
+    }
+
     fn root(&self) -> PathBuf {
         self.ctx.config.data_dir.join("replica")
     }

@@ -10,16 +10,17 @@ use rocksdb::DB;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use wingkv_common::raft::log_store::RocksLogStore;
-use wingkv_common::raft::network::{ChannelPool, GrpcNetworkFactory};
+use wingkv_common::raft::network::{leader_address, ChannelPool, GrpcNetworkFactory};
+use wingkv_common::raft::read_barrier::ReadBarrier;
 use wingkv_common::raft::wal_sync::WalSyncer;
 use wingkv_common::raft::NodeId;
 use wingkv_common::{PartitionId, WingError};
-use wingkv_proto::replica_admin::{Member, ReplicaRole, ReplicaStatus};
+use wingkv_proto::common::ReplicaRole;
+use wingkv_proto::replica_admin::{Member, ReplicaStatus};
 
 use crate::command::{Command, CommandResponse};
 use crate::config::ReplicaServerConfig;
 use crate::raft_types::PartitionRaft;
-use crate::read_barrier::ReadBarrier;
 use crate::snapshot::SnapshotDir;
 use crate::state_machine::PartitionStateMachine;
 use crate::store::SharedStorage;
@@ -151,12 +152,7 @@ impl Replica {
 
     /// The current leader's address, if known.
     pub fn leader_address(&self) -> Option<String> {
-        let m = self.raft.metrics().borrow().clone();
-        let leader = m.current_leader?;
-        m.membership_config
-            .membership()
-            .get_node(&leader)
-            .map(|n| n.addr.clone())
+        leader_address(&self.raft)
     }
 
     fn not_leader(&self) -> WingError {

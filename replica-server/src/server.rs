@@ -3,62 +3,39 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
-use tokio::task::JoinHandle;
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
-use wingkv_common::raft::network::{ChannelPool, MAX_RAFT_MESSAGE_BYTES};
+use tokio_util::task::TaskTracker;
+use wingkv_common::meta_client::MetaClient;
+use wingkv_common::net::{bind, GrpcServer, ADDRESS_FILE};
+use wingkv_common::raft::network::{ChannelPool, RaftTransportService, MAX_RAFT_MESSAGE_BYTES};
 use wingkv_common::WingError;
 use wingkv_proto::data::data_server::DataServer;
 use wingkv_proto::raft::raft_transport_server::RaftTransportServer;
 use wingkv_proto::replica_admin::replica_admin_server::ReplicaAdminServer;
 
 use crate::config::ReplicaServerConfig;
+use crate::heartbeat::{self, register, stored_node_id};
 use crate::manager::ReplicaManager;
 use crate::replica::ReplicaContext;
 use crate::service::admin::AdminService;
 use crate::service::data::DataService;
-use crate::service::raft::RaftService;
+use crate::service::raft::HostedGroups;
 use crate::store::SharedStorage;
-
-/// Name of the file in the data dir that holds the address the server advertises.
-pub const ADDRESS_FILE: &str = "server.addr";
 
 /// A running replica server.
 pub struct ReplicaServer {
     addr: SocketAddr,
     advertise: String,
     manager: Arc<ReplicaManager>,
-    shutdown: CancellationToken,
-    serve: JoinHandle<Result<(), tonic::transport::Error>>,
-}
-
-/// Binds `addr` with SO_REUSEADDR, so a restarted server gets its port back at once.
-pub fn bind(addr: &str) -> Result<tokio::net::TcpListener, WingError> {
-    let bad =
-        |e: std::io::Error| WingError::InvalidArgument(format!("cannot listen on {addr}: {e}"));
-    let sock_addr: SocketAddr = addr.parse().map_err(|_| {
-        WingError::InvalidArgument(format!("listen address '{addr}' is not host:port"))
-    })?;
-    let socket = if sock_addr.is_ipv4() {
-        tokio::net::TcpSocket::new_v4()
-    } else {
-        tokio::net::TcpSocket::new_v6()
-    }
-    .map_err(bad)?;
-    socket.set_reuseaddr(true).map_err(bad)?;
-    socket.bind(sock_addr).map_err(bad)?;
-    socket.listen(1024).map_err(bad)
+    tasks: TaskTracker,
+    grpc: GrpcServer,
 }
 
 impl ReplicaServer {
     /// Starts a server: reopens every replica in the data dir, then serves.
     pub async fn start(config: ReplicaServerConfig) -> Result<Self, WingError> {
-        if config.node_id == 0 {
-            return Err(WingError::InvalidArgument(
-                "node_id must be set to a positive number".into(),
-            ));
-        }
         std::fs::create_dir_all(&config.data_dir).map_err(|e| {
             WingError::Storage(format!("cannot create {}: {e}", config.data_dir.display()))
         })?;
@@ -67,15 +44,17 @@ impl ReplicaServer {
             .local_addr()
             .map_err(|e| WingError::Internal(e.to_string()))?;
         let advertise = config.advertise.clone().unwrap_or_else(|| addr.to_string());
+        let pool = ChannelPool::default();
+        let (node_id, meta) = resolve_node_id(&config, &advertise, &pool).await?;
         let ctx = ReplicaContext {
-            node_id: config.node_id,
+            node_id,
             storage: SharedStorage::new(config.storage.clone()),
-            pool: ChannelPool::default(),
+            pool,
             config: Arc::new(config.clone()),
         };
         let manager = Arc::new(ReplicaManager::new(ctx));
         let opened = manager.open_all().await?;
-        tracing::info!(node_id = config.node_id, %addr, replicas = opened, "replica server listening");
+        tracing::info!(node_id, %addr, replicas = opened, "replica server listening");
 
         let max = config.max_request_bytes;
         let shutdown = CancellationToken::new();
@@ -85,15 +64,25 @@ impl ReplicaServer {
                 DataServer::new(DataService::new(manager.clone())).max_decoding_message_size(max),
             )
             .add_service(
-                RaftTransportServer::new(RaftService::new(manager.clone()))
-                    .max_decoding_message_size(MAX_RAFT_MESSAGE_BYTES)
-                    .max_encoding_message_size(MAX_RAFT_MESSAGE_BYTES),
+                RaftTransportServer::new(RaftTransportService::new(HostedGroups::new(
+                    manager.clone(),
+                )))
+                .max_decoding_message_size(MAX_RAFT_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_RAFT_MESSAGE_BYTES),
             )
             .add_service(ReplicaAdminServer::new(AdminService::new(manager.clone())));
-        let serve = tokio::spawn(router.serve_with_incoming_shutdown(
-            TcpListenerStream::new(listener),
-            shutdown.clone().cancelled_owned(),
-        ));
+        let tasks = TaskTracker::new();
+        if let Some(meta) = meta {
+            let interval = Duration::from_millis(config.heartbeat_interval_ms.max(10));
+            tasks.spawn(heartbeat::run(
+                meta,
+                manager.clone(),
+                advertise.clone(),
+                interval,
+                shutdown.clone(),
+            ));
+        }
+        let grpc = GrpcServer::spawn(router, listener, shutdown.clone());
         // Written last: its presence tells supervisors and tests the server is ready.
         let addr_file = config.data_dir.join(ADDRESS_FILE);
         std::fs::write(&addr_file, &advertise).map_err(|e| {
@@ -103,8 +92,8 @@ impl ReplicaServer {
             addr,
             advertise,
             manager,
-            shutdown,
-            serve,
+            tasks,
+            grpc,
         })
     }
 
@@ -126,24 +115,56 @@ impl ReplicaServer {
     /// Waits until the gRPC server stops by itself (an error) or `stop` fires; then stops
     /// taking requests, lets in-flight ones finish and closes every replica.
     pub async fn run_until(
-        mut self,
+        self,
         stop: impl std::future::Future<Output = ()>,
     ) -> Result<(), WingError> {
-        let early = tokio::select! {
-            r = &mut self.serve => Some(r),
-            _ = stop => None,
-        };
-        self.shutdown.cancel();
-        let served = match early {
-            Some(r) => r,
-            None => (&mut self.serve).await,
-        };
+        let served = self.grpc.stop_when(stop).await;
+        self.tasks.close();
+        self.tasks.wait().await;
         self.manager.close_all().await;
         tracing::info!("replica server stopped");
-        match served {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(WingError::Internal(format!("gRPC server failed: {e}"))),
-            Err(e) => Err(WingError::Internal(format!("gRPC server task failed: {e}"))),
-        }
+        served
     }
+}
+
+/// This server's node id: from the config when standalone; otherwise the one kept in the data
+/// dir, or a new one from the meta at the first start.
+async fn resolve_node_id(
+    config: &ReplicaServerConfig,
+    advertise: &str,
+    pool: &ChannelPool,
+) -> Result<(u64, Option<Arc<MetaClient>>), WingError> {
+    if config.meta_servers.is_empty() {
+        if config.node_id == 0 {
+            return Err(WingError::InvalidArgument(
+                "node_id must be set (> 0) when no meta_servers are configured".into(),
+            ));
+        }
+        return Ok((config.node_id, None));
+    }
+    let meta = Arc::new(MetaClient::new(config.meta_servers.clone(), pool.clone())?);
+    let id = match stored_node_id(&config.data_dir)? {
+        Some(id) if config.node_id != 0 && config.node_id != id => {
+            return Err(WingError::InvalidArgument(format!(
+                "node_id {} in the config contradicts node id {id} kept in {}",
+                config.node_id,
+                config.data_dir.display()
+            )))
+        }
+        Some(id) => id,
+        None => {
+            let mut attempt = 0;
+            loop {
+                match register(&meta, &config.data_dir, 0, advertise).await {
+                    Ok(id) => break id,
+                    Err(e) if attempt < 6 => {
+                        attempt += 1;
+                        tracing::warn!("cannot register with the meta yet: {e}");
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+    };
+    Ok((id, Some(meta)))
 }

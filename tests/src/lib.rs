@@ -2,6 +2,7 @@
 //! killed when the test ends (even by a panic), and helpers that wait on conditions with
 //! deadlines instead of sleeping.
 
+pub mod cluster;
 pub mod raw;
 
 use std::fs::File;
@@ -14,11 +15,11 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context, Result};
 use tonic::transport::Channel;
 use wingkv_common::{PartitionId, WingError};
+use wingkv_proto::common::ReplicaRole;
 use wingkv_proto::data::data_client::DataClient;
 use wingkv_proto::replica_admin::replica_admin_client::ReplicaAdminClient;
 use wingkv_proto::replica_admin::{
-    ChecksumResponse, CreateReplicaRequest, Member, PartitionRequest, ReplicaRole, ReplicaStatus,
-    StatusRequest,
+    ChecksumResponse, CreateReplicaRequest, Member, PartitionRequest, ReplicaStatus, StatusRequest,
 };
 
 /// Path of a binary of this workspace, built into the same target dir as the test.
@@ -53,27 +54,90 @@ where
     }
 }
 
-/// A `replica-server` child process with its own data dir.
+/// A server child process (`replica-server` or `meta-server`) with its own data dir.
 pub struct ReplicaProcess {
-    /// Raft node id.
+    /// Raft node id (for a meta-managed replica server: the id the meta assigned).
     pub node_id: u64,
     /// The directory of this node (data dir and log inside).
     pub root: PathBuf,
     /// Its gRPC address (fixed across restarts).
     pub addr: String,
+    binary: &'static str,
     extra_config: String,
     child: Option<Child>,
 }
 
+/// A `meta-server` child process (same handling as a replica server).
+pub type MetaProcess = ReplicaProcess;
+
+/// A free loopback port (for servers whose address others must know before they start).
+pub fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
 impl ReplicaProcess {
-    /// Starts node `node_id` under `root` on an ephemeral port; `extra_config` is appended to
-    /// its TOML config.
+    /// Starts a standalone replica server with node id `node_id` under `root` on an ephemeral
+    /// port; `extra_config` is appended to its TOML config.
     pub async fn start(node_id: u64, root: &Path, extra_config: &str) -> Result<Self> {
+        Self::launch(
+            "replica-server",
+            node_id,
+            root,
+            "127.0.0.1:0",
+            &format!("node_id = {node_id}\n{extra_config}"),
+        )
+        .await
+    }
+
+    /// Starts a replica server that registers with the metas at `metas`.
+    pub async fn start_with_meta(
+        root: &Path,
+        metas: &[String],
+        extra_config: &str,
+    ) -> Result<Self> {
+        let list: Vec<String> = metas.iter().map(|m| format!("\"{m}\"")).collect();
+        let config = format!(
+            "meta_servers = [{}]\nheartbeat_interval_ms = 300\n{extra_config}",
+            list.join(",")
+        );
+        let mut p = Self::launch("replica-server", 0, root, "127.0.0.1:0", &config).await?;
+        let id_file = p.data_dir().join("node_id");
+        p.node_id = std::fs::read_to_string(&id_file)?.trim().parse()?;
+        Ok(p)
+    }
+
+    /// Starts meta server `id` listening on `listen`; `extra_config` is appended to its config.
+    pub async fn start_meta(
+        id: u64,
+        root: &Path,
+        listen: &str,
+        extra_config: &str,
+    ) -> Result<MetaProcess> {
+        Self::launch(
+            "meta-server",
+            id,
+            root,
+            listen,
+            &format!("id = {id}\n{extra_config}"),
+        )
+        .await
+    }
+
+    async fn launch(
+        binary: &'static str,
+        node_id: u64,
+        root: &Path,
+        listen: &str,
+        config: &str,
+    ) -> Result<Self> {
         let mut p = Self {
             node_id,
             root: root.to_path_buf(),
-            addr: "127.0.0.1:0".to_string(),
-            extra_config: extra_config.to_string(),
+            addr: listen.to_string(),
+            binary,
+            extra_config: config.to_string(),
             child: None,
         };
         std::fs::create_dir_all(root)?;
@@ -95,19 +159,18 @@ impl ReplicaProcess {
         let addr_file = self.data_dir().join("server.addr");
         let _ = std::fs::remove_file(&addr_file);
         let config = format!(
-            "node_id = {}\nlisten = \"{}\"\ndata_dir = \"{}\"\n{}\n",
-            self.node_id,
+            "listen = \"{}\"\ndata_dir = \"{}\"\n{}\n",
             self.addr,
             self.data_dir().display(),
             self.extra_config
         );
-        let config_path = self.root.join("replica.toml");
+        let config_path = self.root.join(format!("{}.toml", self.binary));
         std::fs::write(&config_path, config)?;
         let log = File::options()
             .create(true)
             .append(true)
             .open(self.log_path())?;
-        let mut cmd = Command::new(bin_path("replica-server"));
+        let mut cmd = Command::new(bin_path(self.binary));
         cmd.arg("--config")
             .arg(&config_path)
             .env(
@@ -124,9 +187,11 @@ impl ReplicaProcess {
                 Ok(())
             });
         }
-        let child = cmd.spawn().context("spawn replica-server")?;
+        let child = cmd
+            .spawn()
+            .with_context(|| format!("spawn {}", self.binary))?;
         self.child = Some(child);
-        let addr = wait_for("replica server to listen", Duration::from_secs(30), || {
+        let addr = wait_for("the server to listen", Duration::from_secs(30), || {
             let exited = self
                 .child
                 .as_mut()
@@ -134,7 +199,7 @@ impl ReplicaProcess {
             let addr = std::fs::read_to_string(&addr_file).ok();
             async move {
                 if let Some(status) = exited {
-                    return Some(Err(anyhow!("replica-server exited at start: {status}")));
+                    return Some(Err(anyhow!("the server exited at start: {status}")));
                 }
                 addr.filter(|a| !a.is_empty()).map(Ok)
             }

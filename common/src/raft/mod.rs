@@ -6,6 +6,7 @@
 
 pub mod log_store;
 pub mod network;
+pub mod read_barrier;
 pub mod wal_sync;
 
 use openraft::{AnyError, StorageError, StorageIOError};

@@ -237,3 +237,80 @@ where
     };
     out.map_err(|e| Status::internal(format!("cannot encode raft {method:?} reply: {e}")))
 }
+
+/// Finds the raft group a transport message is for and runs the message on it.
+#[tonic::async_trait]
+pub trait RaftGroups: Send + Sync + 'static {
+    /// Runs `payload` as `method` on `group`; a group not hosted here is `NotFound`.
+    async fn serve(
+        &self,
+        group: PartitionId,
+        method: RaftMethod,
+        payload: &[u8],
+    ) -> Result<Vec<u8>, Status>;
+}
+
+/// The `RaftTransport` gRPC service over the groups of a process.
+pub struct RaftTransportService<G> {
+    groups: G,
+}
+
+impl<G: RaftGroups> RaftTransportService<G> {
+    /// The service for `groups`.
+    pub fn new(groups: G) -> Self {
+        Self { groups }
+    }
+
+    async fn route(
+        &self,
+        method: RaftMethod,
+        req: tonic::Request<RaftMessage>,
+    ) -> Result<tonic::Response<RaftMessage>, Status> {
+        let msg = req.into_inner();
+        let group = PartitionId::from_proto(msg.partition.as_ref())?;
+        let payload = self.groups.serve(group, method, &msg.payload).await?;
+        Ok(tonic::Response::new(RaftMessage {
+            partition: msg.partition,
+            payload: payload.into(),
+        }))
+    }
+}
+
+#[tonic::async_trait]
+impl<G: RaftGroups> wingkv_proto::raft::raft_transport_server::RaftTransport
+    for RaftTransportService<G>
+{
+    async fn append_entries(
+        &self,
+        req: tonic::Request<RaftMessage>,
+    ) -> Result<tonic::Response<RaftMessage>, Status> {
+        self.route(RaftMethod::AppendEntries, req).await
+    }
+
+    async fn vote(
+        &self,
+        req: tonic::Request<RaftMessage>,
+    ) -> Result<tonic::Response<RaftMessage>, Status> {
+        self.route(RaftMethod::Vote, req).await
+    }
+
+    async fn install_snapshot(
+        &self,
+        req: tonic::Request<RaftMessage>,
+    ) -> Result<tonic::Response<RaftMessage>, Status> {
+        self.route(RaftMethod::InstallSnapshot, req).await
+    }
+}
+
+/// Address of the current leader of `raft`'s group, if known.
+pub fn leader_address<C>(raft: &Raft<C>) -> Option<String>
+where
+    C: RaftTypeConfig<NodeId = NodeId, Node = BasicNode>,
+{
+    let m = raft.metrics().borrow().clone();
+    let leader = m.current_leader?;
+    m.membership_config
+        .membership()
+        .get_node(&leader)
+        .map(|n| n.addr.clone())
+}

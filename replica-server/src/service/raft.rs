@@ -1,59 +1,35 @@
-//! The raft transport service: routes each message to the raft group of its partition.
+//! The raft transport of a replica server: routes each message to the raft group of its
+//! partition.
 
 use std::sync::Arc;
 
-use tonic::{Request, Response, Status};
-use wingkv_common::raft::network::{serve_raft_message, RaftMethod};
+use tonic::Status;
+use wingkv_common::raft::network::{serve_raft_message, RaftGroups, RaftMethod};
 use wingkv_common::PartitionId;
-use wingkv_proto::raft::raft_transport_server::RaftTransport;
-use wingkv_proto::raft::RaftMessage;
 
 use crate::manager::ReplicaManager;
 
-/// Serves raft messages for every hosted replica.
-pub struct RaftService {
+/// The partition groups hosted by one replica server.
+pub struct HostedGroups {
     manager: Arc<ReplicaManager>,
 }
 
-impl RaftService {
-    /// The service over `manager`'s replicas.
+impl HostedGroups {
+    /// The groups of `manager`'s replicas.
     pub fn new(manager: Arc<ReplicaManager>) -> Self {
         Self { manager }
-    }
-
-    async fn serve(
-        &self,
-        method: RaftMethod,
-        req: Request<RaftMessage>,
-    ) -> Result<Response<RaftMessage>, Status> {
-        let msg = req.into_inner();
-        let id = PartitionId::from_proto(msg.partition.as_ref())?;
-        let replica = self.manager.get(id)?;
-        let payload = serve_raft_message(replica.raft(), method, &msg.payload).await?;
-        Ok(Response::new(RaftMessage {
-            partition: msg.partition,
-            payload: payload.into(),
-        }))
     }
 }
 
 #[tonic::async_trait]
-impl RaftTransport for RaftService {
-    async fn append_entries(
+impl RaftGroups for HostedGroups {
+    async fn serve(
         &self,
-        req: Request<RaftMessage>,
-    ) -> Result<Response<RaftMessage>, Status> {
-        self.serve(RaftMethod::AppendEntries, req).await
-    }
-
-    async fn vote(&self, req: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
-        self.serve(RaftMethod::Vote, req).await
-    }
-
-    async fn install_snapshot(
-        &self,
-        req: Request<RaftMessage>,
-    ) -> Result<Response<RaftMessage>, Status> {
-        self.serve(RaftMethod::InstallSnapshot, req).await
+        group: PartitionId,
+        method: RaftMethod,
+        payload: &[u8],
+    ) -> Result<Vec<u8>, Status> {
+        let replica = self.manager.get(group)?;
+        serve_raft_message(replica.raft(), method, payload).await
     }
 }

@@ -8,13 +8,13 @@
 use std::time::Duration;
 
 use openraft::error::{CheckIsLeaderError, RaftError};
+use openraft::{BasicNode, Raft, RaftTypeConfig};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use wingkv_common::raft::NodeId;
-use wingkv_common::{PartitionId, WingError};
 
-use crate::raft_types::PartitionRaft;
+use super::NodeId;
+use crate::{PartitionId, WingError};
 
 type Waiter = oneshot::Sender<Result<(), WingError>>;
 
@@ -26,13 +26,16 @@ pub struct ReadBarrier {
 
 impl ReadBarrier {
     /// Starts the confirmation loop on `tracker`; it stops when `cancel` fires.
-    pub fn start(
+    pub fn start<C>(
         partition: PartitionId,
-        raft: PartitionRaft,
+        raft: Raft<C>,
         timeout: Duration,
         tracker: &TaskTracker,
         cancel: CancellationToken,
-    ) -> Self {
+    ) -> Self
+    where
+        C: RaftTypeConfig<NodeId = NodeId, Node = BasicNode>,
+    {
         let (tx, rx) = mpsc::unbounded_channel();
         tracker.spawn(run(partition, raft, timeout, rx, cancel));
         Self { tx }
@@ -49,13 +52,15 @@ impl ReadBarrier {
     }
 }
 
-async fn run(
+async fn run<C>(
     partition: PartitionId,
-    raft: PartitionRaft,
+    raft: Raft<C>,
     timeout: Duration,
     mut rx: mpsc::UnboundedReceiver<Waiter>,
     cancel: CancellationToken,
-) {
+) where
+    C: RaftTypeConfig<NodeId = NodeId, Node = BasicNode>,
+{
     loop {
         let first = tokio::select! {
             _ = cancel.cancelled() => break,
@@ -84,7 +89,7 @@ async fn run(
 
 fn map_check_error(
     partition: PartitionId,
-    e: RaftError<NodeId, CheckIsLeaderError<NodeId, openraft::BasicNode>>,
+    e: RaftError<NodeId, CheckIsLeaderError<NodeId, BasicNode>>,
 ) -> WingError {
     match e {
         RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f)) => WingError::NotLeader {

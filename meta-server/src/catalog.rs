@@ -1,0 +1,524 @@
+//! The replicated meta state — tables, their partitions' members, registered nodes — and the
+//! commands that change it. Applying a command is a pure, deterministic function of the state
+//! and the command (times come inside the command), so every meta replica reaches the same
+//! state; refusals (a taken name, an unknown table) are answers, not failures.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use wingkv_common::{PartitionId, WingError};
+
+/// A registered replica server.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeRecord {
+    /// Raft node id, assigned at registration.
+    pub node_id: u64,
+    /// gRPC address.
+    pub address: String,
+}
+
+/// One partition's membership as the meta knows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartitionState {
+    /// Raft voters, in placement order (the first one bootstraps the group).
+    pub members: Vec<u64>,
+    /// Bumped on every membership change.
+    pub ballot: u64,
+}
+
+/// When a dropped table was dropped and when it is gone for good.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DropInfo {
+    /// Unix ms of the drop.
+    pub drop_time_ms: u64,
+    /// Unix ms after which it can no longer be recalled.
+    pub expire_time_ms: u64,
+}
+
+/// A table ("app").
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppState {
+    /// Numeric id, never reused.
+    pub app_id: u32,
+    /// Unique name among live tables.
+    pub name: String,
+    /// Number of partitions (a power of two).
+    pub partition_count: u32,
+    /// Replicas per partition.
+    pub replica_count: u32,
+    /// Table envs.
+    pub envs: BTreeMap<String, String>,
+    /// Unix ms of the creation.
+    pub create_time_ms: u64,
+    /// Set while the table is dropped (and recallable until it expires).
+    pub dropped: Option<DropInfo>,
+    /// Partitions, by index.
+    pub partitions: Vec<PartitionState>,
+}
+
+impl AppState {
+    /// Whether the table is dropped.
+    pub fn is_dropped(&self) -> bool {
+        self.dropped.is_some()
+    }
+
+    /// Whether the table still holds its name at `now_ms` (live, or dropped but recallable).
+    pub fn holds_name(&self, now_ms: u64) -> bool {
+        self.dropped.is_none_or(|d| d.expire_time_ms > now_ms)
+    }
+}
+
+/// The whole replicated meta state.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Catalog {
+    /// Next table id to hand out (ids start at 1).
+    pub next_app_id: u32,
+    /// Next node id to hand out (ids start at 1).
+    pub next_node_id: u64,
+    /// Tables by id, dropped ones included until purged.
+    pub apps: BTreeMap<u32, AppState>,
+    /// Registered replica servers.
+    pub nodes: BTreeMap<u64, NodeRecord>,
+}
+
+/// A change of the meta state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MetaCommand {
+    /// Register a node (node_id 0 = assign a new id), or update its address.
+    RegisterNode {
+        /// Existing id, or 0.
+        node_id: u64,
+        /// Its address.
+        address: String,
+    },
+    /// Create a table with the given placement (`placement[i]` = members of partition i).
+    CreateTable {
+        /// Name (validated before proposing).
+        name: String,
+        /// Partitions.
+        partition_count: u32,
+        /// Replicas per partition.
+        replica_count: u32,
+        /// Initial envs.
+        envs: BTreeMap<String, String>,
+        /// Members per partition.
+        placement: Vec<Vec<u64>>,
+        /// Unix ms at the leader.
+        now_ms: u64,
+    },
+    /// Drop a live table, recallable for `reserve_ms`.
+    DropTable {
+        /// Name.
+        name: String,
+        /// Reserve time.
+        reserve_ms: u64,
+        /// Unix ms at the leader.
+        now_ms: u64,
+    },
+    /// Bring a dropped table back, optionally under a new name.
+    RecallTable {
+        /// Table id.
+        app_id: u32,
+        /// New name, if any.
+        new_name: Option<String>,
+        /// Unix ms at the leader.
+        now_ms: u64,
+    },
+    /// Forget an expired dropped table.
+    PurgeTable {
+        /// Table id.
+        app_id: u32,
+    },
+    /// Set envs of a live table.
+    SetEnvs {
+        /// Name.
+        name: String,
+        /// Envs to set.
+        envs: BTreeMap<String, String>,
+    },
+    /// Delete envs of a live table.
+    DelEnvs {
+        /// Name.
+        name: String,
+        /// Keys to delete.
+        keys: Vec<String>,
+    },
+    /// Record a partition's new members, if its ballot is still `ballot`.
+    SetMembers {
+        /// The partition.
+        partition: PartitionId,
+        /// Ballot the change was decided on.
+        ballot: u64,
+        /// New members.
+        members: Vec<u64>,
+    },
+}
+
+/// The answer to a command.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub enum MetaValue {
+    /// Nothing to report.
+    #[default]
+    Done,
+    /// The node id of a registration.
+    NodeId(u64),
+    /// The table after the change.
+    App(Box<AppState>),
+}
+
+/// The result of applying a command.
+pub type MetaResponse = Result<MetaValue, WingError>;
+
+impl Catalog {
+    /// The live table called `name`.
+    pub fn live_app(&self, name: &str) -> Result<&AppState, WingError> {
+        self.apps
+            .values()
+            .find(|a| a.name == name && !a.is_dropped())
+            .ok_or_else(|| WingError::TableNotFound(format!("no table named '{name}'")))
+    }
+
+    fn live_app_mut(&mut self, name: &str) -> Result<&mut AppState, WingError> {
+        self.apps
+            .values_mut()
+            .find(|a| a.name == name && !a.is_dropped())
+            .ok_or_else(|| WingError::TableNotFound(format!("no table named '{name}'")))
+    }
+
+    /// Refuses `name` when a table holds it at `now_ms` (a dropped table keeps its name until it
+    /// expires).
+    pub fn check_name_free(&self, name: &str, now_ms: u64) -> Result<(), WingError> {
+        match self.apps.values().find(|a| a.name == name && a.holds_name(now_ms)) {
+            None => Ok(()),
+            Some(a) if a.is_dropped() => Err(WingError::AlreadyExists(format!(
+                "table '{name}' (app_id {}) was dropped and is reserved until it expires; recall it or wait",
+                a.app_id
+            ))),
+            Some(a) => Err(WingError::AlreadyExists(format!("table '{name}' exists (app_id {})", a.app_id))),
+        }
+    }
+
+    /// Replicas of live tables per node, and how many of them are first in their member list.
+    pub fn load_by_node(&self) -> BTreeMap<u64, (u32, u32)> {
+        let mut load: BTreeMap<u64, (u32, u32)> = self.nodes.keys().map(|n| (*n, (0, 0))).collect();
+        for app in self.apps.values().filter(|a| !a.is_dropped()) {
+            for p in &app.partitions {
+                for (i, m) in p.members.iter().enumerate() {
+                    let e = load.entry(*m).or_default();
+                    e.0 += 1;
+                    if i == 0 {
+                        e.1 += 1;
+                    }
+                }
+            }
+        }
+        load
+    }
+
+    /// Applies `cmd`.
+    pub fn apply(&mut self, cmd: &MetaCommand) -> MetaResponse {
+        match cmd {
+            MetaCommand::RegisterNode { node_id, address } => {
+                if *node_id != 0 {
+                    let rec = self.nodes.get_mut(node_id).ok_or_else(|| {
+                        WingError::NotFound(format!(
+                            "node {node_id} is not registered in this cluster"
+                        ))
+                    })?;
+                    rec.address = address.clone();
+                    return Ok(MetaValue::NodeId(*node_id));
+                }
+                self.next_node_id = self.next_node_id.max(1);
+                let id = self.next_node_id;
+                self.next_node_id += 1;
+                self.nodes.insert(
+                    id,
+                    NodeRecord {
+                        node_id: id,
+                        address: address.clone(),
+                    },
+                );
+                Ok(MetaValue::NodeId(id))
+            }
+            MetaCommand::CreateTable {
+                name,
+                partition_count,
+                replica_count,
+                envs,
+                placement,
+                now_ms,
+            } => {
+                self.check_name_free(name, *now_ms)?;
+                if placement.len() != *partition_count as usize {
+                    return Err(WingError::Internal(
+                        "placement does not cover every partition".into(),
+                    ));
+                }
+                self.next_app_id = self.next_app_id.max(1);
+                let app_id = self.next_app_id;
+                self.next_app_id += 1;
+                let app = AppState {
+                    app_id,
+                    name: name.clone(),
+                    partition_count: *partition_count,
+                    replica_count: *replica_count,
+                    envs: envs.clone(),
+                    create_time_ms: *now_ms,
+                    dropped: None,
+                    partitions: placement
+                        .iter()
+                        .map(|m| PartitionState {
+                            members: m.clone(),
+                            ballot: 1,
+                        })
+                        .collect(),
+                };
+                self.apps.insert(app_id, app.clone());
+                Ok(MetaValue::App(Box::new(app)))
+            }
+            MetaCommand::DropTable {
+                name,
+                reserve_ms,
+                now_ms,
+            } => {
+                let app = self.live_app_mut(name)?;
+                app.dropped = Some(DropInfo {
+                    drop_time_ms: *now_ms,
+                    expire_time_ms: now_ms.saturating_add(*reserve_ms),
+                });
+                Ok(MetaValue::App(Box::new(app.clone())))
+            }
+            MetaCommand::RecallTable {
+                app_id,
+                new_name,
+                now_ms,
+            } => {
+                let app = self.apps.get(app_id).ok_or_else(|| {
+                    WingError::TableNotFound(format!("no table with app_id {app_id}"))
+                })?;
+                let Some(drop) = app.dropped else {
+                    return Err(WingError::InvalidState(format!(
+                        "table '{}' (app_id {app_id}) is not dropped",
+                        app.name
+                    )));
+                };
+                if drop.expire_time_ms <= *now_ms {
+                    return Err(WingError::TableNotFound(format!(
+                        "table with app_id {app_id} expired and cannot be recalled"
+                    )));
+                }
+                let name = new_name.clone().unwrap_or_else(|| app.name.clone());
+                if let Some(other) = self
+                    .apps
+                    .values()
+                    .find(|a| a.app_id != *app_id && a.name == name && a.holds_name(*now_ms))
+                {
+                    return Err(WingError::AlreadyExists(format!(
+                        "name '{name}' is taken by app_id {}; recall with a new name",
+                        other.app_id
+                    )));
+                }
+                let app = self
+                    .apps
+                    .get_mut(app_id)
+                    .ok_or_else(|| WingError::Internal("app vanished".into()))?;
+                app.dropped = None;
+                app.name = name;
+                Ok(MetaValue::App(Box::new(app.clone())))
+            }
+            MetaCommand::PurgeTable { app_id } => {
+                self.apps.remove(app_id);
+                Ok(MetaValue::Done)
+            }
+            MetaCommand::SetEnvs { name, envs } => {
+                let app = self.live_app_mut(name)?;
+                app.envs
+                    .extend(envs.iter().map(|(k, v)| (k.clone(), v.clone())));
+                Ok(MetaValue::App(Box::new(app.clone())))
+            }
+            MetaCommand::DelEnvs { name, keys } => {
+                let app = self.live_app_mut(name)?;
+                for k in keys {
+                    app.envs.remove(k);
+                }
+                Ok(MetaValue::App(Box::new(app.clone())))
+            }
+            MetaCommand::SetMembers {
+                partition,
+                ballot,
+                members,
+            } => {
+                let app = self.apps.get_mut(&partition.app_id).ok_or_else(|| {
+                    WingError::TableNotFound(format!("no table with app_id {}", partition.app_id))
+                })?;
+                let p = app
+                    .partitions
+                    .get_mut(partition.partition_index as usize)
+                    .ok_or_else(|| WingError::NotFound(format!("no partition {partition}")))?;
+                if p.ballot != *ballot {
+                    return Err(WingError::InvalidState(format!(
+                        "partition {partition} changed meanwhile (ballot {} != {ballot})",
+                        p.ballot
+                    )));
+                }
+                p.members = members.clone();
+                p.ballot += 1;
+                Ok(MetaValue::Done)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn create(name: &str, now_ms: u64) -> MetaCommand {
+        MetaCommand::CreateTable {
+            name: name.into(),
+            partition_count: 2,
+            replica_count: 1,
+            envs: BTreeMap::new(),
+            placement: vec![vec![1], vec![2]],
+            now_ms,
+        }
+    }
+
+    fn app_id(r: MetaResponse) -> u32 {
+        match r.unwrap() {
+            MetaValue::App(a) => a.app_id,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn names_are_unique_until_a_dropped_table_expires() {
+        let mut c = Catalog::default();
+        let id = app_id(c.apply(&create("t", 0)));
+        assert_eq!(id, 1);
+        assert!(matches!(
+            c.apply(&create("t", 1)),
+            Err(WingError::AlreadyExists(_))
+        ));
+        c.apply(&MetaCommand::DropTable {
+            name: "t".into(),
+            reserve_ms: 100,
+            now_ms: 10,
+        })
+        .unwrap();
+        assert!(matches!(c.live_app("t"), Err(WingError::TableNotFound(_))));
+        // Reserved while recallable.
+        assert!(matches!(
+            c.apply(&create("t", 50)),
+            Err(WingError::AlreadyExists(_))
+        ));
+        // Recall brings it back.
+        assert_eq!(
+            app_id(c.apply(&MetaCommand::RecallTable {
+                app_id: id,
+                new_name: None,
+                now_ms: 60
+            })),
+            id
+        );
+        c.apply(&MetaCommand::DropTable {
+            name: "t".into(),
+            reserve_ms: 100,
+            now_ms: 70,
+        })
+        .unwrap();
+        // Expired: the name is free, and ids are never reused.
+        let id2 = app_id(c.apply(&create("t", 171)));
+        assert_eq!(id2, 2);
+        assert!(c
+            .apply(&MetaCommand::RecallTable {
+                app_id: id,
+                new_name: None,
+                now_ms: 171
+            })
+            .is_err());
+    }
+
+    #[test]
+    fn recall_into_a_taken_name_needs_a_new_name() {
+        let mut c = Catalog::default();
+        let id = app_id(c.apply(&create("t", 0)));
+        c.apply(&MetaCommand::DropTable {
+            name: "t".into(),
+            reserve_ms: 1_000,
+            now_ms: 0,
+        })
+        .unwrap();
+        c.apply(&MetaCommand::PurgeTable { app_id: 99 }).unwrap();
+        // The name is reserved, so nobody can take it; a recall under a new name works.
+        let r = c.apply(&MetaCommand::RecallTable {
+            app_id: id,
+            new_name: Some("t2".into()),
+            now_ms: 5,
+        });
+        assert_eq!(app_id(r), id);
+        assert_eq!(c.live_app("t2").unwrap().app_id, id);
+        assert!(c
+            .apply(&MetaCommand::RecallTable {
+                app_id: id,
+                new_name: None,
+                now_ms: 6
+            })
+            .is_err());
+    }
+
+    #[test]
+    fn registration_and_membership_ballots() {
+        let mut c = Catalog::default();
+        assert_eq!(
+            c.apply(&MetaCommand::RegisterNode {
+                node_id: 0,
+                address: "a".into()
+            }),
+            Ok(MetaValue::NodeId(1))
+        );
+        assert_eq!(
+            c.apply(&MetaCommand::RegisterNode {
+                node_id: 0,
+                address: "b".into()
+            }),
+            Ok(MetaValue::NodeId(2))
+        );
+        assert_eq!(
+            c.apply(&MetaCommand::RegisterNode {
+                node_id: 1,
+                address: "a2".into()
+            }),
+            Ok(MetaValue::NodeId(1))
+        );
+        assert_eq!(c.nodes[&1].address, "a2");
+        assert!(c
+            .apply(&MetaCommand::RegisterNode {
+                node_id: 7,
+                address: "x".into()
+            })
+            .is_err());
+        let id = app_id(c.apply(&create("t", 0)));
+        let p = PartitionId::new(id, 1);
+        c.apply(&MetaCommand::SetMembers {
+            partition: p,
+            ballot: 1,
+            members: vec![1],
+        })
+        .unwrap();
+        assert!(c
+            .apply(&MetaCommand::SetMembers {
+                partition: p,
+                ballot: 1,
+                members: vec![2]
+            })
+            .is_err());
+        assert_eq!(
+            c.apps[&id].partitions[1],
+            PartitionState {
+                members: vec![1],
+                ballot: 2
+            }
+        );
+    }
+}

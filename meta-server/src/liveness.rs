@@ -1,0 +1,236 @@
+//! What the meta leader knows of the replica servers right now: when each was last heard from,
+//! and the replicas each reported. Volatile: it starts over when a meta becomes leader (every
+//! node then gets one `node_timeout` of grace before it can be declared dead).
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use wingkv_common::PartitionId;
+use wingkv_proto::common::ReplicaRole;
+use wingkv_proto::meta::ReplicaReport;
+
+/// Liveness of a replica server as the leader sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NodeState {
+    /// Heard from within `node_timeout`.
+    Alive,
+    /// Silent for `node_timeout` or more.
+    Dead,
+    /// Not heard from since this meta became leader, and still within the grace period.
+    Unknown,
+}
+
+impl NodeState {
+    /// The name shown to users.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NodeState::Alive => "ALIVE",
+            NodeState::Dead => "DEAD",
+            NodeState::Unknown => "UNKNOWN",
+        }
+    }
+}
+
+/// The primary of a partition, as reported.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PrimaryInfo {
+    /// Node hosting the primary.
+    pub node_id: u64,
+    /// Raft term.
+    pub term: u64,
+    /// Voters the primary reported.
+    pub voters: Vec<u64>,
+}
+
+struct Inner {
+    term: u64,
+    since: Instant,
+    last_seen: HashMap<u64, Instant>,
+    reports: HashMap<u64, Vec<ReplicaReport>>,
+}
+
+/// Liveness and replica reports of every node.
+pub struct Liveness {
+    node_timeout: Duration,
+    inner: Mutex<Inner>,
+}
+
+impl Liveness {
+    /// Empty view with the given timeout.
+    pub fn new(node_timeout: Duration) -> Self {
+        Self {
+            node_timeout,
+            inner: Mutex::new(Inner {
+                term: 0,
+                since: Instant::now(),
+                last_seen: HashMap::new(),
+                reports: HashMap::new(),
+            }),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Starts over when `term` (the meta leader's raft term) is new: what was seen under
+    /// another leadership says nothing about now.
+    pub fn enter_term(&self, term: u64) {
+        Self::enter(&mut self.lock(), term);
+    }
+
+    fn enter(i: &mut Inner, term: u64) {
+        if i.term != term {
+            i.term = term;
+            i.since = Instant::now();
+            i.last_seen.clear();
+            i.reports.clear();
+        }
+    }
+
+    /// Records a heartbeat (or a status poll) of `node`, seen as leader of `term`.
+    pub fn record(&self, term: u64, node: u64, reports: Vec<ReplicaReport>) {
+        let mut i = self.lock();
+        Self::enter(&mut i, term);
+        i.last_seen.insert(node, Instant::now());
+        i.reports.insert(node, reports);
+    }
+
+    /// Replaces one partition's report of `node` (from a direct status poll) in `term`.
+    pub fn record_one(&self, term: u64, node: u64, report: ReplicaReport) {
+        let mut i = self.lock();
+        Self::enter(&mut i, term);
+        i.last_seen.insert(node, Instant::now());
+        let list = i.reports.entry(node).or_default();
+        list.retain(|r| r.partition != report.partition);
+        list.push(report);
+    }
+
+    /// Liveness of `node`.
+    pub fn state(&self, node: u64) -> NodeState {
+        let i = self.lock();
+        match i.last_seen.get(&node) {
+            Some(t) if t.elapsed() < self.node_timeout => NodeState::Alive,
+            Some(_) => NodeState::Dead,
+            None if i.since.elapsed() < self.node_timeout => NodeState::Unknown,
+            None => NodeState::Dead,
+        }
+    }
+
+    /// Milliseconds since `node` was last heard from.
+    pub fn silence_ms(&self, node: u64) -> Option<u64> {
+        self.lock()
+            .last_seen
+            .get(&node)
+            .map(|t| t.elapsed().as_millis() as u64)
+    }
+
+    /// Partitions `node` reported hosting.
+    pub fn hosted(&self, node: u64) -> BTreeSet<PartitionId> {
+        self.lock()
+            .reports
+            .get(&node)
+            .map(|rs| {
+                rs.iter()
+                    .filter_map(|r| r.partition.as_ref())
+                    .map(|p| PartitionId::new(p.app_id, p.partition_index))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// The primary of `p` reported by an alive node with the highest term.
+    pub fn primary(&self, p: PartitionId) -> Option<PrimaryInfo> {
+        let i = self.lock();
+        let mut best: Option<PrimaryInfo> = None;
+        for (node, reports) in &i.reports {
+            let alive = i
+                .last_seen
+                .get(node)
+                .is_some_and(|t| t.elapsed() < self.node_timeout);
+            if !alive {
+                continue;
+            }
+            for r in reports {
+                let same = r.partition.as_ref().is_some_and(|q| {
+                    q.app_id == p.app_id && q.partition_index == p.partition_index
+                });
+                if same
+                    && r.role == ReplicaRole::RolePrimary as i32
+                    && best.as_ref().is_none_or(|b| r.term > b.term)
+                {
+                    best = Some(PrimaryInfo {
+                        node_id: *node,
+                        term: r.term,
+                        voters: r.voters.clone(),
+                    });
+                }
+            }
+        }
+        best
+    }
+
+    /// Number of primaries each node reported.
+    pub fn primary_counts(&self) -> HashMap<u64, u32> {
+        let i = self.lock();
+        i.reports
+            .iter()
+            .map(|(n, rs)| {
+                (
+                    *n,
+                    rs.iter()
+                        .filter(|r| r.role == ReplicaRole::RolePrimary as i32)
+                        .count() as u32,
+                )
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(p: PartitionId, role: ReplicaRole, term: u64) -> ReplicaReport {
+        ReplicaReport {
+            partition: Some(p.to_proto()),
+            role: role as i32,
+            term,
+            voters: vec![1, 2, 3],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn states_and_primaries() {
+        let l = Liveness::new(Duration::from_secs(60));
+        assert_eq!(l.state(1), NodeState::Unknown);
+        let p = PartitionId::new(1, 0);
+        l.record(1, 1, vec![report(p, ReplicaRole::RolePrimary, 2)]);
+        l.record(
+            1,
+            2,
+            vec![
+                report(p, ReplicaRole::RolePrimary, 3),
+                report(PartitionId::new(1, 1), ReplicaRole::RoleSecondary, 3),
+            ],
+        );
+        assert_eq!(l.state(1), NodeState::Alive);
+        assert_eq!(l.primary(p).unwrap().node_id, 2, "the higher term wins");
+        assert_eq!(l.hosted(2).len(), 2);
+        assert_eq!(l.primary(PartitionId::new(1, 1)), None);
+        l.enter_term(1);
+        assert_eq!(l.state(1), NodeState::Alive, "same term: nothing forgotten");
+        l.enter_term(2);
+        assert_eq!(l.state(1), NodeState::Unknown);
+    }
+
+    #[test]
+    fn silence_past_the_timeout_is_death() {
+        let l = Liveness::new(Duration::ZERO);
+        l.record(1, 1, vec![]);
+        assert_eq!(l.state(1), NodeState::Dead);
+        assert_eq!(l.state(2), NodeState::Dead);
+    }
+}

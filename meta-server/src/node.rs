@@ -1,0 +1,174 @@
+//! [`MetaNode`]: one meta server's handle on the meta group — raft, the catalog, the liveness
+//! view — with the operations the service and the reconciler share.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use openraft::error::{ClientWriteError, RaftError};
+use openraft::ServerState;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tonic::transport::Channel;
+use wingkv_common::raft::network::{leader_address, ChannelPool};
+use wingkv_common::raft::read_barrier::ReadBarrier;
+use wingkv_common::{PartitionId, WingError};
+use wingkv_proto::replica_admin::replica_admin_client::ReplicaAdminClient;
+
+use crate::catalog::{Catalog, MetaCommand, MetaValue};
+use crate::config::MetaServerConfig;
+use crate::liveness::Liveness;
+use crate::raft_types::MetaRaft;
+use crate::state_machine::SharedMeta;
+
+/// The raft group id the meta group uses on the shared raft transport.
+pub const META_GROUP: PartitionId = PartitionId {
+    app_id: 0,
+    partition_index: 0,
+};
+
+/// Unix time in milliseconds.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// One meta server's view of and handle on the meta group.
+pub struct MetaNode {
+    /// Configuration.
+    pub config: Arc<MetaServerConfig>,
+    /// The meta group's raft.
+    pub raft: MetaRaft,
+    /// The applied catalog.
+    pub data: SharedMeta,
+    /// Liveness and replica reports (meaningful on the leader).
+    pub liveness: Liveness,
+    /// Connections to replica servers and metas.
+    pub pool: ChannelPool,
+    /// Partitions whose repair is in flight.
+    pub repairs: Mutex<HashSet<PartitionId>>,
+    reads: ReadBarrier,
+}
+
+impl MetaNode {
+    /// Wraps a started raft; the read barrier runs on `tracker` until `cancel`.
+    pub fn new(
+        config: Arc<MetaServerConfig>,
+        raft: MetaRaft,
+        data: SharedMeta,
+        pool: ChannelPool,
+        tracker: &TaskTracker,
+        cancel: CancellationToken,
+    ) -> Self {
+        let reads = ReadBarrier::start(
+            META_GROUP,
+            raft.clone(),
+            Duration::from_secs(5),
+            tracker,
+            cancel,
+        );
+        Self {
+            liveness: Liveness::new(Duration::from_millis(config.node_timeout_ms)),
+            config,
+            raft,
+            data,
+            pool,
+            repairs: Mutex::new(HashSet::new()),
+            reads,
+        }
+    }
+
+    /// Whether this meta is the leader now.
+    pub fn is_leader(&self) -> bool {
+        self.raft.metrics().borrow().state == ServerState::Leader
+    }
+
+    /// The current raft term of the meta group.
+    pub fn term(&self) -> u64 {
+        self.raft.metrics().borrow().current_term
+    }
+
+    /// The leader's address, if known.
+    pub fn leader_address(&self) -> Option<String> {
+        leader_address(&self.raft)
+    }
+
+    /// Fails with `NotLeader` (naming the leader) unless this meta leads.
+    pub fn check_leader(&self) -> Result<(), WingError> {
+        if self.is_leader() {
+            Ok(())
+        } else {
+            Err(WingError::NotLeader {
+                partition: "meta".into(),
+                leader: self.leader_address(),
+            })
+        }
+    }
+
+    /// Waits until the catalog may be read linearizably here.
+    pub async fn read_barrier(&self) -> Result<(), WingError> {
+        self.check_leader()?;
+        self.reads.wait(META_GROUP).await.map_err(|e| match e {
+            WingError::NotLeader { leader, .. } => WingError::NotLeader {
+                partition: "meta".into(),
+                leader,
+            },
+            other => other,
+        })
+    }
+
+    /// A copy of the applied catalog.
+    pub fn catalog(&self) -> Catalog {
+        self.data
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .catalog
+            .clone()
+    }
+
+    /// Reads the applied catalog through `f` without copying it.
+    pub fn with_catalog<T>(&self, f: impl FnOnce(&Catalog) -> T) -> T {
+        f(&self.data.read().unwrap_or_else(|p| p.into_inner()).catalog)
+    }
+
+    /// Proposes `cmd` and answers its result once applied.
+    pub async fn propose(&self, cmd: MetaCommand) -> Result<MetaValue, WingError> {
+        self.check_leader()?;
+        let write = self.raft.client_write(cmd);
+        let res = tokio::time::timeout(Duration::from_secs(10), write)
+            .await
+            .map_err(|_| WingError::Timeout("meta change not committed within 10s".into()))?;
+        match res {
+            Ok(r) => r.data,
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+                Err(WingError::NotLeader {
+                    partition: "meta".into(),
+                    leader: f.leader_node.map(|n| n.addr),
+                })
+            }
+            Err(RaftError::APIError(e)) => Err(WingError::Internal(format!("meta: {e}"))),
+            Err(RaftError::Fatal(e)) => {
+                Err(WingError::Unavailable(format!("meta raft stopped: {e}")))
+            }
+        }
+    }
+
+    /// An admin client of replica server `node`.
+    pub fn admin(&self, node: u64) -> Result<ReplicaAdminClient<Channel>, WingError> {
+        let addr = self
+            .with_catalog(|c| c.nodes.get(&node).map(|n| n.address.clone()))
+            .ok_or_else(|| WingError::NotFound(format!("node {node} is not registered")))?;
+        let channel = self.pool.get(&addr).map_err(|e| {
+            WingError::InvalidArgument(format!("bad address {addr} of node {node}: {e}"))
+        })?;
+        Ok(ReplicaAdminClient::new(channel))
+    }
+
+    /// The address of replica server `node`.
+    pub fn node_address(&self, node: u64) -> String {
+        self.with_catalog(|c| c.nodes.get(&node).map(|n| n.address.clone()))
+            .unwrap_or_default()
+    }
+}

@@ -1,0 +1,468 @@
+//! The meta gRPC service and the meta group's raft transport.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tonic::{Request, Response, Status};
+use wingkv_common::naming::{
+    validate_partition_count, validate_replica_count, validate_table_name, DEFAULT_PARTITION_COUNT,
+    DEFAULT_REPLICA_COUNT,
+};
+use wingkv_common::raft::network::{serve_raft_message, RaftGroups, RaftMethod};
+use wingkv_common::{PartitionId, WingError};
+use wingkv_proto::meta::meta_server::Meta;
+use wingkv_proto::meta::*;
+
+use crate::catalog::{AppState, Catalog, MetaCommand, MetaValue};
+use crate::liveness::NodeState;
+use crate::node::{now_ms, MetaNode, META_GROUP};
+use crate::placement;
+use crate::reconcile::{ensure_app_replicas, wait_primaries};
+
+/// Serves the meta API.
+pub struct MetaService {
+    node: Arc<MetaNode>,
+}
+
+impl MetaService {
+    /// The service of `node`.
+    pub fn new(node: Arc<MetaNode>) -> Self {
+        Self { node }
+    }
+
+    fn table_configuration(&self, catalog: &Catalog, app: &AppState) -> TableConfiguration {
+        let addr = |n: u64| NodeAddress {
+            node_id: n,
+            address: catalog
+                .nodes
+                .get(&n)
+                .map(|r| r.address.clone())
+                .unwrap_or_default(),
+        };
+        let partitions = app
+            .partitions
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                let primary = self
+                    .node
+                    .liveness
+                    .primary(PartitionId::new(app.app_id, i as u32));
+                PartitionConfiguration {
+                    partition_index: i as u32,
+                    members: p.members.iter().map(|n| addr(*n)).collect(),
+                    term: primary.as_ref().map(|p| p.term).unwrap_or(0),
+                    primary: primary.map(|p| addr(p.node_id)),
+                    ballot: p.ballot,
+                }
+            })
+            .collect();
+        TableConfiguration {
+            app_id: app.app_id,
+            name: app.name.clone(),
+            partition_count: app.partition_count,
+            replica_count: app.replica_count,
+            envs: app.envs.clone(),
+            partitions,
+        }
+    }
+
+    fn healthy_partitions(&self, app: &AppState) -> u32 {
+        app.partitions
+            .iter()
+            .enumerate()
+            .filter(|(i, p)| {
+                p.members.len() as u32 >= app.replica_count
+                    && p.members
+                        .iter()
+                        .all(|m| self.node.liveness.state(*m) == NodeState::Alive)
+                    && self
+                        .node
+                        .liveness
+                        .primary(PartitionId::new(app.app_id, *i as u32))
+                        .is_some()
+            })
+            .count() as u32
+    }
+
+    fn app_of(value: MetaValue) -> Result<AppState, WingError> {
+        match value {
+            MetaValue::App(a) => Ok(*a),
+            other => Err(WingError::Internal(format!(
+                "unexpected meta answer {other:?}"
+            ))),
+        }
+    }
+}
+
+fn validate_env_keys<'a>(keys: impl IntoIterator<Item = &'a String>) -> Result<(), WingError> {
+    for k in keys {
+        if k.trim().is_empty() {
+            return Err(WingError::InvalidArgument("an env key is empty".into()));
+        }
+    }
+    Ok(())
+}
+
+#[tonic::async_trait]
+impl Meta for MetaService {
+    async fn register_node(
+        &self,
+        req: Request<RegisterNodeRequest>,
+    ) -> Result<Response<RegisterNodeResponse>, Status> {
+        let r = req.into_inner();
+        r.address.parse::<std::net::SocketAddr>().map_err(|_| {
+            WingError::InvalidArgument(format!("'{}' is not a host:port address", r.address))
+        })?;
+        let value = self
+            .node
+            .propose(MetaCommand::RegisterNode {
+                node_id: r.node_id,
+                address: r.address,
+            })
+            .await?;
+        let MetaValue::NodeId(node_id) = value else {
+            return Err(WingError::Internal("registration answered no node id".into()).into());
+        };
+        self.node
+            .liveness
+            .record(self.node.term(), node_id, Vec::new());
+        tracing::info!(node_id, "replica server registered");
+        Ok(Response::new(RegisterNodeResponse { node_id }))
+    }
+
+    async fn heartbeat(
+        &self,
+        req: Request<HeartbeatRequest>,
+    ) -> Result<Response<HeartbeatResponse>, Status> {
+        self.node.check_leader()?;
+        let r = req.into_inner();
+        let catalog = self.node.catalog();
+        if !catalog.nodes.contains_key(&r.node_id) {
+            return Err(
+                WingError::NotFound(format!("node {} is not registered", r.node_id)).into(),
+            );
+        }
+        let hosted: Vec<PartitionId> = r
+            .replicas
+            .iter()
+            .filter_map(|rep| rep.partition.as_ref())
+            .map(|p| PartitionId::new(p.app_id, p.partition_index))
+            .collect();
+        self.node
+            .liveness
+            .record(self.node.term(), r.node_id, r.replicas);
+        let repairs = self
+            .node
+            .repairs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let mut remove = Vec::new();
+        for pid in hosted {
+            let keep = match catalog.apps.get(&pid.app_id) {
+                None => false,
+                Some(app) if app.is_dropped() => true,
+                Some(app) => match app.partitions.get(pid.partition_index as usize) {
+                    None => false,
+                    Some(p) if p.members.contains(&r.node_id) || repairs.contains(&pid) => true,
+                    // Removed from the group: only once its primary confirms it is no voter.
+                    Some(_) => self
+                        .node
+                        .liveness
+                        .primary(pid)
+                        .is_none_or(|pr| pr.voters.contains(&r.node_id)),
+                },
+            };
+            if !keep {
+                remove.push(pid.to_proto());
+            }
+        }
+        Ok(Response::new(HeartbeatResponse { remove }))
+    }
+
+    async fn create_table(
+        &self,
+        req: Request<CreateTableRequest>,
+    ) -> Result<Response<TableConfiguration>, Status> {
+        let r = req.into_inner();
+        validate_table_name(&r.name)?;
+        let partition_count = r.partition_count.unwrap_or(DEFAULT_PARTITION_COUNT);
+        let replica_count = r.replica_count.unwrap_or(DEFAULT_REPLICA_COUNT);
+        validate_partition_count(partition_count)?;
+        validate_replica_count(replica_count)?;
+        validate_env_keys(r.envs.keys())?;
+        self.node.read_barrier().await?;
+        let catalog = self.node.catalog();
+        let now = now_ms();
+        catalog.check_name_free(&r.name, now)?;
+        let alive: Vec<u64> = catalog
+            .nodes
+            .keys()
+            .copied()
+            .filter(|n| self.node.liveness.state(*n) == NodeState::Alive)
+            .collect();
+        let placement = placement::place(
+            &alive,
+            &catalog.load_by_node(),
+            partition_count,
+            replica_count,
+        )?;
+        let cmd = MetaCommand::CreateTable {
+            name: r.name.clone(),
+            partition_count,
+            replica_count,
+            envs: r.envs.into_iter().collect(),
+            placement,
+            now_ms: now,
+        };
+        let app = Self::app_of(self.node.propose(cmd).await?)?;
+        tracing::info!(app_id = app.app_id, name = %app.name, partition_count, replica_count, "table created");
+        ensure_app_replicas(&self.node, &app).await;
+        wait_primaries(
+            &self.node,
+            &app,
+            Duration::from_millis(self.node.config.create_table_timeout_ms),
+        )
+        .await?;
+        let catalog = self.node.catalog();
+        Ok(Response::new(self.table_configuration(&catalog, &app)))
+    }
+
+    async fn drop_table(
+        &self,
+        req: Request<DropTableRequest>,
+    ) -> Result<Response<DropTableResponse>, Status> {
+        let r = req.into_inner();
+        let reserve_s = if r.reserve_seconds == 0 {
+            self.node.config.drop_reserve_seconds
+        } else {
+            r.reserve_seconds
+        };
+        let cmd = MetaCommand::DropTable {
+            name: r.name,
+            reserve_ms: reserve_s.saturating_mul(1000),
+            now_ms: now_ms(),
+        };
+        let app = Self::app_of(self.node.propose(cmd).await?)?;
+        tracing::info!(app_id = app.app_id, name = %app.name, "table dropped");
+        let expire_time_ms = app.dropped.map(|d| d.expire_time_ms).unwrap_or(0);
+        Ok(Response::new(DropTableResponse {
+            app_id: app.app_id,
+            expire_time_ms,
+        }))
+    }
+
+    async fn recall_table(
+        &self,
+        req: Request<RecallTableRequest>,
+    ) -> Result<Response<TableConfiguration>, Status> {
+        let r = req.into_inner();
+        let new_name = if r.new_name.is_empty() {
+            None
+        } else {
+            Some(r.new_name)
+        };
+        if let Some(n) = &new_name {
+            validate_table_name(n)?;
+        }
+        let cmd = MetaCommand::RecallTable {
+            app_id: r.app_id,
+            new_name,
+            now_ms: now_ms(),
+        };
+        let app = Self::app_of(self.node.propose(cmd).await?)?;
+        tracing::info!(app_id = app.app_id, name = %app.name, "table recalled");
+        let catalog = self.node.catalog();
+        Ok(Response::new(self.table_configuration(&catalog, &app)))
+    }
+
+    async fn list_tables(
+        &self,
+        req: Request<ListTablesRequest>,
+    ) -> Result<Response<ListTablesResponse>, Status> {
+        self.node.read_barrier().await?;
+        let include_dropped = req.get_ref().include_dropped;
+        let now = now_ms();
+        let tables = self.node.with_catalog(|c| {
+            c.apps
+                .values()
+                .filter(|a| {
+                    if include_dropped {
+                        a.holds_name(now)
+                    } else {
+                        !a.is_dropped()
+                    }
+                })
+                .map(|a| TableSummary {
+                    app_id: a.app_id,
+                    name: a.name.clone(),
+                    partition_count: a.partition_count,
+                    replica_count: a.replica_count,
+                    status: if a.is_dropped() {
+                        "DROPPED"
+                    } else {
+                        "AVAILABLE"
+                    }
+                    .into(),
+                    create_time_ms: a.create_time_ms,
+                    drop_time_ms: a.dropped.map(|d| d.drop_time_ms).unwrap_or(0),
+                    expire_time_ms: a.dropped.map(|d| d.expire_time_ms).unwrap_or(0),
+                    healthy_partitions: self.healthy_partitions(a),
+                    envs: a.envs.clone(),
+                })
+                .collect()
+        });
+        Ok(Response::new(ListTablesResponse { tables }))
+    }
+
+    async fn query_table(
+        &self,
+        req: Request<QueryTableRequest>,
+    ) -> Result<Response<TableConfiguration>, Status> {
+        self.node.read_barrier().await?;
+        let name = &req.get_ref().name;
+        let catalog = self.node.catalog();
+        let app = catalog.live_app(name)?;
+        Ok(Response::new(self.table_configuration(&catalog, app)))
+    }
+
+    async fn list_nodes(
+        &self,
+        _req: Request<ListNodesRequest>,
+    ) -> Result<Response<ListNodesResponse>, Status> {
+        self.node.read_barrier().await?;
+        let catalog = self.node.catalog();
+        let load = catalog.load_by_node();
+        let primaries = self.node.liveness.primary_counts();
+        let nodes = catalog
+            .nodes
+            .values()
+            .map(|n| NodeInfo {
+                node_id: n.node_id,
+                address: n.address.clone(),
+                status: self.node.liveness.state(n.node_id).as_str().into(),
+                replica_count: load.get(&n.node_id).map(|l| l.0).unwrap_or(0),
+                primary_count: primaries.get(&n.node_id).copied().unwrap_or(0),
+                last_heartbeat_ms_ago: self.node.liveness.silence_ms(n.node_id).unwrap_or(u64::MAX),
+            })
+            .collect();
+        Ok(Response::new(ListNodesResponse { nodes }))
+    }
+
+    async fn cluster_info(
+        &self,
+        _req: Request<ClusterInfoRequest>,
+    ) -> Result<Response<ClusterInfoResponse>, Status> {
+        self.node.read_barrier().await?;
+        let m = self.node.raft.metrics().borrow().clone();
+        let meta_members = m
+            .membership_config
+            .membership()
+            .nodes()
+            .map(|(id, n)| NodeAddress {
+                node_id: *id,
+                address: n.addr.clone(),
+            })
+            .collect();
+        let catalog = self.node.catalog();
+        let states: Vec<NodeState> = catalog
+            .nodes
+            .keys()
+            .map(|n| self.node.liveness.state(*n))
+            .collect();
+        Ok(Response::new(ClusterInfoResponse {
+            cluster_name: self.node.config.cluster_name.clone(),
+            meta_leader: self.node.leader_address().unwrap_or_default(),
+            meta_members,
+            meta_term: m.current_term,
+            alive_nodes: states.iter().filter(|s| **s == NodeState::Alive).count() as u32,
+            dead_nodes: states.iter().filter(|s| **s == NodeState::Dead).count() as u32,
+            table_count: catalog.apps.values().filter(|a| !a.is_dropped()).count() as u32,
+            version: env!("CARGO_PKG_VERSION").into(),
+        }))
+    }
+
+    async fn set_table_envs(
+        &self,
+        req: Request<SetTableEnvsRequest>,
+    ) -> Result<Response<TableEnvs>, Status> {
+        let r = req.into_inner();
+        if r.envs.is_empty() {
+            return Err(
+                WingError::InvalidArgument("set_app_envs needs at least one key".into()).into(),
+            );
+        }
+        validate_env_keys(r.envs.keys())?;
+        let envs: BTreeMap<String, String> = r.envs.into_iter().collect();
+        let app = Self::app_of(
+            self.node
+                .propose(MetaCommand::SetEnvs { name: r.name, envs })
+                .await?,
+        )?;
+        Ok(Response::new(TableEnvs { envs: app.envs }))
+    }
+
+    async fn get_table_envs(
+        &self,
+        req: Request<GetTableEnvsRequest>,
+    ) -> Result<Response<TableEnvs>, Status> {
+        self.node.read_barrier().await?;
+        let envs = self
+            .node
+            .with_catalog(|c| c.live_app(&req.get_ref().name).map(|a| a.envs.clone()))?;
+        Ok(Response::new(TableEnvs { envs }))
+    }
+
+    async fn del_table_envs(
+        &self,
+        req: Request<DelTableEnvsRequest>,
+    ) -> Result<Response<TableEnvs>, Status> {
+        let r = req.into_inner();
+        if r.keys.is_empty() {
+            return Err(
+                WingError::InvalidArgument("del_app_envs needs at least one key".into()).into(),
+            );
+        }
+        let app = Self::app_of(
+            self.node
+                .propose(MetaCommand::DelEnvs {
+                    name: r.name,
+                    keys: r.keys,
+                })
+                .await?,
+        )?;
+        Ok(Response::new(TableEnvs { envs: app.envs }))
+    }
+}
+
+/// The meta group, as the raft transport sees it.
+pub struct MetaGroup {
+    node: Arc<MetaNode>,
+}
+
+impl MetaGroup {
+    /// The group of `node`.
+    pub fn new(node: Arc<MetaNode>) -> Self {
+        Self { node }
+    }
+}
+
+#[tonic::async_trait]
+impl RaftGroups for MetaGroup {
+    async fn serve(
+        &self,
+        group: PartitionId,
+        method: RaftMethod,
+        payload: &[u8],
+    ) -> Result<Vec<u8>, Status> {
+        if group != META_GROUP {
+            return Err(WingError::NotFound(format!(
+                "group {group} is not served by a meta server"
+            ))
+            .into());
+        }
+        serve_raft_message(&self.node.raft, method, payload).await
+    }
+}

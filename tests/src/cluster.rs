@@ -1,0 +1,162 @@
+//! A meta-managed cluster for tests: metas, replica servers, and a routed data client that
+//! finds each key's primary through the meta (the SDK's job, kept minimal here).
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Result};
+use bytes::Bytes;
+use wingkv_common::hash::partition_index;
+use wingkv_common::meta_client::MetaClient;
+use wingkv_common::raft::network::ChannelPool;
+use wingkv_common::{ErrorCode, WingError};
+use wingkv_proto::data::data_client::DataClient;
+use wingkv_proto::data::{GetRequest, SetRequest};
+use wingkv_proto::meta::{ListNodesRequest, QueryTableRequest, TableConfiguration};
+
+use crate::channel;
+
+/// A leader-following meta client for `addrs`.
+pub fn meta_client(addrs: &[String]) -> Result<MetaClient> {
+    Ok(MetaClient::new(addrs.to_vec(), ChannelPool::default())?)
+}
+
+/// The configuration of `table`.
+pub async fn query(meta: &MetaClient, table: &str) -> Result<TableConfiguration, WingError> {
+    let req = QueryTableRequest {
+        name: table.to_string(),
+    };
+    meta.call(|mut c| {
+        let req = req.clone();
+        async move { c.query_table(req).await }
+    })
+    .await
+}
+
+/// Alive node ids, per the meta.
+pub async fn alive_nodes(meta: &MetaClient) -> Result<BTreeSet<u64>, WingError> {
+    let nodes = meta
+        .call(|mut c| async move { c.list_nodes(ListNodesRequest {}).await })
+        .await?;
+    Ok(nodes
+        .nodes
+        .into_iter()
+        .filter(|n| n.status == "ALIVE")
+        .map(|n| n.node_id)
+        .collect())
+}
+
+/// Whether every partition of `cfg` has a primary and `replica_count` distinct members, all in
+/// `alive`.
+pub fn fully_healthy(cfg: &TableConfiguration, alive: &BTreeSet<u64>) -> bool {
+    cfg.partitions.iter().all(|p| {
+        let members: BTreeSet<u64> = p.members.iter().map(|m| m.node_id).collect();
+        members.len() == cfg.replica_count as usize
+            && members.iter().all(|m| alive.contains(m))
+            && p.primary
+                .as_ref()
+                .is_some_and(|pr| members.contains(&pr.node_id))
+    })
+}
+
+/// Writes and reads records of one table, routing by the partition hash and retrying
+/// NotLeader/Unavailable (refreshing the configuration) until `timeout`.
+pub struct RoutedTable<'a> {
+    meta: &'a MetaClient,
+    name: String,
+    /// Deadline of one operation.
+    pub timeout: Duration,
+}
+
+impl<'a> RoutedTable<'a> {
+    /// A client of `name`.
+    pub fn new(meta: &'a MetaClient, name: &str) -> Self {
+        Self {
+            meta,
+            name: name.to_string(),
+            timeout: Duration::from_secs(30),
+        }
+    }
+
+    async fn primary(&self, hk: &[u8], sk: &[u8]) -> Result<(u32, u32, String), WingError> {
+        let cfg = query(self.meta, &self.name).await?;
+        let pidx = partition_index(hk, sk, cfg.partition_count);
+        let primary = cfg
+            .partitions
+            .get(pidx as usize)
+            .and_then(|p| p.primary.clone())
+            .ok_or_else(|| {
+                WingError::Unavailable(format!("partition {}.{pidx} has no primary", cfg.app_id))
+            })?;
+        Ok((cfg.app_id, pidx, primary.address))
+    }
+
+    async fn retry<T, F, Fut>(&self, what: &str, mut f: F) -> Result<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, WingError>>,
+    {
+        let deadline = Instant::now() + self.timeout;
+        loop {
+            let last = match f().await {
+                Ok(v) => return Ok(v),
+                // NotFound: a replica not (yet) hosted where the stale configuration pointed.
+                Err(e) if e.code().is_retryable() || e.code() == ErrorCode::NotFound => {
+                    e.to_string()
+                }
+                Err(e) => return Err(anyhow!("{what}: {e}")),
+            };
+            if Instant::now() >= deadline {
+                bail!("{what}: not done within {:?}: {last}", self.timeout);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Sets `hk/sk = value`.
+    pub async fn set(&self, hk: &str, sk: &str, value: &[u8]) -> Result<()> {
+        let value = Bytes::copy_from_slice(value);
+        self.retry(&format!("set {hk}/{sk}"), || {
+            let value = value.clone();
+            async move {
+                let (app_id, pidx, addr) = self.primary(hk.as_bytes(), sk.as_bytes()).await?;
+                let mut c = DataClient::new(
+                    channel(&addr).map_err(|e| WingError::Unavailable(e.to_string()))?,
+                );
+                let req = SetRequest {
+                    partition: Some(wingkv_common::PartitionId::new(app_id, pidx).to_proto()),
+                    hash_key: Bytes::copy_from_slice(hk.as_bytes()),
+                    sort_key: Bytes::copy_from_slice(sk.as_bytes()),
+                    value,
+                    ttl_seconds: 0,
+                };
+                c.set(req)
+                    .await
+                    .map(|_| ())
+                    .map_err(|s| WingError::from_status(&s))
+            }
+        })
+        .await
+    }
+
+    /// Reads `hk/sk`.
+    pub async fn get(&self, hk: &str, sk: &str) -> Result<Option<Bytes>> {
+        self.retry(&format!("get {hk}/{sk}"), || async move {
+            let (app_id, pidx, addr) = self.primary(hk.as_bytes(), sk.as_bytes()).await?;
+            let mut c =
+                DataClient::new(channel(&addr).map_err(|e| WingError::Unavailable(e.to_string()))?);
+            let req = GetRequest {
+                partition: Some(wingkv_common::PartitionId::new(app_id, pidx).to_proto()),
+                hash_key: Bytes::copy_from_slice(hk.as_bytes()),
+                sort_key: Bytes::copy_from_slice(sk.as_bytes()),
+            };
+            let r = c
+                .get(req)
+                .await
+                .map_err(|s| WingError::from_status(&s))?
+                .into_inner();
+            Ok(r.found.then_some(r.value))
+        })
+        .await
+    }
+}

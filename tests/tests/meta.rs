@@ -1,0 +1,382 @@
+//! The meta server with real replica servers: placement, re-replication after a node dies,
+//! catalog rules, durability of the meta state, meta failover, bad input.
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use anyhow::{ensure, Context, Result};
+use wingkv_common::meta_client::MetaClient;
+use wingkv_common::{ErrorCode, WingError};
+use wingkv_proto::meta::*;
+use wingkv_tests::cluster::{alive_nodes, fully_healthy, meta_client, query, RoutedTable};
+use wingkv_tests::{free_port, wait_for, MetaProcess, ReplicaProcess};
+
+/// Node timeout of the test metas: short, so repairs start quickly.
+const META_CONFIG: &str = "node_timeout_ms = 3000\nreconcile_interval_ms = 200\nraft_heartbeat_ms = 100\nraft_election_timeout_ms = 500\n";
+const REPLICA_CONFIG: &str =
+    "[raft]\nheartbeat_ms = 100\nelection_timeout_min_ms = 400\nelection_timeout_max_ms = 800\n";
+
+struct Cluster {
+    _tmp: tempfile::TempDir,
+    metas: Vec<MetaProcess>,
+    replicas: Vec<ReplicaProcess>,
+    meta: MetaClient,
+}
+
+impl Cluster {
+    async fn start(metas: usize, replicas: usize) -> Result<Self> {
+        let tmp = tempfile::tempdir()?;
+        let ports: Vec<u16> = (0..metas).map(|_| free_port()).collect::<Result<_>>()?;
+        let addrs: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+        let peers: String = addrs
+            .iter()
+            .enumerate()
+            .map(|(i, a)| format!("[[peers]]\nid = {}\naddress = \"{a}\"\n", i + 1))
+            .collect();
+        let mut meta_procs = Vec::new();
+        for (i, a) in addrs.iter().enumerate() {
+            let extra = if metas > 1 {
+                format!("{META_CONFIG}{peers}")
+            } else {
+                META_CONFIG.to_string()
+            };
+            meta_procs.push(
+                MetaProcess::start_meta(
+                    i as u64 + 1,
+                    &tmp.path().join(format!("meta{}", i + 1)),
+                    a,
+                    &extra,
+                )
+                .await?,
+            );
+        }
+        let mut replica_procs = Vec::new();
+        for i in 0..replicas {
+            replica_procs.push(
+                ReplicaProcess::start_with_meta(
+                    &tmp.path().join(format!("replica{}", i + 1)),
+                    &addrs,
+                    REPLICA_CONFIG,
+                )
+                .await?,
+            );
+        }
+        let meta = meta_client(&addrs)?;
+        let c = Self {
+            _tmp: tmp,
+            metas: meta_procs,
+            replicas: replica_procs,
+            meta,
+        };
+        wait_for(
+            "every replica server alive",
+            Duration::from_secs(30),
+            || async { (alive_nodes(&c.meta).await.ok()?.len() == replicas).then_some(()) },
+        )
+        .await?;
+        Ok(c)
+    }
+
+    async fn create(
+        &self,
+        name: &str,
+        partitions: u32,
+        replicas: u32,
+    ) -> Result<TableConfiguration, WingError> {
+        let req = CreateTableRequest {
+            name: name.into(),
+            partition_count: Some(partitions),
+            replica_count: Some(replicas),
+            envs: Default::default(),
+        };
+        self.meta
+            .call(|mut c| {
+                let req = req.clone();
+                async move { c.create_table(req).await }
+            })
+            .await
+    }
+
+    async fn list(&self) -> Result<ListTablesResponse, WingError> {
+        self.meta
+            .call(|mut c| async move {
+                c.list_tables(ListTablesRequest {
+                    include_dropped: false,
+                })
+                .await
+            })
+            .await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn placement_and_repair_after_a_replica_server_dies() -> Result<()> {
+    let mut c = Cluster::start(1, 4).await?;
+    let cfg = c.create("t", 8, 3).await?;
+    assert_eq!(cfg.partitions.len(), 8);
+    for p in &cfg.partitions {
+        let members: BTreeSet<u64> = p.members.iter().map(|m| m.node_id).collect();
+        ensure!(
+            members.len() == 3,
+            "partition {} members not distinct: {:?}",
+            p.partition_index,
+            p.members
+        );
+        ensure!(
+            p.primary.is_some(),
+            "partition {} has no primary",
+            p.partition_index
+        );
+    }
+    let table = RoutedTable::new(&c.meta, "t");
+    for i in 0..200 {
+        table
+            .set(&format!("user{i}"), "s", format!("v{i}").as_bytes())
+            .await?;
+    }
+
+    // kill -9 one replica server: every partition must get 3 healthy members again.
+    let victim = c.replicas[1].node_id;
+    c.replicas[1].kill();
+    let started = Instant::now();
+    wait_for(
+        "every partition to have 3 healthy members again",
+        Duration::from_secs(3 + 30),
+        || async {
+            let alive = alive_nodes(&c.meta).await.ok()?;
+            if alive.contains(&victim) {
+                return None;
+            }
+            let cfg = query(&c.meta, "t").await.ok()?;
+            fully_healthy(&cfg, &alive).then_some(())
+        },
+    )
+    .await?;
+    println!("re-replicated in {:?}", started.elapsed());
+    for i in 0..200 {
+        let got = table.get(&format!("user{i}"), "s").await?;
+        ensure!(
+            got.as_deref() == Some(format!("v{i}").as_bytes()),
+            "user{i} lost after repair: {got:?}"
+        );
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn catalog_names_drop_and_recall() -> Result<()> {
+    let c = Cluster::start(1, 2).await?;
+    c.create("t", 2, 2).await?;
+    let err = c
+        .create("t", 2, 2)
+        .await
+        .expect_err("a second table named t");
+    assert_eq!(err.code(), ErrorCode::AlreadyExists, "{err}");
+
+    // Eight concurrent creates of one new name: exactly one table.
+    let results = futures::future::join_all((0..8).map(|_| c.create("race", 1, 1))).await;
+    let ok = results.iter().filter(|r| r.is_ok()).count();
+    ensure!(ok == 1, "{ok} creates succeeded: {results:?}");
+    for r in results.iter().filter_map(|r| r.as_ref().err()) {
+        assert_eq!(r.code(), ErrorCode::AlreadyExists, "{r}");
+    }
+    let tables = c.list().await?;
+    assert_eq!(tables.tables.iter().filter(|t| t.name == "race").count(), 1);
+
+    // Data, drop, query, recall: the data comes back.
+    let table = RoutedTable::new(&c.meta, "t");
+    table.set("k", "s", b"kept").await?;
+    let dropped = c
+        .meta
+        .call(|mut m| async move {
+            m.drop_table(DropTableRequest {
+                name: "t".into(),
+                reserve_seconds: 3600,
+            })
+            .await
+        })
+        .await?;
+    let err = query(&c.meta, "t")
+        .await
+        .expect_err("query of a dropped table");
+    assert_eq!(err.code(), ErrorCode::TableNotFound, "{err}");
+    let err = c.create("t", 1, 1).await.expect_err("the name is reserved");
+    assert_eq!(err.code(), ErrorCode::AlreadyExists, "{err}");
+    let app_id = dropped.app_id;
+    c.meta
+        .call(|mut m| async move {
+            m.recall_table(RecallTableRequest {
+                app_id,
+                new_name: String::new(),
+            })
+            .await
+        })
+        .await?;
+    assert_eq!(table.get("k", "s").await?.as_deref(), Some(&b"kept"[..]));
+
+    // Envs round trip.
+    let set = SetTableEnvsRequest {
+        name: "t".into(),
+        envs: [("a.b".to_string(), "1".to_string())].into(),
+    };
+    c.meta
+        .call(|mut m| {
+            let set = set.clone();
+            async move { m.set_table_envs(set).await }
+        })
+        .await?;
+    let envs = c
+        .meta
+        .call(|mut m| async move {
+            m.get_table_envs(GetTableEnvsRequest { name: "t".into() })
+                .await
+        })
+        .await?;
+    assert_eq!(envs.envs.get("a.b").map(String::as_str), Some("1"));
+    let envs = c
+        .meta
+        .call(|mut m| async move {
+            m.del_table_envs(DelTableEnvsRequest {
+                name: "t".into(),
+                keys: vec!["a.b".into()],
+            })
+            .await
+        })
+        .await?;
+    assert!(envs.envs.is_empty());
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn meta_restart_loses_nothing() -> Result<()> {
+    let mut c = Cluster::start(1, 2).await?;
+    let before = c.create("a", 4, 2).await?;
+    c.create("b", 2, 1).await?;
+    RoutedTable::new(&c.meta, "a").set("k", "s", b"v").await?;
+    c.metas[0].kill();
+    c.metas[0].restart().await?;
+    let tables = c.list().await?;
+    let names: BTreeSet<String> = tables.tables.iter().map(|t| t.name.clone()).collect();
+    assert_eq!(names, BTreeSet::from(["a".to_string(), "b".to_string()]));
+    let after = query(&c.meta, "a").await?;
+    let members = |cfg: &TableConfiguration| -> Vec<Vec<u64>> {
+        cfg.partitions
+            .iter()
+            .map(|p| p.members.iter().map(|m| m.node_id).collect())
+            .collect()
+    };
+    assert_eq!(members(&before), members(&after));
+    assert_eq!(
+        RoutedTable::new(&c.meta, "a")
+            .get("k", "s")
+            .await?
+            .as_deref(),
+        Some(&b"v"[..])
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_metas_survive_the_loss_of_the_leader() -> Result<()> {
+    let mut c = Cluster::start(3, 2).await?;
+    c.create("t", 2, 2).await?;
+    let info = c
+        .meta
+        .call(|mut m| async move { m.cluster_info(ClusterInfoRequest {}).await })
+        .await?;
+    assert_eq!(info.meta_members.len(), 3);
+    let leader = c
+        .metas
+        .iter()
+        .position(|m| m.addr == info.meta_leader)
+        .context("leader is one of the metas")?;
+    c.metas[leader].kill();
+    let started = Instant::now();
+    let tables = wait_for("another meta to serve", Duration::from_secs(10), || async {
+        let r = c.list().await.ok()?;
+        Some(r)
+    })
+    .await?;
+    println!("meta failover took {:?}", started.elapsed());
+    ensure!(
+        tables.tables.iter().any(|t| t.name == "t"),
+        "catalog lost the table: {tables:?}"
+    );
+    let info = c
+        .meta
+        .call(|mut m| async move { m.cluster_info(ClusterInfoRequest {}).await })
+        .await?;
+    ensure!(
+        info.meta_leader != c.metas[leader].addr,
+        "the dead meta still leads"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_gets_clear_errors() -> Result<()> {
+    let c = Cluster::start(1, 2).await?;
+    let cases: Vec<(&str, u32, u32, &str)> = vec![
+        ("zero_partitions", 0, 1, "partition count 0"),
+        ("too_many_partitions", 131_072, 1, "partition count 131072"),
+        ("not_power_of_two", 6, 1, "power of two"),
+        ("too_many_replicas", 2, 3, "2 are alive"),
+        ("zero_replicas", 2, 0, "replica count 0"),
+        ("", 1, 1, "empty"),
+        ("bad name", 1, 1, "not allowed"),
+        ("-dash", 1, 1, "must start"),
+    ];
+    for (name, p, r, want) in cases {
+        let err = c.create(name, p, r).await.expect_err(name);
+        assert_eq!(err.code(), ErrorCode::InvalidArgument, "{name}: {err}");
+        ensure!(
+            err.to_string().contains(want),
+            "{name}: '{err}' does not say '{want}'"
+        );
+    }
+    ensure!(
+        c.list().await?.tables.is_empty(),
+        "a refused create left a table behind"
+    );
+
+    let unknown = "nope".to_string();
+    let e1 = query(&c.meta, &unknown).await.expect_err("query");
+    let e2 = c
+        .meta
+        .call(|mut m| async move {
+            m.drop_table(DropTableRequest {
+                name: "nope".into(),
+                reserve_seconds: 0,
+            })
+            .await
+        })
+        .await
+        .expect_err("drop");
+    let e3 = c
+        .meta
+        .call(|mut m| async move {
+            m.get_table_envs(GetTableEnvsRequest {
+                name: "nope".into(),
+            })
+            .await
+        })
+        .await
+        .expect_err("get envs");
+    let e4 = c
+        .meta
+        .call(|mut m| async move {
+            m.recall_table(RecallTableRequest {
+                app_id: 999,
+                new_name: String::new(),
+            })
+            .await
+        })
+        .await
+        .expect_err("recall");
+    for e in [e1, e2, e3, e4] {
+        assert_eq!(e.code(), ErrorCode::TableNotFound, "{e}");
+    }
+    // Still serving.
+    c.create("fine", 2, 2).await?;
+    Ok(())
+}
