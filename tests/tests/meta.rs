@@ -244,6 +244,24 @@ async fn catalog_names_drop_and_recall() -> Result<()> {
         })
         .await?;
     assert!(envs.envs.is_empty());
+
+    // A table dropped with a short reserve is purged, and its replicas removed everywhere.
+    let dropped = c
+        .meta
+        .call(|mut m| async move { m.drop_table(DropTableRequest { name: "race".into(), reserve_seconds: 1 }).await })
+        .await?;
+    wait_for("the expired table's replicas to be removed", Duration::from_secs(30), || async {
+        for r in &c.replicas {
+            let mut admin = r.admin().await.ok()?;
+            let s = admin.status(wingkv_proto::replica_admin::StatusRequest { partition: None }).await.ok()?.into_inner();
+            if s.replicas.iter().any(|x| x.partition.is_some_and(|p| p.app_id == dropped.app_id)) {
+                return None;
+            }
+        }
+        Some(())
+    })
+    .await?;
+    c.create("race", 1, 1).await.context("the name is free after expiry")?;
     Ok(())
 }
 
