@@ -1,1 +1,1 @@
-//! placeholder
+//! wingkv Rust SDK (in progress).

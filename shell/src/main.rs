@@ -1,1 +1,38 @@
-fn main() {}
+//! `wingkv`: the command line of wingkv — the interactive shell, the onebox supervisor, and
+//! (later) the bulk-load generator and the benchmark.
+
+mod onebox;
+mod shell;
+
+use clap::{Parser, Subcommand};
+
+/// wingkv command line.
+#[derive(Parser, Debug)]
+#[command(name = "wingkv", version, about = "wingkv: shell, local cluster (onebox), tools")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Pegasus-style shell on a cluster.
+    Shell(shell::ShellArgs),
+    /// A local cluster of meta and replica servers under one supervisor.
+    Onebox(onebox::OneboxArgs),
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Shell(args) => shell::run(args),
+        Command::Onebox(args) => onebox::run(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
