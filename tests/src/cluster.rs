@@ -14,7 +14,8 @@ use wingkv_proto::data::data_client::DataClient;
 use wingkv_proto::data::{GetRequest, SetRequest};
 use wingkv_proto::meta::{ListNodesRequest, QueryTableRequest, TableConfiguration};
 
-use crate::channel;
+use crate::{channel, free_port, wait_for, MetaProcess, ReplicaProcess};
+use wingkv_proto::meta::{CreateTableRequest, ListTablesRequest, ListTablesResponse};
 
 /// A leader-following meta client for `addrs`.
 pub fn meta_client(addrs: &[String]) -> Result<MetaClient> {
@@ -158,5 +159,115 @@ impl<'a> RoutedTable<'a> {
             Ok(r.found.then_some(r.value))
         })
         .await
+    }
+}
+
+/// Config of the test metas: short, so repairs start quickly.
+pub const META_CONFIG: &str = "node_timeout_ms = 3000\nreconcile_interval_ms = 200\nraft_heartbeat_ms = 100\nraft_election_timeout_ms = 500\n";
+pub const REPLICA_CONFIG: &str =
+    "[raft]\nheartbeat_ms = 100\nelection_timeout_min_ms = 400\nelection_timeout_max_ms = 800\n";
+
+/// Metas and meta-managed replica servers in a temp dir, with a leader-following meta client.
+pub struct Cluster {
+    _tmp: tempfile::TempDir,
+    /// The meta servers.
+    pub metas: Vec<MetaProcess>,
+    /// The replica servers.
+    pub replicas: Vec<ReplicaProcess>,
+    /// A client of the metas.
+    pub meta: MetaClient,
+}
+
+impl Cluster {
+    /// Starts `metas` metas and `replicas` replica servers; returns once all are alive.
+    pub async fn start(metas: usize, replicas: usize) -> Result<Self> {
+        let tmp = tempfile::tempdir()?;
+        let ports: Vec<u16> = (0..metas).map(|_| free_port()).collect::<Result<_>>()?;
+        let addrs: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+        let peers: String = addrs
+            .iter()
+            .enumerate()
+            .map(|(i, a)| format!("[[peers]]\nid = {}\naddress = \"{a}\"\n", i + 1))
+            .collect();
+        let mut meta_procs = Vec::new();
+        for (i, a) in addrs.iter().enumerate() {
+            let extra = if metas > 1 {
+                format!("{META_CONFIG}{peers}")
+            } else {
+                META_CONFIG.to_string()
+            };
+            meta_procs.push(
+                MetaProcess::start_meta(
+                    i as u64 + 1,
+                    &tmp.path().join(format!("meta{}", i + 1)),
+                    a,
+                    &extra,
+                )
+                .await?,
+            );
+        }
+        let mut replica_procs = Vec::new();
+        for i in 0..replicas {
+            replica_procs.push(
+                ReplicaProcess::start_with_meta(
+                    &tmp.path().join(format!("replica{}", i + 1)),
+                    &addrs,
+                    REPLICA_CONFIG,
+                )
+                .await?,
+            );
+        }
+        let meta = meta_client(&addrs)?;
+        let c = Self {
+            _tmp: tmp,
+            metas: meta_procs,
+            replicas: replica_procs,
+            meta,
+        };
+        wait_for(
+            "every replica server alive",
+            Duration::from_secs(30),
+            || async { (alive_nodes(&c.meta).await.ok()?.len() == replicas).then_some(()) },
+        )
+        .await?;
+        Ok(c)
+    }
+
+    /// Creates a table.
+    pub async fn create(
+        &self,
+        name: &str,
+        partitions: u32,
+        replicas: u32,
+    ) -> Result<TableConfiguration, WingError> {
+        let req = CreateTableRequest {
+            name: name.into(),
+            partition_count: Some(partitions),
+            replica_count: Some(replicas),
+            envs: Default::default(),
+        };
+        self.meta
+            .call(|mut c| {
+                let req = req.clone();
+                async move { c.create_table(req).await }
+            })
+            .await
+    }
+
+    /// Lists the live tables.
+    pub async fn list(&self) -> Result<ListTablesResponse, WingError> {
+        self.meta
+            .call(|mut c| async move {
+                c.list_tables(ListTablesRequest {
+                    include_dropped: false,
+                })
+                .await
+            })
+            .await
+    }
+
+    /// The meta addresses.
+    pub fn meta_addrs(&self) -> Vec<String> {
+        self.metas.iter().map(|m| m.addr.clone()).collect()
     }
 }

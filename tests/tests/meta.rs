@@ -5,109 +5,12 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context, Result};
-use wingkv_common::meta_client::MetaClient;
-use wingkv_common::{ErrorCode, WingError};
+use wingkv_common::ErrorCode;
 use wingkv_proto::meta::*;
-use wingkv_tests::cluster::{alive_nodes, fully_healthy, meta_client, query, RoutedTable};
-use wingkv_tests::{free_port, wait_for, MetaProcess, ReplicaProcess};
+use wingkv_tests::cluster::{alive_nodes, fully_healthy, query, RoutedTable};
+use wingkv_tests::wait_for;
 
-/// Node timeout of the test metas: short, so repairs start quickly.
-const META_CONFIG: &str = "node_timeout_ms = 3000\nreconcile_interval_ms = 200\nraft_heartbeat_ms = 100\nraft_election_timeout_ms = 500\n";
-const REPLICA_CONFIG: &str =
-    "[raft]\nheartbeat_ms = 100\nelection_timeout_min_ms = 400\nelection_timeout_max_ms = 800\n";
-
-struct Cluster {
-    _tmp: tempfile::TempDir,
-    metas: Vec<MetaProcess>,
-    replicas: Vec<ReplicaProcess>,
-    meta: MetaClient,
-}
-
-impl Cluster {
-    async fn start(metas: usize, replicas: usize) -> Result<Self> {
-        let tmp = tempfile::tempdir()?;
-        let ports: Vec<u16> = (0..metas).map(|_| free_port()).collect::<Result<_>>()?;
-        let addrs: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
-        let peers: String = addrs
-            .iter()
-            .enumerate()
-            .map(|(i, a)| format!("[[peers]]\nid = {}\naddress = \"{a}\"\n", i + 1))
-            .collect();
-        let mut meta_procs = Vec::new();
-        for (i, a) in addrs.iter().enumerate() {
-            let extra = if metas > 1 {
-                format!("{META_CONFIG}{peers}")
-            } else {
-                META_CONFIG.to_string()
-            };
-            meta_procs.push(
-                MetaProcess::start_meta(
-                    i as u64 + 1,
-                    &tmp.path().join(format!("meta{}", i + 1)),
-                    a,
-                    &extra,
-                )
-                .await?,
-            );
-        }
-        let mut replica_procs = Vec::new();
-        for i in 0..replicas {
-            replica_procs.push(
-                ReplicaProcess::start_with_meta(
-                    &tmp.path().join(format!("replica{}", i + 1)),
-                    &addrs,
-                    REPLICA_CONFIG,
-                )
-                .await?,
-            );
-        }
-        let meta = meta_client(&addrs)?;
-        let c = Self {
-            _tmp: tmp,
-            metas: meta_procs,
-            replicas: replica_procs,
-            meta,
-        };
-        wait_for(
-            "every replica server alive",
-            Duration::from_secs(30),
-            || async { (alive_nodes(&c.meta).await.ok()?.len() == replicas).then_some(()) },
-        )
-        .await?;
-        Ok(c)
-    }
-
-    async fn create(
-        &self,
-        name: &str,
-        partitions: u32,
-        replicas: u32,
-    ) -> Result<TableConfiguration, WingError> {
-        let req = CreateTableRequest {
-            name: name.into(),
-            partition_count: Some(partitions),
-            replica_count: Some(replicas),
-            envs: Default::default(),
-        };
-        self.meta
-            .call(|mut c| {
-                let req = req.clone();
-                async move { c.create_table(req).await }
-            })
-            .await
-    }
-
-    async fn list(&self) -> Result<ListTablesResponse, WingError> {
-        self.meta
-            .call(|mut c| async move {
-                c.list_tables(ListTablesRequest {
-                    include_dropped: false,
-                })
-                .await
-            })
-            .await
-    }
-}
+use wingkv_tests::cluster::Cluster;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn placement_and_repair_after_a_replica_server_dies() -> Result<()> {
@@ -248,20 +151,39 @@ async fn catalog_names_drop_and_recall() -> Result<()> {
     // A table dropped with a short reserve is purged, and its replicas removed everywhere.
     let dropped = c
         .meta
-        .call(|mut m| async move { m.drop_table(DropTableRequest { name: "race".into(), reserve_seconds: 1 }).await })
+        .call(|mut m| async move {
+            m.drop_table(DropTableRequest {
+                name: "race".into(),
+                reserve_seconds: 1,
+            })
+            .await
+        })
         .await?;
-    wait_for("the expired table's replicas to be removed", Duration::from_secs(30), || async {
-        for r in &c.replicas {
-            let mut admin = r.admin().await.ok()?;
-            let s = admin.status(wingkv_proto::replica_admin::StatusRequest { partition: None }).await.ok()?.into_inner();
-            if s.replicas.iter().any(|x| x.partition.is_some_and(|p| p.app_id == dropped.app_id)) {
-                return None;
+    wait_for(
+        "the expired table's replicas to be removed",
+        Duration::from_secs(30),
+        || async {
+            for r in &c.replicas {
+                let mut admin = r.admin().await.ok()?;
+                let s = admin
+                    .status(wingkv_proto::replica_admin::StatusRequest { partition: None })
+                    .await
+                    .ok()?
+                    .into_inner();
+                if s.replicas
+                    .iter()
+                    .any(|x| x.partition.is_some_and(|p| p.app_id == dropped.app_id))
+                {
+                    return None;
+                }
             }
-        }
-        Some(())
-    })
+            Some(())
+        },
+    )
     .await?;
-    c.create("race", 1, 1).await.context("the name is free after expiry")?;
+    c.create("race", 1, 1)
+        .await
+        .context("the name is free after expiry")?;
     Ok(())
 }
 

@@ -1,11 +1,252 @@
-//! Placeholder until the shell lands.
-use clap::Args;
+//! `wingkv shell`: the Pegasus-style shell. Interactive with history and completion, or
+//! non-interactive with `-e "cmd; cmd"` or commands on stdin (exits non-zero on the first
+//! error); `--json` prints one JSON document per command for scripts.
+
+mod commands;
+mod escape;
+mod exec;
+mod tokenize;
+
+use std::io::{BufRead, IsTerminal};
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{anyhow, Result};
+use clap::{Args, CommandFactory, Parser};
+use rustyline::completion::Completer;
+use rustyline::highlight::Highlighter;
+use rustyline::hint::Hinter;
+use rustyline::validate::Validator;
+use rustyline::Helper;
+use wingkv_client::{Client, ClientConfig};
+
+use commands::{Cmd, Line};
+use exec::Session;
 
 /// Arguments of `wingkv shell`.
 #[derive(Args, Debug)]
-pub struct ShellArgs {}
+pub struct ShellArgs {
+    /// Meta server addresses, comma separated.
+    #[arg(
+        long,
+        env = "WINGKV_META",
+        default_value = "127.0.0.1:34601",
+        value_delimiter = ','
+    )]
+    meta: Vec<String>,
+    /// Commands to run (separated by ';'), then exit.
+    #[arg(short = 'e', long = "exec")]
+    exec: Option<String>,
+    /// Print JSON instead of tables.
+    #[arg(long)]
+    json: bool,
+    /// Deadline of one request, in seconds.
+    #[arg(long, default_value_t = 10)]
+    timeout: u64,
+}
 
 /// Runs `wingkv shell`.
-pub fn run(_args: ShellArgs) -> anyhow::Result<std::process::ExitCode> {
-    anyhow::bail!("the shell is not built yet")
+pub fn run(args: ShellArgs) -> Result<ExitCode> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let mut config = ClientConfig::new(args.meta.clone());
+    config.request_timeout = Duration::from_secs(args.timeout.max(1));
+    let client = rt
+        .block_on(Client::with_config(config))
+        .map_err(|e| anyhow!("cannot reach the meta servers {}: {e}", args.meta.join(",")))?;
+    let mut shell = Shell {
+        rt,
+        session: Session::new(client),
+        json: args.json,
+    };
+    if let Some(script) = &args.exec {
+        return Ok(shell.run_script(std::iter::once(script.clone())));
+    }
+    let stdin = std::io::stdin();
+    if !stdin.is_terminal() {
+        let lines = stdin.lock().lines().map_while(Result::ok);
+        return Ok(shell.run_script(lines));
+    }
+    shell.interactive()
 }
+
+struct Shell {
+    rt: tokio::runtime::Runtime,
+    session: Session,
+    json: bool,
+}
+
+/// What running a line did.
+enum Outcome {
+    Continue,
+    Exit,
+}
+
+impl Shell {
+    /// Runs every line; stops at the first error with exit code 1.
+    fn run_script(&mut self, lines: impl Iterator<Item = String>) -> ExitCode {
+        for line in lines {
+            match self.run_line(&line) {
+                Ok(Outcome::Continue) => {}
+                Ok(Outcome::Exit) => break,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
+        ExitCode::SUCCESS
+    }
+
+    fn interactive(&mut self) -> Result<ExitCode> {
+        let names = Arc::new(Mutex::new(Vec::new()));
+        let mut editor =
+            rustyline::Editor::<ShellHelper, rustyline::history::DefaultHistory>::new()?;
+        editor.set_helper(Some(ShellHelper {
+            commands: commands::command_names(),
+            tables: names.clone(),
+        }));
+        let history =
+            std::env::var_os("HOME").map(|h| std::path::PathBuf::from(h).join(".wingkv_history"));
+        if let Some(h) = &history {
+            let _ = editor.load_history(h);
+        }
+        self.rt.block_on(self.session.refresh_table_names());
+        println!("wingkv shell — `help` lists the commands, `exit` leaves.");
+        loop {
+            *names.lock().unwrap_or_else(|p| p.into_inner()) = self.session.table_names.clone();
+            let line = match editor.readline(">>> ") {
+                Ok(l) => l,
+                Err(rustyline::error::ReadlineError::Interrupted) => continue,
+                Err(rustyline::error::ReadlineError::Eof) => break,
+                Err(e) => return Err(e.into()),
+            };
+            if line.trim().is_empty() {
+                continue;
+            }
+            let _ = editor.add_history_entry(line.as_str());
+            match self.run_line(&line) {
+                Ok(Outcome::Exit) => break,
+                Ok(Outcome::Continue) => {}
+                Err(e) => eprintln!("error: {e:#}"),
+            }
+        }
+        if let Some(h) = &history {
+            let _ = editor.save_history(h);
+        }
+        Ok(ExitCode::SUCCESS)
+    }
+
+    fn run_line(&mut self, line: &str) -> Result<Outcome> {
+        for cmd in tokenize::split_commands(line).map_err(|e| anyhow!(e))? {
+            let words = tokenize::split_words(&cmd).map_err(|e| anyhow!(e))?;
+            if words.is_empty() || words[0].starts_with('#') {
+                continue;
+            }
+            let parsed = match Line::try_parse_from(&words) {
+                Ok(p) => p.command,
+                Err(e) => match e.kind() {
+                    clap::error::ErrorKind::DisplayHelp
+                    | clap::error::ErrorKind::DisplayVersion => {
+                        println!("{e}");
+                        continue;
+                    }
+                    clap::error::ErrorKind::InvalidSubcommand => {
+                        return Err(anyhow!(
+                            "unknown command '{}'; `help` lists the commands",
+                            words[0]
+                        ))
+                    }
+                    _ => return Err(anyhow!("{}", e.to_string().trim_end())),
+                },
+            };
+            match parsed {
+                Cmd::Exit => return Ok(Outcome::Exit),
+                Cmd::Help { command } => println!("{}", help(command.as_deref())?),
+                cmd => {
+                    let out = self.rt.block_on(self.session.run(cmd))?;
+                    if self.json {
+                        println!("{}", out.json);
+                    } else {
+                        println!("{}", out.text);
+                    }
+                }
+            }
+        }
+        Ok(Outcome::Continue)
+    }
+}
+
+fn help(command: Option<&str>) -> Result<String> {
+    let mut root = Line::command();
+    match command {
+        Some(name) => {
+            let sub = root
+                .find_subcommand_mut(name)
+                .ok_or_else(|| anyhow!("unknown command '{name}'; `help` lists the commands"))?;
+            Ok(sub.render_long_help().to_string())
+        }
+        None => {
+            let mut out = String::from("Commands (`help COMMAND` for its usage):\n");
+            for sub in root.get_subcommands() {
+                out.push_str(&format!(
+                    "  {:<16} {}\n",
+                    sub.get_name(),
+                    sub.get_about().map(|a| a.to_string()).unwrap_or_default()
+                ));
+            }
+            Ok(out.trim_end().to_string())
+        }
+    }
+}
+
+/// Completion of command names (first word) and table names (after `use`, `app`, `drop`).
+struct ShellHelper {
+    commands: Vec<String>,
+    tables: Arc<Mutex<Vec<String>>>,
+}
+
+impl Completer for ShellHelper {
+    type Candidate = String;
+
+    fn complete(
+        &self,
+        line: &str,
+        pos: usize,
+        _ctx: &rustyline::Context<'_>,
+    ) -> rustyline::Result<(usize, Vec<String>)> {
+        let before = &line[..pos];
+        let start = before
+            .rfind(char::is_whitespace)
+            .map(|i| i + 1)
+            .unwrap_or(0);
+        let word = &before[start..];
+        let words: Vec<&str> = before[..start].split_whitespace().collect();
+        let pool: Vec<String> = match words.as_slice() {
+            [] => self.commands.clone(),
+            [cmd] if matches!(*cmd, "use" | "app" | "drop") => self
+                .tables
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
+            _ => Vec::new(),
+        };
+        Ok((
+            start,
+            pool.into_iter().filter(|c| c.starts_with(word)).collect(),
+        ))
+    }
+}
+
+impl Hinter for ShellHelper {
+    type Hint = String;
+}
+
+impl Highlighter for ShellHelper {}
+
+impl Validator for ShellHelper {}
+
+impl Helper for ShellHelper {}

@@ -1,0 +1,577 @@
+//! [`Table`]: the data operations, routed to partition primaries with retries.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures::{Stream, StreamExt};
+use tonic::transport::Channel;
+use wingkv_common::hash::partition_index;
+use wingkv_common::{ErrorCode, PartitionId, WingError};
+use wingkv_proto::data::data_client::DataClient;
+use wingkv_proto::data::*;
+use wingkv_proto::meta::TableConfiguration;
+
+use crate::client::ClientInner;
+
+pub use wingkv_proto::data::CheckType;
+
+/// Remaining time-to-live of a record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ttl {
+    /// The record never expires.
+    Infinite,
+    /// Seconds until it expires.
+    Seconds(u32),
+}
+
+/// One record of a scan.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    /// Hash key.
+    pub hash_key: Bytes,
+    /// Sort key.
+    pub sort_key: Bytes,
+    /// Value (empty with `no_value`).
+    pub value: Bytes,
+    /// Seconds since 2016-01-01 when the record expires; 0 = never.
+    pub expire_ts: u32,
+}
+
+/// Bounds and limits of a scan or a range `multi_get`.
+#[derive(Debug, Clone, Default)]
+pub struct ScanOptions {
+    /// First sort key (empty = from the start).
+    pub start_sort_key: Bytes,
+    /// Last sort key (empty = to the end).
+    pub stop_sort_key: Bytes,
+    /// Whether `start_sort_key` itself is included (always, when it is empty).
+    pub start_exclusive: bool,
+    /// Whether `stop_sort_key` itself is included.
+    pub stop_inclusive: bool,
+    /// Records per server batch (0 = server default).
+    pub batch_size: u32,
+    /// Most records in all (0 = no limit; per partition for a full scan).
+    pub limit: u64,
+    /// Leave values out.
+    pub no_value: bool,
+}
+
+/// Limits of [`Table::multi_get_opts`].
+#[derive(Debug, Clone, Default)]
+pub struct MultiGetOptions {
+    /// Sort-key range when no list of sort keys is given.
+    pub range: ScanOptions,
+    /// Most records (0 = no limit).
+    pub max_count: u32,
+    /// Most bytes of keys and values (0 = no limit).
+    pub max_bytes: u64,
+}
+
+/// What `check_and_set` did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CasOutcome {
+    /// Whether the check passed and the value was set.
+    pub set: bool,
+    /// The checked value, when asked for and present.
+    pub check_value: Option<Bytes>,
+}
+
+/// A table of the cluster. Cheap to clone.
+#[derive(Clone)]
+pub struct Table {
+    client: Arc<ClientInner>,
+    name: String,
+    config: Arc<RwLock<Arc<TableConfiguration>>>,
+}
+
+type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, WingError>> + Send>>;
+
+fn bytes(b: impl AsRef<[u8]>) -> Bytes {
+    Bytes::copy_from_slice(b.as_ref())
+}
+
+fn ttl_seconds(ttl: Option<Duration>) -> u32 {
+    ttl.map(|d| d.as_secs().clamp(1, u32::MAX as u64) as u32)
+        .unwrap_or(0)
+}
+
+impl Table {
+    pub(crate) fn new(client: Arc<ClientInner>, name: String, cfg: TableConfiguration) -> Self {
+        Self {
+            client,
+            name,
+            config: Arc::new(RwLock::new(Arc::new(cfg))),
+        }
+    }
+
+    /// The table's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The routing the client holds now.
+    pub fn configuration(&self) -> Arc<TableConfiguration> {
+        self.config
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Number of partitions.
+    pub fn partition_count(&self) -> u32 {
+        self.configuration().partition_count
+    }
+
+    async fn refresh(&self) -> Result<(), WingError> {
+        let cfg = self.client.query_table(&self.name).await?;
+        *self.config.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(cfg);
+        Ok(())
+    }
+
+    /// Runs `op` on the primary of partition `pidx`, retrying retryable failures (with a
+    /// routing refresh) until the request deadline.
+    async fn on_partition<T, F, Fut>(&self, pidx: u32, mut op: F) -> Result<T, WingError>
+    where
+        F: FnMut(DataClient<Channel>, PartitionId) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
+        let timeout = self.client.config.request_timeout;
+        let deadline = Instant::now() + timeout;
+        let mut backoff = self.client.config.backoff.start();
+        loop {
+            let cfg = self.configuration();
+            let pid = PartitionId::new(cfg.app_id, pidx);
+            let primary = cfg
+                .partitions
+                .get(pidx as usize)
+                .and_then(|p| p.primary.clone());
+            let err = match primary {
+                None => WingError::Unavailable(format!(
+                    "partition {pid} of '{}' has no primary",
+                    self.name
+                )),
+                Some(primary) => match self.client.pool.get(&primary.address) {
+                    Err(e) => WingError::Unavailable(format!(
+                        "bad primary address {}: {e}",
+                        primary.address
+                    )),
+                    Ok(channel) => {
+                        let left = deadline
+                            .saturating_duration_since(Instant::now())
+                            .max(Duration::from_millis(1));
+                        match tokio::time::timeout(left, op(DataClient::new(channel), pid)).await {
+                            Ok(Ok(resp)) => return Ok(resp.into_inner()),
+                            Ok(Err(status)) => WingError::from_status(&status),
+                            Err(_) => WingError::Timeout(format!(
+                                "partition {pid} did not answer within {timeout:?}"
+                            )),
+                        }
+                    }
+                },
+            };
+            // NotFound: the replica moved (stale routing); the others say "try again".
+            let retry = err.code().is_retryable() || err.code() == ErrorCode::NotFound;
+            if !retry {
+                return Err(err);
+            }
+            let delay = backoff.next_delay();
+            if Instant::now() + delay >= deadline {
+                return Err(match err {
+                    WingError::Timeout(_) | WingError::Busy(_) => err,
+                    other => WingError::Timeout(format!("gave up after {timeout:?}: {other}")),
+                });
+            }
+            tracing::debug!(partition = %pid, "retrying after {err}");
+            tokio::time::sleep(delay).await;
+            if let Err(e) = self.refresh().await {
+                if e.code() == ErrorCode::TableNotFound {
+                    return Err(e);
+                }
+            }
+        }
+    }
+
+    async fn on_key<T, F, Fut>(&self, hk: &[u8], sk: &[u8], op: F) -> Result<T, WingError>
+    where
+        F: FnMut(DataClient<Channel>, PartitionId) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
+        wingkv_common::key::validate_hash_key(hk)?;
+        let pidx = partition_index(hk, sk, self.partition_count());
+        self.on_partition(pidx, op).await
+    }
+
+    /// The value of `(hash_key, sort_key)`, or `None`.
+    pub async fn get(
+        &self,
+        hash_key: impl AsRef<[u8]>,
+        sort_key: impl AsRef<[u8]>,
+    ) -> Result<Option<Bytes>, WingError> {
+        let (hk, sk) = (bytes(hash_key), bytes(sort_key));
+        let r = self
+            .on_key(&hk, &sk, |mut c, p| {
+                let req = GetRequest {
+                    partition: Some(p.to_proto()),
+                    hash_key: hk.clone(),
+                    sort_key: sk.clone(),
+                };
+                async move { c.get(req).await }
+            })
+            .await?;
+        Ok(r.found.then_some(r.value))
+    }
+
+    /// Sets `(hash_key, sort_key)` to `value`, with no TTL.
+    pub async fn set(
+        &self,
+        hash_key: impl AsRef<[u8]>,
+        sort_key: impl AsRef<[u8]>,
+        value: impl AsRef<[u8]>,
+    ) -> Result<(), WingError> {
+        self.set_with_ttl(hash_key, sort_key, value, None).await
+    }
+
+    /// Sets `(hash_key, sort_key)` to `value`, expiring after `ttl` (whole seconds).
+    pub async fn set_with_ttl(
+        &self,
+        hash_key: impl AsRef<[u8]>,
+        sort_key: impl AsRef<[u8]>,
+        value: impl AsRef<[u8]>,
+        ttl: Option<Duration>,
+    ) -> Result<(), WingError> {
+        let (hk, sk, v) = (bytes(hash_key), bytes(sort_key), bytes(value));
+        let ttl_seconds = ttl_seconds(ttl);
+        self.on_key(&hk, &sk, |mut c, p| {
+            let req = SetRequest {
+                partition: Some(p.to_proto()),
+                hash_key: hk.clone(),
+                sort_key: sk.clone(),
+                value: v.clone(),
+                ttl_seconds,
+            };
+            async move { c.set(req).await }
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// Deletes `(hash_key, sort_key)` (no error when it does not exist).
+    pub async fn del(
+        &self,
+        hash_key: impl AsRef<[u8]>,
+        sort_key: impl AsRef<[u8]>,
+    ) -> Result<(), WingError> {
+        let (hk, sk) = (bytes(hash_key), bytes(sort_key));
+        self.on_key(&hk, &sk, |mut c, p| {
+            let req = DelRequest {
+                partition: Some(p.to_proto()),
+                hash_key: hk.clone(),
+                sort_key: sk.clone(),
+            };
+            async move { c.del(req).await }
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// Whether `(hash_key, sort_key)` exists.
+    pub async fn exist(
+        &self,
+        hash_key: impl AsRef<[u8]>,
+        sort_key: impl AsRef<[u8]>,
+    ) -> Result<bool, WingError> {
+        let (hk, sk) = (bytes(hash_key), bytes(sort_key));
+        let r = self
+            .on_key(&hk, &sk, |mut c, p| {
+                let req = KeyRequest {
+                    partition: Some(p.to_proto()),
+                    hash_key: hk.clone(),
+                    sort_key: sk.clone(),
+                };
+                async move { c.exist(req).await }
+            })
+            .await?;
+        Ok(r.exists)
+    }
+
+    /// The remaining TTL of `(hash_key, sort_key)`, or `None` when it does not exist.
+    pub async fn ttl(
+        &self,
+        hash_key: impl AsRef<[u8]>,
+        sort_key: impl AsRef<[u8]>,
+    ) -> Result<Option<Ttl>, WingError> {
+        let (hk, sk) = (bytes(hash_key), bytes(sort_key));
+        let r = self
+            .on_key(&hk, &sk, |mut c, p| {
+                let req = KeyRequest {
+                    partition: Some(p.to_proto()),
+                    hash_key: hk.clone(),
+                    sort_key: sk.clone(),
+                };
+                async move { c.ttl(req).await }
+            })
+            .await?;
+        Ok(match r.ttl_seconds {
+            -2 => None,
+            -1 => Some(Ttl::Infinite),
+            s => Some(Ttl::Seconds(s.clamp(0, u32::MAX as i64) as u32)),
+        })
+    }
+
+    /// The records of `hash_key`: all of them (`sort_keys` = `None`) or the listed ones that
+    /// exist, as `(sort_key, value)` in sort-key order.
+    pub async fn multi_get(
+        &self,
+        hash_key: impl AsRef<[u8]>,
+        sort_keys: Option<Vec<Bytes>>,
+    ) -> Result<Vec<(Bytes, Bytes)>, WingError> {
+        Ok(self
+            .multi_get_opts(hash_key, sort_keys, MultiGetOptions::default())
+            .await?
+            .0)
+    }
+
+    /// [`multi_get`](Self::multi_get) with a range and limits; also answers whether a limit
+    /// cut the result short.
+    pub async fn multi_get_opts(
+        &self,
+        hash_key: impl AsRef<[u8]>,
+        sort_keys: Option<Vec<Bytes>>,
+        opts: MultiGetOptions,
+    ) -> Result<(Vec<(Bytes, Bytes)>, bool), WingError> {
+        let hk = bytes(hash_key);
+        let sort_keys = sort_keys.unwrap_or_default();
+        let r = self
+            .on_key(&hk, b"", |mut c, p| {
+                let req = MultiGetRequest {
+                    partition: Some(p.to_proto()),
+                    hash_key: hk.clone(),
+                    sort_keys: sort_keys.clone(),
+                    start_sort_key: opts.range.start_sort_key.clone(),
+                    stop_sort_key: opts.range.stop_sort_key.clone(),
+                    start_inclusive: !opts.range.start_exclusive,
+                    stop_inclusive: opts.range.stop_inclusive,
+                    max_kv_count: opts.max_count,
+                    max_kv_size: opts.max_bytes,
+                    no_value: opts.range.no_value,
+                };
+                async move { c.multi_get(req).await }
+            })
+            .await?;
+        Ok((
+            r.kvs
+                .into_iter()
+                .map(|kv| (kv.sort_key, kv.value))
+                .collect(),
+            r.incomplete,
+        ))
+    }
+
+    /// Sets several sort keys of `hash_key` atomically.
+    pub async fn multi_set(
+        &self,
+        hash_key: impl AsRef<[u8]>,
+        kvs: Vec<(Bytes, Bytes)>,
+        ttl: Option<Duration>,
+    ) -> Result<(), WingError> {
+        let hk = bytes(hash_key);
+        let kvs: Vec<KeyValue> = kvs
+            .into_iter()
+            .map(|(sort_key, value)| KeyValue { sort_key, value })
+            .collect();
+        let ttl_seconds = ttl_seconds(ttl);
+        self.on_key(&hk, b"", |mut c, p| {
+            let req = MultiSetRequest {
+                partition: Some(p.to_proto()),
+                hash_key: hk.clone(),
+                kvs: kvs.clone(),
+                ttl_seconds,
+            };
+            async move { c.multi_set(req).await }
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// Deletes several sort keys of `hash_key` atomically; answers how many existed.
+    pub async fn multi_del(
+        &self,
+        hash_key: impl AsRef<[u8]>,
+        sort_keys: Vec<Bytes>,
+    ) -> Result<u64, WingError> {
+        let hk = bytes(hash_key);
+        let r = self
+            .on_key(&hk, b"", |mut c, p| {
+                let req = MultiDelRequest {
+                    partition: Some(p.to_proto()),
+                    hash_key: hk.clone(),
+                    sort_keys: sort_keys.clone(),
+                };
+                async move { c.multi_del(req).await }
+            })
+            .await?;
+        Ok(r.deleted)
+    }
+
+    /// Adds `delta` to the integer at `(hash_key, sort_key)` (absent = 0); answers the new
+    /// value. The record's TTL is kept.
+    pub async fn incr(
+        &self,
+        hash_key: impl AsRef<[u8]>,
+        sort_key: impl AsRef<[u8]>,
+        delta: i64,
+    ) -> Result<i64, WingError> {
+        let (hk, sk) = (bytes(hash_key), bytes(sort_key));
+        let r = self
+            .on_key(&hk, &sk, |mut c, p| {
+                let req = IncrRequest {
+                    partition: Some(p.to_proto()),
+                    hash_key: hk.clone(),
+                    sort_key: sk.clone(),
+                    increment: delta,
+                    ttl_seconds: 0,
+                };
+                async move { c.incr(req).await }
+            })
+            .await?;
+        Ok(r.new_value)
+    }
+
+    /// Sets `(hash_key, set_sort_key)` to `value` if `check_type` holds for the value at
+    /// `(hash_key, check_sort_key)` and `operand`; always answers the checked value.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn check_and_set(
+        &self,
+        hash_key: impl AsRef<[u8]>,
+        check_sort_key: impl AsRef<[u8]>,
+        check_type: CheckType,
+        operand: impl AsRef<[u8]>,
+        set_sort_key: impl AsRef<[u8]>,
+        value: impl AsRef<[u8]>,
+        ttl: Option<Duration>,
+    ) -> Result<CasOutcome, WingError> {
+        let (hk, csk, op, ssk, v) = (
+            bytes(hash_key),
+            bytes(check_sort_key),
+            bytes(operand),
+            bytes(set_sort_key),
+            bytes(value),
+        );
+        let set_ttl_seconds = ttl_seconds(ttl);
+        let r = self
+            .on_key(&hk, b"", |mut c, p| {
+                let req = CheckAndSetRequest {
+                    partition: Some(p.to_proto()),
+                    hash_key: hk.clone(),
+                    check_sort_key: csk.clone(),
+                    check_type: check_type as i32,
+                    check_operand: op.clone(),
+                    set_diff_sort_key: ssk != csk,
+                    set_sort_key: ssk.clone(),
+                    set_value: v.clone(),
+                    set_ttl_seconds,
+                    return_check_value: true,
+                };
+                async move { c.check_and_set(req).await }
+            })
+            .await?;
+        Ok(CasOutcome {
+            set: r.set_succeeded,
+            check_value: r.check_value_exist.then_some(r.check_value),
+        })
+    }
+
+    /// Number of live sort keys of `hash_key`.
+    pub async fn sortkey_count(&self, hash_key: impl AsRef<[u8]>) -> Result<u64, WingError> {
+        let hk = bytes(hash_key);
+        let r = self
+            .on_key(&hk, b"", |mut c, p| {
+                let req = SortKeyCountRequest {
+                    partition: Some(p.to_proto()),
+                    hash_key: hk.clone(),
+                };
+                async move { c.sort_key_count(req).await }
+            })
+            .await?;
+        Ok(r.count)
+    }
+
+    fn scan_request(p: PartitionId, hash_key: Option<Bytes>, opts: &ScanOptions) -> ScanRequest {
+        ScanRequest {
+            partition: Some(p.to_proto()),
+            hash_key,
+            start_sort_key: opts.start_sort_key.clone(),
+            stop_sort_key: opts.stop_sort_key.clone(),
+            start_inclusive: !opts.start_exclusive,
+            stop_inclusive: opts.stop_inclusive,
+            batch_size: opts.batch_size,
+            limit: opts.limit,
+            no_value: opts.no_value,
+        }
+    }
+
+    /// Streams one partition's records (of `hash_key`, or all of them).
+    fn scan_partition(
+        &self,
+        pidx: u32,
+        hash_key: Option<Bytes>,
+        opts: ScanOptions,
+    ) -> BoxStream<Record> {
+        let table = self.clone();
+        let open = async move {
+            let stream = table
+                .on_partition(pidx, |mut c, p| {
+                    let req = Self::scan_request(p, hash_key.clone(), &opts);
+                    async move { c.scan(req).await }
+                })
+                .await;
+            match stream {
+                Ok(s) => s
+                    .map(|batch| match batch {
+                        Ok(b) => futures::stream::iter(
+                            b.records
+                                .into_iter()
+                                .map(|r| {
+                                    Ok(Record {
+                                        hash_key: r.hash_key,
+                                        sort_key: r.sort_key,
+                                        value: r.value,
+                                        expire_ts: r.expire_ts,
+                                    })
+                                })
+                                .collect::<Vec<_>>(),
+                        )
+                        .left_stream(),
+                        Err(s) => futures::stream::iter(vec![Err(WingError::from_status(&s))])
+                            .right_stream(),
+                    })
+                    .flatten()
+                    .boxed(),
+                Err(e) => futures::stream::iter(vec![Err(e)]).boxed(),
+            }
+        };
+        futures::stream::once(open).flatten().boxed()
+    }
+
+    /// Streams the records of `hash_key` in sort-key order.
+    pub fn scan(&self, hash_key: impl AsRef<[u8]>, opts: ScanOptions) -> BoxStream<Record> {
+        let hk = bytes(hash_key);
+        if let Err(e) = wingkv_common::key::validate_hash_key(&hk) {
+            return futures::stream::iter(vec![Err(e)]).boxed();
+        }
+        let pidx = partition_index(&hk, b"", self.partition_count());
+        self.scan_partition(pidx, Some(hk), opts)
+    }
+
+    /// Streams every record of the table, partition after partition (each record exactly once).
+    pub fn full_scan(&self, opts: ScanOptions) -> BoxStream<Record> {
+        let table = self.clone();
+        futures::stream::iter(0..self.partition_count())
+            .map(move |pidx| table.scan_partition(pidx, None, opts.clone()))
+            .flatten()
+            .boxed()
+    }
+}

@@ -1,0 +1,236 @@
+//! The shell's commands, with Pegasus's names, flags and argument order (DESIGN §7).
+
+use clap::{Parser, Subcommand};
+
+/// One shell line, parsed.
+#[derive(Parser, Debug)]
+#[command(multicall = true, disable_help_subcommand = true)]
+pub struct Line {
+    #[command(subcommand)]
+    pub command: Cmd,
+}
+
+/// Every shell command.
+#[derive(Subcommand, Debug)]
+#[command(rename_all = "snake_case")]
+pub enum Cmd {
+    /// Show the cluster: meta leader and members, node and table counts.
+    ClusterInfo,
+    /// List the replica servers.
+    Nodes {
+        /// Details: replica and primary counts per node.
+        #[arg(short = 'd', long)]
+        detailed: bool,
+    },
+    /// List the tables.
+    Ls {
+        /// Details: health, and dropped tables that can still be recalled.
+        #[arg(short = 'd', long)]
+        detailed: bool,
+    },
+    /// Show one table.
+    App {
+        /// Table name.
+        name: String,
+        /// Details: every partition's members and primary.
+        #[arg(short = 'd', long)]
+        detailed: bool,
+    },
+    /// Create a table.
+    Create {
+        /// Table name.
+        name: String,
+        /// Partition count (a power of two).
+        #[arg(short = 'p', long = "partition_count", default_value_t = 4)]
+        partition_count: u32,
+        /// Replica count.
+        #[arg(short = 'r', long = "replica_count", default_value_t = 3)]
+        replica_count: u32,
+        /// Envs, as k=v,k=v.
+        #[arg(short = 'e', long = "envs")]
+        envs: Option<String>,
+    },
+    /// Drop a table (recallable for the reserve time).
+    Drop {
+        /// Table name.
+        name: String,
+        /// Reserve seconds (default: the server's).
+        #[arg(short = 'r', long = "reserve_seconds")]
+        reserve_seconds: Option<u64>,
+    },
+    /// Bring a dropped table back.
+    Recall {
+        /// The dropped table's app id.
+        app_id: u32,
+        /// A new name (needed when the old one is taken).
+        new_name: Option<String>,
+    },
+    /// Select the table the data commands use.
+    Use {
+        /// Table name.
+        name: String,
+    },
+    /// Set an env of the current table.
+    SetAppEnvs {
+        /// Key.
+        key: String,
+        /// Value.
+        value: String,
+    },
+    /// Show the envs of the current table.
+    GetAppEnvs,
+    /// Delete envs of the current table.
+    DelAppEnvs {
+        /// Keys.
+        #[arg(required = true)]
+        keys: Vec<String>,
+    },
+    /// Show server versions and nodes.
+    ServerInfo,
+    /// Set a record.
+    Set {
+        /// Hash key.
+        hash_key: String,
+        /// Sort key.
+        sort_key: String,
+        /// Value.
+        value: String,
+        /// TTL in seconds.
+        ttl_seconds: Option<u32>,
+    },
+    /// Read a record.
+    Get {
+        /// Hash key.
+        hash_key: String,
+        /// Sort key.
+        sort_key: String,
+    },
+    /// Delete a record.
+    Del {
+        /// Hash key.
+        hash_key: String,
+        /// Sort key.
+        sort_key: String,
+    },
+    /// Whether a record exists.
+    Exist {
+        /// Hash key.
+        hash_key: String,
+        /// Sort key.
+        sort_key: String,
+    },
+    /// Remaining TTL of a record.
+    Ttl {
+        /// Hash key.
+        hash_key: String,
+        /// Sort key.
+        sort_key: String,
+    },
+    /// Add to an integer record.
+    Incr {
+        /// Hash key.
+        hash_key: String,
+        /// Sort key.
+        sort_key: String,
+        /// Increment (default 1).
+        #[arg(allow_negative_numbers = true, default_value_t = 1)]
+        increment: i64,
+    },
+    /// Set a record if a check on a record of the same hash key passes.
+    CheckAndSet {
+        /// Hash key.
+        hash_key: String,
+        /// Sort key to check.
+        #[arg(short = 'c', long = "check_sort_key", default_value = "")]
+        check_sort_key: String,
+        /// Check type (e.g. value_not_exist, match_prefix, bytes_less, int_greater).
+        #[arg(short = 't', long = "check_type", default_value = "no_check")]
+        check_type: String,
+        /// Check operand.
+        #[arg(short = 'o', long = "check_operand", default_value = "")]
+        check_operand: String,
+        /// Sort key to set (default: the checked one).
+        #[arg(short = 's', long = "set_sort_key")]
+        set_sort_key: Option<String>,
+        /// Value to set.
+        #[arg(short = 'v', long = "set_value", default_value = "")]
+        set_value: String,
+        /// TTL of the set value.
+        #[arg(short = 'l', long = "set_value_ttl_seconds")]
+        ttl_seconds: Option<u32>,
+        /// Print the checked value.
+        #[arg(short = 'r', long = "return_check_value")]
+        return_check_value: bool,
+    },
+    /// Set several sort keys of one hash key.
+    MultiSet {
+        /// Hash key.
+        hash_key: String,
+        /// Sort key and value pairs.
+        #[arg(required = true, num_args = 2..)]
+        pairs: Vec<String>,
+    },
+    /// Read sort keys of one hash key (all when none given).
+    MultiGet {
+        /// Hash key.
+        hash_key: String,
+        /// Sort keys.
+        sort_keys: Vec<String>,
+    },
+    /// Delete sort keys of one hash key.
+    MultiDel {
+        /// Hash key.
+        hash_key: String,
+        /// Sort keys.
+        #[arg(required = true)]
+        sort_keys: Vec<String>,
+    },
+    /// Count the sort keys of a hash key.
+    SortkeyCount {
+        /// Hash key.
+        hash_key: String,
+    },
+    /// Scan one hash key from START to STOP (empty = open).
+    HashScan {
+        /// Hash key.
+        hash_key: String,
+        /// First sort key (inclusive).
+        start_sort_key: String,
+        /// Last sort key (exclusive).
+        stop_sort_key: String,
+        /// Most records.
+        #[arg(short = 'n', long = "max_count")]
+        max_count: Option<u64>,
+        /// Leave values out.
+        #[arg(short = 'i', long = "no_value")]
+        no_value: bool,
+    },
+    /// Scan the whole table.
+    FullScan {
+        /// Most records per partition.
+        #[arg(short = 'n', long = "max_count")]
+        max_count: Option<u64>,
+        /// Leave values out.
+        #[arg(short = 'i', long = "no_value")]
+        no_value: bool,
+    },
+    /// Count the records of the table.
+    CountData,
+    /// Show the commands, or one command's usage.
+    Help {
+        /// A command.
+        command: Option<String>,
+    },
+    /// Leave the shell.
+    #[command(alias = "quit")]
+    Exit,
+}
+
+/// The names of every command, for completion.
+pub fn command_names() -> Vec<String> {
+    use clap::CommandFactory;
+    Line::command()
+        .get_subcommands()
+        .map(|c| c.get_name().to_string())
+        .collect()
+}

@@ -1,0 +1,701 @@
+//! Running one parsed command against the cluster, producing text for people and JSON for
+//! scripts.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::{anyhow, bail, Context, Result};
+use bytes::Bytes;
+use futures::StreamExt;
+use serde_json::{json, Value};
+use wingkv_client::{CheckType, Client, ScanOptions, Table, Ttl};
+use wingkv_proto::meta::*;
+
+use super::commands::Cmd;
+use super::escape::{escape, unescape};
+
+/// What a command printed.
+pub struct Output {
+    /// For people.
+    pub text: String,
+    /// For scripts (`--json`).
+    pub json: Value,
+}
+
+impl Output {
+    fn new(text: impl Into<String>, json: Value) -> Self {
+        Self {
+            text: text.into(),
+            json,
+        }
+    }
+}
+
+/// The shell's session: the connection and the table in use.
+pub struct Session {
+    client: Client,
+    table: Option<Table>,
+    /// Table names seen last, for completion.
+    pub table_names: Vec<String>,
+}
+
+fn arg(s: &str) -> Result<Bytes> {
+    unescape(s).map(Bytes::from).map_err(|e| anyhow!(e))
+}
+
+fn show(b: &[u8]) -> String {
+    escape(b)
+}
+
+/// Formats rows as an aligned table under `headers`.
+fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
+    for r in rows {
+        for (i, c) in r.iter().enumerate() {
+            if i < widths.len() {
+                widths[i] = widths[i].max(c.chars().count());
+            }
+        }
+    }
+    let mut out = String::new();
+    let line = |cells: Vec<&str>, out: &mut String| {
+        let parts: Vec<String> = cells
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        let _ = writeln!(out, "{}", parts.join("  ").trim_end());
+    };
+    line(headers.to_vec(), &mut out);
+    for r in rows {
+        line(r.iter().map(String::as_str).collect(), &mut out);
+    }
+    out.trim_end().to_string()
+}
+
+fn ms_to_time(ms: u64) -> String {
+    if ms == 0 {
+        return "-".into();
+    }
+    let secs = ms / 1000;
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    if secs > now {
+        format!("in {}s", secs - now)
+    } else {
+        format!("{}s ago", now - secs)
+    }
+}
+
+fn parse_envs(s: &str) -> Result<HashMap<String, String>> {
+    s.split(',')
+        .filter(|p| !p.trim().is_empty())
+        .map(|p| {
+            let (k, v) = p
+                .split_once('=')
+                .ok_or_else(|| anyhow!("env '{p}' is not key=value"))?;
+            Ok((k.trim().to_string(), v.trim().to_string()))
+        })
+        .collect()
+}
+
+fn check_type(name: &str) -> Result<CheckType> {
+    let wire = format!("CT_{}", name.trim().to_ascii_uppercase());
+    CheckType::from_str_name(&wire).ok_or_else(|| {
+        anyhow!("unknown check type '{name}' (e.g. value_not_exist, value_exist, match_prefix, bytes_equal, int_less)")
+    })
+}
+
+impl Session {
+    /// A session on `client`.
+    pub fn new(client: Client) -> Self {
+        Self {
+            client,
+            table: None,
+            table_names: Vec::new(),
+        }
+    }
+
+    fn table(&self) -> Result<&Table> {
+        self.table
+            .as_ref()
+            .ok_or_else(|| anyhow!("no table selected: run `use TABLE` first"))
+    }
+
+    async fn meta<T, F, Fut>(&self, f: F) -> Result<T>
+    where
+        F: FnMut(wingkv_proto::meta::meta_client::MetaClient<tonic::transport::Channel>) -> Fut,
+        Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
+        Ok(self.client.meta().call(f).await?)
+    }
+
+    async fn list_tables(&self, include_dropped: bool) -> Result<Vec<TableSummary>> {
+        let r = self
+            .meta(|mut c| async move { c.list_tables(ListTablesRequest { include_dropped }).await })
+            .await?;
+        Ok(r.tables)
+    }
+
+    /// Refreshes the table names used for completion.
+    pub async fn refresh_table_names(&mut self) {
+        if let Ok(t) = self.list_tables(false).await {
+            self.table_names = t.into_iter().map(|t| t.name).collect();
+        }
+    }
+
+    /// Runs `cmd`.
+    pub async fn run(&mut self, cmd: Cmd) -> Result<Output> {
+        match cmd {
+            Cmd::ClusterInfo => {
+                let i = self
+                    .meta(|mut c| async move { c.cluster_info(ClusterInfoRequest {}).await })
+                    .await?;
+                let members: Vec<String> =
+                    i.meta_members.iter().map(|m| m.address.clone()).collect();
+                let text = table(
+                    &["name", "value"],
+                    &[
+                        vec!["cluster_name".into(), i.cluster_name.clone()],
+                        vec!["meta_leader".into(), i.meta_leader.clone()],
+                        vec!["meta_servers".into(), members.join(",")],
+                        vec!["meta_term".into(), i.meta_term.to_string()],
+                        vec!["alive_nodes".into(), i.alive_nodes.to_string()],
+                        vec!["dead_nodes".into(), i.dead_nodes.to_string()],
+                        vec!["table_count".into(), i.table_count.to_string()],
+                        vec!["version".into(), i.version.clone()],
+                    ],
+                );
+                Ok(Output::new(
+                    text,
+                    json!({"cluster_name": i.cluster_name, "meta_leader": i.meta_leader, "meta_servers": members,
+                           "meta_term": i.meta_term, "alive_nodes": i.alive_nodes, "dead_nodes": i.dead_nodes,
+                           "table_count": i.table_count, "version": i.version}),
+                ))
+            }
+            Cmd::Nodes { detailed } => {
+                let r = self
+                    .meta(|mut c| async move { c.list_nodes(ListNodesRequest {}).await })
+                    .await?;
+                let rows: Vec<Vec<String>> = r
+                    .nodes
+                    .iter()
+                    .map(|n| {
+                        let mut row =
+                            vec![n.node_id.to_string(), n.address.clone(), n.status.clone()];
+                        if detailed {
+                            row.push(n.replica_count.to_string());
+                            row.push(n.primary_count.to_string());
+                        }
+                        row
+                    })
+                    .collect();
+                let headers: &[&str] = if detailed {
+                    &["node_id", "address", "status", "replicas", "primaries"]
+                } else {
+                    &["node_id", "address", "status"]
+                };
+                let j: Vec<Value> = r
+                    .nodes
+                    .iter()
+                    .map(|n| json!({"node_id": n.node_id, "address": n.address, "status": n.status,
+                                    "replica_count": n.replica_count, "primary_count": n.primary_count}))
+                    .collect();
+                Ok(Output::new(table(headers, &rows), json!({ "nodes": j })))
+            }
+            Cmd::Ls { detailed } => {
+                let tables = self.list_tables(detailed).await?;
+                self.table_names = tables
+                    .iter()
+                    .filter(|t| t.status == "AVAILABLE")
+                    .map(|t| t.name.clone())
+                    .collect();
+                let rows: Vec<Vec<String>> = tables
+                    .iter()
+                    .map(|t| {
+                        let mut row = vec![
+                            t.app_id.to_string(),
+                            t.name.clone(),
+                            t.status.clone(),
+                            t.partition_count.to_string(),
+                            t.replica_count.to_string(),
+                        ];
+                        if detailed {
+                            row.push(format!("{}/{}", t.healthy_partitions, t.partition_count));
+                            row.push(ms_to_time(t.create_time_ms));
+                            row.push(ms_to_time(t.expire_time_ms));
+                        }
+                        row
+                    })
+                    .collect();
+                let headers: &[&str] = if detailed {
+                    &[
+                        "app_id",
+                        "name",
+                        "status",
+                        "partitions",
+                        "replicas",
+                        "healthy",
+                        "created",
+                        "expires",
+                    ]
+                } else {
+                    &["app_id", "name", "status", "partitions", "replicas"]
+                };
+                let j: Vec<Value> = tables
+                    .iter()
+                    .map(|t| json!({"app_id": t.app_id, "name": t.name, "status": t.status,
+                                    "partition_count": t.partition_count, "replica_count": t.replica_count,
+                                    "healthy_partitions": t.healthy_partitions, "envs": t.envs}))
+                    .collect();
+                Ok(Output::new(table(headers, &rows), json!({ "tables": j })))
+            }
+            Cmd::App { name, detailed } => {
+                let req = QueryTableRequest { name };
+                let cfg = self
+                    .meta(|mut c| {
+                        let req = req.clone();
+                        async move { c.query_table(req).await }
+                    })
+                    .await?;
+                let mut text = table(
+                    &["app_id", "name", "partitions", "replicas"],
+                    &[vec![
+                        cfg.app_id.to_string(),
+                        cfg.name.clone(),
+                        cfg.partition_count.to_string(),
+                        cfg.replica_count.to_string(),
+                    ]],
+                );
+                let parts: Vec<Value> = cfg
+                    .partitions
+                    .iter()
+                    .map(|p| json!({"partition_index": p.partition_index, "ballot": p.ballot, "term": p.term,
+                                    "primary": p.primary.as_ref().map(|x| x.address.clone()),
+                                    "members": p.members.iter().map(|m| m.address.clone()).collect::<Vec<_>>()}))
+                    .collect();
+                if detailed {
+                    let rows: Vec<Vec<String>> = cfg
+                        .partitions
+                        .iter()
+                        .map(|p| {
+                            vec![
+                                format!("{}.{}", cfg.app_id, p.partition_index),
+                                p.primary
+                                    .as_ref()
+                                    .map(|x| x.address.clone())
+                                    .unwrap_or_else(|| "-".into()),
+                                p.members
+                                    .iter()
+                                    .map(|m| m.address.clone())
+                                    .collect::<Vec<_>>()
+                                    .join(","),
+                                p.ballot.to_string(),
+                            ]
+                        })
+                        .collect();
+                    text.push_str("\n\n");
+                    text.push_str(&table(
+                        &["partition", "primary", "members", "ballot"],
+                        &rows,
+                    ));
+                }
+                Ok(Output::new(
+                    text,
+                    json!({"app_id": cfg.app_id, "name": cfg.name, "partition_count": cfg.partition_count,
+                           "replica_count": cfg.replica_count, "envs": cfg.envs, "partitions": parts}),
+                ))
+            }
+            Cmd::Create {
+                name,
+                partition_count,
+                replica_count,
+                envs,
+            } => {
+                let envs = envs
+                    .as_deref()
+                    .map(parse_envs)
+                    .transpose()?
+                    .unwrap_or_default();
+                let req = CreateTableRequest {
+                    name: name.clone(),
+                    partition_count: Some(partition_count),
+                    replica_count: Some(replica_count),
+                    envs: envs.into_iter().collect(),
+                };
+                let cfg = self
+                    .meta(|mut c| {
+                        let req = req.clone();
+                        async move { c.create_table(req).await }
+                    })
+                    .await?;
+                self.table_names.push(name.clone());
+                Ok(Output::new(
+                    format!(
+                        "create app \"{name}\" succeed (app_id {}, {} partitions)",
+                        cfg.app_id, cfg.partition_count
+                    ),
+                    json!({"app_id": cfg.app_id, "name": name, "partition_count": cfg.partition_count}),
+                ))
+            }
+            Cmd::Drop {
+                name,
+                reserve_seconds,
+            } => {
+                let req = DropTableRequest {
+                    name: name.clone(),
+                    reserve_seconds: reserve_seconds.unwrap_or(0),
+                };
+                let r = self
+                    .meta(|mut c| {
+                        let req = req.clone();
+                        async move { c.drop_table(req).await }
+                    })
+                    .await?;
+                if self.table.as_ref().is_some_and(|t| t.name() == name) {
+                    self.table = None;
+                }
+                self.table_names.retain(|n| *n != name);
+                Ok(Output::new(
+                    format!(
+                        "drop app \"{name}\" succeed (app_id {}, recallable until {})",
+                        r.app_id,
+                        ms_to_time(r.expire_time_ms)
+                    ),
+                    json!({"app_id": r.app_id, "name": name, "expire_time_ms": r.expire_time_ms}),
+                ))
+            }
+            Cmd::Recall { app_id, new_name } => {
+                let req = RecallTableRequest {
+                    app_id,
+                    new_name: new_name.unwrap_or_default(),
+                };
+                let cfg = self
+                    .meta(|mut c| {
+                        let req = req.clone();
+                        async move { c.recall_table(req).await }
+                    })
+                    .await?;
+                Ok(Output::new(
+                    format!("recall app {app_id} succeed as \"{}\"", cfg.name),
+                    json!({"app_id": cfg.app_id, "name": cfg.name}),
+                ))
+            }
+            Cmd::Use { name } => {
+                let t = self.client.open_table(&name).await?;
+                self.table = Some(t);
+                Ok(Output::new(
+                    format!("OK (using {name})"),
+                    json!({"table": name}),
+                ))
+            }
+            Cmd::SetAppEnvs { key, value } => {
+                let name = self.table()?.name().to_string();
+                let req = SetTableEnvsRequest {
+                    name,
+                    envs: [(key.clone(), value.clone())].into(),
+                };
+                self.meta(|mut c| {
+                    let req = req.clone();
+                    async move { c.set_table_envs(req).await }
+                })
+                .await?;
+                Ok(Output::new(
+                    format!("set app envs succeed: {key}={value}"),
+                    json!({"key": key, "value": value}),
+                ))
+            }
+            Cmd::GetAppEnvs => {
+                let req = GetTableEnvsRequest {
+                    name: self.table()?.name().to_string(),
+                };
+                let r = self
+                    .meta(|mut c| {
+                        let req = req.clone();
+                        async move { c.get_table_envs(req).await }
+                    })
+                    .await?;
+                let rows: Vec<Vec<String>> = r
+                    .envs
+                    .iter()
+                    .map(|(k, v)| vec![k.clone(), v.clone()])
+                    .collect();
+                Ok(Output::new(
+                    table(&["key", "value"], &rows),
+                    json!({ "envs": r.envs }),
+                ))
+            }
+            Cmd::DelAppEnvs { keys } => {
+                let req = DelTableEnvsRequest {
+                    name: self.table()?.name().to_string(),
+                    keys: keys.clone(),
+                };
+                self.meta(|mut c| {
+                    let req = req.clone();
+                    async move { c.del_table_envs(req).await }
+                })
+                .await?;
+                Ok(Output::new(
+                    format!("del app envs succeed: {}", keys.join(",")),
+                    json!({ "deleted": keys }),
+                ))
+            }
+            Cmd::ServerInfo => {
+                let i = self
+                    .meta(|mut c| async move { c.cluster_info(ClusterInfoRequest {}).await })
+                    .await?;
+                let n = self
+                    .meta(|mut c| async move { c.list_nodes(ListNodesRequest {}).await })
+                    .await?;
+                let mut rows: Vec<Vec<String>> = i
+                    .meta_members
+                    .iter()
+                    .map(|m| vec!["meta".into(), m.address.clone(), i.version.clone()])
+                    .collect();
+                rows.extend(
+                    n.nodes
+                        .iter()
+                        .map(|x| vec!["replica".into(), x.address.clone(), x.status.clone()]),
+                );
+                Ok(Output::new(
+                    table(&["role", "address", "version/status"], &rows),
+                    json!({"version": i.version, "meta_servers": i.meta_members.iter().map(|m| m.address.clone()).collect::<Vec<_>>(),
+                           "replica_servers": n.nodes.iter().map(|x| json!({"address": x.address, "status": x.status})).collect::<Vec<_>>()}),
+                ))
+            }
+            data => self.run_data(data).await,
+        }
+    }
+
+    async fn run_data(&mut self, cmd: Cmd) -> Result<Output> {
+        let t = self.table()?.clone();
+        Ok(match cmd {
+            Cmd::Set {
+                hash_key,
+                sort_key,
+                value,
+                ttl_seconds,
+            } => {
+                let ttl = ttl_seconds
+                    .filter(|s| *s > 0)
+                    .map(|s| std::time::Duration::from_secs(s as u64));
+                t.set_with_ttl(arg(&hash_key)?, arg(&sort_key)?, arg(&value)?, ttl)
+                    .await?;
+                Output::new("OK", json!({"ok": true}))
+            }
+            Cmd::Get { hash_key, sort_key } => match t.get(arg(&hash_key)?, arg(&sort_key)?).await?
+            {
+                Some(v) => Output::new(
+                    format!("\"{}\"", show(&v)),
+                    json!({"found": true, "value": show(&v)}),
+                ),
+                None => Output::new("Not found", json!({"found": false})),
+            },
+            Cmd::Del { hash_key, sort_key } => {
+                t.del(arg(&hash_key)?, arg(&sort_key)?).await?;
+                Output::new("OK", json!({"ok": true}))
+            }
+            Cmd::Exist { hash_key, sort_key } => {
+                let e = t.exist(arg(&hash_key)?, arg(&sort_key)?).await?;
+                Output::new(if e { "True" } else { "False" }, json!({ "exist": e }))
+            }
+            Cmd::Ttl { hash_key, sort_key } => match t.ttl(arg(&hash_key)?, arg(&sort_key)?).await?
+            {
+                None => Output::new("Not found", json!({"found": false})),
+                Some(Ttl::Infinite) => {
+                    Output::new("Infinite", json!({"found": true, "ttl_seconds": null}))
+                }
+                Some(Ttl::Seconds(s)) => {
+                    Output::new(format!("{s}"), json!({"found": true, "ttl_seconds": s}))
+                }
+            },
+            Cmd::Incr {
+                hash_key,
+                sort_key,
+                increment,
+            } => {
+                let v = t.incr(arg(&hash_key)?, arg(&sort_key)?, increment).await?;
+                Output::new(v.to_string(), json!({ "new_value": v }))
+            }
+            Cmd::CheckAndSet {
+                hash_key,
+                check_sort_key,
+                check_type: ct,
+                check_operand,
+                set_sort_key,
+                set_value,
+                ttl_seconds,
+                return_check_value,
+            } => {
+                let ct = check_type(&ct)?;
+                let csk = arg(&check_sort_key)?;
+                let ssk = match set_sort_key {
+                    Some(s) => arg(&s)?,
+                    None => csk.clone(),
+                };
+                let ttl = ttl_seconds
+                    .filter(|s| *s > 0)
+                    .map(|s| std::time::Duration::from_secs(s as u64));
+                let r = t
+                    .check_and_set(
+                        arg(&hash_key)?,
+                        csk,
+                        ct,
+                        arg(&check_operand)?,
+                        ssk,
+                        arg(&set_value)?,
+                        ttl,
+                    )
+                    .await?;
+                let mut text = if r.set {
+                    "set succeed".to_string()
+                } else {
+                    "set failed: check not passed".to_string()
+                };
+                if return_check_value {
+                    match &r.check_value {
+                        Some(v) => text.push_str(&format!("\ncheck value: \"{}\"", show(v))),
+                        None => text.push_str("\ncheck value: not found"),
+                    }
+                }
+                Output::new(
+                    text,
+                    json!({"set": r.set, "check_value": r.check_value.as_ref().map(|v| show(v))}),
+                )
+            }
+            Cmd::MultiSet { hash_key, pairs } => {
+                if pairs.len() % 2 != 0 {
+                    bail!(
+                        "multi_set needs sort key and value pairs; got {} words after the hash key",
+                        pairs.len()
+                    );
+                }
+                let kvs = pairs
+                    .chunks(2)
+                    .map(|c| Ok((arg(&c[0])?, arg(&c[1])?)))
+                    .collect::<Result<Vec<_>>>()?;
+                let n = kvs.len();
+                t.multi_set(arg(&hash_key)?, kvs, None).await?;
+                Output::new(format!("OK ({n} records)"), json!({"ok": true, "count": n}))
+            }
+            Cmd::MultiGet {
+                hash_key,
+                sort_keys,
+            } => {
+                let sks = if sort_keys.is_empty() {
+                    None
+                } else {
+                    Some(
+                        sort_keys
+                            .iter()
+                            .map(|s| arg(s))
+                            .collect::<Result<Vec<_>>>()?,
+                    )
+                };
+                let hk = arg(&hash_key)?;
+                let kvs = t.multi_get(hk.clone(), sks).await?;
+                let rows: Vec<Vec<String>> = kvs
+                    .iter()
+                    .map(|(k, v)| vec![show(&hk), show(k), format!("\"{}\"", show(v))])
+                    .collect();
+                let j: Vec<Value> = kvs
+                    .iter()
+                    .map(|(k, v)| json!({"sort_key": show(k), "value": show(v)}))
+                    .collect();
+                Output::new(
+                    format!(
+                        "{}\n\n{} records",
+                        table(&["hash_key", "sort_key", "value"], &rows),
+                        kvs.len()
+                    ),
+                    json!({ "hash_key": show(&hk), "records": j }),
+                )
+            }
+            Cmd::MultiDel {
+                hash_key,
+                sort_keys,
+            } => {
+                let sks = sort_keys
+                    .iter()
+                    .map(|s| arg(s))
+                    .collect::<Result<Vec<_>>>()?;
+                let n = t.multi_del(arg(&hash_key)?, sks).await?;
+                Output::new(format!("OK ({n} deleted)"), json!({ "deleted": n }))
+            }
+            Cmd::SortkeyCount { hash_key } => {
+                let n = t.sortkey_count(arg(&hash_key)?).await?;
+                Output::new(n.to_string(), json!({ "count": n }))
+            }
+            Cmd::HashScan {
+                hash_key,
+                start_sort_key,
+                stop_sort_key,
+                max_count,
+                no_value,
+            } => {
+                let opts = ScanOptions {
+                    start_sort_key: arg(&start_sort_key)?,
+                    stop_sort_key: arg(&stop_sort_key)?,
+                    limit: max_count.unwrap_or(0),
+                    no_value,
+                    ..Default::default()
+                };
+                scan_output(t.scan(arg(&hash_key)?, opts)).await?
+            }
+            Cmd::FullScan {
+                max_count,
+                no_value,
+            } => {
+                let opts = ScanOptions {
+                    limit: max_count.unwrap_or(0),
+                    no_value,
+                    ..Default::default()
+                };
+                scan_output(t.full_scan(opts)).await?
+            }
+            Cmd::CountData => {
+                let mut rows = t.full_scan(ScanOptions {
+                    no_value: true,
+                    batch_size: 5_000,
+                    ..Default::default()
+                });
+                let mut n = 0u64;
+                while let Some(r) = rows.next().await {
+                    r?;
+                    n += 1;
+                }
+                Output::new(format!("{n} records"), json!({ "count": n }))
+            }
+            other => bail!("'{other:?}' is not a data command"),
+        })
+    }
+}
+
+async fn scan_output(
+    mut rows: std::pin::Pin<
+        Box<dyn futures::Stream<Item = Result<wingkv_client::Record, wingkv_client::Error>> + Send>,
+    >,
+) -> Result<Output> {
+    let mut text_rows = Vec::new();
+    let mut j = Vec::new();
+    while let Some(r) = rows.next().await {
+        let r = r.context("scan failed")?;
+        text_rows.push(vec![
+            show(&r.hash_key),
+            show(&r.sort_key),
+            format!("\"{}\"", show(&r.value)),
+        ]);
+        j.push(json!({"hash_key": show(&r.hash_key), "sort_key": show(&r.sort_key), "value": show(&r.value)}));
+    }
+    let n = j.len();
+    Ok(Output::new(
+        format!(
+            "{}\n\n{n} records",
+            table(&["hash_key", "sort_key", "value"], &text_rows)
+        ),
+        json!({ "records": j, "count": n }),
+    ))
+}
