@@ -14,10 +14,13 @@ Usage: ./run.sh <command> [args]
   build            build every binary (dev profile, the one tests use)
   test [--long]    install what is missing, build, run every test, clippy
   lint             cargo fmt --check and cargo clippy -D warnings
-  start_onebox     start a local cluster (not yet: arrives with the onebox)
-  stop_onebox      stop the local cluster
+  start_onebox [--metas M] [--replicas N]
+                   build, then start a local cluster under ./onebox (1 meta, 3 replicas)
+  stop_onebox      stop the local cluster (no process is left behind)
   list_onebox      show the local cluster's nodes
-  shell            open the wingkv shell on the local cluster
+  restart_onebox [NODE]
+                   restart one node (e.g. replica2) or all of them
+  shell [ARGS]     open the wingkv shell on the local cluster (ARGS go to `wingkv shell`)
 USAGE
 }
 
@@ -72,10 +75,14 @@ cmd_test() {
     fi
 }
 
-not_yet() {
-    echo "run.sh $1: not yet — the onebox supervisor arrives with the onebox issue." >&2
-    echo "For now: ./run.sh test runs every test." >&2
-    exit 2
+BIN_DIR="$CARGO_TARGET_DIR/debug"
+ONEBOX_DIR="${WINGKV_ONEBOX_DIR:-./onebox}"
+
+wingkv() {
+    if [ ! -x "$BIN_DIR/wingkv" ]; then
+        cmd_build >&2
+    fi
+    "$BIN_DIR/wingkv" "$@"
 }
 
 cmd="${1:-}"
@@ -84,7 +91,14 @@ case "$cmd" in
     build) cmd_build "$@" ;;
     test) cmd_test "$@" ;;
     lint) cmd_lint ;;
-    start_onebox | stop_onebox | list_onebox | shell) not_yet "$cmd" ;;
+    start_onebox)
+        cmd_build
+        wingkv onebox start --dir "$ONEBOX_DIR" "$@"
+        ;;
+    stop_onebox) wingkv onebox stop --dir "$ONEBOX_DIR" ;;
+    list_onebox) wingkv onebox status --dir "$ONEBOX_DIR" "$@" ;;
+    restart_onebox) wingkv onebox restart --dir "$ONEBOX_DIR" "$@" ;;
+    shell) wingkv shell "$@" ;;
     -h | --help | help | "") usage ;;
     *)
         echo "run.sh: unknown command '$cmd'" >&2

@@ -3,6 +3,7 @@
 //! openraft glue (RocksDB log store, gRPC network).
 
 pub mod backoff;
+pub mod bulk_load;
 pub mod check;
 pub mod config;
 pub mod error;
@@ -12,6 +13,7 @@ pub mod meta_client;
 pub mod naming;
 pub mod net;
 pub mod partition;
+pub mod provider;
 pub mod raft;
 pub mod report;
 pub mod telemetry;

@@ -1,6 +1,7 @@
 //! `wingkv`: the command line of wingkv — the interactive shell, the onebox supervisor, and
 //! (later) the bulk-load generator and the benchmark.
 
+mod bulkgen;
 mod onebox;
 mod shell;
 
@@ -22,6 +23,8 @@ struct Cli {
 enum Command {
     /// Pegasus-style shell on a cluster.
     Shell(shell::ShellArgs),
+    /// Write rows as bulk-load SST files (DESIGN §5) on a provider.
+    Bulkgen(bulkgen::BulkgenArgs),
     /// A local cluster of meta and replica servers under one supervisor.
     Onebox(onebox::OneboxArgs),
 }
@@ -31,6 +34,7 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Shell(args) => shell::run(args),
         Command::Onebox(args) => onebox::run(args),
+        Command::Bulkgen(args) => bulkgen::run(args),
     };
     match result {
         Ok(code) => code,

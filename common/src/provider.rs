@@ -1,0 +1,115 @@
+//! Remote stores that bulk-load files come from, through `object_store`: `local` (a directory,
+//! by default `/`), `s3` (any S3-compatible endpoint) and `memory` (tests).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use object_store::ObjectStore;
+use serde::{Deserialize, Serialize};
+
+use crate::WingError;
+
+/// Where the providers point.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ProviderConfig {
+    /// Directory the `local` provider's paths are relative to (`/`: `-r /data/bl` reads
+    /// `/data/bl/...`).
+    pub local_root: PathBuf,
+    /// The `s3` provider.
+    pub s3: S3Config,
+}
+
+impl Default for ProviderConfig {
+    fn default() -> Self {
+        Self {
+            local_root: PathBuf::from("/"),
+            s3: S3Config::default(),
+        }
+    }
+}
+
+/// The `s3` provider; unset fields come from the standard `AWS_*` environment variables.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct S3Config {
+    /// Endpoint URL (e.g. `http://127.0.0.1:9000` for a local server).
+    pub endpoint: Option<String>,
+    /// Bucket.
+    pub bucket: Option<String>,
+    /// Region (default `us-east-1`).
+    pub region: Option<String>,
+    /// Access key id.
+    pub access_key_id: Option<String>,
+    /// Secret access key.
+    pub secret_access_key: Option<String>,
+    /// Allow plain HTTP (local test servers).
+    pub allow_http: bool,
+}
+
+/// Opens the provider named `kind` (`local`, `s3`, `memory`).
+pub fn open_provider(
+    kind: &str,
+    config: &ProviderConfig,
+) -> Result<Arc<dyn ObjectStore>, WingError> {
+    let err =
+        |e: object_store::Error| WingError::InvalidArgument(format!("provider '{kind}': {e}"));
+    match kind {
+        "local" => {
+            std::fs::create_dir_all(&config.local_root).map_err(|e| {
+                WingError::InvalidArgument(format!(
+                    "local provider root {}: {e}",
+                    config.local_root.display()
+                ))
+            })?;
+            Ok(Arc::new(
+                object_store::local::LocalFileSystem::new_with_prefix(&config.local_root)
+                    .map_err(err)?,
+            ))
+        }
+        "s3" => {
+            let s3 = &config.s3;
+            let mut b =
+                object_store::aws::AmazonS3Builder::from_env().with_allow_http(s3.allow_http);
+            if let Some(v) = &s3.endpoint {
+                b = b.with_endpoint(v);
+            }
+            if let Some(v) = &s3.bucket {
+                b = b.with_bucket_name(v);
+            }
+            b = b.with_region(s3.region.clone().unwrap_or_else(|| "us-east-1".into()));
+            if let Some(v) = &s3.access_key_id {
+                b = b.with_access_key_id(v);
+            }
+            if let Some(v) = &s3.secret_access_key {
+                b = b.with_secret_access_key(v);
+            }
+            Ok(Arc::new(b.build().map_err(err)?))
+        }
+        "memory" => Ok(Arc::new(object_store::memory::InMemory::new())),
+        other => Err(WingError::InvalidArgument(format!(
+            "unknown bulk-load provider '{other}' (use local, s3 or memory)"
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn providers() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = ProviderConfig {
+            local_root: dir.path().to_path_buf(),
+            ..Default::default()
+        };
+        open_provider("local", &cfg).unwrap();
+        open_provider("memory", &cfg).unwrap();
+        let e = open_provider("ftp", &cfg).err().unwrap();
+        assert!(
+            e.to_string().contains("unknown bulk-load provider 'ftp'"),
+            "{e}"
+        );
+    }
+}

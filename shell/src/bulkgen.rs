@@ -1,0 +1,293 @@
+//! `wingkv bulkgen`: turns rows into the bulk-load layout of DESIGN §5 — partitioned with the
+//! servers' hash, sorted, written as SST files with RocksDB's `SstFileWriter` (rolled at a size
+//! limit), with each partition's `bulk_load_metadata` and the table's `bulk_load_info`, on a
+//! provider. `bulk_load_info` is written last, so a reader never sees a half-written layout.
+
+use std::io::{BufRead, Read};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{anyhow, bail, Context, Result};
+use clap::Args;
+use object_store::ObjectStore;
+use rand::{RngCore, SeedableRng};
+use wingkv_common::bulk_load::{
+    table_dir, BulkLoadInfo, BulkLoadMetadata, FileMeta, BULK_LOAD_INFO, BULK_LOAD_METADATA,
+};
+use wingkv_common::hash::partition_index;
+use wingkv_common::key::encode_key;
+use wingkv_common::naming::{validate_partition_count, validate_table_name};
+use wingkv_common::provider::{open_provider, ProviderConfig};
+use wingkv_common::value::{encode_value, expire_ts_for_ttl, now_epoch_seconds};
+
+/// Arguments of `wingkv bulkgen`.
+#[derive(Args, Debug)]
+pub struct BulkgenArgs {
+    /// Table name (must match the table the files are loaded into).
+    #[arg(long)]
+    table: String,
+    /// Partition count of that table.
+    #[arg(long)]
+    partitions: u32,
+    /// Cluster name (the onebox's is `onebox`).
+    #[arg(long, default_value = "onebox")]
+    cluster: String,
+    /// Provider: local, s3 or memory.
+    #[arg(long, default_value = "local")]
+    provider: String,
+    /// Root directory on the provider.
+    #[arg(long)]
+    root: String,
+    /// Input rows, CSV or TSV: hash_key,sort_key,value[,ttl_seconds].
+    #[arg(long, conflicts_with = "generate")]
+    input: Option<PathBuf>,
+    /// Generate this many rows instead (keys `k{i}`, sort key `s`, random values).
+    #[arg(long)]
+    generate: Option<u64>,
+    /// Value size of generated rows.
+    #[arg(long, default_value_t = 100)]
+    value_size: usize,
+    /// Roll to a new SST file after this many MiB.
+    #[arg(long, default_value_t = 64)]
+    file_size_mb: u64,
+    /// Seed of generated values.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Provider config file (TOML: local_root, [s3] endpoint, bucket, ...).
+    #[arg(long)]
+    provider_config: Option<PathBuf>,
+    /// Table id written into bulk_load_info (informational).
+    #[arg(long, default_value_t = 0)]
+    app_id: u32,
+}
+
+/// A row: encoded key and stored value.
+type Row = (Vec<u8>, Vec<u8>);
+
+/// Runs `wingkv bulkgen`.
+pub fn run(args: BulkgenArgs) -> Result<ExitCode> {
+    validate_table_name(&args.table)?;
+    validate_partition_count(args.partitions)?;
+    let config: ProviderConfig = match &args.provider_config {
+        Some(p) => wingkv_common::config::load_toml(p)?,
+        None => ProviderConfig::default(),
+    };
+    let store = open_provider(&args.provider, &config)?;
+    let started = Instant::now();
+    let parts = match (&args.input, args.generate) {
+        (Some(path), None) => read_rows(path, args.partitions)?,
+        (None, Some(n)) => generate_rows(n, args.value_size, args.seed, args.partitions),
+        _ => bail!("give either --input FILE or --generate N"),
+    };
+    let rows: usize = parts.iter().map(Vec::len).sum();
+    eprintln!(
+        "bulkgen: {rows} rows partitioned in {:.1?}",
+        started.elapsed()
+    );
+    let staging = tempfile_dir()?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let dir = table_dir(&args.root, &args.cluster, &args.table)?;
+    let mut total_bytes = 0u64;
+    for (pidx, mut rows) in parts.into_iter().enumerate() {
+        sort_dedup(&mut rows);
+        let local = staging.path().join(pidx.to_string());
+        std::fs::create_dir_all(&local)?;
+        let files = write_ssts(&local, &rows, args.file_size_mb << 20)?;
+        let meta = BulkLoadMetadata {
+            file_total_size: files.iter().map(|f| f.size).sum(),
+            files,
+        };
+        total_bytes += meta.file_total_size;
+        rt.block_on(upload_partition(&store, &dir, pidx as u32, &local, &meta))?;
+        eprintln!(
+            "bulkgen: partition {pidx}/{}: {} rows, {} files, {} bytes",
+            args.partitions,
+            rows.len(),
+            meta.files.len(),
+            meta.file_total_size
+        );
+    }
+    let info = BulkLoadInfo {
+        app_id: args.app_id,
+        app_name: args.table.clone(),
+        partition_count: args.partitions,
+    };
+    rt.block_on(put(
+        &store,
+        &dir.child(BULK_LOAD_INFO),
+        serde_json::to_vec(&info)?,
+    ))?;
+    println!(
+        "bulkgen: wrote {rows} rows in {} partitions ({total_bytes} bytes of SST) to {}://{} in {:.1?}",
+        args.partitions,
+        args.provider,
+        dir,
+        started.elapsed()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn tempfile_dir() -> Result<tempfile::TempDir> {
+    tempfile::Builder::new()
+        .prefix("wingkv-bulkgen-")
+        .tempdir()
+        .context("create a staging directory")
+}
+
+fn sort_dedup(rows: &mut Vec<Row>) {
+    // Stable sort keeps input order among equal keys; the last one wins.
+    rows.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut out: Vec<Row> = Vec::with_capacity(rows.len());
+    for row in rows.drain(..) {
+        match out.last_mut() {
+            Some(last) if last.0 == row.0 => *last = row,
+            _ => out.push(row),
+        }
+    }
+    *rows = out;
+}
+
+fn generate_rows(n: u64, value_size: usize, seed: u64, partitions: u32) -> Vec<Vec<Row>> {
+    let mut parts: Vec<Vec<Row>> = (0..partitions).map(|_| Vec::new()).collect();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut value = vec![0u8; value_size];
+    for i in 0..n {
+        let hk = format!("k{i}");
+        rng.fill_bytes(&mut value);
+        // Printable values keep the shell's output readable.
+        for b in value.iter_mut() {
+            *b = b'a' + (*b % 26);
+        }
+        let pidx = partition_index(hk.as_bytes(), b"s", partitions) as usize;
+        if let Ok(key) = encode_key(hk.as_bytes(), b"s") {
+            parts[pidx].push((key, encode_value(0, &value)));
+        }
+        if (i + 1) % 1_000_000 == 0 {
+            eprintln!("bulkgen: generated {} rows", i + 1);
+        }
+    }
+    parts
+}
+
+fn read_rows(path: &Path, partitions: u32) -> Result<Vec<Vec<Row>>> {
+    let mut file = std::fs::File::open(path).with_context(|| format!("open {}", path.display()))?;
+    let mut first = [0u8; 4096];
+    let n = file.read(&mut first)?;
+    let tab = first[..n].contains(&b'\t') || path.extension().is_some_and(|e| e == "tsv");
+    let file = std::fs::File::open(path)?;
+    let sep = if tab { '\t' } else { ',' };
+    let now = now_epoch_seconds();
+    let mut parts: Vec<Vec<Row>> = (0..partitions).map(|_| Vec::new()).collect();
+    for (lineno, line) in std::io::BufReader::new(file).lines().enumerate() {
+        let line = line.with_context(|| format!("{}:{}", path.display(), lineno + 1))?;
+        if line.is_empty() {
+            continue;
+        }
+        let fields: Vec<&str> = line.split(sep).collect();
+        let (hk, sk, v, ttl) = match fields.as_slice() {
+            [hk, sk, v] => (*hk, *sk, *v, 0u32),
+            [hk, sk, v, ttl] => (
+                *hk,
+                *sk,
+                *v,
+                ttl.trim().parse().map_err(|_| {
+                    anyhow!(
+                        "{}:{}: ttl '{ttl}' is not a number",
+                        path.display(),
+                        lineno + 1
+                    )
+                })?,
+            ),
+            _ => bail!(
+                "{}:{}: expected hash_key{sep}sort_key{sep}value[{sep}ttl], got {} fields",
+                path.display(),
+                lineno + 1,
+                fields.len()
+            ),
+        };
+        let key = encode_key(hk.as_bytes(), sk.as_bytes())
+            .map_err(|e| anyhow!("{}:{}: {e}", path.display(), lineno + 1))?;
+        let pidx = partition_index(hk.as_bytes(), sk.as_bytes(), partitions) as usize;
+        parts[pidx].push((key, encode_value(expire_ts_for_ttl(now, ttl), v.as_bytes())));
+    }
+    Ok(parts)
+}
+
+/// Writes sorted `rows` into SST files of about `limit` bytes under `dir`.
+fn write_ssts(dir: &Path, rows: &[Row], limit: u64) -> Result<Vec<FileMeta>> {
+    let mut opts = rocksdb::Options::default();
+    opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
+    let mut files = Vec::new();
+    let mut writer: Option<(rocksdb::SstFileWriter, PathBuf, String)> = None;
+    let finish =
+        |w: (rocksdb::SstFileWriter, PathBuf, String), files: &mut Vec<FileMeta>| -> Result<()> {
+            let (mut w, path, name) = w;
+            w.finish()?;
+            drop(w);
+            let bytes = std::fs::read(&path)?;
+            files.push(FileMeta {
+                name,
+                size: bytes.len() as u64,
+                md5: wingkv_common::bulk_load::md5_hex(&bytes),
+            });
+            Ok(())
+        };
+    for (key, value) in rows {
+        if writer.is_none() {
+            let name = format!("{}.sst", files.len());
+            let path = dir.join(&name);
+            let w = rocksdb::SstFileWriter::create(&opts);
+            w.open(&path)
+                .with_context(|| format!("create {}", path.display()))?;
+            writer = Some((w, path, name));
+        }
+        if let Some((w, _, _)) = writer.as_mut() {
+            w.put(key, value)?;
+            if w.file_size() >= limit {
+                if let Some(done) = writer.take() {
+                    finish(done, &mut files)?;
+                }
+            }
+        }
+    }
+    if let Some(done) = writer.take() {
+        finish(done, &mut files)?;
+    }
+    Ok(files)
+}
+
+async fn put(
+    store: &Arc<dyn ObjectStore>,
+    path: &object_store::path::Path,
+    bytes: Vec<u8>,
+) -> Result<()> {
+    store
+        .put(path, bytes.into())
+        .await
+        .with_context(|| format!("upload {path}"))?;
+    Ok(())
+}
+
+async fn upload_partition(
+    store: &Arc<dyn ObjectStore>,
+    dir: &object_store::path::Path,
+    pidx: u32,
+    local: &Path,
+    meta: &BulkLoadMetadata,
+) -> Result<()> {
+    let pdir = dir.child(pidx.to_string());
+    for f in &meta.files {
+        let bytes = tokio::fs::read(local.join(&f.name)).await?;
+        put(store, &pdir.child(f.name.as_str()), bytes).await?;
+    }
+    put(
+        store,
+        &pdir.child(BULK_LOAD_METADATA),
+        serde_json::to_vec(meta)?,
+    )
+    .await
+}
