@@ -2,8 +2,8 @@
 //! (later) the bulk-load generator and the benchmark.
 
 mod bulkgen;
-mod onebox;
 mod shell;
+mod supervisor;
 
 use clap::{Parser, Subcommand};
 
@@ -26,14 +26,14 @@ enum Command {
     /// Write rows as bulk-load SST files (DESIGN §5) on a provider.
     Bulkgen(bulkgen::BulkgenArgs),
     /// A local cluster of meta and replica servers under one supervisor.
-    Onebox(onebox::OneboxArgs),
+    Onebox(supervisor::OneboxArgs),
 }
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Shell(args) => shell::run(args),
-        Command::Onebox(args) => onebox::run(args),
+        Command::Onebox(args) => supervisor::run(args),
         Command::Bulkgen(args) => bulkgen::run(args),
     };
     match result {

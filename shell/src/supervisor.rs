@@ -1,0 +1,652 @@
+//! `wingkv onebox`: a local cluster of `meta-server` and `replica-server` child processes under
+//! one supervisor (DESIGN §8).
+//!
+//! `start` writes every node's config under DIR and launches the supervisor as a detached
+//! process (`onebox supervise`), then returns once the cluster serves. The supervisor is
+//! single-threaded on purpose: children are spawned from its main thread with
+//! `PR_SET_PDEATHSIG(SIGKILL)`, so they die with it even after `kill -9`. It restarts a child
+//! that exits unexpectedly with exponential backoff, takes restart requests through
+//! `DIR/control/` plus SIGHUP, and on SIGTERM/SIGINT stops every child gracefully and waits for
+//! them. Its view of the nodes is in `DIR/state.json`.
+
+use std::fs::File;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitCode, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use clap::{Args, Subcommand};
+use serde::{Deserialize, Serialize};
+use wingkv_common::backoff::{Backoff, BackoffPolicy};
+
+/// Arguments of `wingkv onebox`.
+#[derive(Args, Debug)]
+pub struct OneboxArgs {
+    #[command(subcommand)]
+    command: OneboxCommand,
+    /// Directory of the onebox (configs, data, logs, state).
+    #[arg(long, global = true, default_value = "./onebox")]
+    dir: PathBuf,
+}
+
+#[derive(Subcommand, Debug)]
+enum OneboxCommand {
+    /// Start a local cluster and return once it serves.
+    Start {
+        /// Meta servers.
+        #[arg(long, default_value_t = 1)]
+        metas: u32,
+        /// Replica servers.
+        #[arg(long, default_value_t = 3)]
+        replicas: u32,
+        /// Port of meta1 (meta2 gets the next one, ...).
+        #[arg(long, default_value_t = 34601)]
+        base_port_meta: u16,
+        /// Port of replica1 (replica2 gets the next one, ...).
+        #[arg(long, default_value_t = 34801)]
+        base_port_replica: u16,
+    },
+    /// Stop the cluster and wait until no process of it is left.
+    Stop,
+    /// Show the nodes.
+    Status {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Gracefully restart one node (or every node, one at a time).
+    Restart {
+        /// Node name (meta1, replica2, ...).
+        node: Option<String>,
+    },
+    /// Kill a node with SIGKILL (simulates a crash; the supervisor restarts it).
+    Kill {
+        /// Node name.
+        node: String,
+    },
+    /// Run the supervisor (started by `start`).
+    #[command(hide = true)]
+    Supervise,
+}
+
+/// One node as the supervisor reports it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct NodeState {
+    /// meta1.., replica1..
+    pub name: String,
+    /// `meta` or `replica`.
+    pub role: String,
+    /// gRPC port.
+    pub port: u16,
+    /// The node's directory.
+    pub dir: PathBuf,
+    /// Process id while running.
+    pub pid: Option<u32>,
+    /// running, restarting, stopped.
+    pub state: String,
+    /// Unexpected exits so far.
+    pub restarts: u32,
+}
+
+/// The supervisor's state file.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+pub struct OneboxState {
+    /// Supervisor pid.
+    pub supervisor_pid: u32,
+    /// Meta addresses.
+    pub metas: Vec<String>,
+    /// Every node.
+    pub nodes: Vec<NodeState>,
+}
+
+/// Runs `wingkv onebox`.
+pub fn run(args: OneboxArgs) -> Result<ExitCode> {
+    let dir = args.dir;
+    match args.command {
+        OneboxCommand::Start {
+            metas,
+            replicas,
+            base_port_meta,
+            base_port_replica,
+        } => start(&dir, metas, replicas, base_port_meta, base_port_replica),
+        OneboxCommand::Stop => stop(&dir),
+        OneboxCommand::Status { json } => status(&dir, json),
+        OneboxCommand::Restart { node } => restart(&dir, node.as_deref()),
+        OneboxCommand::Kill { node } => kill_node(&dir, &node),
+        OneboxCommand::Supervise => supervise(&dir),
+    }
+}
+
+/// Whether `pid` is a live process (a zombie, dead but not yet reaped, is not).
+fn pid_alive(pid: u32) -> bool {
+    if unsafe { libc::kill(pid as i32, 0) } != 0 {
+        return false;
+    }
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state letter follows the command name in parentheses.
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.trim_start().chars().next())
+            .is_some_and(|c| c != 'Z' && c != 'X'),
+        Err(_) => false,
+    }
+}
+
+fn signal(pid: u32, sig: i32) {
+    unsafe {
+        libc::kill(pid as i32, sig);
+    }
+}
+
+fn read_state(dir: &Path) -> Result<OneboxState> {
+    let path = dir.join("state.json");
+    let text = std::fs::read(&path)
+        .with_context(|| format!("no onebox at {} (no state.json)", dir.display()))?;
+    serde_json::from_slice(&text)
+        .with_context(|| format!("{} is not a onebox state file", path.display()))
+}
+
+fn write_state(dir: &Path, state: &OneboxState) -> Result<()> {
+    let tmp = dir.join("state.json.tmp");
+    std::fs::write(&tmp, serde_json::to_vec_pretty(state)?)?;
+    std::fs::rename(&tmp, dir.join("state.json"))?;
+    Ok(())
+}
+
+fn supervisor_pid(dir: &Path) -> Option<u32> {
+    let pid: u32 = std::fs::read_to_string(dir.join("supervisor.pid"))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    pid_alive(pid).then_some(pid)
+}
+
+fn sibling_binary(name: &str) -> Result<PathBuf> {
+    let exe = std::env::current_exe().context("locate the wingkv executable")?;
+    let path = exe
+        .parent()
+        .map(|d| d.join(name))
+        .ok_or_else(|| anyhow!("wingkv has no directory"))?;
+    if !path.exists() {
+        bail!(
+            "{} is missing; build it with `./run.sh build`",
+            path.display()
+        );
+    }
+    Ok(path)
+}
+
+fn start(
+    dir: &Path,
+    metas: u32,
+    replicas: u32,
+    base_meta: u16,
+    base_replica: u16,
+) -> Result<ExitCode> {
+    if !(1..=3).contains(&metas) {
+        bail!("--metas must be 1, 2 or 3 (got {metas})");
+    }
+    if !(1..=16).contains(&replicas) {
+        bail!("--replicas must be between 1 and 16 (got {replicas})");
+    }
+    if let Some(pid) = supervisor_pid(dir) {
+        bail!("a onebox is already running in {} (supervisor pid {pid}); `wingkv onebox stop --dir {}` first", dir.display(), dir.display());
+    }
+    std::fs::create_dir_all(dir)?;
+    let dir = dir.canonicalize()?;
+    let meta_addrs: Vec<String> = (0..metas)
+        .map(|i| format!("127.0.0.1:{}", base_meta + i as u16))
+        .collect();
+    let peers: String = if metas > 1 {
+        meta_addrs
+            .iter()
+            .enumerate()
+            .map(|(i, a)| format!("[[peers]]\nid = {}\naddress = \"{a}\"\n", i + 1))
+            .collect()
+    } else {
+        String::new()
+    };
+    let mut nodes = Vec::new();
+    for i in 0..metas {
+        let name = format!("meta{}", i + 1);
+        let ndir = dir.join(&name);
+        std::fs::create_dir_all(&ndir)?;
+        let config = format!(
+            "id = {}\nlisten = \"{}\"\ndata_dir = \"{}\"\ncluster_name = \"onebox\"\n{peers}",
+            i + 1,
+            meta_addrs[i as usize],
+            ndir.join("data").display()
+        );
+        std::fs::write(ndir.join("config.toml"), config)?;
+        nodes.push(NodeState {
+            name,
+            role: "meta".into(),
+            port: base_meta + i as u16,
+            dir: ndir,
+            pid: None,
+            state: "stopped".into(),
+            restarts: 0,
+        });
+    }
+    let meta_list: Vec<String> = meta_addrs.iter().map(|a| format!("\"{a}\"")).collect();
+    for i in 0..replicas {
+        let name = format!("replica{}", i + 1);
+        let ndir = dir.join(&name);
+        std::fs::create_dir_all(&ndir)?;
+        let port = base_replica + i as u16;
+        let config = format!(
+            "listen = \"127.0.0.1:{port}\"\ndata_dir = \"{}\"\nmeta_servers = [{}]\n",
+            ndir.join("data").display(),
+            meta_list.join(",")
+        );
+        std::fs::write(ndir.join("config.toml"), config)?;
+        nodes.push(NodeState {
+            name,
+            role: "replica".into(),
+            port,
+            dir: ndir,
+            pid: None,
+            state: "stopped".into(),
+            restarts: 0,
+        });
+    }
+    write_state(
+        &dir,
+        &OneboxState {
+            supervisor_pid: 0,
+            metas: meta_addrs.clone(),
+            nodes,
+        },
+    )?;
+    let _ = std::fs::remove_file(dir.join("supervisor.pid"));
+
+    let log = File::options()
+        .create(true)
+        .append(true)
+        .open(dir.join("supervisor.log"))?;
+    let mut cmd = Command::new(std::env::current_exe()?);
+    cmd.args(["onebox", "supervise", "--dir"])
+        .arg(&dir)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log);
+    // Its own session: the supervisor outlives this command and the terminal.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::setsid();
+            Ok(())
+        });
+    }
+    let child = cmd.spawn().context("launch the onebox supervisor")?;
+    let sup_pid = child.id();
+    // Not waited for: the supervisor runs on in the background by design; `stop` ends it.
+    drop(child);
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    match rt.block_on(wait_serving(&dir, &meta_addrs, replicas as usize, sup_pid)) {
+        Ok(()) => {
+            println!(
+                "onebox started in {}: meta {}, {replicas} replica servers",
+                dir.display(),
+                meta_addrs.join(",")
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            let _ = stop(&dir);
+            Err(e.context(format!(
+                "the onebox did not come up; see {}/supervisor.log and the nodes' server.log",
+                dir.display()
+            )))
+        }
+    }
+}
+
+async fn wait_serving(dir: &Path, metas: &[String], replicas: usize, sup_pid: u32) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut client =
+        wingkv_common::meta_client::MetaClient::new(metas.to_vec(), Default::default())?;
+    client.deadline = Duration::from_secs(2);
+    let mut last = String::from("nothing answered yet");
+    while Instant::now() < deadline {
+        if !pid_alive(sup_pid) {
+            bail!("the supervisor exited");
+        }
+        let state = read_state(dir)?;
+        let missing: Vec<&str> = state
+            .nodes
+            .iter()
+            .filter(|n| !n.dir.join("data").join("server.addr").exists())
+            .map(|n| n.name.as_str())
+            .collect();
+        if missing.is_empty() {
+            let nodes =
+                client
+                    .call(|mut c| async move {
+                        c.list_nodes(wingkv_proto::meta::ListNodesRequest {}).await
+                    })
+                    .await;
+            match nodes {
+                Ok(n) => {
+                    let alive = n.nodes.iter().filter(|x| x.status == "ALIVE").count();
+                    if alive >= replicas {
+                        return Ok(());
+                    }
+                    last = format!("{alive} of {replicas} replica servers alive");
+                }
+                Err(e) => last = e.to_string(),
+            }
+        } else {
+            last = format!("not serving yet: {}", missing.join(","));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    bail!("not up after 60 s: {last}")
+}
+
+fn stop(dir: &Path) -> Result<ExitCode> {
+    let Some(pid) = supervisor_pid(dir) else {
+        println!("no onebox is running in {}", dir.display());
+        return Ok(ExitCode::SUCCESS);
+    };
+    let children: Vec<u32> = read_state(dir)
+        .map(|s| s.nodes.iter().filter_map(|n| n.pid).collect())
+        .unwrap_or_default();
+    signal(pid, libc::SIGTERM);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline && (pid_alive(pid) || children.iter().any(|c| pid_alive(*c))) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    if pid_alive(pid) || children.iter().any(|c| pid_alive(*c)) {
+        bail!("the onebox did not stop within 20 s (supervisor pid {pid})");
+    }
+    println!("onebox stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn status(dir: &Path, json: bool) -> Result<ExitCode> {
+    let mut state = read_state(dir)?;
+    let running = supervisor_pid(dir).is_some();
+    for n in &mut state.nodes {
+        if !running || !n.pid.is_some_and(pid_alive) {
+            n.state = if running {
+                n.state.clone()
+            } else {
+                "stopped".into()
+            };
+            if !running {
+                n.pid = None;
+            }
+        }
+    }
+    if json {
+        println!("{}", serde_json::to_string(&state)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "supervisor: {}",
+        if running {
+            format!("running (pid {})", state.supervisor_pid)
+        } else {
+            "not running".into()
+        }
+    );
+    println!(
+        "{:<10} {:<8} {:<6} {:<8} {:<11} restarts",
+        "node", "role", "port", "pid", "state"
+    );
+    for n in &state.nodes {
+        let pid = n.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into());
+        println!(
+            "{:<10} {:<8} {:<6} {:<8} {:<11} {}",
+            n.name, n.role, n.port, pid, n.state, n.restarts
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn find_node<'a>(state: &'a OneboxState, name: &str) -> Result<&'a NodeState> {
+    state.nodes.iter().find(|n| n.name == name).ok_or_else(|| {
+        let names: Vec<&str> = state.nodes.iter().map(|n| n.name.as_str()).collect();
+        anyhow!("no node named '{name}' (nodes: {})", names.join(", "))
+    })
+}
+
+fn restart(dir: &Path, node: Option<&str>) -> Result<ExitCode> {
+    let sup =
+        supervisor_pid(dir).ok_or_else(|| anyhow!("no onebox is running in {}", dir.display()))?;
+    let state = read_state(dir)?;
+    let names: Vec<String> = match node {
+        Some(n) => vec![find_node(&state, n)?.name.clone()],
+        None => state.nodes.iter().map(|n| n.name.clone()).collect(),
+    };
+    std::fs::create_dir_all(dir.join("control"))?;
+    for name in names {
+        let old = find_node(&read_state(dir)?, &name)?.pid;
+        std::fs::write(dir.join("control").join(format!("restart-{name}")), b"")?;
+        signal(sup, libc::SIGHUP);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let s = read_state(dir)?;
+            let n = find_node(&s, &name)?;
+            if n.pid.is_some()
+                && n.pid != old
+                && n.state == "running"
+                && n.dir.join("data").join("server.addr").exists()
+            {
+                println!("{name} restarted (pid {})", n.pid.unwrap_or_default());
+                break;
+            }
+            if Instant::now() >= deadline {
+                bail!("{name} did not come back within 60 s");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn kill_node(dir: &Path, name: &str) -> Result<ExitCode> {
+    supervisor_pid(dir).ok_or_else(|| anyhow!("no onebox is running in {}", dir.display()))?;
+    let state = read_state(dir)?;
+    let node = find_node(&state, name)?;
+    let pid = node.pid.ok_or_else(|| anyhow!("{name} is not running"))?;
+    signal(pid, libc::SIGKILL);
+    println!("killed {name} (pid {pid}); the supervisor will restart it");
+    Ok(ExitCode::SUCCESS)
+}
+
+static STOP: AtomicBool = AtomicBool::new(false);
+static CONTROL: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_stop(_: libc::c_int) {
+    STOP.store(true, Ordering::SeqCst);
+}
+
+extern "C" fn on_hup(_: libc::c_int) {
+    CONTROL.store(true, Ordering::SeqCst);
+}
+
+fn install_handlers() {
+    unsafe {
+        libc::signal(libc::SIGTERM, on_stop as *const () as libc::sighandler_t);
+        libc::signal(libc::SIGINT, on_stop as *const () as libc::sighandler_t);
+        libc::signal(libc::SIGHUP, on_hup as *const () as libc::sighandler_t);
+    }
+}
+
+/// A supervised child.
+struct Supervised {
+    state: NodeState,
+    child: Option<Child>,
+    started: Instant,
+    backoff: Backoff,
+    next_start: Option<Instant>,
+}
+
+fn log(msg: &str) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    eprintln!("[{now}] supervisor: {msg}");
+}
+
+fn spawn_node(node: &NodeState) -> Result<Child> {
+    let binary = sibling_binary(if node.role == "meta" {
+        "meta-server"
+    } else {
+        "replica-server"
+    })?;
+    let _ = std::fs::remove_file(node.dir.join("data").join("server.addr"));
+    let out = File::options()
+        .create(true)
+        .append(true)
+        .open(node.dir.join("server.log"))?;
+    let mut cmd = Command::new(binary);
+    cmd.arg("--config")
+        .arg(node.dir.join("config.toml"))
+        .stdin(Stdio::null())
+        .stdout(out.try_clone()?)
+        .stderr(out);
+    // The child dies with the supervisor, even when the supervisor is killed with -9.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
+    Ok(cmd.spawn()?)
+}
+
+fn stop_child(child: &mut Child, grace: Duration) {
+    signal(child.id(), libc::SIGTERM);
+    let deadline = Instant::now() + grace;
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+fn supervise(dir: &Path) -> Result<ExitCode> {
+    install_handlers();
+    let mut state = read_state(dir)?;
+    state.supervisor_pid = std::process::id();
+    std::fs::write(dir.join("supervisor.pid"), state.supervisor_pid.to_string())?;
+    let policy = BackoffPolicy::new(Duration::from_millis(200), Duration::from_secs(5));
+    let mut nodes: Vec<Supervised> = state
+        .nodes
+        .iter()
+        .map(|n| Supervised {
+            state: n.clone(),
+            child: None,
+            started: Instant::now(),
+            backoff: policy.start(),
+            next_start: Some(Instant::now()),
+        })
+        .collect();
+    log(&format!(
+        "supervising {} nodes in {}",
+        nodes.len(),
+        dir.display()
+    ));
+    let publish = |nodes: &[Supervised], state: &mut OneboxState| {
+        state.nodes = nodes.iter().map(|n| n.state.clone()).collect();
+        if let Err(e) = write_state(dir, state) {
+            log(&format!("cannot write state.json: {e}"));
+        }
+    };
+    while !STOP.load(Ordering::SeqCst) {
+        let mut changed = false;
+        if CONTROL.swap(false, Ordering::SeqCst) {
+            for n in nodes.iter_mut() {
+                let req = dir
+                    .join("control")
+                    .join(format!("restart-{}", n.state.name));
+                if std::fs::remove_file(&req).is_ok() {
+                    log(&format!("restarting {} on request", n.state.name));
+                    if let Some(mut c) = n.child.take() {
+                        stop_child(&mut c, Duration::from_secs(15));
+                    }
+                    n.next_start = Some(Instant::now());
+                    n.backoff.reset();
+                }
+            }
+        }
+        for n in nodes.iter_mut() {
+            if let Some(c) = n.child.as_mut() {
+                if let Ok(Some(status)) = c.try_wait() {
+                    n.child = None;
+                    if n.started.elapsed() > Duration::from_secs(30) {
+                        n.backoff.reset();
+                    }
+                    let delay = n.backoff.next_delay();
+                    n.state.restarts += 1;
+                    n.state.pid = None;
+                    n.state.state = "restarting".into();
+                    n.next_start = Some(Instant::now() + delay);
+                    log(&format!(
+                        "{} exited unexpectedly ({status}); restarting in {delay:?}",
+                        n.state.name
+                    ));
+                    changed = true;
+                }
+            }
+            if n.child.is_none() && n.next_start.is_some_and(|t| Instant::now() >= t) {
+                match spawn_node(&n.state) {
+                    Ok(c) => {
+                        n.state.pid = Some(c.id());
+                        n.state.state = "running".into();
+                        n.child = Some(c);
+                        n.started = Instant::now();
+                        n.next_start = None;
+                        log(&format!(
+                            "started {} (pid {})",
+                            n.state.name,
+                            n.state.pid.unwrap_or_default()
+                        ));
+                    }
+                    Err(e) => {
+                        let delay = n.backoff.next_delay();
+                        n.next_start = Some(Instant::now() + delay);
+                        log(&format!(
+                            "cannot start {}: {e:#}; retrying in {delay:?}",
+                            n.state.name
+                        ));
+                    }
+                }
+                changed = true;
+            }
+        }
+        if changed {
+            publish(&nodes, &mut state);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    log("stopping every node");
+    for n in nodes.iter_mut() {
+        if let Some(c) = n.child.as_ref() {
+            signal(c.id(), libc::SIGTERM);
+        }
+    }
+    for n in nodes.iter_mut() {
+        if let Some(mut c) = n.child.take() {
+            stop_child(&mut c, Duration::from_secs(10));
+        }
+        n.state.pid = None;
+        n.state.state = "stopped".into();
+    }
+    publish(&nodes, &mut state);
+    let _ = std::fs::remove_file(dir.join("supervisor.pid"));
+    log("stopped");
+    Ok(ExitCode::SUCCESS)
+}
