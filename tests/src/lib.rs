@@ -3,6 +3,7 @@
 //! deadlines instead of sleeping.
 
 pub mod cluster;
+pub mod onebox;
 pub mod raw;
 
 use std::fs::File;

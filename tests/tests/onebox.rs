@@ -1,54 +1,12 @@
 //! The onebox supervisor: crash restarts, graceful restarts, stop, and no orphans ever.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 use std::time::Duration;
 
-use anyhow::{bail, ensure, Context, Result};
+use anyhow::{ensure, Context, Result};
 use serde_json::Value;
-use wingkv_tests::{bin_path, wait_for};
-
-/// Runs `wingkv onebox ARGS --dir DIR`.
-fn onebox(dir: &Path, args: &[&str]) -> Result<String> {
-    let out = Command::new(bin_path("wingkv"))
-        .arg("onebox")
-        .args(args)
-        .arg("--dir")
-        .arg(dir)
-        .output()?;
-    if !out.status.success() {
-        bail!(
-            "onebox {args:?} failed: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).to_string())
-}
-
-/// Stops the onebox when the test ends, however it ends.
-struct Guard(PathBuf);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = onebox(&self.0, &["stop"]);
-    }
-}
-
-/// `n` consecutive free loopback ports.
-fn free_ports(n: u16) -> Result<u16> {
-    for _ in 0..50 {
-        let base = wingkv_tests::free_port()?;
-        if base > u16::MAX - n {
-            continue;
-        }
-        let all_free = (0..n).all(|i| std::net::TcpListener::bind(("127.0.0.1", base + i)).is_ok());
-        if all_free {
-            return Ok(base);
-        }
-    }
-    bail!("no {n} consecutive free ports")
-}
+use wingkv_tests::onebox::{onebox, Guard};
+use wingkv_tests::wait_for;
 
 fn state(dir: &Path) -> Result<Value> {
     Ok(serde_json::from_str(
@@ -85,19 +43,7 @@ fn child_pids(dir: &Path) -> Result<Vec<u64>> {
 }
 
 fn start(dir: &Path) -> Result<()> {
-    let meta = free_ports(1)?.to_string();
-    let replica = free_ports(3)?.to_string();
-    onebox(
-        dir,
-        &[
-            "start",
-            "--base-port-meta",
-            &meta,
-            "--base-port-replica",
-            &replica,
-        ],
-    )?;
-    Ok(())
+    wingkv_tests::onebox::start(dir).map(|_| ())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,0 +1,67 @@
+//! Driving `wingkv onebox` from tests.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{bail, Result};
+
+use crate::bin_path;
+
+/// Runs `wingkv onebox ARGS --dir DIR`.
+pub fn onebox(dir: &Path, args: &[&str]) -> Result<String> {
+    let out = Command::new(bin_path("wingkv"))
+        .arg("onebox")
+        .args(args)
+        .arg("--dir")
+        .arg(dir)
+        .output()?;
+    if !out.status.success() {
+        bail!(
+            "onebox {args:?} failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).to_string())
+}
+
+/// Stops the onebox when the test ends, however it ends.
+pub struct Guard(pub PathBuf);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = onebox(&self.0, &["stop"]);
+    }
+}
+
+/// `n` consecutive free loopback ports.
+pub fn free_ports(n: u16) -> Result<u16> {
+    for _ in 0..50 {
+        let base = crate::free_port()?;
+        if base > u16::MAX - n {
+            continue;
+        }
+        let all_free = (0..n).all(|i| std::net::TcpListener::bind(("127.0.0.1", base + i)).is_ok());
+        if all_free {
+            return Ok(base);
+        }
+    }
+    bail!("no {n} consecutive free ports")
+}
+
+/// Starts a onebox (1 meta, 3 replicas) in `dir` on free ports; returns the meta address.
+pub fn start(dir: &Path) -> Result<String> {
+    let meta = free_ports(1)?;
+    let replica = free_ports(3)?.to_string();
+    onebox(
+        dir,
+        &[
+            "start",
+            "--base-port-meta",
+            &meta.to_string(),
+            "--base-port-replica",
+            &replica,
+        ],
+    )?;
+    Ok(format!("127.0.0.1:{meta}"))
+}
