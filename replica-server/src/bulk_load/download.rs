@@ -1,0 +1,153 @@
+//! Streaming one remote file to disk: chunk by chunk, under a node-wide bandwidth limit,
+//! cancellable between chunks, verified (size and md5) before it is renamed into place.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use md5::Digest;
+use object_store::ObjectStore;
+use tokio::io::AsyncWriteExt;
+use tokio_util::sync::CancellationToken;
+use wingkv_common::bulk_load::{hex, FileMeta};
+use wingkv_common::WingError;
+
+/// A token bucket shared by every download of a node; 0 bytes/s = unlimited.
+pub struct RateLimiter {
+    bytes_per_sec: u64,
+    state: tokio::sync::Mutex<(Instant, f64)>,
+}
+
+impl RateLimiter {
+    /// A limiter of `bytes_per_sec` (0 = no limit).
+    pub fn new(bytes_per_sec: u64) -> Self {
+        Self {
+            bytes_per_sec,
+            state: tokio::sync::Mutex::new((Instant::now(), bytes_per_sec as f64)),
+        }
+    }
+
+    /// Waits until `n` bytes may pass.
+    pub async fn acquire(&self, n: u64) {
+        if self.bytes_per_sec == 0 {
+            return;
+        }
+        let rate = self.bytes_per_sec as f64;
+        let wait = {
+            let mut s = self.state.lock().await;
+            let now = Instant::now();
+            // Refill, capped at one second's worth so an idle period cannot bank a burst.
+            s.1 = (s.1 + now.duration_since(s.0).as_secs_f64() * rate).min(rate);
+            s.0 = now;
+            s.1 -= n as f64;
+            if s.1 < 0.0 {
+                Duration::from_secs_f64(-s.1 / rate)
+            } else {
+                Duration::ZERO
+            }
+        };
+        if !wait.is_zero() {
+            tokio::time::sleep(wait).await;
+        }
+    }
+}
+
+/// Downloads `remote` to `dest`, counting bytes into `progress`. The data goes to
+/// `dest.tmp` first; only a file whose size and md5 match `expected` becomes `dest`. On any
+/// failure or cancellation the partial file is removed.
+pub async fn download_file(
+    store: &Arc<dyn ObjectStore>,
+    remote: &object_store::path::Path,
+    dest: &Path,
+    expected: &FileMeta,
+    limiter: &RateLimiter,
+    progress: &AtomicU64,
+    cancel: &CancellationToken,
+) -> Result<(), WingError> {
+    let tmp = dest.with_extension("tmp");
+    let result = fetch(store, remote, &tmp, expected, limiter, progress, cancel).await;
+    match result {
+        Ok(()) => tokio::fs::rename(&tmp, dest)
+            .await
+            .map_err(|e| WingError::Storage(format!("rename {}: {e}", tmp.display()))),
+        Err(e) => {
+            let _ = tokio::fs::remove_file(&tmp).await;
+            Err(e)
+        }
+    }
+}
+
+async fn fetch(
+    store: &Arc<dyn ObjectStore>,
+    remote: &object_store::path::Path,
+    tmp: &Path,
+    expected: &FileMeta,
+    limiter: &RateLimiter,
+    progress: &AtomicU64,
+    cancel: &CancellationToken,
+) -> Result<(), WingError> {
+    let canceled = || WingError::InvalidState(format!("download of {remote} canceled"));
+    let source = tokio::select! {
+        _ = cancel.cancelled() => return Err(canceled()),
+        r = store.get(remote) => r.map_err(|e| remote_error(remote, e))?,
+    };
+    let mut stream = source.into_stream();
+    let mut file = tokio::fs::File::create(tmp)
+        .await
+        .map_err(|e| WingError::Storage(format!("create {}: {e}", tmp.display())))?;
+    let mut md5 = md5::Md5::new();
+    let mut size = 0u64;
+    loop {
+        let chunk = tokio::select! {
+            _ = cancel.cancelled() => return Err(canceled()),
+            c = stream.next() => c,
+        };
+        let Some(chunk) = chunk else { break };
+        let chunk = chunk.map_err(|e| remote_error(remote, e))?;
+        size += chunk.len() as u64;
+        if size > expected.size {
+            return Err(WingError::Corruption(format!(
+                "{remote} is larger than the {} bytes its metadata says",
+                expected.size
+            )));
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => return Err(canceled()),
+            _ = limiter.acquire(chunk.len() as u64) => {}
+        }
+        md5.update(&chunk);
+        file.write_all(&chunk)
+            .await
+            .map_err(|e| WingError::Storage(format!("write {}: {e}", tmp.display())))?;
+        progress.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+    }
+    file.sync_all()
+        .await
+        .map_err(|e| WingError::Storage(format!("sync {}: {e}", tmp.display())))?;
+    if size != expected.size {
+        return Err(WingError::Corruption(format!(
+            "{remote} has {size} bytes; its metadata says {}",
+            expected.size
+        )));
+    }
+    let got = hex(&md5.finalize());
+    if !got.eq_ignore_ascii_case(&expected.md5) {
+        return Err(WingError::Corruption(format!(
+            "{remote} has md5 {got}; its metadata says {}",
+            expected.md5
+        )));
+    }
+    Ok(())
+}
+
+/// Maps a provider error: a missing object is a clear, permanent error; the rest may pass.
+pub fn remote_error(path: &object_store::path::Path, e: object_store::Error) -> WingError {
+    match e {
+        object_store::Error::NotFound { .. } => {
+            WingError::NotFound(format!("{path} does not exist on the provider"))
+        }
+        other => WingError::Unavailable(format!("{path}: {other}")),
+    }
+}

@@ -1,0 +1,524 @@
+//! [`BulkLoader`]: the owner of one job's downloads on one replica.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use md5::Digest;
+use object_store::ObjectStore;
+use serde::{Deserialize, Serialize};
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use wingkv_common::bulk_load::{
+    hex, validate_file_name, BulkLoadMetadata, FileMeta, BULK_LOAD_METADATA,
+};
+use wingkv_common::WingError;
+
+use super::download::{download_file, remote_error, RateLimiter};
+use super::job_dir;
+
+/// Where one partition's files of one job come from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BulkLoadSource {
+    /// The job (never reused, so local state keyed by it cannot mix jobs).
+    pub job_id: u64,
+    /// Provider name (`local`, `s3`, `memory`).
+    pub provider: String,
+    /// Object path of the partition's directory: `{root}/{cluster}/{table}/{pidx}`.
+    pub partition_dir: String,
+}
+
+/// Node-wide download limits shared by every loader.
+pub struct DownloadLimits {
+    /// Bandwidth of all downloads together.
+    pub limiter: RateLimiter,
+    /// Concurrent file downloads.
+    pub slots: Semaphore,
+    /// Free disk a download must leave.
+    pub min_free_bytes: u64,
+}
+
+/// Where a loader is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LoaderState {
+    /// Downloading (or about to).
+    Downloading,
+    /// Every file is on disk and verified.
+    Downloaded,
+    /// Stopped by an error, with its reason.
+    Failed(String),
+    /// Stopped by cancellation.
+    Canceled,
+}
+
+/// Progress and state of a loader.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoaderStatus {
+    /// State.
+    pub state: LoaderState,
+    /// Bytes on disk and verified (or being written).
+    pub downloaded_bytes: u64,
+    /// Bytes to download in all.
+    pub total_bytes: u64,
+    /// Download tasks running now.
+    pub live_tasks: usize,
+}
+
+struct Shared {
+    state: Mutex<LoaderState>,
+    files: Mutex<Option<Vec<FileMeta>>>,
+    downloaded: AtomicU64,
+    total: AtomicU64,
+    live: AtomicUsize,
+}
+
+/// The downloads of one job on one replica. Dropping it without [`clear`](Self::clear) or
+/// [`stop`](Self::stop) still cancels the downloads (the token is cancelled on drop), but only
+/// those two wait for them.
+pub struct BulkLoader {
+    source: BulkLoadSource,
+    dir: PathBuf,
+    cancel: CancellationToken,
+    tracker: TaskTracker,
+    shared: Arc<Shared>,
+}
+
+impl Drop for BulkLoader {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+    }
+}
+
+/// Decrements the live-task count however a task ends.
+struct LiveTask(Arc<Shared>);
+
+impl LiveTask {
+    fn new(shared: &Arc<Shared>) -> Self {
+        shared.live.fetch_add(1, Ordering::SeqCst);
+        Self(shared.clone())
+    }
+}
+
+impl Drop for LiveTask {
+    fn drop(&mut self) {
+        self.0.live.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl BulkLoader {
+    /// Starts downloading `source` into the replica at `replica_dir` from `store`.
+    pub fn start(
+        source: BulkLoadSource,
+        replica_dir: &Path,
+        store: Arc<dyn ObjectStore>,
+        limits: Arc<DownloadLimits>,
+    ) -> Self {
+        let dir = job_dir(replica_dir, source.job_id);
+        let shared = Arc::new(Shared {
+            state: Mutex::new(LoaderState::Downloading),
+            files: Mutex::new(None),
+            downloaded: AtomicU64::new(0),
+            total: AtomicU64::new(0),
+            live: AtomicUsize::new(0),
+        });
+        let cancel = CancellationToken::new();
+        let tracker = TaskTracker::new();
+        let run = coordinate(
+            source.clone(),
+            dir.clone(),
+            store,
+            limits,
+            shared.clone(),
+            cancel.clone(),
+        );
+        tracker.spawn(run);
+        tracker.close();
+        Self {
+            source,
+            dir,
+            cancel,
+            tracker,
+            shared,
+        }
+    }
+
+    /// The job's source.
+    pub fn source(&self) -> &BulkLoadSource {
+        &self.source
+    }
+
+    /// The job's local directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Progress and state.
+    pub fn status(&self) -> LoaderStatus {
+        LoaderStatus {
+            state: self
+                .shared
+                .state
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
+            downloaded_bytes: self.shared.downloaded.load(Ordering::Relaxed),
+            total_bytes: self.shared.total.load(Ordering::Relaxed),
+            live_tasks: self.shared.live.load(Ordering::SeqCst),
+        }
+    }
+
+    /// The verified files, once every one is downloaded.
+    pub fn downloaded_files(&self) -> Option<Vec<FileMeta>> {
+        if self.status().state != LoaderState::Downloaded {
+            return None;
+        }
+        self.shared
+            .files
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Stops the downloads and waits until every task has ended; keeps the files (pause).
+    pub async fn stop(&self) {
+        self.cancel.cancel();
+        self.tracker.wait().await;
+    }
+
+    /// Stops the downloads, waits until every task has ended, and only then removes the job's
+    /// local files. This order is what makes a cancel, a failure or a replica close safe.
+    pub async fn clear(self) {
+        self.stop().await;
+        if let Err(e) = tokio::fs::remove_dir_all(&self.dir).await {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                tracing::warn!(dir = %self.dir.display(), "cannot remove bulk-load files: {e}");
+            }
+        }
+    }
+}
+
+fn set_state(shared: &Shared, state: LoaderState) {
+    *shared.state.lock().unwrap_or_else(|p| p.into_inner()) = state;
+}
+
+async fn coordinate(
+    source: BulkLoadSource,
+    dir: PathBuf,
+    store: Arc<dyn ObjectStore>,
+    limits: Arc<DownloadLimits>,
+    shared: Arc<Shared>,
+    cancel: CancellationToken,
+) {
+    let _live = LiveTask::new(&shared);
+    let outcome = download_all(&source, &dir, &store, &limits, &shared, &cancel).await;
+    let state = match outcome {
+        Ok(files) => {
+            *shared.files.lock().unwrap_or_else(|p| p.into_inner()) = Some(files);
+            LoaderState::Downloaded
+        }
+        Err(_) if cancel.is_cancelled() => LoaderState::Canceled,
+        Err(e) => {
+            tracing::warn!(job = source.job_id, dir = %source.partition_dir, "bulk-load download failed: {e}");
+            LoaderState::Failed(e.to_string())
+        }
+    };
+    set_state(&shared, state);
+}
+
+fn free_disk_bytes(dir: &Path) -> Option<u64> {
+    let c = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()).ok()?;
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    (unsafe { libc::statvfs(c.as_ptr(), &mut st) } == 0)
+        .then(|| st.f_bavail as u64 * st.f_frsize as u64)
+}
+
+/// Whether `path` already holds `meta`'s content (a file kept across a pause or restart).
+async fn already_there(path: PathBuf, meta: FileMeta) -> bool {
+    tokio::task::spawn_blocking(move || {
+        let Ok(bytes) = std::fs::read(&path) else {
+            return false;
+        };
+        bytes.len() as u64 == meta.size
+            && hex(&md5::Md5::digest(&bytes)).eq_ignore_ascii_case(&meta.md5)
+    })
+    .await
+    .unwrap_or(false)
+}
+
+async fn download_all(
+    source: &BulkLoadSource,
+    dir: &Path,
+    store: &Arc<dyn ObjectStore>,
+    limits: &Arc<DownloadLimits>,
+    shared: &Arc<Shared>,
+    cancel: &CancellationToken,
+) -> Result<Vec<FileMeta>, WingError> {
+    let pdir = object_store::path::Path::parse(&source.partition_dir).map_err(|e| {
+        WingError::InvalidArgument(format!("bad partition dir '{}': {e}", source.partition_dir))
+    })?;
+    let meta_path = pdir.child(BULK_LOAD_METADATA);
+    let meta_bytes = tokio::select! {
+        _ = cancel.cancelled() => return Err(WingError::InvalidState("canceled".into())),
+        r = store.get(&meta_path) => r.map_err(|e| remote_error(&meta_path, e))?
+            .bytes().await.map_err(|e| remote_error(&meta_path, e))?,
+    };
+    let meta = BulkLoadMetadata::parse(&meta_bytes)
+        .map_err(|e| WingError::InvalidArgument(format!("{meta_path}: {e}")))?;
+    shared.total.store(meta.file_total_size, Ordering::Relaxed);
+    tokio::fs::create_dir_all(dir)
+        .await
+        .map_err(|e| WingError::Storage(format!("create {}: {e}", dir.display())))?;
+    if let Some(free) = free_disk_bytes(dir) {
+        if free < meta.file_total_size.saturating_add(limits.min_free_bytes) {
+            return Err(WingError::Storage(format!(
+                "not enough disk for {}: {} bytes free, {} needed plus {} kept free",
+                source.partition_dir, free, meta.file_total_size, limits.min_free_bytes
+            )));
+        }
+    }
+    // Downloads stop on the job's cancellation, or on the first failure of a sibling.
+    let downloads = cancel.child_token();
+    let mut tasks = JoinSet::new();
+    for f in meta.files.clone() {
+        validate_file_name(&f.name)?;
+        let dest = dir.join(&f.name);
+        if already_there(dest.clone(), f.clone()).await {
+            shared.downloaded.fetch_add(f.size, Ordering::Relaxed);
+            continue;
+        }
+        let (store, limits, shared2, cancel) = (
+            store.clone(),
+            limits.clone(),
+            shared.clone(),
+            downloads.clone(),
+        );
+        let remote = pdir.child(f.name.as_str());
+        tasks.spawn(async move {
+            let _live = LiveTask::new(&shared2);
+            let _slot = tokio::select! {
+                _ = cancel.cancelled() => return Err(WingError::InvalidState("canceled".into())),
+                p = limits.slots.acquire() => p.map_err(|_| WingError::Unavailable("download slots closed".into()))?,
+            };
+            download_file(&store, &remote, &dest, &f, &limits.limiter, &shared2.downloaded, &cancel).await
+        });
+    }
+    let mut first_err = None;
+    // Every task is awaited, even after a failure, so none outlives this function.
+    while let Some(joined) = tasks.join_next().await {
+        let r = joined
+            .map_err(|e| WingError::Internal(format!("download task failed: {e}")))
+            .and_then(|r| r);
+        if let Err(e) = r {
+            downloads.cancel();
+            first_err.get_or_insert(e);
+        }
+    }
+    match first_err {
+        Some(e) => Err(e),
+        None => Ok(meta.files),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use wingkv_common::bulk_load::md5_hex;
+    use wingkv_common::provider::{open_provider, ProviderConfig};
+
+    use super::*;
+
+    struct Remote {
+        _dir: tempfile::TempDir,
+        store: Arc<dyn ObjectStore>,
+    }
+
+    /// A local provider holding partition `t/0` with `files` (name, content) and metadata that
+    /// describes `described` (defaults to the real content).
+    async fn remote(files: &[(&str, Vec<u8>)], tamper: impl Fn(&mut BulkLoadMetadata)) -> Remote {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = ProviderConfig {
+            local_root: dir.path().to_path_buf(),
+            ..Default::default()
+        };
+        let store = open_provider("local", &cfg).unwrap();
+        let pdir = object_store::path::Path::from("bl/c/t/0");
+        let mut meta = BulkLoadMetadata::default();
+        for (name, content) in files {
+            store
+                .put(&pdir.child(*name), content.clone().into())
+                .await
+                .unwrap();
+            meta.files.push(FileMeta {
+                name: name.to_string(),
+                size: content.len() as u64,
+                md5: md5_hex(content),
+            });
+            meta.file_total_size += content.len() as u64;
+        }
+        tamper(&mut meta);
+        store
+            .put(
+                &pdir.child(BULK_LOAD_METADATA),
+                serde_json::to_vec(&meta).unwrap().into(),
+            )
+            .await
+            .unwrap();
+        Remote { _dir: dir, store }
+    }
+
+    fn source(job_id: u64) -> BulkLoadSource {
+        BulkLoadSource {
+            job_id,
+            provider: "local".into(),
+            partition_dir: "bl/c/t/0".into(),
+        }
+    }
+
+    fn limits(bytes_per_sec: u64) -> Arc<DownloadLimits> {
+        Arc::new(DownloadLimits {
+            limiter: RateLimiter::new(bytes_per_sec),
+            slots: Semaphore::new(2),
+            min_free_bytes: 0,
+        })
+    }
+
+    async fn settle(loader: &BulkLoader) -> LoaderStatus {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let s = loader.status();
+            if s.state != LoaderState::Downloading || Instant::now() > deadline {
+                return s;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn downloads_and_verifies_every_file() {
+        let r = remote(
+            &[("0.sst", vec![1; 100_000]), ("1.sst", vec![2; 5])],
+            |_| {},
+        )
+        .await;
+        let replica = tempfile::tempdir().unwrap();
+        let loader = BulkLoader::start(source(7), replica.path(), r.store.clone(), limits(0));
+        let s = settle(&loader).await;
+        assert_eq!(s.state, LoaderState::Downloaded);
+        assert_eq!(
+            (s.downloaded_bytes, s.total_bytes, s.live_tasks),
+            (100_005, 100_005, 0)
+        );
+        assert_eq!(loader.downloaded_files().unwrap().len(), 2);
+        assert_eq!(
+            std::fs::read(replica.path().join("bulk_load/7/1.sst")).unwrap(),
+            vec![2; 5]
+        );
+        let dir = loader.dir().to_path_buf();
+        loader.clear().await;
+        assert!(!dir.exists());
+    }
+
+    #[tokio::test]
+    async fn bad_files_fail_with_a_reason_and_leave_no_partial_file() {
+        let replica = tempfile::tempdir().unwrap();
+        let r = remote(&[("0.sst", vec![1; 1000])], |m| {
+            m.files[0].md5 = "0".repeat(32)
+        })
+        .await;
+        let loader = BulkLoader::start(source(1), replica.path(), r.store.clone(), limits(0));
+        match settle(&loader).await.state {
+            LoaderState::Failed(reason) => assert!(reason.contains("md5"), "{reason}"),
+            other => panic!("{other:?}"),
+        }
+        assert!(!replica.path().join("bulk_load/1/0.tmp").exists());
+        assert!(!replica.path().join("bulk_load/1/0.sst").exists());
+
+        let r = remote(&[("0.sst", vec![1; 1000])], |m| {
+            m.files[0].size = 999;
+            m.file_total_size = 999;
+        })
+        .await;
+        let loader = BulkLoader::start(source(2), replica.path(), r.store.clone(), limits(0));
+        assert!(
+            matches!(settle(&loader).await.state, LoaderState::Failed(ref m) if m.contains("larger"))
+        );
+
+        let r = remote(&[], |m| {
+            m.files.push(FileMeta {
+                name: "../escape.sst".into(),
+                size: 1,
+                md5: md5_hex(b"x"),
+            });
+            m.file_total_size = 1;
+        })
+        .await;
+        let loader = BulkLoader::start(source(3), replica.path(), r.store.clone(), limits(0));
+        assert!(
+            matches!(settle(&loader).await.state, LoaderState::Failed(ref m) if m.contains(".."))
+        );
+
+        let empty = tempfile::tempdir().unwrap();
+        let cfg = ProviderConfig {
+            local_root: empty.path().to_path_buf(),
+            ..Default::default()
+        };
+        let store = open_provider("local", &cfg).unwrap();
+        let loader = BulkLoader::start(source(4), replica.path(), store, limits(0));
+        assert!(
+            matches!(settle(&loader).await.state, LoaderState::Failed(ref m) if m.contains("does not exist"))
+        );
+    }
+
+    #[tokio::test]
+    async fn clear_during_download_ends_every_task_before_removing_files() {
+        let r = remote(
+            &[("0.sst", vec![3; 400_000]), ("1.sst", vec![4; 400_000])],
+            |_| {},
+        )
+        .await;
+        let replica = tempfile::tempdir().unwrap();
+        // 100 KB/s: the download takes seconds, so it is surely running when cleared.
+        let loader = BulkLoader::start(source(9), replica.path(), r.store.clone(), limits(100_000));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while loader.status().downloaded_bytes == 0 {
+            assert!(Instant::now() < deadline, "no progress");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(loader.status().live_tasks > 0);
+        let dir = loader.dir().to_path_buf();
+        let shared = loader.shared.clone();
+        let started = Instant::now();
+        loader.clear().await;
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "cancel took {:?}",
+            started.elapsed()
+        );
+        assert_eq!(
+            shared.live.load(Ordering::SeqCst),
+            0,
+            "a download task outlived clear()"
+        );
+        assert_eq!(*shared.state.lock().unwrap(), LoaderState::Canceled);
+        assert!(!dir.exists(), "files of a canceled job are left");
+    }
+
+    #[tokio::test]
+    async fn a_paused_job_resumes_without_downloading_verified_files_again() {
+        let r = remote(&[("0.sst", vec![5; 10_000])], |_| {}).await;
+        let replica = tempfile::tempdir().unwrap();
+        let first = BulkLoader::start(source(5), replica.path(), r.store.clone(), limits(0));
+        assert_eq!(settle(&first).await.state, LoaderState::Downloaded);
+        first.stop().await;
+        drop(first);
+        let again = BulkLoader::start(source(5), replica.path(), r.store.clone(), limits(0));
+        let s = settle(&again).await;
+        assert_eq!(
+            (s.state, s.downloaded_bytes),
+            (LoaderState::Downloaded, 10_000)
+        );
+    }
+}
