@@ -13,7 +13,9 @@ use wingkv_common::check::{parse_int, CheckType};
 use wingkv_common::value::{decode_value, encode_value, expire_ts_for_ttl, is_expired};
 use wingkv_common::WingError;
 
+use crate::bulk_load::loader::BulkLoadSource;
 use crate::store::data_cf;
+use wingkv_common::bulk_load::FileMeta;
 
 /// What `incr` does to the record's TTL.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -80,6 +82,16 @@ pub enum Command {
         return_check_value: bool,
         /// The primary's clock.
         now: u32,
+    },
+    /// Ingest a bulk-load job's verified SST files (DESIGN §5). Applied by the state machine
+    /// itself, after everything before it in the log is written.
+    IngestSst {
+        /// Where the files come from (a replica that lacks them fetches them again).
+        source: BulkLoadSource,
+        /// The files, with the size and md5 every replica verifies.
+        files: Vec<FileMeta>,
+        /// Ingest below existing data.
+        ingest_behind: bool,
     },
 }
 
@@ -242,6 +254,11 @@ impl<'a> BatchView<'a> {
                     succeeded: passes,
                     check_value: if *return_check_value { current } else { None },
                 }
+            }
+            Command::IngestSst { .. } => {
+                return Err(WingError::Internal(
+                    "IngestSst is applied by the state machine, not a batch".into(),
+                ))
             }
         })
     }

@@ -32,6 +32,33 @@ pub struct ReplicaServerConfig {
     pub read_timeout_ms: u64,
     /// Largest accepted request, in bytes.
     pub max_request_bytes: usize,
+    /// Bulk-load downloads.
+    pub bulk_load: BulkLoadConfig,
+}
+
+/// Bulk-load download settings of a replica server.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BulkLoadConfig {
+    /// Files downloaded at once by this node.
+    pub max_concurrent_downloads: usize,
+    /// Download bandwidth of this node, bytes/s (0 = unlimited).
+    pub download_bytes_per_sec: u64,
+    /// Free disk a download must leave.
+    pub min_free_disk_bytes: u64,
+    /// Where the providers point.
+    pub provider: wingkv_common::provider::ProviderConfig,
+}
+
+impl Default for BulkLoadConfig {
+    fn default() -> Self {
+        Self {
+            max_concurrent_downloads: 4,
+            download_bytes_per_sec: 0,
+            min_free_disk_bytes: 256 << 20,
+            provider: Default::default(),
+        }
+    }
 }
 
 impl Default for ReplicaServerConfig {
@@ -48,6 +75,7 @@ impl Default for ReplicaServerConfig {
             write_timeout_ms: 10_000,
             read_timeout_ms: 5_000,
             max_request_bytes: 32 << 20,
+            bulk_load: BulkLoadConfig::default(),
         }
     }
 }
@@ -70,6 +98,8 @@ pub struct RaftConfig {
     pub snapshot_chunk_bytes: u64,
     /// Most entries in one append RPC.
     pub max_payload_entries: u64,
+    /// How long one snapshot chunk (the last one includes the install) may take.
+    pub install_snapshot_timeout_ms: u64,
 }
 
 impl Default for RaftConfig {
@@ -82,6 +112,7 @@ impl Default for RaftConfig {
             logs_to_keep_after_snapshot: 2_000,
             snapshot_chunk_bytes: 4 << 20,
             max_payload_entries: 512,
+            install_snapshot_timeout_ms: 30_000,
         }
     }
 }

@@ -9,7 +9,7 @@ use openraft::{BasicNode, ServerState, SnapshotPolicy};
 use rocksdb::DB;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use wingkv_common::raft::log_store::RocksLogStore;
+use wingkv_common::raft::log_store::{PurgeLimit, RocksLogStore};
 use wingkv_common::raft::network::{leader_address, ChannelPool, GrpcNetworkFactory};
 use wingkv_common::raft::read_barrier::ReadBarrier;
 use wingkv_common::raft::wal_sync::WalSyncer;
@@ -21,7 +21,7 @@ use wingkv_proto::replica_admin::{Member, ReplicaStatus};
 use crate::command::{Command, CommandResponse};
 use crate::config::ReplicaServerConfig;
 use crate::raft_types::PartitionRaft;
-use crate::snapshot::SnapshotDir;
+use crate::snapshot::{read_applied, SnapshotDir};
 use crate::state_machine::PartitionStateMachine;
 use crate::store::SharedStorage;
 
@@ -36,6 +36,8 @@ pub struct ReplicaContext {
     pub storage: SharedStorage,
     /// Connections to peers.
     pub pool: ChannelPool,
+    /// Bulk-load downloads and ingestion.
+    pub bulk: Arc<crate::bulk_load::BulkLoadEnv>,
 }
 
 /// A hosted partition replica.
@@ -61,8 +63,6 @@ impl Replica {
         let db = ctx.storage.open(&dir.join("db"))?;
         let snapshots = SnapshotDir::open(dir.join("snapshot"))?;
         snapshots.recover_interrupted_install(&db)?;
-        let syncer = WalSyncer::start(db.clone(), id.to_string())
-            .map_err(|e| WingError::Internal(format!("cannot start WAL sync thread: {e}")))?;
         let rc = &ctx.config.raft;
         let raft_config = openraft::Config {
             cluster_name: format!("partition-{id}"),
@@ -73,13 +73,23 @@ impl Replica {
             max_in_snapshot_log_to_keep: rc.logs_to_keep_after_snapshot,
             snapshot_max_chunk_size: rc.snapshot_chunk_bytes,
             max_payload_entries: rc.max_payload_entries,
-            install_snapshot_timeout: rc.heartbeat_ms.max(1_000) * 4,
+            install_snapshot_timeout: rc.install_snapshot_timeout_ms,
             ..Default::default()
         }
         .validate()
         .map_err(|e| WingError::InvalidArgument(format!("raft config: {e}")))?;
-        let log_store = RocksLogStore::new(db.clone(), syncer.clone());
-        let sm = PartitionStateMachine::new(db.clone(), snapshots);
+        let syncer = WalSyncer::start(db.clone(), id.to_string())
+            .map_err(|e| WingError::Internal(format!("cannot start WAL sync thread: {e}")))?;
+        // The log is never purged past the durable applied index (same DB, same WAL).
+        let applied_db = db.clone();
+        let limit: PurgeLimit = Arc::new(move || {
+            read_applied(&applied_db)
+                .ok()
+                .map(|(last, _)| last.map(|l| l.index).unwrap_or(0))
+        });
+        let log_store = RocksLogStore::new(db.clone(), syncer.clone()).with_purge_limit(limit);
+        let sm =
+            PartitionStateMachine::new(db.clone(), snapshots, dir.to_path_buf(), ctx.bulk.clone());
         let network = GrpcNetworkFactory::new(id, ctx.pool.clone());
         let raft =
             match PartitionRaft::new(ctx.node_id, Arc::new(raft_config), network, log_store, sm)
@@ -147,6 +157,15 @@ impl Replica {
         }
         let syncer = self.syncer.clone();
         let _ = tokio::task::spawn_blocking(move || syncer.shutdown()).await;
+        // Raft's own tasks (replication, a snapshot build) and open scans may still hold the DB
+        // for a moment; wait for them so a reopen of the same replica finds it closed.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while Arc::strong_count(&self.db) > 1 && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        if Arc::strong_count(&self.db) > 1 {
+            tracing::warn!(partition = %self.id, holders = Arc::strong_count(&self.db), "RocksDB still held after close");
+        }
         tracing::info!(partition = %self.id, "replica closed");
     }
 

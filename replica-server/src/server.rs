@@ -46,7 +46,12 @@ impl ReplicaServer {
         let advertise = config.advertise.clone().unwrap_or_else(|| addr.to_string());
         let pool = ChannelPool::default();
         let (node_id, meta) = resolve_node_id(&config, &advertise, &pool).await?;
+        let shutdown = CancellationToken::new();
         let ctx = ReplicaContext {
+            bulk: Arc::new(crate::bulk_load::BulkLoadEnv::new(
+                &config.bulk_load,
+                shutdown.clone(),
+            )),
             node_id,
             storage: SharedStorage::new(config.storage.clone()),
             pool,
@@ -57,7 +62,6 @@ impl ReplicaServer {
         tracing::info!(node_id, %addr, replicas = opened, "replica server listening");
 
         let max = config.max_request_bytes;
-        let shutdown = CancellationToken::new();
         let router = tonic::transport::Server::builder()
             .tcp_nodelay(true)
             .add_service(

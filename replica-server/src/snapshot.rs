@@ -40,10 +40,23 @@ pub type AppliedState = (Option<LogId<NodeId>>, StoredMembership<NodeId, BasicNo
 /// Raft metadata of a partition snapshot.
 pub type PartitionSnapshotMeta = SnapshotMeta<NodeId, BasicNode>;
 
-/// The `snapshot/` directory of one replica.
+/// The `snapshot/` directory of one replica. Clones share one lock: a build (view + commit)
+/// and an install (commit + load) never interleave, so a build never sees a half-installed DB
+/// and never makes an older snapshot current after an install.
 #[derive(Debug, Clone)]
 pub struct SnapshotDir {
     dir: PathBuf,
+    lock: std::sync::Arc<std::sync::Mutex<()>>,
+}
+
+/// Seconds an expired record is kept before compaction or a snapshot drops it, so a replica
+/// that applies a command a little later than the primary (which decided expiry with its own
+/// clock) still sees the same records.
+pub const EXPIRY_GRACE_SECONDS: u32 = 3_600;
+
+/// Whether a record with `expire_ts` may be physically dropped at `now`.
+pub fn droppable(expire_ts: u32, now: u32) -> bool {
+    is_expired(expire_ts, now.saturating_sub(EXPIRY_GRACE_SECONDS))
 }
 
 fn storage_err(what: &str, e: impl std::fmt::Display) -> WingError {
@@ -93,7 +106,10 @@ impl SnapshotDir {
     /// Opens (creates) the directory and removes leftovers of interrupted builds and transfers.
     pub fn open(dir: PathBuf) -> Result<Self, WingError> {
         fs::create_dir_all(&dir).map_err(|e| storage_err("create snapshot dir", e))?;
-        let this = Self { dir };
+        let this = Self {
+            dir,
+            lock: Default::default(),
+        };
         for entry in fs::read_dir(&this.dir).map_err(|e| storage_err("list snapshot dir", e))? {
             let entry = entry.map_err(|e| storage_err("list snapshot dir", e))?;
             let name = entry.file_name().to_string_lossy().to_string();
@@ -122,6 +138,7 @@ impl SnapshotDir {
 
     /// The current snapshot: its metadata and SST path.
     pub fn current(&self) -> Result<Option<(PartitionSnapshotMeta, PathBuf)>, WingError> {
+        let _guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
         let id = match fs::read_to_string(self.dir.join("CURRENT")) {
             Ok(id) => id.trim().to_string(),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -137,18 +154,21 @@ impl SnapshotDir {
             .map_err(|e| WingError::Corruption(format!("snapshot meta {id}: {e}")))
     }
 
-    /// Makes the SST at `sst` (in this directory) the current snapshot with `meta`, and removes
-    /// every other snapshot file.
-    pub fn commit(&self, meta: &PartitionSnapshotMeta, sst: &Path) -> Result<(), WingError> {
+    /// Puts the SST at `sst` (in this directory) and `meta` in place under the snapshot's id.
+    fn stage(&self, meta: &PartitionSnapshotMeta, sst: &Path) -> Result<(), WingError> {
         let id = &meta.snapshot_id;
-        let final_sst = self.sst_path(id);
         File::open(sst)
             .and_then(|f| f.sync_all())
             .map_err(|e| storage_err("sync snapshot file", e))?;
-        fs::rename(sst, &final_sst).map_err(|e| storage_err("rename snapshot file", e))?;
+        fs::rename(sst, self.sst_path(id)).map_err(|e| storage_err("rename snapshot file", e))?;
         let meta_json =
             serde_json::to_vec(meta).map_err(|e| storage_err("encode snapshot meta", e))?;
         write_synced(&self.meta_path(id), &meta_json)?;
+        sync_dir(&self.dir)
+    }
+
+    /// Makes the staged snapshot `id` current and removes every other snapshot.
+    fn make_current(&self, id: &str) -> Result<(), WingError> {
         let tmp = self.dir.join("CURRENT.tmp");
         write_synced(&tmp, id.as_bytes())?;
         fs::rename(&tmp, self.dir.join("CURRENT"))
@@ -161,8 +181,10 @@ impl SnapshotDir {
             let name = entry.file_name().to_string_lossy().to_string();
             let keep =
                 name == "CURRENT" || name == format!("{id}.sst") || name == format!("{id}.meta");
-            // Files of an ongoing transfer or build are not ours to remove here.
-            let in_flight = name.starts_with("receiving-") || name.starts_with("building-");
+            // Files of an ongoing transfer, build or ingestion are not ours to remove here.
+            let in_flight = name.starts_with("receiving-")
+                || name.starts_with("building-")
+                || name.starts_with("ingest-");
             if !keep && !in_flight {
                 let _ = fs::remove_file(entry.path());
             }
@@ -172,6 +194,7 @@ impl SnapshotDir {
 
     /// Builds a snapshot of `db` (blocking: call from a blocking thread) and makes it current.
     pub fn build(&self, db: &DB) -> Result<(PartitionSnapshotMeta, PathBuf), WingError> {
+        let _guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
         let view = db.snapshot();
         let applied = cf(db, CF_APPLIED)?;
         let (last_log_id, last_membership) = decode_applied(
@@ -185,7 +208,7 @@ impl SnapshotDir {
         let now = now_epoch_seconds();
         for item in view.iterator_cf(data_cf(db)?, IteratorMode::Start) {
             let (k, v) = item?;
-            if stored_expire_ts(&v).is_some_and(|ts| is_expired(ts, now)) {
+            if stored_expire_ts(&v).is_some_and(|ts| droppable(ts, now)) {
                 continue;
             }
             if writer.is_none() {
@@ -212,7 +235,8 @@ impl SnapshotDir {
             last_membership,
             snapshot_id: id.clone(),
         };
-        self.commit(&meta, &tmp)?;
+        self.stage(&meta, &tmp)?;
+        self.make_current(&id)?;
         Ok((meta, self.sst_path(&id)))
     }
 
@@ -223,7 +247,10 @@ impl SnapshotDir {
         meta: &PartitionSnapshotMeta,
         sst: &Path,
     ) -> Result<(), WingError> {
-        self.commit(meta, sst)?;
+        let _guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+        self.stage(meta, sst)?;
+        // The marker goes down before anything is deleted or replaced: from here on, a crash
+        // makes the next open finish this install from the staged files.
         let applied = cf(db, CF_APPLIED)?;
         let mut synced = WriteOptions::default();
         synced.set_sync(true);
@@ -233,6 +260,7 @@ impl SnapshotDir {
             meta.snapshot_id.as_bytes(),
             &synced,
         )?;
+        self.make_current(&meta.snapshot_id)?;
         self.load_into(db, meta)
     }
 
@@ -305,7 +333,7 @@ fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), WingError> {
     f.sync_all().map_err(|e| storage_err("sync file", e))
 }
 
-/// Applied index, record count and an order-sensitive digest of every stored record, all read
+/// Applied index, record count and an order-sensitive digest of every live record, all read
 /// from one consistent view (blocking). Replicas at the same applied index must agree.
 pub fn checksum(db: &DB) -> Result<(u64, u64, u64), WingError> {
     let view = db.snapshot();
@@ -313,8 +341,13 @@ pub fn checksum(db: &DB) -> Result<(u64, u64, u64), WingError> {
     let (last, _) = decode_applied(view.get_cf(applied, KEY_LAST_APPLIED)?, None)?;
     let mut count = 0u64;
     let mut digest = 0u64;
+    let now = now_epoch_seconds();
     for item in view.iterator_cf(data_cf(db)?, IteratorMode::Start) {
         let (k, v) = item?;
+        // Expired records are invisible; whether one is still on disk depends on compaction.
+        if stored_expire_ts(&v).is_some_and(|ts| is_expired(ts, now)) {
+            continue;
+        }
         count += 1;
         let mut rec = Vec::with_capacity(k.len() + v.len() + 16);
         rec.extend_from_slice(&digest.to_be_bytes());
@@ -383,8 +416,8 @@ mod tests {
         assert_eq!((applied, count), (42, 500));
         assert_eq!(
             checksum(&src).unwrap().1,
-            501,
-            "the source still holds its expired record"
+            500,
+            "expired records do not count"
         );
         assert!(dst
             .get_cf(data_cf(&dst).unwrap(), &stale)

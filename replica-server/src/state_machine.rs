@@ -1,5 +1,6 @@
 //! The raft state machine of a partition: applies committed commands to the replica's RocksDB
-//! (one WriteBatch per applied batch of entries) and manages its snapshots.
+//! (one WriteBatch per applied batch of entries), ingests bulk-load files at their log index,
+//! and manages its snapshots.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -10,13 +11,19 @@ use openraft::{
     StorageError, StorageIOError, StoredMembership,
 };
 use rocksdb::DB;
+use wingkv_common::bulk_load::FileMeta;
+use wingkv_common::provider::open_provider;
 use wingkv_common::raft::{encode, read_err, write_err, NodeId};
 use wingkv_common::WingError;
 
-use crate::command::{BatchView, CommandResponse};
+use crate::bulk_load::ingest::{files_present, ingest_files};
+use crate::bulk_load::loader::{BulkLoadSource, BulkLoader, LoaderState};
+use crate::bulk_load::{job_dir, BulkLoadEnv};
+use crate::command::{BatchView, Command, CommandResponse};
 use crate::raft_types::PartitionRaftConfig;
 use crate::snapshot::{
-    read_applied, PartitionSnapshotMeta, SnapshotDir, KEY_LAST_APPLIED, KEY_MEMBERSHIP,
+    read_applied, AppliedState, PartitionSnapshotMeta, SnapshotDir, KEY_LAST_APPLIED,
+    KEY_MEMBERSHIP,
 };
 use crate::store::{cf, CF_APPLIED};
 
@@ -26,18 +33,8 @@ type SmResult<T> = Result<T, StorageError<NodeId>>;
 pub struct PartitionStateMachine {
     db: Arc<DB>,
     snapshots: SnapshotDir,
-    receiving: Option<PathBuf>,
-}
-
-impl PartitionStateMachine {
-    /// The state machine over `db`, with snapshots in `snapshots`.
-    pub fn new(db: Arc<DB>, snapshots: SnapshotDir) -> Self {
-        Self {
-            db,
-            snapshots,
-            receiving: None,
-        }
-    }
+    replica_dir: PathBuf,
+    bulk: Arc<BulkLoadEnv>,
 }
 
 async fn blocking<T, F>(f: F) -> Result<T, WingError>
@@ -48,6 +45,90 @@ where
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| WingError::Internal(format!("blocking task failed: {e}")))?
+}
+
+impl PartitionStateMachine {
+    /// The state machine over `db`, with snapshots in `snapshots`; bulk-load files live under
+    /// `replica_dir`.
+    pub fn new(
+        db: Arc<DB>,
+        snapshots: SnapshotDir,
+        replica_dir: PathBuf,
+        bulk: Arc<BulkLoadEnv>,
+    ) -> Self {
+        Self {
+            db,
+            snapshots,
+            replica_dir,
+            bulk,
+        }
+    }
+
+    /// Writes `batch` with the applied state up to `last`.
+    // openraft's StorageError is large by design; it is what the state machine traits return.
+    #[allow(clippy::result_large_err)]
+    fn write_applied(
+        &self,
+        mut batch: rocksdb::WriteBatch,
+        last: Option<LogId<NodeId>>,
+        membership: Option<StoredMembership<NodeId, BasicNode>>,
+    ) -> SmResult<()> {
+        let applied = cf(&self.db, CF_APPLIED).map_err(write_err)?;
+        if let Some(l) = last {
+            batch.put_cf(
+                applied,
+                KEY_LAST_APPLIED,
+                encode(&Some(l)).map_err(write_err)?,
+            );
+        }
+        if let Some(m) = membership {
+            batch.put_cf(applied, KEY_MEMBERSHIP, encode(&m).map_err(write_err)?);
+        }
+        // Not synced: the raft log is durable, and RocksDB recovers a prefix of the WAL, so a
+        // crash loses at most applied state that is re-applied from the log.
+        self.db.write(batch).map_err(write_err)
+    }
+
+    /// Ingests a job's files, fetching them again first when this replica lacks them (it was
+    /// restarted or lagging), so every replica ends with the same data. Re-applying after a
+    /// crash in the middle is safe: nothing after this entry was applied yet, so ingesting the
+    /// same files again yields the same state.
+    async fn ingest(
+        &self,
+        source: &BulkLoadSource,
+        files: &[FileMeta],
+        ingest_behind: bool,
+    ) -> Result<(), WingError> {
+        let dir = job_dir(&self.replica_dir, source.job_id);
+        if !files_present(&dir, files) {
+            let store = open_provider(&source.provider, &self.bulk.provider)?;
+            let loader = BulkLoader::start(
+                source.clone(),
+                &self.replica_dir,
+                store,
+                self.bulk.limits.clone(),
+            );
+            let status = tokio::select! {
+                s = loader.finished() => s,
+                _ = self.bulk.shutdown.cancelled() => {
+                    loader.stop().await;
+                    return Err(WingError::Unavailable("shutting down during a bulk-load fetch".into()));
+                }
+            };
+            if status.state != LoaderState::Downloaded
+                || loader.downloaded_files().as_deref() != Some(files)
+            {
+                return Err(WingError::Corruption(format!(
+                    "job {}: cannot fetch the files to ingest again from {}: {:?}",
+                    source.job_id, source.partition_dir, status.state
+                )));
+            }
+        }
+        let (db, files2, dir2) = (self.db.clone(), files.to_vec(), dir.clone());
+        blocking(move || ingest_files(&db, &dir2, &files2, ingest_behind)).await?;
+        let _ = tokio::fs::remove_dir_all(&dir).await;
+        Ok(())
+    }
 }
 
 async fn open_snapshot(
@@ -81,9 +162,7 @@ impl RaftSnapshotBuilder<PartitionRaftConfig> for PartitionSnapshotBuilder {
 impl RaftStateMachine<PartitionRaftConfig> for PartitionStateMachine {
     type SnapshotBuilder = PartitionSnapshotBuilder;
 
-    async fn applied_state(
-        &mut self,
-    ) -> SmResult<(Option<LogId<NodeId>>, StoredMembership<NodeId, BasicNode>)> {
+    async fn applied_state(&mut self) -> SmResult<AppliedState> {
         read_applied(&self.db).map_err(read_err)
     }
 
@@ -97,9 +176,22 @@ impl RaftStateMachine<PartitionRaftConfig> for PartitionStateMachine {
         let mut last = None;
         let mut membership = None;
         for entry in entries {
-            last = Some(entry.log_id);
             let resp = match entry.payload {
                 EntryPayload::Blank => CommandResponse::Done,
+                EntryPayload::Normal(Command::IngestSst {
+                    source,
+                    files,
+                    ingest_behind,
+                }) => {
+                    // Everything before this entry is written first, so the ingested rows land
+                    // after it, at the same log index on every replica.
+                    let before = std::mem::replace(&mut view, BatchView::new(&self.db));
+                    self.write_applied(before.into_batch(), last.take(), membership.take())?;
+                    self.ingest(&source, &files, ingest_behind)
+                        .await
+                        .map_err(|e| StorageIOError::apply(entry.log_id, AnyError::error(e)))?;
+                    CommandResponse::Done
+                }
                 EntryPayload::Normal(cmd) => view
                     .apply(&cmd)
                     .map_err(|e| StorageIOError::apply(entry.log_id, AnyError::error(e)))?,
@@ -108,23 +200,10 @@ impl RaftStateMachine<PartitionRaftConfig> for PartitionStateMachine {
                     CommandResponse::Done
                 }
             };
+            last = Some(entry.log_id);
             responses.push(resp);
         }
-        let mut batch = view.into_batch();
-        let applied = cf(&self.db, CF_APPLIED).map_err(write_err)?;
-        if let Some(l) = last {
-            batch.put_cf(
-                applied,
-                KEY_LAST_APPLIED,
-                encode(&Some(l)).map_err(write_err)?,
-            );
-        }
-        if let Some(m) = membership {
-            batch.put_cf(applied, KEY_MEMBERSHIP, encode(&m).map_err(write_err)?);
-        }
-        // Not synced: the raft log is durable, and RocksDB recovers a prefix of the WAL, so a
-        // crash loses at most applied state that is re-applied from the log.
-        self.db.write(batch).map_err(write_err)?;
+        self.write_applied(view.into_batch(), last, membership)?;
         Ok(responses)
     }
 
@@ -136,9 +215,6 @@ impl RaftStateMachine<PartitionRaftConfig> for PartitionStateMachine {
     }
 
     async fn begin_receiving_snapshot(&mut self) -> SmResult<Box<tokio::fs::File>> {
-        if let Some(old) = self.receiving.take() {
-            let _ = tokio::fs::remove_file(old).await;
-        }
         let path = self.snapshots.receiving_path();
         let file = tokio::fs::OpenOptions::new()
             .read(true)
@@ -148,7 +224,6 @@ impl RaftStateMachine<PartitionRaftConfig> for PartitionStateMachine {
             .open(&path)
             .await
             .map_err(|e| write_err(format!("create {}: {e}", path.display())))?;
-        self.receiving = Some(path);
         Ok(Box::new(file))
     }
 
@@ -157,11 +232,15 @@ impl RaftStateMachine<PartitionRaftConfig> for PartitionStateMachine {
         meta: &PartitionSnapshotMeta,
         snapshot: Box<tokio::fs::File>,
     ) -> SmResult<()> {
-        let path = self
-            .receiving
-            .take()
-            .ok_or_else(|| write_err("install_snapshot without a received snapshot"))?;
+        wingkv_common::bulk_load::validate_file_name(&meta.snapshot_id).map_err(write_err)?;
         snapshot.sync_all().await.map_err(write_err)?;
+        // The file openraft hands back is the one this stream wrote; find its path through the
+        // descriptor, so a newer stream that began meanwhile cannot swap files under us.
+        let path = {
+            use std::os::fd::AsRawFd;
+            std::fs::read_link(format!("/proc/self/fd/{}", snapshot.as_raw_fd()))
+                .map_err(write_err)?
+        };
         drop(snapshot);
         let (db, dir, meta2) = (self.db.clone(), self.snapshots.clone(), meta.clone());
         blocking(move || dir.install(&db, &meta2, &path))
@@ -176,5 +255,129 @@ impl RaftStateMachine<PartitionRaftConfig> for PartitionStateMachine {
             Some((meta, path)) => Ok(Some(open_snapshot(meta, path).await?)),
             None => Ok(None),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+    use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId};
+    use wingkv_common::bulk_load::{md5_hex, BulkLoadMetadata};
+    use wingkv_common::key::encode_key;
+    use wingkv_common::provider::ProviderConfig;
+    use wingkv_common::value::encode_value;
+
+    use super::*;
+    use crate::config::{BulkLoadConfig, StorageConfig};
+    use crate::store::{data_cf, SharedStorage};
+
+    fn entry(index: u64, cmd: Command) -> Entry<PartitionRaftConfig> {
+        Entry {
+            log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+            payload: EntryPayload::Normal(cmd),
+        }
+    }
+
+    #[tokio::test]
+    async fn ingest_lands_between_the_writes_around_it_and_refetches_missing_files() {
+        // A remote partition directory holding one SST written the way any producer would.
+        let remote = tempfile::tempdir().unwrap();
+        let pdir = remote.path().join("bl/onebox/t/0");
+        std::fs::create_dir_all(&pdir).unwrap();
+        let sst = pdir.join("0.sst");
+        {
+            let opts = rocksdb::Options::default();
+            let mut w = rocksdb::SstFileWriter::create(&opts);
+            w.open(&sst).unwrap();
+            for k in ["k1", "k2", "k3"] {
+                w.put(
+                    encode_key(k.as_bytes(), b"").unwrap(),
+                    encode_value(0, b"bulk"),
+                )
+                .unwrap();
+            }
+            w.finish().unwrap();
+        }
+        let bytes = std::fs::read(&sst).unwrap();
+        let file = FileMeta {
+            name: "0.sst".into(),
+            size: bytes.len() as u64,
+            md5: md5_hex(&bytes),
+        };
+        let meta = BulkLoadMetadata {
+            files: vec![file.clone()],
+            file_total_size: file.size,
+        };
+        std::fs::write(
+            pdir.join("bulk_load_metadata"),
+            serde_json::to_vec(&meta).unwrap(),
+        )
+        .unwrap();
+
+        let replica = tempfile::tempdir().unwrap();
+        let db = SharedStorage::new(StorageConfig::default())
+            .open(&replica.path().join("db"))
+            .unwrap();
+        let config = BulkLoadConfig {
+            provider: ProviderConfig {
+                local_root: remote.path().to_path_buf(),
+                ..Default::default()
+            },
+            min_free_disk_bytes: 0,
+            ..Default::default()
+        };
+        let env = Arc::new(BulkLoadEnv::new(
+            &config,
+            tokio_util::sync::CancellationToken::new(),
+        ));
+        let snapshots = SnapshotDir::open(replica.path().join("snapshot")).unwrap();
+        let mut sm =
+            PartitionStateMachine::new(db.clone(), snapshots, replica.path().to_path_buf(), env);
+        let put = |k: &str, v: &str| Command::Put {
+            key: Bytes::from(encode_key(k.as_bytes(), b"").unwrap()),
+            value: Bytes::from(encode_value(0, v.as_bytes())),
+        };
+        let source = BulkLoadSource {
+            job_id: 1,
+            provider: "local".into(),
+            partition_dir: "bl/onebox/t/0".into(),
+        };
+        let entries = vec![
+            entry(1, put("k1", "before")),
+            entry(
+                2,
+                Command::IngestSst {
+                    source,
+                    files: vec![file],
+                    ingest_behind: false,
+                },
+            ),
+            entry(3, put("k2", "after")),
+        ];
+        // The replica never downloaded the files: apply fetches and verifies them first.
+        let out = sm.apply(entries).await.unwrap();
+        assert_eq!(out.len(), 3);
+        let get = |k: &str| {
+            let v = db
+                .get_cf(
+                    data_cf(&db).unwrap(),
+                    encode_key(k.as_bytes(), b"").unwrap(),
+                )
+                .unwrap()
+                .unwrap();
+            String::from_utf8(v[4..].to_vec()).unwrap()
+        };
+        assert_eq!(
+            get("k1"),
+            "bulk",
+            "the ingest comes after the write before it"
+        );
+        assert_eq!(get("k2"), "after", "the write after the ingest wins");
+        assert_eq!(get("k3"), "bulk");
+        assert_eq!(read_applied(&db).unwrap().0.map(|l| l.index), Some(3));
+        assert!(
+            !crate::bulk_load::job_dir(replica.path(), 1).exists(),
+            "local files are removed after ingestion"
+        );
     }
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use rocksdb::compaction_filter::Decision;
 use rocksdb::{BlockBasedOptions, Cache, ColumnFamily, ColumnFamilyDescriptor, Options, DB};
 use wingkv_common::raft::{CF_RAFT_LOG, CF_RAFT_META};
-use wingkv_common::value::{is_expired, now_epoch_seconds, stored_expire_ts};
+use wingkv_common::value::{now_epoch_seconds, stored_expire_ts};
 use wingkv_common::WingError;
 
 use crate::config::StorageConfig;
@@ -58,7 +58,7 @@ impl SharedStorage {
         o.set_bottommost_compression_type(rocksdb::DBCompressionType::Zstd);
         o.set_compaction_filter("wingkv_ttl", |_level: u32, _key: &[u8], value: &[u8]| {
             match stored_expire_ts(value) {
-                Some(ts) if is_expired(ts, now_epoch_seconds()) => Decision::Remove,
+                Some(ts) if crate::snapshot::droppable(ts, now_epoch_seconds()) => Decision::Remove,
                 _ => Decision::Keep,
             }
         });
@@ -109,7 +109,10 @@ mod tests {
             .unwrap();
         db.put_cf(cf, b"\x00\x01later", encode_value(now + 3_600, b"v"))
             .unwrap();
-        db.put_cf(cf, b"\x00\x01gone", encode_value(now - 1, b"v"))
+        db.put_cf(cf, b"\x00\x01grace", encode_value(now - 1, b"v"))
+            .unwrap();
+        let gone_ts = now - crate::snapshot::EXPIRY_GRACE_SECONDS - 1;
+        db.put_cf(cf, b"\x00\x01gone", encode_value(gone_ts, b"v"))
             .unwrap();
         db.flush_cf(cf).unwrap();
         db.compact_range_cf(cf, None::<&[u8]>, None::<&[u8]>);
@@ -119,7 +122,11 @@ mod tests {
             .collect();
         assert_eq!(
             keys,
-            vec![b"\x00\x01alive".to_vec(), b"\x00\x01later".to_vec()]
+            vec![
+                b"\x00\x01alive".to_vec(),
+                b"\x00\x01grace".to_vec(),
+                b"\x00\x01later".to_vec()
+            ]
         );
     }
 }

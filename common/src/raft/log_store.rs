@@ -23,10 +23,15 @@ const KEY_VOTE: &[u8] = b"vote";
 const KEY_COMMITTED: &[u8] = b"committed";
 const KEY_LAST_PURGED: &[u8] = b"last_purged";
 
+/// The highest log index the log may be purged up to (the state machine's durable applied
+/// index, when it lives in the same DB).
+pub type PurgeLimit = Arc<dyn Fn() -> Option<u64> + Send + Sync>;
+
 /// The raft log of one group, stored in RocksDB.
 pub struct RocksLogStore<C> {
     db: Arc<DB>,
     syncer: WalSyncer,
+    purge_limit: Option<PurgeLimit>,
     _config: PhantomData<C>,
 }
 
@@ -35,6 +40,7 @@ impl<C> Clone for RocksLogStore<C> {
         Self {
             db: self.db.clone(),
             syncer: self.syncer.clone(),
+            purge_limit: self.purge_limit.clone(),
             _config: PhantomData,
         }
     }
@@ -61,7 +67,23 @@ where
         Self {
             db,
             syncer,
+            purge_limit: None,
             _config: PhantomData,
+        }
+    }
+
+    /// Never purges past what `limit` answers. openraft may purge the log up to a snapshot it
+    /// is still installing; a crash then must not leave the log purged past the applied state.
+    pub fn with_purge_limit(mut self, limit: PurgeLimit) -> Self {
+        self.purge_limit = Some(limit);
+        self
+    }
+
+    fn entry_log_id(&self, index: u64) -> Result<Option<LogId<NodeId>>, StorageError<NodeId>> {
+        let cf = self.log_cf()?;
+        match self.db.get_cf(cf, index_key(index)).map_err(read_err)? {
+            Some(v) => Ok(Some(decode::<Entry<C>>(&v).map_err(read_err)?.log_id)),
+            None => Ok(None),
         }
     }
 
@@ -222,12 +244,21 @@ where
         self.db.write_opt(batch, &synced()).map_err(write_err)
     }
 
-    async fn purge(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError<NodeId>> {
+    async fn purge(&mut self, mut log_id: LogId<NodeId>) -> Result<(), StorageError<NodeId>> {
+        if let Some(limit) = self.purge_limit.as_ref().and_then(|f| f()) {
+            if log_id.index > limit {
+                // Purge only what is applied; a later purge takes the rest.
+                match self.entry_log_id(limit)? {
+                    Some(id) => log_id = id,
+                    None => return Ok(()),
+                }
+            }
+        }
         let cf = self.log_cf()?;
         let meta = self.meta_cf()?;
         let mut batch = WriteBatch::default();
         batch.put_cf(meta, KEY_LAST_PURGED, encode(&log_id).map_err(write_err)?);
-        batch.delete_range_cf(cf, index_key(0), index_key(log_id.index + 1));
+        batch.delete_range_cf(cf, index_key(0), index_key(log_id.index.saturating_add(1)));
         self.db.write(batch).map_err(write_err)
     }
 }

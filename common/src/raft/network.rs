@@ -170,12 +170,16 @@ where
         rpc: AppendEntriesRequest<C>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
+        let payload = encode_req(&rpc)?;
+        if payload.len() > MAX_RAFT_MESSAGE_BYTES && rpc.entries.len() > 1 {
+            // Too big for one message: openraft retries with fewer entries.
+            let hint = (rpc.entries.len() / 2).max(1) as u64;
+            return Err(RPCError::PayloadTooLarge(
+                openraft::error::PayloadTooLarge::new_entries_hint(hint),
+            ));
+        }
         let bytes = self
-            .call(
-                RaftMethod::AppendEntries,
-                encode_req(&rpc)?,
-                option.hard_ttl(),
-            )
+            .call(RaftMethod::AppendEntries, payload, option.hard_ttl())
             .await?;
         self.decode_reply(&bytes)
     }

@@ -181,6 +181,12 @@ impl BulkLoader {
             .clone()
     }
 
+    /// Waits until the downloads end by themselves (downloaded, failed or canceled).
+    pub async fn finished(&self) -> LoaderStatus {
+        self.tracker.wait().await;
+        self.status()
+    }
+
     /// Stops the downloads and waits until every task has ended; keeps the files (pause).
     pub async fn stop(&self) {
         self.cancel.cancel();

@@ -17,3 +17,31 @@ use std::path::{Path, PathBuf};
 pub fn job_dir(replica_dir: &Path, job_id: u64) -> PathBuf {
     replica_dir.join("bulk_load").join(job_id.to_string())
 }
+
+/// What the state machine needs to fetch files again at ingestion time.
+pub struct BulkLoadEnv {
+    /// Where the providers point.
+    pub provider: wingkv_common::provider::ProviderConfig,
+    /// Node-wide download limits.
+    pub limits: std::sync::Arc<loader::DownloadLimits>,
+    /// Fired when the server shuts down, to stop a fetch inside an apply.
+    pub shutdown: tokio_util::sync::CancellationToken,
+}
+
+impl BulkLoadEnv {
+    /// The environment described by `config`.
+    pub fn new(
+        config: &crate::config::BulkLoadConfig,
+        shutdown: tokio_util::sync::CancellationToken,
+    ) -> Self {
+        Self {
+            provider: config.provider.clone(),
+            limits: std::sync::Arc::new(loader::DownloadLimits {
+                limiter: download::RateLimiter::new(config.download_bytes_per_sec),
+                slots: tokio::sync::Semaphore::new(config.max_concurrent_downloads.max(1)),
+                min_free_bytes: config.min_free_disk_bytes,
+            }),
+            shutdown,
+        }
+    }
+}

@@ -318,12 +318,17 @@ impl Data for DataService {
         let mut range = KeyRange::hash_key(&r.hash_key, b"", true, b"", false)?;
         let replica = self.read_replica(r.partition.as_ref()).await?;
         let now = now_epoch_seconds();
-        let mut count = 0u64;
-        while !range.is_exhausted() {
-            count += range
-                .read(replica.db(), DEFAULT_SCAN_BATCH, 0, now, false)?
-                .len() as u64;
-        }
+        // An unbounded count runs on a blocking thread, off the runtime that drives raft.
+        let db = replica.db().clone();
+        let count = tokio::task::spawn_blocking(move || {
+            let mut count = 0u64;
+            while !range.is_exhausted() {
+                count += range.read(&db, DEFAULT_SCAN_BATCH, 0, now, false)?.len() as u64;
+            }
+            Ok::<_, WingError>(count)
+        })
+        .await
+        .map_err(|e| WingError::Internal(format!("count task failed: {e}")))??;
         Ok(Response::new(SortKeyCountResponse { count }))
     }
 
