@@ -8,6 +8,8 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use wingkv_common::{PartitionId, WingError};
 
+use crate::bulk_load::{BulkLoadControlAction, BulkLoadJob, BulkLoadStatus};
+
 /// A registered replica server.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeRecord {
@@ -79,6 +81,10 @@ pub struct Catalog {
     pub apps: BTreeMap<u32, AppState>,
     /// Registered replica servers.
     pub nodes: BTreeMap<u64, NodeRecord>,
+    /// Next bulk-load job id (ids start at 1).
+    pub next_job_id: u64,
+    /// Bulk-load jobs by table id (at most one per table).
+    pub bulk_loads: BTreeMap<u32, BulkLoadJob>,
 }
 
 /// A change of the meta state.
@@ -143,6 +149,41 @@ pub enum MetaCommand {
         /// Keys to delete.
         keys: Vec<String>,
     },
+    /// Start a bulk load of a live table (its `bulk_load_info` was checked before proposing).
+    StartBulkLoad {
+        /// Table name.
+        app_name: String,
+        /// Cluster name in the remote layout.
+        cluster: String,
+        /// Provider.
+        provider: String,
+        /// Root on the provider.
+        root: String,
+        /// Ingest below existing data.
+        ingest_behind: bool,
+        /// Unix ms at the leader.
+        now_ms: u64,
+    },
+    /// Move job `job_id` of `app_id` (or one of its partitions) to `status`.
+    SetBulkLoadStatus {
+        /// Table id.
+        app_id: u32,
+        /// The job the driver saw (a stale update of an older job is ignored).
+        job_id: u64,
+        /// A partition, or the whole job.
+        partition: Option<u32>,
+        /// New status.
+        status: BulkLoadStatus,
+        /// Reason (failures).
+        reason: String,
+    },
+    /// An operator's pause, restart, cancel or clear.
+    ControlBulkLoad {
+        /// Table name.
+        app_name: String,
+        /// What to do.
+        action: BulkLoadControlAction,
+    },
     /// Record a partition's new members, if its ballot is still `ballot`.
     SetMembers {
         /// The partition.
@@ -164,6 +205,8 @@ pub enum MetaValue {
     NodeId(u64),
     /// The table after the change.
     App(Box<AppState>),
+    /// A bulk-load job after the change.
+    BulkLoad(Box<BulkLoadJob>),
 }
 
 /// The result of applying a command.
@@ -286,7 +329,16 @@ impl Catalog {
                     drop_time_ms: *now_ms,
                     expire_time_ms: now_ms.saturating_add(*reserve_ms),
                 });
-                Ok(MetaValue::App(Box::new(app.clone())))
+                let app = app.clone();
+                // The drop cancels the table's bulk load in the same change.
+                if let Some(job) = self
+                    .bulk_loads
+                    .get_mut(&app.app_id)
+                    .filter(|j| !j.status.is_terminal())
+                {
+                    job.cancel("the table was dropped");
+                }
+                Ok(MetaValue::App(Box::new(app)))
             }
             MetaCommand::RecallTable {
                 app_id,
@@ -328,7 +380,103 @@ impl Catalog {
             }
             MetaCommand::PurgeTable { app_id } => {
                 self.apps.remove(app_id);
+                self.bulk_loads.remove(app_id);
                 Ok(MetaValue::Done)
+            }
+            MetaCommand::StartBulkLoad {
+                app_name,
+                cluster,
+                provider,
+                root,
+                ingest_behind,
+                now_ms,
+            } => {
+                let app = self.live_app(app_name)?;
+                let (app_id, partition_count) = (app.app_id, app.partition_count);
+                if let Some(job) = self
+                    .bulk_loads
+                    .get(&app_id)
+                    .filter(|j| !j.status.is_terminal())
+                {
+                    return Err(WingError::InvalidState(format!(
+                        "table '{app_name}' already has a bulk load running (job {}, {})",
+                        job.job_id,
+                        job.status.as_str()
+                    )));
+                }
+                self.next_job_id = self.next_job_id.max(1);
+                let job = BulkLoadJob {
+                    job_id: self.next_job_id,
+                    cluster: cluster.clone(),
+                    provider: provider.clone(),
+                    root: root.clone(),
+                    ingest_behind: *ingest_behind,
+                    status: BulkLoadStatus::Downloading,
+                    reason: String::new(),
+                    partitions: vec![BulkLoadStatus::Downloading; partition_count as usize],
+                    start_time_ms: *now_ms,
+                };
+                self.next_job_id += 1;
+                self.bulk_loads.insert(app_id, job.clone());
+                Ok(MetaValue::BulkLoad(Box::new(job)))
+            }
+            MetaCommand::SetBulkLoadStatus {
+                app_id,
+                job_id,
+                partition,
+                status,
+                reason,
+            } => {
+                let Some(job) = self
+                    .bulk_loads
+                    .get_mut(app_id)
+                    .filter(|j| j.job_id == *job_id)
+                else {
+                    return Err(WingError::InvalidState(format!(
+                        "bulk-load job {job_id} of app {app_id} is gone"
+                    )));
+                };
+                // A canceled or finished job never moves again.
+                if job.status.is_terminal() {
+                    return Ok(MetaValue::BulkLoad(Box::new(job.clone())));
+                }
+                match partition {
+                    Some(p) => {
+                        let slot = job.partitions.get_mut(*p as usize).ok_or_else(|| {
+                            WingError::InvalidArgument(format!("job {job_id} has no partition {p}"))
+                        })?;
+                        *slot = *status;
+                    }
+                    None => {
+                        job.status = *status;
+                        job.reason = reason.clone();
+                        if *status == BulkLoadStatus::Ingesting {
+                            job.partitions
+                                .iter_mut()
+                                .for_each(|p| *p = BulkLoadStatus::Ingesting);
+                        }
+                    }
+                }
+                Ok(MetaValue::BulkLoad(Box::new(job.clone())))
+            }
+            MetaCommand::ControlBulkLoad { app_name, action } => {
+                let app_id = self.live_app(app_name)?.app_id;
+                let job = self.bulk_loads.get_mut(&app_id).ok_or_else(|| {
+                    WingError::InvalidState(format!("table '{app_name}' has no bulk load"))
+                })?;
+                if *action == BulkLoadControlAction::Clear {
+                    if !job.status.is_terminal() {
+                        return Err(WingError::InvalidState(format!(
+                            "cannot clear the bulk load of table '{app_name}': it is {}",
+                            job.status.as_str()
+                        )));
+                    }
+                    let job = job.clone();
+                    self.bulk_loads.remove(&app_id);
+                    return Ok(MetaValue::BulkLoad(Box::new(job)));
+                }
+                job.control(app_name, *action)?;
+                Ok(MetaValue::BulkLoad(Box::new(job.clone())))
             }
             MetaCommand::SetEnvs { name, envs } => {
                 let app = self.live_app_mut(name)?;

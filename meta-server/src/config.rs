@@ -42,6 +42,8 @@ pub struct MetaServerConfig {
     pub raft_heartbeat_ms: u64,
     /// Raft election timeout (lower bound; the upper bound is twice this).
     pub raft_election_timeout_ms: u64,
+    /// Where bulk-load providers point (the meta reads `bulk_load_info` before a job starts).
+    pub bulk_load_provider: wingkv_common::provider::ProviderConfig,
 }
 
 impl Default for MetaServerConfig {
@@ -59,6 +61,7 @@ impl Default for MetaServerConfig {
             reconcile_interval_ms: 500,
             raft_heartbeat_ms: 200,
             raft_election_timeout_ms: 1_000,
+            bulk_load_provider: Default::default(),
         }
     }
 }

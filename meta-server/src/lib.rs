@@ -2,6 +2,8 @@
 //! server liveness and re-replication, all kept in an openraft state machine persisted in
 //! RocksDB.
 
+pub mod bulk_driver;
+pub mod bulk_load;
 pub mod catalog;
 pub mod config;
 pub mod liveness;

@@ -49,6 +49,15 @@ pub struct MetaNode {
     pub pool: ChannelPool,
     /// Partitions whose repair is in flight.
     pub repairs: Mutex<HashSet<PartitionId>>,
+    /// Latest per-replica bulk-load progress of each partition (volatile, for status queries).
+    pub bulk_progress: Mutex<
+        std::collections::HashMap<
+            PartitionId,
+            Vec<wingkv_proto::replica_admin::ReplicaBulkLoadState>,
+        >,
+    >,
+    /// Finished jobs whose replicas were told to clean up.
+    pub bulk_cleaned: Mutex<HashSet<u64>>,
     reads: ReadBarrier,
 }
 
@@ -76,6 +85,8 @@ impl MetaNode {
             data,
             pool,
             repairs: Mutex::new(HashSet::new()),
+            bulk_progress: Mutex::new(Default::default()),
+            bulk_cleaned: Mutex::new(HashSet::new()),
             reads,
         }
     }

@@ -14,11 +14,15 @@ use wingkv_common::{PartitionId, WingError};
 use wingkv_proto::meta::meta_server::Meta;
 use wingkv_proto::meta::*;
 
+use crate::bulk_load::{BulkLoadControlAction, BulkLoadJob, BulkLoadStatus};
 use crate::catalog::{AppState, Catalog, MetaCommand, MetaValue};
 use crate::liveness::NodeState;
 use crate::node::{now_ms, MetaNode, META_GROUP};
 use crate::placement;
 use crate::reconcile::{ensure_app_replicas, wait_primaries};
+use object_store::ObjectStore;
+use wingkv_common::bulk_load::{table_dir, BulkLoadInfo, BULK_LOAD_INFO};
+use wingkv_common::provider::open_provider;
 
 /// Serves the meta API.
 pub struct MetaService {
@@ -415,6 +419,131 @@ impl Meta for MetaService {
         Ok(Response::new(TableEnvs { envs }))
     }
 
+    async fn start_bulk_load(
+        &self,
+        req: Request<StartBulkLoadRequest>,
+    ) -> Result<Response<BulkLoadStatusResponse>, Status> {
+        let r = req.into_inner();
+        self.node.read_barrier().await?;
+        let catalog = self.node.catalog();
+        let app = Self::table_for_bulk_load(&catalog, &r.app_name)?;
+        if r.ingest_behind
+            && app
+                .envs
+                .get("rocksdb.allow_ingest_behind")
+                .map(String::as_str)
+                != Some("true")
+        {
+            return Err(WingError::InvalidArgument(format!(
+                "--ingest_behind needs the table env rocksdb.allow_ingest_behind=true on '{}'",
+                app.name
+            ))
+            .into());
+        }
+        // bulk_load_info is read and checked before any state changes.
+        let store = open_provider(&r.provider, &self.node.config.bulk_load_provider)?;
+        let dir = table_dir(&r.root, &r.cluster, &app.name)?;
+        let info_path = dir.child(BULK_LOAD_INFO);
+        let bytes = match store.get(&info_path).await {
+            Ok(g) => g.bytes().await.map_err(|e| {
+                WingError::Unavailable(format!("{}://{info_path}: {e}", r.provider))
+            })?,
+            Err(object_store::Error::NotFound { .. }) => {
+                return Err(WingError::InvalidArgument(format!(
+                    "{}://{info_path} does not exist",
+                    r.provider
+                ))
+                .into())
+            }
+            Err(e) => {
+                return Err(
+                    WingError::Unavailable(format!("{}://{info_path}: {e}", r.provider)).into(),
+                )
+            }
+        };
+        BulkLoadInfo::parse(&bytes)?.check_matches(&app.name, app.partition_count)?;
+        let cmd = MetaCommand::StartBulkLoad {
+            app_name: app.name.clone(),
+            cluster: r.cluster,
+            provider: r.provider,
+            root: r.root,
+            ingest_behind: r.ingest_behind,
+            now_ms: now_ms(),
+        };
+        let job = Self::job_of(self.node.propose(cmd).await?)?;
+        tracing::info!(table = %app.name, job = job.job_id, "bulk load started");
+        Ok(Response::new(self.bulk_load_status(
+            &app,
+            Some(&job),
+            None,
+            false,
+        )))
+    }
+
+    async fn query_bulk_load_status(
+        &self,
+        req: Request<QueryBulkLoadRequest>,
+    ) -> Result<Response<BulkLoadStatusResponse>, Status> {
+        let r = req.into_inner();
+        self.node.read_barrier().await?;
+        let catalog = self.node.catalog();
+        let app = Self::table_for_bulk_load(&catalog, &r.app_name)?;
+        if let Some(p) = r.partition_index {
+            if p >= app.partition_count {
+                return Err(WingError::InvalidArgument(format!(
+                    "table '{}' has {} partitions; there is no partition {p}",
+                    app.name, app.partition_count
+                ))
+                .into());
+            }
+        }
+        let job = catalog.bulk_loads.get(&app.app_id);
+        Ok(Response::new(self.bulk_load_status(
+            &app,
+            job,
+            r.partition_index,
+            r.detailed,
+        )))
+    }
+
+    async fn control_bulk_load(
+        &self,
+        req: Request<ControlBulkLoadRequest>,
+    ) -> Result<Response<BulkLoadStatusResponse>, Status> {
+        let r = req.into_inner();
+        let action = match BulkLoadControl::try_from(r.action) {
+            Ok(BulkLoadControl::BlcPause) => BulkLoadControlAction::Pause,
+            Ok(BulkLoadControl::BlcRestart) => BulkLoadControlAction::Restart,
+            Ok(BulkLoadControl::BlcCancel) => BulkLoadControlAction::Cancel { force: false },
+            Ok(BulkLoadControl::BlcForceCancel) => BulkLoadControlAction::Cancel { force: true },
+            Ok(BulkLoadControl::BlcClear) => BulkLoadControlAction::Clear,
+            Err(_) => {
+                return Err(WingError::InvalidArgument(format!(
+                    "unknown bulk-load action {}",
+                    r.action
+                ))
+                .into())
+            }
+        };
+        let catalog = self.node.catalog();
+        let app = Self::table_for_bulk_load(&catalog, &r.app_name)?;
+        let job = Self::job_of(
+            self.node
+                .propose(MetaCommand::ControlBulkLoad {
+                    app_name: app.name.clone(),
+                    action,
+                })
+                .await?,
+        )?;
+        let job = (action != BulkLoadControlAction::Clear).then_some(job);
+        Ok(Response::new(self.bulk_load_status(
+            &app,
+            job.as_ref(),
+            None,
+            false,
+        )))
+    }
+
     async fn del_table_envs(
         &self,
         req: Request<DelTableEnvsRequest>,
@@ -434,6 +563,113 @@ impl Meta for MetaService {
                 .await?,
         )?;
         Ok(Response::new(TableEnvs { envs: app.envs }))
+    }
+}
+
+impl MetaService {
+    fn bulk_load_status(
+        &self,
+        app: &AppState,
+        job: Option<&BulkLoadJob>,
+        only: Option<u32>,
+        detailed: bool,
+    ) -> BulkLoadStatusResponse {
+        let Some(job) = job else {
+            return BulkLoadStatusResponse {
+                app_name: app.name.clone(),
+                status: "BLS_INVALID".into(),
+                ..Default::default()
+            };
+        };
+        let progress = self
+            .node
+            .bulk_progress
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let partitions = job
+            .partitions
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| only.is_none_or(|p| p as usize == *i))
+            .map(|(i, st)| {
+                let reps = progress
+                    .get(&PartitionId::new(app.app_id, i as u32))
+                    .cloned()
+                    .unwrap_or_default();
+                let (done, total) = reps.iter().fold((0u64, 0u64), |(d, t), r| {
+                    (d + r.downloaded_bytes, t + r.total_bytes)
+                });
+                let percent = match st {
+                    BulkLoadStatus::Downloaded
+                    | BulkLoadStatus::Ingesting
+                    | BulkLoadStatus::Succeed => 100,
+                    _ if total == 0 => 0,
+                    _ => (done.saturating_mul(100) / total).min(100) as u32,
+                };
+                PartitionBulkLoadStatus {
+                    partition_index: i as u32,
+                    status: st.as_str().into(),
+                    progress_percent: percent,
+                    replicas: if detailed {
+                        reps.iter()
+                            .map(|r| ReplicaBulkLoadProgress {
+                                node_id: r.node_id,
+                                status: r.status.clone(),
+                                downloaded_bytes: r.downloaded_bytes,
+                                total_bytes: r.total_bytes,
+                                reason: r.reason.clone(),
+                            })
+                            .collect()
+                    } else {
+                        Vec::new()
+                    },
+                }
+            })
+            .collect();
+        BulkLoadStatusResponse {
+            app_name: app.name.clone(),
+            job_id: job.job_id,
+            status: job.status.as_str().into(),
+            reason: job.reason.clone(),
+            partitions,
+            source: format!(
+                "{}://{}/{}/{}",
+                job.provider,
+                job.root.trim_end_matches('/'),
+                job.cluster,
+                app.name
+            ),
+        }
+    }
+
+    /// The live table `name`, or `TableDropped` when it was dropped (its job is canceled).
+    fn table_for_bulk_load(catalog: &Catalog, name: &str) -> Result<AppState, WingError> {
+        match catalog.live_app(name) {
+            Ok(a) => Ok(a.clone()),
+            Err(e) => {
+                if catalog
+                    .apps
+                    .values()
+                    .any(|a| a.name == name && a.is_dropped())
+                {
+                    Err(WingError::TableDropped(format!(
+                        "table '{name}' was dropped; its bulk load was canceled"
+                    )))
+                } else {
+                    Err(e)
+                }
+            }
+        }
+    }
+
+    fn job_of(value: MetaValue) -> Result<BulkLoadJob, WingError> {
+        match value {
+            MetaValue::BulkLoad(j) => Ok(*j),
+            other => Err(WingError::Internal(format!(
+                "unexpected meta answer {other:?}"
+            ))),
+        }
     }
 }
 

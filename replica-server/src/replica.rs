@@ -16,8 +16,14 @@ use wingkv_common::raft::wal_sync::WalSyncer;
 use wingkv_common::raft::NodeId;
 use wingkv_common::{PartitionId, WingError};
 use wingkv_proto::common::ReplicaRole;
-use wingkv_proto::replica_admin::{Member, ReplicaStatus};
+use wingkv_proto::replica_admin::replica_admin_client::ReplicaAdminClient;
+use wingkv_proto::replica_admin::{
+    BulkLoadAction, BulkLoadJobSpec, BulkLoadRequest, BulkLoadResponse, Member,
+    ReplicaBulkLoadState, ReplicaStatus,
+};
 
+use crate::bulk_load::loader::BulkLoadSource;
+use crate::bulk_load::slot::BulkLoadSlot;
 use crate::command::{Command, CommandResponse};
 use crate::config::ReplicaServerConfig;
 use crate::raft_types::PartitionRaft;
@@ -51,6 +57,9 @@ pub struct Replica {
     write_timeout: Duration,
     cancel: CancellationToken,
     tasks: TaskTracker,
+    bulk: BulkLoadSlot,
+    pool: ChannelPool,
+    node_id: NodeId,
 }
 
 impl Replica {
@@ -123,6 +132,9 @@ impl Replica {
             write_timeout: Duration::from_millis(ctx.config.write_timeout_ms),
             cancel,
             tasks,
+            bulk: BulkLoadSlot::new(dir.to_path_buf(), ctx.bulk.clone()),
+            pool: ctx.pool.clone(),
+            node_id: ctx.node_id,
         }))
     }
 
@@ -149,6 +161,8 @@ impl Replica {
     /// Stops the replica's tasks and raft group and closes its RocksDB (once every other holder
     /// of the DB has let go). Waits for all of it.
     pub async fn close(&self) {
+        // Bulk-load downloads end (and are awaited) before their files go, and before raft.
+        self.bulk.clear().await;
         self.cancel.cancel();
         self.tasks.close();
         self.tasks.wait().await;
@@ -264,5 +278,131 @@ impl Replica {
             voters: members(voters),
             learners: members(learners),
         }
+    }
+}
+
+/// The job a bulk-load request names.
+pub fn bulk_load_source(
+    spec: Option<&BulkLoadJobSpec>,
+) -> Result<(BulkLoadSource, bool), WingError> {
+    let spec =
+        spec.ok_or_else(|| WingError::InvalidArgument("bulk-load request without a job".into()))?;
+    object_store::path::Path::parse(&spec.partition_dir).map_err(|e| {
+        WingError::InvalidArgument(format!(
+            "bulk-load partition dir '{}': {e}",
+            spec.partition_dir
+        ))
+    })?;
+    Ok((
+        BulkLoadSource {
+            job_id: spec.job_id,
+            provider: spec.provider.clone(),
+            partition_dir: spec.partition_dir.clone(),
+        },
+        spec.ingest_behind,
+    ))
+}
+
+impl Replica {
+    /// Applies a bulk-load action on this replica only.
+    pub async fn bulk_load_local(
+        &self,
+        source: &BulkLoadSource,
+        action: BulkLoadAction,
+    ) -> Result<ReplicaBulkLoadState, WingError> {
+        if crate::state_machine::is_ingested(&self.db, source.job_id)? {
+            return Ok(ReplicaBulkLoadState {
+                node_id: self.node_id,
+                status: "BLS_SUCCEED".into(),
+                ..Default::default()
+            });
+        }
+        self.bulk.act(self.node_id, source, action).await
+    }
+
+    /// Applies a bulk-load action on every replica of the group (this one must be primary);
+    /// `BL_INGEST` proposes the ingestion once every replica has verified its files.
+    pub async fn bulk_load_group(
+        &self,
+        source: &BulkLoadSource,
+        ingest_behind: bool,
+        action: BulkLoadAction,
+    ) -> Result<BulkLoadResponse, WingError> {
+        self.check_primary()?;
+        let ingested = crate::state_machine::is_ingested(&self.db, source.job_id)?;
+        let spec = BulkLoadJobSpec {
+            job_id: source.job_id,
+            provider: source.provider.clone(),
+            partition_dir: source.partition_dir.clone(),
+            ingest_behind,
+        };
+        let membership = self
+            .raft
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .clone();
+        let mut replicas = Vec::new();
+        for voter in membership.voter_ids() {
+            let state = if voter == self.node_id {
+                self.bulk_load_local(source, action).await
+            } else {
+                let addr = membership
+                    .get_node(&voter)
+                    .map(|n| n.addr.clone())
+                    .unwrap_or_default();
+                let req = BulkLoadRequest {
+                    partition: Some(self.id.to_proto()),
+                    job: Some(spec.clone()),
+                    action: action as i32,
+                };
+                async {
+                    let channel = self
+                        .pool
+                        .get(&addr)
+                        .map_err(|e| WingError::Unavailable(e.to_string()))?;
+                    let mut client = ReplicaAdminClient::new(channel);
+                    let mut req = tonic::Request::new(req);
+                    req.set_timeout(Duration::from_secs(10));
+                    client
+                        .bulk_load_replica(req)
+                        .await
+                        .map(|r| r.into_inner())
+                        .map_err(|s| WingError::from_status(&s))
+                }
+                .await
+            };
+            replicas.push(state.unwrap_or_else(|e| ReplicaBulkLoadState {
+                node_id: voter,
+                status: "BLS_UNKNOWN".into(),
+                reason: e.to_string(),
+                ..Default::default()
+            }));
+        }
+        if ingested || action != BulkLoadAction::BlIngest {
+            return Ok(BulkLoadResponse { replicas, ingested });
+        }
+        let all_ready = replicas
+            .iter()
+            .all(|r| r.status == "BLS_DOWNLOADED" || r.status == "BLS_SUCCEED");
+        let files = self.bulk.downloaded_files(source.job_id).await;
+        let (true, Some(files)) = (all_ready, files) else {
+            return Ok(BulkLoadResponse {
+                replicas,
+                ingested: false,
+            });
+        };
+        self.propose(Command::IngestSst {
+            source: source.clone(),
+            files,
+            ingest_behind,
+        })
+        .await?;
+        tracing::info!(partition = %self.id, job = source.job_id, "bulk-load files ingested");
+        Ok(BulkLoadResponse {
+            replicas,
+            ingested: true,
+        })
     }
 }

@@ -131,6 +131,17 @@ impl PartitionStateMachine {
     }
 }
 
+fn ingested_key(job_id: u64) -> Vec<u8> {
+    format!("ingested/{job_id}").into_bytes()
+}
+
+/// Whether bulk-load job `job_id` was ingested into this replica.
+pub fn is_ingested(db: &DB, job_id: u64) -> Result<bool, WingError> {
+    Ok(db
+        .get_cf(cf(db, CF_APPLIED)?, ingested_key(job_id))?
+        .is_some())
+}
+
 async fn open_snapshot(
     meta: PartitionSnapshotMeta,
     path: PathBuf,

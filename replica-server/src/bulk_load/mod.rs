@@ -10,6 +10,7 @@
 pub mod download;
 pub mod ingest;
 pub mod loader;
+pub mod slot;
 
 use std::path::{Path, PathBuf};
 

@@ -10,11 +10,13 @@ use wingkv_common::raft::NodeId;
 use wingkv_common::{PartitionId, WingError};
 use wingkv_proto::replica_admin::replica_admin_server::ReplicaAdmin;
 use wingkv_proto::replica_admin::{
-    AddLearnerRequest, ChangeMembershipRequest, ChecksumResponse, CreateReplicaRequest, Empty,
-    PartitionRequest, ReplicaStatus, StatusRequest, StatusResponse,
+    AddLearnerRequest, BulkLoadAction, BulkLoadRequest, BulkLoadResponse, ChangeMembershipRequest,
+    ChecksumResponse, CreateReplicaRequest, Empty, PartitionRequest, ReplicaBulkLoadState,
+    ReplicaStatus, StatusRequest, StatusResponse,
 };
 
 use crate::manager::ReplicaManager;
+use crate::replica::bulk_load_source;
 
 /// Serves replica administration.
 pub struct AdminService {
@@ -199,5 +201,39 @@ impl ReplicaAdmin for AdminService {
             record_count,
             digest,
         }))
+    }
+
+    async fn bulk_load(
+        &self,
+        req: Request<BulkLoadRequest>,
+    ) -> Result<Response<BulkLoadResponse>, Status> {
+        let r = req.into_inner();
+        let id = PartitionId::from_proto(r.partition.as_ref())?;
+        let (source, ingest_behind) = bulk_load_source(r.job.as_ref())?;
+        let action = BulkLoadAction::try_from(r.action).map_err(|_| {
+            WingError::InvalidArgument(format!("unknown bulk-load action {}", r.action))
+        })?;
+        let replica = self.manager.get(id)?;
+        Ok(Response::new(
+            replica
+                .bulk_load_group(&source, ingest_behind, action)
+                .await?,
+        ))
+    }
+
+    async fn bulk_load_replica(
+        &self,
+        req: Request<BulkLoadRequest>,
+    ) -> Result<Response<ReplicaBulkLoadState>, Status> {
+        let r = req.into_inner();
+        let id = PartitionId::from_proto(r.partition.as_ref())?;
+        let (source, _) = bulk_load_source(r.job.as_ref())?;
+        let action = BulkLoadAction::try_from(r.action).map_err(|_| {
+            WingError::InvalidArgument(format!("unknown bulk-load action {}", r.action))
+        })?;
+        let replica = self.manager.get(id)?;
+        Ok(Response::new(
+            replica.bulk_load_local(&source, action).await?,
+        ))
     }
 }

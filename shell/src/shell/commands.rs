@@ -216,6 +216,63 @@ pub enum Cmd {
     },
     /// Count the records of the table.
     CountData,
+    /// Start a bulk load of a table from SST files on a provider (DESIGN §5).
+    StartBulkLoad {
+        /// Table name.
+        #[arg(short = 'a', long = "app_name")]
+        app_name: String,
+        /// Cluster name in the remote layout.
+        #[arg(short = 'c', long = "cluster_name")]
+        cluster: String,
+        /// Provider: local, s3.
+        #[arg(short = 'p', long = "file_provider_type")]
+        provider: String,
+        /// Root directory on the provider.
+        #[arg(short = 'r', long = "root_path")]
+        root: String,
+        /// Ingest below existing data (needs rocksdb.allow_ingest_behind=true).
+        #[arg(short = 'i', long = "ingest_behind")]
+        ingest_behind: bool,
+    },
+    /// Show a table's bulk load.
+    QueryBulkLoadStatus {
+        /// Table name.
+        #[arg(short = 'a', long = "app_name")]
+        app_name: String,
+        /// Only this partition.
+        #[arg(short = 'i', long = "partition_index")]
+        partition_index: Option<u32>,
+        /// Per-replica progress.
+        #[arg(short = 'd', long = "detailed")]
+        detailed: bool,
+    },
+    /// Pause a downloading bulk load.
+    PauseBulkLoad {
+        /// Table name.
+        #[arg(short = 'a', long = "app_name")]
+        app_name: String,
+    },
+    /// Resume a paused bulk load.
+    RestartBulkLoad {
+        /// Table name.
+        #[arg(short = 'a', long = "app_name")]
+        app_name: String,
+    },
+    /// Cancel a bulk load (-f from any live state).
+    CancelBulkLoad {
+        /// Table name.
+        #[arg(short = 'a', long = "app_name")]
+        app_name: String,
+        /// Force.
+        #[arg(short = 'f', long = "forced")]
+        forced: bool,
+    },
+    /// Remove a finished bulk load's record.
+    ClearBulkLoad {
+        /// Table name.
+        #[arg(short = 'a', long = "app_name")]
+        app_name: String,
+    },
     /// Show the commands, or one command's usage.
     Help {
         /// A command.

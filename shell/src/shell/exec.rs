@@ -466,8 +466,99 @@ impl Session {
                            "replica_servers": n.nodes.iter().map(|x| json!({"address": x.address, "status": x.status})).collect::<Vec<_>>()}),
                 ))
             }
+            Cmd::StartBulkLoad {
+                app_name,
+                cluster,
+                provider,
+                root,
+                ingest_behind,
+            } => {
+                let req = StartBulkLoadRequest {
+                    app_name,
+                    cluster,
+                    provider,
+                    root,
+                    ingest_behind,
+                };
+                let r = self
+                    .meta(|mut c| {
+                        let req = req.clone();
+                        async move { c.start_bulk_load(req).await }
+                    })
+                    .await?;
+                Ok(Output::new(
+                    format!(
+                        "start bulk load succeed: table \"{}\" job {} from {}",
+                        r.app_name, r.job_id, r.source
+                    ),
+                    bulk_json(&r),
+                ))
+            }
+            Cmd::QueryBulkLoadStatus {
+                app_name,
+                partition_index,
+                detailed,
+            } => {
+                let req = QueryBulkLoadRequest {
+                    app_name,
+                    partition_index,
+                    detailed,
+                };
+                let r = self
+                    .meta(|mut c| {
+                        let req = req.clone();
+                        async move { c.query_bulk_load_status(req).await }
+                    })
+                    .await?;
+                Ok(Output::new(bulk_text(&r, detailed), bulk_json(&r)))
+            }
+            Cmd::PauseBulkLoad { app_name } => {
+                self.control_bulk_load(app_name, BulkLoadControl::BlcPause, "pause")
+                    .await
+            }
+            Cmd::RestartBulkLoad { app_name } => {
+                self.control_bulk_load(app_name, BulkLoadControl::BlcRestart, "restart")
+                    .await
+            }
+            Cmd::CancelBulkLoad { app_name, forced } => {
+                let action = if forced {
+                    BulkLoadControl::BlcForceCancel
+                } else {
+                    BulkLoadControl::BlcCancel
+                };
+                self.control_bulk_load(app_name, action, "cancel").await
+            }
+            Cmd::ClearBulkLoad { app_name } => {
+                self.control_bulk_load(app_name, BulkLoadControl::BlcClear, "clear")
+                    .await
+            }
             data => self.run_data(data).await,
         }
+    }
+
+    async fn control_bulk_load(
+        &self,
+        app_name: String,
+        action: BulkLoadControl,
+        what: &str,
+    ) -> Result<Output> {
+        let req = ControlBulkLoadRequest {
+            app_name,
+            action: action as i32,
+        };
+        let r = self
+            .meta(|mut c| {
+                let req = req.clone();
+                async move { c.control_bulk_load(req).await }
+            })
+            .await?;
+        Ok(Output::new(
+            format!(
+                "{what} bulk load succeed: table \"{}\" is {}",
+                r.app_name, r.status
+            ),
+            bulk_json(&r),
+        ))
     }
 
     async fn run_data(&mut self, cmd: Cmd) -> Result<Output> {
@@ -698,4 +789,65 @@ async fn scan_output(
         ),
         json!({ "records": j, "count": n }),
     ))
+}
+
+fn bulk_json(r: &BulkLoadStatusResponse) -> Value {
+    json!({
+        "app_name": r.app_name, "job_id": r.job_id, "status": r.status, "reason": r.reason, "source": r.source,
+        "partitions": r.partitions.iter().map(|p| json!({
+            "partition_index": p.partition_index, "status": p.status, "progress_percent": p.progress_percent,
+            "replicas": p.replicas.iter().map(|x| json!({"node_id": x.node_id, "status": x.status,
+                "downloaded_bytes": x.downloaded_bytes, "total_bytes": x.total_bytes, "reason": x.reason})).collect::<Vec<_>>(),
+        })).collect::<Vec<_>>(),
+    })
+}
+
+fn bulk_text(r: &BulkLoadStatusResponse, detailed: bool) -> String {
+    let mut out = format!(
+        "table: {}  job: {}  status: {}",
+        r.app_name, r.job_id, r.status
+    );
+    if !r.reason.is_empty() {
+        out.push_str(&format!("\nreason: {}", r.reason));
+    }
+    if !r.source.is_empty() {
+        out.push_str(&format!("\nsource: {}", r.source));
+    }
+    if r.partitions.is_empty() {
+        return out;
+    }
+    let rows: Vec<Vec<String>> = r
+        .partitions
+        .iter()
+        .map(|p| {
+            let mut row = vec![
+                p.partition_index.to_string(),
+                p.status.clone(),
+                format!("{}%", p.progress_percent),
+            ];
+            if detailed {
+                row.push(
+                    p.replicas
+                        .iter()
+                        .map(|x| {
+                            format!(
+                                "node{}:{}:{}/{}",
+                                x.node_id, x.status, x.downloaded_bytes, x.total_bytes
+                            )
+                        })
+                        .collect::<Vec<_>>()
+                        .join(" "),
+                );
+            }
+            row
+        })
+        .collect();
+    let headers: &[&str] = if detailed {
+        &["partition", "status", "progress", "replicas"]
+    } else {
+        &["partition", "status", "progress"]
+    };
+    out.push_str("\n\n");
+    out.push_str(&table(headers, &rows));
+    out
 }

@@ -1,0 +1,230 @@
+//! Bulk load end to end on a onebox: bulkgen → local provider → start_bulk_load → BLS_SUCCEED,
+//! every row readable with its value, replicas identical; and the clear errors of bad starts.
+
+use std::collections::BTreeSet;
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::{bail, ensure, Context, Result};
+use futures::StreamExt;
+use serde_json::Value;
+use wingkv_client::{Client, PartitionId, ScanOptions};
+use wingkv_proto::replica_admin::replica_admin_client::ReplicaAdminClient;
+use wingkv_proto::replica_admin::PartitionRequest;
+use wingkv_tests::onebox::Guard;
+use wingkv_tests::{bin_path, channel, wait_for};
+
+fn shell(meta: &str, script: &str) -> Result<(bool, String, String)> {
+    let out = Command::new(bin_path("wingkv"))
+        .args(["shell", "--json", "--meta", meta, "-e", script])
+        .output()?;
+    Ok((
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).to_string(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    ))
+}
+
+fn value_of(i: u64) -> String {
+    format!("value-{i}-{}", i.wrapping_mul(2_654_435_761) % 1_000_003)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bulk_load_end_to_end() -> Result<()> {
+    let rows: u64 = std::env::var("WINGKV_BULK_ROWS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000);
+    let tmp = tempfile::tempdir()?;
+    let dir = tmp.path().join("onebox");
+    let _guard = Guard(dir.clone());
+    let meta = wingkv_tests::onebox::start(&dir)?;
+
+    // Rows in a CSV, then the bulk-load layout on the local provider.
+    let csv = tmp.path().join("rows.csv");
+    let mut text = String::with_capacity(rows as usize * 32);
+    for i in 0..rows {
+        text.push_str(&format!("user{i},profile,{}\n", value_of(i)));
+    }
+    std::fs::write(&csv, text)?;
+    let remote = tmp.path().join("remote");
+    let out = Command::new(bin_path("wingkv"))
+        .args([
+            "bulkgen",
+            "--table",
+            "t",
+            "--partitions",
+            "8",
+            "--cluster",
+            "onebox",
+            "--provider",
+            "local",
+        ])
+        .arg("--root")
+        .arg(&remote)
+        .arg("--input")
+        .arg(&csv)
+        .output()?;
+    ensure!(
+        out.status.success(),
+        "bulkgen: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let root = remote.display().to_string();
+
+    let (ok, _, err) = shell(&meta, "create t -p 8 -r 3; use t; set before bulk kept")?;
+    ensure!(ok, "create: {err}");
+
+    // Bad starts: clear errors, nothing changes.
+    for (script, want) in [
+        (
+            format!("start_bulk_load -a t -c onebox -p ftp -r {root}"),
+            "unknown bulk-load provider 'ftp'",
+        ),
+        (
+            format!("start_bulk_load -a t -c nowhere -p local -r {root}"),
+            "does not exist",
+        ),
+        (
+            format!("start_bulk_load -a nope -c onebox -p local -r {root}"),
+            "no table named 'nope'",
+        ),
+        (
+            format!("start_bulk_load -a t -c onebox -p local -r {root} -i"),
+            "allow_ingest_behind",
+        ),
+    ] {
+        let (ok, _, err) = shell(&meta, &script)?;
+        ensure!(
+            !ok && err.contains(want),
+            "`{script}`: expected '{want}', got: {err}"
+        );
+    }
+    // A layout made for 2 partitions does not load into a table of 4.
+    let (ok, _, err) = shell(&meta, "create four -p 4 -r 3")?;
+    ensure!(ok, "{err}");
+    let out = Command::new(bin_path("wingkv"))
+        .args([
+            "bulkgen",
+            "--table",
+            "four",
+            "--partitions",
+            "2",
+            "--generate",
+            "10",
+            "--root",
+        ])
+        .arg(&remote)
+        .output()?;
+    ensure!(
+        out.status.success(),
+        "bulkgen: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (ok, _, err) = shell(
+        &meta,
+        &format!("start_bulk_load -a four -c onebox -p local -r {root}"),
+    )?;
+    ensure!(
+        !ok && err.contains("has 2 partitions"),
+        "a partition-count mismatch must be refused: {err}"
+    );
+
+    let (ok, out, err) = shell(
+        &meta,
+        &format!("start_bulk_load -a t -c onebox -p local -r {root}"),
+    )?;
+    ensure!(ok, "start_bulk_load: {err}");
+    let started: Value = serde_json::from_str(out.trim())?;
+    assert_eq!(started["status"], "BLS_DOWNLOADING");
+    let (ok, _, err) = shell(
+        &meta,
+        &format!("start_bulk_load -a t -c onebox -p local -r {root}"),
+    )?;
+    ensure!(
+        !ok && err.contains("already has a bulk load"),
+        "a second start must be refused: {err}"
+    );
+
+    wait_for(
+        "the bulk load to succeed",
+        Duration::from_secs(180),
+        || async {
+            let (ok, out, _) = shell(&meta, "query_bulk_load_status -a t -d").ok()?;
+            let v: Value = serde_json::from_str(out.trim()).ok().filter(|_| ok)?;
+            match v["status"].as_str()? {
+                "BLS_SUCCEED" => Some(Ok(())),
+                "BLS_FAILED" => Some(Err(v["reason"].to_string())),
+                _ => None,
+            }
+        },
+    )
+    .await?
+    .map_err(|reason| anyhow::anyhow!("bulk load failed: {reason}"))?;
+
+    // Every row, with its value, exactly once; the row written before the load is still there.
+    let client = Client::connect([meta.clone()]).await?;
+    let t = client.open_table("t").await?;
+    let mut seen = 0u64;
+    let mut scan = t.full_scan(ScanOptions {
+        batch_size: 5_000,
+        ..Default::default()
+    });
+    while let Some(r) = scan.next().await {
+        let r = r?;
+        if r.hash_key.as_ref() == b"before" {
+            continue;
+        }
+        let hk = std::str::from_utf8(&r.hash_key)?;
+        let i: u64 = hk.strip_prefix("user").context("unexpected key")?.parse()?;
+        ensure!(
+            r.value.as_ref() == value_of(i).as_bytes(),
+            "{hk} has a wrong value"
+        );
+        seen += 1;
+    }
+    assert_eq!(
+        seen, rows,
+        "a scan must count every loaded row exactly once"
+    );
+    for i in (0..rows).step_by((rows / 200).max(1) as usize) {
+        let got = t.get(format!("user{i}"), "profile").await?;
+        ensure!(
+            got.as_deref() == Some(value_of(i).as_bytes()),
+            "user{i} not readable through the SDK"
+        );
+    }
+    assert_eq!(
+        t.get("before", "bulk").await?.as_deref(),
+        Some(&b"kept"[..])
+    );
+
+    // Replicas of each partition hold identical data.
+    let cfg = t.configuration();
+    for p in &cfg.partitions {
+        let pid = PartitionId::new(cfg.app_id, p.partition_index);
+        wait_for("replicas to agree", Duration::from_secs(30), || async {
+            let mut sums = BTreeSet::new();
+            for m in &p.members {
+                let mut admin = ReplicaAdminClient::new(channel(&m.address).ok()?);
+                let s = admin
+                    .checksum(PartitionRequest {
+                        partition: Some(pid.to_proto()),
+                    })
+                    .await
+                    .ok()?
+                    .into_inner();
+                sums.insert((s.record_count, s.digest));
+            }
+            (sums.len() == 1).then_some(())
+        })
+        .await?;
+    }
+
+    // A finished job: clear works, then a new start is allowed again.
+    let (ok, _, err) = shell(&meta, "clear_bulk_load -a t; query_bulk_load_status -a t")?;
+    if !ok {
+        bail!("clear: {err}");
+    }
+    Ok(())
+}
