@@ -4,17 +4,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let protoc = protoc_bin_vendored::protoc_bin_path()?;
     // SAFETY: build scripts are single-threaded; nothing else reads the environment concurrently.
     unsafe { std::env::set_var("PROTOC", protoc) };
-    let protos = [
-        "proto/common.proto",
-        "proto/data.proto",
-        "proto/meta.proto",
-        "proto/raft.proto",
-        "proto/replica_admin.proto",
-    ];
-    tonic_prost_build::configure()
-        .bytes(".")
-        .btree_map(".")
-        .compile_protos(&protos, &["proto"])?;
+    let protos =
+        ["proto/common.proto", "proto/data.proto", "proto/meta.proto", "proto/raft.proto", "proto/replica_admin.proto"];
+    tonic_prost_build::configure().bytes(".").btree_map(".").compile_protos(&protos, &["proto"])?;
     for p in protos {
         println!("cargo:rerun-if-changed={p}");
     }

@@ -7,9 +7,7 @@ use wingkv_common::backoff::BackoffPolicy;
 use wingkv_common::meta_client::MetaClient;
 use wingkv_common::raft::network::ChannelPool;
 use wingkv_common::WingError;
-use wingkv_proto::meta::{
-    ClusterInfoRequest, ClusterInfoResponse, QueryTableRequest, TableConfiguration,
-};
+use wingkv_proto::meta::{ClusterInfoRequest, ClusterInfoResponse, QueryTableRequest, TableConfiguration};
 
 use crate::table::Table;
 
@@ -43,9 +41,7 @@ pub(crate) struct ClientInner {
 
 impl ClientInner {
     pub(crate) async fn query_table(&self, name: &str) -> Result<TableConfiguration, WingError> {
-        let req = QueryTableRequest {
-            name: name.to_string(),
-        };
+        let req = QueryTableRequest { name: name.to_string() };
         self.meta
             .call(|mut c| {
                 let req = req.clone();
@@ -63,9 +59,7 @@ pub struct Client {
 
 impl Client {
     /// Connects to the cluster whose meta servers are `meta_addrs`, with default settings.
-    pub async fn connect(
-        meta_addrs: impl IntoIterator<Item = impl Into<String>>,
-    ) -> Result<Self, WingError> {
+    pub async fn connect(meta_addrs: impl IntoIterator<Item = impl Into<String>>) -> Result<Self, WingError> {
         Self::with_config(ClientConfig::new(meta_addrs)).await
     }
 
@@ -75,9 +69,7 @@ impl Client {
         let mut meta = MetaClient::new(config.meta_addrs.clone(), pool.clone())?;
         meta.deadline = config.request_timeout;
         meta.backoff = config.backoff;
-        let client = Self {
-            inner: Arc::new(ClientInner { config, meta, pool }),
-        };
+        let client = Self { inner: Arc::new(ClientInner { config, meta, pool }) };
         client.cluster_info().await?;
         Ok(client)
     }
@@ -90,10 +82,7 @@ impl Client {
 
     /// The cluster's summary.
     pub async fn cluster_info(&self) -> Result<ClusterInfoResponse, WingError> {
-        self.inner
-            .meta
-            .call(|mut c| async move { c.cluster_info(ClusterInfoRequest {}).await })
-            .await
+        self.inner.meta.call(|mut c| async move { c.cluster_info(ClusterInfoRequest {}).await }).await
     }
 
     /// The leader-following meta client, for administrative calls.

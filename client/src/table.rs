@@ -94,17 +94,12 @@ fn bytes(b: impl AsRef<[u8]>) -> Bytes {
 }
 
 fn ttl_seconds(ttl: Option<Duration>) -> u32 {
-    ttl.map(|d| d.as_secs().clamp(1, u32::MAX as u64) as u32)
-        .unwrap_or(0)
+    ttl.map(|d| d.as_secs().clamp(1, u32::MAX as u64) as u32).unwrap_or(0)
 }
 
 impl Table {
     pub(crate) fn new(client: Arc<ClientInner>, name: String, cfg: TableConfiguration) -> Self {
-        Self {
-            client,
-            name,
-            config: Arc::new(RwLock::new(Arc::new(cfg))),
-        }
+        Self { client, name, config: Arc::new(RwLock::new(Arc::new(cfg))) }
     }
 
     /// The table's name.
@@ -114,10 +109,7 @@ impl Table {
 
     /// The routing the client holds now.
     pub fn configuration(&self) -> Arc<TableConfiguration> {
-        self.config
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.config.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// Number of partitions.
@@ -144,30 +136,17 @@ impl Table {
         loop {
             let cfg = self.configuration();
             let pid = PartitionId::new(cfg.app_id, pidx);
-            let primary = cfg
-                .partitions
-                .get(pidx as usize)
-                .and_then(|p| p.primary.clone());
+            let primary = cfg.partitions.get(pidx as usize).and_then(|p| p.primary.clone());
             let err = match primary {
-                None => WingError::Unavailable(format!(
-                    "partition {pid} of '{}' has no primary",
-                    self.name
-                )),
+                None => WingError::Unavailable(format!("partition {pid} of '{}' has no primary", self.name)),
                 Some(primary) => match self.client.pool.get(&primary.address) {
-                    Err(e) => WingError::Unavailable(format!(
-                        "bad primary address {}: {e}",
-                        primary.address
-                    )),
+                    Err(e) => WingError::Unavailable(format!("bad primary address {}: {e}", primary.address)),
                     Ok(channel) => {
-                        let left = deadline
-                            .saturating_duration_since(Instant::now())
-                            .max(Duration::from_millis(1));
+                        let left = deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(1));
                         match tokio::time::timeout(left, op(DataClient::new(channel), pid)).await {
                             Ok(Ok(resp)) => return Ok(resp.into_inner()),
                             Ok(Err(status)) => WingError::from_status(&status),
-                            Err(_) => WingError::Timeout(format!(
-                                "partition {pid} did not answer within {timeout:?}"
-                            )),
+                            Err(_) => WingError::Timeout(format!("partition {pid} did not answer within {timeout:?}")),
                         }
                     }
                 },
@@ -213,11 +192,7 @@ impl Table {
         let (hk, sk) = (bytes(hash_key), bytes(sort_key));
         let r = self
             .on_key(&hk, &sk, |mut c, p| {
-                let req = GetRequest {
-                    partition: Some(p.to_proto()),
-                    hash_key: hk.clone(),
-                    sort_key: sk.clone(),
-                };
+                let req = GetRequest { partition: Some(p.to_proto()), hash_key: hk.clone(), sort_key: sk.clone() };
                 async move { c.get(req).await }
             })
             .await?;
@@ -259,18 +234,10 @@ impl Table {
     }
 
     /// Deletes `(hash_key, sort_key)` (no error when it does not exist).
-    pub async fn del(
-        &self,
-        hash_key: impl AsRef<[u8]>,
-        sort_key: impl AsRef<[u8]>,
-    ) -> Result<(), WingError> {
+    pub async fn del(&self, hash_key: impl AsRef<[u8]>, sort_key: impl AsRef<[u8]>) -> Result<(), WingError> {
         let (hk, sk) = (bytes(hash_key), bytes(sort_key));
         self.on_key(&hk, &sk, |mut c, p| {
-            let req = DelRequest {
-                partition: Some(p.to_proto()),
-                hash_key: hk.clone(),
-                sort_key: sk.clone(),
-            };
+            let req = DelRequest { partition: Some(p.to_proto()), hash_key: hk.clone(), sort_key: sk.clone() };
             async move { c.del(req).await }
         })
         .await?;
@@ -278,19 +245,11 @@ impl Table {
     }
 
     /// Whether `(hash_key, sort_key)` exists.
-    pub async fn exist(
-        &self,
-        hash_key: impl AsRef<[u8]>,
-        sort_key: impl AsRef<[u8]>,
-    ) -> Result<bool, WingError> {
+    pub async fn exist(&self, hash_key: impl AsRef<[u8]>, sort_key: impl AsRef<[u8]>) -> Result<bool, WingError> {
         let (hk, sk) = (bytes(hash_key), bytes(sort_key));
         let r = self
             .on_key(&hk, &sk, |mut c, p| {
-                let req = KeyRequest {
-                    partition: Some(p.to_proto()),
-                    hash_key: hk.clone(),
-                    sort_key: sk.clone(),
-                };
+                let req = KeyRequest { partition: Some(p.to_proto()), hash_key: hk.clone(), sort_key: sk.clone() };
                 async move { c.exist(req).await }
             })
             .await?;
@@ -298,19 +257,11 @@ impl Table {
     }
 
     /// The remaining TTL of `(hash_key, sort_key)`, or `None` when it does not exist.
-    pub async fn ttl(
-        &self,
-        hash_key: impl AsRef<[u8]>,
-        sort_key: impl AsRef<[u8]>,
-    ) -> Result<Option<Ttl>, WingError> {
+    pub async fn ttl(&self, hash_key: impl AsRef<[u8]>, sort_key: impl AsRef<[u8]>) -> Result<Option<Ttl>, WingError> {
         let (hk, sk) = (bytes(hash_key), bytes(sort_key));
         let r = self
             .on_key(&hk, &sk, |mut c, p| {
-                let req = KeyRequest {
-                    partition: Some(p.to_proto()),
-                    hash_key: hk.clone(),
-                    sort_key: sk.clone(),
-                };
+                let req = KeyRequest { partition: Some(p.to_proto()), hash_key: hk.clone(), sort_key: sk.clone() };
                 async move { c.ttl(req).await }
             })
             .await?;
@@ -328,10 +279,7 @@ impl Table {
         hash_key: impl AsRef<[u8]>,
         sort_keys: Option<Vec<Bytes>>,
     ) -> Result<Vec<(Bytes, Bytes)>, WingError> {
-        Ok(self
-            .multi_get_opts(hash_key, sort_keys, MultiGetOptions::default())
-            .await?
-            .0)
+        Ok(self.multi_get_opts(hash_key, sort_keys, MultiGetOptions::default()).await?.0)
     }
 
     /// [`multi_get`](Self::multi_get) with a range and limits; also answers whether a limit
@@ -361,13 +309,7 @@ impl Table {
                 async move { c.multi_get(req).await }
             })
             .await?;
-        Ok((
-            r.kvs
-                .into_iter()
-                .map(|kv| (kv.sort_key, kv.value))
-                .collect(),
-            r.incomplete,
-        ))
+        Ok((r.kvs.into_iter().map(|kv| (kv.sort_key, kv.value)).collect(), r.incomplete))
     }
 
     /// Sets several sort keys of `hash_key` atomically.
@@ -378,18 +320,11 @@ impl Table {
         ttl: Option<Duration>,
     ) -> Result<(), WingError> {
         let hk = bytes(hash_key);
-        let kvs: Vec<KeyValue> = kvs
-            .into_iter()
-            .map(|(sort_key, value)| KeyValue { sort_key, value })
-            .collect();
+        let kvs: Vec<KeyValue> = kvs.into_iter().map(|(sort_key, value)| KeyValue { sort_key, value }).collect();
         let ttl_seconds = ttl_seconds(ttl);
         self.on_key(&hk, b"", |mut c, p| {
-            let req = MultiSetRequest {
-                partition: Some(p.to_proto()),
-                hash_key: hk.clone(),
-                kvs: kvs.clone(),
-                ttl_seconds,
-            };
+            let req =
+                MultiSetRequest { partition: Some(p.to_proto()), hash_key: hk.clone(), kvs: kvs.clone(), ttl_seconds };
             async move { c.multi_set(req).await }
         })
         .await?;
@@ -397,11 +332,7 @@ impl Table {
     }
 
     /// Deletes several sort keys of `hash_key` atomically; answers how many existed.
-    pub async fn multi_del(
-        &self,
-        hash_key: impl AsRef<[u8]>,
-        sort_keys: Vec<Bytes>,
-    ) -> Result<u64, WingError> {
+    pub async fn multi_del(&self, hash_key: impl AsRef<[u8]>, sort_keys: Vec<Bytes>) -> Result<u64, WingError> {
         let hk = bytes(hash_key);
         let r = self
             .on_key(&hk, b"", |mut c, p| {
@@ -453,13 +384,8 @@ impl Table {
         value: impl AsRef<[u8]>,
         ttl: Option<Duration>,
     ) -> Result<CasOutcome, WingError> {
-        let (hk, csk, op, ssk, v) = (
-            bytes(hash_key),
-            bytes(check_sort_key),
-            bytes(operand),
-            bytes(set_sort_key),
-            bytes(value),
-        );
+        let (hk, csk, op, ssk, v) =
+            (bytes(hash_key), bytes(check_sort_key), bytes(operand), bytes(set_sort_key), bytes(value));
         let set_ttl_seconds = ttl_seconds(ttl);
         let r = self
             .on_key(&hk, b"", |mut c, p| {
@@ -478,10 +404,7 @@ impl Table {
                 async move { c.check_and_set(req).await }
             })
             .await?;
-        Ok(CasOutcome {
-            set: r.set_succeeded,
-            check_value: r.check_value_exist.then_some(r.check_value),
-        })
+        Ok(CasOutcome { set: r.set_succeeded, check_value: r.check_value_exist.then_some(r.check_value) })
     }
 
     /// Number of live sort keys of `hash_key`.
@@ -489,10 +412,7 @@ impl Table {
         let hk = bytes(hash_key);
         let r = self
             .on_key(&hk, b"", |mut c, p| {
-                let req = SortKeyCountRequest {
-                    partition: Some(p.to_proto()),
-                    hash_key: hk.clone(),
-                };
+                let req = SortKeyCountRequest { partition: Some(p.to_proto()), hash_key: hk.clone() };
                 async move { c.sort_key_count(req).await }
             })
             .await?;
@@ -514,12 +434,7 @@ impl Table {
     }
 
     /// Streams one partition's records (of `hash_key`, or all of them).
-    fn scan_partition(
-        &self,
-        pidx: u32,
-        hash_key: Option<Bytes>,
-        opts: ScanOptions,
-    ) -> BoxStream<Record> {
+    fn scan_partition(&self, pidx: u32, hash_key: Option<Bytes>, opts: ScanOptions) -> BoxStream<Record> {
         let table = self.clone();
         let open = async move {
             let stream = table
@@ -545,8 +460,7 @@ impl Table {
                                 .collect::<Vec<_>>(),
                         )
                         .left_stream(),
-                        Err(s) => futures::stream::iter(vec![Err(WingError::from_status(&s))])
-                            .right_stream(),
+                        Err(s) => futures::stream::iter(vec![Err(WingError::from_status(&s))]).right_stream(),
                     })
                     .flatten()
                     .boxed(),

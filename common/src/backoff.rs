@@ -17,38 +17,25 @@ pub struct BackoffPolicy {
 
 impl Default for BackoffPolicy {
     fn default() -> Self {
-        Self {
-            base_ms: 100,
-            cap_ms: 10_000,
-        }
+        Self { base_ms: 100, cap_ms: 10_000 }
     }
 }
 
 impl BackoffPolicy {
     /// A policy with the given base and cap.
     pub fn new(base: Duration, cap: Duration) -> Self {
-        Self {
-            base_ms: base.as_millis() as u64,
-            cap_ms: cap.as_millis() as u64,
-        }
+        Self { base_ms: base.as_millis() as u64, cap_ms: cap.as_millis() as u64 }
     }
 
     /// Starts a fresh sequence of delays.
     pub fn start(&self) -> Backoff {
-        Backoff {
-            policy: *self,
-            attempt: 0,
-        }
+        Backoff { policy: *self, attempt: 0 }
     }
 
     /// The ceiling of the delay after `attempt` failures: `min(cap, base * 2^attempt)`.
     pub fn ceiling(&self, attempt: u32) -> Duration {
         let factor = 1u64.checked_shl(attempt.min(63)).unwrap_or(u64::MAX);
-        Duration::from_millis(
-            self.base_ms
-                .saturating_mul(factor)
-                .min(self.cap_ms.max(self.base_ms)),
-        )
+        Duration::from_millis(self.base_ms.saturating_mul(factor).min(self.cap_ms.max(self.base_ms)))
     }
 }
 
@@ -99,10 +86,7 @@ mod tests {
             let ceiling = policy.ceiling(attempt);
             assert!(ceiling <= Duration::from_millis(2_000));
             let d = b.next_delay();
-            assert!(
-                d >= ceiling / 2 && d <= ceiling,
-                "attempt {attempt}: {d:?} vs {ceiling:?}"
-            );
+            assert!(d >= ceiling / 2 && d <= ceiling, "attempt {attempt}: {d:?} vs {ceiling:?}");
             max_seen = max_seen.max(d);
         }
         assert_eq!(b.attempts(), 40);
@@ -115,9 +99,7 @@ mod tests {
     #[test]
     fn ceilings_double_until_the_cap() {
         let policy = BackoffPolicy::new(Duration::from_millis(10), Duration::from_millis(75));
-        let ceilings: Vec<u64> = (0..6)
-            .map(|a| policy.ceiling(a).as_millis() as u64)
-            .collect();
+        let ceilings: Vec<u64> = (0..6).map(|a| policy.ceiling(a).as_millis() as u64).collect();
         assert_eq!(ceilings, vec![10, 20, 40, 75, 75, 75]);
         // Huge attempt counts neither overflow nor exceed the cap.
         assert_eq!(policy.ceiling(u32::MAX), Duration::from_millis(75));
@@ -126,8 +108,7 @@ mod tests {
     #[test]
     fn jitter_spreads_delays() {
         let policy = BackoffPolicy::new(Duration::from_millis(1_000), Duration::from_millis(1_000));
-        let delays: std::collections::HashSet<Duration> =
-            (0..50).map(|_| policy.start().next_delay()).collect();
+        let delays: std::collections::HashSet<Duration> = (0..50).map(|_| policy.start().next_delay()).collect();
         assert!(delays.len() > 5, "delays are not jittered: {delays:?}");
     }
 }

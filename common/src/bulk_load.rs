@@ -52,12 +52,8 @@ pub struct BulkLoadMetadata {
 
 /// Refuses a remote file name that could leave its directory or is not a plain name.
 pub fn validate_file_name(name: &str) -> Result<(), WingError> {
-    let bad = |why: &str| {
-        Err(WingError::InvalidArgument(format!(
-            "bulk-load file name '{}' {why}",
-            name.escape_default()
-        )))
-    };
+    let bad =
+        |why: &str| Err(WingError::InvalidArgument(format!("bulk-load file name '{}' {why}", name.escape_default())));
     if name.is_empty() {
         return bad("is empty");
     }
@@ -107,18 +103,14 @@ impl BulkLoadInfo {
 impl BulkLoadMetadata {
     /// Parses and checks a partition's `bulk_load_metadata`.
     pub fn parse(bytes: &[u8]) -> Result<Self, WingError> {
-        let meta: Self = serde_json::from_slice(bytes).map_err(|e| {
-            WingError::InvalidArgument(format!("bulk_load_metadata is not valid: {e}"))
-        })?;
+        let meta: Self = serde_json::from_slice(bytes)
+            .map_err(|e| WingError::InvalidArgument(format!("bulk_load_metadata is not valid: {e}")))?;
         let mut names = std::collections::HashSet::new();
         let mut total = 0u64;
         for f in &meta.files {
             validate_file_name(&f.name)?;
             if !names.insert(f.name.as_str()) {
-                return Err(WingError::InvalidArgument(format!(
-                    "bulk_load_metadata lists '{}' twice",
-                    f.name
-                )));
+                return Err(WingError::InvalidArgument(format!("bulk_load_metadata lists '{}' twice", f.name)));
             }
             if f.md5.len() != 32 || !f.md5.bytes().all(|b| b.is_ascii_hexdigit()) {
                 return Err(WingError::InvalidArgument(format!(
@@ -126,9 +118,9 @@ impl BulkLoadMetadata {
                     f.name, f.md5
                 )));
             }
-            total = total.checked_add(f.size).ok_or_else(|| {
-                WingError::InvalidArgument("bulk_load_metadata sizes overflow".into())
-            })?;
+            total = total
+                .checked_add(f.size)
+                .ok_or_else(|| WingError::InvalidArgument("bulk_load_metadata sizes overflow".into()))?;
         }
         if total != meta.file_total_size {
             return Err(WingError::InvalidArgument(format!(
@@ -152,23 +144,14 @@ pub fn hex(bytes: &[u8]) -> String {
 }
 
 /// The object path of a table's bulk-load directory: `{root}/{cluster}/{table}`.
-pub fn table_dir(
-    root: &str,
-    cluster: &str,
-    table: &str,
-) -> Result<object_store::path::Path, WingError> {
+pub fn table_dir(root: &str, cluster: &str, table: &str) -> Result<object_store::path::Path, WingError> {
     for (what, part) in [("cluster", cluster), ("table", table)] {
         validate_file_name(part).map_err(|e| WingError::InvalidArgument(format!("{what}: {e}")))?;
     }
     let root = root.trim_matches('/');
-    let joined = if root.is_empty() {
-        format!("{cluster}/{table}")
-    } else {
-        format!("{root}/{cluster}/{table}")
-    };
-    object_store::path::Path::parse(&joined).map_err(|e| {
-        WingError::InvalidArgument(format!("bulk-load root '{root}' is not a valid path: {e}"))
-    })
+    let joined = if root.is_empty() { format!("{cluster}/{table}") } else { format!("{root}/{cluster}/{table}") };
+    object_store::path::Path::parse(&joined)
+        .map_err(|e| WingError::InvalidArgument(format!("bulk-load root '{root}' is not a valid path: {e}")))
 }
 
 #[cfg(test)]
@@ -177,15 +160,10 @@ mod tests {
 
     #[test]
     fn design_examples_parse() {
-        let info =
-            BulkLoadInfo::parse(br#"{"app_id":3,"app_name":"t","partition_count":8}"#).unwrap();
+        let info = BulkLoadInfo::parse(br#"{"app_id":3,"app_name":"t","partition_count":8}"#).unwrap();
         info.check_matches("t", 8).unwrap();
         assert!(info.check_matches("u", 8).is_err());
-        assert!(info
-            .check_matches("t", 4)
-            .unwrap_err()
-            .to_string()
-            .contains("8 partitions"));
+        assert!(info.check_matches("t", 4).unwrap_err().to_string().contains("8 partitions"));
         // app_id is informational.
         BulkLoadInfo::parse(br#"{"app_name":"t","partition_count":8}"#).unwrap();
         let m = BulkLoadMetadata::parse(
@@ -198,29 +176,14 @@ mod tests {
     #[test]
     fn hostile_metadata_is_refused() {
         let md5 = "5d41402abc4b2a76b9719d911017c592";
-        for name in [
-            "../x.sst",
-            "a/b.sst",
-            "/abs.sst",
-            "..",
-            "",
-            "x\\u0000.sst",
-            "a\\\\b",
-        ] {
-            let j = format!(
-                r#"{{"files":[{{"name":"{name}","size":1,"md5":"{md5}"}}],"file_total_size":1}}"#
-            );
+        for name in ["../x.sst", "a/b.sst", "/abs.sst", "..", "", "x\\u0000.sst", "a\\\\b"] {
+            let j = format!(r#"{{"files":[{{"name":"{name}","size":1,"md5":"{md5}"}}],"file_total_size":1}}"#);
             assert!(BulkLoadMetadata::parse(j.as_bytes()).is_err(), "{name}");
         }
         let bad_md5 = r#"{"files":[{"name":"0.sst","size":1,"md5":"xyz"}],"file_total_size":1}"#;
         assert!(BulkLoadMetadata::parse(bad_md5.as_bytes()).is_err());
-        let bad_total = format!(
-            r#"{{"files":[{{"name":"0.sst","size":1,"md5":"{md5}"}}],"file_total_size":2}}"#
-        );
-        assert!(BulkLoadMetadata::parse(bad_total.as_bytes())
-            .unwrap_err()
-            .to_string()
-            .contains("add up"));
+        let bad_total = format!(r#"{{"files":[{{"name":"0.sst","size":1,"md5":"{md5}"}}],"file_total_size":2}}"#);
+        assert!(BulkLoadMetadata::parse(bad_total.as_bytes()).unwrap_err().to_string().contains("add up"));
         assert!(BulkLoadMetadata::parse(b"not json").is_err());
         assert!(BulkLoadInfo::parse(br#"{"app_name":"t","partition_count":3}"#).is_err());
     }
@@ -228,10 +191,7 @@ mod tests {
     #[test]
     fn md5_and_paths() {
         assert_eq!(md5_hex(b"hello"), "5d41402abc4b2a76b9719d911017c592");
-        assert_eq!(
-            table_dir("/data/bl", "onebox", "t").unwrap().as_ref(),
-            "data/bl/onebox/t"
-        );
+        assert_eq!(table_dir("/data/bl", "onebox", "t").unwrap().as_ref(), "data/bl/onebox/t");
         assert_eq!(table_dir("", "onebox", "t").unwrap().as_ref(), "onebox/t");
         assert!(table_dir("/x", "..", "t").is_err());
         assert!(table_dir("/x", "c", "a/b").is_err());

@@ -99,15 +99,9 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
 
 /// Parses a decimal i64 as Pegasus stores integers (used by `incr` and the int checks).
 pub fn parse_int(bytes: &[u8], what: &str) -> Result<i64, WingError> {
-    std::str::from_utf8(bytes)
-        .ok()
-        .and_then(|s| s.parse::<i64>().ok())
-        .ok_or_else(|| {
-            WingError::InvalidArgument(format!(
-                "{what} '{}' is not a 64-bit integer",
-                String::from_utf8_lossy(bytes)
-            ))
-        })
+    std::str::from_utf8(bytes).ok().and_then(|s| s.parse::<i64>().ok()).ok_or_else(|| {
+        WingError::InvalidArgument(format!("{what} '{}' is not a 64-bit integer", String::from_utf8_lossy(bytes)))
+    })
 }
 
 #[cfg(test)]

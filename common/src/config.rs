@@ -28,14 +28,9 @@ pub enum ConfigError {
 /// Loads a config of type `T` from a TOML file; fields the file omits take their defaults
 /// (`T` uses `#[serde(default)]`). Unknown fields are errors when `T` denies them.
 pub fn load_toml<T: DeserializeOwned>(path: &Path) -> Result<T, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-        path: path.display().to_string(),
-        source,
-    })?;
-    parse_toml(&text).map_err(|message| ConfigError::Parse {
-        path: path.display().to_string(),
-        message,
-    })
+    let text = std::fs::read_to_string(path)
+        .map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
+    parse_toml(&text).map_err(|message| ConfigError::Parse { path: path.display().to_string(), message })
 }
 
 /// Parses a config of type `T` from TOML text.

@@ -91,10 +91,7 @@ impl ErrorCode {
 
     /// Whether a client may retry the same request (after refreshing its routing).
     pub fn is_retryable(self) -> bool {
-        matches!(
-            self,
-            ErrorCode::NotLeader | ErrorCode::Busy | ErrorCode::Unavailable | ErrorCode::Timeout
-        )
+        matches!(self, ErrorCode::NotLeader | ErrorCode::Busy | ErrorCode::Unavailable | ErrorCode::Timeout)
     }
 }
 
@@ -250,10 +247,7 @@ impl WingError {
             other => {
                 // The message is this error's Display; keep only what follows its prefix.
                 let prefix = WingError::with_code(other, String::new()).to_string();
-                let inner = msg
-                    .strip_prefix(prefix.as_str())
-                    .map(str::to_string)
-                    .unwrap_or(msg);
+                let inner = msg.strip_prefix(prefix.as_str()).map(str::to_string).unwrap_or(msg);
                 WingError::with_code(other, inner)
             }
         }
@@ -262,10 +256,7 @@ impl WingError {
     /// Builds an error of `code` with `message` (NotLeader gets no leader).
     pub fn with_code(code: ErrorCode, message: String) -> Self {
         match code {
-            ErrorCode::NotLeader => WingError::NotLeader {
-                partition: message,
-                leader: None,
-            },
+            ErrorCode::NotLeader => WingError::NotLeader { partition: message, leader: None },
             ErrorCode::NotFound => WingError::NotFound(message),
             ErrorCode::TableNotFound => WingError::TableNotFound(message),
             ErrorCode::InvalidArgument => WingError::InvalidArgument(message),
@@ -310,10 +301,7 @@ mod tests {
 
     #[test]
     fn status_round_trip_keeps_code_and_leader() {
-        let err = WingError::NotLeader {
-            partition: "1.2".into(),
-            leader: Some("127.0.0.1:5".into()),
-        };
+        let err = WingError::NotLeader { partition: "1.2".into(), leader: Some("127.0.0.1:5".into()) };
         let status: Status = err.clone().into();
         assert_eq!(status.code(), Code::FailedPrecondition);
         let back = WingError::from_status(&status);

@@ -15,11 +15,7 @@ const fn build_table() -> [u64; 256] {
         let mut crc = i as u64;
         let mut bit = 0;
         while bit < 8 {
-            crc = if crc & 1 == 1 {
-                (crc >> 1) ^ POLY
-            } else {
-                crc >> 1
-            };
+            crc = if crc & 1 == 1 { (crc >> 1) ^ POLY } else { crc >> 1 };
             bit += 1;
         }
         table[i] = crc;
@@ -77,10 +73,7 @@ mod tests {
             for i in 0..200u32 {
                 let hk = format!("key-{i}");
                 let h = crc64(hk.as_bytes());
-                assert_eq!(
-                    partition_index(hk.as_bytes(), b"", count) as u64,
-                    h & (count as u64 - 1)
-                );
+                assert_eq!(partition_index(hk.as_bytes(), b"", count) as u64, h & (count as u64 - 1));
             }
         }
     }

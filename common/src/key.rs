@@ -30,10 +30,7 @@ pub fn encode_key(hash_key: &[u8], sort_key: &[u8]) -> Result<Vec<u8>, WingError
 /// length prefix (corrupt or foreign data).
 pub fn decode_key(key: &[u8]) -> Result<(&[u8], &[u8]), WingError> {
     if key.len() < 2 {
-        return Err(WingError::Corruption(format!(
-            "encoded key of {} bytes has no length prefix",
-            key.len()
-        )));
+        return Err(WingError::Corruption(format!("encoded key of {} bytes has no length prefix", key.len())));
     }
     let len = u16::from_be_bytes([key[0], key[1]]) as usize;
     if key.len() < 2 + len {
@@ -73,13 +70,8 @@ mod tests {
 
     #[test]
     fn round_trip() {
-        let cases: [(&[u8], &[u8]); 5] = [
-            (b"", b""),
-            (b"h", b""),
-            (b"", b"s"),
-            (b"user\x00\xff", b"\x00sort\xff"),
-            (b"hash", b"sort"),
-        ];
+        let cases: [(&[u8], &[u8]); 5] =
+            [(b"", b""), (b"h", b""), (b"", b"s"), (b"user\x00\xff", b"\x00sort\xff"), (b"hash", b"sort")];
         for (hk, sk) in cases {
             let k = encode_key(hk, sk).unwrap();
             assert_eq!(decode_key(&k).unwrap(), (hk, sk));
@@ -91,10 +83,7 @@ mod tests {
 
     #[test]
     fn layout_matches_design() {
-        assert_eq!(
-            encode_key(b"ab", b"c").unwrap(),
-            vec![0, 2, b'a', b'b', b'c']
-        );
+        assert_eq!(encode_key(b"ab", b"c").unwrap(), vec![0, 2, b'a', b'b', b'c']);
     }
 
     #[test]

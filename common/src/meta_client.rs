@@ -28,9 +28,7 @@ impl MetaClient {
     /// A client of the metas at `addrs` (`host:port`).
     pub fn new(addrs: Vec<String>, pool: ChannelPool) -> Result<Self, WingError> {
         if addrs.is_empty() {
-            return Err(WingError::InvalidArgument(
-                "no meta server address given".into(),
-            ));
+            return Err(WingError::InvalidArgument("no meta server address given".into()));
         }
         Ok(Self {
             addrs,

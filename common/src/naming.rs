@@ -16,25 +16,15 @@ pub const DEFAULT_REPLICA_COUNT: u32 = 3;
 /// Checks a table name: 1..=128 characters from `A-Z a-z 0-9 _ . -`, starting with a letter,
 /// digit or underscore.
 pub fn validate_table_name(name: &str) -> Result<(), WingError> {
-    let bad = |why: &str| {
-        Err(WingError::InvalidArgument(format!(
-            "invalid table name '{name}': {why}"
-        )))
-    };
+    let bad = |why: &str| Err(WingError::InvalidArgument(format!("invalid table name '{name}': {why}")));
     if name.is_empty() {
         return bad("it is empty");
     }
     if name.len() > MAX_TABLE_NAME_LEN {
         return bad(&format!("longer than {MAX_TABLE_NAME_LEN} characters"));
     }
-    if let Some(c) = name
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-')))
-    {
-        return bad(&format!(
-            "'{}' is not allowed (use letters, digits, '_', '.', '-')",
-            c.escape_default()
-        ));
+    if let Some(c) = name.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))) {
+        return bad(&format!("'{}' is not allowed (use letters, digits, '_', '.', '-')", c.escape_default()));
     }
     if name.starts_with(['.', '-']) {
         return bad("it must start with a letter, digit or '_'");

@@ -7,17 +7,11 @@ use crate::WingError;
 /// Binds `addr` (`host:port`, port 0 = any free port) with SO_REUSEADDR, so a restarted server
 /// gets its port back at once.
 pub fn bind(addr: &str) -> Result<tokio::net::TcpListener, WingError> {
-    let bad =
-        |e: std::io::Error| WingError::InvalidArgument(format!("cannot listen on {addr}: {e}"));
-    let sock_addr: SocketAddr = addr.parse().map_err(|_| {
-        WingError::InvalidArgument(format!("listen address '{addr}' is not host:port"))
-    })?;
-    let socket = if sock_addr.is_ipv4() {
-        tokio::net::TcpSocket::new_v4()
-    } else {
-        tokio::net::TcpSocket::new_v6()
-    }
-    .map_err(bad)?;
+    let bad = |e: std::io::Error| WingError::InvalidArgument(format!("cannot listen on {addr}: {e}"));
+    let sock_addr: SocketAddr =
+        addr.parse().map_err(|_| WingError::InvalidArgument(format!("listen address '{addr}' is not host:port")))?;
+    let socket = if sock_addr.is_ipv4() { tokio::net::TcpSocket::new_v4() } else { tokio::net::TcpSocket::new_v6() }
+        .map_err(bad)?;
     socket.set_reuseaddr(true).map_err(bad)?;
     socket.bind(sock_addr).map_err(bad)?;
     socket.listen(1024).map_err(bad)
@@ -60,18 +54,13 @@ impl GrpcServer {
         shutdown: tokio_util::sync::CancellationToken,
     ) -> Self {
         let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
-        let handle = tokio::spawn(
-            router.serve_with_incoming_shutdown(incoming, shutdown.clone().cancelled_owned()),
-        );
+        let handle = tokio::spawn(router.serve_with_incoming_shutdown(incoming, shutdown.clone().cancelled_owned()));
         Self { shutdown, handle }
     }
 
     /// Waits until `stop` fires or the server fails by itself, then fires the shutdown token
     /// (which also stops whatever else watches it) and waits for the server to finish.
-    pub async fn stop_when(
-        mut self,
-        stop: impl std::future::Future<Output = ()>,
-    ) -> Result<(), WingError> {
+    pub async fn stop_when(mut self, stop: impl std::future::Future<Output = ()>) -> Result<(), WingError> {
         let early = tokio::select! {
             r = &mut self.handle => Some(r),
             _ = stop => None,

@@ -19,10 +19,7 @@ pub struct PartitionId {
 impl PartitionId {
     /// Builds a partition id.
     pub fn new(app_id: u32, partition_index: u32) -> Self {
-        Self {
-            app_id,
-            partition_index,
-        }
+        Self { app_id, partition_index }
     }
 
     /// Converts from the wire type; a missing partition is an invalid argument.
@@ -33,10 +30,7 @@ impl PartitionId {
 
     /// The wire form.
     pub fn to_proto(self) -> wingkv_proto::common::PartitionId {
-        wingkv_proto::common::PartitionId {
-            app_id: self.app_id,
-            partition_index: self.partition_index,
-        }
+        wingkv_proto::common::PartitionId { app_id: self.app_id, partition_index: self.partition_index }
     }
 }
 
@@ -50,13 +44,9 @@ impl FromStr for PartitionId {
     type Err = WingError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let bad =
-            || WingError::InvalidArgument(format!("'{s}' is not a partition id (APP_ID.INDEX)"));
+        let bad = || WingError::InvalidArgument(format!("'{s}' is not a partition id (APP_ID.INDEX)"));
         let (a, p) = s.split_once('.').ok_or_else(bad)?;
-        Ok(Self::new(
-            a.parse().map_err(|_| bad())?,
-            p.parse().map_err(|_| bad())?,
-        ))
+        Ok(Self::new(a.parse().map_err(|_| bad())?, p.parse().map_err(|_| bad())?))
     }
 }
 

@@ -22,10 +22,7 @@ pub struct ProviderConfig {
 
 impl Default for ProviderConfig {
     fn default() -> Self {
-        Self {
-            local_root: PathBuf::from("/"),
-            s3: S3Config::default(),
-        }
+        Self { local_root: PathBuf::from("/"), s3: S3Config::default() }
     }
 }
 
@@ -48,29 +45,18 @@ pub struct S3Config {
 }
 
 /// Opens the provider named `kind` (`local`, `s3`, `memory`).
-pub fn open_provider(
-    kind: &str,
-    config: &ProviderConfig,
-) -> Result<Arc<dyn ObjectStore>, WingError> {
-    let err =
-        |e: object_store::Error| WingError::InvalidArgument(format!("provider '{kind}': {e}"));
+pub fn open_provider(kind: &str, config: &ProviderConfig) -> Result<Arc<dyn ObjectStore>, WingError> {
+    let err = |e: object_store::Error| WingError::InvalidArgument(format!("provider '{kind}': {e}"));
     match kind {
         "local" => {
             std::fs::create_dir_all(&config.local_root).map_err(|e| {
-                WingError::InvalidArgument(format!(
-                    "local provider root {}: {e}",
-                    config.local_root.display()
-                ))
+                WingError::InvalidArgument(format!("local provider root {}: {e}", config.local_root.display()))
             })?;
-            Ok(Arc::new(
-                object_store::local::LocalFileSystem::new_with_prefix(&config.local_root)
-                    .map_err(err)?,
-            ))
+            Ok(Arc::new(object_store::local::LocalFileSystem::new_with_prefix(&config.local_root).map_err(err)?))
         }
         "s3" => {
             let s3 = &config.s3;
-            let mut b =
-                object_store::aws::AmazonS3Builder::from_env().with_allow_http(s3.allow_http);
+            let mut b = object_store::aws::AmazonS3Builder::from_env().with_allow_http(s3.allow_http);
             if let Some(v) = &s3.endpoint {
                 b = b.with_endpoint(v);
             }
@@ -87,9 +73,9 @@ pub fn open_provider(
             Ok(Arc::new(b.build().map_err(err)?))
         }
         "memory" => Ok(Arc::new(object_store::memory::InMemory::new())),
-        other => Err(WingError::InvalidArgument(format!(
-            "unknown bulk-load provider '{other}' (use local, s3 or memory)"
-        ))),
+        other => {
+            Err(WingError::InvalidArgument(format!("unknown bulk-load provider '{other}' (use local, s3 or memory)")))
+        }
     }
 }
 
@@ -100,16 +86,10 @@ mod tests {
     #[test]
     fn providers() {
         let dir = tempfile::tempdir().unwrap();
-        let cfg = ProviderConfig {
-            local_root: dir.path().to_path_buf(),
-            ..Default::default()
-        };
+        let cfg = ProviderConfig { local_root: dir.path().to_path_buf(), ..Default::default() };
         open_provider("local", &cfg).unwrap();
         open_provider("memory", &cfg).unwrap();
         let e = open_provider("ftp", &cfg).err().unwrap();
-        assert!(
-            e.to_string().contains("unknown bulk-load provider 'ftp'"),
-            "{e}"
-        );
+        assert!(e.to_string().contains("unknown bulk-load provider 'ftp'"), "{e}");
     }
 }

@@ -13,10 +13,7 @@ pub const HEADER_LEN: usize = 4;
 
 /// Seconds since [`EPOCH_BEGIN`] now (0 on a clock set before 2016).
 pub fn now_epoch_seconds() -> u32 {
-    let unix = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
+    let unix = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
     unix.saturating_sub(EPOCH_BEGIN).min(u32::MAX as u64) as u32
 }
 

@@ -4,9 +4,7 @@
 use std::time::Duration;
 
 use wingkv_common::{PartitionId, WingError};
-use wingkv_proto::replica_admin::{
-    BulkLoadAction, BulkLoadJobSpec, BulkLoadRequest, BulkLoadResponse,
-};
+use wingkv_proto::replica_admin::{BulkLoadAction, BulkLoadJobSpec, BulkLoadRequest, BulkLoadResponse};
 
 use crate::bulk_load::{BulkLoadJob, BulkLoadStatus};
 use crate::catalog::{AppState, MetaCommand};
@@ -41,16 +39,8 @@ async fn call_primary(
     } else {
         Duration::from_secs(10)
     });
-    let resp = node
-        .admin(primary.node_id)?
-        .bulk_load(req)
-        .await
-        .map_err(|s| WingError::from_status(&s))?
-        .into_inner();
-    node.bulk_progress
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .insert(pid, resp.replicas.clone());
+    let resp = node.admin(primary.node_id)?.bulk_load(req).await.map_err(|s| WingError::from_status(&s))?.into_inner();
+    node.bulk_progress.lock().unwrap_or_else(|e| e.into_inner()).insert(pid, resp.replicas.clone());
     Ok(resp)
 }
 
@@ -62,13 +52,7 @@ async fn set(
     status: BulkLoadStatus,
     reason: String,
 ) {
-    let cmd = MetaCommand::SetBulkLoadStatus {
-        app_id: app.app_id,
-        job_id: job.job_id,
-        partition,
-        status,
-        reason,
-    };
+    let cmd = MetaCommand::SetBulkLoadStatus { app_id: app.app_id, job_id: job.job_id, partition, status, reason };
     match node.propose(cmd).await {
         Ok(_) => tracing::info!(
             table = %app.name,
@@ -95,28 +79,17 @@ pub async fn drive(node: &MetaNode, app: &AppState, job: &BulkLoadJob) {
                 }
                 all = false;
                 // Transient failures (no primary, Busy, unreachable) are retried next tick.
-                let Ok(r) =
-                    call_primary(node, app, job, pidx as u32, BulkLoadAction::BlDownload).await
-                else {
+                let Ok(r) = call_primary(node, app, job, pidx as u32, BulkLoadAction::BlDownload).await else {
                     continue;
                 };
                 if let Some(f) = r.replicas.iter().find(|x| x.status == "BLS_FAILED") {
-                    let reason = format!(
-                        "partition {}.{pidx} on node {}: {}",
-                        app.app_id, f.node_id, f.reason
-                    );
+                    let reason = format!("partition {}.{pidx} on node {}: {}", app.app_id, f.node_id, f.reason);
                     set(node, app, job, None, Failed, reason).await;
                     return;
                 }
-                let members = app
-                    .partitions
-                    .get(pidx)
-                    .map(|p| p.members.len())
-                    .unwrap_or(0);
+                let members = app.partitions.get(pidx).map(|p| p.members.len()).unwrap_or(0);
                 if r.replicas.len() >= members
-                    && r.replicas
-                        .iter()
-                        .all(|x| x.status == "BLS_DOWNLOADED" || x.status == "BLS_SUCCEED")
+                    && r.replicas.iter().all(|x| x.status == "BLS_DOWNLOADED" || x.status == "BLS_SUCCEED")
                 {
                     set(node, app, job, Some(pidx as u32), Downloaded, String::new()).await;
                 }
@@ -133,13 +106,10 @@ pub async fn drive(node: &MetaNode, app: &AppState, job: &BulkLoadJob) {
                 }
                 all = false;
                 match call_primary(node, app, job, pidx as u32, BulkLoadAction::BlIngest).await {
-                    Ok(r) if r.ingested => {
-                        set(node, app, job, Some(pidx as u32), Succeed, String::new()).await
-                    }
+                    Ok(r) if r.ingested => set(node, app, job, Some(pidx as u32), Succeed, String::new()).await,
                     Ok(_) => {}
                     Err(e) if e.code() == wingkv_common::ErrorCode::Corruption => {
-                        let reason =
-                            format!("partition {}.{pidx}: ingestion failed: {e}", app.app_id);
+                        let reason = format!("partition {}.{pidx}: ingestion failed: {e}", app.app_id);
                         set(node, app, job, None, Failed, reason).await;
                         return;
                     }
@@ -155,9 +125,7 @@ pub async fn drive(node: &MetaNode, app: &AppState, job: &BulkLoadJob) {
         Pausing => {
             let mut paused = true;
             for pidx in 0..job.partitions.len() as u32 {
-                paused &= call_primary(node, app, job, pidx, BulkLoadAction::BlPause)
-                    .await
-                    .is_ok();
+                paused &= call_primary(node, app, job, pidx, BulkLoadAction::BlPause).await.is_ok();
             }
             if paused {
                 set(node, app, job, None, Paused, String::new()).await;
@@ -165,12 +133,7 @@ pub async fn drive(node: &MetaNode, app: &AppState, job: &BulkLoadJob) {
         }
         Canceled | Failed => {
             // Tell every replica to stop and remove the job's files, once per leadership.
-            if !node
-                .bulk_cleaned
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert(job.job_id)
-            {
+            if !node.bulk_cleaned.lock().unwrap_or_else(|e| e.into_inner()).insert(job.job_id) {
                 return;
             }
             for pidx in 0..job.partitions.len() as u32 {

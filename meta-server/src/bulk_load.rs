@@ -40,10 +40,7 @@ impl BulkLoadStatus {
     pub fn is_terminal(self) -> bool {
         matches!(
             self,
-            BulkLoadStatus::Succeed
-                | BulkLoadStatus::Failed
-                | BulkLoadStatus::Canceled
-                | BulkLoadStatus::Invalid
+            BulkLoadStatus::Succeed | BulkLoadStatus::Failed | BulkLoadStatus::Canceled | BulkLoadStatus::Invalid
         )
     }
 }
@@ -120,16 +117,7 @@ impl BulkLoadJob {
             BulkLoadControlAction::Cancel { force } => match self.status {
                 Downloading | Paused | Pausing => self.cancel("canceled by the operator"),
                 s if force && !s.is_terminal() => self.cancel("force-canceled by the operator"),
-                s => {
-                    return refuse(
-                        if force {
-                            "force-cancel"
-                        } else {
-                            "cancel (use -f from this state)"
-                        },
-                        s,
-                    )
-                }
+                s => return refuse(if force { "force-cancel" } else { "cancel (use -f from this state)" }, s),
             },
             BulkLoadControlAction::Clear => return refuse("clear", self.status),
         }
@@ -166,20 +154,14 @@ mod tests {
     #[test]
     fn preconditions_as_pegasus() {
         assert!(job(Downloading).control("t", Pause).is_ok());
-        assert!(job(Ingesting)
-            .control("t", Pause)
-            .unwrap_err()
-            .to_string()
-            .contains("BLS_INGESTING"));
+        assert!(job(Ingesting).control("t", Pause).unwrap_err().to_string().contains("BLS_INGESTING"));
         let mut j = job(Paused);
         j.control("t", Restart).unwrap();
         assert_eq!(j.status, Downloading);
         assert_eq!(j.partitions, vec![Downloaded, Downloading]);
         assert!(job(Downloading).control("t", Restart).is_err());
         assert!(job(Paused).control("t", Cancel { force: false }).is_ok());
-        assert!(job(Ingesting)
-            .control("t", Cancel { force: false })
-            .is_err());
+        assert!(job(Ingesting).control("t", Cancel { force: false }).is_err());
         assert!(job(Ingesting).control("t", Cancel { force: true }).is_ok());
         assert!(job(Succeed).control("t", Cancel { force: true }).is_err());
         assert!(job(Downloading).control("t", Clear).is_err());
@@ -187,9 +169,6 @@ mod tests {
 
     #[test]
     fn partition_dirs() {
-        assert_eq!(
-            job(Downloading).partition_dir("t", 3).unwrap(),
-            "r/onebox/t/3"
-        );
+        assert_eq!(job(Downloading).partition_dir("t", 3).unwrap(), "r/onebox/t/3");
     }
 }

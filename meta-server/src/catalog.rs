@@ -264,9 +264,7 @@ impl Catalog {
             MetaCommand::RegisterNode { node_id, address } => {
                 if *node_id != 0 {
                     let rec = self.nodes.get_mut(node_id).ok_or_else(|| {
-                        WingError::NotFound(format!(
-                            "node {node_id} is not registered in this cluster"
-                        ))
+                        WingError::NotFound(format!("node {node_id} is not registered in this cluster"))
                     })?;
                     rec.address = address.clone();
                     return Ok(MetaValue::NodeId(*node_id));
@@ -274,28 +272,13 @@ impl Catalog {
                 self.next_node_id = self.next_node_id.max(1);
                 let id = self.next_node_id;
                 self.next_node_id += 1;
-                self.nodes.insert(
-                    id,
-                    NodeRecord {
-                        node_id: id,
-                        address: address.clone(),
-                    },
-                );
+                self.nodes.insert(id, NodeRecord { node_id: id, address: address.clone() });
                 Ok(MetaValue::NodeId(id))
             }
-            MetaCommand::CreateTable {
-                name,
-                partition_count,
-                replica_count,
-                envs,
-                placement,
-                now_ms,
-            } => {
+            MetaCommand::CreateTable { name, partition_count, replica_count, envs, placement, now_ms } => {
                 self.check_name_free(name, *now_ms)?;
                 if placement.len() != *partition_count as usize {
-                    return Err(WingError::Internal(
-                        "placement does not cover every partition".into(),
-                    ));
+                    return Err(WingError::Internal("placement does not cover every partition".into()));
                 }
                 self.next_app_id = self.next_app_id.max(1);
                 let app_id = self.next_app_id;
@@ -308,46 +291,27 @@ impl Catalog {
                     envs: envs.clone(),
                     create_time_ms: *now_ms,
                     dropped: None,
-                    partitions: placement
-                        .iter()
-                        .map(|m| PartitionState {
-                            members: m.clone(),
-                            ballot: 1,
-                        })
-                        .collect(),
+                    partitions: placement.iter().map(|m| PartitionState { members: m.clone(), ballot: 1 }).collect(),
                 };
                 self.apps.insert(app_id, app.clone());
                 Ok(MetaValue::App(Box::new(app)))
             }
-            MetaCommand::DropTable {
-                name,
-                reserve_ms,
-                now_ms,
-            } => {
+            MetaCommand::DropTable { name, reserve_ms, now_ms } => {
                 let app = self.live_app_mut(name)?;
-                app.dropped = Some(DropInfo {
-                    drop_time_ms: *now_ms,
-                    expire_time_ms: now_ms.saturating_add(*reserve_ms),
-                });
+                app.dropped =
+                    Some(DropInfo { drop_time_ms: *now_ms, expire_time_ms: now_ms.saturating_add(*reserve_ms) });
                 let app = app.clone();
                 // The drop cancels the table's bulk load in the same change.
-                if let Some(job) = self
-                    .bulk_loads
-                    .get_mut(&app.app_id)
-                    .filter(|j| !j.status.is_terminal())
-                {
+                if let Some(job) = self.bulk_loads.get_mut(&app.app_id).filter(|j| !j.status.is_terminal()) {
                     job.cancel("the table was dropped");
                 }
                 Ok(MetaValue::App(Box::new(app)))
             }
-            MetaCommand::RecallTable {
-                app_id,
-                new_name,
-                now_ms,
-            } => {
-                let app = self.apps.get(app_id).ok_or_else(|| {
-                    WingError::TableNotFound(format!("no table with app_id {app_id}"))
-                })?;
+            MetaCommand::RecallTable { app_id, new_name, now_ms } => {
+                let app = self
+                    .apps
+                    .get(app_id)
+                    .ok_or_else(|| WingError::TableNotFound(format!("no table with app_id {app_id}")))?;
                 let Some(drop) = app.dropped else {
                     return Err(WingError::InvalidState(format!(
                         "table '{}' (app_id {app_id}) is not dropped",
@@ -360,20 +324,15 @@ impl Catalog {
                     )));
                 }
                 let name = new_name.clone().unwrap_or_else(|| app.name.clone());
-                if let Some(other) = self
-                    .apps
-                    .values()
-                    .find(|a| a.app_id != *app_id && a.name == name && a.holds_name(*now_ms))
+                if let Some(other) =
+                    self.apps.values().find(|a| a.app_id != *app_id && a.name == name && a.holds_name(*now_ms))
                 {
                     return Err(WingError::AlreadyExists(format!(
                         "name '{name}' is taken by app_id {}; recall with a new name",
                         other.app_id
                     )));
                 }
-                let app = self
-                    .apps
-                    .get_mut(app_id)
-                    .ok_or_else(|| WingError::Internal("app vanished".into()))?;
+                let app = self.apps.get_mut(app_id).ok_or_else(|| WingError::Internal("app vanished".into()))?;
                 app.dropped = None;
                 app.name = name;
                 Ok(MetaValue::App(Box::new(app.clone())))
@@ -383,21 +342,10 @@ impl Catalog {
                 self.bulk_loads.remove(app_id);
                 Ok(MetaValue::Done)
             }
-            MetaCommand::StartBulkLoad {
-                app_name,
-                cluster,
-                provider,
-                root,
-                ingest_behind,
-                now_ms,
-            } => {
+            MetaCommand::StartBulkLoad { app_name, cluster, provider, root, ingest_behind, now_ms } => {
                 let app = self.live_app(app_name)?;
                 let (app_id, partition_count) = (app.app_id, app.partition_count);
-                if let Some(job) = self
-                    .bulk_loads
-                    .get(&app_id)
-                    .filter(|j| !j.status.is_terminal())
-                {
+                if let Some(job) = self.bulk_loads.get(&app_id).filter(|j| !j.status.is_terminal()) {
                     return Err(WingError::InvalidState(format!(
                         "table '{app_name}' already has a bulk load running (job {}, {})",
                         job.job_id,
@@ -420,21 +368,9 @@ impl Catalog {
                 self.bulk_loads.insert(app_id, job.clone());
                 Ok(MetaValue::BulkLoad(Box::new(job)))
             }
-            MetaCommand::SetBulkLoadStatus {
-                app_id,
-                job_id,
-                partition,
-                status,
-                reason,
-            } => {
-                let Some(job) = self
-                    .bulk_loads
-                    .get_mut(app_id)
-                    .filter(|j| j.job_id == *job_id)
-                else {
-                    return Err(WingError::InvalidState(format!(
-                        "bulk-load job {job_id} of app {app_id} is gone"
-                    )));
+            MetaCommand::SetBulkLoadStatus { app_id, job_id, partition, status, reason } => {
+                let Some(job) = self.bulk_loads.get_mut(app_id).filter(|j| j.job_id == *job_id) else {
+                    return Err(WingError::InvalidState(format!("bulk-load job {job_id} of app {app_id} is gone")));
                 };
                 // A canceled or finished job never moves again.
                 if job.status.is_terminal() {
@@ -442,18 +378,17 @@ impl Catalog {
                 }
                 match partition {
                     Some(p) => {
-                        let slot = job.partitions.get_mut(*p as usize).ok_or_else(|| {
-                            WingError::InvalidArgument(format!("job {job_id} has no partition {p}"))
-                        })?;
+                        let slot = job
+                            .partitions
+                            .get_mut(*p as usize)
+                            .ok_or_else(|| WingError::InvalidArgument(format!("job {job_id} has no partition {p}")))?;
                         *slot = *status;
                     }
                     None => {
                         job.status = *status;
                         job.reason = reason.clone();
                         if *status == BulkLoadStatus::Ingesting {
-                            job.partitions
-                                .iter_mut()
-                                .for_each(|p| *p = BulkLoadStatus::Ingesting);
+                            job.partitions.iter_mut().for_each(|p| *p = BulkLoadStatus::Ingesting);
                         }
                     }
                 }
@@ -461,9 +396,10 @@ impl Catalog {
             }
             MetaCommand::ControlBulkLoad { app_name, action } => {
                 let app_id = self.live_app(app_name)?.app_id;
-                let job = self.bulk_loads.get_mut(&app_id).ok_or_else(|| {
-                    WingError::InvalidState(format!("table '{app_name}' has no bulk load"))
-                })?;
+                let job = self
+                    .bulk_loads
+                    .get_mut(&app_id)
+                    .ok_or_else(|| WingError::InvalidState(format!("table '{app_name}' has no bulk load")))?;
                 if *action == BulkLoadControlAction::Clear {
                     if !job.status.is_terminal() {
                         return Err(WingError::InvalidState(format!(
@@ -480,8 +416,7 @@ impl Catalog {
             }
             MetaCommand::SetEnvs { name, envs } => {
                 let app = self.live_app_mut(name)?;
-                app.envs
-                    .extend(envs.iter().map(|(k, v)| (k.clone(), v.clone())));
+                app.envs.extend(envs.iter().map(|(k, v)| (k.clone(), v.clone())));
                 Ok(MetaValue::App(Box::new(app.clone())))
             }
             MetaCommand::DelEnvs { name, keys } => {
@@ -491,14 +426,11 @@ impl Catalog {
                 }
                 Ok(MetaValue::App(Box::new(app.clone())))
             }
-            MetaCommand::SetMembers {
-                partition,
-                ballot,
-                members,
-            } => {
-                let app = self.apps.get_mut(&partition.app_id).ok_or_else(|| {
-                    WingError::TableNotFound(format!("no table with app_id {}", partition.app_id))
-                })?;
+            MetaCommand::SetMembers { partition, ballot, members } => {
+                let app = self
+                    .apps
+                    .get_mut(&partition.app_id)
+                    .ok_or_else(|| WingError::TableNotFound(format!("no table with app_id {}", partition.app_id)))?;
                 let p = app
                     .partitions
                     .get_mut(partition.partition_index as usize)
@@ -544,129 +476,45 @@ mod tests {
         let mut c = Catalog::default();
         let id = app_id(c.apply(&create("t", 0)));
         assert_eq!(id, 1);
-        assert!(matches!(
-            c.apply(&create("t", 1)),
-            Err(WingError::AlreadyExists(_))
-        ));
-        c.apply(&MetaCommand::DropTable {
-            name: "t".into(),
-            reserve_ms: 100,
-            now_ms: 10,
-        })
-        .unwrap();
+        assert!(matches!(c.apply(&create("t", 1)), Err(WingError::AlreadyExists(_))));
+        c.apply(&MetaCommand::DropTable { name: "t".into(), reserve_ms: 100, now_ms: 10 }).unwrap();
         assert!(matches!(c.live_app("t"), Err(WingError::TableNotFound(_))));
         // Reserved while recallable.
-        assert!(matches!(
-            c.apply(&create("t", 50)),
-            Err(WingError::AlreadyExists(_))
-        ));
+        assert!(matches!(c.apply(&create("t", 50)), Err(WingError::AlreadyExists(_))));
         // Recall brings it back.
-        assert_eq!(
-            app_id(c.apply(&MetaCommand::RecallTable {
-                app_id: id,
-                new_name: None,
-                now_ms: 60
-            })),
-            id
-        );
-        c.apply(&MetaCommand::DropTable {
-            name: "t".into(),
-            reserve_ms: 100,
-            now_ms: 70,
-        })
-        .unwrap();
+        assert_eq!(app_id(c.apply(&MetaCommand::RecallTable { app_id: id, new_name: None, now_ms: 60 })), id);
+        c.apply(&MetaCommand::DropTable { name: "t".into(), reserve_ms: 100, now_ms: 70 }).unwrap();
         // Expired: the name is free, and ids are never reused.
         let id2 = app_id(c.apply(&create("t", 171)));
         assert_eq!(id2, 2);
-        assert!(c
-            .apply(&MetaCommand::RecallTable {
-                app_id: id,
-                new_name: None,
-                now_ms: 171
-            })
-            .is_err());
+        assert!(c.apply(&MetaCommand::RecallTable { app_id: id, new_name: None, now_ms: 171 }).is_err());
     }
 
     #[test]
     fn recall_into_a_taken_name_needs_a_new_name() {
         let mut c = Catalog::default();
         let id = app_id(c.apply(&create("t", 0)));
-        c.apply(&MetaCommand::DropTable {
-            name: "t".into(),
-            reserve_ms: 1_000,
-            now_ms: 0,
-        })
-        .unwrap();
+        c.apply(&MetaCommand::DropTable { name: "t".into(), reserve_ms: 1_000, now_ms: 0 }).unwrap();
         c.apply(&MetaCommand::PurgeTable { app_id: 99 }).unwrap();
         // The name is reserved, so nobody can take it; a recall under a new name works.
-        let r = c.apply(&MetaCommand::RecallTable {
-            app_id: id,
-            new_name: Some("t2".into()),
-            now_ms: 5,
-        });
+        let r = c.apply(&MetaCommand::RecallTable { app_id: id, new_name: Some("t2".into()), now_ms: 5 });
         assert_eq!(app_id(r), id);
         assert_eq!(c.live_app("t2").unwrap().app_id, id);
-        assert!(c
-            .apply(&MetaCommand::RecallTable {
-                app_id: id,
-                new_name: None,
-                now_ms: 6
-            })
-            .is_err());
+        assert!(c.apply(&MetaCommand::RecallTable { app_id: id, new_name: None, now_ms: 6 }).is_err());
     }
 
     #[test]
     fn registration_and_membership_ballots() {
         let mut c = Catalog::default();
-        assert_eq!(
-            c.apply(&MetaCommand::RegisterNode {
-                node_id: 0,
-                address: "a".into()
-            }),
-            Ok(MetaValue::NodeId(1))
-        );
-        assert_eq!(
-            c.apply(&MetaCommand::RegisterNode {
-                node_id: 0,
-                address: "b".into()
-            }),
-            Ok(MetaValue::NodeId(2))
-        );
-        assert_eq!(
-            c.apply(&MetaCommand::RegisterNode {
-                node_id: 1,
-                address: "a2".into()
-            }),
-            Ok(MetaValue::NodeId(1))
-        );
+        assert_eq!(c.apply(&MetaCommand::RegisterNode { node_id: 0, address: "a".into() }), Ok(MetaValue::NodeId(1)));
+        assert_eq!(c.apply(&MetaCommand::RegisterNode { node_id: 0, address: "b".into() }), Ok(MetaValue::NodeId(2)));
+        assert_eq!(c.apply(&MetaCommand::RegisterNode { node_id: 1, address: "a2".into() }), Ok(MetaValue::NodeId(1)));
         assert_eq!(c.nodes[&1].address, "a2");
-        assert!(c
-            .apply(&MetaCommand::RegisterNode {
-                node_id: 7,
-                address: "x".into()
-            })
-            .is_err());
+        assert!(c.apply(&MetaCommand::RegisterNode { node_id: 7, address: "x".into() }).is_err());
         let id = app_id(c.apply(&create("t", 0)));
         let p = PartitionId::new(id, 1);
-        c.apply(&MetaCommand::SetMembers {
-            partition: p,
-            ballot: 1,
-            members: vec![1],
-        })
-        .unwrap();
-        assert!(c
-            .apply(&MetaCommand::SetMembers {
-                partition: p,
-                ballot: 1,
-                members: vec![2]
-            })
-            .is_err());
-        assert_eq!(
-            c.apps[&id].partitions[1],
-            PartitionState {
-                members: vec![1],
-                ballot: 2
-            }
-        );
+        c.apply(&MetaCommand::SetMembers { partition: p, ballot: 1, members: vec![1] }).unwrap();
+        assert!(c.apply(&MetaCommand::SetMembers { partition: p, ballot: 1, members: vec![2] }).is_err());
+        assert_eq!(c.apps[&id].partitions[1], PartitionState { members: vec![1], ballot: 2 });
     }
 }

@@ -120,10 +120,7 @@ impl Liveness {
 
     /// Milliseconds since `node` was last heard from.
     pub fn silence_ms(&self, node: u64) -> Option<u64> {
-        self.lock()
-            .last_seen
-            .get(&node)
-            .map(|t| t.elapsed().as_millis() as u64)
+        self.lock().last_seen.get(&node).map(|t| t.elapsed().as_millis() as u64)
     }
 
     /// Partitions `node` reported hosting.
@@ -145,26 +142,17 @@ impl Liveness {
         let i = self.lock();
         let mut best: Option<PrimaryInfo> = None;
         for (node, reports) in &i.reports {
-            let alive = i
-                .last_seen
-                .get(node)
-                .is_some_and(|t| t.elapsed() < self.node_timeout);
+            let alive = i.last_seen.get(node).is_some_and(|t| t.elapsed() < self.node_timeout);
             if !alive {
                 continue;
             }
             for r in reports {
-                let same = r.partition.as_ref().is_some_and(|q| {
-                    q.app_id == p.app_id && q.partition_index == p.partition_index
-                });
-                if same
-                    && r.role == ReplicaRole::RolePrimary as i32
-                    && best.as_ref().is_none_or(|b| r.term > b.term)
-                {
-                    best = Some(PrimaryInfo {
-                        node_id: *node,
-                        term: r.term,
-                        voters: r.voters.clone(),
-                    });
+                let same = r
+                    .partition
+                    .as_ref()
+                    .is_some_and(|q| q.app_id == p.app_id && q.partition_index == p.partition_index);
+                if same && r.role == ReplicaRole::RolePrimary as i32 && best.as_ref().is_none_or(|b| r.term > b.term) {
+                    best = Some(PrimaryInfo { node_id: *node, term: r.term, voters: r.voters.clone() });
                 }
             }
         }
@@ -176,14 +164,7 @@ impl Liveness {
         let i = self.lock();
         i.reports
             .iter()
-            .map(|(n, rs)| {
-                (
-                    *n,
-                    rs.iter()
-                        .filter(|r| r.role == ReplicaRole::RolePrimary as i32)
-                        .count() as u32,
-                )
-            })
+            .map(|(n, rs)| (*n, rs.iter().filter(|r| r.role == ReplicaRole::RolePrimary as i32).count() as u32))
             .collect()
     }
 }
@@ -211,10 +192,7 @@ mod tests {
         l.record(
             1,
             2,
-            vec![
-                report(p, ReplicaRole::RolePrimary, 3),
-                report(PartitionId::new(1, 1), ReplicaRole::RoleSecondary, 3),
-            ],
+            vec![report(p, ReplicaRole::RolePrimary, 3), report(PartitionId::new(1, 1), ReplicaRole::RoleSecondary, 3)],
         );
         assert_eq!(l.state(1), NodeState::Alive);
         assert_eq!(l.primary(p).unwrap().node_id, 2, "the higher term wins");

@@ -38,15 +38,8 @@ struct Args {
 }
 
 fn parse_peer(s: &str) -> anyhow::Result<MetaPeer> {
-    let (id, address) = s
-        .split_once('=')
-        .with_context(|| format!("peer '{s}' is not ID=HOST:PORT"))?;
-    Ok(MetaPeer {
-        id: id
-            .parse()
-            .with_context(|| format!("peer id '{id}' is not a number"))?,
-        address: address.into(),
-    })
+    let (id, address) = s.split_once('=').with_context(|| format!("peer '{s}' is not ID=HOST:PORT"))?;
+    Ok(MetaPeer { id: id.parse().with_context(|| format!("peer id '{id}' is not a number"))?, address: address.into() })
 }
 
 fn main() -> anyhow::Result<()> {
@@ -72,21 +65,12 @@ fn main() -> anyhow::Result<()> {
         config.cluster_name = v;
     }
     if !args.peers.is_empty() {
-        config.peers = args
-            .peers
-            .iter()
-            .map(|p| parse_peer(p))
-            .collect::<anyhow::Result<_>>()?;
+        config.peers = args.peers.iter().map(|p| parse_peer(p)).collect::<anyhow::Result<_>>()?;
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("tokio runtime")?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("tokio runtime")?;
     runtime.block_on(async move {
         let server = MetaServer::start(config).await?;
-        server
-            .run_until(wingkv_common::net::shutdown_signal())
-            .await?;
+        server.run_until(wingkv_common::net::shutdown_signal()).await?;
         Ok(())
     })
 }

@@ -22,17 +22,11 @@ use crate::raft_types::MetaRaft;
 use crate::state_machine::SharedMeta;
 
 /// The raft group id the meta group uses on the shared raft transport.
-pub const META_GROUP: PartitionId = PartitionId {
-    app_id: 0,
-    partition_index: 0,
-};
+pub const META_GROUP: PartitionId = PartitionId { app_id: 0, partition_index: 0 };
 
 /// Unix time in milliseconds.
 pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
 /// One meta server's view of and handle on the meta group.
@@ -50,12 +44,8 @@ pub struct MetaNode {
     /// Partitions whose repair is in flight.
     pub repairs: Mutex<HashSet<PartitionId>>,
     /// Latest per-replica bulk-load progress of each partition (volatile, for status queries).
-    pub bulk_progress: Mutex<
-        std::collections::HashMap<
-            PartitionId,
-            Vec<wingkv_proto::replica_admin::ReplicaBulkLoadState>,
-        >,
-    >,
+    pub bulk_progress:
+        Mutex<std::collections::HashMap<PartitionId, Vec<wingkv_proto::replica_admin::ReplicaBulkLoadState>>>,
     /// Finished jobs whose replicas were told to clean up.
     pub bulk_cleaned: Mutex<HashSet<u64>>,
     reads: ReadBarrier,
@@ -71,13 +61,7 @@ impl MetaNode {
         tracker: &TaskTracker,
         cancel: CancellationToken,
     ) -> Self {
-        let reads = ReadBarrier::start(
-            META_GROUP,
-            raft.clone(),
-            Duration::from_secs(5),
-            tracker,
-            cancel,
-        );
+        let reads = ReadBarrier::start(META_GROUP, raft.clone(), Duration::from_secs(5), tracker, cancel);
         Self {
             liveness: Liveness::new(Duration::from_millis(config.node_timeout_ms)),
             config,
@@ -111,10 +95,7 @@ impl MetaNode {
         if self.is_leader() {
             Ok(())
         } else {
-            Err(WingError::NotLeader {
-                partition: "meta".into(),
-                leader: self.leader_address(),
-            })
+            Err(WingError::NotLeader { partition: "meta".into(), leader: self.leader_address() })
         }
     }
 
@@ -122,21 +103,14 @@ impl MetaNode {
     pub async fn read_barrier(&self) -> Result<(), WingError> {
         self.check_leader()?;
         self.reads.wait(META_GROUP).await.map_err(|e| match e {
-            WingError::NotLeader { leader, .. } => WingError::NotLeader {
-                partition: "meta".into(),
-                leader,
-            },
+            WingError::NotLeader { leader, .. } => WingError::NotLeader { partition: "meta".into(), leader },
             other => other,
         })
     }
 
     /// A copy of the applied catalog.
     pub fn catalog(&self) -> Catalog {
-        self.data
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .catalog
-            .clone()
+        self.data.read().unwrap_or_else(|p| p.into_inner()).catalog.clone()
     }
 
     /// Reads the applied catalog through `f` without copying it.
@@ -154,15 +128,10 @@ impl MetaNode {
         match res {
             Ok(r) => r.data,
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
-                Err(WingError::NotLeader {
-                    partition: "meta".into(),
-                    leader: f.leader_node.map(|n| n.addr),
-                })
+                Err(WingError::NotLeader { partition: "meta".into(), leader: f.leader_node.map(|n| n.addr) })
             }
             Err(RaftError::APIError(e)) => Err(WingError::Internal(format!("meta: {e}"))),
-            Err(RaftError::Fatal(e)) => {
-                Err(WingError::Unavailable(format!("meta raft stopped: {e}")))
-            }
+            Err(RaftError::Fatal(e)) => Err(WingError::Unavailable(format!("meta raft stopped: {e}"))),
         }
     }
 
@@ -171,15 +140,15 @@ impl MetaNode {
         let addr = self
             .with_catalog(|c| c.nodes.get(&node).map(|n| n.address.clone()))
             .ok_or_else(|| WingError::NotFound(format!("node {node} is not registered")))?;
-        let channel = self.pool.get(&addr).map_err(|e| {
-            WingError::InvalidArgument(format!("bad address {addr} of node {node}: {e}"))
-        })?;
+        let channel = self
+            .pool
+            .get(&addr)
+            .map_err(|e| WingError::InvalidArgument(format!("bad address {addr} of node {node}: {e}")))?;
         Ok(ReplicaAdminClient::new(channel))
     }
 
     /// The address of replica server `node`.
     pub fn node_address(&self, node: u64) -> String {
-        self.with_catalog(|c| c.nodes.get(&node).map(|n| n.address.clone()))
-            .unwrap_or_default()
+        self.with_catalog(|c| c.nodes.get(&node).map(|n| n.address.clone())).unwrap_or_default()
     }
 }

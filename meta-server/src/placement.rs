@@ -11,22 +11,15 @@ pub type Load = BTreeMap<u64, (u32, u32)>;
 
 /// Chooses members for `partition_count` partitions of `replica_count` replicas among `alive`
 /// nodes, given their current `load` (updated as replicas are placed).
-pub fn place(
-    alive: &[u64],
-    load: &Load,
-    partition_count: u32,
-    replica_count: u32,
-) -> Result<Vec<Vec<u64>>, WingError> {
+pub fn place(alive: &[u64], load: &Load, partition_count: u32, replica_count: u32) -> Result<Vec<Vec<u64>>, WingError> {
     if (alive.len() as u32) < replica_count {
         return Err(WingError::InvalidArgument(format!(
             "replica count {replica_count} needs {replica_count} alive replica servers; {} are alive",
             alive.len()
         )));
     }
-    let mut load: BTreeMap<u64, (u32, u32)> = alive
-        .iter()
-        .map(|n| (*n, load.get(n).copied().unwrap_or((0, 0))))
-        .collect();
+    let mut load: BTreeMap<u64, (u32, u32)> =
+        alive.iter().map(|n| (*n, load.get(n).copied().unwrap_or((0, 0)))).collect();
     let mut placement = Vec::with_capacity(partition_count as usize);
     for _ in 0..partition_count {
         let mut by_load: Vec<u64> = load.keys().copied().collect();
@@ -48,11 +41,7 @@ pub fn place(
 
 /// A replacement for a lost member: the least loaded alive node that is not a member yet.
 pub fn replacement(alive: &[u64], load: &Load, members: &[u64]) -> Option<u64> {
-    alive
-        .iter()
-        .filter(|n| !members.contains(n))
-        .min_by_key(|n| (load.get(n).map(|l| l.0).unwrap_or(0), **n))
-        .copied()
+    alive.iter().filter(|n| !members.contains(n)).min_by_key(|n| (load.get(n).map(|l| l.0).unwrap_or(0), **n)).copied()
 }
 
 #[cfg(test)]

@@ -14,8 +14,7 @@ use tokio_util::sync::CancellationToken;
 use wingkv_common::report::report_from_status;
 use wingkv_common::{ErrorCode, PartitionId, WingError};
 use wingkv_proto::replica_admin::{
-    AddLearnerRequest, ChangeMembershipRequest, CreateReplicaRequest, Member, PartitionRequest,
-    StatusRequest,
+    AddLearnerRequest, ChangeMembershipRequest, CreateReplicaRequest, Member, PartitionRequest, StatusRequest,
 };
 
 use crate::catalog::{AppState, MetaCommand};
@@ -37,37 +36,23 @@ fn ok_if_exists(r: Result<(), WingError>) -> Result<(), WingError> {
 pub async fn ensure_app_replicas(node: &MetaNode, app: &AppState) {
     for (idx, p) in app.partitions.iter().enumerate() {
         let pid = PartitionId::new(app.app_id, idx as u32);
-        let nobody_hosts = p
-            .members
-            .iter()
-            .all(|m| !node.liveness.hosted(*m).contains(&pid));
+        let nobody_hosts = p.members.iter().all(|m| !node.liveness.hosted(*m).contains(&pid));
         for (i, m) in p.members.iter().enumerate() {
-            if node.liveness.state(*m) == NodeState::Dead || node.liveness.hosted(*m).contains(&pid)
-            {
+            if node.liveness.state(*m) == NodeState::Dead || node.liveness.hosted(*m).contains(&pid) {
                 continue;
             }
             let bootstrap = i == 0 && nobody_hosts && node.liveness.primary(pid).is_none();
             let initial_members = if bootstrap {
-                p.members
-                    .iter()
-                    .map(|n| Member {
-                        node_id: *n,
-                        address: node.node_address(*n),
-                    })
-                    .collect()
+                p.members.iter().map(|n| Member { node_id: *n, address: node.node_address(*n) }).collect()
             } else {
                 Vec::new()
             };
             let res = async {
                 let mut admin = node.admin(*m)?;
-                let req = CreateReplicaRequest {
-                    partition: Some(pid.to_proto()),
-                    initial_members,
-                };
+                let req = CreateReplicaRequest { partition: Some(pid.to_proto()), initial_members };
                 match admin.create_replica(req).await {
                     Ok(s) => {
-                        node.liveness
-                            .record_one(node.term(), *m, report_from_status(s.get_ref()));
+                        node.liveness.record_one(node.term(), *m, report_from_status(s.get_ref()));
                         Ok(())
                     }
                     Err(s) => Err(WingError::from_status(&s)),
@@ -82,11 +67,7 @@ pub async fn ensure_app_replicas(node: &MetaNode, app: &AppState) {
 }
 
 /// Polls the members of `app` until every partition reports a primary, or `timeout`.
-pub async fn wait_primaries(
-    node: &MetaNode,
-    app: &AppState,
-    timeout: Duration,
-) -> Result<(), WingError> {
+pub async fn wait_primaries(node: &MetaNode, app: &AppState, timeout: Duration) -> Result<(), WingError> {
     let deadline = Instant::now() + timeout;
     loop {
         let mut missing = Vec::new();
@@ -97,15 +78,9 @@ pub async fn wait_primaries(
             }
             for m in &p.members {
                 if let Ok(mut admin) = node.admin(*m) {
-                    if let Ok(resp) = admin
-                        .status(StatusRequest {
-                            partition: Some(pid.to_proto()),
-                        })
-                        .await
-                    {
+                    if let Ok(resp) = admin.status(StatusRequest { partition: Some(pid.to_proto()) }).await {
                         for s in &resp.get_ref().replicas {
-                            node.liveness
-                                .record_one(node.term(), *m, report_from_status(s));
+                            node.liveness.record_one(node.term(), *m, report_from_status(s));
                         }
                     }
                 }
@@ -132,9 +107,7 @@ pub async fn wait_primaries(
 pub async fn run(node: Arc<MetaNode>, cancel: CancellationToken) {
     let mut repairs: JoinSet<()> = JoinSet::new();
     let mut led_term: Option<u64> = None;
-    let mut tick = tokio::time::interval(Duration::from_millis(
-        node.config.reconcile_interval_ms.max(50),
-    ));
+    let mut tick = tokio::time::interval(Duration::from_millis(node.config.reconcile_interval_ms.max(50)));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
@@ -166,12 +139,8 @@ async fn reconcile_once(node: &Arc<MetaNode>, repairs: &mut JoinSet<()>) {
             crate::bulk_driver::drive(node, app, job).await;
         }
     }
-    let alive: Vec<u64> = catalog
-        .nodes
-        .keys()
-        .copied()
-        .filter(|n| node.liveness.state(*n) == NodeState::Alive)
-        .collect();
+    let alive: Vec<u64> =
+        catalog.nodes.keys().copied().filter(|n| node.liveness.state(*n) == NodeState::Alive).collect();
     let now = now_ms();
     for app in catalog.apps.values() {
         if let Some(drop) = app.dropped {
@@ -183,12 +152,7 @@ async fn reconcile_once(node: &Arc<MetaNode>, repairs: &mut JoinSet<()>) {
         ensure_app_replicas(node, app).await;
         for (idx, p) in app.partitions.iter().enumerate() {
             let pid = PartitionId::new(app.app_id, idx as u32);
-            if node
-                .repairs
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .contains(&pid)
-            {
+            if node.repairs.lock().unwrap_or_else(|e| e.into_inner()).contains(&pid) {
                 continue;
             }
             let Some(primary) = node.liveness.primary(pid) else {
@@ -201,29 +165,16 @@ async fn reconcile_once(node: &Arc<MetaNode>, repairs: &mut JoinSet<()>) {
             let mut known = p.members.clone();
             known.sort();
             if !reported.is_empty() && reported != known {
-                let mut members: Vec<u64> = p
-                    .members
-                    .iter()
-                    .copied()
-                    .filter(|m| reported.contains(m))
-                    .collect();
+                let mut members: Vec<u64> = p.members.iter().copied().filter(|m| reported.contains(m)).collect();
                 members.extend(reported.iter().copied().filter(|m| !p.members.contains(m)));
-                let cmd = MetaCommand::SetMembers {
-                    partition: pid,
-                    ballot: p.ballot,
-                    members,
-                };
+                let cmd = MetaCommand::SetMembers { partition: pid, ballot: p.ballot, members };
                 if let Err(e) = node.propose(cmd).await {
                     tracing::warn!(partition = %pid, "cannot adopt reported membership: {e}");
                 }
                 continue;
             }
-            let dead: Vec<u64> = p
-                .members
-                .iter()
-                .copied()
-                .filter(|m| node.liveness.state(*m) == NodeState::Dead)
-                .collect();
+            let dead: Vec<u64> =
+                p.members.iter().copied().filter(|m| node.liveness.state(*m) == NodeState::Dead).collect();
             let Some(lost) = dead.first().copied() else {
                 continue;
             };
@@ -232,10 +183,7 @@ async fn reconcile_once(node: &Arc<MetaNode>, repairs: &mut JoinSet<()>) {
                 tracing::warn!(partition = %pid, "member {lost} is dead and no node can replace it");
                 continue;
             };
-            node.repairs
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert(pid);
+            node.repairs.lock().unwrap_or_else(|e| e.into_inner()).insert(pid);
             let node2 = node.clone();
             let (members, ballot) = (p.members.clone(), p.ballot);
             repairs.spawn(async move {
@@ -266,45 +214,22 @@ async fn replace_member(
     let p = Some(pid.to_proto());
     let create = node
         .admin(replacement)?
-        .create_replica(CreateReplicaRequest {
-            partition: p,
-            initial_members: vec![],
-        })
+        .create_replica(CreateReplicaRequest { partition: p, initial_members: vec![] })
         .await
         .map(|_| ())
         .map_err(status_err);
     ok_if_exists(create)?;
     let mut primary_admin = node.admin(primary.node_id)?;
-    let learner = Member {
-        node_id: replacement,
-        address: node.node_address(replacement),
-    };
-    let mut req = tonic::Request::new(AddLearnerRequest {
-        partition: p,
-        learner: Some(learner),
-        blocking: true,
-    });
+    let learner = Member { node_id: replacement, address: node.node_address(replacement) };
+    let mut req = tonic::Request::new(AddLearnerRequest { partition: p, learner: Some(learner), blocking: true });
     req.set_timeout(LEARNER_CATCH_UP);
     primary_admin.add_learner(req).await.map_err(status_err)?;
-    let voters: Vec<u64> = members
-        .iter()
-        .copied()
-        .filter(|m| *m != lost)
-        .chain([replacement])
-        .collect();
+    let voters: Vec<u64> = members.iter().copied().filter(|m| *m != lost).chain([replacement]).collect();
     primary_admin
-        .change_membership(ChangeMembershipRequest {
-            partition: p,
-            voters: voters.clone(),
-        })
+        .change_membership(ChangeMembershipRequest { partition: p, voters: voters.clone() })
         .await
         .map_err(status_err)?;
-    node.propose(MetaCommand::SetMembers {
-        partition: pid,
-        ballot,
-        members: voters,
-    })
-    .await?;
+    node.propose(MetaCommand::SetMembers { partition: pid, ballot, members: voters }).await?;
     Ok(())
 }
 
@@ -316,12 +241,7 @@ async fn purge_app(node: &MetaNode, app: &AppState) {
                 continue; // its heartbeat will be told to remove the replica
             }
             if let Ok(mut admin) = node.admin(*m) {
-                if let Err(s) = admin
-                    .remove_replica(PartitionRequest {
-                        partition: Some(pid.to_proto()),
-                    })
-                    .await
-                {
+                if let Err(s) = admin.remove_replica(PartitionRequest { partition: Some(pid.to_proto()) }).await {
                     if WingError::from_status(&s).code() != ErrorCode::NotFound {
                         tracing::warn!(partition = %pid, node = m, "cannot remove replica of an expired table: {}", s.message());
                     }
@@ -329,10 +249,7 @@ async fn purge_app(node: &MetaNode, app: &AppState) {
             }
         }
     }
-    match node
-        .propose(MetaCommand::PurgeTable { app_id: app.app_id })
-        .await
-    {
+    match node.propose(MetaCommand::PurgeTable { app_id: app.app_id }).await {
         Ok(_) => {
             tracing::info!(app_id = app.app_id, name = %app.name, "expired dropped table purged")
         }

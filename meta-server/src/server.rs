@@ -10,9 +10,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use wingkv_common::net::{bind, GrpcServer, ADDRESS_FILE};
 use wingkv_common::raft::log_store::RocksLogStore;
-use wingkv_common::raft::network::{
-    ChannelPool, GrpcNetworkFactory, RaftTransportService, MAX_RAFT_MESSAGE_BYTES,
-};
+use wingkv_common::raft::network::{ChannelPool, GrpcNetworkFactory, RaftTransportService, MAX_RAFT_MESSAGE_BYTES};
 use wingkv_common::raft::wal_sync::WalSyncer;
 use wingkv_common::WingError;
 use wingkv_proto::meta::meta_server::MetaServer as MetaGrpcServer;
@@ -38,44 +36,20 @@ impl MetaServer {
     /// Starts a meta server.
     pub async fn start(config: MetaServerConfig) -> Result<Self, WingError> {
         if config.id == 0 {
-            return Err(WingError::InvalidArgument(
-                "meta id must be a positive number".into(),
-            ));
+            return Err(WingError::InvalidArgument("meta id must be a positive number".into()));
         }
-        std::fs::create_dir_all(&config.data_dir).map_err(|e| {
-            WingError::Storage(format!("cannot create {}: {e}", config.data_dir.display()))
-        })?;
+        std::fs::create_dir_all(&config.data_dir)
+            .map_err(|e| WingError::Storage(format!("cannot create {}: {e}", config.data_dir.display())))?;
         let listener = bind(&config.listen)?;
-        let addr = listener
-            .local_addr()
-            .map_err(|e| WingError::Internal(e.to_string()))?;
+        let addr = listener.local_addr().map_err(|e| WingError::Internal(e.to_string()))?;
         let advertise = config.advertise.clone().unwrap_or_else(|| addr.to_string());
         let peers: BTreeMap<u64, BasicNode> = if config.peers.is_empty() {
-            BTreeMap::from([(
-                config.id,
-                BasicNode {
-                    addr: advertise.clone(),
-                },
-            )])
+            BTreeMap::from([(config.id, BasicNode { addr: advertise.clone() })])
         } else {
-            config
-                .peers
-                .iter()
-                .map(|p| {
-                    (
-                        p.id,
-                        BasicNode {
-                            addr: p.address.clone(),
-                        },
-                    )
-                })
-                .collect()
+            config.peers.iter().map(|p| (p.id, BasicNode { addr: p.address.clone() })).collect()
         };
         if !peers.contains_key(&config.id) {
-            return Err(WingError::InvalidArgument(format!(
-                "meta peers do not include this meta (id {})",
-                config.id
-            )));
+            return Err(WingError::InvalidArgument(format!("meta peers do not include this meta (id {})", config.id)));
         }
 
         let db = open_meta_db(&config.data_dir.join("meta-db"))?;
@@ -96,22 +70,16 @@ impl MetaServer {
         .map_err(|e| WingError::InvalidArgument(format!("meta raft config: {e}")))?;
         let pool = ChannelPool::default();
         let network = GrpcNetworkFactory::new(META_GROUP, pool.clone());
-        let raft =
-            match MetaRaft::new(config.id, Arc::new(raft_config), network, log_store, sm).await {
-                Ok(r) => r,
-                Err(e) => {
-                    syncer.shutdown();
-                    return Err(WingError::Storage(format!(
-                        "cannot start the meta raft: {e}"
-                    )));
-                }
-            };
+        let raft = match MetaRaft::new(config.id, Arc::new(raft_config), network, log_store, sm).await {
+            Ok(r) => r,
+            Err(e) => {
+                syncer.shutdown();
+                return Err(WingError::Storage(format!("cannot start the meta raft: {e}")));
+            }
+        };
         // The smallest id bootstraps a new group; everyone else waits to be contacted.
         let bootstrapper = peers.keys().next().copied() == Some(config.id);
-        let initialized = raft
-            .is_initialized()
-            .await
-            .map_err(|e| WingError::Internal(e.to_string()))?;
+        let initialized = raft.is_initialized().await.map_err(|e| WingError::Internal(e.to_string()))?;
         if bootstrapper && !initialized {
             if let Err(e) = raft.initialize(peers.clone()).await {
                 tracing::warn!("meta group initialize: {e}");
@@ -122,14 +90,7 @@ impl MetaServer {
 
         let shutdown = CancellationToken::new();
         let tasks = TaskTracker::new();
-        let node = Arc::new(MetaNode::new(
-            Arc::new(config.clone()),
-            raft,
-            data,
-            pool,
-            &tasks,
-            shutdown.clone(),
-        ));
+        let node = Arc::new(MetaNode::new(Arc::new(config.clone()), raft, data, pool, &tasks, shutdown.clone()));
         tasks.spawn(reconcile::run(node.clone(), shutdown.clone()));
 
         let router = tonic::transport::Server::builder()
@@ -142,17 +103,10 @@ impl MetaServer {
             );
         let grpc = GrpcServer::spawn(router, listener, shutdown.clone());
         let addr_file = config.data_dir.join(ADDRESS_FILE);
-        std::fs::write(&addr_file, &advertise).map_err(|e| {
-            WingError::Storage(format!("cannot write {}: {e}", addr_file.display()))
-        })?;
+        std::fs::write(&addr_file, &advertise)
+            .map_err(|e| WingError::Storage(format!("cannot write {}: {e}", addr_file.display())))?;
         tracing::info!(id = config.id, %addr, "meta server listening");
-        Ok(Self {
-            addr,
-            node,
-            syncer,
-            tasks,
-            grpc,
-        })
+        Ok(Self { addr, node, syncer, tasks, grpc })
     }
 
     /// The bound address.
@@ -166,10 +120,7 @@ impl MetaServer {
     }
 
     /// Serves until `stop` fires (or the server fails), then stops everything and waits.
-    pub async fn run_until(
-        self,
-        stop: impl std::future::Future<Output = ()>,
-    ) -> Result<(), WingError> {
+    pub async fn run_until(self, stop: impl std::future::Future<Output = ()>) -> Result<(), WingError> {
         let served = self.grpc.stop_when(stop).await;
         self.tasks.close();
         self.tasks.wait().await;

@@ -38,21 +38,14 @@ impl MetaService {
     fn table_configuration(&self, catalog: &Catalog, app: &AppState) -> TableConfiguration {
         let addr = |n: u64| NodeAddress {
             node_id: n,
-            address: catalog
-                .nodes
-                .get(&n)
-                .map(|r| r.address.clone())
-                .unwrap_or_default(),
+            address: catalog.nodes.get(&n).map(|r| r.address.clone()).unwrap_or_default(),
         };
         let partitions = app
             .partitions
             .iter()
             .enumerate()
             .map(|(i, p)| {
-                let primary = self
-                    .node
-                    .liveness
-                    .primary(PartitionId::new(app.app_id, i as u32));
+                let primary = self.node.liveness.primary(PartitionId::new(app.app_id, i as u32));
                 PartitionConfiguration {
                     partition_index: i as u32,
                     members: p.members.iter().map(|n| addr(*n)).collect(),
@@ -78,14 +71,8 @@ impl MetaService {
             .enumerate()
             .filter(|(i, p)| {
                 p.members.len() as u32 >= app.replica_count
-                    && p.members
-                        .iter()
-                        .all(|m| self.node.liveness.state(*m) == NodeState::Alive)
-                    && self
-                        .node
-                        .liveness
-                        .primary(PartitionId::new(app.app_id, *i as u32))
-                        .is_some()
+                    && p.members.iter().all(|m| self.node.liveness.state(*m) == NodeState::Alive)
+                    && self.node.liveness.primary(PartitionId::new(app.app_id, *i as u32)).is_some()
             })
             .count() as u32
     }
@@ -93,9 +80,7 @@ impl MetaService {
     fn app_of(value: MetaValue) -> Result<AppState, WingError> {
         match value {
             MetaValue::App(a) => Ok(*a),
-            other => Err(WingError::Internal(format!(
-                "unexpected meta answer {other:?}"
-            ))),
+            other => Err(WingError::Internal(format!("unexpected meta answer {other:?}"))),
         }
     }
 }
@@ -111,42 +96,26 @@ fn validate_env_keys<'a>(keys: impl IntoIterator<Item = &'a String>) -> Result<(
 
 #[tonic::async_trait]
 impl Meta for MetaService {
-    async fn register_node(
-        &self,
-        req: Request<RegisterNodeRequest>,
-    ) -> Result<Response<RegisterNodeResponse>, Status> {
+    async fn register_node(&self, req: Request<RegisterNodeRequest>) -> Result<Response<RegisterNodeResponse>, Status> {
         let r = req.into_inner();
-        r.address.parse::<std::net::SocketAddr>().map_err(|_| {
-            WingError::InvalidArgument(format!("'{}' is not a host:port address", r.address))
-        })?;
-        let value = self
-            .node
-            .propose(MetaCommand::RegisterNode {
-                node_id: r.node_id,
-                address: r.address,
-            })
-            .await?;
+        r.address
+            .parse::<std::net::SocketAddr>()
+            .map_err(|_| WingError::InvalidArgument(format!("'{}' is not a host:port address", r.address)))?;
+        let value = self.node.propose(MetaCommand::RegisterNode { node_id: r.node_id, address: r.address }).await?;
         let MetaValue::NodeId(node_id) = value else {
             return Err(WingError::Internal("registration answered no node id".into()).into());
         };
-        self.node
-            .liveness
-            .record(self.node.term(), node_id, Vec::new());
+        self.node.liveness.record(self.node.term(), node_id, Vec::new());
         tracing::info!(node_id, "replica server registered");
         Ok(Response::new(RegisterNodeResponse { node_id }))
     }
 
-    async fn heartbeat(
-        &self,
-        req: Request<HeartbeatRequest>,
-    ) -> Result<Response<HeartbeatResponse>, Status> {
+    async fn heartbeat(&self, req: Request<HeartbeatRequest>) -> Result<Response<HeartbeatResponse>, Status> {
         self.node.check_leader()?;
         let r = req.into_inner();
         let catalog = self.node.catalog();
         if !catalog.nodes.contains_key(&r.node_id) {
-            return Err(
-                WingError::NotFound(format!("node {} is not registered", r.node_id)).into(),
-            );
+            return Err(WingError::NotFound(format!("node {} is not registered", r.node_id)).into());
         }
         let hosted: Vec<PartitionId> = r
             .replicas
@@ -154,15 +123,8 @@ impl Meta for MetaService {
             .filter_map(|rep| rep.partition.as_ref())
             .map(|p| PartitionId::new(p.app_id, p.partition_index))
             .collect();
-        self.node
-            .liveness
-            .record(self.node.term(), r.node_id, r.replicas);
-        let repairs = self
-            .node
-            .repairs
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
+        self.node.liveness.record(self.node.term(), r.node_id, r.replicas);
+        let repairs = self.node.repairs.lock().unwrap_or_else(|e| e.into_inner()).clone();
         let mut remove = Vec::new();
         for pid in hosted {
             let keep = match catalog.apps.get(&pid.app_id) {
@@ -172,11 +134,7 @@ impl Meta for MetaService {
                     None => false,
                     Some(p) if p.members.contains(&r.node_id) || repairs.contains(&pid) => true,
                     // Removed from the group: only once its primary confirms it is no voter.
-                    Some(_) => self
-                        .node
-                        .liveness
-                        .primary(pid)
-                        .is_none_or(|pr| pr.voters.contains(&r.node_id)),
+                    Some(_) => self.node.liveness.primary(pid).is_none_or(|pr| pr.voters.contains(&r.node_id)),
                 },
             };
             if !keep {
@@ -186,10 +144,7 @@ impl Meta for MetaService {
         Ok(Response::new(HeartbeatResponse { remove }))
     }
 
-    async fn create_table(
-        &self,
-        req: Request<CreateTableRequest>,
-    ) -> Result<Response<TableConfiguration>, Status> {
+    async fn create_table(&self, req: Request<CreateTableRequest>) -> Result<Response<TableConfiguration>, Status> {
         let r = req.into_inner();
         validate_table_name(&r.name)?;
         let partition_count = r.partition_count.unwrap_or(DEFAULT_PARTITION_COUNT);
@@ -201,18 +156,9 @@ impl Meta for MetaService {
         let catalog = self.node.catalog();
         let now = now_ms();
         catalog.check_name_free(&r.name, now)?;
-        let alive: Vec<u64> = catalog
-            .nodes
-            .keys()
-            .copied()
-            .filter(|n| self.node.liveness.state(*n) == NodeState::Alive)
-            .collect();
-        let placement = placement::place(
-            &alive,
-            &catalog.load_by_node(),
-            partition_count,
-            replica_count,
-        )?;
+        let alive: Vec<u64> =
+            catalog.nodes.keys().copied().filter(|n| self.node.liveness.state(*n) == NodeState::Alive).collect();
+        let placement = placement::place(&alive, &catalog.load_by_node(), partition_count, replica_count)?;
         let cmd = MetaCommand::CreateTable {
             name: r.name.clone(),
             partition_count,
@@ -224,92 +170,48 @@ impl Meta for MetaService {
         let app = Self::app_of(self.node.propose(cmd).await?)?;
         tracing::info!(app_id = app.app_id, name = %app.name, partition_count, replica_count, "table created");
         ensure_app_replicas(&self.node, &app).await;
-        wait_primaries(
-            &self.node,
-            &app,
-            Duration::from_millis(self.node.config.create_table_timeout_ms),
-        )
-        .await?;
+        wait_primaries(&self.node, &app, Duration::from_millis(self.node.config.create_table_timeout_ms)).await?;
         let catalog = self.node.catalog();
         Ok(Response::new(self.table_configuration(&catalog, &app)))
     }
 
-    async fn drop_table(
-        &self,
-        req: Request<DropTableRequest>,
-    ) -> Result<Response<DropTableResponse>, Status> {
+    async fn drop_table(&self, req: Request<DropTableRequest>) -> Result<Response<DropTableResponse>, Status> {
         let r = req.into_inner();
-        let reserve_s = if r.reserve_seconds == 0 {
-            self.node.config.drop_reserve_seconds
-        } else {
-            r.reserve_seconds
-        };
-        let cmd = MetaCommand::DropTable {
-            name: r.name,
-            reserve_ms: reserve_s.saturating_mul(1000),
-            now_ms: now_ms(),
-        };
+        let reserve_s = if r.reserve_seconds == 0 { self.node.config.drop_reserve_seconds } else { r.reserve_seconds };
+        let cmd = MetaCommand::DropTable { name: r.name, reserve_ms: reserve_s.saturating_mul(1000), now_ms: now_ms() };
         let app = Self::app_of(self.node.propose(cmd).await?)?;
         tracing::info!(app_id = app.app_id, name = %app.name, "table dropped");
         let expire_time_ms = app.dropped.map(|d| d.expire_time_ms).unwrap_or(0);
-        Ok(Response::new(DropTableResponse {
-            app_id: app.app_id,
-            expire_time_ms,
-        }))
+        Ok(Response::new(DropTableResponse { app_id: app.app_id, expire_time_ms }))
     }
 
-    async fn recall_table(
-        &self,
-        req: Request<RecallTableRequest>,
-    ) -> Result<Response<TableConfiguration>, Status> {
+    async fn recall_table(&self, req: Request<RecallTableRequest>) -> Result<Response<TableConfiguration>, Status> {
         let r = req.into_inner();
-        let new_name = if r.new_name.is_empty() {
-            None
-        } else {
-            Some(r.new_name)
-        };
+        let new_name = if r.new_name.is_empty() { None } else { Some(r.new_name) };
         if let Some(n) = &new_name {
             validate_table_name(n)?;
         }
-        let cmd = MetaCommand::RecallTable {
-            app_id: r.app_id,
-            new_name,
-            now_ms: now_ms(),
-        };
+        let cmd = MetaCommand::RecallTable { app_id: r.app_id, new_name, now_ms: now_ms() };
         let app = Self::app_of(self.node.propose(cmd).await?)?;
         tracing::info!(app_id = app.app_id, name = %app.name, "table recalled");
         let catalog = self.node.catalog();
         Ok(Response::new(self.table_configuration(&catalog, &app)))
     }
 
-    async fn list_tables(
-        &self,
-        req: Request<ListTablesRequest>,
-    ) -> Result<Response<ListTablesResponse>, Status> {
+    async fn list_tables(&self, req: Request<ListTablesRequest>) -> Result<Response<ListTablesResponse>, Status> {
         self.node.read_barrier().await?;
         let include_dropped = req.get_ref().include_dropped;
         let now = now_ms();
         let tables = self.node.with_catalog(|c| {
             c.apps
                 .values()
-                .filter(|a| {
-                    if include_dropped {
-                        a.holds_name(now)
-                    } else {
-                        !a.is_dropped()
-                    }
-                })
+                .filter(|a| if include_dropped { a.holds_name(now) } else { !a.is_dropped() })
                 .map(|a| TableSummary {
                     app_id: a.app_id,
                     name: a.name.clone(),
                     partition_count: a.partition_count,
                     replica_count: a.replica_count,
-                    status: if a.is_dropped() {
-                        "DROPPED"
-                    } else {
-                        "AVAILABLE"
-                    }
-                    .into(),
+                    status: if a.is_dropped() { "DROPPED" } else { "AVAILABLE" }.into(),
                     create_time_ms: a.create_time_ms,
                     drop_time_ms: a.dropped.map(|d| d.drop_time_ms).unwrap_or(0),
                     expire_time_ms: a.dropped.map(|d| d.expire_time_ms).unwrap_or(0),
@@ -321,10 +223,7 @@ impl Meta for MetaService {
         Ok(Response::new(ListTablesResponse { tables }))
     }
 
-    async fn query_table(
-        &self,
-        req: Request<QueryTableRequest>,
-    ) -> Result<Response<TableConfiguration>, Status> {
+    async fn query_table(&self, req: Request<QueryTableRequest>) -> Result<Response<TableConfiguration>, Status> {
         self.node.read_barrier().await?;
         let name = &req.get_ref().name;
         let catalog = self.node.catalog();
@@ -332,10 +231,7 @@ impl Meta for MetaService {
         Ok(Response::new(self.table_configuration(&catalog, app)))
     }
 
-    async fn list_nodes(
-        &self,
-        _req: Request<ListNodesRequest>,
-    ) -> Result<Response<ListNodesResponse>, Status> {
+    async fn list_nodes(&self, _req: Request<ListNodesRequest>) -> Result<Response<ListNodesResponse>, Status> {
         self.node.read_barrier().await?;
         let catalog = self.node.catalog();
         let load = catalog.load_by_node();
@@ -355,27 +251,17 @@ impl Meta for MetaService {
         Ok(Response::new(ListNodesResponse { nodes }))
     }
 
-    async fn cluster_info(
-        &self,
-        _req: Request<ClusterInfoRequest>,
-    ) -> Result<Response<ClusterInfoResponse>, Status> {
+    async fn cluster_info(&self, _req: Request<ClusterInfoRequest>) -> Result<Response<ClusterInfoResponse>, Status> {
         self.node.read_barrier().await?;
         let m = self.node.raft.metrics().borrow().clone();
         let meta_members = m
             .membership_config
             .membership()
             .nodes()
-            .map(|(id, n)| NodeAddress {
-                node_id: *id,
-                address: n.addr.clone(),
-            })
+            .map(|(id, n)| NodeAddress { node_id: *id, address: n.addr.clone() })
             .collect();
         let catalog = self.node.catalog();
-        let states: Vec<NodeState> = catalog
-            .nodes
-            .keys()
-            .map(|n| self.node.liveness.state(*n))
-            .collect();
+        let states: Vec<NodeState> = catalog.nodes.keys().map(|n| self.node.liveness.state(*n)).collect();
         Ok(Response::new(ClusterInfoResponse {
             cluster_name: self.node.config.cluster_name.clone(),
             meta_leader: self.node.leader_address().unwrap_or_default(),
@@ -388,34 +274,20 @@ impl Meta for MetaService {
         }))
     }
 
-    async fn set_table_envs(
-        &self,
-        req: Request<SetTableEnvsRequest>,
-    ) -> Result<Response<TableEnvs>, Status> {
+    async fn set_table_envs(&self, req: Request<SetTableEnvsRequest>) -> Result<Response<TableEnvs>, Status> {
         let r = req.into_inner();
         if r.envs.is_empty() {
-            return Err(
-                WingError::InvalidArgument("set_app_envs needs at least one key".into()).into(),
-            );
+            return Err(WingError::InvalidArgument("set_app_envs needs at least one key".into()).into());
         }
         validate_env_keys(r.envs.keys())?;
         let envs: BTreeMap<String, String> = r.envs.into_iter().collect();
-        let app = Self::app_of(
-            self.node
-                .propose(MetaCommand::SetEnvs { name: r.name, envs })
-                .await?,
-        )?;
+        let app = Self::app_of(self.node.propose(MetaCommand::SetEnvs { name: r.name, envs }).await?)?;
         Ok(Response::new(TableEnvs { envs: app.envs }))
     }
 
-    async fn get_table_envs(
-        &self,
-        req: Request<GetTableEnvsRequest>,
-    ) -> Result<Response<TableEnvs>, Status> {
+    async fn get_table_envs(&self, req: Request<GetTableEnvsRequest>) -> Result<Response<TableEnvs>, Status> {
         self.node.read_barrier().await?;
-        let envs = self
-            .node
-            .with_catalog(|c| c.live_app(&req.get_ref().name).map(|a| a.envs.clone()))?;
+        let envs = self.node.with_catalog(|c| c.live_app(&req.get_ref().name).map(|a| a.envs.clone()))?;
         Ok(Response::new(TableEnvs { envs }))
     }
 
@@ -427,13 +299,7 @@ impl Meta for MetaService {
         self.node.read_barrier().await?;
         let catalog = self.node.catalog();
         let app = Self::table_for_bulk_load(&catalog, &r.app_name)?;
-        if r.ingest_behind
-            && app
-                .envs
-                .get("rocksdb.allow_ingest_behind")
-                .map(String::as_str)
-                != Some("true")
-        {
+        if r.ingest_behind && app.envs.get("rocksdb.allow_ingest_behind").map(String::as_str) != Some("true") {
             return Err(WingError::InvalidArgument(format!(
                 "--ingest_behind needs the table env rocksdb.allow_ingest_behind=true on '{}'",
                 app.name
@@ -445,21 +311,13 @@ impl Meta for MetaService {
         let dir = table_dir(&r.root, &r.cluster, &app.name)?;
         let info_path = dir.child(BULK_LOAD_INFO);
         let bytes = match store.get(&info_path).await {
-            Ok(g) => g.bytes().await.map_err(|e| {
-                WingError::Unavailable(format!("{}://{info_path}: {e}", r.provider))
-            })?,
+            Ok(g) => {
+                g.bytes().await.map_err(|e| WingError::Unavailable(format!("{}://{info_path}: {e}", r.provider)))?
+            }
             Err(object_store::Error::NotFound { .. }) => {
-                return Err(WingError::InvalidArgument(format!(
-                    "{}://{info_path} does not exist",
-                    r.provider
-                ))
-                .into())
+                return Err(WingError::InvalidArgument(format!("{}://{info_path} does not exist", r.provider)).into())
             }
-            Err(e) => {
-                return Err(
-                    WingError::Unavailable(format!("{}://{info_path}: {e}", r.provider)).into(),
-                )
-            }
+            Err(e) => return Err(WingError::Unavailable(format!("{}://{info_path}: {e}", r.provider)).into()),
         };
         BulkLoadInfo::parse(&bytes)?.check_matches(&app.name, app.partition_count)?;
         let cmd = MetaCommand::StartBulkLoad {
@@ -472,12 +330,7 @@ impl Meta for MetaService {
         };
         let job = Self::job_of(self.node.propose(cmd).await?)?;
         tracing::info!(table = %app.name, job = job.job_id, "bulk load started");
-        Ok(Response::new(self.bulk_load_status(
-            &app,
-            Some(&job),
-            None,
-            false,
-        )))
+        Ok(Response::new(self.bulk_load_status(&app, Some(&job), None, false)))
     }
 
     async fn query_bulk_load_status(
@@ -498,12 +351,7 @@ impl Meta for MetaService {
             }
         }
         let job = catalog.bulk_loads.get(&app.app_id);
-        Ok(Response::new(self.bulk_load_status(
-            &app,
-            job,
-            r.partition_index,
-            r.detailed,
-        )))
+        Ok(Response::new(self.bulk_load_status(&app, job, r.partition_index, r.detailed)))
     }
 
     async fn control_bulk_load(
@@ -517,51 +365,23 @@ impl Meta for MetaService {
             Ok(BulkLoadControl::BlcCancel) => BulkLoadControlAction::Cancel { force: false },
             Ok(BulkLoadControl::BlcForceCancel) => BulkLoadControlAction::Cancel { force: true },
             Ok(BulkLoadControl::BlcClear) => BulkLoadControlAction::Clear,
-            Err(_) => {
-                return Err(WingError::InvalidArgument(format!(
-                    "unknown bulk-load action {}",
-                    r.action
-                ))
-                .into())
-            }
+            Err(_) => return Err(WingError::InvalidArgument(format!("unknown bulk-load action {}", r.action)).into()),
         };
         let catalog = self.node.catalog();
         let app = Self::table_for_bulk_load(&catalog, &r.app_name)?;
         let job = Self::job_of(
-            self.node
-                .propose(MetaCommand::ControlBulkLoad {
-                    app_name: app.name.clone(),
-                    action,
-                })
-                .await?,
+            self.node.propose(MetaCommand::ControlBulkLoad { app_name: app.name.clone(), action }).await?,
         )?;
         let job = (action != BulkLoadControlAction::Clear).then_some(job);
-        Ok(Response::new(self.bulk_load_status(
-            &app,
-            job.as_ref(),
-            None,
-            false,
-        )))
+        Ok(Response::new(self.bulk_load_status(&app, job.as_ref(), None, false)))
     }
 
-    async fn del_table_envs(
-        &self,
-        req: Request<DelTableEnvsRequest>,
-    ) -> Result<Response<TableEnvs>, Status> {
+    async fn del_table_envs(&self, req: Request<DelTableEnvsRequest>) -> Result<Response<TableEnvs>, Status> {
         let r = req.into_inner();
         if r.keys.is_empty() {
-            return Err(
-                WingError::InvalidArgument("del_app_envs needs at least one key".into()).into(),
-            );
+            return Err(WingError::InvalidArgument("del_app_envs needs at least one key".into()).into());
         }
-        let app = Self::app_of(
-            self.node
-                .propose(MetaCommand::DelEnvs {
-                    name: r.name,
-                    keys: r.keys,
-                })
-                .await?,
-        )?;
+        let app = Self::app_of(self.node.propose(MetaCommand::DelEnvs { name: r.name, keys: r.keys }).await?)?;
         Ok(Response::new(TableEnvs { envs: app.envs }))
     }
 }
@@ -581,29 +401,18 @@ impl MetaService {
                 ..Default::default()
             };
         };
-        let progress = self
-            .node
-            .bulk_progress
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
+        let progress = self.node.bulk_progress.lock().unwrap_or_else(|e| e.into_inner()).clone();
         let partitions = job
             .partitions
             .iter()
             .enumerate()
             .filter(|(i, _)| only.is_none_or(|p| p as usize == *i))
             .map(|(i, st)| {
-                let reps = progress
-                    .get(&PartitionId::new(app.app_id, i as u32))
-                    .cloned()
-                    .unwrap_or_default();
-                let (done, total) = reps.iter().fold((0u64, 0u64), |(d, t), r| {
-                    (d + r.downloaded_bytes, t + r.total_bytes)
-                });
+                let reps = progress.get(&PartitionId::new(app.app_id, i as u32)).cloned().unwrap_or_default();
+                let (done, total) =
+                    reps.iter().fold((0u64, 0u64), |(d, t), r| (d + r.downloaded_bytes, t + r.total_bytes));
                 let percent = match st {
-                    BulkLoadStatus::Downloaded
-                    | BulkLoadStatus::Ingesting
-                    | BulkLoadStatus::Succeed => 100,
+                    BulkLoadStatus::Downloaded | BulkLoadStatus::Ingesting | BulkLoadStatus::Succeed => 100,
                     _ if total == 0 => 0,
                     _ => (done.saturating_mul(100) / total).min(100) as u32,
                 };
@@ -633,13 +442,7 @@ impl MetaService {
             status: job.status.as_str().into(),
             reason: job.reason.clone(),
             partitions,
-            source: format!(
-                "{}://{}/{}/{}",
-                job.provider,
-                job.root.trim_end_matches('/'),
-                job.cluster,
-                app.name
-            ),
+            source: format!("{}://{}/{}/{}", job.provider, job.root.trim_end_matches('/'), job.cluster, app.name),
         }
     }
 
@@ -648,14 +451,8 @@ impl MetaService {
         match catalog.live_app(name) {
             Ok(a) => Ok(a.clone()),
             Err(e) => {
-                if catalog
-                    .apps
-                    .values()
-                    .any(|a| a.name == name && a.is_dropped())
-                {
-                    Err(WingError::TableDropped(format!(
-                        "table '{name}' was dropped; its bulk load was canceled"
-                    )))
+                if catalog.apps.values().any(|a| a.name == name && a.is_dropped()) {
+                    Err(WingError::TableDropped(format!("table '{name}' was dropped; its bulk load was canceled")))
                 } else {
                     Err(e)
                 }
@@ -666,9 +463,7 @@ impl MetaService {
     fn job_of(value: MetaValue) -> Result<BulkLoadJob, WingError> {
         match value {
             MetaValue::BulkLoad(j) => Ok(*j),
-            other => Err(WingError::Internal(format!(
-                "unexpected meta answer {other:?}"
-            ))),
+            other => Err(WingError::Internal(format!("unexpected meta answer {other:?}"))),
         }
     }
 }
@@ -687,17 +482,9 @@ impl MetaGroup {
 
 #[tonic::async_trait]
 impl RaftGroups for MetaGroup {
-    async fn serve(
-        &self,
-        group: PartitionId,
-        method: RaftMethod,
-        payload: &[u8],
-    ) -> Result<Vec<u8>, Status> {
+    async fn serve(&self, group: PartitionId, method: RaftMethod, payload: &[u8]) -> Result<Vec<u8>, Status> {
         if group != META_GROUP {
-            return Err(WingError::NotFound(format!(
-                "group {group} is not served by a meta server"
-            ))
-            .into());
+            return Err(WingError::NotFound(format!("group {group} is not served by a meta server")).into());
         }
         serve_raft_message(&self.node.raft, method, payload).await
     }

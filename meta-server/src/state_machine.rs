@@ -8,8 +8,8 @@ use std::sync::{Arc, RwLock};
 
 use openraft::storage::{RaftStateMachine, Snapshot};
 use openraft::{
-    BasicNode, Entry, EntryPayload, LogId, OptionalSend, RaftSnapshotBuilder, SnapshotMeta,
-    StorageError, StoredMembership,
+    BasicNode, Entry, EntryPayload, LogId, OptionalSend, RaftSnapshotBuilder, SnapshotMeta, StorageError,
+    StoredMembership,
 };
 use rocksdb::{ColumnFamilyDescriptor, Options, WriteOptions, DB};
 use serde::{Deserialize, Serialize};
@@ -50,15 +50,9 @@ pub fn open_meta_db(path: &Path) -> Result<Arc<DB>, WingError> {
     let mut opts = Options::default();
     opts.create_if_missing(true);
     opts.create_missing_column_families(true);
-    let cfs = [CF_RAFT_LOG, CF_RAFT_META, CF_SNAPSHOT]
-        .map(|n| ColumnFamilyDescriptor::new(n, Options::default()));
-    let db = DB::open_cf_descriptors(&opts, path, cfs).map_err(|e| {
-        WingError::Storage(format!(
-            "cannot open {}: {}",
-            path.display(),
-            e.into_string()
-        ))
-    })?;
+    let cfs = [CF_RAFT_LOG, CF_RAFT_META, CF_SNAPSHOT].map(|n| ColumnFamilyDescriptor::new(n, Options::default()));
+    let db = DB::open_cf_descriptors(&opts, path, cfs)
+        .map_err(|e| WingError::Storage(format!("cannot open {}: {}", path.display(), e.into_string())))?;
     Ok(Arc::new(db))
 }
 
@@ -72,31 +66,19 @@ impl MetaStateMachine {
     /// Loads the last persisted snapshot (if any) into memory.
     pub fn open(db: Arc<DB>) -> Result<(Self, SharedMeta), WingError> {
         let data = match load_snapshot(&db)? {
-            Some(s) => decode::<MetaData>(&s.data)
-                .map_err(|e| WingError::Corruption(format!("meta snapshot: {e}")))?,
+            Some(s) => decode::<MetaData>(&s.data).map_err(|e| WingError::Corruption(format!("meta snapshot: {e}")))?,
             None => MetaData::default(),
         };
         let shared = Arc::new(RwLock::new(data));
-        Ok((
-            Self {
-                data: shared.clone(),
-                db,
-            },
-            shared,
-        ))
+        Ok((Self { data: shared.clone(), db }, shared))
     }
 }
 
 fn load_snapshot(db: &DB) -> Result<Option<StoredSnapshot>, WingError> {
-    let cf = db
-        .cf_handle(CF_SNAPSHOT)
-        .ok_or_else(|| WingError::Storage("column family sm_snapshot is missing".into()))?;
+    let cf =
+        db.cf_handle(CF_SNAPSHOT).ok_or_else(|| WingError::Storage("column family sm_snapshot is missing".into()))?;
     match db.get_cf(cf, KEY_SNAPSHOT)? {
-        Some(b) => {
-            Ok(Some(decode(&b).map_err(|e| {
-                WingError::Corruption(format!("meta snapshot: {e}"))
-            })?))
-        }
+        Some(b) => Ok(Some(decode(&b).map_err(|e| WingError::Corruption(format!("meta snapshot: {e}")))?)),
         None => Ok(None),
     }
 }
@@ -104,13 +86,10 @@ fn load_snapshot(db: &DB) -> Result<Option<StoredSnapshot>, WingError> {
 // openraft's StorageError is large by design; it is what the state machine traits return.
 #[allow(clippy::result_large_err)]
 fn save_snapshot(db: &DB, snap: &StoredSnapshot) -> SmResult<()> {
-    let cf = db
-        .cf_handle(CF_SNAPSHOT)
-        .ok_or_else(|| write_err("column family sm_snapshot is missing"))?;
+    let cf = db.cf_handle(CF_SNAPSHOT).ok_or_else(|| write_err("column family sm_snapshot is missing"))?;
     let mut o = WriteOptions::default();
     o.set_sync(true);
-    db.put_cf_opt(cf, KEY_SNAPSHOT, encode(snap).map_err(write_err)?, &o)
-        .map_err(write_err)
+    db.put_cf_opt(cf, KEY_SNAPSHOT, encode(snap).map_err(write_err)?, &o).map_err(write_err)
 }
 
 /// Builds meta snapshots.
@@ -122,10 +101,7 @@ pub struct MetaSnapshotBuilder {
 impl RaftSnapshotBuilder<MetaRaftConfig> for MetaSnapshotBuilder {
     async fn build_snapshot(&mut self) -> SmResult<Snapshot<MetaRaftConfig>> {
         let (bytes, meta) = {
-            let d = self
-                .data
-                .read()
-                .map_err(|_| read_err("meta state lock poisoned"))?;
+            let d = self.data.read().map_err(|_| read_err("meta state lock poisoned"))?;
             let bytes = encode(&*d).map_err(read_err)?;
             let id = match d.last_applied {
                 Some(l) => format!("{}-{}", l.leader_id.term, l.index),
@@ -133,35 +109,20 @@ impl RaftSnapshotBuilder<MetaRaftConfig> for MetaSnapshotBuilder {
             };
             (
                 bytes,
-                SnapshotMeta {
-                    last_log_id: d.last_applied,
-                    last_membership: d.membership.clone(),
-                    snapshot_id: id,
-                },
+                SnapshotMeta { last_log_id: d.last_applied, last_membership: d.membership.clone(), snapshot_id: id },
             )
         };
-        let stored = StoredSnapshot {
-            meta: meta.clone(),
-            data: bytes,
-        };
+        let stored = StoredSnapshot { meta: meta.clone(), data: bytes };
         save_snapshot(&self.db, &stored)?;
-        Ok(Snapshot {
-            meta,
-            snapshot: Box::new(Cursor::new(stored.data)),
-        })
+        Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(stored.data)) })
     }
 }
 
 impl RaftStateMachine<MetaRaftConfig> for MetaStateMachine {
     type SnapshotBuilder = MetaSnapshotBuilder;
 
-    async fn applied_state(
-        &mut self,
-    ) -> SmResult<(Option<LogId<NodeId>>, StoredMembership<NodeId, BasicNode>)> {
-        let d = self
-            .data
-            .read()
-            .map_err(|_| read_err("meta state lock poisoned"))?;
+    async fn applied_state(&mut self) -> SmResult<(Option<LogId<NodeId>>, StoredMembership<NodeId, BasicNode>)> {
+        let d = self.data.read().map_err(|_| read_err("meta state lock poisoned"))?;
         Ok((d.last_applied, d.membership.clone()))
     }
 
@@ -170,10 +131,7 @@ impl RaftStateMachine<MetaRaftConfig> for MetaStateMachine {
         I: IntoIterator<Item = Entry<MetaRaftConfig>> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        let mut d = self
-            .data
-            .write()
-            .map_err(|_| write_err("meta state lock poisoned"))?;
+        let mut d = self.data.write().map_err(|_| write_err("meta state lock poisoned"))?;
         let mut out = Vec::new();
         for entry in entries {
             d.last_applied = Some(entry.log_id);
@@ -190,10 +148,7 @@ impl RaftStateMachine<MetaRaftConfig> for MetaStateMachine {
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
-        MetaSnapshotBuilder {
-            data: self.data.clone(),
-            db: self.db.clone(),
-        }
+        MetaSnapshotBuilder { data: self.data.clone(), db: self.db.clone() }
     }
 
     async fn begin_receiving_snapshot(&mut self) -> SmResult<Box<Cursor<Vec<u8>>>> {
@@ -207,26 +162,14 @@ impl RaftStateMachine<MetaRaftConfig> for MetaStateMachine {
     ) -> SmResult<()> {
         let bytes = snapshot.into_inner();
         let data: MetaData = decode(&bytes).map_err(read_err)?;
-        save_snapshot(
-            &self.db,
-            &StoredSnapshot {
-                meta: meta.clone(),
-                data: bytes,
-            },
-        )?;
-        *self
-            .data
-            .write()
-            .map_err(|_| write_err("meta state lock poisoned"))? = data;
+        save_snapshot(&self.db, &StoredSnapshot { meta: meta.clone(), data: bytes })?;
+        *self.data.write().map_err(|_| write_err("meta state lock poisoned"))? = data;
         Ok(())
     }
 
     async fn get_current_snapshot(&mut self) -> SmResult<Option<Snapshot<MetaRaftConfig>>> {
         Ok(load_snapshot(&self.db)
             .map_err(read_err)?
-            .map(|s| Snapshot {
-                meta: s.meta,
-                snapshot: Box::new(Cursor::new(s.data)),
-            }))
+            .map(|s| Snapshot { meta: s.meta, snapshot: Box::new(Cursor::new(s.data)) }))
     }
 }

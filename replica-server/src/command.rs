@@ -127,11 +127,7 @@ pub struct BatchView<'a> {
 impl<'a> BatchView<'a> {
     /// An empty batch over `db`.
     pub fn new(db: &'a DB) -> Self {
-        Self {
-            db,
-            batch: WriteBatch::default(),
-            overlay: HashMap::new(),
-        }
+        Self { db, batch: WriteBatch::default(), overlay: HashMap::new() }
     }
 
     /// The stored value at `key` as this batch sees it.
@@ -202,12 +198,7 @@ impl<'a> BatchView<'a> {
                 }
                 CommandResponse::Deleted(deleted)
             }
-            Command::Incr {
-                key,
-                delta,
-                ttl,
-                now,
-            } => {
+            Command::Incr { key, delta, ttl, now } => {
                 let current = self.get_live(key, *now)?;
                 let (old_ts, old) = match &current {
                     Some((ts, v)) if v.is_empty() => (*ts, 0),
@@ -218,30 +209,17 @@ impl<'a> BatchView<'a> {
                     None => (0, 0),
                 };
                 let Some(new) = old.checked_add(*delta) else {
-                    return Ok(CommandResponse::Refused(format!(
-                        "incr overflows: {old} + {delta}"
-                    )));
+                    return Ok(CommandResponse::Refused(format!("incr overflows: {old} + {delta}")));
                 };
                 let expire_ts = match ttl {
                     IncrTtl::Keep => old_ts,
                     IncrTtl::Set(s) => expire_ts_for_ttl(*now, *s),
                     IncrTtl::Clear => 0,
                 };
-                self.put(
-                    key.clone(),
-                    Bytes::from(encode_value(expire_ts, new.to_string().as_bytes())),
-                )?;
+                self.put(key.clone(), Bytes::from(encode_value(expire_ts, new.to_string().as_bytes())))?;
                 CommandResponse::Incremented(new)
             }
-            Command::CheckAndSet {
-                check_key,
-                check_type,
-                operand,
-                set_key,
-                set_value,
-                return_check_value,
-                now,
-            } => {
+            Command::CheckAndSet { check_key, check_type, operand, set_key, set_value, return_check_value, now } => {
                 let current = self.get_live(check_key, *now)?.map(|(_, v)| v);
                 let passes = match check_type.passes(current.as_deref(), operand) {
                     Ok(p) => p,
@@ -256,9 +234,7 @@ impl<'a> BatchView<'a> {
                 }
             }
             Command::IngestSst { .. } => {
-                return Err(WingError::Internal(
-                    "IngestSst is applied by the state machine, not a batch".into(),
-                ))
+                return Err(WingError::Internal("IngestSst is applied by the state machine, not a batch".into()))
             }
         })
     }
@@ -289,29 +265,14 @@ mod tests {
     #[test]
     fn a_batch_sees_its_own_writes() {
         let dir = tempfile::tempdir().unwrap();
-        let db = SharedStorage::new(StorageConfig::default())
-            .open(dir.path())
-            .unwrap();
+        let db = SharedStorage::new(StorageConfig::default()).open(dir.path()).unwrap();
         let now = 1_000;
         let out = apply_all(
             &db,
             &[
-                Command::Incr {
-                    key: key("n"),
-                    delta: 2,
-                    ttl: IncrTtl::Keep,
-                    now,
-                },
-                Command::Incr {
-                    key: key("n"),
-                    delta: 3,
-                    ttl: IncrTtl::Set(10),
-                    now,
-                },
-                Command::Put {
-                    key: key("a"),
-                    value: val(0, "x"),
-                },
+                Command::Incr { key: key("n"), delta: 2, ttl: IncrTtl::Keep, now },
+                Command::Incr { key: key("n"), delta: 3, ttl: IncrTtl::Set(10), now },
+                Command::Put { key: key("a"), value: val(0, "x") },
                 Command::CheckAndSet {
                     check_key: key("a"),
                     check_type: CheckType::ValueBytesEqual,
@@ -321,89 +282,46 @@ mod tests {
                     return_check_value: true,
                     now,
                 },
-                Command::MultiDelete {
-                    keys: vec![key("a"), key("zz")],
-                    now,
-                },
+                Command::MultiDelete { keys: vec![key("a"), key("zz")], now },
             ],
         );
         assert_eq!(out[0], CommandResponse::Incremented(2));
         assert_eq!(out[1], CommandResponse::Incremented(5));
         assert_eq!(
             out[3],
-            CommandResponse::CheckAndSet {
-                succeeded: true,
-                check_value: Some(Bytes::from_static(b"x"))
-            }
+            CommandResponse::CheckAndSet { succeeded: true, check_value: Some(Bytes::from_static(b"x")) }
         );
         assert_eq!(out[4], CommandResponse::Deleted(1));
         let cf = data_cf(&db).unwrap();
         let n = db.get_cf(cf, key("n")).unwrap().unwrap();
         assert_eq!(decode_value(&n).unwrap(), (1_010, &b"5"[..]));
         assert!(db.get_cf(cf, key("a")).unwrap().is_none());
-        assert_eq!(
-            decode_value(&db.get_cf(cf, key("b")).unwrap().unwrap())
-                .unwrap()
-                .1,
-            b"y"
-        );
+        assert_eq!(decode_value(&db.get_cf(cf, key("b")).unwrap().unwrap()).unwrap().1, b"y");
     }
 
     #[test]
     fn expired_records_count_as_absent_and_refusals_write_nothing() {
         let dir = tempfile::tempdir().unwrap();
-        let db = SharedStorage::new(StorageConfig::default())
-            .open(dir.path())
-            .unwrap();
+        let db = SharedStorage::new(StorageConfig::default()).open(dir.path()).unwrap();
         apply_all(
             &db,
             &[
-                Command::Put {
-                    key: key("old"),
-                    value: val(500, "41"),
-                },
-                Command::Put {
-                    key: key("t"),
-                    value: val(0, "text"),
-                },
+                Command::Put { key: key("old"), value: val(500, "41") },
+                Command::Put { key: key("t"), value: val(0, "text") },
             ],
         );
         let out = apply_all(
             &db,
             &[
-                Command::Incr {
-                    key: key("old"),
-                    delta: 1,
-                    ttl: IncrTtl::Keep,
-                    now: 1_000,
-                },
-                Command::Incr {
-                    key: key("t"),
-                    delta: 1,
-                    ttl: IncrTtl::Keep,
-                    now: 1_000,
-                },
-                Command::Incr {
-                    key: key("old"),
-                    delta: i64::MAX,
-                    ttl: IncrTtl::Keep,
-                    now: 1_000,
-                },
+                Command::Incr { key: key("old"), delta: 1, ttl: IncrTtl::Keep, now: 1_000 },
+                Command::Incr { key: key("t"), delta: 1, ttl: IncrTtl::Keep, now: 1_000 },
+                Command::Incr { key: key("old"), delta: i64::MAX, ttl: IncrTtl::Keep, now: 1_000 },
             ],
         );
-        assert_eq!(
-            out[0],
-            CommandResponse::Incremented(1),
-            "an expired record counts as 0"
-        );
+        assert_eq!(out[0], CommandResponse::Incremented(1), "an expired record counts as 0");
         assert!(matches!(out[1], CommandResponse::Refused(_)));
         assert!(matches!(out[2], CommandResponse::Refused(ref m) if m.contains("overflow")));
         let cf = data_cf(&db).unwrap();
-        assert_eq!(
-            decode_value(&db.get_cf(cf, key("t")).unwrap().unwrap())
-                .unwrap()
-                .1,
-            b"text"
-        );
+        assert_eq!(decode_value(&db.get_cf(cf, key("t")).unwrap().unwrap()).unwrap().1, b"text");
     }
 }

@@ -129,10 +129,7 @@ pub struct StorageConfig {
 
 impl Default for StorageConfig {
     fn default() -> Self {
-        Self {
-            block_cache_bytes: 256 << 20,
-            write_buffer_bytes: 32 << 20,
-        }
+        Self { block_cache_bytes: 256 << 20, write_buffer_bytes: 32 << 20 }
     }
 }
 
@@ -142,16 +139,14 @@ mod tests {
 
     #[test]
     fn toml_overrides_and_defaults() {
-        let c: ReplicaServerConfig = wingkv_common::config::parse_toml(
-            "node_id = 7\nlisten = \"127.0.0.1:0\"\n[raft]\nheartbeat_ms = 50\n",
-        )
-        .unwrap();
+        let c: ReplicaServerConfig =
+            wingkv_common::config::parse_toml("node_id = 7\nlisten = \"127.0.0.1:0\"\n[raft]\nheartbeat_ms = 50\n")
+                .unwrap();
         assert_eq!(c.node_id, 7);
         assert_eq!(c.raft.heartbeat_ms, 50);
         assert_eq!(c.raft.election_timeout_min_ms, 750);
         assert_eq!(c.storage.write_buffer_bytes, 32 << 20);
-        let err =
-            wingkv_common::config::parse_toml::<ReplicaServerConfig>("nod_id = 1").unwrap_err();
+        let err = wingkv_common::config::parse_toml::<ReplicaServerConfig>("nod_id = 1").unwrap_err();
         assert!(err.contains("nod_id"), "{err}");
     }
 }

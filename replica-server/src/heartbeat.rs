@@ -22,32 +22,17 @@ pub fn stored_node_id(data_dir: &Path) -> Result<Option<u64>, WingError> {
     let path = data_dir.join(NODE_ID_FILE);
     match std::fs::read_to_string(&path) {
         Ok(text) => text.trim().parse::<u64>().map(Some).map_err(|_| {
-            WingError::Corruption(format!(
-                "{} does not hold a node id: '{}'",
-                path.display(),
-                text.trim()
-            ))
+            WingError::Corruption(format!("{} does not hold a node id: '{}'", path.display(), text.trim()))
         }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(WingError::Storage(format!(
-            "cannot read {}: {e}",
-            path.display()
-        ))),
+        Err(e) => Err(WingError::Storage(format!("cannot read {}: {e}", path.display()))),
     }
 }
 
 /// Registers this server with the meta (with `node_id`, or 0 for a new node) and returns the
 /// node id, kept in `data_dir` for the next start.
-pub async fn register(
-    meta: &MetaClient,
-    data_dir: &Path,
-    node_id: u64,
-    address: &str,
-) -> Result<u64, WingError> {
-    let req = RegisterNodeRequest {
-        node_id,
-        address: address.to_string(),
-    };
+pub async fn register(meta: &MetaClient, data_dir: &Path, node_id: u64, address: &str) -> Result<u64, WingError> {
+    let req = RegisterNodeRequest { node_id, address: address.to_string() };
     let resp = meta.call(|mut c| {
         let req = req.clone();
         async move { c.register_node(req).await }
@@ -91,16 +76,8 @@ pub async fn run(
                 }
             }
         }
-        let replicas = manager
-            .all()
-            .iter()
-            .map(|r| report_from_status(&r.status()))
-            .collect();
-        let req = HeartbeatRequest {
-            node_id,
-            address: address.clone(),
-            replicas,
-        };
+        let replicas = manager.all().iter().map(|r| report_from_status(&r.status())).collect();
+        let req = HeartbeatRequest { node_id, address: address.clone(), replicas };
         let resp = tokio::select! {
             _ = cancel.cancelled() => break,
             r = meta.call(|mut c| {

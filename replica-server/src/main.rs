@@ -50,15 +50,10 @@ fn main() -> anyhow::Result<()> {
     if let Some(v) = args.data_dir {
         config.data_dir = v;
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("tokio runtime")?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("tokio runtime")?;
     runtime.block_on(async move {
         let server = ReplicaServer::start(config).await?;
-        server
-            .run_until(wingkv_common::net::shutdown_signal())
-            .await?;
+        server.run_until(wingkv_common::net::shutdown_signal()).await?;
         Ok(())
     })
 }

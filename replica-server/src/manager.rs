@@ -21,11 +21,7 @@ pub struct ReplicaManager {
 impl ReplicaManager {
     /// A manager with no replica open yet.
     pub fn new(ctx: ReplicaContext) -> Self {
-        Self {
-            ctx,
-            replicas: RwLock::new(HashMap::new()),
-            changes: tokio::sync::Mutex::new(()),
-        }
+        Self { ctx, replicas: RwLock::new(HashMap::new()), changes: tokio::sync::Mutex::new(()) }
     }
 
     /// This node's raft id.
@@ -53,12 +49,7 @@ impl ReplicaManager {
             .unwrap_or_else(|p| p.into_inner())
             .get(&id)
             .cloned()
-            .ok_or_else(|| {
-                WingError::NotFound(format!(
-                    "partition {id} is not hosted on node {}",
-                    self.ctx.node_id
-                ))
-            })
+            .ok_or_else(|| WingError::NotFound(format!("partition {id} is not hosted on node {}", self.ctx.node_id)))
     }
 
     /// Every open replica.
@@ -70,17 +61,11 @@ impl ReplicaManager {
     }
 
     fn insert(&self, r: Arc<Replica>) {
-        self.replicas
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(r.id(), r);
+        self.replicas.write().unwrap_or_else(|p| p.into_inner()).insert(r.id(), r);
     }
 
     fn take(&self, id: PartitionId) -> Option<Arc<Replica>> {
-        self.replicas
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&id)
+        self.replicas.write().unwrap_or_else(|p| p.into_inner()).remove(&id)
     }
 
     /// Opens every replica stored under the data dir; returns how many were opened. A replica
@@ -91,8 +76,8 @@ impl ReplicaManager {
         std::fs::create_dir_all(&root)
             .map_err(|e| WingError::Storage(format!("cannot create {}: {e}", root.display())))?;
         let mut ids = Vec::new();
-        let entries = std::fs::read_dir(&root)
-            .map_err(|e| WingError::Storage(format!("cannot list {}: {e}", root.display())))?;
+        let entries =
+            std::fs::read_dir(&root).map_err(|e| WingError::Storage(format!("cannot list {}: {e}", root.display())))?;
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().to_string();
             match name.parse::<PartitionId>() {
@@ -119,10 +104,7 @@ impl ReplicaManager {
     ) -> Result<Arc<Replica>, WingError> {
         let _guard = self.changes.lock().await;
         if self.get(id).is_ok() || self.dir_of(id).exists() {
-            return Err(WingError::AlreadyExists(format!(
-                "replica {id} already exists on node {}",
-                self.ctx.node_id
-            )));
+            return Err(WingError::AlreadyExists(format!("replica {id} already exists on node {}", self.ctx.node_id)));
         }
         if !initial_members.is_empty() && !initial_members.contains_key(&self.ctx.node_id) {
             return Err(WingError::InvalidArgument(format!(
@@ -144,9 +126,7 @@ impl ReplicaManager {
             if let Err(e) = replica.raft().initialize(initial_members).await {
                 replica.close().await;
                 let _ = std::fs::remove_dir_all(&dir);
-                return Err(WingError::Internal(format!(
-                    "cannot initialize group {id}: {e}"
-                )));
+                return Err(WingError::Internal(format!("cannot initialize group {id}: {e}")));
             }
         }
         self.insert(replica.clone());
@@ -161,10 +141,7 @@ impl ReplicaManager {
         }
         let dir = self.dir_of(id);
         if !dir.exists() {
-            return Err(WingError::NotFound(format!(
-                "replica {id} does not exist on node {}",
-                self.ctx.node_id
-            )));
+            return Err(WingError::NotFound(format!("replica {id} does not exist on node {}", self.ctx.node_id)));
         }
         let replica = Replica::open(id, &dir, &self.ctx).await?;
         self.insert(replica.clone());
@@ -174,9 +151,7 @@ impl ReplicaManager {
     /// Closes a replica, keeping its data.
     pub async fn close(&self, id: PartitionId) -> Result<(), WingError> {
         let _guard = self.changes.lock().await;
-        let replica = self
-            .take(id)
-            .ok_or_else(|| WingError::NotFound(format!("replica {id} is not open")))?;
+        let replica = self.take(id).ok_or_else(|| WingError::NotFound(format!("replica {id} is not open")))?;
         replica.close().await;
         Ok(())
     }
@@ -187,10 +162,7 @@ impl ReplicaManager {
         let dir = self.dir_of(id);
         let replica = self.take(id);
         if replica.is_none() && !dir.exists() {
-            return Err(WingError::NotFound(format!(
-                "replica {id} does not exist on node {}",
-                self.ctx.node_id
-            )));
+            return Err(WingError::NotFound(format!("replica {id} does not exist on node {}", self.ctx.node_id)));
         }
         if let Some(r) = replica {
             r.close().await;
@@ -205,13 +177,7 @@ impl ReplicaManager {
     /// Closes every replica (at shutdown), waiting for each.
     pub async fn close_all(&self) {
         let _guard = self.changes.lock().await;
-        let all: Vec<_> = self
-            .replicas
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .drain()
-            .map(|(_, r)| r)
-            .collect();
+        let all: Vec<_> = self.replicas.write().unwrap_or_else(|p| p.into_inner()).drain().map(|(_, r)| r).collect();
         for r in all {
             r.close().await;
         }

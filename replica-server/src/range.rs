@@ -31,13 +31,7 @@ pub struct KeyRange {
 impl KeyRange {
     /// Every key of the partition.
     pub fn whole() -> Self {
-        Self {
-            start: Vec::new(),
-            start_inclusive: true,
-            end: None,
-            end_inclusive: false,
-            exhausted: false,
-        }
+        Self { start: Vec::new(), start_inclusive: true, end: None, end_inclusive: false, exhausted: false }
     }
 
     /// The sort keys of `hash_key` from `start_sk` to `stop_sk` (empty stop = to the end of the
@@ -55,13 +49,7 @@ impl KeyRange {
         } else {
             (Some(encode_key(hash_key, stop_sk)?), stop_inclusive)
         };
-        Ok(Self {
-            start,
-            start_inclusive,
-            end,
-            end_inclusive,
-            exhausted: false,
-        })
+        Ok(Self { start, start_inclusive, end, end_inclusive, exhausted: false })
     }
 
     /// Whether every record has been handed out.
@@ -92,10 +80,7 @@ impl KeyRange {
             return Ok(out);
         }
         let mut bytes = 0u64;
-        let it = db.iterator_cf(
-            data_cf(db)?,
-            IteratorMode::From(&self.start, Direction::Forward),
-        );
+        let it = db.iterator_cf(data_cf(db)?, IteratorMode::From(&self.start, Direction::Forward));
         for item in it {
             let (k, v) = item?;
             if !self.start_inclusive && k.as_ref() == self.start.as_slice() {
@@ -115,11 +100,7 @@ impl KeyRange {
             out.push(RangeRecord {
                 key: k.to_vec(),
                 expire_ts: ts,
-                value: if with_values {
-                    user.to_vec()
-                } else {
-                    Vec::new()
-                },
+                value: if with_values { user.to_vec() } else { Vec::new() },
             });
             if out.len() >= max_count || (max_bytes > 0 && bytes >= max_bytes) {
                 return Ok(out);
@@ -133,9 +114,6 @@ impl KeyRange {
 impl KeyRange {
     /// A range with nothing left (ends a stream after an error).
     pub fn exhausted_marker() -> Self {
-        Self {
-            exhausted: true,
-            ..Self::whole()
-        }
+        Self { exhausted: true, ..Self::whole() }
     }
 }

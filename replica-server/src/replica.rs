@@ -18,8 +18,7 @@ use wingkv_common::{PartitionId, WingError};
 use wingkv_proto::common::ReplicaRole;
 use wingkv_proto::replica_admin::replica_admin_client::ReplicaAdminClient;
 use wingkv_proto::replica_admin::{
-    BulkLoadAction, BulkLoadJobSpec, BulkLoadRequest, BulkLoadResponse, Member,
-    ReplicaBulkLoadState, ReplicaStatus,
+    BulkLoadAction, BulkLoadJobSpec, BulkLoadRequest, BulkLoadResponse, Member, ReplicaBulkLoadState, ReplicaStatus,
 };
 
 use crate::bulk_load::loader::BulkLoadSource;
@@ -64,11 +63,7 @@ pub struct Replica {
 
 impl Replica {
     /// Opens the replica stored in `dir` (creating it when empty) and starts its raft group.
-    pub async fn open(
-        id: PartitionId,
-        dir: &Path,
-        ctx: &ReplicaContext,
-    ) -> Result<Arc<Self>, WingError> {
+    pub async fn open(id: PartitionId, dir: &Path, ctx: &ReplicaContext) -> Result<Arc<Self>, WingError> {
         let db = ctx.storage.open(&dir.join("db"))?;
         let snapshots = SnapshotDir::open(dir.join("snapshot"))?;
         snapshots.recover_interrupted_install(&db)?;
@@ -91,27 +86,18 @@ impl Replica {
             .map_err(|e| WingError::Internal(format!("cannot start WAL sync thread: {e}")))?;
         // The log is never purged past the durable applied index (same DB, same WAL).
         let applied_db = db.clone();
-        let limit: PurgeLimit = Arc::new(move || {
-            read_applied(&applied_db)
-                .ok()
-                .map(|(last, _)| last.map(|l| l.index).unwrap_or(0))
-        });
+        let limit: PurgeLimit =
+            Arc::new(move || read_applied(&applied_db).ok().map(|(last, _)| last.map(|l| l.index).unwrap_or(0)));
         let log_store = RocksLogStore::new(db.clone(), syncer.clone()).with_purge_limit(limit);
-        let sm =
-            PartitionStateMachine::new(db.clone(), snapshots, dir.to_path_buf(), ctx.bulk.clone());
+        let sm = PartitionStateMachine::new(db.clone(), snapshots, dir.to_path_buf(), ctx.bulk.clone());
         let network = GrpcNetworkFactory::new(id, ctx.pool.clone());
-        let raft =
-            match PartitionRaft::new(ctx.node_id, Arc::new(raft_config), network, log_store, sm)
-                .await
-            {
-                Ok(r) => r,
-                Err(e) => {
-                    syncer.shutdown();
-                    return Err(WingError::Storage(format!(
-                        "cannot start raft for {id}: {e}"
-                    )));
-                }
-            };
+        let raft = match PartitionRaft::new(ctx.node_id, Arc::new(raft_config), network, log_store, sm).await {
+            Ok(r) => r,
+            Err(e) => {
+                syncer.shutdown();
+                return Err(WingError::Storage(format!("cannot start raft for {id}: {e}")));
+            }
+        };
         let cancel = CancellationToken::new();
         let tasks = TaskTracker::new();
         let reads = ReadBarrier::start(
@@ -189,10 +175,7 @@ impl Replica {
     }
 
     fn not_leader(&self) -> WingError {
-        WingError::NotLeader {
-            partition: self.id.to_string(),
-            leader: self.leader_address(),
-        }
+        WingError::NotLeader { partition: self.id.to_string(), leader: self.leader_address() }
     }
 
     /// Fails fast with `NotLeader` when this replica is not the primary.
@@ -215,29 +198,21 @@ impl Replica {
     pub async fn propose(&self, cmd: Command) -> Result<(CommandResponse, u64), WingError> {
         self.check_primary()?;
         let write = self.raft.client_write(cmd);
-        let res = tokio::time::timeout(self.write_timeout, write)
-            .await
-            .map_err(|_| {
-                WingError::Timeout(format!(
-                    "partition {}: write not committed within {:?} (it may still commit)",
-                    self.id, self.write_timeout
-                ))
-            })?;
+        let res = tokio::time::timeout(self.write_timeout, write).await.map_err(|_| {
+            WingError::Timeout(format!(
+                "partition {}: write not committed within {:?} (it may still commit)",
+                self.id, self.write_timeout
+            ))
+        })?;
         match res {
             Ok(r) => Ok((r.data, r.log_id.index)),
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
-                Err(WingError::NotLeader {
-                    partition: self.id.to_string(),
-                    leader: f.leader_node.map(|n| n.addr),
-                })
+                Err(WingError::NotLeader { partition: self.id.to_string(), leader: f.leader_node.map(|n| n.addr) })
             }
-            Err(RaftError::APIError(e)) => {
-                Err(WingError::Internal(format!("partition {}: {e}", self.id)))
+            Err(RaftError::APIError(e)) => Err(WingError::Internal(format!("partition {}: {e}", self.id))),
+            Err(RaftError::Fatal(e)) => {
+                Err(WingError::Unavailable(format!("partition {}: raft stopped: {e}", self.id)))
             }
-            Err(RaftError::Fatal(e)) => Err(WingError::Unavailable(format!(
-                "partition {}: raft stopped: {e}",
-                self.id
-            ))),
         }
     }
 
@@ -249,10 +224,7 @@ impl Replica {
             ids.into_iter()
                 .map(|id| Member {
                     node_id: id,
-                    address: membership
-                        .get_node(&id)
-                        .map(|n: &BasicNode| n.addr.clone())
-                        .unwrap_or_default(),
+                    address: membership.get_node(&id).map(|n: &BasicNode| n.addr.clone()).unwrap_or_default(),
                 })
                 .collect()
         };
@@ -282,17 +254,10 @@ impl Replica {
 }
 
 /// The job a bulk-load request names.
-pub fn bulk_load_source(
-    spec: Option<&BulkLoadJobSpec>,
-) -> Result<(BulkLoadSource, bool), WingError> {
-    let spec =
-        spec.ok_or_else(|| WingError::InvalidArgument("bulk-load request without a job".into()))?;
-    object_store::path::Path::parse(&spec.partition_dir).map_err(|e| {
-        WingError::InvalidArgument(format!(
-            "bulk-load partition dir '{}': {e}",
-            spec.partition_dir
-        ))
-    })?;
+pub fn bulk_load_source(spec: Option<&BulkLoadJobSpec>) -> Result<(BulkLoadSource, bool), WingError> {
+    let spec = spec.ok_or_else(|| WingError::InvalidArgument("bulk-load request without a job".into()))?;
+    object_store::path::Path::parse(&spec.partition_dir)
+        .map_err(|e| WingError::InvalidArgument(format!("bulk-load partition dir '{}': {e}", spec.partition_dir)))?;
     Ok((
         BulkLoadSource {
             job_id: spec.job_id,
@@ -336,40 +301,24 @@ impl Replica {
             partition_dir: source.partition_dir.clone(),
             ingest_behind,
         };
-        let membership = self
-            .raft
-            .metrics()
-            .borrow()
-            .membership_config
-            .membership()
-            .clone();
+        let membership = self.raft.metrics().borrow().membership_config.membership().clone();
         let mut replicas = Vec::new();
         for voter in membership.voter_ids() {
             let state = if voter == self.node_id {
                 self.bulk_load_local(source, action).await
             } else {
-                let addr = membership
-                    .get_node(&voter)
-                    .map(|n| n.addr.clone())
-                    .unwrap_or_default();
+                let addr = membership.get_node(&voter).map(|n| n.addr.clone()).unwrap_or_default();
                 let req = BulkLoadRequest {
                     partition: Some(self.id.to_proto()),
                     job: Some(spec.clone()),
                     action: action as i32,
                 };
                 async {
-                    let channel = self
-                        .pool
-                        .get(&addr)
-                        .map_err(|e| WingError::Unavailable(e.to_string()))?;
+                    let channel = self.pool.get(&addr).map_err(|e| WingError::Unavailable(e.to_string()))?;
                     let mut client = ReplicaAdminClient::new(channel);
                     let mut req = tonic::Request::new(req);
                     req.set_timeout(Duration::from_secs(10));
-                    client
-                        .bulk_load_replica(req)
-                        .await
-                        .map(|r| r.into_inner())
-                        .map_err(|s| WingError::from_status(&s))
+                    client.bulk_load_replica(req).await.map(|r| r.into_inner()).map_err(|s| WingError::from_status(&s))
                 }
                 .await
             };
@@ -383,26 +332,13 @@ impl Replica {
         if ingested || action != BulkLoadAction::BlIngest {
             return Ok(BulkLoadResponse { replicas, ingested });
         }
-        let all_ready = replicas
-            .iter()
-            .all(|r| r.status == "BLS_DOWNLOADED" || r.status == "BLS_SUCCEED");
+        let all_ready = replicas.iter().all(|r| r.status == "BLS_DOWNLOADED" || r.status == "BLS_SUCCEED");
         let files = self.bulk.downloaded_files(source.job_id).await;
         let (true, Some(files)) = (all_ready, files) else {
-            return Ok(BulkLoadResponse {
-                replicas,
-                ingested: false,
-            });
+            return Ok(BulkLoadResponse { replicas, ingested: false });
         };
-        self.propose(Command::IngestSst {
-            source: source.clone(),
-            files,
-            ingest_behind,
-        })
-        .await?;
+        self.propose(Command::IngestSst { source: source.clone(), files, ingest_behind }).await?;
         tracing::info!(partition = %self.id, job = source.job_id, "bulk-load files ingested");
-        Ok(BulkLoadResponse {
-            replicas,
-            ingested: true,
-        })
+        Ok(BulkLoadResponse { replicas, ingested: true })
     }
 }

@@ -36,22 +36,16 @@ pub struct ReplicaServer {
 impl ReplicaServer {
     /// Starts a server: reopens every replica in the data dir, then serves.
     pub async fn start(config: ReplicaServerConfig) -> Result<Self, WingError> {
-        std::fs::create_dir_all(&config.data_dir).map_err(|e| {
-            WingError::Storage(format!("cannot create {}: {e}", config.data_dir.display()))
-        })?;
+        std::fs::create_dir_all(&config.data_dir)
+            .map_err(|e| WingError::Storage(format!("cannot create {}: {e}", config.data_dir.display())))?;
         let listener = bind(&config.listen)?;
-        let addr = listener
-            .local_addr()
-            .map_err(|e| WingError::Internal(e.to_string()))?;
+        let addr = listener.local_addr().map_err(|e| WingError::Internal(e.to_string()))?;
         let advertise = config.advertise.clone().unwrap_or_else(|| addr.to_string());
         let pool = ChannelPool::default();
         let (node_id, meta) = resolve_node_id(&config, &advertise, &pool).await?;
         let shutdown = CancellationToken::new();
         let ctx = ReplicaContext {
-            bulk: Arc::new(crate::bulk_load::BulkLoadEnv::new(
-                &config.bulk_load,
-                shutdown.clone(),
-            )),
+            bulk: Arc::new(crate::bulk_load::BulkLoadEnv::new(&config.bulk_load, shutdown.clone())),
             node_id,
             storage: SharedStorage::new(config.storage.clone()),
             pool,
@@ -64,41 +58,24 @@ impl ReplicaServer {
         let max = config.max_request_bytes;
         let router = tonic::transport::Server::builder()
             .tcp_nodelay(true)
+            .add_service(DataServer::new(DataService::new(manager.clone())).max_decoding_message_size(max))
             .add_service(
-                DataServer::new(DataService::new(manager.clone())).max_decoding_message_size(max),
-            )
-            .add_service(
-                RaftTransportServer::new(RaftTransportService::new(HostedGroups::new(
-                    manager.clone(),
-                )))
-                .max_decoding_message_size(MAX_RAFT_MESSAGE_BYTES)
-                .max_encoding_message_size(MAX_RAFT_MESSAGE_BYTES),
+                RaftTransportServer::new(RaftTransportService::new(HostedGroups::new(manager.clone())))
+                    .max_decoding_message_size(MAX_RAFT_MESSAGE_BYTES)
+                    .max_encoding_message_size(MAX_RAFT_MESSAGE_BYTES),
             )
             .add_service(ReplicaAdminServer::new(AdminService::new(manager.clone())));
         let tasks = TaskTracker::new();
         if let Some(meta) = meta {
             let interval = Duration::from_millis(config.heartbeat_interval_ms.max(10));
-            tasks.spawn(heartbeat::run(
-                meta,
-                manager.clone(),
-                advertise.clone(),
-                interval,
-                shutdown.clone(),
-            ));
+            tasks.spawn(heartbeat::run(meta, manager.clone(), advertise.clone(), interval, shutdown.clone()));
         }
         let grpc = GrpcServer::spawn(router, listener, shutdown.clone());
         // Written last: its presence tells supervisors and tests the server is ready.
         let addr_file = config.data_dir.join(ADDRESS_FILE);
-        std::fs::write(&addr_file, &advertise).map_err(|e| {
-            WingError::Storage(format!("cannot write {}: {e}", addr_file.display()))
-        })?;
-        Ok(Self {
-            addr,
-            advertise,
-            manager,
-            tasks,
-            grpc,
-        })
+        std::fs::write(&addr_file, &advertise)
+            .map_err(|e| WingError::Storage(format!("cannot write {}: {e}", addr_file.display())))?;
+        Ok(Self { addr, advertise, manager, tasks, grpc })
     }
 
     /// The bound listen address.
@@ -118,10 +95,7 @@ impl ReplicaServer {
 
     /// Waits until the gRPC server stops by itself (an error) or `stop` fires; then stops
     /// taking requests, lets in-flight ones finish and closes every replica.
-    pub async fn run_until(
-        self,
-        stop: impl std::future::Future<Output = ()>,
-    ) -> Result<(), WingError> {
+    pub async fn run_until(self, stop: impl std::future::Future<Output = ()>) -> Result<(), WingError> {
         let served = self.grpc.stop_when(stop).await;
         self.tasks.close();
         self.tasks.wait().await;

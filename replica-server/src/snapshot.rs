@@ -18,9 +18,7 @@ use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use openraft::{BasicNode, LogId, SnapshotMeta, StoredMembership};
-use rocksdb::{
-    IngestExternalFileOptions, IteratorMode, Options, SstFileWriter, WriteBatch, WriteOptions, DB,
-};
+use rocksdb::{IngestExternalFileOptions, IteratorMode, Options, SstFileWriter, WriteBatch, WriteOptions, DB};
 use wingkv_common::raft::{decode, encode, NodeId};
 use wingkv_common::value::{is_expired, now_epoch_seconds, stored_expire_ts};
 use wingkv_common::WingError;
@@ -64,26 +62,19 @@ fn storage_err(what: &str, e: impl std::fmt::Display) -> WingError {
 }
 
 fn unique_suffix() -> u128 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0)
 }
 
 fn sync_dir(dir: &Path) -> Result<(), WingError> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| storage_err("sync snapshot dir", e))
+    File::open(dir).and_then(|d| d.sync_all()).map_err(|e| storage_err("sync snapshot dir", e))
 }
 
 /// Decodes the applied state from the stored `last_applied` and `membership` values.
-fn decode_applied(
-    last: Option<Vec<u8>>,
-    membership: Option<Vec<u8>>,
-) -> Result<AppliedState, WingError> {
+fn decode_applied(last: Option<Vec<u8>>, membership: Option<Vec<u8>>) -> Result<AppliedState, WingError> {
     let last = match last {
-        Some(b) => decode::<Option<LogId<NodeId>>>(&b)
-            .map_err(|e| WingError::Corruption(format!("last_applied: {e}")))?,
+        Some(b) => {
+            decode::<Option<LogId<NodeId>>>(&b).map_err(|e| WingError::Corruption(format!("last_applied: {e}")))?
+        }
         None => None,
     };
     let membership = match membership {
@@ -96,27 +87,18 @@ fn decode_applied(
 /// Reads the applied state (`last applied`, `membership`) from `db`.
 pub fn read_applied(db: &DB) -> Result<AppliedState, WingError> {
     let applied = cf(db, CF_APPLIED)?;
-    decode_applied(
-        db.get_cf(applied, KEY_LAST_APPLIED)?,
-        db.get_cf(applied, KEY_MEMBERSHIP)?,
-    )
+    decode_applied(db.get_cf(applied, KEY_LAST_APPLIED)?, db.get_cf(applied, KEY_MEMBERSHIP)?)
 }
 
 impl SnapshotDir {
     /// Opens (creates) the directory and removes leftovers of interrupted builds and transfers.
     pub fn open(dir: PathBuf) -> Result<Self, WingError> {
         fs::create_dir_all(&dir).map_err(|e| storage_err("create snapshot dir", e))?;
-        let this = Self {
-            dir,
-            lock: Default::default(),
-        };
+        let this = Self { dir, lock: Default::default() };
         for entry in fs::read_dir(&this.dir).map_err(|e| storage_err("list snapshot dir", e))? {
             let entry = entry.map_err(|e| storage_err("list snapshot dir", e))?;
             let name = entry.file_name().to_string_lossy().to_string();
-            if name.starts_with("building-")
-                || name.starts_with("receiving-")
-                || name.starts_with("ingest-")
-            {
+            if name.starts_with("building-") || name.starts_with("receiving-") || name.starts_with("ingest-") {
                 let _ = fs::remove_file(entry.path());
             }
         }
@@ -148,21 +130,16 @@ impl SnapshotDir {
     }
 
     fn read_meta(&self, id: &str) -> Result<PartitionSnapshotMeta, WingError> {
-        let text =
-            fs::read(self.meta_path(id)).map_err(|e| storage_err("read snapshot meta", e))?;
-        serde_json::from_slice(&text)
-            .map_err(|e| WingError::Corruption(format!("snapshot meta {id}: {e}")))
+        let text = fs::read(self.meta_path(id)).map_err(|e| storage_err("read snapshot meta", e))?;
+        serde_json::from_slice(&text).map_err(|e| WingError::Corruption(format!("snapshot meta {id}: {e}")))
     }
 
     /// Puts the SST at `sst` (in this directory) and `meta` in place under the snapshot's id.
     fn stage(&self, meta: &PartitionSnapshotMeta, sst: &Path) -> Result<(), WingError> {
         let id = &meta.snapshot_id;
-        File::open(sst)
-            .and_then(|f| f.sync_all())
-            .map_err(|e| storage_err("sync snapshot file", e))?;
+        File::open(sst).and_then(|f| f.sync_all()).map_err(|e| storage_err("sync snapshot file", e))?;
         fs::rename(sst, self.sst_path(id)).map_err(|e| storage_err("rename snapshot file", e))?;
-        let meta_json =
-            serde_json::to_vec(meta).map_err(|e| storage_err("encode snapshot meta", e))?;
+        let meta_json = serde_json::to_vec(meta).map_err(|e| storage_err("encode snapshot meta", e))?;
         write_synced(&self.meta_path(id), &meta_json)?;
         sync_dir(&self.dir)
     }
@@ -171,20 +148,14 @@ impl SnapshotDir {
     fn make_current(&self, id: &str) -> Result<(), WingError> {
         let tmp = self.dir.join("CURRENT.tmp");
         write_synced(&tmp, id.as_bytes())?;
-        fs::rename(&tmp, self.dir.join("CURRENT"))
-            .map_err(|e| storage_err("update snapshot CURRENT", e))?;
+        fs::rename(&tmp, self.dir.join("CURRENT")).map_err(|e| storage_err("update snapshot CURRENT", e))?;
         sync_dir(&self.dir)?;
-        for entry in fs::read_dir(&self.dir)
-            .map_err(|e| storage_err("list snapshot dir", e))?
-            .flatten()
-        {
+        for entry in fs::read_dir(&self.dir).map_err(|e| storage_err("list snapshot dir", e))?.flatten() {
             let name = entry.file_name().to_string_lossy().to_string();
-            let keep =
-                name == "CURRENT" || name == format!("{id}.sst") || name == format!("{id}.meta");
+            let keep = name == "CURRENT" || name == format!("{id}.sst") || name == format!("{id}.meta");
             // Files of an ongoing transfer, build or ingestion are not ours to remove here.
-            let in_flight = name.starts_with("receiving-")
-                || name.starts_with("building-")
-                || name.starts_with("ingest-");
+            let in_flight =
+                name.starts_with("receiving-") || name.starts_with("building-") || name.starts_with("ingest-");
             if !keep && !in_flight {
                 let _ = fs::remove_file(entry.path());
             }
@@ -197,10 +168,8 @@ impl SnapshotDir {
         let _guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
         let view = db.snapshot();
         let applied = cf(db, CF_APPLIED)?;
-        let (last_log_id, last_membership) = decode_applied(
-            view.get_cf(applied, KEY_LAST_APPLIED)?,
-            view.get_cf(applied, KEY_MEMBERSHIP)?,
-        )?;
+        let (last_log_id, last_membership) =
+            decode_applied(view.get_cf(applied, KEY_LAST_APPLIED)?, view.get_cf(applied, KEY_MEMBERSHIP)?)?;
         let tmp = self.dir.join(format!("building-{}.sst", unique_suffix()));
         let mut opts = Options::default();
         opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
@@ -230,23 +199,14 @@ impl SnapshotDir {
             Some(l) => format!("{}-{}-{}", l.leader_id.term, l.index, unique_suffix()),
             None => format!("0-0-{}", unique_suffix()),
         };
-        let meta = PartitionSnapshotMeta {
-            last_log_id,
-            last_membership,
-            snapshot_id: id.clone(),
-        };
+        let meta = PartitionSnapshotMeta { last_log_id, last_membership, snapshot_id: id.clone() };
         self.stage(&meta, &tmp)?;
         self.make_current(&id)?;
         Ok((meta, self.sst_path(&id)))
     }
 
     /// Replaces the contents of `db` with the snapshot `meta` whose SST is `sst` (blocking).
-    pub fn install(
-        &self,
-        db: &DB,
-        meta: &PartitionSnapshotMeta,
-        sst: &Path,
-    ) -> Result<(), WingError> {
+    pub fn install(&self, db: &DB, meta: &PartitionSnapshotMeta, sst: &Path) -> Result<(), WingError> {
         let _guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
         self.stage(meta, sst)?;
         // The marker goes down before anything is deleted or replaced: from here on, a crash
@@ -254,12 +214,7 @@ impl SnapshotDir {
         let applied = cf(db, CF_APPLIED)?;
         let mut synced = WriteOptions::default();
         synced.set_sync(true);
-        db.put_cf_opt(
-            applied,
-            KEY_INSTALLING,
-            meta.snapshot_id.as_bytes(),
-            &synced,
-        )?;
+        db.put_cf_opt(applied, KEY_INSTALLING, meta.snapshot_id.as_bytes(), &synced)?;
         self.make_current(&meta.snapshot_id)?;
         self.load_into(db, meta)
     }
@@ -286,18 +241,13 @@ impl SnapshotDir {
         // after the range end, so they are deleted one by one.
         let mut clear = WriteBatch::default();
         clear.delete_range_cf(data, &[][..], &[0xFFu8, 0xFF][..]);
-        for item in db.iterator_cf(
-            data,
-            IteratorMode::From(&[0xFF, 0xFF], rocksdb::Direction::Forward),
-        ) {
+        for item in db.iterator_cf(data, IteratorMode::From(&[0xFF, 0xFF], rocksdb::Direction::Forward)) {
             let (k, _) = item?;
             clear.delete_cf(data, k);
         }
         db.write_opt(clear, &synced)?;
         let sst = self.sst_path(&meta.snapshot_id);
-        let len = fs::metadata(&sst)
-            .map_err(|e| storage_err("stat snapshot file", e))?
-            .len();
+        let len = fs::metadata(&sst).map_err(|e| storage_err("stat snapshot file", e))?.len();
         if len > 0 {
             // Ingest a link so the snapshot file itself stays to be sent to other followers.
             let link = self.dir.join(format!("ingest-{}.sst", unique_suffix()));
@@ -310,16 +260,8 @@ impl SnapshotDir {
         }
         let applied = cf(db, CF_APPLIED)?;
         let mut batch = WriteBatch::default();
-        batch.put_cf(
-            applied,
-            KEY_LAST_APPLIED,
-            encode(&meta.last_log_id).map_err(|e| storage_err("encode", e))?,
-        );
-        batch.put_cf(
-            applied,
-            KEY_MEMBERSHIP,
-            encode(&meta.last_membership).map_err(|e| storage_err("encode", e))?,
-        );
+        batch.put_cf(applied, KEY_LAST_APPLIED, encode(&meta.last_log_id).map_err(|e| storage_err("encode", e))?);
+        batch.put_cf(applied, KEY_MEMBERSHIP, encode(&meta.last_membership).map_err(|e| storage_err("encode", e))?);
         batch.delete_cf(applied, KEY_INSTALLING);
         db.write_opt(batch, &synced)?;
         Ok(())
@@ -328,8 +270,7 @@ impl SnapshotDir {
 
 fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), WingError> {
     let mut f = File::create(path).map_err(|e| storage_err("create file", e))?;
-    f.write_all(bytes)
-        .map_err(|e| storage_err("write file", e))?;
+    f.write_all(bytes).map_err(|e| storage_err("write file", e))?;
     f.sync_all().map_err(|e| storage_err("sync file", e))
 }
 
@@ -372,22 +313,17 @@ mod tests {
         let data = data_cf(db).unwrap();
         for i in 0..n {
             let k = wingkv_common::key::encode_key(format!("h{i}").as_bytes(), b"s").unwrap();
-            db.put_cf(data, k, encode_value(0, format!("v{i}").as_bytes()))
-                .unwrap();
+            db.put_cf(data, k, encode_value(0, format!("v{i}").as_bytes())).unwrap();
         }
         // One expired record that a snapshot leaves out.
         let k = wingkv_common::key::encode_key(b"expired", b"s").unwrap();
         db.put_cf(data, k, encode_value(1, b"gone")).unwrap();
         let log_id = LogId::new(CommittedLeaderId::new(3, 1), applied);
-        let membership: StoredMembership<NodeId, BasicNode> = StoredMembership::new(
-            Some(log_id),
-            Membership::new(vec![BTreeSet::from([1u64])], None),
-        );
+        let membership: StoredMembership<NodeId, BasicNode> =
+            StoredMembership::new(Some(log_id), Membership::new(vec![BTreeSet::from([1u64])], None));
         let ap = cf(db, CF_APPLIED).unwrap();
-        db.put_cf(ap, KEY_LAST_APPLIED, encode(&Some(log_id)).unwrap())
-            .unwrap();
-        db.put_cf(ap, KEY_MEMBERSHIP, encode(&membership).unwrap())
-            .unwrap();
+        db.put_cf(ap, KEY_LAST_APPLIED, encode(&Some(log_id)).unwrap()).unwrap();
+        db.put_cf(ap, KEY_MEMBERSHIP, encode(&membership).unwrap()).unwrap();
     }
 
     #[test]
@@ -405,8 +341,7 @@ mod tests {
         let dst = storage.open(&dst_dir.path().join("db")).unwrap();
         // Stale data on the receiver must disappear.
         let stale = wingkv_common::key::encode_key(b"stale", b"").unwrap();
-        dst.put_cf(data_cf(&dst).unwrap(), &stale, encode_value(0, b"x"))
-            .unwrap();
+        dst.put_cf(data_cf(&dst).unwrap(), &stale, encode_value(0, b"x")).unwrap();
         let dst_snaps = SnapshotDir::open(dst_dir.path().join("snapshot")).unwrap();
         let received = dst_snaps.receiving_path();
         std::fs::copy(&path, &received).unwrap();
@@ -414,15 +349,8 @@ mod tests {
 
         let (applied, count, _) = checksum(&dst).unwrap();
         assert_eq!((applied, count), (42, 500));
-        assert_eq!(
-            checksum(&src).unwrap().1,
-            500,
-            "expired records do not count"
-        );
-        assert!(dst
-            .get_cf(data_cf(&dst).unwrap(), &stale)
-            .unwrap()
-            .is_none());
+        assert_eq!(checksum(&src).unwrap().1, 500, "expired records do not count");
+        assert!(dst.get_cf(data_cf(&dst).unwrap(), &stale).unwrap().is_none());
         let (last, membership) = read_applied(&dst).unwrap();
         assert_eq!(last, meta.last_log_id);
         assert_eq!(membership, meta.last_membership);
@@ -440,8 +368,7 @@ mod tests {
         let (meta, _) = snaps.build(&db).unwrap();
         // Simulate a crash after the marker was written and the data half cleared.
         let ap = cf(&db, CF_APPLIED).unwrap();
-        db.put_cf(ap, KEY_INSTALLING, meta.snapshot_id.as_bytes())
-            .unwrap();
+        db.put_cf(ap, KEY_INSTALLING, meta.snapshot_id.as_bytes()).unwrap();
         let first = wingkv_common::key::encode_key(b"h0", b"s").unwrap();
         db.delete_cf(data_cf(&db).unwrap(), first).unwrap();
         snaps.recover_interrupted_install(&db).unwrap();

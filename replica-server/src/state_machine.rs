@@ -7,8 +7,8 @@ use std::sync::Arc;
 
 use openraft::storage::{RaftStateMachine, Snapshot};
 use openraft::{
-    AnyError, BasicNode, Entry, EntryPayload, LogId, OptionalSend, RaftSnapshotBuilder,
-    StorageError, StorageIOError, StoredMembership,
+    AnyError, BasicNode, Entry, EntryPayload, LogId, OptionalSend, RaftSnapshotBuilder, StorageError, StorageIOError,
+    StoredMembership,
 };
 use rocksdb::DB;
 use wingkv_common::bulk_load::FileMeta;
@@ -22,8 +22,7 @@ use crate::bulk_load::{job_dir, BulkLoadEnv};
 use crate::command::{BatchView, Command, CommandResponse};
 use crate::raft_types::PartitionRaftConfig;
 use crate::snapshot::{
-    read_applied, AppliedState, PartitionSnapshotMeta, SnapshotDir, KEY_LAST_APPLIED,
-    KEY_MEMBERSHIP,
+    read_applied, AppliedState, PartitionSnapshotMeta, SnapshotDir, KEY_LAST_APPLIED, KEY_MEMBERSHIP,
 };
 use crate::store::{cf, CF_APPLIED};
 
@@ -42,26 +41,14 @@ where
     F: FnOnce() -> Result<T, WingError> + Send + 'static,
     T: Send + 'static,
 {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| WingError::Internal(format!("blocking task failed: {e}")))?
+    tokio::task::spawn_blocking(f).await.map_err(|e| WingError::Internal(format!("blocking task failed: {e}")))?
 }
 
 impl PartitionStateMachine {
     /// The state machine over `db`, with snapshots in `snapshots`; bulk-load files live under
     /// `replica_dir`.
-    pub fn new(
-        db: Arc<DB>,
-        snapshots: SnapshotDir,
-        replica_dir: PathBuf,
-        bulk: Arc<BulkLoadEnv>,
-    ) -> Self {
-        Self {
-            db,
-            snapshots,
-            replica_dir,
-            bulk,
-        }
+    pub fn new(db: Arc<DB>, snapshots: SnapshotDir, replica_dir: PathBuf, bulk: Arc<BulkLoadEnv>) -> Self {
+        Self { db, snapshots, replica_dir, bulk }
     }
 
     /// Writes `batch` with the applied state up to `last`.
@@ -75,11 +62,7 @@ impl PartitionStateMachine {
     ) -> SmResult<()> {
         let applied = cf(&self.db, CF_APPLIED).map_err(write_err)?;
         if let Some(l) = last {
-            batch.put_cf(
-                applied,
-                KEY_LAST_APPLIED,
-                encode(&Some(l)).map_err(write_err)?,
-            );
+            batch.put_cf(applied, KEY_LAST_APPLIED, encode(&Some(l)).map_err(write_err)?);
         }
         if let Some(m) = membership {
             batch.put_cf(applied, KEY_MEMBERSHIP, encode(&m).map_err(write_err)?);
@@ -93,21 +76,11 @@ impl PartitionStateMachine {
     /// restarted or lagging), so every replica ends with the same data. Re-applying after a
     /// crash in the middle is safe: nothing after this entry was applied yet, so ingesting the
     /// same files again yields the same state.
-    async fn ingest(
-        &self,
-        source: &BulkLoadSource,
-        files: &[FileMeta],
-        ingest_behind: bool,
-    ) -> Result<(), WingError> {
+    async fn ingest(&self, source: &BulkLoadSource, files: &[FileMeta], ingest_behind: bool) -> Result<(), WingError> {
         let dir = job_dir(&self.replica_dir, source.job_id);
         if !files_present(&dir, files) {
             let store = open_provider(&source.provider, &self.bulk.provider)?;
-            let loader = BulkLoader::start(
-                source.clone(),
-                &self.replica_dir,
-                store,
-                self.bulk.limits.clone(),
-            );
+            let loader = BulkLoader::start(source.clone(), &self.replica_dir, store, self.bulk.limits.clone());
             let status = tokio::select! {
                 s = loader.finished() => s,
                 _ = self.bulk.shutdown.cancelled() => {
@@ -115,9 +88,7 @@ impl PartitionStateMachine {
                     return Err(WingError::Unavailable("shutting down during a bulk-load fetch".into()));
                 }
             };
-            if status.state != LoaderState::Downloaded
-                || loader.downloaded_files().as_deref() != Some(files)
-            {
+            if status.state != LoaderState::Downloaded || loader.downloaded_files().as_deref() != Some(files) {
                 return Err(WingError::Corruption(format!(
                     "job {}: cannot fetch the files to ingest again from {}: {:?}",
                     source.job_id, source.partition_dir, status.state
@@ -137,22 +108,12 @@ fn ingested_key(job_id: u64) -> Vec<u8> {
 
 /// Whether bulk-load job `job_id` was ingested into this replica.
 pub fn is_ingested(db: &DB, job_id: u64) -> Result<bool, WingError> {
-    Ok(db
-        .get_cf(cf(db, CF_APPLIED)?, ingested_key(job_id))?
-        .is_some())
+    Ok(db.get_cf(cf(db, CF_APPLIED)?, ingested_key(job_id))?.is_some())
 }
 
-async fn open_snapshot(
-    meta: PartitionSnapshotMeta,
-    path: PathBuf,
-) -> SmResult<Snapshot<PartitionRaftConfig>> {
-    let file = tokio::fs::File::open(&path)
-        .await
-        .map_err(|e| read_err(format!("open {}: {e}", path.display())))?;
-    Ok(Snapshot {
-        meta,
-        snapshot: Box::new(file),
-    })
+async fn open_snapshot(meta: PartitionSnapshotMeta, path: PathBuf) -> SmResult<Snapshot<PartitionRaftConfig>> {
+    let file = tokio::fs::File::open(&path).await.map_err(|e| read_err(format!("open {}: {e}", path.display())))?;
+    Ok(Snapshot { meta, snapshot: Box::new(file) })
 }
 
 /// Builds snapshots from a consistent view of the replica's RocksDB.
@@ -189,11 +150,7 @@ impl RaftStateMachine<PartitionRaftConfig> for PartitionStateMachine {
         for entry in entries {
             let resp = match entry.payload {
                 EntryPayload::Blank => CommandResponse::Done,
-                EntryPayload::Normal(Command::IngestSst {
-                    source,
-                    files,
-                    ingest_behind,
-                }) => {
+                EntryPayload::Normal(Command::IngestSst { source, files, ingest_behind }) => {
                     // Everything before this entry is written first, so the ingested rows land
                     // after it, at the same log index on every replica.
                     let before = std::mem::replace(&mut view, BatchView::new(&self.db));
@@ -203,9 +160,9 @@ impl RaftStateMachine<PartitionRaftConfig> for PartitionStateMachine {
                         .map_err(|e| StorageIOError::apply(entry.log_id, AnyError::error(e)))?;
                     CommandResponse::Done
                 }
-                EntryPayload::Normal(cmd) => view
-                    .apply(&cmd)
-                    .map_err(|e| StorageIOError::apply(entry.log_id, AnyError::error(e)))?,
+                EntryPayload::Normal(cmd) => {
+                    view.apply(&cmd).map_err(|e| StorageIOError::apply(entry.log_id, AnyError::error(e)))?
+                }
                 EntryPayload::Membership(m) => {
                     membership = Some(StoredMembership::new(Some(entry.log_id), m));
                     CommandResponse::Done
@@ -219,10 +176,7 @@ impl RaftStateMachine<PartitionRaftConfig> for PartitionStateMachine {
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
-        PartitionSnapshotBuilder {
-            db: self.db.clone(),
-            snapshots: self.snapshots.clone(),
-        }
+        PartitionSnapshotBuilder { db: self.db.clone(), snapshots: self.snapshots.clone() }
     }
 
     async fn begin_receiving_snapshot(&mut self) -> SmResult<Box<tokio::fs::File>> {
@@ -238,25 +192,18 @@ impl RaftStateMachine<PartitionRaftConfig> for PartitionStateMachine {
         Ok(Box::new(file))
     }
 
-    async fn install_snapshot(
-        &mut self,
-        meta: &PartitionSnapshotMeta,
-        snapshot: Box<tokio::fs::File>,
-    ) -> SmResult<()> {
+    async fn install_snapshot(&mut self, meta: &PartitionSnapshotMeta, snapshot: Box<tokio::fs::File>) -> SmResult<()> {
         wingkv_common::bulk_load::validate_file_name(&meta.snapshot_id).map_err(write_err)?;
         snapshot.sync_all().await.map_err(write_err)?;
         // The file openraft hands back is the one this stream wrote; find its path through the
         // descriptor, so a newer stream that began meanwhile cannot swap files under us.
         let path = {
             use std::os::fd::AsRawFd;
-            std::fs::read_link(format!("/proc/self/fd/{}", snapshot.as_raw_fd()))
-                .map_err(write_err)?
+            std::fs::read_link(format!("/proc/self/fd/{}", snapshot.as_raw_fd())).map_err(write_err)?
         };
         drop(snapshot);
         let (db, dir, meta2) = (self.db.clone(), self.snapshots.clone(), meta.clone());
-        blocking(move || dir.install(&db, &meta2, &path))
-            .await
-            .map_err(write_err)?;
+        blocking(move || dir.install(&db, &meta2, &path)).await.map_err(write_err)?;
         tracing::info!(snapshot = %meta.snapshot_id, last = ?meta.last_log_id, "installed snapshot");
         Ok(())
     }
@@ -283,10 +230,7 @@ mod tests {
     use crate::store::{data_cf, SharedStorage};
 
     fn entry(index: u64, cmd: Command) -> Entry<PartitionRaftConfig> {
-        Entry {
-            log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
-            payload: EntryPayload::Normal(cmd),
-        }
+        Entry { log_id: LogId::new(CommittedLeaderId::new(1, 1), index), payload: EntryPayload::Normal(cmd) }
     }
 
     #[tokio::test]
@@ -301,94 +245,46 @@ mod tests {
             let mut w = rocksdb::SstFileWriter::create(&opts);
             w.open(&sst).unwrap();
             for k in ["k1", "k2", "k3"] {
-                w.put(
-                    encode_key(k.as_bytes(), b"").unwrap(),
-                    encode_value(0, b"bulk"),
-                )
-                .unwrap();
+                w.put(encode_key(k.as_bytes(), b"").unwrap(), encode_value(0, b"bulk")).unwrap();
             }
             w.finish().unwrap();
         }
         let bytes = std::fs::read(&sst).unwrap();
-        let file = FileMeta {
-            name: "0.sst".into(),
-            size: bytes.len() as u64,
-            md5: md5_hex(&bytes),
-        };
-        let meta = BulkLoadMetadata {
-            files: vec![file.clone()],
-            file_total_size: file.size,
-        };
-        std::fs::write(
-            pdir.join("bulk_load_metadata"),
-            serde_json::to_vec(&meta).unwrap(),
-        )
-        .unwrap();
+        let file = FileMeta { name: "0.sst".into(), size: bytes.len() as u64, md5: md5_hex(&bytes) };
+        let meta = BulkLoadMetadata { files: vec![file.clone()], file_total_size: file.size };
+        std::fs::write(pdir.join("bulk_load_metadata"), serde_json::to_vec(&meta).unwrap()).unwrap();
 
         let replica = tempfile::tempdir().unwrap();
-        let db = SharedStorage::new(StorageConfig::default())
-            .open(&replica.path().join("db"))
-            .unwrap();
+        let db = SharedStorage::new(StorageConfig::default()).open(&replica.path().join("db")).unwrap();
         let config = BulkLoadConfig {
-            provider: ProviderConfig {
-                local_root: remote.path().to_path_buf(),
-                ..Default::default()
-            },
+            provider: ProviderConfig { local_root: remote.path().to_path_buf(), ..Default::default() },
             min_free_disk_bytes: 0,
             ..Default::default()
         };
-        let env = Arc::new(BulkLoadEnv::new(
-            &config,
-            tokio_util::sync::CancellationToken::new(),
-        ));
+        let env = Arc::new(BulkLoadEnv::new(&config, tokio_util::sync::CancellationToken::new()));
         let snapshots = SnapshotDir::open(replica.path().join("snapshot")).unwrap();
-        let mut sm =
-            PartitionStateMachine::new(db.clone(), snapshots, replica.path().to_path_buf(), env);
+        let mut sm = PartitionStateMachine::new(db.clone(), snapshots, replica.path().to_path_buf(), env);
         let put = |k: &str, v: &str| Command::Put {
             key: Bytes::from(encode_key(k.as_bytes(), b"").unwrap()),
             value: Bytes::from(encode_value(0, v.as_bytes())),
         };
-        let source = BulkLoadSource {
-            job_id: 1,
-            provider: "local".into(),
-            partition_dir: "bl/onebox/t/0".into(),
-        };
+        let source = BulkLoadSource { job_id: 1, provider: "local".into(), partition_dir: "bl/onebox/t/0".into() };
         let entries = vec![
             entry(1, put("k1", "before")),
-            entry(
-                2,
-                Command::IngestSst {
-                    source,
-                    files: vec![file],
-                    ingest_behind: false,
-                },
-            ),
+            entry(2, Command::IngestSst { source, files: vec![file], ingest_behind: false }),
             entry(3, put("k2", "after")),
         ];
         // The replica never downloaded the files: apply fetches and verifies them first.
         let out = sm.apply(entries).await.unwrap();
         assert_eq!(out.len(), 3);
         let get = |k: &str| {
-            let v = db
-                .get_cf(
-                    data_cf(&db).unwrap(),
-                    encode_key(k.as_bytes(), b"").unwrap(),
-                )
-                .unwrap()
-                .unwrap();
+            let v = db.get_cf(data_cf(&db).unwrap(), encode_key(k.as_bytes(), b"").unwrap()).unwrap().unwrap();
             String::from_utf8(v[4..].to_vec()).unwrap()
         };
-        assert_eq!(
-            get("k1"),
-            "bulk",
-            "the ingest comes after the write before it"
-        );
+        assert_eq!(get("k1"), "bulk", "the ingest comes after the write before it");
         assert_eq!(get("k2"), "after", "the write after the ingest wins");
         assert_eq!(get("k3"), "bulk");
         assert_eq!(read_applied(&db).unwrap().0.map(|l| l.index), Some(3));
-        assert!(
-            !crate::bulk_load::job_dir(replica.path(), 1).exists(),
-            "local files are removed after ingestion"
-        );
+        assert!(!crate::bulk_load::job_dir(replica.path(), 1).exists(), "local files are removed after ingestion");
     }
 }

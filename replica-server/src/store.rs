@@ -23,8 +23,7 @@ pub fn data_cf(db: &DB) -> Result<&ColumnFamily, WingError> {
 
 /// The named column family of `db`.
 pub fn cf<'a>(db: &'a DB, name: &str) -> Result<&'a ColumnFamily, WingError> {
-    db.cf_handle(name)
-        .ok_or_else(|| WingError::Storage(format!("column family {name} is missing")))
+    db.cf_handle(name).ok_or_else(|| WingError::Storage(format!("column family {name} is missing")))
 }
 
 /// Options shared by all replicas of a process (one block cache for all of them).
@@ -37,10 +36,7 @@ pub struct SharedStorage {
 impl SharedStorage {
     /// Creates the shared block cache.
     pub fn new(config: StorageConfig) -> Self {
-        Self {
-            cache: Cache::new_lru_cache(config.block_cache_bytes as usize),
-            config,
-        }
+        Self { cache: Cache::new_lru_cache(config.block_cache_bytes as usize), config }
     }
 
     /// Options for the user-data column family. `Pegasus`-compatible records: expired ones are
@@ -56,11 +52,9 @@ impl SharedStorage {
         o.set_max_write_buffer_number(3);
         o.set_compression_type(rocksdb::DBCompressionType::Lz4);
         o.set_bottommost_compression_type(rocksdb::DBCompressionType::Zstd);
-        o.set_compaction_filter("wingkv_ttl", |_level: u32, _key: &[u8], value: &[u8]| {
-            match stored_expire_ts(value) {
-                Some(ts) if crate::snapshot::droppable(ts, now_epoch_seconds()) => Decision::Remove,
-                _ => Decision::Keep,
-            }
+        o.set_compaction_filter("wingkv_ttl", |_level: u32, _key: &[u8], value: &[u8]| match stored_expire_ts(value) {
+            Some(ts) if crate::snapshot::droppable(ts, now_epoch_seconds()) => Decision::Remove,
+            _ => Decision::Keep,
         });
         o
     }
@@ -81,13 +75,8 @@ impl SharedStorage {
             ColumnFamilyDescriptor::new(CF_RAFT_META, small.clone()),
             ColumnFamilyDescriptor::new(CF_APPLIED, small),
         ];
-        let db = DB::open_cf_descriptors(&db_opts, path, cfs).map_err(|e| {
-            WingError::Storage(format!(
-                "cannot open {}: {}",
-                path.display(),
-                e.into_string()
-            ))
-        })?;
+        let db = DB::open_cf_descriptors(&db_opts, path, cfs)
+            .map_err(|e| WingError::Storage(format!("cannot open {}: {}", path.display(), e.into_string())))?;
         Ok(Arc::new(db))
     }
 }
@@ -100,33 +89,18 @@ mod tests {
     #[test]
     fn compaction_drops_expired_records() {
         let dir = tempfile::tempdir().unwrap();
-        let db = SharedStorage::new(StorageConfig::default())
-            .open(dir.path())
-            .unwrap();
+        let db = SharedStorage::new(StorageConfig::default()).open(dir.path()).unwrap();
         let cf = data_cf(&db).unwrap();
         let now = now_epoch_seconds();
-        db.put_cf(cf, b"\x00\x01alive", encode_value(0, b"v"))
-            .unwrap();
-        db.put_cf(cf, b"\x00\x01later", encode_value(now + 3_600, b"v"))
-            .unwrap();
-        db.put_cf(cf, b"\x00\x01grace", encode_value(now - 1, b"v"))
-            .unwrap();
+        db.put_cf(cf, b"\x00\x01alive", encode_value(0, b"v")).unwrap();
+        db.put_cf(cf, b"\x00\x01later", encode_value(now + 3_600, b"v")).unwrap();
+        db.put_cf(cf, b"\x00\x01grace", encode_value(now - 1, b"v")).unwrap();
         let gone_ts = now - crate::snapshot::EXPIRY_GRACE_SECONDS - 1;
-        db.put_cf(cf, b"\x00\x01gone", encode_value(gone_ts, b"v"))
-            .unwrap();
+        db.put_cf(cf, b"\x00\x01gone", encode_value(gone_ts, b"v")).unwrap();
         db.flush_cf(cf).unwrap();
         db.compact_range_cf(cf, None::<&[u8]>, None::<&[u8]>);
-        let keys: Vec<Vec<u8>> = db
-            .iterator_cf(cf, rocksdb::IteratorMode::Start)
-            .map(|kv| kv.unwrap().0.to_vec())
-            .collect();
-        assert_eq!(
-            keys,
-            vec![
-                b"\x00\x01alive".to_vec(),
-                b"\x00\x01grace".to_vec(),
-                b"\x00\x01later".to_vec()
-            ]
-        );
+        let keys: Vec<Vec<u8>> =
+            db.iterator_cf(cf, rocksdb::IteratorMode::Start).map(|kv| kv.unwrap().0.to_vec()).collect();
+        assert_eq!(keys, vec![b"\x00\x01alive".to_vec(), b"\x00\x01grace".to_vec(), b"\x00\x01later".to_vec()]);
     }
 }

@@ -82,14 +82,9 @@ pub fn run(args: BulkgenArgs) -> Result<ExitCode> {
         _ => bail!("give either --input FILE or --generate N"),
     };
     let rows: usize = parts.iter().map(Vec::len).sum();
-    eprintln!(
-        "bulkgen: {rows} rows partitioned in {:.1?}",
-        started.elapsed()
-    );
+    eprintln!("bulkgen: {rows} rows partitioned in {:.1?}", started.elapsed());
     let staging = tempfile_dir()?;
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let dir = table_dir(&args.root, &args.cluster, &args.table)?;
     let mut total_bytes = 0u64;
     for (pidx, mut rows) in parts.into_iter().enumerate() {
@@ -97,10 +92,7 @@ pub fn run(args: BulkgenArgs) -> Result<ExitCode> {
         let local = staging.path().join(pidx.to_string());
         std::fs::create_dir_all(&local)?;
         let files = write_ssts(&local, &rows, args.file_size_mb << 20)?;
-        let meta = BulkLoadMetadata {
-            file_total_size: files.iter().map(|f| f.size).sum(),
-            files,
-        };
+        let meta = BulkLoadMetadata { file_total_size: files.iter().map(|f| f.size).sum(), files };
         total_bytes += meta.file_total_size;
         rt.block_on(upload_partition(&store, &dir, pidx as u32, &local, &meta))?;
         eprintln!(
@@ -111,16 +103,8 @@ pub fn run(args: BulkgenArgs) -> Result<ExitCode> {
             meta.file_total_size
         );
     }
-    let info = BulkLoadInfo {
-        app_id: args.app_id,
-        app_name: args.table.clone(),
-        partition_count: args.partitions,
-    };
-    rt.block_on(put(
-        &store,
-        &dir.child(BULK_LOAD_INFO),
-        serde_json::to_vec(&info)?,
-    ))?;
+    let info = BulkLoadInfo { app_id: args.app_id, app_name: args.table.clone(), partition_count: args.partitions };
+    rt.block_on(put(&store, &dir.child(BULK_LOAD_INFO), serde_json::to_vec(&info)?))?;
     println!(
         "bulkgen: wrote {rows} rows in {} partitions ({total_bytes} bytes of SST) to {}://{} in {:.1?}",
         args.partitions,
@@ -132,10 +116,7 @@ pub fn run(args: BulkgenArgs) -> Result<ExitCode> {
 }
 
 fn tempfile_dir() -> Result<tempfile::TempDir> {
-    tempfile::Builder::new()
-        .prefix("wingkv-bulkgen-")
-        .tempdir()
-        .context("create a staging directory")
+    tempfile::Builder::new().prefix("wingkv-bulkgen-").tempdir().context("create a staging directory")
 }
 
 fn sort_dedup(rows: &mut Vec<Row>) {
@@ -194,13 +175,9 @@ fn read_rows(path: &Path, partitions: u32) -> Result<Vec<Vec<Row>>> {
                 *hk,
                 *sk,
                 *v,
-                ttl.trim().parse().map_err(|_| {
-                    anyhow!(
-                        "{}:{}: ttl '{ttl}' is not a number",
-                        path.display(),
-                        lineno + 1
-                    )
-                })?,
+                ttl.trim()
+                    .parse()
+                    .map_err(|_| anyhow!("{}:{}: ttl '{ttl}' is not a number", path.display(), lineno + 1))?,
             ),
             _ => bail!(
                 "{}:{}: expected hash_key{sep}sort_key{sep}value[{sep}ttl], got {} fields",
@@ -209,8 +186,8 @@ fn read_rows(path: &Path, partitions: u32) -> Result<Vec<Vec<Row>>> {
                 fields.len()
             ),
         };
-        let key = encode_key(hk.as_bytes(), sk.as_bytes())
-            .map_err(|e| anyhow!("{}:{}: {e}", path.display(), lineno + 1))?;
+        let key =
+            encode_key(hk.as_bytes(), sk.as_bytes()).map_err(|e| anyhow!("{}:{}: {e}", path.display(), lineno + 1))?;
         let pidx = partition_index(hk.as_bytes(), sk.as_bytes(), partitions) as usize;
         parts[pidx].push((key, encode_value(expire_ts_for_ttl(now, ttl), v.as_bytes())));
     }
@@ -223,26 +200,20 @@ fn write_ssts(dir: &Path, rows: &[Row], limit: u64) -> Result<Vec<FileMeta>> {
     opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
     let mut files = Vec::new();
     let mut writer: Option<(rocksdb::SstFileWriter, PathBuf, String)> = None;
-    let finish =
-        |w: (rocksdb::SstFileWriter, PathBuf, String), files: &mut Vec<FileMeta>| -> Result<()> {
-            let (mut w, path, name) = w;
-            w.finish()?;
-            drop(w);
-            let bytes = std::fs::read(&path)?;
-            files.push(FileMeta {
-                name,
-                size: bytes.len() as u64,
-                md5: wingkv_common::bulk_load::md5_hex(&bytes),
-            });
-            Ok(())
-        };
+    let finish = |w: (rocksdb::SstFileWriter, PathBuf, String), files: &mut Vec<FileMeta>| -> Result<()> {
+        let (mut w, path, name) = w;
+        w.finish()?;
+        drop(w);
+        let bytes = std::fs::read(&path)?;
+        files.push(FileMeta { name, size: bytes.len() as u64, md5: wingkv_common::bulk_load::md5_hex(&bytes) });
+        Ok(())
+    };
     for (key, value) in rows {
         if writer.is_none() {
             let name = format!("{}.sst", files.len());
             let path = dir.join(&name);
             let w = rocksdb::SstFileWriter::create(&opts);
-            w.open(&path)
-                .with_context(|| format!("create {}", path.display()))?;
+            w.open(&path).with_context(|| format!("create {}", path.display()))?;
             writer = Some((w, path, name));
         }
         if let Some((w, _, _)) = writer.as_mut() {
@@ -260,15 +231,8 @@ fn write_ssts(dir: &Path, rows: &[Row], limit: u64) -> Result<Vec<FileMeta>> {
     Ok(files)
 }
 
-async fn put(
-    store: &Arc<dyn ObjectStore>,
-    path: &object_store::path::Path,
-    bytes: Vec<u8>,
-) -> Result<()> {
-    store
-        .put(path, bytes.into())
-        .await
-        .with_context(|| format!("upload {path}"))?;
+async fn put(store: &Arc<dyn ObjectStore>, path: &object_store::path::Path, bytes: Vec<u8>) -> Result<()> {
+    store.put(path, bytes.into()).await.with_context(|| format!("upload {path}"))?;
     Ok(())
 }
 
@@ -284,10 +248,5 @@ async fn upload_partition(
         let bytes = tokio::fs::read(local.join(&f.name)).await?;
         put(store, &pdir.child(f.name.as_str()), bytes).await?;
     }
-    put(
-        store,
-        &pdir.child(BULK_LOAD_METADATA),
-        serde_json::to_vec(meta)?,
-    )
-    .await
+    put(store, &pdir.child(BULK_LOAD_METADATA), serde_json::to_vec(meta)?).await
 }

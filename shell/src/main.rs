@@ -9,11 +9,7 @@ use clap::{Parser, Subcommand};
 
 /// wingkv command line.
 #[derive(Parser, Debug)]
-#[command(
-    name = "wingkv",
-    version,
-    about = "wingkv: shell, local cluster (onebox), tools"
-)]
+#[command(name = "wingkv", version, about = "wingkv: shell, local cluster (onebox), tools")]
 struct Cli {
     #[command(subcommand)]
     command: Command,

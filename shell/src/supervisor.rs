@@ -47,6 +47,9 @@ enum OneboxCommand {
         /// Port of replica1 (replica2 gets the next one, ...).
         #[arg(long, default_value_t = 34801)]
         base_port_replica: u16,
+        /// A TOML file appended to every replica server's config (e.g. bulk-load limits).
+        #[arg(long)]
+        replica_config: Option<PathBuf>,
     },
     /// Stop the cluster and wait until no process of it is left.
     Stop,
@@ -105,12 +108,13 @@ pub struct OneboxState {
 pub fn run(args: OneboxArgs) -> Result<ExitCode> {
     let dir = args.dir;
     match args.command {
-        OneboxCommand::Start {
-            metas,
-            replicas,
-            base_port_meta,
-            base_port_replica,
-        } => start(&dir, metas, replicas, base_port_meta, base_port_replica),
+        OneboxCommand::Start { metas, replicas, base_port_meta, base_port_replica, replica_config } => {
+            let extra = match replica_config {
+                Some(p) => std::fs::read_to_string(&p).with_context(|| format!("read {}", p.display()))?,
+                None => String::new(),
+            };
+            start(&dir, metas, replicas, base_port_meta, base_port_replica, &extra)
+        }
         OneboxCommand::Stop => stop(&dir),
         OneboxCommand::Status { json } => status(&dir, json),
         OneboxCommand::Restart { node } => restart(&dir, node.as_deref()),
@@ -142,10 +146,8 @@ fn signal(pid: u32, sig: i32) {
 
 fn read_state(dir: &Path) -> Result<OneboxState> {
     let path = dir.join("state.json");
-    let text = std::fs::read(&path)
-        .with_context(|| format!("no onebox at {} (no state.json)", dir.display()))?;
-    serde_json::from_slice(&text)
-        .with_context(|| format!("{} is not a onebox state file", path.display()))
+    let text = std::fs::read(&path).with_context(|| format!("no onebox at {} (no state.json)", dir.display()))?;
+    serde_json::from_slice(&text).with_context(|| format!("{} is not a onebox state file", path.display()))
 }
 
 fn write_state(dir: &Path, state: &OneboxState) -> Result<()> {
@@ -156,25 +158,15 @@ fn write_state(dir: &Path, state: &OneboxState) -> Result<()> {
 }
 
 fn supervisor_pid(dir: &Path) -> Option<u32> {
-    let pid: u32 = std::fs::read_to_string(dir.join("supervisor.pid"))
-        .ok()?
-        .trim()
-        .parse()
-        .ok()?;
+    let pid: u32 = std::fs::read_to_string(dir.join("supervisor.pid")).ok()?.trim().parse().ok()?;
     pid_alive(pid).then_some(pid)
 }
 
 fn sibling_binary(name: &str) -> Result<PathBuf> {
     let exe = std::env::current_exe().context("locate the wingkv executable")?;
-    let path = exe
-        .parent()
-        .map(|d| d.join(name))
-        .ok_or_else(|| anyhow!("wingkv has no directory"))?;
+    let path = exe.parent().map(|d| d.join(name)).ok_or_else(|| anyhow!("wingkv has no directory"))?;
     if !path.exists() {
-        bail!(
-            "{} is missing; build it with `./run.sh build`",
-            path.display()
-        );
+        bail!("{} is missing; build it with `./run.sh build`", path.display());
     }
     Ok(path)
 }
@@ -185,6 +177,7 @@ fn start(
     replicas: u32,
     base_meta: u16,
     base_replica: u16,
+    replica_extra: &str,
 ) -> Result<ExitCode> {
     if !(1..=3).contains(&metas) {
         bail!("--metas must be 1, 2 or 3 (got {metas})");
@@ -193,19 +186,17 @@ fn start(
         bail!("--replicas must be between 1 and 16 (got {replicas})");
     }
     if let Some(pid) = supervisor_pid(dir) {
-        bail!("a onebox is already running in {} (supervisor pid {pid}); `wingkv onebox stop --dir {}` first", dir.display(), dir.display());
+        bail!(
+            "a onebox is already running in {} (supervisor pid {pid}); `wingkv onebox stop --dir {}` first",
+            dir.display(),
+            dir.display()
+        );
     }
     std::fs::create_dir_all(dir)?;
     let dir = dir.canonicalize()?;
-    let meta_addrs: Vec<String> = (0..metas)
-        .map(|i| format!("127.0.0.1:{}", base_meta + i as u16))
-        .collect();
+    let meta_addrs: Vec<String> = (0..metas).map(|i| format!("127.0.0.1:{}", base_meta + i as u16)).collect();
     let peers: String = if metas > 1 {
-        meta_addrs
-            .iter()
-            .enumerate()
-            .map(|(i, a)| format!("[[peers]]\nid = {}\naddress = \"{a}\"\n", i + 1))
-            .collect()
+        meta_addrs.iter().enumerate().map(|(i, a)| format!("[[peers]]\nid = {}\naddress = \"{a}\"\n", i + 1)).collect()
     } else {
         String::new()
     };
@@ -238,7 +229,7 @@ fn start(
         std::fs::create_dir_all(&ndir)?;
         let port = base_replica + i as u16;
         let config = format!(
-            "listen = \"127.0.0.1:{port}\"\ndata_dir = \"{}\"\nmeta_servers = [{}]\n",
+            "listen = \"127.0.0.1:{port}\"\ndata_dir = \"{}\"\nmeta_servers = [{}]\n{replica_extra}\n",
             ndir.join("data").display(),
             meta_list.join(",")
         );
@@ -253,26 +244,12 @@ fn start(
             restarts: 0,
         });
     }
-    write_state(
-        &dir,
-        &OneboxState {
-            supervisor_pid: 0,
-            metas: meta_addrs.clone(),
-            nodes,
-        },
-    )?;
+    write_state(&dir, &OneboxState { supervisor_pid: 0, metas: meta_addrs.clone(), nodes })?;
     let _ = std::fs::remove_file(dir.join("supervisor.pid"));
 
-    let log = File::options()
-        .create(true)
-        .append(true)
-        .open(dir.join("supervisor.log"))?;
+    let log = File::options().create(true).append(true).open(dir.join("supervisor.log"))?;
     let mut cmd = Command::new(std::env::current_exe()?);
-    cmd.args(["onebox", "supervise", "--dir"])
-        .arg(&dir)
-        .stdin(Stdio::null())
-        .stdout(log.try_clone()?)
-        .stderr(log);
+    cmd.args(["onebox", "supervise", "--dir"]).arg(&dir).stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log);
     // Its own session: the supervisor outlives this command and the terminal.
     unsafe {
         cmd.pre_exec(|| {
@@ -285,16 +262,10 @@ fn start(
     // Not waited for: the supervisor runs on in the background by design; `stop` ends it.
     drop(child);
 
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     match rt.block_on(wait_serving(&dir, &meta_addrs, replicas as usize, sup_pid)) {
         Ok(()) => {
-            println!(
-                "onebox started in {}: meta {}, {replicas} replica servers",
-                dir.display(),
-                meta_addrs.join(",")
-            );
+            println!("onebox started in {}: meta {}, {replicas} replica servers", dir.display(), meta_addrs.join(","));
             Ok(ExitCode::SUCCESS)
         }
         Err(e) => {
@@ -309,8 +280,7 @@ fn start(
 
 async fn wait_serving(dir: &Path, metas: &[String], replicas: usize, sup_pid: u32) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(60);
-    let mut client =
-        wingkv_common::meta_client::MetaClient::new(metas.to_vec(), Default::default())?;
+    let mut client = wingkv_common::meta_client::MetaClient::new(metas.to_vec(), Default::default())?;
     client.deadline = Duration::from_secs(2);
     let mut last = String::from("nothing answered yet");
     while Instant::now() < deadline {
@@ -326,11 +296,7 @@ async fn wait_serving(dir: &Path, metas: &[String], replicas: usize, sup_pid: u3
             .collect();
         if missing.is_empty() {
             let nodes =
-                client
-                    .call(|mut c| async move {
-                        c.list_nodes(wingkv_proto::meta::ListNodesRequest {}).await
-                    })
-                    .await;
+                client.call(|mut c| async move { c.list_nodes(wingkv_proto::meta::ListNodesRequest {}).await }).await;
             match nodes {
                 Ok(n) => {
                     let alive = n.nodes.iter().filter(|x| x.status == "ALIVE").count();
@@ -354,9 +320,8 @@ fn stop(dir: &Path) -> Result<ExitCode> {
         println!("no onebox is running in {}", dir.display());
         return Ok(ExitCode::SUCCESS);
     };
-    let children: Vec<u32> = read_state(dir)
-        .map(|s| s.nodes.iter().filter_map(|n| n.pid).collect())
-        .unwrap_or_default();
+    let children: Vec<u32> =
+        read_state(dir).map(|s| s.nodes.iter().filter_map(|n| n.pid).collect()).unwrap_or_default();
     signal(pid, libc::SIGTERM);
     let deadline = Instant::now() + Duration::from_secs(20);
     while Instant::now() < deadline && (pid_alive(pid) || children.iter().any(|c| pid_alive(*c))) {
@@ -374,11 +339,7 @@ fn status(dir: &Path, json: bool) -> Result<ExitCode> {
     let running = supervisor_pid(dir).is_some();
     for n in &mut state.nodes {
         if !running || !n.pid.is_some_and(pid_alive) {
-            n.state = if running {
-                n.state.clone()
-            } else {
-                "stopped".into()
-            };
+            n.state = if running { n.state.clone() } else { "stopped".into() };
             if !running {
                 n.pid = None;
             }
@@ -390,22 +351,12 @@ fn status(dir: &Path, json: bool) -> Result<ExitCode> {
     }
     println!(
         "supervisor: {}",
-        if running {
-            format!("running (pid {})", state.supervisor_pid)
-        } else {
-            "not running".into()
-        }
+        if running { format!("running (pid {})", state.supervisor_pid) } else { "not running".into() }
     );
-    println!(
-        "{:<10} {:<8} {:<6} {:<8} {:<11} restarts",
-        "node", "role", "port", "pid", "state"
-    );
+    println!("{:<10} {:<8} {:<6} {:<8} {:<11} restarts", "node", "role", "port", "pid", "state");
     for n in &state.nodes {
         let pid = n.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into());
-        println!(
-            "{:<10} {:<8} {:<6} {:<8} {:<11} {}",
-            n.name, n.role, n.port, pid, n.state, n.restarts
-        );
+        println!("{:<10} {:<8} {:<6} {:<8} {:<11} {}", n.name, n.role, n.port, pid, n.state, n.restarts);
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -418,8 +369,7 @@ fn find_node<'a>(state: &'a OneboxState, name: &str) -> Result<&'a NodeState> {
 }
 
 fn restart(dir: &Path, node: Option<&str>) -> Result<ExitCode> {
-    let sup =
-        supervisor_pid(dir).ok_or_else(|| anyhow!("no onebox is running in {}", dir.display()))?;
+    let sup = supervisor_pid(dir).ok_or_else(|| anyhow!("no onebox is running in {}", dir.display()))?;
     let state = read_state(dir)?;
     let names: Vec<String> = match node {
         Some(n) => vec![find_node(&state, n)?.name.clone()],
@@ -490,30 +440,16 @@ struct Supervised {
 }
 
 fn log(msg: &str) {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
     eprintln!("[{now}] supervisor: {msg}");
 }
 
 fn spawn_node(node: &NodeState) -> Result<Child> {
-    let binary = sibling_binary(if node.role == "meta" {
-        "meta-server"
-    } else {
-        "replica-server"
-    })?;
+    let binary = sibling_binary(if node.role == "meta" { "meta-server" } else { "replica-server" })?;
     let _ = std::fs::remove_file(node.dir.join("data").join("server.addr"));
-    let out = File::options()
-        .create(true)
-        .append(true)
-        .open(node.dir.join("server.log"))?;
+    let out = File::options().create(true).append(true).open(node.dir.join("server.log"))?;
     let mut cmd = Command::new(binary);
-    cmd.arg("--config")
-        .arg(node.dir.join("config.toml"))
-        .stdin(Stdio::null())
-        .stdout(out.try_clone()?)
-        .stderr(out);
+    cmd.arg("--config").arg(node.dir.join("config.toml")).stdin(Stdio::null()).stdout(out.try_clone()?).stderr(out);
     // The child dies with the supervisor, even when the supervisor is killed with -9.
     unsafe {
         cmd.pre_exec(|| {
@@ -554,11 +490,7 @@ fn supervise(dir: &Path) -> Result<ExitCode> {
             next_start: Some(Instant::now()),
         })
         .collect();
-    log(&format!(
-        "supervising {} nodes in {}",
-        nodes.len(),
-        dir.display()
-    ));
+    log(&format!("supervising {} nodes in {}", nodes.len(), dir.display()));
     let publish = |nodes: &[Supervised], state: &mut OneboxState| {
         state.nodes = nodes.iter().map(|n| n.state.clone()).collect();
         if let Err(e) = write_state(dir, state) {
@@ -569,9 +501,7 @@ fn supervise(dir: &Path) -> Result<ExitCode> {
         let mut changed = false;
         if CONTROL.swap(false, Ordering::SeqCst) {
             for n in nodes.iter_mut() {
-                let req = dir
-                    .join("control")
-                    .join(format!("restart-{}", n.state.name));
+                let req = dir.join("control").join(format!("restart-{}", n.state.name));
                 if std::fs::remove_file(&req).is_ok() {
                     log(&format!("restarting {} on request", n.state.name));
                     if let Some(mut c) = n.child.take() {
@@ -594,10 +524,7 @@ fn supervise(dir: &Path) -> Result<ExitCode> {
                     n.state.pid = None;
                     n.state.state = "restarting".into();
                     n.next_start = Some(Instant::now() + delay);
-                    log(&format!(
-                        "{} exited unexpectedly ({status}); restarting in {delay:?}",
-                        n.state.name
-                    ));
+                    log(&format!("{} exited unexpectedly ({status}); restarting in {delay:?}", n.state.name));
                     changed = true;
                 }
             }
@@ -609,19 +536,12 @@ fn supervise(dir: &Path) -> Result<ExitCode> {
                         n.child = Some(c);
                         n.started = Instant::now();
                         n.next_start = None;
-                        log(&format!(
-                            "started {} (pid {})",
-                            n.state.name,
-                            n.state.pid.unwrap_or_default()
-                        ));
+                        log(&format!("started {} (pid {})", n.state.name, n.state.pid.unwrap_or_default()));
                     }
                     Err(e) => {
                         let delay = n.backoff.next_delay();
                         n.next_start = Some(Instant::now() + delay);
-                        log(&format!(
-                            "cannot start {}: {e:#}; retrying in {delay:?}",
-                            n.state.name
-                        ));
+                        log(&format!("cannot start {}: {e:#}; retrying in {delay:?}", n.state.name));
                     }
                 }
                 changed = true;

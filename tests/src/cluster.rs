@@ -24,9 +24,7 @@ pub fn meta_client(addrs: &[String]) -> Result<MetaClient> {
 
 /// The configuration of `table`.
 pub async fn query(meta: &MetaClient, table: &str) -> Result<TableConfiguration, WingError> {
-    let req = QueryTableRequest {
-        name: table.to_string(),
-    };
+    let req = QueryTableRequest { name: table.to_string() };
     meta.call(|mut c| {
         let req = req.clone();
         async move { c.query_table(req).await }
@@ -36,15 +34,8 @@ pub async fn query(meta: &MetaClient, table: &str) -> Result<TableConfiguration,
 
 /// Alive node ids, per the meta.
 pub async fn alive_nodes(meta: &MetaClient) -> Result<BTreeSet<u64>, WingError> {
-    let nodes = meta
-        .call(|mut c| async move { c.list_nodes(ListNodesRequest {}).await })
-        .await?;
-    Ok(nodes
-        .nodes
-        .into_iter()
-        .filter(|n| n.status == "ALIVE")
-        .map(|n| n.node_id)
-        .collect())
+    let nodes = meta.call(|mut c| async move { c.list_nodes(ListNodesRequest {}).await }).await?;
+    Ok(nodes.nodes.into_iter().filter(|n| n.status == "ALIVE").map(|n| n.node_id).collect())
 }
 
 /// Whether every partition of `cfg` has a primary and `replica_count` distinct members, all in
@@ -54,9 +45,7 @@ pub fn fully_healthy(cfg: &TableConfiguration, alive: &BTreeSet<u64>) -> bool {
         let members: BTreeSet<u64> = p.members.iter().map(|m| m.node_id).collect();
         members.len() == cfg.replica_count as usize
             && members.iter().all(|m| alive.contains(m))
-            && p.primary
-                .as_ref()
-                .is_some_and(|pr| members.contains(&pr.node_id))
+            && p.primary.as_ref().is_some_and(|pr| members.contains(&pr.node_id))
     })
 }
 
@@ -72,11 +61,7 @@ pub struct RoutedTable<'a> {
 impl<'a> RoutedTable<'a> {
     /// A client of `name`.
     pub fn new(meta: &'a MetaClient, name: &str) -> Self {
-        Self {
-            meta,
-            name: name.to_string(),
-            timeout: Duration::from_secs(30),
-        }
+        Self { meta, name: name.to_string(), timeout: Duration::from_secs(30) }
     }
 
     async fn primary(&self, hk: &[u8], sk: &[u8]) -> Result<(u32, u32, String), WingError> {
@@ -86,9 +71,7 @@ impl<'a> RoutedTable<'a> {
             .partitions
             .get(pidx as usize)
             .and_then(|p| p.primary.clone())
-            .ok_or_else(|| {
-                WingError::Unavailable(format!("partition {}.{pidx} has no primary", cfg.app_id))
-            })?;
+            .ok_or_else(|| WingError::Unavailable(format!("partition {}.{pidx} has no primary", cfg.app_id)))?;
         Ok((cfg.app_id, pidx, primary.address))
     }
 
@@ -102,9 +85,7 @@ impl<'a> RoutedTable<'a> {
             let last = match f().await {
                 Ok(v) => return Ok(v),
                 // NotFound: a replica not (yet) hosted where the stale configuration pointed.
-                Err(e) if e.code().is_retryable() || e.code() == ErrorCode::NotFound => {
-                    e.to_string()
-                }
+                Err(e) if e.code().is_retryable() || e.code() == ErrorCode::NotFound => e.to_string(),
                 Err(e) => return Err(anyhow!("{what}: {e}")),
             };
             if Instant::now() >= deadline {
@@ -121,9 +102,7 @@ impl<'a> RoutedTable<'a> {
             let value = value.clone();
             async move {
                 let (app_id, pidx, addr) = self.primary(hk.as_bytes(), sk.as_bytes()).await?;
-                let mut c = DataClient::new(
-                    channel(&addr).map_err(|e| WingError::Unavailable(e.to_string()))?,
-                );
+                let mut c = DataClient::new(channel(&addr).map_err(|e| WingError::Unavailable(e.to_string()))?);
                 let req = SetRequest {
                     partition: Some(wingkv_common::PartitionId::new(app_id, pidx).to_proto()),
                     hash_key: Bytes::copy_from_slice(hk.as_bytes()),
@@ -131,10 +110,7 @@ impl<'a> RoutedTable<'a> {
                     value,
                     ttl_seconds: 0,
                 };
-                c.set(req)
-                    .await
-                    .map(|_| ())
-                    .map_err(|s| WingError::from_status(&s))
+                c.set(req).await.map(|_| ()).map_err(|s| WingError::from_status(&s))
             }
         })
         .await
@@ -144,18 +120,13 @@ impl<'a> RoutedTable<'a> {
     pub async fn get(&self, hk: &str, sk: &str) -> Result<Option<Bytes>> {
         self.retry(&format!("get {hk}/{sk}"), || async move {
             let (app_id, pidx, addr) = self.primary(hk.as_bytes(), sk.as_bytes()).await?;
-            let mut c =
-                DataClient::new(channel(&addr).map_err(|e| WingError::Unavailable(e.to_string()))?);
+            let mut c = DataClient::new(channel(&addr).map_err(|e| WingError::Unavailable(e.to_string()))?);
             let req = GetRequest {
                 partition: Some(wingkv_common::PartitionId::new(app_id, pidx).to_proto()),
                 hash_key: Bytes::copy_from_slice(hk.as_bytes()),
                 sort_key: Bytes::copy_from_slice(sk.as_bytes()),
             };
-            let r = c
-                .get(req)
-                .await
-                .map_err(|s| WingError::from_status(&s))?
-                .into_inner();
+            let r = c.get(req).await.map_err(|s| WingError::from_status(&s))?.into_inner();
             Ok(r.found.then_some(r.value))
         })
         .await
@@ -163,7 +134,8 @@ impl<'a> RoutedTable<'a> {
 }
 
 /// Config of the test metas: short, so repairs start quickly.
-pub const META_CONFIG: &str = "node_timeout_ms = 3000\nreconcile_interval_ms = 200\nraft_heartbeat_ms = 100\nraft_election_timeout_ms = 500\n";
+pub const META_CONFIG: &str =
+    "node_timeout_ms = 3000\nreconcile_interval_ms = 200\nraft_heartbeat_ms = 100\nraft_election_timeout_ms = 500\n";
 pub const REPLICA_CONFIG: &str =
     "[raft]\nheartbeat_ms = 100\nelection_timeout_min_ms = 400\nelection_timeout_max_ms = 800\n";
 
@@ -184,62 +156,33 @@ impl Cluster {
         let tmp = tempfile::tempdir()?;
         let ports: Vec<u16> = (0..metas).map(|_| free_port()).collect::<Result<_>>()?;
         let addrs: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
-        let peers: String = addrs
-            .iter()
-            .enumerate()
-            .map(|(i, a)| format!("[[peers]]\nid = {}\naddress = \"{a}\"\n", i + 1))
-            .collect();
+        let peers: String =
+            addrs.iter().enumerate().map(|(i, a)| format!("[[peers]]\nid = {}\naddress = \"{a}\"\n", i + 1)).collect();
         let mut meta_procs = Vec::new();
         for (i, a) in addrs.iter().enumerate() {
-            let extra = if metas > 1 {
-                format!("{META_CONFIG}{peers}")
-            } else {
-                META_CONFIG.to_string()
-            };
+            let extra = if metas > 1 { format!("{META_CONFIG}{peers}") } else { META_CONFIG.to_string() };
             meta_procs.push(
-                MetaProcess::start_meta(
-                    i as u64 + 1,
-                    &tmp.path().join(format!("meta{}", i + 1)),
-                    a,
-                    &extra,
-                )
-                .await?,
+                MetaProcess::start_meta(i as u64 + 1, &tmp.path().join(format!("meta{}", i + 1)), a, &extra).await?,
             );
         }
         let mut replica_procs = Vec::new();
         for i in 0..replicas {
             replica_procs.push(
-                ReplicaProcess::start_with_meta(
-                    &tmp.path().join(format!("replica{}", i + 1)),
-                    &addrs,
-                    REPLICA_CONFIG,
-                )
-                .await?,
+                ReplicaProcess::start_with_meta(&tmp.path().join(format!("replica{}", i + 1)), &addrs, REPLICA_CONFIG)
+                    .await?,
             );
         }
         let meta = meta_client(&addrs)?;
-        let c = Self {
-            _tmp: tmp,
-            metas: meta_procs,
-            replicas: replica_procs,
-            meta,
-        };
-        wait_for(
-            "every replica server alive",
-            Duration::from_secs(30),
-            || async { (alive_nodes(&c.meta).await.ok()?.len() == replicas).then_some(()) },
-        )
+        let c = Self { _tmp: tmp, metas: meta_procs, replicas: replica_procs, meta };
+        wait_for("every replica server alive", Duration::from_secs(30), || async {
+            (alive_nodes(&c.meta).await.ok()?.len() == replicas).then_some(())
+        })
         .await?;
         Ok(c)
     }
 
     /// Creates a table.
-    pub async fn create(
-        &self,
-        name: &str,
-        partitions: u32,
-        replicas: u32,
-    ) -> Result<TableConfiguration, WingError> {
+    pub async fn create(&self, name: &str, partitions: u32, replicas: u32) -> Result<TableConfiguration, WingError> {
         let req = CreateTableRequest {
             name: name.into(),
             partition_count: Some(partitions),
@@ -256,14 +199,7 @@ impl Cluster {
 
     /// Lists the live tables.
     pub async fn list(&self) -> Result<ListTablesResponse, WingError> {
-        self.meta
-            .call(|mut c| async move {
-                c.list_tables(ListTablesRequest {
-                    include_dropped: false,
-                })
-                .await
-            })
-            .await
+        self.meta.call(|mut c| async move { c.list_tables(ListTablesRequest { include_dropped: false }).await }).await
     }
 
     /// The meta addresses.

@@ -73,36 +73,21 @@ pub type MetaProcess = ReplicaProcess;
 
 /// A free loopback port (for servers whose address others must know before they start).
 pub fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
 impl ReplicaProcess {
     /// Starts a standalone replica server with node id `node_id` under `root` on an ephemeral
     /// port; `extra_config` is appended to its TOML config.
     pub async fn start(node_id: u64, root: &Path, extra_config: &str) -> Result<Self> {
-        Self::launch(
-            "replica-server",
-            node_id,
-            root,
-            "127.0.0.1:0",
-            &format!("node_id = {node_id}\n{extra_config}"),
-        )
-        .await
+        Self::launch("replica-server", node_id, root, "127.0.0.1:0", &format!("node_id = {node_id}\n{extra_config}"))
+            .await
     }
 
     /// Starts a replica server that registers with the metas at `metas`.
-    pub async fn start_with_meta(
-        root: &Path,
-        metas: &[String],
-        extra_config: &str,
-    ) -> Result<Self> {
+    pub async fn start_with_meta(root: &Path, metas: &[String], extra_config: &str) -> Result<Self> {
         let list: Vec<String> = metas.iter().map(|m| format!("\"{m}\"")).collect();
-        let config = format!(
-            "meta_servers = [{}]\nheartbeat_interval_ms = 300\n{extra_config}",
-            list.join(",")
-        );
+        let config = format!("meta_servers = [{}]\nheartbeat_interval_ms = 300\n{extra_config}", list.join(","));
         let mut p = Self::launch("replica-server", 0, root, "127.0.0.1:0", &config).await?;
         let id_file = p.data_dir().join("node_id");
         p.node_id = std::fs::read_to_string(&id_file)?.trim().parse()?;
@@ -110,29 +95,11 @@ impl ReplicaProcess {
     }
 
     /// Starts meta server `id` listening on `listen`; `extra_config` is appended to its config.
-    pub async fn start_meta(
-        id: u64,
-        root: &Path,
-        listen: &str,
-        extra_config: &str,
-    ) -> Result<MetaProcess> {
-        Self::launch(
-            "meta-server",
-            id,
-            root,
-            listen,
-            &format!("id = {id}\n{extra_config}"),
-        )
-        .await
+    pub async fn start_meta(id: u64, root: &Path, listen: &str, extra_config: &str) -> Result<MetaProcess> {
+        Self::launch("meta-server", id, root, listen, &format!("id = {id}\n{extra_config}")).await
     }
 
-    async fn launch(
-        binary: &'static str,
-        node_id: u64,
-        root: &Path,
-        listen: &str,
-        config: &str,
-    ) -> Result<Self> {
+    async fn launch(binary: &'static str, node_id: u64, root: &Path, listen: &str, config: &str) -> Result<Self> {
         let mut p = Self {
             node_id,
             root: root.to_path_buf(),
@@ -167,17 +134,11 @@ impl ReplicaProcess {
         );
         let config_path = self.root.join(format!("{}.toml", self.binary));
         std::fs::write(&config_path, config)?;
-        let log = File::options()
-            .create(true)
-            .append(true)
-            .open(self.log_path())?;
+        let log = File::options().create(true).append(true).open(self.log_path())?;
         let mut cmd = Command::new(bin_path(self.binary));
         cmd.arg("--config")
             .arg(&config_path)
-            .env(
-                "RUST_LOG",
-                std::env::var("WINGKV_TEST_LOG").unwrap_or_else(|_| "info,openraft=warn".into()),
-            )
+            .env("RUST_LOG", std::env::var("WINGKV_TEST_LOG").unwrap_or_else(|_| "info,openraft=warn".into()))
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log);
@@ -188,15 +149,10 @@ impl ReplicaProcess {
                 Ok(())
             });
         }
-        let child = cmd
-            .spawn()
-            .with_context(|| format!("spawn {}", self.binary))?;
+        let child = cmd.spawn().with_context(|| format!("spawn {}", self.binary))?;
         self.child = Some(child);
         let addr = wait_for("the server to listen", Duration::from_secs(30), || {
-            let exited = self
-                .child
-                .as_mut()
-                .and_then(|c| c.try_wait().ok().flatten());
+            let exited = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten());
             let addr = std::fs::read_to_string(&addr_file).ok();
             async move {
                 if let Some(status) = exited {
@@ -282,24 +238,14 @@ impl ReplicaProcess {
     /// This node's status of `partition`, or `None` when it does not answer.
     pub async fn status(&self, partition: PartitionId) -> Option<ReplicaStatus> {
         let mut admin = self.admin().await.ok()?;
-        let resp = admin
-            .status(StatusRequest {
-                partition: Some(partition.to_proto()),
-            })
-            .await
-            .ok()?;
+        let resp = admin.status(StatusRequest { partition: Some(partition.to_proto()) }).await.ok()?;
         resp.into_inner().replicas.into_iter().next()
     }
 
     /// This node's checksum of `partition`.
     pub async fn checksum(&self, partition: PartitionId) -> Result<ChecksumResponse> {
         let mut admin = self.admin().await?;
-        Ok(admin
-            .checksum(PartitionRequest {
-                partition: Some(partition.to_proto()),
-            })
-            .await?
-            .into_inner())
+        Ok(admin.checksum(PartitionRequest { partition: Some(partition.to_proto()) }).await?.into_inner())
     }
 }
 
@@ -311,45 +257,26 @@ impl Drop for ReplicaProcess {
 
 /// A lazily connected channel to `addr`.
 pub fn channel(addr: &str) -> Result<Channel> {
-    Ok(
-        tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?
-            .connect_timeout(Duration::from_secs(2))
-            .timeout(Duration::from_secs(15))
-            .connect_lazy(),
-    )
+    Ok(tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?
+        .connect_timeout(Duration::from_secs(2))
+        .timeout(Duration::from_secs(15))
+        .connect_lazy())
 }
 
 /// The members list of `nodes`.
 pub fn members(nodes: &[&ReplicaProcess]) -> Vec<Member> {
-    nodes
-        .iter()
-        .map(|n| Member {
-            node_id: n.node_id,
-            address: n.addr.clone(),
-        })
-        .collect()
+    nodes.iter().map(|n| Member { node_id: n.node_id, address: n.addr.clone() }).collect()
 }
 
 /// Creates `partition` on every node of `nodes`; `bootstrap` initializes the group with all of
 /// them as voters.
-pub async fn create_group(
-    nodes: &[&ReplicaProcess],
-    bootstrap: usize,
-    partition: PartitionId,
-) -> Result<()> {
+pub async fn create_group(nodes: &[&ReplicaProcess], bootstrap: usize, partition: PartitionId) -> Result<()> {
     let all = members(nodes);
     for (i, n) in nodes.iter().enumerate() {
-        let initial_members = if i == bootstrap {
-            all.clone()
-        } else {
-            Vec::new()
-        };
+        let initial_members = if i == bootstrap { all.clone() } else { Vec::new() };
         n.admin()
             .await?
-            .create_replica(CreateReplicaRequest {
-                partition: Some(partition.to_proto()),
-                initial_members,
-            })
+            .create_replica(CreateReplicaRequest { partition: Some(partition.to_proto()), initial_members })
             .await
             .with_context(|| format!("create {partition} on node {}", n.node_id))?;
     }
@@ -358,11 +285,7 @@ pub async fn create_group(
 
 /// Waits until one of `nodes` is the primary of `partition` and every other live node agrees;
 /// returns its index in `nodes`.
-pub async fn wait_leader(
-    nodes: &[&ReplicaProcess],
-    partition: PartitionId,
-    timeout: Duration,
-) -> Result<usize> {
+pub async fn wait_leader(nodes: &[&ReplicaProcess], partition: PartitionId, timeout: Duration) -> Result<usize> {
     wait_for(&format!("a primary of {partition}"), timeout, || async {
         let mut leader = None;
         for (i, n) in nodes.iter().enumerate() {

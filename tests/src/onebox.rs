@@ -9,12 +9,7 @@ use crate::bin_path;
 
 /// Runs `wingkv onebox ARGS --dir DIR`.
 pub fn onebox(dir: &Path, args: &[&str]) -> Result<String> {
-    let out = Command::new(bin_path("wingkv"))
-        .arg("onebox")
-        .args(args)
-        .arg("--dir")
-        .arg(dir)
-        .output()?;
+    let out = Command::new(bin_path("wingkv")).arg("onebox").args(args).arg("--dir").arg(dir).output()?;
     if !out.status.success() {
         bail!(
             "onebox {args:?} failed: {}{}",
@@ -51,17 +46,20 @@ pub fn free_ports(n: u16) -> Result<u16> {
 
 /// Starts a onebox (1 meta, 3 replicas) in `dir` on free ports; returns the meta address.
 pub fn start(dir: &Path) -> Result<String> {
+    start_with(dir, "")
+}
+
+/// Like [`start`], appending `replica_config` (TOML) to every replica server's config.
+pub fn start_with(dir: &Path, replica_config: &str) -> Result<String> {
     let meta = free_ports(1)?;
     let replica = free_ports(3)?.to_string();
+    std::fs::create_dir_all(dir)?;
+    let extra = dir.join("replica-extra.toml");
+    std::fs::write(&extra, replica_config)?;
+    let extra = extra.display().to_string();
     onebox(
         dir,
-        &[
-            "start",
-            "--base-port-meta",
-            &meta.to_string(),
-            "--base-port-replica",
-            &replica,
-        ],
+        &["start", "--base-port-meta", &meta.to_string(), "--base-port-replica", &replica, "--replica-config", &extra],
     )?;
     Ok(format!("127.0.0.1:{meta}"))
 }

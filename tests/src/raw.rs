@@ -56,12 +56,8 @@ impl Decoder for RawDecoder {
 pub async fn call_raw(addr: &str, path: &'static str, body: Vec<u8>) -> Result<Vec<u8>, Status> {
     let channel = crate::channel(addr).map_err(|e| Status::unavailable(e.to_string()))?;
     let mut grpc = tonic::client::Grpc::new(channel);
-    grpc.ready()
-        .await
-        .map_err(|e| Status::unavailable(e.to_string()))?;
+    grpc.ready().await.map_err(|e| Status::unavailable(e.to_string()))?;
     let path = tonic::codegen::http::uri::PathAndQuery::from_static(path);
-    let resp = grpc
-        .unary(tonic::Request::new(body), path, RawCodec)
-        .await?;
+    let resp = grpc.unary(tonic::Request::new(body), path, RawCodec).await?;
     Ok(resp.into_inner())
 }

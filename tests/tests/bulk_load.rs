@@ -15,9 +15,7 @@ use wingkv_tests::onebox::Guard;
 use wingkv_tests::{bin_path, channel, wait_for};
 
 fn shell(meta: &str, script: &str) -> Result<(bool, String, String)> {
-    let out = Command::new(bin_path("wingkv"))
-        .args(["shell", "--json", "--meta", meta, "-e", script])
-        .output()?;
+    let out = Command::new(bin_path("wingkv")).args(["shell", "--json", "--meta", meta, "-e", script]).output()?;
     Ok((
         out.status.success(),
         String::from_utf8_lossy(&out.stdout).to_string(),
@@ -31,10 +29,7 @@ fn value_of(i: u64) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bulk_load_end_to_end() -> Result<()> {
-    let rows: u64 = std::env::var("WINGKV_BULK_ROWS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1_000_000);
+    let rows: u64 = std::env::var("WINGKV_BULK_ROWS").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000_000);
     let tmp = tempfile::tempdir()?;
     let dir = tmp.path().join("onebox");
     let _guard = Guard(dir.clone());
@@ -49,27 +44,13 @@ async fn bulk_load_end_to_end() -> Result<()> {
     std::fs::write(&csv, text)?;
     let remote = tmp.path().join("remote");
     let out = Command::new(bin_path("wingkv"))
-        .args([
-            "bulkgen",
-            "--table",
-            "t",
-            "--partitions",
-            "8",
-            "--cluster",
-            "onebox",
-            "--provider",
-            "local",
-        ])
+        .args(["bulkgen", "--table", "t", "--partitions", "8", "--cluster", "onebox", "--provider", "local"])
         .arg("--root")
         .arg(&remote)
         .arg("--input")
         .arg(&csv)
         .output()?;
-    ensure!(
-        out.status.success(),
-        "bulkgen: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    ensure!(out.status.success(), "bulkgen: {}", String::from_utf8_lossy(&out.stderr));
     let root = remote.display().to_string();
 
     let (ok, _, err) = shell(&meta, "create t -p 8 -r 3; use t; set before bulk kept")?;
@@ -77,88 +58,41 @@ async fn bulk_load_end_to_end() -> Result<()> {
 
     // Bad starts: clear errors, nothing changes.
     for (script, want) in [
-        (
-            format!("start_bulk_load -a t -c onebox -p ftp -r {root}"),
-            "unknown bulk-load provider 'ftp'",
-        ),
-        (
-            format!("start_bulk_load -a t -c nowhere -p local -r {root}"),
-            "does not exist",
-        ),
-        (
-            format!("start_bulk_load -a nope -c onebox -p local -r {root}"),
-            "no table named 'nope'",
-        ),
-        (
-            format!("start_bulk_load -a t -c onebox -p local -r {root} -i"),
-            "allow_ingest_behind",
-        ),
+        (format!("start_bulk_load -a t -c onebox -p ftp -r {root}"), "unknown bulk-load provider 'ftp'"),
+        (format!("start_bulk_load -a t -c nowhere -p local -r {root}"), "does not exist"),
+        (format!("start_bulk_load -a nope -c onebox -p local -r {root}"), "no table named 'nope'"),
+        (format!("start_bulk_load -a t -c onebox -p local -r {root} -i"), "allow_ingest_behind"),
     ] {
         let (ok, _, err) = shell(&meta, &script)?;
-        ensure!(
-            !ok && err.contains(want),
-            "`{script}`: expected '{want}', got: {err}"
-        );
+        ensure!(!ok && err.contains(want), "`{script}`: expected '{want}', got: {err}");
     }
     // A layout made for 2 partitions does not load into a table of 4.
     let (ok, _, err) = shell(&meta, "create four -p 4 -r 3")?;
     ensure!(ok, "{err}");
     let out = Command::new(bin_path("wingkv"))
-        .args([
-            "bulkgen",
-            "--table",
-            "four",
-            "--partitions",
-            "2",
-            "--generate",
-            "10",
-            "--root",
-        ])
+        .args(["bulkgen", "--table", "four", "--partitions", "2", "--generate", "10", "--root"])
         .arg(&remote)
         .output()?;
-    ensure!(
-        out.status.success(),
-        "bulkgen: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let (ok, _, err) = shell(
-        &meta,
-        &format!("start_bulk_load -a four -c onebox -p local -r {root}"),
-    )?;
-    ensure!(
-        !ok && err.contains("has 2 partitions"),
-        "a partition-count mismatch must be refused: {err}"
-    );
+    ensure!(out.status.success(), "bulkgen: {}", String::from_utf8_lossy(&out.stderr));
+    let (ok, _, err) = shell(&meta, &format!("start_bulk_load -a four -c onebox -p local -r {root}"))?;
+    ensure!(!ok && err.contains("has 2 partitions"), "a partition-count mismatch must be refused: {err}");
 
-    let (ok, out, err) = shell(
-        &meta,
-        &format!("start_bulk_load -a t -c onebox -p local -r {root}"),
-    )?;
+    let (ok, out, err) = shell(&meta, &format!("start_bulk_load -a t -c onebox -p local -r {root}"))?;
     ensure!(ok, "start_bulk_load: {err}");
     let started: Value = serde_json::from_str(out.trim())?;
     assert_eq!(started["status"], "BLS_DOWNLOADING");
-    let (ok, _, err) = shell(
-        &meta,
-        &format!("start_bulk_load -a t -c onebox -p local -r {root}"),
-    )?;
-    ensure!(
-        !ok && err.contains("already has a bulk load"),
-        "a second start must be refused: {err}"
-    );
+    let (ok, _, err) = shell(&meta, &format!("start_bulk_load -a t -c onebox -p local -r {root}"))?;
+    ensure!(!ok && err.contains("already has a bulk load"), "a second start must be refused: {err}");
 
-    wait_for(
-        "the bulk load to succeed",
-        Duration::from_secs(180),
-        || async {
-            let (ok, out, _) = shell(&meta, "query_bulk_load_status -a t -d").ok()?;
-            let v: Value = serde_json::from_str(out.trim()).ok().filter(|_| ok)?;
-            match v["status"].as_str()? {
-                "BLS_SUCCEED" => Some(Ok(())),
-                "BLS_FAILED" => Some(Err(v["reason"].to_string())),
-                _ => None,
-            }
-        },
-    )
+    wait_for("the bulk load to succeed", Duration::from_secs(180), || async {
+        let (ok, out, _) = shell(&meta, "query_bulk_load_status -a t -d").ok()?;
+        let v: Value = serde_json::from_str(out.trim()).ok().filter(|_| ok)?;
+        match v["status"].as_str()? {
+            "BLS_SUCCEED" => Some(Ok(())),
+            "BLS_FAILED" => Some(Err(v["reason"].to_string())),
+            _ => None,
+        }
+    })
     .await?
     .map_err(|reason| anyhow::anyhow!("bulk load failed: {reason}"))?;
 
@@ -166,10 +100,7 @@ async fn bulk_load_end_to_end() -> Result<()> {
     let client = Client::connect([meta.clone()]).await?;
     let t = client.open_table("t").await?;
     let mut seen = 0u64;
-    let mut scan = t.full_scan(ScanOptions {
-        batch_size: 5_000,
-        ..Default::default()
-    });
+    let mut scan = t.full_scan(ScanOptions { batch_size: 5_000, ..Default::default() });
     while let Some(r) = scan.next().await {
         let r = r?;
         if r.hash_key.as_ref() == b"before" {
@@ -177,27 +108,15 @@ async fn bulk_load_end_to_end() -> Result<()> {
         }
         let hk = std::str::from_utf8(&r.hash_key)?;
         let i: u64 = hk.strip_prefix("user").context("unexpected key")?.parse()?;
-        ensure!(
-            r.value.as_ref() == value_of(i).as_bytes(),
-            "{hk} has a wrong value"
-        );
+        ensure!(r.value.as_ref() == value_of(i).as_bytes(), "{hk} has a wrong value");
         seen += 1;
     }
-    assert_eq!(
-        seen, rows,
-        "a scan must count every loaded row exactly once"
-    );
+    assert_eq!(seen, rows, "a scan must count every loaded row exactly once");
     for i in (0..rows).step_by((rows / 200).max(1) as usize) {
         let got = t.get(format!("user{i}"), "profile").await?;
-        ensure!(
-            got.as_deref() == Some(value_of(i).as_bytes()),
-            "user{i} not readable through the SDK"
-        );
+        ensure!(got.as_deref() == Some(value_of(i).as_bytes()), "user{i} not readable through the SDK");
     }
-    assert_eq!(
-        t.get("before", "bulk").await?.as_deref(),
-        Some(&b"kept"[..])
-    );
+    assert_eq!(t.get("before", "bulk").await?.as_deref(), Some(&b"kept"[..]));
 
     // Replicas of each partition hold identical data.
     let cfg = t.configuration();
@@ -207,13 +126,7 @@ async fn bulk_load_end_to_end() -> Result<()> {
             let mut sums = BTreeSet::new();
             for m in &p.members {
                 let mut admin = ReplicaAdminClient::new(channel(&m.address).ok()?);
-                let s = admin
-                    .checksum(PartitionRequest {
-                        partition: Some(pid.to_proto()),
-                    })
-                    .await
-                    .ok()?
-                    .into_inner();
+                let s = admin.checksum(PartitionRequest { partition: Some(pid.to_proto()) }).await.ok()?.into_inner();
                 sums.insert((s.record_count, s.digest));
             }
             (sums.len() == 1).then_some(())
@@ -226,5 +139,72 @@ async fn bulk_load_end_to_end() -> Result<()> {
     if !ok {
         bail!("clear: {err}");
     }
+    Ok(())
+}
+
+/// The seed scenario: replica servers restart again and again while partitions download; no
+/// process dies on its own, the job still succeeds, and no file of an abandoned attempt stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restarts_during_download_neither_crash_nor_stall_the_job() -> Result<()> {
+    let cycles: usize = std::env::var("WINGKV_SEED_CYCLES").ok().and_then(|v| v.parse().ok()).unwrap_or(20);
+    let tmp = tempfile::tempdir()?;
+    let dir = tmp.path().join("onebox");
+    let _guard = Guard(dir.clone());
+    // 1 MB/s per node: each node's ~8 MB take several seconds, so restarts land mid-download.
+    let meta = wingkv_tests::onebox::start_with(
+        &dir,
+        "[bulk_load]\ndownload_bytes_per_sec = 1000000\nmin_free_disk_bytes = 0\n",
+    )?;
+    let remote = tmp.path().join("remote");
+    let out = Command::new(bin_path("wingkv"))
+        .args(["bulkgen", "--table", "t", "--partitions", "8", "--generate", "60000", "--value-size", "100", "--root"])
+        .arg(&remote)
+        .output()?;
+    ensure!(out.status.success(), "bulkgen: {}", String::from_utf8_lossy(&out.stderr));
+    let root = remote.display().to_string();
+    let (ok, _, err) = shell(&meta, &format!("create t -p 8 -r 3; start_bulk_load -a t -c onebox -p local -r {root}"))?;
+    ensure!(ok, "{err}");
+
+    for cycle in 0..cycles {
+        let node = format!("replica{}", cycle % 3 + 1);
+        wingkv_tests::onebox::onebox(&dir, &["restart", &node]).with_context(|| format!("cycle {cycle}"))?;
+    }
+    // The node restarted last has surely not finished its download: the restarts did land in
+    // the middle of it.
+    let (ok, out, err) = shell(&meta, "query_bulk_load_status -a t")?;
+    ensure!(ok, "{err}");
+    let v: Value = serde_json::from_str(out.trim())?;
+    assert_eq!(v["status"], "BLS_DOWNLOADING", "the restarts did not happen during the download: {v}");
+    wait_for("the job to succeed after the restarts", Duration::from_secs(180), || async {
+        let (ok, out, _) = shell(&meta, "query_bulk_load_status -a t").ok()?;
+        let v: Value = serde_json::from_str(out.trim()).ok().filter(|_| ok)?;
+        match v["status"].as_str()? {
+            "BLS_SUCCEED" => Some(Ok(())),
+            "BLS_FAILED" | "BLS_CANCELED" => Some(Err(v.to_string())),
+            _ => None,
+        }
+    })
+    .await?
+    .map_err(|s| anyhow::anyhow!("the job did not succeed: {s}"))?;
+
+    // No crash: the supervisor saw no unexpected exit.
+    let state: Value = serde_json::from_str(wingkv_tests::onebox::onebox(&dir, &["status", "--json"])?.trim())?;
+    for n in state["nodes"].as_array().context("nodes")? {
+        ensure!(n["restarts"] == 0, "{} exited unexpectedly: {n}", n["name"]);
+    }
+    // No leftover files of any attempt.
+    for r in ["replica1", "replica2", "replica3"] {
+        let replicas = dir.join(r).join("data").join("replica");
+        for entry in std::fs::read_dir(&replicas)?.flatten() {
+            let bl = entry.path().join("bulk_load");
+            let left: Vec<_> =
+                std::fs::read_dir(&bl).map(|d| d.flatten().map(|e| e.path()).collect()).unwrap_or_default();
+            ensure!(left.is_empty(), "files left behind: {left:?}");
+        }
+    }
+    let client = Client::connect([meta]).await?;
+    let t = client.open_table("t").await?;
+    let n = t.full_scan(ScanOptions { no_value: true, batch_size: 5_000, ..Default::default() }).count().await;
+    assert_eq!(n, 60_000);
     Ok(())
 }

@@ -9,72 +9,31 @@ use anyhow::{ensure, Context, Result};
 use bytes::Bytes;
 use wingkv_common::PartitionId;
 use wingkv_proto::data::GetRequest;
-use wingkv_proto::replica_admin::{
-    BulkLoadAction, BulkLoadJobSpec, BulkLoadRequest, BulkLoadResponse,
-};
+use wingkv_proto::replica_admin::{BulkLoadAction, BulkLoadJobSpec, BulkLoadRequest, BulkLoadResponse};
 use wingkv_tests::{bin_path, create_group, wait_for, wait_leader, ReplicaProcess};
 
 const TIMEOUT: Duration = Duration::from_secs(30);
-const P: PartitionId = PartitionId {
-    app_id: 1,
-    partition_index: 0,
-};
+const P: PartitionId = PartitionId { app_id: 1, partition_index: 0 };
 
 /// Writes `rows` generated rows for table `t` with one partition under `root`.
 fn bulkgen(root: &std::path::Path, rows: u64, value_size: usize) -> Result<()> {
     let out = Command::new(bin_path("wingkv"))
-        .args([
-            "bulkgen",
-            "--table",
-            "t",
-            "--partitions",
-            "1",
-            "--cluster",
-            "onebox",
-            "--provider",
-            "local",
-        ])
-        .args([
-            "--generate",
-            &rows.to_string(),
-            "--value-size",
-            &value_size.to_string(),
-            "--file-size-mb",
-            "1",
-        ])
+        .args(["bulkgen", "--table", "t", "--partitions", "1", "--cluster", "onebox", "--provider", "local"])
+        .args(["--generate", &rows.to_string(), "--value-size", &value_size.to_string(), "--file-size-mb", "1"])
         .arg("--root")
         .arg(root)
         .output()?;
-    ensure!(
-        out.status.success(),
-        "bulkgen: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    ensure!(out.status.success(), "bulkgen: {}", String::from_utf8_lossy(&out.stderr));
     Ok(())
 }
 
 fn spec(root: &std::path::Path, job_id: u64) -> BulkLoadJobSpec {
-    let dir = format!("{}/onebox/t/0", root.display())
-        .trim_start_matches('/')
-        .to_string();
-    BulkLoadJobSpec {
-        job_id,
-        provider: "local".into(),
-        partition_dir: dir,
-        ingest_behind: false,
-    }
+    let dir = format!("{}/onebox/t/0", root.display()).trim_start_matches('/').to_string();
+    BulkLoadJobSpec { job_id, provider: "local".into(), partition_dir: dir, ingest_behind: false }
 }
 
-async fn act(
-    primary: &ReplicaProcess,
-    spec: &BulkLoadJobSpec,
-    action: BulkLoadAction,
-) -> Result<BulkLoadResponse> {
-    let req = BulkLoadRequest {
-        partition: Some(P.to_proto()),
-        job: Some(spec.clone()),
-        action: action as i32,
-    };
+async fn act(primary: &ReplicaProcess, spec: &BulkLoadJobSpec, action: BulkLoadAction) -> Result<BulkLoadResponse> {
+    let req = BulkLoadRequest { partition: Some(P.to_proto()), job: Some(spec.clone()), action: action as i32 };
     Ok(primary.admin().await?.bulk_load(req).await?.into_inner())
 }
 
@@ -99,10 +58,7 @@ async fn every_replica_downloads_then_ingests_at_the_same_log_index() -> Result<
     let job = spec(&remote, 11);
     wait_for("every replica to download its files", TIMEOUT, || async {
         let r = act(primary, &job, BulkLoadAction::BlDownload).await.ok()?;
-        r.replicas
-            .iter()
-            .all(|x| x.status == "BLS_DOWNLOADED")
-            .then_some(())
+        r.replicas.iter().all(|x| x.status == "BLS_DOWNLOADED").then_some(())
     })
     .await?;
     let r = act(primary, &job, BulkLoadAction::BlIngest).await?;
@@ -118,10 +74,7 @@ async fn every_replica_downloads_then_ingests_at_the_same_log_index() -> Result<
             sort_key: Bytes::from_static(b"s"),
         };
         let got = data.get(req).await?.into_inner();
-        ensure!(
-            got.found && got.value.len() == 100,
-            "k{i} missing after ingestion"
-        );
+        ensure!(got.found && got.value.len() == 100, "k{i} missing after ingestion");
     }
     wait_for("replicas to converge on 20000 rows", TIMEOUT, || async {
         let mut sums = Vec::new();
@@ -132,12 +85,7 @@ async fn every_replica_downloads_then_ingests_at_the_same_log_index() -> Result<
     })
     .await?;
     for n in &nodes {
-        let dir = n
-            .data_dir()
-            .join("replica")
-            .join(P.to_string())
-            .join("bulk_load")
-            .join("11");
+        let dir = n.data_dir().join("replica").join(P.to_string()).join("bulk_load").join("11");
         ensure!(!dir.exists(), "{} keeps ingested files", dir.display());
     }
     Ok(())
@@ -149,66 +97,33 @@ async fn cancel_during_download_ends_every_task_and_removes_every_file() -> Resu
     let remote = tmp.path().join("remote");
     bulkgen(&remote, 40_000, 200)?;
     // 200 KB/s per node: the ~8 MB download takes long enough to cancel in the middle.
-    let (nodes, leader) = group(
-        tmp.path(),
-        "[bulk_load]\ndownload_bytes_per_sec = 200000\nmin_free_disk_bytes = 0\n",
-    )
-    .await?;
+    let (nodes, leader) =
+        group(tmp.path(), "[bulk_load]\ndownload_bytes_per_sec = 200000\nmin_free_disk_bytes = 0\n").await?;
     let primary = &nodes[leader];
     let job = spec(&remote, 5);
-    wait_for(
-        "downloads to be under way on every replica",
-        TIMEOUT,
-        || async {
-            let r = act(primary, &job, BulkLoadAction::BlDownload).await.ok()?;
-            r.replicas
-                .iter()
-                .all(|x| x.status == "BLS_DOWNLOADING" && x.downloaded_bytes > 0)
-                .then_some(())
-        },
-    )
+    wait_for("downloads to be under way on every replica", TIMEOUT, || async {
+        let r = act(primary, &job, BulkLoadAction::BlDownload).await.ok()?;
+        r.replicas.iter().all(|x| x.status == "BLS_DOWNLOADING" && x.downloaded_bytes > 0).then_some(())
+    })
     .await?;
     let started = std::time::Instant::now();
     let r = act(primary, &job, BulkLoadAction::BlCancel).await?;
-    ensure!(
-        started.elapsed() < Duration::from_secs(5),
-        "cancel took {:?}",
-        started.elapsed()
-    );
-    ensure!(
-        r.replicas.iter().all(|x| x.status == "BLS_CANCELED"),
-        "{r:?}"
-    );
+    ensure!(started.elapsed() < Duration::from_secs(5), "cancel took {:?}", started.elapsed());
+    ensure!(r.replicas.iter().all(|x| x.status == "BLS_CANCELED"), "{r:?}");
     for n in &nodes {
-        let dir = n
-            .data_dir()
-            .join("replica")
-            .join(P.to_string())
-            .join("bulk_load")
-            .join("5");
+        let dir = n.data_dir().join("replica").join(P.to_string()).join("bulk_load").join("5");
         ensure!(!dir.exists(), "{} is left after cancel", dir.display());
     }
     // A new job on the same partition then succeeds (no limit issue: it just takes a while).
     let small = tmp.path().join("small");
     bulkgen(&small, 1_000, 10)?;
     let job2 = spec(&small, 6);
-    wait_for(
-        "the next job to download",
-        Duration::from_secs(60),
-        || async {
-            let r = act(primary, &job2, BulkLoadAction::BlDownload).await.ok()?;
-            r.replicas
-                .iter()
-                .all(|x| x.status == "BLS_DOWNLOADED")
-                .then_some(())
-        },
-    )
+    wait_for("the next job to download", Duration::from_secs(60), || async {
+        let r = act(primary, &job2, BulkLoadAction::BlDownload).await.ok()?;
+        r.replicas.iter().all(|x| x.status == "BLS_DOWNLOADED").then_some(())
+    })
     .await?;
-    ensure!(
-        act(primary, &job2, BulkLoadAction::BlIngest)
-            .await?
-            .ingested
-    );
+    ensure!(act(primary, &job2, BulkLoadAction::BlIngest).await?.ingested);
     let sum = nodes[leader].checksum(P).await.context("checksum")?;
     ensure!(sum.record_count == 1_000, "{sum:?}");
     Ok(())

@@ -26,27 +26,13 @@ fn bulkgen_writes_the_design_layout() -> Result<()> {
     std::fs::write(&input, rows)?;
     let root = tmp.path().join("remote");
     let out = Command::new(bin_path("wingkv"))
-        .args([
-            "bulkgen",
-            "--table",
-            "t",
-            "--partitions",
-            "4",
-            "--cluster",
-            "onebox",
-            "--provider",
-            "local",
-        ])
+        .args(["bulkgen", "--table", "t", "--partitions", "4", "--cluster", "onebox", "--provider", "local"])
         .arg("--root")
         .arg(&root)
         .arg("--input")
         .arg(&input)
         .output()?;
-    ensure!(
-        out.status.success(),
-        "bulkgen failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    ensure!(out.status.success(), "bulkgen failed: {}", String::from_utf8_lossy(&out.stderr));
 
     let dir = root.join("onebox").join("t");
     let info = BulkLoadInfo::parse(&std::fs::read(dir.join("bulk_load_info"))?)?;
@@ -66,23 +52,13 @@ fn bulkgen_writes_the_design_layout() -> Result<()> {
             let mut last: Option<Vec<u8>> = None;
             for kv in db.iterator(rocksdb::IteratorMode::Start) {
                 let (k, v) = kv?;
-                ensure!(
-                    last.as_deref() < Some(&k[..]),
-                    "keys are not sorted and unique"
-                );
+                ensure!(last.as_deref() < Some(&k[..]), "keys are not sorted and unique");
                 last = Some(k.to_vec());
                 let (hk, sk) = decode_key(&k)?;
                 let (ts, value) = decode_value(&v)?;
                 assert_eq!((sk, ts), (&b"profile"[..], 0));
-                assert_eq!(
-                    partition_index(hk, sk, 4),
-                    pidx,
-                    "row in the wrong partition"
-                );
-                seen.insert(
-                    String::from_utf8(hk.to_vec())?,
-                    String::from_utf8(value.to_vec())?,
-                );
+                assert_eq!(partition_index(hk, sk, 4), pidx, "row in the wrong partition");
+                seen.insert(String::from_utf8(hk.to_vec())?, String::from_utf8(value.to_vec())?);
             }
         }
     }
@@ -97,10 +73,6 @@ fn bulkgen_writes_the_design_layout() -> Result<()> {
         .arg(&input)
         .output()?;
     ensure!(!out.status.success());
-    ensure!(
-        String::from_utf8_lossy(&out.stderr).contains("got 2 fields"),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    ensure!(String::from_utf8_lossy(&out.stderr).contains("got 2 fields"), "{}", String::from_utf8_lossy(&out.stderr));
     Ok(())
 }

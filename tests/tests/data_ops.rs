@@ -14,10 +14,7 @@ use wingkv_tests::raw::call_raw;
 use wingkv_tests::{create_group, wait_for, wait_leader, wing_error, ReplicaProcess};
 
 const TIMEOUT: Duration = Duration::from_secs(30);
-const P: PartitionId = PartitionId {
-    app_id: 1,
-    partition_index: 0,
-};
+const P: PartitionId = PartitionId { app_id: 1, partition_index: 0 };
 
 fn b(s: &str) -> Bytes {
     Bytes::copy_from_slice(s.as_bytes())
@@ -30,13 +27,7 @@ async fn single_node(root: &std::path::Path) -> Result<ReplicaProcess> {
     Ok(node)
 }
 
-async fn set(
-    c: &mut DataClient<tonic::transport::Channel>,
-    hk: &str,
-    sk: &str,
-    v: &str,
-    ttl: u32,
-) -> Result<()> {
+async fn set(c: &mut DataClient<tonic::transport::Channel>, hk: &str, sk: &str, v: &str, ttl: u32) -> Result<()> {
     c.set(SetRequest {
         partition: Some(P.to_proto()),
         hash_key: b(hk),
@@ -48,19 +39,8 @@ async fn set(
     Ok(())
 }
 
-async fn get(
-    c: &mut DataClient<tonic::transport::Channel>,
-    hk: &str,
-    sk: &str,
-) -> Result<Option<Bytes>> {
-    let r = c
-        .get(GetRequest {
-            partition: Some(P.to_proto()),
-            hash_key: b(hk),
-            sort_key: b(sk),
-        })
-        .await?
-        .into_inner();
+async fn get(c: &mut DataClient<tonic::transport::Channel>, hk: &str, sk: &str) -> Result<Option<Bytes>> {
+    let r = c.get(GetRequest { partition: Some(P.to_proto()), hash_key: b(hk), sort_key: b(sk) }).await?.into_inner();
     Ok(r.found.then_some(r.value))
 }
 
@@ -69,53 +49,24 @@ async fn data_operations() -> Result<()> {
     let tmp = tempfile::tempdir()?;
     let node = single_node(tmp.path()).await?;
     let mut c = node.data().await?;
-    let key = |hk: &str, sk: &str| KeyRequest {
-        partition: Some(P.to_proto()),
-        hash_key: b(hk),
-        sort_key: b(sk),
-    };
+    let key = |hk: &str, sk: &str| KeyRequest { partition: Some(P.to_proto()), hash_key: b(hk), sort_key: b(sk) };
 
     set(&mut c, "user", "name", "alice", 0).await?;
     assert_eq!(get(&mut c, "user", "name").await?, Some(b("alice")));
     assert_eq!(get(&mut c, "user", "none").await?, None);
     assert!(c.exist(key("user", "name")).await?.into_inner().exists);
-    assert_eq!(
-        c.ttl(key("user", "name")).await?.into_inner().ttl_seconds,
-        -1
-    );
-    assert_eq!(
-        c.ttl(key("user", "none")).await?.into_inner().ttl_seconds,
-        -2
-    );
-    c.del(DelRequest {
-        partition: Some(P.to_proto()),
-        hash_key: b("user"),
-        sort_key: b("name"),
-    })
-    .await?;
+    assert_eq!(c.ttl(key("user", "name")).await?.into_inner().ttl_seconds, -1);
+    assert_eq!(c.ttl(key("user", "none")).await?.into_inner().ttl_seconds, -2);
+    c.del(DelRequest { partition: Some(P.to_proto()), hash_key: b("user"), sort_key: b("name") }).await?;
     assert_eq!(get(&mut c, "user", "name").await?, None);
 
     // multi_set / multi_get / sortkey_count / multi_del
-    let kvs: Vec<KeyValue> = (0..10)
-        .map(|i| KeyValue {
-            sort_key: b(&format!("s{i}")),
-            value: b(&format!("v{i}")),
-        })
-        .collect();
-    c.multi_set(MultiSetRequest {
-        partition: Some(P.to_proto()),
-        hash_key: b("h"),
-        kvs,
-        ttl_seconds: 0,
-    })
-    .await?;
+    let kvs: Vec<KeyValue> =
+        (0..10).map(|i| KeyValue { sort_key: b(&format!("s{i}")), value: b(&format!("v{i}")) }).collect();
+    c.multi_set(MultiSetRequest { partition: Some(P.to_proto()), hash_key: b("h"), kvs, ttl_seconds: 0 }).await?;
     set(&mut c, "h2", "s0", "other", 0).await?;
     let all = c
-        .multi_get(MultiGetRequest {
-            partition: Some(P.to_proto()),
-            hash_key: b("h"),
-            ..Default::default()
-        })
+        .multi_get(MultiGetRequest { partition: Some(P.to_proto()), hash_key: b("h"), ..Default::default() })
         .await?
         .into_inner();
     assert_eq!(all.kvs.len(), 10);
@@ -129,13 +80,7 @@ async fn data_operations() -> Result<()> {
         })
         .await?
         .into_inner();
-    assert_eq!(
-        some.kvs
-            .iter()
-            .map(|kv| kv.sort_key.clone())
-            .collect::<Vec<_>>(),
-        vec![b("s1"), b("s9")]
-    );
+    assert_eq!(some.kvs.iter().map(|kv| kv.sort_key.clone()).collect::<Vec<_>>(), vec![b("s1"), b("s9")]);
     let limited = c
         .multi_get(MultiGetRequest {
             partition: Some(P.to_proto()),
@@ -147,12 +92,7 @@ async fn data_operations() -> Result<()> {
         .into_inner();
     assert_eq!(limited.kvs.len(), 4);
     assert!(limited.incomplete);
-    let count = c
-        .sort_key_count(SortKeyCountRequest {
-            partition: Some(P.to_proto()),
-            hash_key: b("h"),
-        })
-        .await?;
+    let count = c.sort_key_count(SortKeyCountRequest { partition: Some(P.to_proto()), hash_key: b("h") }).await?;
     assert_eq!(count.into_inner().count, 10);
     let del = c
         .multi_del(MultiDelRequest {
@@ -182,14 +122,8 @@ async fn data_operations() -> Result<()> {
         seen.extend(batch?.records.into_iter().map(|r| r.sort_key));
     }
     assert_eq!(seen, vec![b("s3"), b("s4"), b("s5")]);
-    let mut stream = c
-        .scan(ScanRequest {
-            partition: Some(P.to_proto()),
-            batch_size: 3,
-            ..Default::default()
-        })
-        .await?
-        .into_inner();
+    let mut stream =
+        c.scan(ScanRequest { partition: Some(P.to_proto()), batch_size: 3, ..Default::default() }).await?.into_inner();
     let mut total = 0;
     while let Some(batch) = stream.next().await {
         total += batch?.records.len();
@@ -211,11 +145,7 @@ async fn data_operations() -> Result<()> {
     not_int.sort_key = b("text");
     let status = c.incr(not_int).await.expect_err("incr of text");
     assert_eq!(wing_error(&status).code(), ErrorCode::InvalidArgument);
-    assert_eq!(
-        get(&mut c, "c", "text").await?,
-        Some(b("abc")),
-        "refused incr must not write"
-    );
+    assert_eq!(get(&mut c, "c", "text").await?, Some(b("abc")), "refused incr must not write");
 
     // check_and_set
     let cas = |check_type: CheckType, operand: &str, value: &str| CheckAndSetRequest {
@@ -228,28 +158,16 @@ async fn data_operations() -> Result<()> {
         return_check_value: true,
         ..Default::default()
     };
-    let r = c
-        .check_and_set(cas(CheckType::CtValueNotExist, "", "1"))
-        .await?
-        .into_inner();
+    let r = c.check_and_set(cas(CheckType::CtValueNotExist, "", "1")).await?.into_inner();
     assert!(r.set_succeeded && !r.check_value_exist);
-    let r = c
-        .check_and_set(cas(CheckType::CtValueNotExist, "", "2"))
-        .await?
-        .into_inner();
+    let r = c.check_and_set(cas(CheckType::CtValueNotExist, "", "2")).await?.into_inner();
     assert!(!r.set_succeeded && r.check_value == b("1"));
-    let r = c
-        .check_and_set(cas(CheckType::CtValueIntLess, "5", "3"))
-        .await?
-        .into_inner();
+    let r = c.check_and_set(cas(CheckType::CtValueIntLess, "5", "3")).await?.into_inner();
     assert!(r.set_succeeded);
     assert_eq!(get(&mut c, "cas", "k").await?, Some(b("3")));
     let mut bad = cas(CheckType::CtNoCheck, "", "x");
     bad.check_type = 99;
-    assert_eq!(
-        wing_error(&c.check_and_set(bad).await.expect_err("bad check type")).code(),
-        ErrorCode::InvalidArgument
-    );
+    assert_eq!(wing_error(&c.check_and_set(bad).await.expect_err("bad check type")).code(), ErrorCode::InvalidArgument);
 
     // TTL: visible while alive, reported, then invisible.
     set(&mut c, "t", "k", "short", 2).await?;
@@ -257,14 +175,7 @@ async fn data_operations() -> Result<()> {
     ensure!((0..=2).contains(&ttl), "ttl {ttl}");
     wait_for("the record to expire", Duration::from_secs(10), || {
         let mut c = c.clone();
-        async move {
-            get(&mut c, "t", "k")
-                .await
-                .ok()
-                .flatten()
-                .is_none()
-                .then_some(())
-        }
+        async move { get(&mut c, "t", "k").await.ok().flatten().is_none().then_some(()) }
     })
     .await?;
     assert_eq!(c.ttl(key("t", "k")).await?.into_inner().ttl_seconds, -2);
@@ -292,68 +203,33 @@ async fn bad_input_gets_clear_errors_and_the_server_keeps_serving() -> Result<()
         .expect_err("over-long hash key");
     assert_eq!(wing_error(&s).code(), ErrorCode::InvalidArgument);
     assert!(s.message().contains("70000 bytes"), "{}", s.message());
-    let s = c
-        .get(GetRequest {
-            partition: Some(P.to_proto()),
-            hash_key: long,
-            sort_key: b("s"),
-        })
-        .await
-        .expect_err("long");
+    let s =
+        c.get(GetRequest { partition: Some(P.to_proto()), hash_key: long, sort_key: b("s") }).await.expect_err("long");
     assert_eq!(wing_error(&s).code(), ErrorCode::InvalidArgument);
 
     // Unknown partition, and none at all.
     let s = c
-        .get(GetRequest {
-            partition: Some(PartitionId::new(9, 9).to_proto()),
-            hash_key: b("k"),
-            sort_key: b("s"),
-        })
+        .get(GetRequest { partition: Some(PartitionId::new(9, 9).to_proto()), hash_key: b("k"), sort_key: b("s") })
         .await
         .expect_err("unknown partition");
     assert_eq!(wing_error(&s).code(), ErrorCode::NotFound);
     assert!(s.message().contains("9.9"), "{}", s.message());
-    let s = c
-        .get(GetRequest {
-            partition: None,
-            hash_key: b("k"),
-            sort_key: b("s"),
-        })
-        .await
-        .expect_err("no partition");
+    let s = c.get(GetRequest { partition: None, hash_key: b("k"), sort_key: b("s") }).await.expect_err("no partition");
     assert_eq!(wing_error(&s).code(), ErrorCode::InvalidArgument);
 
     // Bytes that are not a protobuf message at all.
-    let s = call_raw(
-        &node.addr,
-        "/wingkv.data.Data/Set",
-        vec![0xFF, 0xFF, 0xFF, 0x07],
-    )
-    .await
-    .expect_err("garbage");
+    let s = call_raw(&node.addr, "/wingkv.data.Data/Set", vec![0xFF, 0xFF, 0xFF, 0x07]).await.expect_err("garbage");
     assert_ne!(s.code(), tonic::Code::Ok);
     // A raft message whose payload is garbage.
-    let msg = RaftMessage {
-        partition: Some(P.to_proto()),
-        payload: Bytes::from_static(b"\x01\x02garbage"),
-    };
-    let s = call_raw(
-        &node.addr,
-        "/wingkv.raft.RaftTransport/AppendEntries",
-        msg.encode_to_vec(),
-    )
-    .await
-    .expect_err("garbage raft payload");
+    let msg = RaftMessage { partition: Some(P.to_proto()), payload: Bytes::from_static(b"\x01\x02garbage") };
+    let s = call_raw(&node.addr, "/wingkv.raft.RaftTransport/AppendEntries", msg.encode_to_vec())
+        .await
+        .expect_err("garbage raft payload");
     assert_eq!(s.code(), tonic::Code::InvalidArgument, "{s:?}");
     assert!(s.message().contains("malformed raft"), "{}", s.message());
     // Empty multi-writes.
     let s = c
-        .multi_set(MultiSetRequest {
-            partition: Some(P.to_proto()),
-            hash_key: b("h"),
-            kvs: vec![],
-            ttl_seconds: 0,
-        })
+        .multi_set(MultiSetRequest { partition: Some(P.to_proto()), hash_key: b("h"), kvs: vec![], ttl_seconds: 0 })
         .await
         .expect_err("empty multi_set");
     assert_eq!(wing_error(&s).code(), ErrorCode::InvalidArgument);

@@ -19,49 +19,31 @@ async fn placement_and_repair_after_a_replica_server_dies() -> Result<()> {
     assert_eq!(cfg.partitions.len(), 8);
     for p in &cfg.partitions {
         let members: BTreeSet<u64> = p.members.iter().map(|m| m.node_id).collect();
-        ensure!(
-            members.len() == 3,
-            "partition {} members not distinct: {:?}",
-            p.partition_index,
-            p.members
-        );
-        ensure!(
-            p.primary.is_some(),
-            "partition {} has no primary",
-            p.partition_index
-        );
+        ensure!(members.len() == 3, "partition {} members not distinct: {:?}", p.partition_index, p.members);
+        ensure!(p.primary.is_some(), "partition {} has no primary", p.partition_index);
     }
     let table = RoutedTable::new(&c.meta, "t");
     for i in 0..200 {
-        table
-            .set(&format!("user{i}"), "s", format!("v{i}").as_bytes())
-            .await?;
+        table.set(&format!("user{i}"), "s", format!("v{i}").as_bytes()).await?;
     }
 
     // kill -9 one replica server: every partition must get 3 healthy members again.
     let victim = c.replicas[1].node_id;
     c.replicas[1].kill();
     let started = Instant::now();
-    wait_for(
-        "every partition to have 3 healthy members again",
-        Duration::from_secs(3 + 30),
-        || async {
-            let alive = alive_nodes(&c.meta).await.ok()?;
-            if alive.contains(&victim) {
-                return None;
-            }
-            let cfg = query(&c.meta, "t").await.ok()?;
-            fully_healthy(&cfg, &alive).then_some(())
-        },
-    )
+    wait_for("every partition to have 3 healthy members again", Duration::from_secs(3 + 30), || async {
+        let alive = alive_nodes(&c.meta).await.ok()?;
+        if alive.contains(&victim) {
+            return None;
+        }
+        let cfg = query(&c.meta, "t").await.ok()?;
+        fully_healthy(&cfg, &alive).then_some(())
+    })
     .await?;
     println!("re-replicated in {:?}", started.elapsed());
     for i in 0..200 {
         let got = table.get(&format!("user{i}"), "s").await?;
-        ensure!(
-            got.as_deref() == Some(format!("v{i}").as_bytes()),
-            "user{i} lost after repair: {got:?}"
-        );
+        ensure!(got.as_deref() == Some(format!("v{i}").as_bytes()), "user{i} lost after repair: {got:?}");
     }
     Ok(())
 }
@@ -70,10 +52,7 @@ async fn placement_and_repair_after_a_replica_server_dies() -> Result<()> {
 async fn catalog_names_drop_and_recall() -> Result<()> {
     let c = Cluster::start(1, 2).await?;
     c.create("t", 2, 2).await?;
-    let err = c
-        .create("t", 2, 2)
-        .await
-        .expect_err("a second table named t");
+    let err = c.create("t", 2, 2).await.expect_err("a second table named t");
     assert_eq!(err.code(), ErrorCode::AlreadyExists, "{err}");
 
     // Eight concurrent creates of one new name: exactly one table.
@@ -91,59 +70,33 @@ async fn catalog_names_drop_and_recall() -> Result<()> {
     table.set("k", "s", b"kept").await?;
     let dropped = c
         .meta
-        .call(|mut m| async move {
-            m.drop_table(DropTableRequest {
-                name: "t".into(),
-                reserve_seconds: 3600,
-            })
-            .await
-        })
+        .call(|mut m| async move { m.drop_table(DropTableRequest { name: "t".into(), reserve_seconds: 3600 }).await })
         .await?;
-    let err = query(&c.meta, "t")
-        .await
-        .expect_err("query of a dropped table");
+    let err = query(&c.meta, "t").await.expect_err("query of a dropped table");
     assert_eq!(err.code(), ErrorCode::TableNotFound, "{err}");
     let err = c.create("t", 1, 1).await.expect_err("the name is reserved");
     assert_eq!(err.code(), ErrorCode::AlreadyExists, "{err}");
     let app_id = dropped.app_id;
     c.meta
-        .call(|mut m| async move {
-            m.recall_table(RecallTableRequest {
-                app_id,
-                new_name: String::new(),
-            })
-            .await
-        })
+        .call(|mut m| async move { m.recall_table(RecallTableRequest { app_id, new_name: String::new() }).await })
         .await?;
     assert_eq!(table.get("k", "s").await?.as_deref(), Some(&b"kept"[..]));
 
     // Envs round trip.
-    let set = SetTableEnvsRequest {
-        name: "t".into(),
-        envs: [("a.b".to_string(), "1".to_string())].into(),
-    };
+    let set = SetTableEnvsRequest { name: "t".into(), envs: [("a.b".to_string(), "1".to_string())].into() };
     c.meta
         .call(|mut m| {
             let set = set.clone();
             async move { m.set_table_envs(set).await }
         })
         .await?;
-    let envs = c
-        .meta
-        .call(|mut m| async move {
-            m.get_table_envs(GetTableEnvsRequest { name: "t".into() })
-                .await
-        })
-        .await?;
+    let envs =
+        c.meta.call(|mut m| async move { m.get_table_envs(GetTableEnvsRequest { name: "t".into() }).await }).await?;
     assert_eq!(envs.envs.get("a.b").map(String::as_str), Some("1"));
     let envs = c
         .meta
         .call(|mut m| async move {
-            m.del_table_envs(DelTableEnvsRequest {
-                name: "t".into(),
-                keys: vec!["a.b".into()],
-            })
-            .await
+            m.del_table_envs(DelTableEnvsRequest { name: "t".into(), keys: vec!["a.b".into()] }).await
         })
         .await?;
     assert!(envs.envs.is_empty());
@@ -151,39 +104,21 @@ async fn catalog_names_drop_and_recall() -> Result<()> {
     // A table dropped with a short reserve is purged, and its replicas removed everywhere.
     let dropped = c
         .meta
-        .call(|mut m| async move {
-            m.drop_table(DropTableRequest {
-                name: "race".into(),
-                reserve_seconds: 1,
-            })
-            .await
-        })
+        .call(|mut m| async move { m.drop_table(DropTableRequest { name: "race".into(), reserve_seconds: 1 }).await })
         .await?;
-    wait_for(
-        "the expired table's replicas to be removed",
-        Duration::from_secs(30),
-        || async {
-            for r in &c.replicas {
-                let mut admin = r.admin().await.ok()?;
-                let s = admin
-                    .status(wingkv_proto::replica_admin::StatusRequest { partition: None })
-                    .await
-                    .ok()?
-                    .into_inner();
-                if s.replicas
-                    .iter()
-                    .any(|x| x.partition.is_some_and(|p| p.app_id == dropped.app_id))
-                {
-                    return None;
-                }
+    wait_for("the expired table's replicas to be removed", Duration::from_secs(30), || async {
+        for r in &c.replicas {
+            let mut admin = r.admin().await.ok()?;
+            let s =
+                admin.status(wingkv_proto::replica_admin::StatusRequest { partition: None }).await.ok()?.into_inner();
+            if s.replicas.iter().any(|x| x.partition.is_some_and(|p| p.app_id == dropped.app_id)) {
+                return None;
             }
-            Some(())
-        },
-    )
+        }
+        Some(())
+    })
     .await?;
-    c.create("race", 1, 1)
-        .await
-        .context("the name is free after expiry")?;
+    c.create("race", 1, 1).await.context("the name is free after expiry")?;
     Ok(())
 }
 
@@ -200,19 +135,10 @@ async fn meta_restart_loses_nothing() -> Result<()> {
     assert_eq!(names, BTreeSet::from(["a".to_string(), "b".to_string()]));
     let after = query(&c.meta, "a").await?;
     let members = |cfg: &TableConfiguration| -> Vec<Vec<u64>> {
-        cfg.partitions
-            .iter()
-            .map(|p| p.members.iter().map(|m| m.node_id).collect())
-            .collect()
+        cfg.partitions.iter().map(|p| p.members.iter().map(|m| m.node_id).collect()).collect()
     };
     assert_eq!(members(&before), members(&after));
-    assert_eq!(
-        RoutedTable::new(&c.meta, "a")
-            .get("k", "s")
-            .await?
-            .as_deref(),
-        Some(&b"v"[..])
-    );
+    assert_eq!(RoutedTable::new(&c.meta, "a").get("k", "s").await?.as_deref(), Some(&b"v"[..]));
     Ok(())
 }
 
@@ -220,16 +146,9 @@ async fn meta_restart_loses_nothing() -> Result<()> {
 async fn three_metas_survive_the_loss_of_the_leader() -> Result<()> {
     let mut c = Cluster::start(3, 2).await?;
     c.create("t", 2, 2).await?;
-    let info = c
-        .meta
-        .call(|mut m| async move { m.cluster_info(ClusterInfoRequest {}).await })
-        .await?;
+    let info = c.meta.call(|mut m| async move { m.cluster_info(ClusterInfoRequest {}).await }).await?;
     assert_eq!(info.meta_members.len(), 3);
-    let leader = c
-        .metas
-        .iter()
-        .position(|m| m.addr == info.meta_leader)
-        .context("leader is one of the metas")?;
+    let leader = c.metas.iter().position(|m| m.addr == info.meta_leader).context("leader is one of the metas")?;
     c.metas[leader].kill();
     let started = Instant::now();
     let tables = wait_for("another meta to serve", Duration::from_secs(10), || async {
@@ -238,18 +157,9 @@ async fn three_metas_survive_the_loss_of_the_leader() -> Result<()> {
     })
     .await?;
     println!("meta failover took {:?}", started.elapsed());
-    ensure!(
-        tables.tables.iter().any(|t| t.name == "t"),
-        "catalog lost the table: {tables:?}"
-    );
-    let info = c
-        .meta
-        .call(|mut m| async move { m.cluster_info(ClusterInfoRequest {}).await })
-        .await?;
-    ensure!(
-        info.meta_leader != c.metas[leader].addr,
-        "the dead meta still leads"
-    );
+    ensure!(tables.tables.iter().any(|t| t.name == "t"), "catalog lost the table: {tables:?}");
+    let info = c.meta.call(|mut m| async move { m.cluster_info(ClusterInfoRequest {}).await }).await?;
+    ensure!(info.meta_leader != c.metas[leader].addr, "the dead meta still leads");
     Ok(())
 }
 
@@ -269,48 +179,25 @@ async fn bad_input_gets_clear_errors() -> Result<()> {
     for (name, p, r, want) in cases {
         let err = c.create(name, p, r).await.expect_err(name);
         assert_eq!(err.code(), ErrorCode::InvalidArgument, "{name}: {err}");
-        ensure!(
-            err.to_string().contains(want),
-            "{name}: '{err}' does not say '{want}'"
-        );
+        ensure!(err.to_string().contains(want), "{name}: '{err}' does not say '{want}'");
     }
-    ensure!(
-        c.list().await?.tables.is_empty(),
-        "a refused create left a table behind"
-    );
+    ensure!(c.list().await?.tables.is_empty(), "a refused create left a table behind");
 
     let unknown = "nope".to_string();
     let e1 = query(&c.meta, &unknown).await.expect_err("query");
     let e2 = c
         .meta
-        .call(|mut m| async move {
-            m.drop_table(DropTableRequest {
-                name: "nope".into(),
-                reserve_seconds: 0,
-            })
-            .await
-        })
+        .call(|mut m| async move { m.drop_table(DropTableRequest { name: "nope".into(), reserve_seconds: 0 }).await })
         .await
         .expect_err("drop");
     let e3 = c
         .meta
-        .call(|mut m| async move {
-            m.get_table_envs(GetTableEnvsRequest {
-                name: "nope".into(),
-            })
-            .await
-        })
+        .call(|mut m| async move { m.get_table_envs(GetTableEnvsRequest { name: "nope".into() }).await })
         .await
         .expect_err("get envs");
     let e4 = c
         .meta
-        .call(|mut m| async move {
-            m.recall_table(RecallTableRequest {
-                app_id: 999,
-                new_name: String::new(),
-            })
-            .await
-        })
+        .call(|mut m| async move { m.recall_table(RecallTableRequest { app_id: 999, new_name: String::new() }).await })
         .await
         .expect_err("recall");
     for e in [e1, e2, e3, e4] {

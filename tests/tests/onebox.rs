@@ -9,37 +9,23 @@ use wingkv_tests::onebox::{onebox, Guard};
 use wingkv_tests::wait_for;
 
 fn state(dir: &Path) -> Result<Value> {
-    Ok(serde_json::from_str(
-        onebox(dir, &["status", "--json"])?.trim(),
-    )?)
+    Ok(serde_json::from_str(onebox(dir, &["status", "--json"])?.trim())?)
 }
 
 fn pid_of(state: &Value, node: &str) -> Option<u64> {
-    state["nodes"]
-        .as_array()?
-        .iter()
-        .find(|n| n["name"] == node)?["pid"]
-        .as_u64()
+    state["nodes"].as_array()?.iter().find(|n| n["name"] == node)?["pid"].as_u64()
 }
 
 fn alive(pid: u64) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .ok()
-        .and_then(|s| {
-            s.rsplit_once(')')
-                .map(|(_, r)| r.trim_start().starts_with(['Z', 'X']))
-        })
+        .and_then(|s| s.rsplit_once(')').map(|(_, r)| r.trim_start().starts_with(['Z', 'X'])))
         .is_some_and(|zombie| !zombie)
 }
 
 fn child_pids(dir: &Path) -> Result<Vec<u64>> {
     let s = state(dir)?;
-    Ok(s["nodes"]
-        .as_array()
-        .context("nodes")?
-        .iter()
-        .filter_map(|n| n["pid"].as_u64())
-        .collect())
+    Ok(s["nodes"].as_array().context("nodes")?.iter().filter_map(|n| n["pid"].as_u64()).collect())
 }
 
 fn start(dir: &Path) -> Result<()> {
@@ -58,22 +44,15 @@ async fn supervisor_restarts_crashed_children_and_leaves_no_orphans() -> Result<
     // kill -9 of a child: back (new pid, serving) within 10 s.
     let old = pid_of(&s, "replica1").context("replica1 pid")?;
     onebox(&dir, &["kill", "replica1"])?;
-    wait_for(
-        "replica1 to be restarted",
-        Duration::from_secs(10),
-        || async {
-            let s = state(&dir).ok()?;
-            let new = pid_of(&s, "replica1")?;
-            (new != old && alive(new) && dir.join("replica1/data/server.addr").exists())
-                .then_some(())
-        },
-    )
+    wait_for("replica1 to be restarted", Duration::from_secs(10), || async {
+        let s = state(&dir).ok()?;
+        let new = pid_of(&s, "replica1")?;
+        (new != old && alive(new) && dir.join("replica1/data/server.addr").exists()).then_some(())
+    })
     .await?;
     let s = state(&dir)?;
-    let restarts = s["nodes"]
-        .as_array()
-        .and_then(|a| a.iter().find(|n| n["name"] == "replica1"))
-        .map(|n| n["restarts"].clone());
+    let restarts =
+        s["nodes"].as_array().and_then(|a| a.iter().find(|n| n["name"] == "replica1")).map(|n| n["restarts"].clone());
     assert_eq!(restarts, Some(Value::from(1)));
 
     // Graceful restart of one node.
@@ -82,40 +61,26 @@ async fn supervisor_restarts_crashed_children_and_leaves_no_orphans() -> Result<
     let new = pid_of(&state(&dir)?, "replica2").context("replica2 pid")?;
     ensure!(new != old && !alive(old), "replica2 was not restarted");
     let err = onebox(&dir, &["restart", "replica9"]).expect_err("unknown node");
-    ensure!(
-        err.to_string().contains("no node named 'replica9'"),
-        "{err}"
-    );
+    ensure!(err.to_string().contains("no node named 'replica9'"), "{err}");
 
     // SIGTERM to the supervisor: every child gone within 15 s.
     let children = child_pids(&dir)?;
-    let sup: i32 = std::fs::read_to_string(dir.join("supervisor.pid"))?
-        .trim()
-        .parse()?;
+    let sup: i32 = std::fs::read_to_string(dir.join("supervisor.pid"))?.trim().parse()?;
     unsafe { libc::kill(sup, libc::SIGTERM) };
-    wait_for(
-        "every child to exit after SIGTERM",
-        Duration::from_secs(15),
-        || async { (!alive(sup as u64) && children.iter().all(|p| !alive(*p))).then_some(()) },
-    )
+    wait_for("every child to exit after SIGTERM", Duration::from_secs(15), || async {
+        (!alive(sup as u64) && children.iter().all(|p| !alive(*p))).then_some(())
+    })
     .await?;
 
     // kill -9 of the supervisor: no child left after 5 s.
     start(&dir)?;
     let children = child_pids(&dir)?;
-    ensure!(
-        children.len() == 4 && children.iter().all(|p| alive(*p)),
-        "{children:?}"
-    );
-    let sup: i32 = std::fs::read_to_string(dir.join("supervisor.pid"))?
-        .trim()
-        .parse()?;
+    ensure!(children.len() == 4 && children.iter().all(|p| alive(*p)), "{children:?}");
+    let sup: i32 = std::fs::read_to_string(dir.join("supervisor.pid"))?.trim().parse()?;
     unsafe { libc::kill(sup, libc::SIGKILL) };
-    wait_for(
-        "no orphan after kill -9 of the supervisor",
-        Duration::from_secs(5),
-        || async { children.iter().all(|p| !alive(*p)).then_some(()) },
-    )
+    wait_for("no orphan after kill -9 of the supervisor", Duration::from_secs(5), || async {
+        children.iter().all(|p| !alive(*p)).then_some(())
+    })
     .await?;
     Ok(())
 }

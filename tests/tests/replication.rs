@@ -13,8 +13,7 @@ use wingkv_tests::{create_group, wait_for, wait_leader, wing_error, ReplicaProce
 const TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Fast elections and tiny snapshots, so tests exercise failover and chunked snapshots quickly.
-const FAST_RAFT: &str =
-    "[raft]\nheartbeat_ms = 100\nelection_timeout_min_ms = 400\nelection_timeout_max_ms = 800\n\
+const FAST_RAFT: &str = "[raft]\nheartbeat_ms = 100\nelection_timeout_min_ms = 400\nelection_timeout_max_ms = 800\n\
 snapshot_after_logs = 100000\nlogs_to_keep_after_snapshot = 5\nsnapshot_chunk_bytes = 16384\n";
 
 async fn start_nodes(root: &std::path::Path, n: u64) -> Result<Vec<ReplicaProcess>> {
@@ -119,21 +118,12 @@ async fn failover_keeps_acknowledged_writes_and_restarted_replica_catches_up() -
 
     // kill -9 the leader of p1: a new leader serves every acknowledged write.
     nodes[leader1].kill();
-    let survivors: Vec<&ReplicaProcess> = nodes
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| *i != leader1)
-        .map(|(_, n)| n)
-        .collect();
+    let survivors: Vec<&ReplicaProcess> =
+        nodes.iter().enumerate().filter(|(i, _)| *i != leader1).map(|(_, n)| n).collect();
     let new_leader = wait_leader(&survivors, p1, TIMEOUT).await?;
     for ((p, key), value) in acked.iter().filter(|((p, _), _)| *p == p1) {
-        let got = get(survivors[new_leader], *p, key)
-            .await
-            .with_context(|| format!("read {key}"))?;
-        ensure!(
-            got.as_deref() == Some(value.as_slice()),
-            "{p} {key}: lost or wrong after failover: {got:?}"
-        );
+        let got = get(survivors[new_leader], *p, key).await.with_context(|| format!("read {key}"))?;
+        ensure!(got.as_deref() == Some(value.as_slice()), "{p} {key}: lost or wrong after failover: {got:?}");
     }
     // Both groups keep taking writes with one node down.
     for i in 150..250 {
@@ -147,10 +137,7 @@ async fn failover_keeps_acknowledged_writes_and_restarted_replica_catches_up() -
     let p2_leader = wait_leader(&survivors, p2, TIMEOUT).await?;
     for ((p, key), value) in acked.iter().filter(|((p, _), _)| *p == p2) {
         let got = get(survivors[p2_leader], *p, key).await?;
-        ensure!(
-            got.as_deref() == Some(value.as_slice()),
-            "{p} {key}: lost or wrong: {got:?}"
-        );
+        ensure!(got.as_deref() == Some(value.as_slice()), "{p} {key}: lost or wrong: {got:?}");
     }
 
     // The killed node restarts, reopens both replicas from disk and catches up.
@@ -194,42 +181,25 @@ async fn wiped_replica_rejoins_through_a_chunked_snapshot() -> Result<()> {
     nodes[victim].wipe()?;
     // More writes while it is gone, then a snapshot that purges the log behind it.
     for i in 400..450 {
-        let alive: Vec<&ReplicaProcess> = nodes
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| *i != victim)
-            .map(|(_, n)| n)
-            .collect();
+        let alive: Vec<&ReplicaProcess> =
+            nodes.iter().enumerate().filter(|(i, _)| *i != victim).map(|(_, n)| n).collect();
         put(&alive, p, &format!("key-{i:04}"), &value(i)).await?;
     }
     let leader_node = &nodes[leader];
-    leader_node
-        .admin()
-        .await?
-        .trigger_snapshot(PartitionRequest {
-            partition: Some(p.to_proto()),
-        })
-        .await?;
+    leader_node.admin().await?.trigger_snapshot(PartitionRequest { partition: Some(p.to_proto()) }).await?;
     wait_for("the leader to purge its log", TIMEOUT, || async {
         let s = leader_node.status(p).await?;
         (s.snapshot_index > 400 && s.purged_index > 400).then_some(())
     })
     .await?;
-    let snap_dir = leader_node
-        .data_dir()
-        .join("replica")
-        .join(p.to_string())
-        .join("snapshot");
+    let snap_dir = leader_node.data_dir().join("replica").join(p.to_string()).join("snapshot");
     let snap_bytes: u64 = std::fs::read_dir(&snap_dir)?
         .flatten()
         .filter(|e| e.file_name().to_string_lossy().ends_with(".sst"))
         .map(|e| e.metadata().map(|m| m.len()).unwrap_or(0))
         .max()
         .unwrap_or(0);
-    ensure!(
-        snap_bytes > 16384 * 2,
-        "snapshot of {snap_bytes} bytes fits in two chunks"
-    );
+    ensure!(snap_bytes > 16384 * 2, "snapshot of {snap_bytes} bytes fits in two chunks");
 
     // The wiped node comes back empty; its replica is created again (as the meta would) and
     // must be brought up to date by a snapshot, since the log it needs is gone.
@@ -237,34 +207,20 @@ async fn wiped_replica_rejoins_through_a_chunked_snapshot() -> Result<()> {
     nodes[victim]
         .admin()
         .await?
-        .create_replica(CreateReplicaRequest {
-            partition: Some(p.to_proto()),
-            initial_members: vec![],
-        })
+        .create_replica(CreateReplicaRequest { partition: Some(p.to_proto()), initial_members: vec![] })
         .await?;
     wait_converged(&refs(&nodes), p).await?;
-    let s = nodes[victim]
-        .status(p)
-        .await
-        .context("status of the rejoined replica")?;
+    let s = nodes[victim].status(p).await.context("status of the rejoined replica")?;
     ensure!(s.snapshot_index > 400, "rejoined without a snapshot: {s:?}");
     assert_eq!(nodes[victim].checksum(p).await?.record_count, 450);
 
     // The rejoined replica can lead: kill the others' leader and read from the new one.
     nodes[leader].kill();
-    let alive: Vec<&ReplicaProcess> = nodes
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| *i != leader)
-        .map(|(_, n)| n)
-        .collect();
+    let alive: Vec<&ReplicaProcess> = nodes.iter().enumerate().filter(|(i, _)| *i != leader).map(|(_, n)| n).collect();
     let l = wait_leader(&alive, p, TIMEOUT).await?;
     for i in [0, 199, 449] {
         let got = get(alive[l], p, &format!("key-{i:04}")).await?;
-        ensure!(
-            got.as_deref() == Some(value(i).as_slice()),
-            "key-{i:04} missing after rejoin"
-        );
+        ensure!(got.as_deref() == Some(value(i).as_slice()), "key-{i:04} missing after rejoin");
     }
     Ok(())
 }
@@ -279,18 +235,12 @@ async fn graceful_stop_and_restart_reopens_every_replica() -> Result<()> {
         wait_leader(&refs(&nodes), *p, TIMEOUT).await?;
         put(&refs(&nodes), *p, "k", p.to_string().as_bytes()).await?;
     }
-    ensure!(
-        nodes[0].stop().await?,
-        "replica-server did not exit on SIGTERM"
-    );
+    ensure!(nodes[0].stop().await?, "replica-server did not exit on SIGTERM");
     nodes[0].restart().await?;
     for p in &parts {
         wait_leader(&refs(&nodes), *p, TIMEOUT).await?;
         let got = get(&nodes[0], *p, "k").await?;
-        ensure!(
-            got.as_deref() == Some(p.to_string().as_bytes()),
-            "{p} lost its data: {got:?}"
-        );
+        ensure!(got.as_deref() == Some(p.to_string().as_bytes()), "{p} lost its data: {got:?}");
     }
     Ok(())
 }

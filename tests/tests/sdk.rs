@@ -33,17 +33,9 @@ async fn every_operation_and_scans_across_partitions() -> Result<()> {
     assert_eq!(t.ttl("u", "nobody").await?, None);
     t.del("u", "name").await?;
     assert!(!t.exist("u", "name").await?);
-    t.multi_set(
-        "m",
-        vec![(b("a"), b("1")), (b("b"), b("2")), (b("c"), b("3"))],
-        None,
-    )
-    .await?;
+    t.multi_set("m", vec![(b("a"), b("1")), (b("b"), b("2")), (b("c"), b("3"))], None).await?;
     assert_eq!(t.multi_get("m", None).await?.len(), 3);
-    assert_eq!(
-        t.multi_get("m", Some(vec![b("a"), b("z")])).await?,
-        vec![(b("a"), b("1"))]
-    );
+    assert_eq!(t.multi_get("m", Some(vec![b("a"), b("z")])).await?, vec![(b("a"), b("1"))]);
     assert_eq!(t.sortkey_count("m").await?, 3);
     assert_eq!(t.multi_del("m", vec![b("a"), b("b")]).await?, 2);
     assert_eq!(t.incr("n", "c", 3).await?, 3);
@@ -51,38 +43,17 @@ async fn every_operation_and_scans_across_partitions() -> Result<()> {
     let err = t.incr("m", "c", 1).await;
     assert!(err.is_ok(), "'3' is an integer: {err:?}");
     t.set("m", "text", "abc").await?;
-    assert_eq!(
-        t.incr("m", "text", 1).await.map_err(|e| e.code()),
-        Err(ErrorCode::InvalidArgument)
-    );
-    let cas = t
-        .check_and_set("k", "x", CheckType::CtValueNotExist, "", "x", "first", None)
-        .await?;
+    assert_eq!(t.incr("m", "text", 1).await.map_err(|e| e.code()), Err(ErrorCode::InvalidArgument));
+    let cas = t.check_and_set("k", "x", CheckType::CtValueNotExist, "", "x", "first", None).await?;
     assert!(cas.set && cas.check_value.is_none());
-    let cas = t
-        .check_and_set(
-            "k",
-            "x",
-            CheckType::CtValueNotExist,
-            "",
-            "x",
-            "second",
-            None,
-        )
-        .await?;
+    let cas = t.check_and_set("k", "x", CheckType::CtValueNotExist, "", "x", "second", None).await?;
     assert!(!cas.set && cas.check_value == Some(b("first")));
 
     // TTL: alive, then gone.
-    t.set_with_ttl("tmp", "k", "v", Some(Duration::from_secs(2)))
-        .await?;
+    t.set_with_ttl("tmp", "k", "v", Some(Duration::from_secs(2))).await?;
     assert!(matches!(t.ttl("tmp", "k").await?, Some(Ttl::Seconds(s)) if s <= 2));
     wait_for("the record to expire", Duration::from_secs(10), || async {
-        t.get("tmp", "k")
-            .await
-            .ok()
-            .flatten()
-            .is_none()
-            .then_some(())
+        t.get("tmp", "k").await.ok().flatten().is_none().then_some(())
     })
     .await?;
 
@@ -92,20 +63,13 @@ async fn every_operation_and_scans_across_partitions() -> Result<()> {
         t.set(format!("row{i}"), "s", format!("{i}")).await?;
     }
     let mut seen = BTreeSet::new();
-    let mut rows = t.full_scan(ScanOptions {
-        batch_size: 7,
-        ..Default::default()
-    });
+    let mut rows = t.full_scan(ScanOptions { batch_size: 7, ..Default::default() });
     let mut total = 0u64;
     while let Some(r) = rows.next().await {
         let r = r?;
         total += 1;
         if r.hash_key.starts_with(b"row") {
-            ensure!(
-                seen.insert(r.hash_key.clone()),
-                "{:?} returned twice",
-                r.hash_key
-            );
+            ensure!(seen.insert(r.hash_key.clone()), "{:?} returned twice", r.hash_key);
         }
     }
     assert_eq!(seen.len(), 400);
@@ -145,9 +109,7 @@ async fn writers_see_no_error_during_onebox_restarts() -> Result<()> {
             let mut i = 0u64;
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                 let key = format!("w{w}-{i}");
-                t.set(&key, "s", &key)
-                    .await
-                    .map_err(|e| anyhow::anyhow!("{key}: {e}"))?;
+                t.set(&key, "s", &key).await.map_err(|e| anyhow::anyhow!("{key}: {e}"))?;
                 acked.push(key);
                 progress.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 i += 1;
@@ -157,25 +119,17 @@ async fn writers_see_no_error_during_onebox_restarts() -> Result<()> {
     }
     for node in ["replica1", "replica2", "replica3"] {
         let before = progress.load(std::sync::atomic::Ordering::Relaxed);
-        wait_for(
-            "writers to make progress",
-            Duration::from_secs(30),
-            || async {
-                (progress.load(std::sync::atomic::Ordering::Relaxed) >= before + 50).then_some(())
-            },
-        )
+        wait_for("writers to make progress", Duration::from_secs(30), || async {
+            (progress.load(std::sync::atomic::Ordering::Relaxed) >= before + 50).then_some(())
+        })
         .await?;
         // `onebox restart` drains the server (SIGTERM) and starts it again on the same data.
         onebox(&dir, &["restart", node])?;
     }
     let before = progress.load(std::sync::atomic::Ordering::Relaxed);
-    wait_for(
-        "writers to make progress after the last restart",
-        Duration::from_secs(30),
-        || async {
-            (progress.load(std::sync::atomic::Ordering::Relaxed) >= before + 50).then_some(())
-        },
-    )
+    wait_for("writers to make progress after the last restart", Duration::from_secs(30), || async {
+        (progress.load(std::sync::atomic::Ordering::Relaxed) >= before + 50).then_some(())
+    })
     .await?;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let mut acked = Vec::new();
@@ -183,14 +137,8 @@ async fn writers_see_no_error_during_onebox_restarts() -> Result<()> {
         acked.extend(r??);
     }
     for key in &acked {
-        ensure!(
-            t.get(key, "s").await?.as_deref() == Some(key.as_bytes()),
-            "{key} acknowledged but lost"
-        );
+        ensure!(t.get(key, "s").await?.as_deref() == Some(key.as_bytes()), "{key} acknowledged but lost");
     }
-    println!(
-        "{} acknowledged writes across 3 restarts, all readable",
-        acked.len()
-    );
+    println!("{} acknowledged writes across 3 restarts, all readable", acked.len());
     Ok(())
 }

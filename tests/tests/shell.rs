@@ -30,29 +30,14 @@ fn shell(meta: &str, json: bool, script: &str) -> Result<Run> {
 
 fn ok(meta: &str, script: &str) -> Result<String> {
     let r = shell(meta, false, script)?;
-    ensure!(
-        r.code == 0,
-        "`{script}` failed ({}): {}{}",
-        r.code,
-        r.stdout,
-        r.stderr
-    );
+    ensure!(r.code == 0, "`{script}` failed ({}): {}{}", r.code, r.stdout, r.stderr);
     Ok(r.stdout)
 }
 
 fn json(meta: &str, script: &str) -> Result<Vec<Value>> {
     let r = shell(meta, true, script)?;
-    ensure!(
-        r.code == 0,
-        "`{script}` failed ({}): {}{}",
-        r.code,
-        r.stdout,
-        r.stderr
-    );
-    Ok(r.stdout
-        .lines()
-        .map(serde_json::from_str)
-        .collect::<Result<_, _>>()?)
+    ensure!(r.code == 0, "`{script}` failed ({}): {}{}", r.code, r.stdout, r.stderr);
+    Ok(r.stdout.lines().map(serde_json::from_str).collect::<Result<_, _>>()?)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -63,17 +48,8 @@ async fn every_command_through_the_shell() -> Result<()> {
     let out = ok(meta, "create t -p 8 -r 3; use t; set a b c; get a b")?;
     ensure!(out.lines().last() == Some("\"c\""), "get printed: {out}");
 
-    let out = ok(
-        meta,
-        "cluster_info; nodes; nodes -d; ls; ls -d; app t; app t -d; server_info",
-    )?;
-    for want in [
-        "onebox",
-        "ALIVE",
-        "AVAILABLE",
-        "t.".trim_end_matches('.'),
-        "primary",
-    ] {
+    let out = ok(meta, "cluster_info; nodes; nodes -d; ls; ls -d; app t; app t -d; server_info")?;
+    for want in ["onebox", "ALIVE", "AVAILABLE", "t.".trim_end_matches('.'), "primary"] {
         ensure!(out.contains(want), "missing '{want}' in:\n{out}");
     }
 
@@ -86,21 +62,12 @@ async fn every_command_through_the_shell() -> Result<()> {
     let by = |i: usize| &out[i];
     assert_eq!(by(3)["exist"], Value::Bool(true));
     assert_eq!(by(4)["ttl_seconds"], Value::Null, "s1 has no TTL");
-    ensure!(
-        by(5)["ttl_seconds"].as_u64().is_some_and(|s| s > 3500),
-        "{}",
-        by(5)
-    );
+    ensure!(by(5)["ttl_seconds"].as_u64().is_some_and(|s| s > 3500), "{}", by(5));
     assert_eq!(by(6)["found"], Value::Bool(false));
     assert_eq!(by(7)["new_value"], 1);
     assert_eq!(by(8)["new_value"], 6);
     assert_eq!(by(9)["new_value"], 4);
-    assert_eq!(
-        by(11)["records"].as_array().map(|a| a.len()),
-        Some(5),
-        "{}",
-        by(11)
-    );
+    assert_eq!(by(11)["records"].as_array().map(|a| a.len()), Some(5), "{}", by(11));
     assert_eq!(by(12)["records"].as_array().map(|a| a.len()), Some(2));
     assert_eq!(by(13)["count"], 5);
     assert_eq!(by(14)["count"], 2, "s1 and s2 are in [s1, s3)");
@@ -116,18 +83,12 @@ async fn every_command_through_the_shell() -> Result<()> {
     assert_eq!(by(24)["count"], 5);
 
     // Envs, drop and recall.
-    let out = json(
-        meta,
-        "use t; set_app_envs replica.foo bar; get_app_envs; del_app_envs replica.foo; get_app_envs",
-    )?;
+    let out = json(meta, "use t; set_app_envs replica.foo bar; get_app_envs; del_app_envs replica.foo; get_app_envs")?;
     assert_eq!(out[2]["envs"]["replica.foo"], "bar");
     assert_eq!(out[4]["envs"].as_object().map(|o| o.len()), Some(0));
     let out = json(meta, "create gone -p 2 -r 1; drop gone -r 600")?;
     let app_id = out[1]["app_id"].as_u64().unwrap_or_default();
-    ok(
-        meta,
-        &format!("recall {app_id} back; use back; set k k v; get k k"),
-    )?;
+    ok(meta, &format!("recall {app_id} back; use back; set k k v; get k k"))?;
 
     // Bad commands and arguments: a clear message and a non-zero exit, stopping at the first.
     for (script, want) in [
@@ -144,17 +105,10 @@ async fn every_command_through_the_shell() -> Result<()> {
     ] {
         let r = shell(meta, false, script)?;
         ensure!(r.code != 0, "`{script}` succeeded: {}", r.stdout);
-        ensure!(
-            r.stderr.contains(want),
-            "`{script}`: stderr does not say '{want}': {}",
-            r.stderr
-        );
+        ensure!(r.stderr.contains(want), "`{script}`: stderr does not say '{want}': {}", r.stderr);
     }
     let r = shell(meta, false, "use t; get a b; frobnicate; set a b never")?;
     ensure!(r.code != 0 && r.stdout.contains("\"c\""), "{}", r.stdout);
-    ensure!(
-        ok(meta, "use t; get a b")?.contains("\"c\""),
-        "a failed script must not write after its error"
-    );
+    ensure!(ok(meta, "use t; get a b")?.contains("\"c\""), "a failed script must not write after its error");
     Ok(())
 }

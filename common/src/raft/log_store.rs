@@ -64,12 +64,7 @@ where
     /// A log store on `db`, which must have been opened with [`CF_RAFT_LOG`] and
     /// [`CF_RAFT_META`]. `syncer` is the group-commit thread of `db`.
     pub fn new(db: Arc<DB>, syncer: WalSyncer) -> Self {
-        Self {
-            db,
-            syncer,
-            purge_limit: None,
-            _config: PhantomData,
-        }
+        Self { db, syncer, purge_limit: None, _config: PhantomData }
     }
 
     /// Never purges past what `limit` answers. openraft may purge the log up to a snapshot it
@@ -88,15 +83,11 @@ where
     }
 
     fn log_cf(&self) -> Result<&ColumnFamily, StorageError<NodeId>> {
-        self.db
-            .cf_handle(CF_RAFT_LOG)
-            .ok_or_else(|| read_err("column family raft_log is missing"))
+        self.db.cf_handle(CF_RAFT_LOG).ok_or_else(|| read_err("column family raft_log is missing"))
     }
 
     fn meta_cf(&self) -> Result<&ColumnFamily, StorageError<NodeId>> {
-        self.db
-            .cf_handle(CF_RAFT_META)
-            .ok_or_else(|| read_err("column family raft_meta is missing"))
+        self.db.cf_handle(CF_RAFT_META).ok_or_else(|| read_err("column family raft_meta is missing"))
     }
 
     fn get_meta<T: DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, StorageError<NodeId>> {
@@ -107,19 +98,10 @@ where
         }
     }
 
-    fn put_meta<T: Serialize>(
-        &self,
-        key: &[u8],
-        value: &T,
-        sync: bool,
-    ) -> Result<(), StorageError<NodeId>> {
+    fn put_meta<T: Serialize>(&self, key: &[u8], value: &T, sync: bool) -> Result<(), StorageError<NodeId>> {
         let cf = self.meta_cf()?;
         let bytes = encode(value).map_err(write_err)?;
-        let opts = if sync {
-            synced()
-        } else {
-            WriteOptions::default()
-        };
+        let opts = if sync { synced() } else { WriteOptions::default() };
         self.db.put_cf_opt(cf, key, bytes, &opts).map_err(write_err)
     }
 
@@ -154,10 +136,7 @@ where
         };
         let cf = self.log_cf()?;
         let mut out = Vec::new();
-        let it = self.db.iterator_cf(
-            cf,
-            IteratorMode::From(&index_key(start), Direction::Forward),
-        );
+        let it = self.db.iterator_cf(cf, IteratorMode::From(&index_key(start), Direction::Forward));
         for item in it {
             let (k, v) = item.map_err(read_err)?;
             let idx = u64::from_be_bytes(k.as_ref().try_into().map_err(read_err)?);
@@ -180,10 +159,7 @@ where
     async fn get_log_state(&mut self) -> Result<LogState<C>, StorageError<NodeId>> {
         let last_purged: Option<LogId<NodeId>> = self.get_meta(KEY_LAST_PURGED)?;
         let last = self.last_entry_log_id()?.or(last_purged);
-        Ok(LogState {
-            last_purged_log_id: last_purged,
-            last_log_id: last,
-        })
+        Ok(LogState { last_purged_log_id: last_purged, last_log_id: last })
     }
 
     async fn get_log_reader(&mut self) -> Self::LogReader {
@@ -198,26 +174,17 @@ where
         self.get_meta(KEY_VOTE)
     }
 
-    async fn save_committed(
-        &mut self,
-        committed: Option<LogId<NodeId>>,
-    ) -> Result<(), StorageError<NodeId>> {
+    async fn save_committed(&mut self, committed: Option<LogId<NodeId>>) -> Result<(), StorageError<NodeId>> {
         // Not synced: a lost committed id only means re-applying from the state machine's own
         // applied index, which is always safe.
         self.put_meta(KEY_COMMITTED, &committed, false)
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId<NodeId>>, StorageError<NodeId>> {
-        Ok(self
-            .get_meta::<Option<LogId<NodeId>>>(KEY_COMMITTED)?
-            .flatten())
+        Ok(self.get_meta::<Option<LogId<NodeId>>>(KEY_COMMITTED)?.flatten())
     }
 
-    async fn append<I>(
-        &mut self,
-        entries: I,
-        callback: LogFlushed<C>,
-    ) -> Result<(), StorageError<NodeId>>
+    async fn append<I>(&mut self, entries: I, callback: LogFlushed<C>) -> Result<(), StorageError<NodeId>>
     where
         I: IntoIterator<Item = Entry<C>> + OptionalSend,
         I::IntoIter: OptionalSend,
@@ -225,11 +192,7 @@ where
         let cf = self.log_cf()?;
         let mut batch = WriteBatch::default();
         for entry in entries {
-            batch.put_cf(
-                cf,
-                index_key(entry.log_id.index),
-                encode(&entry).map_err(write_err)?,
-            );
+            batch.put_cf(cf, index_key(entry.log_id.index), encode(&entry).map_err(write_err)?);
         }
         self.db.write(batch).map_err(write_err)?;
         self.syncer.sync_then(move |r| callback.log_io_completed(r));

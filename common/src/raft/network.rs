@@ -7,13 +7,11 @@ use std::error::Error;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use openraft::error::{
-    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
-};
+use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable};
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
-    VoteRequest, VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest,
+    VoteResponse,
 };
 use openraft::{BasicNode, Raft, RaftTypeConfig};
 use serde::de::DeserializeOwned;
@@ -84,12 +82,7 @@ where
     type Network = GrpcNetwork;
 
     async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> GrpcNetwork {
-        GrpcNetwork {
-            group: self.group,
-            target,
-            addr: node.addr.clone(),
-            pool: self.pool.clone(),
-        }
+        GrpcNetwork { group: self.group, target, addr: node.addr.clone(), pool: self.pool.clone() }
     }
 }
 
@@ -103,17 +96,12 @@ impl GrpcNetwork {
     where
         E: Error,
     {
-        let channel = self
-            .pool
-            .get(&self.addr)
-            .map_err(|e| RPCError::Unreachable(Unreachable::new(&e)))?;
+        let channel = self.pool.get(&self.addr).map_err(|e| RPCError::Unreachable(Unreachable::new(&e)))?;
         let mut client = RaftTransportClient::new(channel)
             .max_decoding_message_size(MAX_RAFT_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_RAFT_MESSAGE_BYTES);
-        let mut req = tonic::Request::new(RaftMessage {
-            partition: Some(self.group.to_proto()),
-            payload: payload.into(),
-        });
+        let mut req =
+            tonic::Request::new(RaftMessage { partition: Some(self.group.to_proto()), payload: payload.into() });
         req.set_timeout(timeout);
         let resp = match method {
             RaftMethod::AppendEntries => client.append_entries(req).await,
@@ -130,10 +118,7 @@ impl GrpcNetwork {
         }
     }
 
-    fn decode_reply<R, E>(
-        &self,
-        bytes: &[u8],
-    ) -> Result<R, RPCError<NodeId, BasicNode, RaftError<NodeId, E>>>
+    fn decode_reply<R, E>(&self, bytes: &[u8]) -> Result<R, RPCError<NodeId, BasicNode, RaftError<NodeId, E>>>
     where
         R: DeserializeOwned,
         E: Error + DeserializeOwned,
@@ -174,13 +159,9 @@ where
         if payload.len() > MAX_RAFT_MESSAGE_BYTES && rpc.entries.len() > 1 {
             // Too big for one message: openraft retries with fewer entries.
             let hint = (rpc.entries.len() / 2).max(1) as u64;
-            return Err(RPCError::PayloadTooLarge(
-                openraft::error::PayloadTooLarge::new_entries_hint(hint),
-            ));
+            return Err(RPCError::PayloadTooLarge(openraft::error::PayloadTooLarge::new_entries_hint(hint)));
         }
-        let bytes = self
-            .call(RaftMethod::AppendEntries, payload, option.hard_ttl())
-            .await?;
+        let bytes = self.call(RaftMethod::AppendEntries, payload, option.hard_ttl()).await?;
         self.decode_reply(&bytes)
     }
 
@@ -188,17 +169,9 @@ where
         &mut self,
         rpc: InstallSnapshotRequest<C>,
         option: RPCOption,
-    ) -> Result<
-        InstallSnapshotResponse<NodeId>,
-        RPCError<NodeId, BasicNode, RaftError<NodeId, InstallSnapshotError>>,
-    > {
-        let bytes = self
-            .call(
-                RaftMethod::InstallSnapshot,
-                encode_req(&rpc)?,
-                option.hard_ttl(),
-            )
-            .await?;
+    ) -> Result<InstallSnapshotResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId, InstallSnapshotError>>>
+    {
+        let bytes = self.call(RaftMethod::InstallSnapshot, encode_req(&rpc)?, option.hard_ttl()).await?;
         self.decode_reply(&bytes)
     }
 
@@ -207,37 +180,25 @@ where
         rpc: VoteRequest<NodeId>,
         option: RPCOption,
     ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
-        let bytes = self
-            .call(RaftMethod::Vote, encode_req(&rpc)?, option.hard_ttl())
-            .await?;
+        let bytes = self.call(RaftMethod::Vote, encode_req(&rpc)?, option.hard_ttl()).await?;
         self.decode_reply(&bytes)
     }
 }
 
 /// The receiving side: decodes a transport message for `raft`, runs it and encodes the result.
 /// A payload that does not decode is answered with `InvalidArgument` and changes nothing.
-pub async fn serve_raft_message<C>(
-    raft: &Raft<C>,
-    method: RaftMethod,
-    payload: &[u8],
-) -> Result<Vec<u8>, Status>
+pub async fn serve_raft_message<C>(raft: &Raft<C>, method: RaftMethod, payload: &[u8]) -> Result<Vec<u8>, Status>
 where
     C: RaftTypeConfig<NodeId = NodeId, Node = BasicNode>,
     C::SnapshotData: tokio::io::AsyncRead + tokio::io::AsyncWrite + tokio::io::AsyncSeek + Unpin,
     AppendEntriesRequest<C>: DeserializeOwned,
     InstallSnapshotRequest<C>: DeserializeOwned,
 {
-    let bad = |e: bincode::Error| {
-        Status::invalid_argument(format!("malformed raft {method:?} payload: {e}"))
-    };
+    let bad = |e: bincode::Error| Status::invalid_argument(format!("malformed raft {method:?} payload: {e}"));
     let out = match method {
-        RaftMethod::AppendEntries => {
-            encode(&raft.append_entries(decode(payload).map_err(bad)?).await)
-        }
+        RaftMethod::AppendEntries => encode(&raft.append_entries(decode(payload).map_err(bad)?).await),
         RaftMethod::Vote => encode(&raft.vote(decode(payload).map_err(bad)?).await),
-        RaftMethod::InstallSnapshot => {
-            encode(&raft.install_snapshot(decode(payload).map_err(bad)?).await)
-        }
+        RaftMethod::InstallSnapshot => encode(&raft.install_snapshot(decode(payload).map_err(bad)?).await),
     };
     out.map_err(|e| Status::internal(format!("cannot encode raft {method:?} reply: {e}")))
 }
@@ -246,12 +207,7 @@ where
 #[tonic::async_trait]
 pub trait RaftGroups: Send + Sync + 'static {
     /// Runs `payload` as `method` on `group`; a group not hosted here is `NotFound`.
-    async fn serve(
-        &self,
-        group: PartitionId,
-        method: RaftMethod,
-        payload: &[u8],
-    ) -> Result<Vec<u8>, Status>;
+    async fn serve(&self, group: PartitionId, method: RaftMethod, payload: &[u8]) -> Result<Vec<u8>, Status>;
 }
 
 /// The `RaftTransport` gRPC service over the groups of a process.
@@ -273,35 +229,21 @@ impl<G: RaftGroups> RaftTransportService<G> {
         let msg = req.into_inner();
         let group = PartitionId::from_proto(msg.partition.as_ref())?;
         let payload = self.groups.serve(group, method, &msg.payload).await?;
-        Ok(tonic::Response::new(RaftMessage {
-            partition: msg.partition,
-            payload: payload.into(),
-        }))
+        Ok(tonic::Response::new(RaftMessage { partition: msg.partition, payload: payload.into() }))
     }
 }
 
 #[tonic::async_trait]
-impl<G: RaftGroups> wingkv_proto::raft::raft_transport_server::RaftTransport
-    for RaftTransportService<G>
-{
-    async fn append_entries(
-        &self,
-        req: tonic::Request<RaftMessage>,
-    ) -> Result<tonic::Response<RaftMessage>, Status> {
+impl<G: RaftGroups> wingkv_proto::raft::raft_transport_server::RaftTransport for RaftTransportService<G> {
+    async fn append_entries(&self, req: tonic::Request<RaftMessage>) -> Result<tonic::Response<RaftMessage>, Status> {
         self.route(RaftMethod::AppendEntries, req).await
     }
 
-    async fn vote(
-        &self,
-        req: tonic::Request<RaftMessage>,
-    ) -> Result<tonic::Response<RaftMessage>, Status> {
+    async fn vote(&self, req: tonic::Request<RaftMessage>) -> Result<tonic::Response<RaftMessage>, Status> {
         self.route(RaftMethod::Vote, req).await
     }
 
-    async fn install_snapshot(
-        &self,
-        req: tonic::Request<RaftMessage>,
-    ) -> Result<tonic::Response<RaftMessage>, Status> {
+    async fn install_snapshot(&self, req: tonic::Request<RaftMessage>) -> Result<tonic::Response<RaftMessage>, Status> {
         self.route(RaftMethod::InstallSnapshot, req).await
     }
 }
@@ -313,8 +255,5 @@ where
 {
     let m = raft.metrics().borrow().clone();
     let leader = m.current_leader?;
-    m.membership_config
-        .membership()
-        .get_node(&leader)
-        .map(|n| n.addr.clone())
+    m.membership_config.membership().get_node(&leader).map(|n| n.addr.clone())
 }

@@ -44,11 +44,8 @@ impl ReadBarrier {
     /// Waits until a read started now may be served from the local state machine.
     pub async fn wait(&self, partition: PartitionId) -> Result<(), WingError> {
         let (tx, rx) = oneshot::channel();
-        self.tx
-            .send(tx)
-            .map_err(|_| WingError::Unavailable(format!("replica {partition} is closing")))?;
-        rx.await
-            .map_err(|_| WingError::Unavailable(format!("replica {partition} is closing")))?
+        self.tx.send(tx).map_err(|_| WingError::Unavailable(format!("replica {partition} is closing")))?;
+        rx.await.map_err(|_| WingError::Unavailable(format!("replica {partition} is closing")))?
     }
 }
 
@@ -87,20 +84,14 @@ async fn run<C>(
     // Whoever still waits learns the replica is closing (their senders drop with `rx`).
 }
 
-fn map_check_error(
-    partition: PartitionId,
-    e: RaftError<NodeId, CheckIsLeaderError<NodeId, BasicNode>>,
-) -> WingError {
+fn map_check_error(partition: PartitionId, e: RaftError<NodeId, CheckIsLeaderError<NodeId, BasicNode>>) -> WingError {
     match e {
-        RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f)) => WingError::NotLeader {
-            partition: partition.to_string(),
-            leader: f.leader_node.map(|n| n.addr),
-        },
+        RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f)) => {
+            WingError::NotLeader { partition: partition.to_string(), leader: f.leader_node.map(|n| n.addr) }
+        }
         RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(q)) => {
             WingError::Unavailable(format!("partition {partition}: no quorum ({q})"))
         }
-        RaftError::Fatal(f) => {
-            WingError::Unavailable(format!("partition {partition}: raft stopped: {f}"))
-        }
+        RaftError::Fatal(f) => WingError::Unavailable(format!("partition {partition}: raft stopped: {f}")),
     }
 }

@@ -35,15 +35,8 @@ impl WalSyncer {
     /// Starts the fsync thread for `db`.
     pub fn start(db: Arc<DB>, name: String) -> io::Result<Self> {
         let (tx, rx) = mpsc::channel::<Msg>();
-        let thread = std::thread::Builder::new()
-            .name(format!("wal-sync-{name}"))
-            .spawn(move || run(db, rx))?;
-        Ok(Self {
-            inner: Arc::new(Inner {
-                tx: Mutex::new(tx),
-                thread: Mutex::new(Some(thread)),
-            }),
-        })
+        let thread = std::thread::Builder::new().name(format!("wal-sync-{name}")).spawn(move || run(db, rx))?;
+        Ok(Self { inner: Arc::new(Inner { tx: Mutex::new(tx), thread: Mutex::new(Some(thread)) }) })
     }
 
     /// Calls `ack` once everything written to the WAL before this call is on disk.

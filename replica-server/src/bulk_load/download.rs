@@ -23,10 +23,7 @@ pub struct RateLimiter {
 impl RateLimiter {
     /// A limiter of `bytes_per_sec` (0 = no limit).
     pub fn new(bytes_per_sec: u64) -> Self {
-        Self {
-            bytes_per_sec,
-            state: tokio::sync::Mutex::new((Instant::now(), bytes_per_sec as f64)),
-        }
+        Self { bytes_per_sec, state: tokio::sync::Mutex::new((Instant::now(), bytes_per_sec as f64)) }
     }
 
     /// Waits until `n` bytes may pass.
@@ -94,9 +91,8 @@ async fn fetch(
         r = store.get(remote) => r.map_err(|e| remote_error(remote, e))?,
     };
     let mut stream = source.into_stream();
-    let mut file = tokio::fs::File::create(tmp)
-        .await
-        .map_err(|e| WingError::Storage(format!("create {}: {e}", tmp.display())))?;
+    let mut file =
+        tokio::fs::File::create(tmp).await.map_err(|e| WingError::Storage(format!("create {}: {e}", tmp.display())))?;
     let mut md5 = md5::Md5::new();
     let mut size = 0u64;
     loop {
@@ -118,26 +114,16 @@ async fn fetch(
             _ = limiter.acquire(chunk.len() as u64) => {}
         }
         md5.update(&chunk);
-        file.write_all(&chunk)
-            .await
-            .map_err(|e| WingError::Storage(format!("write {}: {e}", tmp.display())))?;
+        file.write_all(&chunk).await.map_err(|e| WingError::Storage(format!("write {}: {e}", tmp.display())))?;
         progress.fetch_add(chunk.len() as u64, Ordering::Relaxed);
     }
-    file.sync_all()
-        .await
-        .map_err(|e| WingError::Storage(format!("sync {}: {e}", tmp.display())))?;
+    file.sync_all().await.map_err(|e| WingError::Storage(format!("sync {}: {e}", tmp.display())))?;
     if size != expected.size {
-        return Err(WingError::Corruption(format!(
-            "{remote} has {size} bytes; its metadata says {}",
-            expected.size
-        )));
+        return Err(WingError::Corruption(format!("{remote} has {size} bytes; its metadata says {}", expected.size)));
     }
     let got = hex(&md5.finalize());
     if !got.eq_ignore_ascii_case(&expected.md5) {
-        return Err(WingError::Corruption(format!(
-            "{remote} has md5 {got}; its metadata says {}",
-            expected.md5
-        )));
+        return Err(WingError::Corruption(format!("{remote} has md5 {got}; its metadata says {}", expected.md5)));
     }
     Ok(())
 }
@@ -145,9 +131,7 @@ async fn fetch(
 /// Maps a provider error: a missing object is a clear, permanent error; the rest may pass.
 pub fn remote_error(path: &object_store::path::Path, e: object_store::Error) -> WingError {
     match e {
-        object_store::Error::NotFound { .. } => {
-            WingError::NotFound(format!("{path} does not exist on the provider"))
-        }
+        object_store::Error::NotFound { .. } => WingError::NotFound(format!("{path} does not exist on the provider")),
         other => WingError::Unavailable(format!("{path}: {other}")),
     }
 }

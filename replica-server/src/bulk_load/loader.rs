@@ -11,9 +11,7 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use wingkv_common::bulk_load::{
-    hex, validate_file_name, BulkLoadMetadata, FileMeta, BULK_LOAD_METADATA,
-};
+use wingkv_common::bulk_load::{hex, validate_file_name, BulkLoadMetadata, FileMeta, BULK_LOAD_METADATA};
 use wingkv_common::WingError;
 
 use super::download::{download_file, remote_error, RateLimiter};
@@ -125,23 +123,10 @@ impl BulkLoader {
         });
         let cancel = CancellationToken::new();
         let tracker = TaskTracker::new();
-        let run = coordinate(
-            source.clone(),
-            dir.clone(),
-            store,
-            limits,
-            shared.clone(),
-            cancel.clone(),
-        );
+        let run = coordinate(source.clone(), dir.clone(), store, limits, shared.clone(), cancel.clone());
         tracker.spawn(run);
         tracker.close();
-        Self {
-            source,
-            dir,
-            cancel,
-            tracker,
-            shared,
-        }
+        Self { source, dir, cancel, tracker, shared }
     }
 
     /// The job's source.
@@ -157,12 +142,7 @@ impl BulkLoader {
     /// Progress and state.
     pub fn status(&self) -> LoaderStatus {
         LoaderStatus {
-            state: self
-                .shared
-                .state
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .clone(),
+            state: self.shared.state.lock().unwrap_or_else(|p| p.into_inner()).clone(),
             downloaded_bytes: self.shared.downloaded.load(Ordering::Relaxed),
             total_bytes: self.shared.total.load(Ordering::Relaxed),
             live_tasks: self.shared.live.load(Ordering::SeqCst),
@@ -174,11 +154,7 @@ impl BulkLoader {
         if self.status().state != LoaderState::Downloaded {
             return None;
         }
-        self.shared
-            .files
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.shared.files.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// Waits until the downloads end by themselves (downloaded, failed or canceled).
@@ -236,8 +212,7 @@ async fn coordinate(
 fn free_disk_bytes(dir: &Path) -> Option<u64> {
     let c = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()).ok()?;
     let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
-    (unsafe { libc::statvfs(c.as_ptr(), &mut st) } == 0)
-        .then(|| st.f_bavail as u64 * st.f_frsize as u64)
+    (unsafe { libc::statvfs(c.as_ptr(), &mut st) } == 0).then(|| st.f_bavail as u64 * st.f_frsize as u64)
 }
 
 /// Whether `path` already holds `meta`'s content (a file kept across a pause or restart).
@@ -246,8 +221,7 @@ async fn already_there(path: PathBuf, meta: FileMeta) -> bool {
         let Ok(bytes) = std::fs::read(&path) else {
             return false;
         };
-        bytes.len() as u64 == meta.size
-            && hex(&md5::Md5::digest(&bytes)).eq_ignore_ascii_case(&meta.md5)
+        bytes.len() as u64 == meta.size && hex(&md5::Md5::digest(&bytes)).eq_ignore_ascii_case(&meta.md5)
     })
     .await
     .unwrap_or(false)
@@ -261,21 +235,18 @@ async fn download_all(
     shared: &Arc<Shared>,
     cancel: &CancellationToken,
 ) -> Result<Vec<FileMeta>, WingError> {
-    let pdir = object_store::path::Path::parse(&source.partition_dir).map_err(|e| {
-        WingError::InvalidArgument(format!("bad partition dir '{}': {e}", source.partition_dir))
-    })?;
+    let pdir = object_store::path::Path::parse(&source.partition_dir)
+        .map_err(|e| WingError::InvalidArgument(format!("bad partition dir '{}': {e}", source.partition_dir)))?;
     let meta_path = pdir.child(BULK_LOAD_METADATA);
     let meta_bytes = tokio::select! {
         _ = cancel.cancelled() => return Err(WingError::InvalidState("canceled".into())),
         r = store.get(&meta_path) => r.map_err(|e| remote_error(&meta_path, e))?
             .bytes().await.map_err(|e| remote_error(&meta_path, e))?,
     };
-    let meta = BulkLoadMetadata::parse(&meta_bytes)
-        .map_err(|e| WingError::InvalidArgument(format!("{meta_path}: {e}")))?;
+    let meta =
+        BulkLoadMetadata::parse(&meta_bytes).map_err(|e| WingError::InvalidArgument(format!("{meta_path}: {e}")))?;
     shared.total.store(meta.file_total_size, Ordering::Relaxed);
-    tokio::fs::create_dir_all(dir)
-        .await
-        .map_err(|e| WingError::Storage(format!("create {}: {e}", dir.display())))?;
+    tokio::fs::create_dir_all(dir).await.map_err(|e| WingError::Storage(format!("create {}: {e}", dir.display())))?;
     if let Some(free) = free_disk_bytes(dir) {
         if free < meta.file_total_size.saturating_add(limits.min_free_bytes) {
             return Err(WingError::Storage(format!(
@@ -294,12 +265,7 @@ async fn download_all(
             shared.downloaded.fetch_add(f.size, Ordering::Relaxed);
             continue;
         }
-        let (store, limits, shared2, cancel) = (
-            store.clone(),
-            limits.clone(),
-            shared.clone(),
-            downloads.clone(),
-        );
+        let (store, limits, shared2, cancel) = (store.clone(), limits.clone(), shared.clone(), downloads.clone());
         let remote = pdir.child(f.name.as_str());
         tasks.spawn(async move {
             let _live = LiveTask::new(&shared2);
@@ -313,9 +279,7 @@ async fn download_all(
     let mut first_err = None;
     // Every task is awaited, even after a failure, so none outlives this function.
     while let Some(joined) = tasks.join_next().await {
-        let r = joined
-            .map_err(|e| WingError::Internal(format!("download task failed: {e}")))
-            .and_then(|r| r);
+        let r = joined.map_err(|e| WingError::Internal(format!("download task failed: {e}"))).and_then(|r| r);
         if let Err(e) = r {
             downloads.cancel();
             first_err.get_or_insert(e);
@@ -345,42 +309,22 @@ mod tests {
     /// describes `described` (defaults to the real content).
     async fn remote(files: &[(&str, Vec<u8>)], tamper: impl Fn(&mut BulkLoadMetadata)) -> Remote {
         let dir = tempfile::tempdir().unwrap();
-        let cfg = ProviderConfig {
-            local_root: dir.path().to_path_buf(),
-            ..Default::default()
-        };
+        let cfg = ProviderConfig { local_root: dir.path().to_path_buf(), ..Default::default() };
         let store = open_provider("local", &cfg).unwrap();
         let pdir = object_store::path::Path::from("bl/c/t/0");
         let mut meta = BulkLoadMetadata::default();
         for (name, content) in files {
-            store
-                .put(&pdir.child(*name), content.clone().into())
-                .await
-                .unwrap();
-            meta.files.push(FileMeta {
-                name: name.to_string(),
-                size: content.len() as u64,
-                md5: md5_hex(content),
-            });
+            store.put(&pdir.child(*name), content.clone().into()).await.unwrap();
+            meta.files.push(FileMeta { name: name.to_string(), size: content.len() as u64, md5: md5_hex(content) });
             meta.file_total_size += content.len() as u64;
         }
         tamper(&mut meta);
-        store
-            .put(
-                &pdir.child(BULK_LOAD_METADATA),
-                serde_json::to_vec(&meta).unwrap().into(),
-            )
-            .await
-            .unwrap();
+        store.put(&pdir.child(BULK_LOAD_METADATA), serde_json::to_vec(&meta).unwrap().into()).await.unwrap();
         Remote { _dir: dir, store }
     }
 
     fn source(job_id: u64) -> BulkLoadSource {
-        BulkLoadSource {
-            job_id,
-            provider: "local".into(),
-            partition_dir: "bl/c/t/0".into(),
-        }
+        BulkLoadSource { job_id, provider: "local".into(), partition_dir: "bl/c/t/0".into() }
     }
 
     fn limits(bytes_per_sec: u64) -> Arc<DownloadLimits> {
@@ -404,24 +348,14 @@ mod tests {
 
     #[tokio::test]
     async fn downloads_and_verifies_every_file() {
-        let r = remote(
-            &[("0.sst", vec![1; 100_000]), ("1.sst", vec![2; 5])],
-            |_| {},
-        )
-        .await;
+        let r = remote(&[("0.sst", vec![1; 100_000]), ("1.sst", vec![2; 5])], |_| {}).await;
         let replica = tempfile::tempdir().unwrap();
         let loader = BulkLoader::start(source(7), replica.path(), r.store.clone(), limits(0));
         let s = settle(&loader).await;
         assert_eq!(s.state, LoaderState::Downloaded);
-        assert_eq!(
-            (s.downloaded_bytes, s.total_bytes, s.live_tasks),
-            (100_005, 100_005, 0)
-        );
+        assert_eq!((s.downloaded_bytes, s.total_bytes, s.live_tasks), (100_005, 100_005, 0));
         assert_eq!(loader.downloaded_files().unwrap().len(), 2);
-        assert_eq!(
-            std::fs::read(replica.path().join("bulk_load/7/1.sst")).unwrap(),
-            vec![2; 5]
-        );
+        assert_eq!(std::fs::read(replica.path().join("bulk_load/7/1.sst")).unwrap(), vec![2; 5]);
         let dir = loader.dir().to_path_buf();
         loader.clear().await;
         assert!(!dir.exists());
@@ -430,10 +364,7 @@ mod tests {
     #[tokio::test]
     async fn bad_files_fail_with_a_reason_and_leave_no_partial_file() {
         let replica = tempfile::tempdir().unwrap();
-        let r = remote(&[("0.sst", vec![1; 1000])], |m| {
-            m.files[0].md5 = "0".repeat(32)
-        })
-        .await;
+        let r = remote(&[("0.sst", vec![1; 1000])], |m| m.files[0].md5 = "0".repeat(32)).await;
         let loader = BulkLoader::start(source(1), replica.path(), r.store.clone(), limits(0));
         match settle(&loader).await.state {
             LoaderState::Failed(reason) => assert!(reason.contains("md5"), "{reason}"),
@@ -448,43 +379,26 @@ mod tests {
         })
         .await;
         let loader = BulkLoader::start(source(2), replica.path(), r.store.clone(), limits(0));
-        assert!(
-            matches!(settle(&loader).await.state, LoaderState::Failed(ref m) if m.contains("larger"))
-        );
+        assert!(matches!(settle(&loader).await.state, LoaderState::Failed(ref m) if m.contains("larger")));
 
         let r = remote(&[], |m| {
-            m.files.push(FileMeta {
-                name: "../escape.sst".into(),
-                size: 1,
-                md5: md5_hex(b"x"),
-            });
+            m.files.push(FileMeta { name: "../escape.sst".into(), size: 1, md5: md5_hex(b"x") });
             m.file_total_size = 1;
         })
         .await;
         let loader = BulkLoader::start(source(3), replica.path(), r.store.clone(), limits(0));
-        assert!(
-            matches!(settle(&loader).await.state, LoaderState::Failed(ref m) if m.contains(".."))
-        );
+        assert!(matches!(settle(&loader).await.state, LoaderState::Failed(ref m) if m.contains("..")));
 
         let empty = tempfile::tempdir().unwrap();
-        let cfg = ProviderConfig {
-            local_root: empty.path().to_path_buf(),
-            ..Default::default()
-        };
+        let cfg = ProviderConfig { local_root: empty.path().to_path_buf(), ..Default::default() };
         let store = open_provider("local", &cfg).unwrap();
         let loader = BulkLoader::start(source(4), replica.path(), store, limits(0));
-        assert!(
-            matches!(settle(&loader).await.state, LoaderState::Failed(ref m) if m.contains("does not exist"))
-        );
+        assert!(matches!(settle(&loader).await.state, LoaderState::Failed(ref m) if m.contains("does not exist")));
     }
 
     #[tokio::test]
     async fn clear_during_download_ends_every_task_before_removing_files() {
-        let r = remote(
-            &[("0.sst", vec![3; 400_000]), ("1.sst", vec![4; 400_000])],
-            |_| {},
-        )
-        .await;
+        let r = remote(&[("0.sst", vec![3; 400_000]), ("1.sst", vec![4; 400_000])], |_| {}).await;
         let replica = tempfile::tempdir().unwrap();
         // 100 KB/s: the download takes seconds, so it is surely running when cleared.
         let loader = BulkLoader::start(source(9), replica.path(), r.store.clone(), limits(100_000));
@@ -498,16 +412,8 @@ mod tests {
         let shared = loader.shared.clone();
         let started = Instant::now();
         loader.clear().await;
-        assert!(
-            started.elapsed() < Duration::from_secs(2),
-            "cancel took {:?}",
-            started.elapsed()
-        );
-        assert_eq!(
-            shared.live.load(Ordering::SeqCst),
-            0,
-            "a download task outlived clear()"
-        );
+        assert!(started.elapsed() < Duration::from_secs(2), "cancel took {:?}", started.elapsed());
+        assert_eq!(shared.live.load(Ordering::SeqCst), 0, "a download task outlived clear()");
         assert_eq!(*shared.state.lock().unwrap(), LoaderState::Canceled);
         assert!(!dir.exists(), "files of a canceled job are left");
     }
@@ -522,9 +428,6 @@ mod tests {
         drop(first);
         let again = BulkLoader::start(source(5), replica.path(), r.store.clone(), limits(0));
         let s = settle(&again).await;
-        assert_eq!(
-            (s.state, s.downloaded_bytes),
-            (LoaderState::Downloaded, 10_000)
-        );
+        assert_eq!((s.state, s.downloaded_bytes), (LoaderState::Downloaded, 10_000));
     }
 }

@@ -31,10 +31,7 @@ pub struct BulkLoadEnv {
 
 impl BulkLoadEnv {
     /// The environment described by `config`.
-    pub fn new(
-        config: &crate::config::BulkLoadConfig,
-        shutdown: tokio_util::sync::CancellationToken,
-    ) -> Self {
+    pub fn new(config: &crate::config::BulkLoadConfig, shutdown: tokio_util::sync::CancellationToken) -> Self {
         Self {
             provider: config.provider.clone(),
             limits: std::sync::Arc::new(loader::DownloadLimits {

@@ -28,11 +28,7 @@ pub struct BulkLoadSlot {
 impl BulkLoadSlot {
     /// An empty slot for the replica in `replica_dir`.
     pub fn new(replica_dir: PathBuf, env: Arc<BulkLoadEnv>) -> Self {
-        Self {
-            replica_dir,
-            env,
-            current: tokio::sync::Mutex::new(None),
-        }
+        Self { replica_dir, env, current: tokio::sync::Mutex::new(None) }
     }
 
     /// Applies `action` for the job `source` and answers this replica's state.
@@ -44,10 +40,7 @@ impl BulkLoadSlot {
     ) -> Result<ReplicaBulkLoadState, WingError> {
         let mut cur = self.current.lock().await;
         // Another job's leftovers go first, tasks awaited before files are removed.
-        if cur
-            .as_ref()
-            .is_some_and(|c| c.loader.source().job_id != source.job_id)
-        {
+        if cur.as_ref().is_some_and(|c| c.loader.source().job_id != source.job_id) {
             if let Some(old) = cur.take() {
                 old.loader.clear().await;
             }
@@ -57,11 +50,7 @@ impl BulkLoadSlot {
                 let restart = match cur.as_ref() {
                     None => true,
                     Some(c) => {
-                        c.paused
-                            || matches!(
-                                c.loader.status().state,
-                                LoaderState::Failed(_) | LoaderState::Canceled
-                            )
+                        c.paused || matches!(c.loader.status().state, LoaderState::Failed(_) | LoaderState::Canceled)
                     }
                 };
                 if restart {
@@ -70,16 +59,8 @@ impl BulkLoadSlot {
                         old.loader.stop().await;
                     }
                     let store = open_provider(&source.provider, &self.env.provider)?;
-                    let loader = BulkLoader::start(
-                        source.clone(),
-                        &self.replica_dir,
-                        store,
-                        self.env.limits.clone(),
-                    );
-                    *cur = Some(Current {
-                        loader,
-                        paused: false,
-                    });
+                    let loader = BulkLoader::start(source.clone(), &self.replica_dir, store, self.env.limits.clone());
+                    *cur = Some(Current { loader, paused: false });
                 }
             }
             BulkLoadAction::BlPause => {
@@ -92,19 +73,11 @@ impl BulkLoadSlot {
                 if let Some(old) = cur.take() {
                     old.loader.clear().await;
                 }
-                return Ok(ReplicaBulkLoadState {
-                    node_id,
-                    status: "BLS_CANCELED".into(),
-                    ..Default::default()
-                });
+                return Ok(ReplicaBulkLoadState { node_id, status: "BLS_CANCELED".into(), ..Default::default() });
             }
         }
         Ok(match cur.as_ref() {
-            None => ReplicaBulkLoadState {
-                node_id,
-                status: "BLS_INVALID".into(),
-                ..Default::default()
-            },
+            None => ReplicaBulkLoadState { node_id, status: "BLS_INVALID".into(), ..Default::default() },
             Some(c) => {
                 let s = c.loader.status();
                 let (status, reason) = match s.state {
@@ -129,9 +102,7 @@ impl BulkLoadSlot {
     /// The verified files of `job_id`, if this replica has all of them.
     pub async fn downloaded_files(&self, job_id: u64) -> Option<Vec<FileMeta>> {
         let cur = self.current.lock().await;
-        cur.as_ref()
-            .filter(|c| c.loader.source().job_id == job_id)
-            .and_then(|c| c.loader.downloaded_files())
+        cur.as_ref().filter(|c| c.loader.source().job_id == job_id).and_then(|c| c.loader.downloaded_files())
     }
 
     /// Ends the job here: tasks awaited, then files removed (replica close, drop, cancel).

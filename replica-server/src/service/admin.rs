@@ -10,9 +10,8 @@ use wingkv_common::raft::NodeId;
 use wingkv_common::{PartitionId, WingError};
 use wingkv_proto::replica_admin::replica_admin_server::ReplicaAdmin;
 use wingkv_proto::replica_admin::{
-    AddLearnerRequest, BulkLoadAction, BulkLoadRequest, BulkLoadResponse, ChangeMembershipRequest,
-    ChecksumResponse, CreateReplicaRequest, Empty, PartitionRequest, ReplicaBulkLoadState,
-    ReplicaStatus, StatusRequest, StatusResponse,
+    AddLearnerRequest, BulkLoadAction, BulkLoadRequest, BulkLoadResponse, ChangeMembershipRequest, ChecksumResponse,
+    CreateReplicaRequest, Empty, PartitionRequest, ReplicaBulkLoadState, ReplicaStatus, StatusRequest, StatusResponse,
 };
 
 use crate::manager::ReplicaManager;
@@ -30,15 +29,11 @@ impl AdminService {
     }
 }
 
-fn membership_error(
-    id: PartitionId,
-    e: RaftError<NodeId, ClientWriteError<NodeId, BasicNode>>,
-) -> WingError {
+fn membership_error(id: PartitionId, e: RaftError<NodeId, ClientWriteError<NodeId, BasicNode>>) -> WingError {
     match e {
-        RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => WingError::NotLeader {
-            partition: id.to_string(),
-            leader: f.leader_node.map(|n| n.addr),
-        },
+        RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => {
+            WingError::NotLeader { partition: id.to_string(), leader: f.leader_node.map(|n| n.addr) }
+        }
         RaftError::APIError(ClientWriteError::ChangeMembershipError(c)) => match c {
             ChangeMembershipError::InProgress(_) => WingError::Busy(format!("partition {id}: {c}")),
             other => WingError::InvalidArgument(format!("partition {id}: {other}")),
@@ -50,83 +45,51 @@ fn membership_error(
 fn validate_address(addr: &str) -> Result<(), WingError> {
     addr.parse::<std::net::SocketAddr>()
         .map(|_| ())
-        .map_err(|_| {
-            WingError::InvalidArgument(format!("'{addr}' is not a host:port socket address"))
-        })
+        .map_err(|_| WingError::InvalidArgument(format!("'{addr}' is not a host:port socket address")))
 }
 
 #[tonic::async_trait]
 impl ReplicaAdmin for AdminService {
-    async fn create_replica(
-        &self,
-        req: Request<CreateReplicaRequest>,
-    ) -> Result<Response<ReplicaStatus>, Status> {
+    async fn create_replica(&self, req: Request<CreateReplicaRequest>) -> Result<Response<ReplicaStatus>, Status> {
         let req = req.into_inner();
         let id = PartitionId::from_proto(req.partition.as_ref())?;
         let mut members = BTreeMap::new();
         for m in req.initial_members {
             validate_address(&m.address)?;
-            if members
-                .insert(m.node_id, BasicNode { addr: m.address })
-                .is_some()
-            {
-                return Err(WingError::InvalidArgument(format!(
-                    "node {} is listed twice",
-                    m.node_id
-                ))
-                .into());
+            if members.insert(m.node_id, BasicNode { addr: m.address }).is_some() {
+                return Err(WingError::InvalidArgument(format!("node {} is listed twice", m.node_id)).into());
             }
         }
         let replica = self.manager.create(id, members).await?;
         Ok(Response::new(replica.status()))
     }
 
-    async fn open_replica(
-        &self,
-        req: Request<PartitionRequest>,
-    ) -> Result<Response<ReplicaStatus>, Status> {
+    async fn open_replica(&self, req: Request<PartitionRequest>) -> Result<Response<ReplicaStatus>, Status> {
         let id = PartitionId::from_proto(req.get_ref().partition.as_ref())?;
         Ok(Response::new(self.manager.open(id).await?.status()))
     }
 
-    async fn close_replica(
-        &self,
-        req: Request<PartitionRequest>,
-    ) -> Result<Response<Empty>, Status> {
+    async fn close_replica(&self, req: Request<PartitionRequest>) -> Result<Response<Empty>, Status> {
         let id = PartitionId::from_proto(req.get_ref().partition.as_ref())?;
         self.manager.close(id).await?;
         Ok(Response::new(Empty {}))
     }
 
-    async fn remove_replica(
-        &self,
-        req: Request<PartitionRequest>,
-    ) -> Result<Response<Empty>, Status> {
+    async fn remove_replica(&self, req: Request<PartitionRequest>) -> Result<Response<Empty>, Status> {
         let id = PartitionId::from_proto(req.get_ref().partition.as_ref())?;
         self.manager.remove(id).await?;
         Ok(Response::new(Empty {}))
     }
 
-    async fn add_learner(
-        &self,
-        req: Request<AddLearnerRequest>,
-    ) -> Result<Response<ReplicaStatus>, Status> {
+    async fn add_learner(&self, req: Request<AddLearnerRequest>) -> Result<Response<ReplicaStatus>, Status> {
         let req = req.into_inner();
         let id = PartitionId::from_proto(req.partition.as_ref())?;
-        let learner = req
-            .learner
-            .ok_or_else(|| WingError::InvalidArgument("add_learner needs a learner".into()))?;
+        let learner = req.learner.ok_or_else(|| WingError::InvalidArgument("add_learner needs a learner".into()))?;
         validate_address(&learner.address)?;
         let replica = self.manager.get(id)?;
         replica
             .raft()
-            .add_learner(
-                learner.node_id,
-                BasicNode {
-                    addr: learner.address,
-                },
-                req.blocking,
-            )
+            .add_learner(learner.node_id, BasicNode { addr: learner.address }, req.blocking)
             .await
             .map_err(|e| membership_error(id, e))?;
         Ok(Response::new(replica.status()))
@@ -140,24 +103,16 @@ impl ReplicaAdmin for AdminService {
         let id = PartitionId::from_proto(req.partition.as_ref())?;
         let voters: BTreeSet<u64> = req.voters.into_iter().collect();
         if voters.is_empty() {
-            return Err(WingError::InvalidArgument(format!(
-                "partition {id}: a membership needs at least one voter"
-            ))
-            .into());
+            return Err(
+                WingError::InvalidArgument(format!("partition {id}: a membership needs at least one voter")).into()
+            );
         }
         let replica = self.manager.get(id)?;
-        replica
-            .raft()
-            .change_membership(voters, false)
-            .await
-            .map_err(|e| membership_error(id, e))?;
+        replica.raft().change_membership(voters, false).await.map_err(|e| membership_error(id, e))?;
         Ok(Response::new(replica.status()))
     }
 
-    async fn trigger_snapshot(
-        &self,
-        req: Request<PartitionRequest>,
-    ) -> Result<Response<ReplicaStatus>, Status> {
+    async fn trigger_snapshot(&self, req: Request<PartitionRequest>) -> Result<Response<ReplicaStatus>, Status> {
         let id = PartitionId::from_proto(req.get_ref().partition.as_ref())?;
         let replica = self.manager.get(id)?;
         replica
@@ -169,71 +124,40 @@ impl ReplicaAdmin for AdminService {
         Ok(Response::new(replica.status()))
     }
 
-    async fn status(
-        &self,
-        req: Request<StatusRequest>,
-    ) -> Result<Response<StatusResponse>, Status> {
+    async fn status(&self, req: Request<StatusRequest>) -> Result<Response<StatusResponse>, Status> {
         let replicas = match req.get_ref().partition.as_ref() {
-            Some(p) => vec![self
-                .manager
-                .get(PartitionId::from_proto(Some(p))?)?
-                .status()],
+            Some(p) => vec![self.manager.get(PartitionId::from_proto(Some(p))?)?.status()],
             None => self.manager.all().iter().map(|r| r.status()).collect(),
         };
-        Ok(Response::new(StatusResponse {
-            node_id: self.manager.node_id(),
-            replicas,
-        }))
+        Ok(Response::new(StatusResponse { node_id: self.manager.node_id(), replicas }))
     }
 
-    async fn checksum(
-        &self,
-        req: Request<PartitionRequest>,
-    ) -> Result<Response<ChecksumResponse>, Status> {
+    async fn checksum(&self, req: Request<PartitionRequest>) -> Result<Response<ChecksumResponse>, Status> {
         let id = PartitionId::from_proto(req.get_ref().partition.as_ref())?;
         let db = self.manager.get(id)?.db().clone();
-        let (applied_index, record_count, digest) =
-            tokio::task::spawn_blocking(move || crate::snapshot::checksum(&db))
-                .await
-                .map_err(|e| WingError::Internal(format!("checksum task failed: {e}")))??;
-        Ok(Response::new(ChecksumResponse {
-            applied_index,
-            record_count,
-            digest,
-        }))
+        let (applied_index, record_count, digest) = tokio::task::spawn_blocking(move || crate::snapshot::checksum(&db))
+            .await
+            .map_err(|e| WingError::Internal(format!("checksum task failed: {e}")))??;
+        Ok(Response::new(ChecksumResponse { applied_index, record_count, digest }))
     }
 
-    async fn bulk_load(
-        &self,
-        req: Request<BulkLoadRequest>,
-    ) -> Result<Response<BulkLoadResponse>, Status> {
+    async fn bulk_load(&self, req: Request<BulkLoadRequest>) -> Result<Response<BulkLoadResponse>, Status> {
         let r = req.into_inner();
         let id = PartitionId::from_proto(r.partition.as_ref())?;
         let (source, ingest_behind) = bulk_load_source(r.job.as_ref())?;
-        let action = BulkLoadAction::try_from(r.action).map_err(|_| {
-            WingError::InvalidArgument(format!("unknown bulk-load action {}", r.action))
-        })?;
+        let action = BulkLoadAction::try_from(r.action)
+            .map_err(|_| WingError::InvalidArgument(format!("unknown bulk-load action {}", r.action)))?;
         let replica = self.manager.get(id)?;
-        Ok(Response::new(
-            replica
-                .bulk_load_group(&source, ingest_behind, action)
-                .await?,
-        ))
+        Ok(Response::new(replica.bulk_load_group(&source, ingest_behind, action).await?))
     }
 
-    async fn bulk_load_replica(
-        &self,
-        req: Request<BulkLoadRequest>,
-    ) -> Result<Response<ReplicaBulkLoadState>, Status> {
+    async fn bulk_load_replica(&self, req: Request<BulkLoadRequest>) -> Result<Response<ReplicaBulkLoadState>, Status> {
         let r = req.into_inner();
         let id = PartitionId::from_proto(r.partition.as_ref())?;
         let (source, _) = bulk_load_source(r.job.as_ref())?;
-        let action = BulkLoadAction::try_from(r.action).map_err(|_| {
-            WingError::InvalidArgument(format!("unknown bulk-load action {}", r.action))
-        })?;
+        let action = BulkLoadAction::try_from(r.action)
+            .map_err(|_| WingError::InvalidArgument(format!("unknown bulk-load action {}", r.action)))?;
         let replica = self.manager.get(id)?;
-        Ok(Response::new(
-            replica.bulk_load_local(&source, action).await?,
-        ))
+        Ok(Response::new(replica.bulk_load_local(&source, action).await?))
     }
 }

@@ -80,14 +80,8 @@ impl Data for DataService {
         let key = encode_key(&r.hash_key, &r.sort_key)?;
         let replica = self.read_replica(r.partition.as_ref()).await?;
         let resp = match read_live(&replica, &key, now_epoch_seconds())? {
-            Some((_, v)) => GetResponse {
-                found: true,
-                value: v.into(),
-            },
-            None => GetResponse {
-                found: false,
-                value: Bytes::new(),
-            },
+            Some((_, v)) => GetResponse { found: true, value: v.into() },
+            None => GetResponse { found: false, value: Bytes::new() },
         };
         Ok(Response::new(resp))
     }
@@ -97,12 +91,7 @@ impl Data for DataService {
         let key = encode_key(&r.hash_key, &r.sort_key)?;
         let replica = self.replica(r.partition.as_ref())?;
         let value = stored_value(now_epoch_seconds(), r.ttl_seconds, &r.value);
-        let (_, log_index) = replica
-            .propose(Command::Put {
-                key: key.into(),
-                value,
-            })
-            .await?;
+        let (_, log_index) = replica.propose(Command::Put { key: key.into(), value }).await?;
         Ok(Response::new(WriteResponse { log_index }))
     }
 
@@ -134,19 +123,12 @@ impl Data for DataService {
         Ok(Response::new(TtlResponse { ttl_seconds }))
     }
 
-    async fn multi_get(
-        &self,
-        req: Request<MultiGetRequest>,
-    ) -> Result<Response<MultiGetResponse>, Status> {
+    async fn multi_get(&self, req: Request<MultiGetRequest>) -> Result<Response<MultiGetResponse>, Status> {
         let r = req.into_inner();
         validate_hash_key(&r.hash_key)?;
         let replica = self.read_replica(r.partition.as_ref()).await?;
         let now = now_epoch_seconds();
-        let max_count = if r.max_kv_count == 0 {
-            usize::MAX
-        } else {
-            r.max_kv_count as usize
-        };
+        let max_count = if r.max_kv_count == 0 { usize::MAX } else { r.max_kv_count as usize };
         let mut kvs = Vec::new();
         let mut incomplete = false;
         if !r.sort_keys.is_empty() {
@@ -160,10 +142,7 @@ impl Data for DataService {
                 if let Some((_, v)) = read_live(&replica, &key, now)? {
                     bytes += (sk.len() + v.len()) as u64;
                     let value = if r.no_value { Bytes::new() } else { v.into() };
-                    kvs.push(KeyValue {
-                        sort_key: sk.clone(),
-                        value,
-                    });
+                    kvs.push(KeyValue { sort_key: sk.clone(), value });
                 }
             }
         } else {
@@ -179,65 +158,39 @@ impl Data for DataService {
             incomplete = !range.is_exhausted() && !records.is_empty();
             for rec in records {
                 let (_, sk) = decode_key(&rec.key)?;
-                kvs.push(KeyValue {
-                    sort_key: Bytes::copy_from_slice(sk),
-                    value: rec.value.into(),
-                });
+                kvs.push(KeyValue { sort_key: Bytes::copy_from_slice(sk), value: rec.value.into() });
             }
         }
         Ok(Response::new(MultiGetResponse { kvs, incomplete }))
     }
 
-    async fn multi_set(
-        &self,
-        req: Request<MultiSetRequest>,
-    ) -> Result<Response<WriteResponse>, Status> {
+    async fn multi_set(&self, req: Request<MultiSetRequest>) -> Result<Response<WriteResponse>, Status> {
         let r = req.into_inner();
         if r.kvs.is_empty() {
-            return Err(
-                WingError::InvalidArgument("multi_set needs at least one sort key".into()).into(),
-            );
+            return Err(WingError::InvalidArgument("multi_set needs at least one sort key".into()).into());
         }
         let now = now_epoch_seconds();
         let mut entries = Vec::with_capacity(r.kvs.len());
         for kv in &r.kvs {
             let key = encode_key(&r.hash_key, &kv.sort_key)?;
-            entries.push((
-                Bytes::from(key),
-                stored_value(now, r.ttl_seconds, &kv.value),
-            ));
+            entries.push((Bytes::from(key), stored_value(now, r.ttl_seconds, &kv.value)));
         }
         let replica = self.replica(r.partition.as_ref())?;
         let (_, log_index) = replica.propose(Command::MultiPut { entries }).await?;
         Ok(Response::new(WriteResponse { log_index }))
     }
 
-    async fn multi_del(
-        &self,
-        req: Request<MultiDelRequest>,
-    ) -> Result<Response<MultiDelResponse>, Status> {
+    async fn multi_del(&self, req: Request<MultiDelRequest>) -> Result<Response<MultiDelResponse>, Status> {
         let r = req.into_inner();
         if r.sort_keys.is_empty() {
-            return Err(
-                WingError::InvalidArgument("multi_del needs at least one sort key".into()).into(),
-            );
+            return Err(WingError::InvalidArgument("multi_del needs at least one sort key".into()).into());
         }
-        let keys = r
-            .sort_keys
-            .iter()
-            .map(|sk| encode_key(&r.hash_key, sk).map(Bytes::from))
-            .collect::<Result<Vec<_>, _>>()?;
+        let keys =
+            r.sort_keys.iter().map(|sk| encode_key(&r.hash_key, sk).map(Bytes::from)).collect::<Result<Vec<_>, _>>()?;
         let replica = self.replica(r.partition.as_ref())?;
-        let (resp, log_index) = replica
-            .propose(Command::MultiDelete {
-                keys,
-                now: now_epoch_seconds(),
-            })
-            .await?;
+        let (resp, log_index) = replica.propose(Command::MultiDelete { keys, now: now_epoch_seconds() }).await?;
         match resp {
-            CommandResponse::Deleted(deleted) => {
-                Ok(Response::new(MultiDelResponse { log_index, deleted }))
-            }
+            CommandResponse::Deleted(deleted) => Ok(Response::new(MultiDelResponse { log_index, deleted })),
             other => Err(refused(other).into()),
         }
     }
@@ -251,35 +204,20 @@ impl Data for DataService {
             _ => IncrTtl::Clear,
         };
         let replica = self.replica(r.partition.as_ref())?;
-        let cmd = Command::Incr {
-            key: key.into(),
-            delta: r.increment,
-            ttl,
-            now: now_epoch_seconds(),
-        };
+        let cmd = Command::Incr { key: key.into(), delta: r.increment, ttl, now: now_epoch_seconds() };
         match replica.propose(cmd).await? {
             (CommandResponse::Incremented(new_value), log_index) => {
-                Ok(Response::new(IncrResponse {
-                    new_value,
-                    log_index,
-                }))
+                Ok(Response::new(IncrResponse { new_value, log_index }))
             }
             (other, _) => Err(refused(other).into()),
         }
     }
 
-    async fn check_and_set(
-        &self,
-        req: Request<CheckAndSetRequest>,
-    ) -> Result<Response<CheckAndSetResponse>, Status> {
+    async fn check_and_set(&self, req: Request<CheckAndSetRequest>) -> Result<Response<CheckAndSetResponse>, Status> {
         let r = req.into_inner();
         let check_type = CheckType::from_i32(r.check_type)?;
         let check_key = encode_key(&r.hash_key, &r.check_sort_key)?;
-        let set_sk = if r.set_diff_sort_key {
-            &r.set_sort_key
-        } else {
-            &r.check_sort_key
-        };
+        let set_sk = if r.set_diff_sort_key { &r.set_sort_key } else { &r.check_sort_key };
         let set_key = encode_key(&r.hash_key, set_sk)?;
         let now = now_epoch_seconds();
         let cmd = Command::CheckAndSet {
@@ -293,19 +231,15 @@ impl Data for DataService {
         };
         let replica = self.replica(r.partition.as_ref())?;
         match replica.propose(cmd).await? {
-            (
-                CommandResponse::CheckAndSet {
-                    succeeded,
-                    check_value,
-                },
-                log_index,
-            ) => Ok(Response::new(CheckAndSetResponse {
-                set_succeeded: succeeded,
-                check_value_returned: r.return_check_value,
-                check_value_exist: check_value.is_some(),
-                check_value: check_value.unwrap_or_default(),
-                log_index,
-            })),
+            (CommandResponse::CheckAndSet { succeeded, check_value }, log_index) => {
+                Ok(Response::new(CheckAndSetResponse {
+                    set_succeeded: succeeded,
+                    check_value_returned: r.return_check_value,
+                    check_value_exist: check_value.is_some(),
+                    check_value: check_value.unwrap_or_default(),
+                    log_index,
+                }))
+            }
             (other, _) => Err(refused(other).into()),
         }
     }
@@ -339,13 +273,7 @@ impl Data for DataService {
         let range = match &r.hash_key {
             Some(hk) => {
                 let start_inclusive = r.start_inclusive || r.start_sort_key.is_empty();
-                KeyRange::hash_key(
-                    hk,
-                    &r.start_sort_key,
-                    start_inclusive,
-                    &r.stop_sort_key,
-                    r.stop_inclusive,
-                )?
+                KeyRange::hash_key(hk, &r.start_sort_key, start_inclusive, &r.stop_sort_key, r.stop_inclusive)?
             }
             None => KeyRange::whole(),
         };
@@ -358,46 +286,33 @@ impl Data for DataService {
         let now = now_epoch_seconds();
         let with_values = !r.no_value;
         // Each poll reads one batch; the stream owns nothing that outlives the request.
-        let stream = futures::stream::unfold(
-            (replica, range, limit),
-            move |(replica, mut range, left)| async move {
-                if range.is_exhausted() || left == 0 {
-                    return None;
+        let stream = futures::stream::unfold((replica, range, limit), move |(replica, mut range, left)| async move {
+            if range.is_exhausted() || left == 0 {
+                return None;
+            }
+            let want = batch.min(left.min(usize::MAX as u64) as usize);
+            let records = match range.read(replica.db(), want, 0, now, with_values) {
+                Ok(r) => r,
+                Err(e) => return Some((Err(Status::from(e)), (replica, KeyRange::exhausted_marker(), 0))),
+            };
+            if records.is_empty() {
+                return None;
+            }
+            let left = left - records.len() as u64;
+            let mut out = Vec::with_capacity(records.len());
+            for rec in records {
+                match decode_key(&rec.key) {
+                    Ok((hk, sk)) => out.push(ScanRecord {
+                        hash_key: Bytes::copy_from_slice(hk),
+                        sort_key: Bytes::copy_from_slice(sk),
+                        value: rec.value.into(),
+                        expire_ts: rec.expire_ts,
+                    }),
+                    Err(e) => return Some((Err(Status::from(e)), (replica, KeyRange::exhausted_marker(), 0))),
                 }
-                let want = batch.min(left.min(usize::MAX as u64) as usize);
-                let records = match range.read(replica.db(), want, 0, now, with_values) {
-                    Ok(r) => r,
-                    Err(e) => {
-                        return Some((
-                            Err(Status::from(e)),
-                            (replica, KeyRange::exhausted_marker(), 0),
-                        ))
-                    }
-                };
-                if records.is_empty() {
-                    return None;
-                }
-                let left = left - records.len() as u64;
-                let mut out = Vec::with_capacity(records.len());
-                for rec in records {
-                    match decode_key(&rec.key) {
-                        Ok((hk, sk)) => out.push(ScanRecord {
-                            hash_key: Bytes::copy_from_slice(hk),
-                            sort_key: Bytes::copy_from_slice(sk),
-                            value: rec.value.into(),
-                            expire_ts: rec.expire_ts,
-                        }),
-                        Err(e) => {
-                            return Some((
-                                Err(Status::from(e)),
-                                (replica, KeyRange::exhausted_marker(), 0),
-                            ))
-                        }
-                    }
-                }
-                Some((Ok(ScanBatch { records: out }), (replica, range, left)))
-            },
-        );
+            }
+            Some((Ok(ScanBatch { records: out }), (replica, range, left)))
+        });
         Ok(Response::new(Box::pin(stream)))
     }
 }

@@ -23,12 +23,7 @@ impl HostedGroups {
 
 #[tonic::async_trait]
 impl RaftGroups for HostedGroups {
-    async fn serve(
-        &self,
-        group: PartitionId,
-        method: RaftMethod,
-        payload: &[u8],
-    ) -> Result<Vec<u8>, Status> {
+    async fn serve(&self, group: PartitionId, method: RaftMethod, payload: &[u8]) -> Result<Vec<u8>, Status> {
         let replica = self.manager.get(group)?;
         serve_raft_message(replica.raft(), method, payload).await
     }

@@ -286,8 +286,5 @@ pub enum Cmd {
 /// The names of every command, for completion.
 pub fn command_names() -> Vec<String> {
     use clap::CommandFactory;
-    Line::command()
-        .get_subcommands()
-        .map(|c| c.get_name().to_string())
-        .collect()
+    Line::command().get_subcommands().map(|c| c.get_name().to_string()).collect()
 }

@@ -45,9 +45,7 @@ pub fn unescape(s: &str) -> Result<Vec<u8>, String> {
             b'r' => out.push(b'\r'),
             b'0' => out.push(0),
             b'x' | b'X' => {
-                let hex = bytes
-                    .get(i..i + 2)
-                    .and_then(|h| std::str::from_utf8(h).ok());
+                let hex = bytes.get(i..i + 2).and_then(|h| std::str::from_utf8(h).ok());
                 let v = hex
                     .and_then(|h| u8::from_str_radix(h, 16).ok())
                     .ok_or_else(|| format!("'{s}': \\x must be followed by two hex digits"))?;

@@ -25,10 +25,7 @@ pub struct Output {
 
 impl Output {
     fn new(text: impl Into<String>, json: Value) -> Self {
-        Self {
-            text: text.into(),
-            json,
-        }
+        Self { text: text.into(), json }
     }
 }
 
@@ -60,11 +57,7 @@ fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
     }
     let mut out = String::new();
     let line = |cells: Vec<&str>, out: &mut String| {
-        let parts: Vec<String> = cells
-            .iter()
-            .zip(&widths)
-            .map(|(c, w)| format!("{c:<w$}"))
-            .collect();
+        let parts: Vec<String> = cells.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect();
         let _ = writeln!(out, "{}", parts.join("  ").trim_end());
     };
     line(headers.to_vec(), &mut out);
@@ -79,10 +72,7 @@ fn ms_to_time(ms: u64) -> String {
         return "-".into();
     }
     let secs = ms / 1000;
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
     if secs > now {
         format!("in {}s", secs - now)
     } else {
@@ -94,9 +84,7 @@ fn parse_envs(s: &str) -> Result<HashMap<String, String>> {
     s.split(',')
         .filter(|p| !p.trim().is_empty())
         .map(|p| {
-            let (k, v) = p
-                .split_once('=')
-                .ok_or_else(|| anyhow!("env '{p}' is not key=value"))?;
+            let (k, v) = p.split_once('=').ok_or_else(|| anyhow!("env '{p}' is not key=value"))?;
             Ok((k.trim().to_string(), v.trim().to_string()))
         })
         .collect()
@@ -112,17 +100,11 @@ fn check_type(name: &str) -> Result<CheckType> {
 impl Session {
     /// A session on `client`.
     pub fn new(client: Client) -> Self {
-        Self {
-            client,
-            table: None,
-            table_names: Vec::new(),
-        }
+        Self { client, table: None, table_names: Vec::new() }
     }
 
     fn table(&self) -> Result<&Table> {
-        self.table
-            .as_ref()
-            .ok_or_else(|| anyhow!("no table selected: run `use TABLE` first"))
+        self.table.as_ref().ok_or_else(|| anyhow!("no table selected: run `use TABLE` first"))
     }
 
     async fn meta<T, F, Fut>(&self, f: F) -> Result<T>
@@ -134,9 +116,7 @@ impl Session {
     }
 
     async fn list_tables(&self, include_dropped: bool) -> Result<Vec<TableSummary>> {
-        let r = self
-            .meta(|mut c| async move { c.list_tables(ListTablesRequest { include_dropped }).await })
-            .await?;
+        let r = self.meta(|mut c| async move { c.list_tables(ListTablesRequest { include_dropped }).await }).await?;
         Ok(r.tables)
     }
 
@@ -151,11 +131,8 @@ impl Session {
     pub async fn run(&mut self, cmd: Cmd) -> Result<Output> {
         match cmd {
             Cmd::ClusterInfo => {
-                let i = self
-                    .meta(|mut c| async move { c.cluster_info(ClusterInfoRequest {}).await })
-                    .await?;
-                let members: Vec<String> =
-                    i.meta_members.iter().map(|m| m.address.clone()).collect();
+                let i = self.meta(|mut c| async move { c.cluster_info(ClusterInfoRequest {}).await }).await?;
+                let members: Vec<String> = i.meta_members.iter().map(|m| m.address.clone()).collect();
                 let text = table(
                     &["name", "value"],
                     &[
@@ -177,15 +154,12 @@ impl Session {
                 ))
             }
             Cmd::Nodes { detailed } => {
-                let r = self
-                    .meta(|mut c| async move { c.list_nodes(ListNodesRequest {}).await })
-                    .await?;
+                let r = self.meta(|mut c| async move { c.list_nodes(ListNodesRequest {}).await }).await?;
                 let rows: Vec<Vec<String>> = r
                     .nodes
                     .iter()
                     .map(|n| {
-                        let mut row =
-                            vec![n.node_id.to_string(), n.address.clone(), n.status.clone()];
+                        let mut row = vec![n.node_id.to_string(), n.address.clone(), n.status.clone()];
                         if detailed {
                             row.push(n.replica_count.to_string());
                             row.push(n.primary_count.to_string());
@@ -201,18 +175,16 @@ impl Session {
                 let j: Vec<Value> = r
                     .nodes
                     .iter()
-                    .map(|n| json!({"node_id": n.node_id, "address": n.address, "status": n.status,
-                                    "replica_count": n.replica_count, "primary_count": n.primary_count}))
+                    .map(|n| {
+                        json!({"node_id": n.node_id, "address": n.address, "status": n.status,
+                                    "replica_count": n.replica_count, "primary_count": n.primary_count})
+                    })
                     .collect();
                 Ok(Output::new(table(headers, &rows), json!({ "nodes": j })))
             }
             Cmd::Ls { detailed } => {
                 let tables = self.list_tables(detailed).await?;
-                self.table_names = tables
-                    .iter()
-                    .filter(|t| t.status == "AVAILABLE")
-                    .map(|t| t.name.clone())
-                    .collect();
+                self.table_names = tables.iter().filter(|t| t.status == "AVAILABLE").map(|t| t.name.clone()).collect();
                 let rows: Vec<Vec<String>> = tables
                     .iter()
                     .map(|t| {
@@ -232,24 +204,17 @@ impl Session {
                     })
                     .collect();
                 let headers: &[&str] = if detailed {
-                    &[
-                        "app_id",
-                        "name",
-                        "status",
-                        "partitions",
-                        "replicas",
-                        "healthy",
-                        "created",
-                        "expires",
-                    ]
+                    &["app_id", "name", "status", "partitions", "replicas", "healthy", "created", "expires"]
                 } else {
                     &["app_id", "name", "status", "partitions", "replicas"]
                 };
                 let j: Vec<Value> = tables
                     .iter()
-                    .map(|t| json!({"app_id": t.app_id, "name": t.name, "status": t.status,
+                    .map(|t| {
+                        json!({"app_id": t.app_id, "name": t.name, "status": t.status,
                                     "partition_count": t.partition_count, "replica_count": t.replica_count,
-                                    "healthy_partitions": t.healthy_partitions, "envs": t.envs}))
+                                    "healthy_partitions": t.healthy_partitions, "envs": t.envs})
+                    })
                     .collect();
                 Ok(Output::new(table(headers, &rows), json!({ "tables": j })))
             }
@@ -273,9 +238,11 @@ impl Session {
                 let parts: Vec<Value> = cfg
                     .partitions
                     .iter()
-                    .map(|p| json!({"partition_index": p.partition_index, "ballot": p.ballot, "term": p.term,
+                    .map(|p| {
+                        json!({"partition_index": p.partition_index, "ballot": p.ballot, "term": p.term,
                                     "primary": p.primary.as_ref().map(|x| x.address.clone()),
-                                    "members": p.members.iter().map(|m| m.address.clone()).collect::<Vec<_>>()}))
+                                    "members": p.members.iter().map(|m| m.address.clone()).collect::<Vec<_>>()})
+                    })
                     .collect();
                 if detailed {
                     let rows: Vec<Vec<String>> = cfg
@@ -284,24 +251,14 @@ impl Session {
                         .map(|p| {
                             vec![
                                 format!("{}.{}", cfg.app_id, p.partition_index),
-                                p.primary
-                                    .as_ref()
-                                    .map(|x| x.address.clone())
-                                    .unwrap_or_else(|| "-".into()),
-                                p.members
-                                    .iter()
-                                    .map(|m| m.address.clone())
-                                    .collect::<Vec<_>>()
-                                    .join(","),
+                                p.primary.as_ref().map(|x| x.address.clone()).unwrap_or_else(|| "-".into()),
+                                p.members.iter().map(|m| m.address.clone()).collect::<Vec<_>>().join(","),
                                 p.ballot.to_string(),
                             ]
                         })
                         .collect();
                     text.push_str("\n\n");
-                    text.push_str(&table(
-                        &["partition", "primary", "members", "ballot"],
-                        &rows,
-                    ));
+                    text.push_str(&table(&["partition", "primary", "members", "ballot"], &rows));
                 }
                 Ok(Output::new(
                     text,
@@ -309,17 +266,8 @@ impl Session {
                            "replica_count": cfg.replica_count, "envs": cfg.envs, "partitions": parts}),
                 ))
             }
-            Cmd::Create {
-                name,
-                partition_count,
-                replica_count,
-                envs,
-            } => {
-                let envs = envs
-                    .as_deref()
-                    .map(parse_envs)
-                    .transpose()?
-                    .unwrap_or_default();
+            Cmd::Create { name, partition_count, replica_count, envs } => {
+                let envs = envs.as_deref().map(parse_envs).transpose()?.unwrap_or_default();
                 let req = CreateTableRequest {
                     name: name.clone(),
                     partition_count: Some(partition_count),
@@ -341,14 +289,8 @@ impl Session {
                     json!({"app_id": cfg.app_id, "name": name, "partition_count": cfg.partition_count}),
                 ))
             }
-            Cmd::Drop {
-                name,
-                reserve_seconds,
-            } => {
-                let req = DropTableRequest {
-                    name: name.clone(),
-                    reserve_seconds: reserve_seconds.unwrap_or(0),
-                };
+            Cmd::Drop { name, reserve_seconds } => {
+                let req = DropTableRequest { name: name.clone(), reserve_seconds: reserve_seconds.unwrap_or(0) };
                 let r = self
                     .meta(|mut c| {
                         let req = req.clone();
@@ -369,10 +311,7 @@ impl Session {
                 ))
             }
             Cmd::Recall { app_id, new_name } => {
-                let req = RecallTableRequest {
-                    app_id,
-                    new_name: new_name.unwrap_or_default(),
-                };
+                let req = RecallTableRequest { app_id, new_name: new_name.unwrap_or_default() };
                 let cfg = self
                     .meta(|mut c| {
                         let req = req.clone();
@@ -387,99 +326,52 @@ impl Session {
             Cmd::Use { name } => {
                 let t = self.client.open_table(&name).await?;
                 self.table = Some(t);
-                Ok(Output::new(
-                    format!("OK (using {name})"),
-                    json!({"table": name}),
-                ))
+                Ok(Output::new(format!("OK (using {name})"), json!({"table": name})))
             }
             Cmd::SetAppEnvs { key, value } => {
                 let name = self.table()?.name().to_string();
-                let req = SetTableEnvsRequest {
-                    name,
-                    envs: [(key.clone(), value.clone())].into(),
-                };
+                let req = SetTableEnvsRequest { name, envs: [(key.clone(), value.clone())].into() };
                 self.meta(|mut c| {
                     let req = req.clone();
                     async move { c.set_table_envs(req).await }
                 })
                 .await?;
-                Ok(Output::new(
-                    format!("set app envs succeed: {key}={value}"),
-                    json!({"key": key, "value": value}),
-                ))
+                Ok(Output::new(format!("set app envs succeed: {key}={value}"), json!({"key": key, "value": value})))
             }
             Cmd::GetAppEnvs => {
-                let req = GetTableEnvsRequest {
-                    name: self.table()?.name().to_string(),
-                };
+                let req = GetTableEnvsRequest { name: self.table()?.name().to_string() };
                 let r = self
                     .meta(|mut c| {
                         let req = req.clone();
                         async move { c.get_table_envs(req).await }
                     })
                     .await?;
-                let rows: Vec<Vec<String>> = r
-                    .envs
-                    .iter()
-                    .map(|(k, v)| vec![k.clone(), v.clone()])
-                    .collect();
-                Ok(Output::new(
-                    table(&["key", "value"], &rows),
-                    json!({ "envs": r.envs }),
-                ))
+                let rows: Vec<Vec<String>> = r.envs.iter().map(|(k, v)| vec![k.clone(), v.clone()]).collect();
+                Ok(Output::new(table(&["key", "value"], &rows), json!({ "envs": r.envs })))
             }
             Cmd::DelAppEnvs { keys } => {
-                let req = DelTableEnvsRequest {
-                    name: self.table()?.name().to_string(),
-                    keys: keys.clone(),
-                };
+                let req = DelTableEnvsRequest { name: self.table()?.name().to_string(), keys: keys.clone() };
                 self.meta(|mut c| {
                     let req = req.clone();
                     async move { c.del_table_envs(req).await }
                 })
                 .await?;
-                Ok(Output::new(
-                    format!("del app envs succeed: {}", keys.join(",")),
-                    json!({ "deleted": keys }),
-                ))
+                Ok(Output::new(format!("del app envs succeed: {}", keys.join(",")), json!({ "deleted": keys })))
             }
             Cmd::ServerInfo => {
-                let i = self
-                    .meta(|mut c| async move { c.cluster_info(ClusterInfoRequest {}).await })
-                    .await?;
-                let n = self
-                    .meta(|mut c| async move { c.list_nodes(ListNodesRequest {}).await })
-                    .await?;
-                let mut rows: Vec<Vec<String>> = i
-                    .meta_members
-                    .iter()
-                    .map(|m| vec!["meta".into(), m.address.clone(), i.version.clone()])
-                    .collect();
-                rows.extend(
-                    n.nodes
-                        .iter()
-                        .map(|x| vec!["replica".into(), x.address.clone(), x.status.clone()]),
-                );
+                let i = self.meta(|mut c| async move { c.cluster_info(ClusterInfoRequest {}).await }).await?;
+                let n = self.meta(|mut c| async move { c.list_nodes(ListNodesRequest {}).await }).await?;
+                let mut rows: Vec<Vec<String>> =
+                    i.meta_members.iter().map(|m| vec!["meta".into(), m.address.clone(), i.version.clone()]).collect();
+                rows.extend(n.nodes.iter().map(|x| vec!["replica".into(), x.address.clone(), x.status.clone()]));
                 Ok(Output::new(
                     table(&["role", "address", "version/status"], &rows),
                     json!({"version": i.version, "meta_servers": i.meta_members.iter().map(|m| m.address.clone()).collect::<Vec<_>>(),
                            "replica_servers": n.nodes.iter().map(|x| json!({"address": x.address, "status": x.status})).collect::<Vec<_>>()}),
                 ))
             }
-            Cmd::StartBulkLoad {
-                app_name,
-                cluster,
-                provider,
-                root,
-                ingest_behind,
-            } => {
-                let req = StartBulkLoadRequest {
-                    app_name,
-                    cluster,
-                    provider,
-                    root,
-                    ingest_behind,
-                };
+            Cmd::StartBulkLoad { app_name, cluster, provider, root, ingest_behind } => {
+                let req = StartBulkLoadRequest { app_name, cluster, provider, root, ingest_behind };
                 let r = self
                     .meta(|mut c| {
                         let req = req.clone();
@@ -487,23 +379,12 @@ impl Session {
                     })
                     .await?;
                 Ok(Output::new(
-                    format!(
-                        "start bulk load succeed: table \"{}\" job {} from {}",
-                        r.app_name, r.job_id, r.source
-                    ),
+                    format!("start bulk load succeed: table \"{}\" job {} from {}", r.app_name, r.job_id, r.source),
                     bulk_json(&r),
                 ))
             }
-            Cmd::QueryBulkLoadStatus {
-                app_name,
-                partition_index,
-                detailed,
-            } => {
-                let req = QueryBulkLoadRequest {
-                    app_name,
-                    partition_index,
-                    detailed,
-                };
+            Cmd::QueryBulkLoadStatus { app_name, partition_index, detailed } => {
+                let req = QueryBulkLoadRequest { app_name, partition_index, detailed };
                 let r = self
                     .meta(|mut c| {
                         let req = req.clone();
@@ -513,76 +394,43 @@ impl Session {
                 Ok(Output::new(bulk_text(&r, detailed), bulk_json(&r)))
             }
             Cmd::PauseBulkLoad { app_name } => {
-                self.control_bulk_load(app_name, BulkLoadControl::BlcPause, "pause")
-                    .await
+                self.control_bulk_load(app_name, BulkLoadControl::BlcPause, "pause").await
             }
             Cmd::RestartBulkLoad { app_name } => {
-                self.control_bulk_load(app_name, BulkLoadControl::BlcRestart, "restart")
-                    .await
+                self.control_bulk_load(app_name, BulkLoadControl::BlcRestart, "restart").await
             }
             Cmd::CancelBulkLoad { app_name, forced } => {
-                let action = if forced {
-                    BulkLoadControl::BlcForceCancel
-                } else {
-                    BulkLoadControl::BlcCancel
-                };
+                let action = if forced { BulkLoadControl::BlcForceCancel } else { BulkLoadControl::BlcCancel };
                 self.control_bulk_load(app_name, action, "cancel").await
             }
             Cmd::ClearBulkLoad { app_name } => {
-                self.control_bulk_load(app_name, BulkLoadControl::BlcClear, "clear")
-                    .await
+                self.control_bulk_load(app_name, BulkLoadControl::BlcClear, "clear").await
             }
             data => self.run_data(data).await,
         }
     }
 
-    async fn control_bulk_load(
-        &self,
-        app_name: String,
-        action: BulkLoadControl,
-        what: &str,
-    ) -> Result<Output> {
-        let req = ControlBulkLoadRequest {
-            app_name,
-            action: action as i32,
-        };
+    async fn control_bulk_load(&self, app_name: String, action: BulkLoadControl, what: &str) -> Result<Output> {
+        let req = ControlBulkLoadRequest { app_name, action: action as i32 };
         let r = self
             .meta(|mut c| {
                 let req = req.clone();
                 async move { c.control_bulk_load(req).await }
             })
             .await?;
-        Ok(Output::new(
-            format!(
-                "{what} bulk load succeed: table \"{}\" is {}",
-                r.app_name, r.status
-            ),
-            bulk_json(&r),
-        ))
+        Ok(Output::new(format!("{what} bulk load succeed: table \"{}\" is {}", r.app_name, r.status), bulk_json(&r)))
     }
 
     async fn run_data(&mut self, cmd: Cmd) -> Result<Output> {
         let t = self.table()?.clone();
         Ok(match cmd {
-            Cmd::Set {
-                hash_key,
-                sort_key,
-                value,
-                ttl_seconds,
-            } => {
-                let ttl = ttl_seconds
-                    .filter(|s| *s > 0)
-                    .map(|s| std::time::Duration::from_secs(s as u64));
-                t.set_with_ttl(arg(&hash_key)?, arg(&sort_key)?, arg(&value)?, ttl)
-                    .await?;
+            Cmd::Set { hash_key, sort_key, value, ttl_seconds } => {
+                let ttl = ttl_seconds.filter(|s| *s > 0).map(|s| std::time::Duration::from_secs(s as u64));
+                t.set_with_ttl(arg(&hash_key)?, arg(&sort_key)?, arg(&value)?, ttl).await?;
                 Output::new("OK", json!({"ok": true}))
             }
-            Cmd::Get { hash_key, sort_key } => match t.get(arg(&hash_key)?, arg(&sort_key)?).await?
-            {
-                Some(v) => Output::new(
-                    format!("\"{}\"", show(&v)),
-                    json!({"found": true, "value": show(&v)}),
-                ),
+            Cmd::Get { hash_key, sort_key } => match t.get(arg(&hash_key)?, arg(&sort_key)?).await? {
+                Some(v) => Output::new(format!("\"{}\"", show(&v)), json!({"found": true, "value": show(&v)})),
                 None => Output::new("Not found", json!({"found": false})),
             },
             Cmd::Del { hash_key, sort_key } => {
@@ -593,21 +441,12 @@ impl Session {
                 let e = t.exist(arg(&hash_key)?, arg(&sort_key)?).await?;
                 Output::new(if e { "True" } else { "False" }, json!({ "exist": e }))
             }
-            Cmd::Ttl { hash_key, sort_key } => match t.ttl(arg(&hash_key)?, arg(&sort_key)?).await?
-            {
+            Cmd::Ttl { hash_key, sort_key } => match t.ttl(arg(&hash_key)?, arg(&sort_key)?).await? {
                 None => Output::new("Not found", json!({"found": false})),
-                Some(Ttl::Infinite) => {
-                    Output::new("Infinite", json!({"found": true, "ttl_seconds": null}))
-                }
-                Some(Ttl::Seconds(s)) => {
-                    Output::new(format!("{s}"), json!({"found": true, "ttl_seconds": s}))
-                }
+                Some(Ttl::Infinite) => Output::new("Infinite", json!({"found": true, "ttl_seconds": null})),
+                Some(Ttl::Seconds(s)) => Output::new(format!("{s}"), json!({"found": true, "ttl_seconds": s})),
             },
-            Cmd::Incr {
-                hash_key,
-                sort_key,
-                increment,
-            } => {
+            Cmd::Incr { hash_key, sort_key, increment } => {
                 let v = t.incr(arg(&hash_key)?, arg(&sort_key)?, increment).await?;
                 Output::new(v.to_string(), json!({ "new_value": v }))
             }
@@ -627,92 +466,46 @@ impl Session {
                     Some(s) => arg(&s)?,
                     None => csk.clone(),
                 };
-                let ttl = ttl_seconds
-                    .filter(|s| *s > 0)
-                    .map(|s| std::time::Duration::from_secs(s as u64));
-                let r = t
-                    .check_and_set(
-                        arg(&hash_key)?,
-                        csk,
-                        ct,
-                        arg(&check_operand)?,
-                        ssk,
-                        arg(&set_value)?,
-                        ttl,
-                    )
-                    .await?;
-                let mut text = if r.set {
-                    "set succeed".to_string()
-                } else {
-                    "set failed: check not passed".to_string()
-                };
+                let ttl = ttl_seconds.filter(|s| *s > 0).map(|s| std::time::Duration::from_secs(s as u64));
+                let r =
+                    t.check_and_set(arg(&hash_key)?, csk, ct, arg(&check_operand)?, ssk, arg(&set_value)?, ttl).await?;
+                let mut text =
+                    if r.set { "set succeed".to_string() } else { "set failed: check not passed".to_string() };
                 if return_check_value {
                     match &r.check_value {
                         Some(v) => text.push_str(&format!("\ncheck value: \"{}\"", show(v))),
                         None => text.push_str("\ncheck value: not found"),
                     }
                 }
-                Output::new(
-                    text,
-                    json!({"set": r.set, "check_value": r.check_value.as_ref().map(|v| show(v))}),
-                )
+                Output::new(text, json!({"set": r.set, "check_value": r.check_value.as_ref().map(|v| show(v))}))
             }
             Cmd::MultiSet { hash_key, pairs } => {
                 if pairs.len() % 2 != 0 {
-                    bail!(
-                        "multi_set needs sort key and value pairs; got {} words after the hash key",
-                        pairs.len()
-                    );
+                    bail!("multi_set needs sort key and value pairs; got {} words after the hash key", pairs.len());
                 }
-                let kvs = pairs
-                    .chunks(2)
-                    .map(|c| Ok((arg(&c[0])?, arg(&c[1])?)))
-                    .collect::<Result<Vec<_>>>()?;
+                let kvs = pairs.chunks(2).map(|c| Ok((arg(&c[0])?, arg(&c[1])?))).collect::<Result<Vec<_>>>()?;
                 let n = kvs.len();
                 t.multi_set(arg(&hash_key)?, kvs, None).await?;
                 Output::new(format!("OK ({n} records)"), json!({"ok": true, "count": n}))
             }
-            Cmd::MultiGet {
-                hash_key,
-                sort_keys,
-            } => {
+            Cmd::MultiGet { hash_key, sort_keys } => {
                 let sks = if sort_keys.is_empty() {
                     None
                 } else {
-                    Some(
-                        sort_keys
-                            .iter()
-                            .map(|s| arg(s))
-                            .collect::<Result<Vec<_>>>()?,
-                    )
+                    Some(sort_keys.iter().map(|s| arg(s)).collect::<Result<Vec<_>>>()?)
                 };
                 let hk = arg(&hash_key)?;
                 let kvs = t.multi_get(hk.clone(), sks).await?;
-                let rows: Vec<Vec<String>> = kvs
-                    .iter()
-                    .map(|(k, v)| vec![show(&hk), show(k), format!("\"{}\"", show(v))])
-                    .collect();
-                let j: Vec<Value> = kvs
-                    .iter()
-                    .map(|(k, v)| json!({"sort_key": show(k), "value": show(v)}))
-                    .collect();
+                let rows: Vec<Vec<String>> =
+                    kvs.iter().map(|(k, v)| vec![show(&hk), show(k), format!("\"{}\"", show(v))]).collect();
+                let j: Vec<Value> = kvs.iter().map(|(k, v)| json!({"sort_key": show(k), "value": show(v)})).collect();
                 Output::new(
-                    format!(
-                        "{}\n\n{} records",
-                        table(&["hash_key", "sort_key", "value"], &rows),
-                        kvs.len()
-                    ),
+                    format!("{}\n\n{} records", table(&["hash_key", "sort_key", "value"], &rows), kvs.len()),
                     json!({ "hash_key": show(&hk), "records": j }),
                 )
             }
-            Cmd::MultiDel {
-                hash_key,
-                sort_keys,
-            } => {
-                let sks = sort_keys
-                    .iter()
-                    .map(|s| arg(s))
-                    .collect::<Result<Vec<_>>>()?;
+            Cmd::MultiDel { hash_key, sort_keys } => {
+                let sks = sort_keys.iter().map(|s| arg(s)).collect::<Result<Vec<_>>>()?;
                 let n = t.multi_del(arg(&hash_key)?, sks).await?;
                 Output::new(format!("OK ({n} deleted)"), json!({ "deleted": n }))
             }
@@ -720,13 +513,7 @@ impl Session {
                 let n = t.sortkey_count(arg(&hash_key)?).await?;
                 Output::new(n.to_string(), json!({ "count": n }))
             }
-            Cmd::HashScan {
-                hash_key,
-                start_sort_key,
-                stop_sort_key,
-                max_count,
-                no_value,
-            } => {
+            Cmd::HashScan { hash_key, start_sort_key, stop_sort_key, max_count, no_value } => {
                 let opts = ScanOptions {
                     start_sort_key: arg(&start_sort_key)?,
                     stop_sort_key: arg(&stop_sort_key)?,
@@ -736,23 +523,12 @@ impl Session {
                 };
                 scan_output(t.scan(arg(&hash_key)?, opts)).await?
             }
-            Cmd::FullScan {
-                max_count,
-                no_value,
-            } => {
-                let opts = ScanOptions {
-                    limit: max_count.unwrap_or(0),
-                    no_value,
-                    ..Default::default()
-                };
+            Cmd::FullScan { max_count, no_value } => {
+                let opts = ScanOptions { limit: max_count.unwrap_or(0), no_value, ..Default::default() };
                 scan_output(t.full_scan(opts)).await?
             }
             Cmd::CountData => {
-                let mut rows = t.full_scan(ScanOptions {
-                    no_value: true,
-                    batch_size: 5_000,
-                    ..Default::default()
-                });
+                let mut rows = t.full_scan(ScanOptions { no_value: true, batch_size: 5_000, ..Default::default() });
                 let mut n = 0u64;
                 while let Some(r) = rows.next().await {
                     r?;
@@ -774,19 +550,12 @@ async fn scan_output(
     let mut j = Vec::new();
     while let Some(r) = rows.next().await {
         let r = r.context("scan failed")?;
-        text_rows.push(vec![
-            show(&r.hash_key),
-            show(&r.sort_key),
-            format!("\"{}\"", show(&r.value)),
-        ]);
+        text_rows.push(vec![show(&r.hash_key), show(&r.sort_key), format!("\"{}\"", show(&r.value))]);
         j.push(json!({"hash_key": show(&r.hash_key), "sort_key": show(&r.sort_key), "value": show(&r.value)}));
     }
     let n = j.len();
     Ok(Output::new(
-        format!(
-            "{}\n\n{n} records",
-            table(&["hash_key", "sort_key", "value"], &text_rows)
-        ),
+        format!("{}\n\n{n} records", table(&["hash_key", "sort_key", "value"], &text_rows)),
         json!({ "records": j, "count": n }),
     ))
 }
@@ -803,10 +572,7 @@ fn bulk_json(r: &BulkLoadStatusResponse) -> Value {
 }
 
 fn bulk_text(r: &BulkLoadStatusResponse, detailed: bool) -> String {
-    let mut out = format!(
-        "table: {}  job: {}  status: {}",
-        r.app_name, r.job_id, r.status
-    );
+    let mut out = format!("table: {}  job: {}  status: {}", r.app_name, r.job_id, r.status);
     if !r.reason.is_empty() {
         out.push_str(&format!("\nreason: {}", r.reason));
     }
@@ -820,21 +586,12 @@ fn bulk_text(r: &BulkLoadStatusResponse, detailed: bool) -> String {
         .partitions
         .iter()
         .map(|p| {
-            let mut row = vec![
-                p.partition_index.to_string(),
-                p.status.clone(),
-                format!("{}%", p.progress_percent),
-            ];
+            let mut row = vec![p.partition_index.to_string(), p.status.clone(), format!("{}%", p.progress_percent)];
             if detailed {
                 row.push(
                     p.replicas
                         .iter()
-                        .map(|x| {
-                            format!(
-                                "node{}:{}:{}/{}",
-                                x.node_id, x.status, x.downloaded_bytes, x.total_bytes
-                            )
-                        })
+                        .map(|x| format!("node{}:{}:{}/{}", x.node_id, x.status, x.downloaded_bytes, x.total_bytes))
                         .collect::<Vec<_>>()
                         .join(" "),
                 );
@@ -842,11 +599,8 @@ fn bulk_text(r: &BulkLoadStatusResponse, detailed: bool) -> String {
             row
         })
         .collect();
-    let headers: &[&str] = if detailed {
-        &["partition", "status", "progress", "replicas"]
-    } else {
-        &["partition", "status", "progress"]
-    };
+    let headers: &[&str] =
+        if detailed { &["partition", "status", "progress", "replicas"] } else { &["partition", "status", "progress"] };
     out.push_str("\n\n");
     out.push_str(&table(headers, &rows));
     out

@@ -28,12 +28,7 @@ use exec::Session;
 #[derive(Args, Debug)]
 pub struct ShellArgs {
     /// Meta server addresses, comma separated.
-    #[arg(
-        long,
-        env = "WINGKV_META",
-        default_value = "127.0.0.1:34601",
-        value_delimiter = ','
-    )]
+    #[arg(long, env = "WINGKV_META", default_value = "127.0.0.1:34601", value_delimiter = ',')]
     meta: Vec<String>,
     /// Commands to run (separated by ';'), then exit.
     #[arg(short = 'e', long = "exec")]
@@ -48,20 +43,13 @@ pub struct ShellArgs {
 
 /// Runs `wingkv shell`.
 pub fn run(args: ShellArgs) -> Result<ExitCode> {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     let mut config = ClientConfig::new(args.meta.clone());
     config.request_timeout = Duration::from_secs(args.timeout.max(1));
     let client = rt
         .block_on(Client::with_config(config))
         .map_err(|e| anyhow!("cannot reach the meta servers {}: {e}", args.meta.join(",")))?;
-    let mut shell = Shell {
-        rt,
-        session: Session::new(client),
-        json: args.json,
-    };
+    let mut shell = Shell { rt, session: Session::new(client), json: args.json };
     if let Some(script) = &args.exec {
         return Ok(shell.run_script(std::iter::once(script.clone())));
     }
@@ -103,14 +91,9 @@ impl Shell {
 
     fn interactive(&mut self) -> Result<ExitCode> {
         let names = Arc::new(Mutex::new(Vec::new()));
-        let mut editor =
-            rustyline::Editor::<ShellHelper, rustyline::history::DefaultHistory>::new()?;
-        editor.set_helper(Some(ShellHelper {
-            commands: commands::command_names(),
-            tables: names.clone(),
-        }));
-        let history =
-            std::env::var_os("HOME").map(|h| std::path::PathBuf::from(h).join(".wingkv_history"));
+        let mut editor = rustyline::Editor::<ShellHelper, rustyline::history::DefaultHistory>::new()?;
+        editor.set_helper(Some(ShellHelper { commands: commands::command_names(), tables: names.clone() }));
+        let history = std::env::var_os("HOME").map(|h| std::path::PathBuf::from(h).join(".wingkv_history"));
         if let Some(h) = &history {
             let _ = editor.load_history(h);
         }
@@ -149,16 +132,12 @@ impl Shell {
             let parsed = match Line::try_parse_from(&words) {
                 Ok(p) => p.command,
                 Err(e) => match e.kind() {
-                    clap::error::ErrorKind::DisplayHelp
-                    | clap::error::ErrorKind::DisplayVersion => {
+                    clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => {
                         println!("{e}");
                         continue;
                     }
                     clap::error::ErrorKind::InvalidSubcommand => {
-                        return Err(anyhow!(
-                            "unknown command '{}'; `help` lists the commands",
-                            words[0]
-                        ))
+                        return Err(anyhow!("unknown command '{}'; `help` lists the commands", words[0]))
                     }
                     _ => return Err(anyhow!("{}", e.to_string().trim_end())),
                 },
@@ -219,25 +198,17 @@ impl Completer for ShellHelper {
         _ctx: &rustyline::Context<'_>,
     ) -> rustyline::Result<(usize, Vec<String>)> {
         let before = &line[..pos];
-        let start = before
-            .rfind(char::is_whitespace)
-            .map(|i| i + 1)
-            .unwrap_or(0);
+        let start = before.rfind(char::is_whitespace).map(|i| i + 1).unwrap_or(0);
         let word = &before[start..];
         let words: Vec<&str> = before[..start].split_whitespace().collect();
         let pool: Vec<String> = match words.as_slice() {
             [] => self.commands.clone(),
-            [cmd] if matches!(*cmd, "use" | "app" | "drop") => self
-                .tables
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .clone(),
+            [cmd] if matches!(*cmd, "use" | "app" | "drop") => {
+                self.tables.lock().unwrap_or_else(|p| p.into_inner()).clone()
+            }
             _ => Vec::new(),
         };
-        Ok((
-            start,
-            pool.into_iter().filter(|c| c.starts_with(word)).collect(),
-        ))
+        Ok((start, pool.into_iter().filter(|c| c.starts_with(word)).collect()))
     }
 }
 

@@ -32,11 +32,7 @@ pub fn split_commands(line: &str) -> Result<Vec<String>, String> {
         return Err(format!("unterminated {q} quote"));
     }
     out.push(cur);
-    Ok(out
-        .into_iter()
-        .map(|s| s.trim().to_string())
-        .filter(|s| !s.is_empty())
-        .collect())
+    Ok(out.into_iter().map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect())
 }
 
 /// Splits one command into words; quotes group words and are removed.
@@ -92,10 +88,7 @@ mod tests {
             split_commands("use t; set a b \"c;d\" ;get a b").unwrap(),
             vec!["use t", "set a b \"c;d\"", "get a b"]
         );
-        assert_eq!(
-            split_words("set a 'b c' \"\" x\\x00y").unwrap(),
-            vec!["set", "a", "b c", "", "x\\x00y"]
-        );
+        assert_eq!(split_words("set a 'b c' \"\" x\\x00y").unwrap(), vec!["set", "a", "b c", "", "x\\x00y"]);
         assert!(split_words("set \"a").is_err());
         assert!(split_commands("set 'a").is_err());
     }
