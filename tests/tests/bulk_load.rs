@@ -208,3 +208,78 @@ async fn restarts_during_download_neither_crash_nor_stall_the_job() -> Result<()
     assert_eq!(n, 60_000);
     Ok(())
 }
+
+async fn wait_status(meta: &str, want: &str, timeout: Duration) -> Result<Value> {
+    wait_for(&format!("the bulk load to be {want}"), timeout, || async {
+        let (ok, out, _) = shell(meta, "query_bulk_load_status -a t -d").ok()?;
+        let v: Value = serde_json::from_str(out.trim()).ok().filter(|_| ok)?;
+        (v["status"] == want).then_some(v)
+    })
+    .await
+}
+
+fn leftover_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut left = Vec::new();
+    for r in ["replica1", "replica2", "replica3"] {
+        let replicas = dir.join(r).join("data").join("replica");
+        for entry in std::fs::read_dir(&replicas).into_iter().flatten().flatten() {
+            if let Ok(d) = std::fs::read_dir(entry.path().join("bulk_load")) {
+                left.extend(d.flatten().map(|e| e.path()));
+            }
+        }
+    }
+    left
+}
+
+/// Cancel, pause/restart and a meta crash in the middle of a download.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_pause_restart_and_meta_crash_mid_download() -> Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let dir = tmp.path().join("onebox");
+    let _guard = Guard(dir.clone());
+    let meta = wingkv_tests::onebox::start_with(
+        &dir,
+        "[bulk_load]\ndownload_bytes_per_sec = 1000000\nmin_free_disk_bytes = 0\n",
+    )?;
+    let remote = tmp.path().join("remote");
+    let out = Command::new(bin_path("wingkv"))
+        .args(["bulkgen", "--table", "t", "--partitions", "8", "--generate", "60000", "--value-size", "100", "--root"])
+        .arg(&remote)
+        .output()?;
+    ensure!(out.status.success(), "bulkgen: {}", String::from_utf8_lossy(&out.stderr));
+    let start = format!("start_bulk_load -a t -c onebox -p local -r {}", remote.display());
+    let (ok, _, err) = shell(&meta, &format!("create t -p 8 -r 3; {start}"))?;
+    ensure!(ok, "{err}");
+
+    // Cancel mid-download: CANCELED at once, every local file gone within 5 s.
+    wait_for("download progress", Duration::from_secs(30), || async {
+        (!leftover_files(&dir).is_empty()).then_some(())
+    })
+    .await?;
+    let (ok, out, err) = shell(&meta, "cancel_bulk_load -a t")?;
+    ensure!(ok, "{err}");
+    assert_eq!(serde_json::from_str::<Value>(out.trim())?["status"], "BLS_CANCELED");
+    wait_for("every file of the canceled job to be removed", Duration::from_secs(5), || async {
+        leftover_files(&dir).is_empty().then_some(())
+    })
+    .await?;
+    let (ok, _, err) = shell(&meta, "pause_bulk_load -a t")?;
+    ensure!(!ok && err.contains("BLS_CANCELED"), "pausing a canceled job must be refused: {err}");
+
+    // A new job: pause, restart, then kill -9 the meta in the middle of the download.
+    let (ok, _, err) = shell(&meta, &format!("clear_bulk_load -a t; {start}"))?;
+    ensure!(ok, "{err}");
+    let (ok, _, err) = shell(&meta, "pause_bulk_load -a t")?;
+    ensure!(ok, "{err}");
+    wait_status(&meta, "BLS_PAUSED", Duration::from_secs(30)).await?;
+    let (ok, _, err) = shell(&meta, "restart_bulk_load -a t")?;
+    ensure!(ok, "{err}");
+    wait_status(&meta, "BLS_DOWNLOADING", Duration::from_secs(10)).await?;
+    wingkv_tests::onebox::onebox(&dir, &["kill", "meta1"])?;
+    wait_status(&meta, "BLS_SUCCEED", Duration::from_secs(180)).await?;
+    let client = Client::connect([meta]).await?;
+    let t = client.open_table("t").await?;
+    let n = t.full_scan(ScanOptions { no_value: true, batch_size: 5_000, ..Default::default() }).count().await;
+    assert_eq!(n, 60_000);
+    Ok(())
+}
