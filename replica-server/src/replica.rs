@@ -337,7 +337,11 @@ impl Replica {
         let (true, Some(files)) = (all_ready, files) else {
             return Ok(BulkLoadResponse { replicas, ingested: false });
         };
-        self.propose(Command::IngestSst { source: source.clone(), files, ingest_behind }).await?;
+        if let (CommandResponse::Refused(reason), _) =
+            self.propose(Command::IngestSst { source: source.clone(), files, ingest_behind }).await?
+        {
+            return Err(WingError::Corruption(reason));
+        }
         tracing::info!(partition = %self.id, job = source.job_id, "bulk-load files ingested");
         Ok(BulkLoadResponse { replicas, ingested: true })
     }

@@ -89,7 +89,7 @@ impl PartitionStateMachine {
                 }
             };
             if status.state != LoaderState::Downloaded || loader.downloaded_files().as_deref() != Some(files) {
-                return Err(WingError::Corruption(format!(
+                return Err(WingError::Unavailable(format!(
                     "job {}: cannot fetch the files to ingest again from {}: {:?}",
                     source.job_id, source.partition_dir, status.state
                 )));
@@ -155,10 +155,26 @@ impl RaftStateMachine<PartitionRaftConfig> for PartitionStateMachine {
                     // after it, at the same log index on every replica.
                     let before = std::mem::replace(&mut view, BatchView::new(&self.db));
                     self.write_applied(before.into_batch(), last.take(), membership.take())?;
-                    self.ingest(&source, &files, ingest_behind)
-                        .await
-                        .map_err(|e| StorageIOError::apply(entry.log_id, AnyError::error(e)))?;
-                    CommandResponse::Done
+                    let apply_err = |e: WingError| StorageIOError::apply(entry.log_id, AnyError::error(e));
+                    // A job is ingested once: a second proposal (a new primary retrying) is a
+                    // no-op, so it cannot put old rows over newer writes.
+                    if is_ingested(&self.db, source.job_id).map_err(apply_err)? {
+                        CommandResponse::Done
+                    } else {
+                        match self.ingest(&source, &files, ingest_behind).await {
+                            Ok(()) => {
+                                let mut marker = rocksdb::WriteBatch::default();
+                                let applied = cf(&self.db, CF_APPLIED).map_err(write_err)?;
+                                marker.put_cf(applied, ingested_key(source.job_id), b"");
+                                self.write_applied(marker, Some(entry.log_id), None)?;
+                                CommandResponse::Done
+                            }
+                            // RocksDB rejected the files themselves: the same on every replica
+                            // (same md5), nothing was ingested, and the partition goes on.
+                            Err(WingError::Corruption(reason)) => CommandResponse::Refused(reason),
+                            Err(e) => return Err(apply_err(e).into()),
+                        }
+                    }
                 }
                 EntryPayload::Normal(cmd) => {
                     view.apply(&cmd).map_err(|e| StorageIOError::apply(entry.log_id, AnyError::error(e)))?

@@ -283,3 +283,64 @@ async fn cancel_pause_restart_and_meta_crash_mid_download() -> Result<()> {
     assert_eq!(n, 60_000);
     Ok(())
 }
+
+/// Writes a hand-made layout for table `table` (1 partition) whose file is `content`, with
+/// metadata claiming `md5`.
+fn hand_made_layout(root: &std::path::Path, table: &str, content: &[u8], md5: &str) -> Result<()> {
+    let dir = root.join("onebox").join(table);
+    std::fs::create_dir_all(dir.join("0"))?;
+    std::fs::write(dir.join("bulk_load_info"), format!(r#"{{"app_name":"{table}","partition_count":1}}"#))?;
+    std::fs::write(dir.join("0").join("0.sst"), content)?;
+    let meta = format!(
+        r#"{{"files":[{{"name":"0.sst","size":{},"md5":"{md5}"}}],"file_total_size":{}}}"#,
+        content.len(),
+        content.len()
+    );
+    std::fs::write(dir.join("0").join("bulk_load_metadata"), meta)?;
+    Ok(())
+}
+
+/// Bad files fail the job with a reason naming the problem; the table keeps its data and takes
+/// writes; a dropped table's job answers TableDropped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_files_fail_the_job_and_leave_the_table_intact() -> Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let dir = tmp.path().join("onebox");
+    let _guard = Guard(dir.clone());
+    let meta = wingkv_tests::onebox::start(&dir)?;
+    let remote = tmp.path().join("remote");
+    let junk = b"definitely not an sst file".to_vec();
+    let junk_md5 = wingkv_common::bulk_load::md5_hex(&junk);
+    hand_made_layout(&remote, "notsst", &junk, &junk_md5)?;
+    hand_made_layout(&remote, "badmd5", &junk, &"0".repeat(32))?;
+    let root = remote.display().to_string();
+    for (table, want) in [("notsst", "not an SST"), ("badmd5", "md5")] {
+        let (ok, _, err) = shell(&meta, &format!("create {table} -p 1 -r 3; use {table}; set k s before"))?;
+        ensure!(ok, "{err}");
+        let (ok, _, err) = shell(&meta, &format!("start_bulk_load -a {table} -c onebox -p local -r {root}"))?;
+        ensure!(ok, "{err}");
+        let v = wait_for(&format!("{table} to fail"), Duration::from_secs(60), || async {
+            let (ok, out, _) = shell(&meta, &format!("query_bulk_load_status -a {table}")).ok()?;
+            let v: Value = serde_json::from_str(out.trim()).ok().filter(|_| ok)?;
+            (v["status"] == "BLS_FAILED").then_some(v)
+        })
+        .await?;
+        ensure!(v["reason"].as_str().is_some_and(|r| r.contains(want)), "{table}: reason does not say '{want}': {v}");
+        let (ok, out, err) = shell(&meta, &format!("use {table}; get k s; set k s2 after; get k s2"))?;
+        ensure!(ok && out.contains("before") && out.contains("after"), "{table} not intact: {out}{err}");
+    }
+    // Dropping a table cancels its job; queries then answer TableDropped.
+    let small = tmp.path().join("small");
+    let out = Command::new(bin_path("wingkv"))
+        .args(["bulkgen", "--table", "gone", "--partitions", "1", "--generate", "10", "--root"])
+        .arg(&small)
+        .output()?;
+    ensure!(out.status.success());
+    let script =
+        format!("create gone -p 1 -r 3; start_bulk_load -a gone -c onebox -p local -r {}; drop gone", small.display());
+    let (ok, _, err) = shell(&meta, &script)?;
+    ensure!(ok, "{err}");
+    let (ok, _, err) = shell(&meta, "query_bulk_load_status -a gone")?;
+    ensure!(!ok && err.contains("table dropped"), "a dropped table's job must answer TableDropped: {err}");
+    Ok(())
+}

@@ -125,7 +125,34 @@ async fn fetch(
     if !got.eq_ignore_ascii_case(&expected.md5) {
         return Err(WingError::Corruption(format!("{remote} has md5 {got}; its metadata says {}", expected.md5)));
     }
-    Ok(())
+    check_sst_footer(tmp, remote).await
+}
+
+/// Magic numbers that end a RocksDB table file (block-based, legacy block-based, plain).
+const SST_MAGIC: [u64; 3] = [0x88e2_41b7_85f4_cff7, 0xdb47_7524_8b80_fb57, 0x8242_2296_63bf_9564];
+
+/// Refuses a file that does not end like an SST, before it can reach an ingestion (where a bad
+/// file would fail on every replica at once).
+async fn check_sst_footer(path: &Path, remote: &object_store::path::Path) -> Result<(), WingError> {
+    use tokio::io::{AsyncReadExt, AsyncSeekExt};
+    let mut f =
+        tokio::fs::File::open(path).await.map_err(|e| WingError::Storage(format!("open {}: {e}", path.display())))?;
+    let len = f.metadata().await.map_err(|e| WingError::Storage(e.to_string()))?.len();
+    if len == 0 {
+        return Ok(());
+    }
+    let not_sst = || WingError::Corruption(format!("{remote} is not an SST file"));
+    if len < 8 {
+        return Err(not_sst());
+    }
+    let mut tail = [0u8; 8];
+    f.seek(std::io::SeekFrom::Start(len - 8)).await.map_err(|e| WingError::Storage(e.to_string()))?;
+    f.read_exact(&mut tail).await.map_err(|e| WingError::Storage(e.to_string()))?;
+    if SST_MAGIC.contains(&u64::from_le_bytes(tail)) {
+        Ok(())
+    } else {
+        Err(not_sst())
+    }
 }
 
 /// Maps a provider error: a missing object is a clear, permanent error; the rest may pass.

@@ -15,6 +15,7 @@ pub fn files_present(dir: &Path, files: &[FileMeta]) -> bool {
 }
 
 /// Ingests `files` from `dir` into the data column family of `db`, atomically (all or none).
+/// Bad files are `Corruption` (the same on every replica); anything else is `Storage`.
 /// The files are moved into the DB. `ingest_behind` puts the rows below all existing data (the
 /// DB must have been opened with `allow_ingest_behind`).
 pub fn ingest_files(db: &DB, dir: &Path, files: &[FileMeta], ingest_behind: bool) -> Result<(), WingError> {
@@ -26,6 +27,13 @@ pub fn ingest_files(db: &DB, dir: &Path, files: &[FileMeta], ingest_behind: bool
     opts.set_move_files(true);
     opts.set_ingest_behind(ingest_behind);
     db.ingest_external_file_cf_opts(data_cf(db)?, &opts, paths).map_err(|e| {
-        WingError::Corruption(format!("cannot ingest the bulk-load files in {}: {}", dir.display(), e.into_string()))
+        let msg = format!("cannot ingest the bulk-load files in {}: {}", dir.display(), e.clone().into_string());
+        match e.kind() {
+            // The files themselves are bad: every replica (same md5) fails the same way.
+            rocksdb::ErrorKind::Corruption | rocksdb::ErrorKind::InvalidArgument | rocksdb::ErrorKind::NotSupported => {
+                WingError::Corruption(msg)
+            }
+            _ => WingError::Storage(msg),
+        }
     })
 }

@@ -314,6 +314,10 @@ mod tests {
         let pdir = object_store::path::Path::from("bl/c/t/0");
         let mut meta = BulkLoadMetadata::default();
         for (name, content) in files {
+            // Test files end like an SST, as the download check requires.
+            let mut content = content.clone();
+            content.extend_from_slice(&0x88e2_41b7_85f4_cff7u64.to_le_bytes());
+            let content = &content;
             store.put(&pdir.child(*name), content.clone().into()).await.unwrap();
             meta.files.push(FileMeta { name: name.to_string(), size: content.len() as u64, md5: md5_hex(content) });
             meta.file_total_size += content.len() as u64;
@@ -353,9 +357,9 @@ mod tests {
         let loader = BulkLoader::start(source(7), replica.path(), r.store.clone(), limits(0));
         let s = settle(&loader).await;
         assert_eq!(s.state, LoaderState::Downloaded);
-        assert_eq!((s.downloaded_bytes, s.total_bytes, s.live_tasks), (100_005, 100_005, 0));
+        assert_eq!((s.downloaded_bytes, s.total_bytes, s.live_tasks), (100_021, 100_021, 0));
         assert_eq!(loader.downloaded_files().unwrap().len(), 2);
-        assert_eq!(std::fs::read(replica.path().join("bulk_load/7/1.sst")).unwrap(), vec![2; 5]);
+        assert_eq!(std::fs::read(replica.path().join("bulk_load/7/1.sst")).unwrap()[..5], [2; 5]);
         let dir = loader.dir().to_path_buf();
         loader.clear().await;
         assert!(!dir.exists());
@@ -397,6 +401,24 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_file_that_is_not_an_sst_is_refused_at_download() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = ProviderConfig { local_root: dir.path().to_path_buf(), ..Default::default() };
+        let store = open_provider("local", &cfg).unwrap();
+        let pdir = object_store::path::Path::from("bl/c/t/0");
+        let junk = b"this is not a table file at all".to_vec();
+        store.put(&pdir.child("0.sst"), junk.clone().into()).await.unwrap();
+        let meta = BulkLoadMetadata {
+            files: vec![FileMeta { name: "0.sst".into(), size: junk.len() as u64, md5: md5_hex(&junk) }],
+            file_total_size: junk.len() as u64,
+        };
+        store.put(&pdir.child(BULK_LOAD_METADATA), serde_json::to_vec(&meta).unwrap().into()).await.unwrap();
+        let replica = tempfile::tempdir().unwrap();
+        let loader = BulkLoader::start(source(8), replica.path(), store, limits(0));
+        assert!(matches!(settle(&loader).await.state, LoaderState::Failed(ref m) if m.contains("not an SST")));
+    }
+
+    #[tokio::test]
     async fn clear_during_download_ends_every_task_before_removing_files() {
         let r = remote(&[("0.sst", vec![3; 400_000]), ("1.sst", vec![4; 400_000])], |_| {}).await;
         let replica = tempfile::tempdir().unwrap();
@@ -428,6 +450,6 @@ mod tests {
         drop(first);
         let again = BulkLoader::start(source(5), replica.path(), r.store.clone(), limits(0));
         let s = settle(&again).await;
-        assert_eq!((s.state, s.downloaded_bytes), (LoaderState::Downloaded, 10_000));
+        assert_eq!((s.state, s.downloaded_bytes), (LoaderState::Downloaded, 10_008));
     }
 }

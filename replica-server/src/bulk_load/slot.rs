@@ -49,9 +49,9 @@ impl BulkLoadSlot {
             BulkLoadAction::BlDownload | BulkLoadAction::BlIngest => {
                 let restart = match cur.as_ref() {
                     None => true,
-                    Some(c) => {
-                        c.paused || matches!(c.loader.status().state, LoaderState::Failed(_) | LoaderState::Canceled)
-                    }
+                    // A failure stays visible until the meta decides (it fails the job); only a
+                    // paused or interrupted attempt starts again.
+                    Some(c) => c.paused || c.loader.status().state == LoaderState::Canceled,
                 };
                 if restart {
                     if let Some(old) = cur.take() {
