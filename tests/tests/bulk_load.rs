@@ -168,7 +168,9 @@ fn throttled_onebox_with_layout() -> Result<(tempfile::TempDir, std::path::PathB
 /// process dies on its own, the job still succeeds, and no file of an abandoned attempt stays.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restarts_during_download_neither_crash_nor_stall_the_job() -> Result<()> {
-    let cycles: usize = std::env::var("WINGKV_SEED_CYCLES").ok().and_then(|v| v.parse().ok()).unwrap_or(20);
+    // 20 cycles in CI; `./run.sh test --long` runs 100; WINGKV_SEED_CYCLES picks any number.
+    let default = if std::env::var_os("WINGKV_LONG_TESTS").is_some() { 100 } else { 20 };
+    let cycles: usize = std::env::var("WINGKV_SEED_CYCLES").ok().and_then(|v| v.parse().ok()).unwrap_or(default);
     let (_tmp, dir, meta, remote) = throttled_onebox_with_layout()?;
     let _guard = Guard(dir.clone());
     let root = remote.display().to_string();
