@@ -28,7 +28,9 @@ USAGE
 ensure_deps() {
     local need=()
     command -v clang >/dev/null 2>&1 || need+=(clang)
-    if ! ls /usr/lib/llvm-*/lib/libclang*.so* /usr/lib/*/libclang*.so* >/dev/null 2>&1; then
+    # bindgen loads libclang.so / libclang-N.so (not libclang-cpp, which clang alone brings).
+    if ! compgen -G '/usr/lib/llvm-*/lib/libclang.so*' >/dev/null &&
+        ! compgen -G '/usr/lib/*/libclang-[0-9]*.so*' >/dev/null; then
         need+=(libclang-dev)
     fi
     command -v c++ >/dev/null 2>&1 || need+=(g++)
@@ -43,6 +45,22 @@ ensure_deps() {
     if ! command -v cargo >/dev/null 2>&1; then
         echo "run.sh: cargo is missing; install Rust from https://rustup.rs first" >&2
         exit 1
+    fi
+}
+
+# Installs moto, the local S3-compatible server the s3-provider test starts on loopback.
+ensure_test_deps() {
+    if ! command -v python3 >/dev/null 2>&1; then
+        echo "run.sh: installing python3 and pip (for moto)" >&2
+        local sudo=""
+        [ "$(id -u)" -eq 0 ] || sudo="sudo"
+        $sudo apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq python3 python3-pip
+    fi
+    if ! python3 -c 'import moto.server' >/dev/null 2>&1; then
+        echo "run.sh: installing moto[server] (local S3 server for the s3 provider test)" >&2
+        python3 -m pip install -q 'moto[server]' ||
+            python3 -m pip install -q --break-system-packages 'moto[server]'
     fi
 }
 
@@ -63,6 +81,7 @@ cmd_test() {
         export WINGKV_LONG_TESTS=1
         shift
     fi
+    ensure_test_deps
     cmd_lint
     # Integration tests start the server binaries from the same target dir.
     cargo build -j"$JOBS" --workspace --bins

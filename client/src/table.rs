@@ -133,6 +133,8 @@ impl Table {
         let timeout = self.client.config.request_timeout;
         let deadline = Instant::now() + timeout;
         let mut backoff = self.client.config.backoff.start();
+        // The last answer a server gave: what the caller sees when the deadline ends a retry.
+        let mut last_answer: Option<WingError> = None;
         loop {
             let cfg = self.configuration();
             let pid = PartitionId::new(cfg.app_id, pidx);
@@ -146,7 +148,12 @@ impl Table {
                         match tokio::time::timeout(left, op(DataClient::new(channel), pid)).await {
                             Ok(Ok(resp)) => return Ok(resp.into_inner()),
                             Ok(Err(status)) => WingError::from_status(&status),
-                            Err(_) => WingError::Timeout(format!("partition {pid} did not answer within {timeout:?}")),
+                            // Cut by the deadline while the server was holding it back (throttled):
+                            // that is what it answered before.
+                            Err(_) => match last_answer.take() {
+                                Some(busy @ WingError::Busy(_)) => busy,
+                                _ => WingError::Timeout(format!("partition {pid} did not answer within {timeout:?}")),
+                            },
                         }
                     }
                 },
@@ -156,14 +163,18 @@ impl Table {
             if !retry {
                 return Err(err);
             }
-            let delay = backoff.next_delay();
-            if Instant::now() + delay >= deadline {
+            // Retries go on until the deadline itself (the last wait is cut to fit it), so a
+            // throttled write fails only once its whole deadline is spent.
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
                 return Err(match err {
                     WingError::Timeout(_) | WingError::Busy(_) => err,
                     other => WingError::Timeout(format!("gave up after {timeout:?}: {other}")),
                 });
             }
+            let delay = backoff.next_delay().min(left);
             tracing::debug!(partition = %pid, "retrying after {err}");
+            last_answer = Some(err);
             tokio::time::sleep(delay).await;
             if let Err(e) = self.refresh().await {
                 if e.code() == ErrorCode::TableNotFound {

@@ -17,6 +17,7 @@ pub mod provider;
 pub mod raft;
 pub mod report;
 pub mod telemetry;
+pub mod throttling;
 pub mod value;
 
 pub use error::{ErrorCode, WingError};

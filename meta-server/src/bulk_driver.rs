@@ -1,14 +1,136 @@
-//! The meta leader's bulk-load driver: each reconcile tick moves every live job forward by
-//! asking each partition's primary to act on its group, and records what changed.
+//! The meta leader's bulk-load driver: its own loop moves every live job forward by asking each
+//! partition's primary (all partitions at once) to act on its group, and records what changed.
+//!
+//! A bulk load never gets stuck here: a call that fails (the primary is busy, throttled,
+//! unreachable, or there is none yet) is retried after an exponential backoff with jitter, for
+//! as long as the job lives; the attempt count, the backoff and the last error are visible in
+//! `query_bulk_load_status`. A partition whose status and progress have not moved for
+//! `bulk_load_stall_timeout_ms` is marked stalled and re-driven at once (to whichever replica is
+//! primary now). Only a bad file (the replicas' verification, or RocksDB refusing the ingestion)
+//! fails a job.
 
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use wingkv_common::{PartitionId, WingError};
+use futures::future::join_all;
+use tokio_util::sync::CancellationToken;
+use wingkv_common::backoff::Backoff;
+use wingkv_common::{ErrorCode, PartitionId, WingError};
 use wingkv_proto::replica_admin::{BulkLoadAction, BulkLoadJobSpec, BulkLoadRequest, BulkLoadResponse};
 
 use crate::bulk_load::{BulkLoadJob, BulkLoadStatus};
 use crate::catalog::{AppState, MetaCommand};
-use crate::node::MetaNode;
+use crate::node::{now_ms, MetaNode};
+
+/// The driver's state of one partition of a running job.
+#[derive(Debug, Clone)]
+pub struct PartitionDrive {
+    job_id: u64,
+    backoff: Backoff,
+    /// No call before this instant (the backoff after a failure).
+    next_at: Instant,
+    /// The delay before `next_at` (0 after a success).
+    delay: Duration,
+    /// The last failure, cleared by a success.
+    last_error: String,
+    /// What the partition looked like when it last moved, and when that was.
+    fingerprint: String,
+    moved_at: Instant,
+    moved_at_ms: u64,
+    /// When the partition was last re-driven for a stall.
+    redriven_at: Option<Instant>,
+    /// Its replicas stopped and removed the files of this (canceled or failed) job.
+    cleaned: bool,
+}
+
+impl PartitionDrive {
+    fn new(job_id: u64, node: &MetaNode) -> Self {
+        let now = Instant::now();
+        Self {
+            job_id,
+            backoff: node.config.bulk_load_retry.start(),
+            next_at: now,
+            delay: Duration::ZERO,
+            last_error: String::new(),
+            fingerprint: String::new(),
+            moved_at: now,
+            moved_at_ms: now_ms(),
+            redriven_at: None,
+            cleaned: false,
+        }
+    }
+
+    /// The job this state belongs to.
+    pub fn job_id(&self) -> u64 {
+        self.job_id
+    }
+
+    /// Transient failures in a row.
+    pub fn attempts(&self) -> u32 {
+        self.backoff.attempts()
+    }
+
+    /// The backoff before the next call (0 when none is pending).
+    pub fn backoff_ms(&self) -> u64 {
+        if Instant::now() < self.next_at {
+            self.delay.as_millis() as u64
+        } else {
+            0
+        }
+    }
+
+    /// The last transient failure.
+    pub fn last_error(&self) -> &str {
+        &self.last_error
+    }
+
+    /// Unix ms since which the partition has not moved, when that is longer than `stall`.
+    pub fn stalled_since_ms(&self, stall: Duration) -> Option<u64> {
+        (self.moved_at.elapsed() >= stall).then_some(self.moved_at_ms)
+    }
+}
+
+/// Runs the driver until `cancel` fires; it acts only while this meta is the leader.
+pub async fn run(node: Arc<MetaNode>, cancel: CancellationToken) {
+    let mut tick = tokio::time::interval(Duration::from_millis(node.config.reconcile_interval_ms.max(50)));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut leading = false;
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => break,
+            _ = tick.tick() => {}
+        }
+        if !node.is_leader() {
+            if leading {
+                // The next leadership starts afresh: every partition is driven at once.
+                node.bulk_drive.lock().unwrap_or_else(|e| e.into_inner()).clear();
+                node.bulk_cleaned.lock().unwrap_or_else(|e| e.into_inner()).clear();
+            }
+            leading = false;
+            continue;
+        }
+        leading = true;
+        let catalog = node.catalog();
+        for (app_id, job) in &catalog.bulk_loads {
+            if let Some(app) = catalog.apps.get(app_id) {
+                tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    _ = drive(&node, app, job) => {}
+                }
+            }
+        }
+        // Forget partitions of jobs that are over (and cleaned up, where that is due).
+        let cleaned = node.bulk_cleaned.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        node.bulk_drive.lock().unwrap_or_else(|e| e.into_inner()).retain(|pid, d| {
+            catalog.bulk_loads.get(&pid.app_id).is_some_and(|j| {
+                j.job_id == d.job_id
+                    && (!j.status.is_terminal()
+                        || (matches!(j.status, BulkLoadStatus::Canceled | BulkLoadStatus::Failed)
+                            && !cleaned.contains(&j.job_id)))
+            })
+        });
+    }
+}
 
 async fn call_primary(
     node: &MetaNode,
@@ -44,6 +166,104 @@ async fn call_primary(
     Ok(resp)
 }
 
+/// Calls partition `pidx`'s primary unless its backoff is pending (then `None`), and records
+/// the outcome: a success resets the backoff, a failure grows it.
+async fn attempt(
+    node: &MetaNode,
+    app: &AppState,
+    job: &BulkLoadJob,
+    pidx: u32,
+    action: BulkLoadAction,
+) -> Option<Result<BulkLoadResponse, WingError>> {
+    let pid = PartitionId::new(app.app_id, pidx);
+    {
+        let mut drives = node.bulk_drive.lock().unwrap_or_else(|e| e.into_inner());
+        let d = drives.entry(pid).or_insert_with(|| PartitionDrive::new(job.job_id, node));
+        if d.job_id != job.job_id {
+            *d = PartitionDrive::new(job.job_id, node);
+        }
+        if Instant::now() < d.next_at {
+            return None;
+        }
+    }
+    let result = call_primary(node, app, job, pidx, action).await;
+    // A replica the primary could not reach holds the partition back as much as an unreachable
+    // primary does: back off the same way (the answer's progress is recorded all the same).
+    let unreachable = match &result {
+        Ok(r) => r
+            .replicas
+            .iter()
+            .find(|x| x.status == "BLS_UNKNOWN")
+            .map(|x| WingError::Unavailable(format!("node {}: {}", x.node_id, x.reason))),
+        Err(_) => None,
+    };
+    let mut drives = node.bulk_drive.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(d) = drives.get_mut(&pid) {
+        match result.as_ref().err().or(unreachable.as_ref()) {
+            None => {
+                d.backoff.reset();
+                d.delay = Duration::ZERO;
+                d.last_error.clear();
+            }
+            Some(e) => {
+                d.delay = d.backoff.next_delay();
+                d.next_at = Instant::now() + d.delay;
+                d.last_error = e.to_string();
+                tracing::info!(
+                    partition = %pid,
+                    job = job.job_id,
+                    attempt = d.backoff.attempts(),
+                    backoff = ?d.delay,
+                    "bulk-load call to the primary failed; retrying after the backoff: {e}"
+                );
+            }
+        }
+    }
+    Some(result)
+}
+
+/// Notes what partition `pidx` looks like now; one that has not moved for the stall timeout is
+/// re-driven at once (its backoff is cut short, once per stall timeout).
+fn observe(node: &MetaNode, app: &AppState, job: &BulkLoadJob, pidx: u32) {
+    let pid = PartitionId::new(app.app_id, pidx);
+    let status = job.partitions.get(pidx as usize).map(|s| s.as_str()).unwrap_or_default();
+    let fingerprint = {
+        let progress = node.bulk_progress.lock().unwrap_or_else(|e| e.into_inner());
+        let replicas = progress.get(&pid).map(Vec::as_slice).unwrap_or_default();
+        let mut f = format!("{}:{status}", job.job_id);
+        for r in replicas {
+            f.push_str(&format!(" {}:{}:{}", r.node_id, r.status, r.downloaded_bytes));
+        }
+        f
+    };
+    let stall = Duration::from_millis(node.config.bulk_load_stall_timeout_ms.max(1));
+    let mut drives = node.bulk_drive.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(d) = drives.get_mut(&pid).filter(|d| d.job_id == job.job_id) else {
+        return;
+    };
+    let now = Instant::now();
+    if d.fingerprint != fingerprint {
+        d.fingerprint = fingerprint;
+        d.moved_at = now;
+        d.moved_at_ms = now_ms();
+        d.redriven_at = None;
+        return;
+    }
+    let due = d.redriven_at.is_none_or(|at| now.duration_since(at) >= stall);
+    if now.duration_since(d.moved_at) >= stall && due {
+        tracing::warn!(
+            partition = %pid,
+            job = job.job_id,
+            status,
+            "bulk load stalled for {:?}: re-driving it",
+            now.duration_since(d.moved_at)
+        );
+        // Cut the wait short; the attempt count stays, so the status still shows the history.
+        d.redriven_at = Some(now);
+        d.next_at = now;
+    }
+}
+
 async fn set(
     node: &MetaNode,
     app: &AppState,
@@ -67,79 +287,91 @@ async fn set(
     }
 }
 
+/// The partitions of `job` not yet in `done`.
+fn pending(job: &BulkLoadJob, done: BulkLoadStatus) -> Vec<u32> {
+    job.partitions.iter().enumerate().filter(|(_, s)| **s != done).map(|(i, _)| i as u32).collect()
+}
+
 /// Moves `job` of `app` forward by one step where it can.
 pub async fn drive(node: &MetaNode, app: &AppState, job: &BulkLoadJob) {
     use BulkLoadStatus::*;
     match job.status {
         Downloading => {
-            let mut all = true;
-            for (pidx, status) in job.partitions.iter().enumerate() {
-                if *status == Downloaded {
-                    continue;
-                }
-                all = false;
-                // Transient failures (no primary, Busy, unreachable) are retried next tick.
-                let Ok(r) = call_primary(node, app, job, pidx as u32, BulkLoadAction::BlDownload).await else {
-                    continue;
-                };
+            let todo = pending(job, Downloaded);
+            if todo.is_empty() {
+                set(node, app, job, None, Ingesting, String::new()).await;
+                return;
+            }
+            let calls = todo.iter().map(|&p| attempt(node, app, job, p, BulkLoadAction::BlDownload));
+            let results = join_all(calls).await;
+            for (&pidx, result) in todo.iter().zip(results) {
+                observe(node, app, job, pidx);
+                let Some(Ok(r)) = result else { continue };
                 if let Some(f) = r.replicas.iter().find(|x| x.status == "BLS_FAILED") {
                     let reason = format!("partition {}.{pidx} on node {}: {}", app.app_id, f.node_id, f.reason);
                     set(node, app, job, None, Failed, reason).await;
                     return;
                 }
-                let members = app.partitions.get(pidx).map(|p| p.members.len()).unwrap_or(0);
+                let members = app.partitions.get(pidx as usize).map(|p| p.members.len()).unwrap_or(0);
                 if r.replicas.len() >= members
                     && r.replicas.iter().all(|x| x.status == "BLS_DOWNLOADED" || x.status == "BLS_SUCCEED")
                 {
-                    set(node, app, job, Some(pidx as u32), Downloaded, String::new()).await;
+                    set(node, app, job, Some(pidx), Downloaded, String::new()).await;
                 }
-            }
-            if all {
-                set(node, app, job, None, Ingesting, String::new()).await;
             }
         }
         Ingesting => {
-            let mut all = true;
-            for (pidx, status) in job.partitions.iter().enumerate() {
-                if *status == Succeed {
-                    continue;
-                }
-                all = false;
-                match call_primary(node, app, job, pidx as u32, BulkLoadAction::BlIngest).await {
-                    Ok(r) if r.ingested => set(node, app, job, Some(pidx as u32), Succeed, String::new()).await,
-                    Ok(_) => {}
-                    Err(e) if e.code() == wingkv_common::ErrorCode::Corruption => {
+            let todo = pending(job, Succeed);
+            if todo.is_empty() {
+                set(node, app, job, None, Succeed, String::new()).await;
+                return;
+            }
+            let calls = todo.iter().map(|&p| attempt(node, app, job, p, BulkLoadAction::BlIngest));
+            let results = join_all(calls).await;
+            for (&pidx, result) in todo.iter().zip(results) {
+                observe(node, app, job, pidx);
+                match result {
+                    Some(Ok(r)) if r.ingested => set(node, app, job, Some(pidx), Succeed, String::new()).await,
+                    // RocksDB refused the files themselves: the same on every replica.
+                    Some(Err(e)) if e.code() == ErrorCode::Corruption => {
                         let reason = format!("partition {}.{pidx}: ingestion failed: {e}", app.app_id);
                         set(node, app, job, None, Failed, reason).await;
                         return;
                     }
-                    Err(e) => {
-                        tracing::debug!(table = %app.name, "ingest of partition {pidx} not done yet: {e}")
-                    }
+                    _ => {}
                 }
-            }
-            if all {
-                set(node, app, job, None, Succeed, String::new()).await;
             }
         }
         Pausing => {
-            let mut paused = true;
-            for pidx in 0..job.partitions.len() as u32 {
-                paused &= call_primary(node, app, job, pidx, BulkLoadAction::BlPause).await.is_ok();
-            }
+            let todo: Vec<u32> = (0..job.partitions.len() as u32).collect();
+            let calls = todo.iter().map(|&p| attempt(node, app, job, p, BulkLoadAction::BlPause));
+            let paused = join_all(calls).await.iter().all(|r| matches!(r, Some(Ok(_))));
             if paused {
                 set(node, app, job, None, Paused, String::new()).await;
             }
         }
         Canceled | Failed => {
-            // Tell every replica to stop and remove the job's files, once per leadership.
-            if !node.bulk_cleaned.lock().unwrap_or_else(|e| e.into_inner()).insert(job.job_id) {
+            // Every replica stops and removes the job's files; retried with backoff until each
+            // partition's primary has done it, once per leadership.
+            if node.bulk_cleaned.lock().unwrap_or_else(|e| e.into_inner()).contains(&job.job_id) {
                 return;
             }
-            for pidx in 0..job.partitions.len() as u32 {
-                if let Err(e) = call_primary(node, app, job, pidx, BulkLoadAction::BlCancel).await {
-                    tracing::warn!(table = %app.name, job = job.job_id, "cannot clean partition {pidx}: {e}");
+            let is_cleaned = |p: u32| {
+                let drives = node.bulk_drive.lock().unwrap_or_else(|e| e.into_inner());
+                drives.get(&PartitionId::new(app.app_id, p)).is_some_and(|d| d.job_id == job.job_id && d.cleaned)
+            };
+            let todo: Vec<u32> = (0..job.partitions.len() as u32).filter(|&p| !is_cleaned(p)).collect();
+            let calls = todo.iter().map(|&p| attempt(node, app, job, p, BulkLoadAction::BlCancel));
+            for (&pidx, r) in todo.iter().zip(join_all(calls).await) {
+                if let Some(Ok(_)) = r {
+                    let mut drives = node.bulk_drive.lock().unwrap_or_else(|e| e.into_inner());
+                    if let Some(d) = drives.get_mut(&PartitionId::new(app.app_id, pidx)) {
+                        d.cleaned = true;
+                    }
                 }
+            }
+            if (0..job.partitions.len() as u32).all(is_cleaned) {
+                node.bulk_cleaned.lock().unwrap_or_else(|e| e.into_inner()).insert(job.job_id);
             }
         }
         Invalid | Downloaded | Succeed | Paused => {}

@@ -44,6 +44,12 @@ pub struct MetaServerConfig {
     pub raft_election_timeout_ms: u64,
     /// Where bulk-load providers point (the meta reads `bulk_load_info` before a job starts).
     pub bulk_load_provider: wingkv_common::provider::ProviderConfig,
+    /// Backoff of the bulk-load driver's calls to a partition's primary that fail transiently
+    /// (Busy, throttled, unavailable): retried for as long as the job lives.
+    pub bulk_load_retry: wingkv_common::backoff::BackoffPolicy,
+    /// A partition of a running bulk load whose status and progress have not moved this long
+    /// is shown as stalled and re-driven at once.
+    pub bulk_load_stall_timeout_ms: u64,
 }
 
 impl Default for MetaServerConfig {
@@ -62,6 +68,8 @@ impl Default for MetaServerConfig {
             raft_heartbeat_ms: 200,
             raft_election_timeout_ms: 1_000,
             bulk_load_provider: Default::default(),
+            bulk_load_retry: Default::default(),
+            bulk_load_stall_timeout_ms: 60_000,
         }
     }
 }

@@ -48,6 +48,9 @@ pub struct MetaNode {
         Mutex<std::collections::HashMap<PartitionId, Vec<wingkv_proto::replica_admin::ReplicaBulkLoadState>>>,
     /// Finished jobs whose replicas were told to clean up.
     pub bulk_cleaned: Mutex<HashSet<u64>>,
+    /// The driver's retry and stall state of each partition of a running job (volatile: a new
+    /// leader starts afresh, and re-drives every partition at once).
+    pub bulk_drive: Mutex<std::collections::HashMap<PartitionId, crate::bulk_driver::PartitionDrive>>,
     reads: ReadBarrier,
 }
 
@@ -71,6 +74,7 @@ impl MetaNode {
             repairs: Mutex::new(HashSet::new()),
             bulk_progress: Mutex::new(Default::default()),
             bulk_cleaned: Mutex::new(HashSet::new()),
+            bulk_drive: Mutex::new(Default::default()),
             reads,
         }
     }

@@ -134,11 +134,6 @@ pub async fn run(node: Arc<MetaNode>, cancel: CancellationToken) {
 
 async fn reconcile_once(node: &Arc<MetaNode>, repairs: &mut JoinSet<()>) {
     let catalog = node.catalog();
-    for (app_id, job) in &catalog.bulk_loads {
-        if let Some(app) = catalog.apps.get(app_id) {
-            crate::bulk_driver::drive(node, app, job).await;
-        }
-    }
     let alive: Vec<u64> =
         catalog.nodes.keys().copied().filter(|n| node.liveness.state(*n) == NodeState::Alive).collect();
     let now = now_ms();

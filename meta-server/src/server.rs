@@ -92,6 +92,8 @@ impl MetaServer {
         let tasks = TaskTracker::new();
         let node = Arc::new(MetaNode::new(Arc::new(config.clone()), raft, data, pool, &tasks, shutdown.clone()));
         tasks.spawn(reconcile::run(node.clone(), shutdown.clone()));
+        // Its own loop: a slow primary (an ingestion takes long) never delays repairs.
+        tasks.spawn(crate::bulk_driver::run(node.clone(), shutdown.clone()));
 
         let router = tonic::transport::Server::builder()
             .tcp_nodelay(true)

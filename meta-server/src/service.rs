@@ -85,13 +85,17 @@ impl MetaService {
     }
 }
 
-fn validate_env_keys<'a>(keys: impl IntoIterator<Item = &'a String>) -> Result<(), WingError> {
-    for k in keys {
+/// Refuses empty keys, and values of the envs replicas act on (throttling, denial) that do not
+/// parse: a bad value is refused here, never half-applied by the replicas.
+fn validate_envs<'a>(envs: impl IntoIterator<Item = (&'a String, &'a String)>) -> Result<(), WingError> {
+    let mut known = BTreeMap::new();
+    for (k, v) in envs {
         if k.trim().is_empty() {
             return Err(WingError::InvalidArgument("an env key is empty".into()));
         }
+        known.insert(k.clone(), v.clone());
     }
-    Ok(())
+    wingkv_common::throttling::validate_envs(&known).map_err(|e| WingError::InvalidArgument(e.to_string()))
 }
 
 #[tonic::async_trait]
@@ -123,6 +127,7 @@ impl Meta for MetaService {
             .filter_map(|rep| rep.partition.as_ref())
             .map(|p| PartitionId::new(p.app_id, p.partition_index))
             .collect();
+        let hosted_apps: std::collections::BTreeSet<u32> = hosted.iter().map(|p| p.app_id).collect();
         self.node.liveness.record(self.node.term(), r.node_id, r.replicas);
         let repairs = self.node.repairs.lock().unwrap_or_else(|e| e.into_inner()).clone();
         let mut remove = Vec::new();
@@ -141,7 +146,18 @@ impl Meta for MetaService {
                 remove.push(pid.to_proto());
             }
         }
-        Ok(Response::new(HeartbeatResponse { remove }))
+        // Every live table this node hosts a replica of, with its envs (applied live there).
+        let tables = hosted_apps
+            .iter()
+            .filter_map(|id| catalog.apps.get(id))
+            .filter(|app| !app.is_dropped())
+            .map(|app| HostedTable {
+                app_id: app.app_id,
+                partition_count: app.partition_count,
+                envs: app.envs.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            })
+            .collect();
+        Ok(Response::new(HeartbeatResponse { remove, tables }))
     }
 
     async fn create_table(&self, req: Request<CreateTableRequest>) -> Result<Response<TableConfiguration>, Status> {
@@ -151,7 +167,7 @@ impl Meta for MetaService {
         let replica_count = r.replica_count.unwrap_or(DEFAULT_REPLICA_COUNT);
         validate_partition_count(partition_count)?;
         validate_replica_count(replica_count)?;
-        validate_env_keys(r.envs.keys())?;
+        validate_envs(&r.envs)?;
         self.node.read_barrier().await?;
         let catalog = self.node.catalog();
         let now = now_ms();
@@ -279,7 +295,7 @@ impl Meta for MetaService {
         if r.envs.is_empty() {
             return Err(WingError::InvalidArgument("set_app_envs needs at least one key".into()).into());
         }
-        validate_env_keys(r.envs.keys())?;
+        validate_envs(&r.envs)?;
         let envs: BTreeMap<String, String> = r.envs.into_iter().collect();
         let app = Self::app_of(self.node.propose(MetaCommand::SetEnvs { name: r.name, envs }).await?)?;
         Ok(Response::new(TableEnvs { envs: app.envs }))
@@ -402,13 +418,20 @@ impl MetaService {
             };
         };
         let progress = self.node.bulk_progress.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let drives = self.node.bulk_drive.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let stall = std::time::Duration::from_millis(self.node.config.bulk_load_stall_timeout_ms.max(1));
         let partitions = job
             .partitions
             .iter()
             .enumerate()
             .filter(|(i, _)| only.is_none_or(|p| p as usize == *i))
             .map(|(i, st)| {
-                let reps = progress.get(&PartitionId::new(app.app_id, i as u32)).cloned().unwrap_or_default();
+                let pid = PartitionId::new(app.app_id, i as u32);
+                let reps = progress.get(&pid).cloned().unwrap_or_default();
+                // Retry and stall state only while the job runs and the partition is not done.
+                let running = matches!(job.status, BulkLoadStatus::Downloading | BulkLoadStatus::Ingesting)
+                    && !matches!(st, BulkLoadStatus::Downloaded | BulkLoadStatus::Succeed);
+                let drive = drives.get(&pid).filter(|d| running && d.job_id() == job.job_id);
                 let (done, total) =
                     reps.iter().fold((0u64, 0u64), |(d, t), r| (d + r.downloaded_bytes, t + r.total_bytes));
                 let percent = match st {
@@ -428,11 +451,18 @@ impl MetaService {
                                 downloaded_bytes: r.downloaded_bytes,
                                 total_bytes: r.total_bytes,
                                 reason: r.reason.clone(),
+                                live_tasks: r.live_tasks,
+                                retries: r.retries,
+                                backoff_ms: r.backoff_ms,
                             })
                             .collect()
                     } else {
                         Vec::new()
                     },
+                    drive_attempts: drive.map(|d| d.attempts()).unwrap_or(0),
+                    drive_backoff_ms: drive.map(|d| d.backoff_ms()).unwrap_or(0),
+                    last_error: drive.map(|d| d.last_error().to_string()).unwrap_or_default(),
+                    stalled_since_ms: drive.and_then(|d| d.stalled_since_ms(stall)).unwrap_or(0),
                 }
             })
             .collect();

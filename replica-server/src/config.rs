@@ -48,6 +48,9 @@ pub struct BulkLoadConfig {
     pub min_free_disk_bytes: u64,
     /// Where the providers point.
     pub provider: wingkv_common::provider::ProviderConfig,
+    /// Backoff of a download that failed transiently (provider unavailable, throttled): it is
+    /// retried with this backoff for as long as the job lives, never abandoned.
+    pub retry: wingkv_common::backoff::BackoffPolicy,
 }
 
 impl Default for BulkLoadConfig {
@@ -57,6 +60,7 @@ impl Default for BulkLoadConfig {
             download_bytes_per_sec: 0,
             min_free_disk_bytes: 256 << 20,
             provider: Default::default(),
+            retry: Default::default(),
         }
     }
 }

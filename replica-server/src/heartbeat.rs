@@ -87,6 +87,7 @@ pub async fn run(
         };
         match resp {
             Ok(resp) => {
+                manager.apply_table_envs(&resp.tables);
                 for p in resp.remove {
                     let pid = PartitionId::new(p.app_id, p.partition_index);
                     tracing::info!(partition = %pid, "the meta says this replica no longer belongs here; removing it");

@@ -1,6 +1,7 @@
 //! The wingkv replica server: hosts partition replicas, each one openraft group member with its
 //! own RocksDB, and serves the data, raft transport and replica admin gRPC services.
 
+pub mod admission;
 pub mod bulk_load;
 pub mod command;
 pub mod config;

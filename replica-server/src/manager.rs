@@ -52,6 +52,28 @@ impl ReplicaManager {
             .ok_or_else(|| WingError::NotFound(format!("partition {id} is not hosted on node {}", self.ctx.node_id)))
     }
 
+    /// Applies the envs of the hosted tables (from a heartbeat answer) to every replica live.
+    pub fn apply_table_envs(&self, tables: &[wingkv_proto::meta::HostedTable]) {
+        let replicas = self.all();
+        for t in tables {
+            let envs: BTreeMap<String, String> = t.envs.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+            let settings = self.ctx.tables.set(t.app_id, t.partition_count, &envs);
+            for r in replicas.iter().filter(|r| r.id().app_id == t.app_id) {
+                r.admission().update(settings);
+            }
+        }
+    }
+
+    /// What admission did on this node (throttled, rejected and denied requests).
+    pub fn admission_counters(&self) -> &crate::admission::AdmissionCounters {
+        &self.ctx.tables.counters
+    }
+
+    /// Transient bulk-load download failures retried on this node since start.
+    pub fn bulk_load_retries(&self) -> u64 {
+        self.ctx.bulk.limits.retries.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Every open replica.
     pub fn all(&self) -> Vec<Arc<Replica>> {
         let map = self.replicas.read().unwrap_or_else(|p| p.into_inner());

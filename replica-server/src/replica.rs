@@ -43,6 +43,8 @@ pub struct ReplicaContext {
     pub pool: ChannelPool,
     /// Bulk-load downloads and ingestion.
     pub bulk: Arc<crate::bulk_load::BulkLoadEnv>,
+    /// The hosted tables' envs, as the meta last sent them.
+    pub tables: Arc<crate::admission::TableEnvs>,
 }
 
 /// A hosted partition replica.
@@ -59,6 +61,7 @@ pub struct Replica {
     bulk: BulkLoadSlot,
     pool: ChannelPool,
     node_id: NodeId,
+    admission: crate::admission::Admission,
 }
 
 impl Replica {
@@ -121,6 +124,7 @@ impl Replica {
             bulk: BulkLoadSlot::new(dir.to_path_buf(), ctx.bulk.clone()),
             pool: ctx.pool.clone(),
             node_id: ctx.node_id,
+            admission: crate::admission::Admission::new(ctx.tables.get(id.app_id), ctx.tables.counters.clone()),
         }))
     }
 
@@ -137,6 +141,11 @@ impl Replica {
     /// The raft handle.
     pub fn raft(&self) -> &PartitionRaft {
         &self.raft
+    }
+
+    /// Admission of this replica's client requests (table envs: denial, write throttling).
+    pub fn admission(&self) -> &crate::admission::Admission {
+        &self.admission
     }
 
     /// The replica's RocksDB.
@@ -302,33 +311,35 @@ impl Replica {
             ingest_behind,
         };
         let membership = self.raft.metrics().borrow().membership_config.membership().clone();
-        let mut replicas = Vec::new();
-        for voter in membership.voter_ids() {
-            let state = if voter == self.node_id {
-                self.bulk_load_local(source, action).await
-            } else {
-                let addr = membership.get_node(&voter).map(|n| n.addr.clone()).unwrap_or_default();
-                let req = BulkLoadRequest {
-                    partition: Some(self.id.to_proto()),
-                    job: Some(spec.clone()),
-                    action: action as i32,
+        // Every replica at once, each within 5 s: one frozen or slow secondary shows as
+        // BLS_UNKNOWN in this answer instead of holding the meta's call past its deadline.
+        let calls = membership.voter_ids().map(|voter| {
+            let addr = membership.get_node(&voter).map(|n| n.addr.clone()).unwrap_or_default();
+            let spec = spec.clone();
+            async move {
+                let state = if voter == self.node_id {
+                    self.bulk_load_local(source, action).await
+                } else {
+                    let req =
+                        BulkLoadRequest { partition: Some(self.id.to_proto()), job: Some(spec), action: action as i32 };
+                    async {
+                        let channel = self.pool.get(&addr).map_err(|e| WingError::Unavailable(e.to_string()))?;
+                        let mut req = tonic::Request::new(req);
+                        req.set_timeout(Duration::from_secs(5));
+                        let resp = ReplicaAdminClient::new(channel).bulk_load_replica(req).await;
+                        resp.map(|r| r.into_inner()).map_err(|s| WingError::from_status(&s))
+                    }
+                    .await
                 };
-                async {
-                    let channel = self.pool.get(&addr).map_err(|e| WingError::Unavailable(e.to_string()))?;
-                    let mut client = ReplicaAdminClient::new(channel);
-                    let mut req = tonic::Request::new(req);
-                    req.set_timeout(Duration::from_secs(10));
-                    client.bulk_load_replica(req).await.map(|r| r.into_inner()).map_err(|s| WingError::from_status(&s))
-                }
-                .await
-            };
-            replicas.push(state.unwrap_or_else(|e| ReplicaBulkLoadState {
-                node_id: voter,
-                status: "BLS_UNKNOWN".into(),
-                reason: e.to_string(),
-                ..Default::default()
-            }));
-        }
+                state.unwrap_or_else(|e| ReplicaBulkLoadState {
+                    node_id: voter,
+                    status: "BLS_UNKNOWN".into(),
+                    reason: e.to_string(),
+                    ..Default::default()
+                })
+            }
+        });
+        let replicas = futures::future::join_all(calls).await;
         if ingested || action != BulkLoadAction::BlIngest {
             return Ok(BulkLoadResponse { replicas, ingested });
         }
@@ -337,6 +348,10 @@ impl Replica {
         let (true, Some(files)) = (all_ready, files) else {
             return Ok(BulkLoadResponse { replicas, ingested: false });
         };
+        // The ingestion is not subject to the table's write throttling, on purpose: it is one
+        // raft entry that moves verified files into RocksDB (no memtable, no WAL growth), so
+        // holding it back would relieve no pressure and only stretch the job. Raft-level pushback
+        // (Busy, NotLeader, a timeout) reaches the meta, which retries with backoff.
         if let (CommandResponse::Refused(reason), _) =
             self.propose(Command::IngestSst { source: source.clone(), files, ingest_behind }).await?
         {

@@ -46,6 +46,7 @@ impl ReplicaServer {
         let shutdown = CancellationToken::new();
         let ctx = ReplicaContext {
             bulk: Arc::new(crate::bulk_load::BulkLoadEnv::new(&config.bulk_load, shutdown.clone())),
+            tables: Arc::new(crate::admission::TableEnvs::default()),
             node_id,
             storage: SharedStorage::new(config.storage.clone()),
             pool,

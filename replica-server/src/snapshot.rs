@@ -31,6 +31,33 @@ pub const KEY_LAST_APPLIED: &[u8] = b"last_applied";
 pub const KEY_MEMBERSHIP: &[u8] = b"membership";
 /// Applied-state key: id of a snapshot whose install has not finished.
 pub const KEY_INSTALLING: &[u8] = b"installing";
+/// Applied-state key: the newest bulk-load job ingested (u64 big-endian). Job ids only grow, so
+/// one number tells every job that is ingested (or superseded) here. It is part of the replicated
+/// state: snapshots carry it (in their id, the one field openraft sends along with the data), so
+/// a replica that catches up by snapshot still refuses a duplicate `IngestSst`.
+pub const KEY_INGESTED_JOB: &[u8] = b"ingested_job";
+
+/// Reads [`KEY_INGESTED_JOB`] through `get` (the DB or a view of it).
+fn decode_ingested_job(value: Option<Vec<u8>>) -> Result<u64, WingError> {
+    match value {
+        None => Ok(0),
+        Some(b) => b
+            .as_slice()
+            .try_into()
+            .map(u64::from_be_bytes)
+            .map_err(|_| WingError::Corruption(format!("ingested_job is {} bytes, not 8", b.len()))),
+    }
+}
+
+/// The newest bulk-load job ingested into `db` (0: none).
+pub fn ingested_job(db: &DB) -> Result<u64, WingError> {
+    decode_ingested_job(db.get_cf(cf(db, CF_APPLIED)?, KEY_INGESTED_JOB)?)
+}
+
+/// The ingested-job mark a snapshot id carries (`...-j{job}`), 0 when it carries none.
+fn ingested_job_of_snapshot(snapshot_id: &str) -> u64 {
+    snapshot_id.rsplit_once("-j").and_then(|(_, n)| n.parse().ok()).unwrap_or(0)
+}
 
 /// Last applied log id and membership of a state machine.
 pub type AppliedState = (Option<LogId<NodeId>>, StoredMembership<NodeId, BasicNode>);
@@ -170,6 +197,7 @@ impl SnapshotDir {
         let applied = cf(db, CF_APPLIED)?;
         let (last_log_id, last_membership) =
             decode_applied(view.get_cf(applied, KEY_LAST_APPLIED)?, view.get_cf(applied, KEY_MEMBERSHIP)?)?;
+        let ingested = decode_ingested_job(view.get_cf(applied, KEY_INGESTED_JOB)?)?;
         let tmp = self.dir.join(format!("building-{}.sst", unique_suffix()));
         let mut opts = Options::default();
         opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
@@ -196,8 +224,8 @@ impl SnapshotDir {
         }
         drop(writer);
         let id = match &last_log_id {
-            Some(l) => format!("{}-{}-{}", l.leader_id.term, l.index, unique_suffix()),
-            None => format!("0-0-{}", unique_suffix()),
+            Some(l) => format!("{}-{}-{}-j{ingested}", l.leader_id.term, l.index, unique_suffix()),
+            None => format!("0-0-{}-j{ingested}", unique_suffix()),
         };
         let meta = PartitionSnapshotMeta { last_log_id, last_membership, snapshot_id: id.clone() };
         self.stage(&meta, &tmp)?;
@@ -262,6 +290,10 @@ impl SnapshotDir {
         let mut batch = WriteBatch::default();
         batch.put_cf(applied, KEY_LAST_APPLIED, encode(&meta.last_log_id).map_err(|e| storage_err("encode", e))?);
         batch.put_cf(applied, KEY_MEMBERSHIP, encode(&meta.last_membership).map_err(|e| storage_err("encode", e))?);
+        match ingested_job_of_snapshot(&meta.snapshot_id) {
+            0 => batch.delete_cf(applied, KEY_INGESTED_JOB),
+            job => batch.put_cf(applied, KEY_INGESTED_JOB, job.to_be_bytes()),
+        }
         batch.delete_cf(applied, KEY_INSTALLING);
         db.write_opt(batch, &synced)?;
         Ok(())
@@ -332,6 +364,7 @@ mod tests {
         let src_dir = tempfile::tempdir().unwrap();
         let src = storage.open(&src_dir.path().join("db")).unwrap();
         fill(&src, 500, 42);
+        src.put_cf(cf(&src, CF_APPLIED).unwrap(), KEY_INGESTED_JOB, 7u64.to_be_bytes()).unwrap();
         let snaps = SnapshotDir::open(src_dir.path().join("snapshot")).unwrap();
         let (meta, path) = snaps.build(&src).unwrap();
         assert_eq!(meta.last_log_id.map(|l| l.index), Some(42));
@@ -354,6 +387,7 @@ mod tests {
         let (last, membership) = read_applied(&dst).unwrap();
         assert_eq!(last, meta.last_log_id);
         assert_eq!(membership, meta.last_membership);
+        assert_eq!(ingested_job(&dst).unwrap(), 7, "the ingested-job mark travels with the snapshot");
         // The installed snapshot is kept to be served to other followers.
         assert_eq!(dst_snaps.current().unwrap().unwrap().0, meta);
     }

@@ -22,7 +22,7 @@ use crate::bulk_load::{job_dir, BulkLoadEnv};
 use crate::command::{BatchView, Command, CommandResponse};
 use crate::raft_types::PartitionRaftConfig;
 use crate::snapshot::{
-    read_applied, AppliedState, PartitionSnapshotMeta, SnapshotDir, KEY_LAST_APPLIED, KEY_MEMBERSHIP,
+    read_applied, AppliedState, PartitionSnapshotMeta, SnapshotDir, KEY_INGESTED_JOB, KEY_LAST_APPLIED, KEY_MEMBERSHIP,
 };
 use crate::store::{cf, CF_APPLIED};
 
@@ -102,13 +102,10 @@ impl PartitionStateMachine {
     }
 }
 
-fn ingested_key(job_id: u64) -> Vec<u8> {
-    format!("ingested/{job_id}").into_bytes()
-}
-
-/// Whether bulk-load job `job_id` was ingested into this replica.
+/// Whether bulk-load job `job_id` was ingested into this replica, or superseded by a newer job
+/// (whose ingestion makes an older job's late `IngestSst` a no-op on every replica alike).
 pub fn is_ingested(db: &DB, job_id: u64) -> Result<bool, WingError> {
-    Ok(db.get_cf(cf(db, CF_APPLIED)?, ingested_key(job_id))?.is_some())
+    Ok(job_id <= crate::snapshot::ingested_job(db)?)
 }
 
 async fn open_snapshot(meta: PartitionSnapshotMeta, path: PathBuf) -> SmResult<Snapshot<PartitionRaftConfig>> {
@@ -165,7 +162,7 @@ impl RaftStateMachine<PartitionRaftConfig> for PartitionStateMachine {
                             Ok(()) => {
                                 let mut marker = rocksdb::WriteBatch::default();
                                 let applied = cf(&self.db, CF_APPLIED).map_err(write_err)?;
-                                marker.put_cf(applied, ingested_key(source.job_id), b"");
+                                marker.put_cf(applied, KEY_INGESTED_JOB, source.job_id.to_be_bytes());
                                 self.write_applied(marker, Some(entry.log_id), None)?;
                                 CommandResponse::Done
                             }

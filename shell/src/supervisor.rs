@@ -50,6 +50,9 @@ enum OneboxCommand {
         /// A TOML file appended to every replica server's config (e.g. bulk-load limits).
         #[arg(long)]
         replica_config: Option<PathBuf>,
+        /// A TOML file appended to every meta server's config (e.g. the bulk-load provider).
+        #[arg(long)]
+        meta_config: Option<PathBuf>,
     },
     /// Stop the cluster and wait until no process of it is left.
     Stop,
@@ -108,11 +111,12 @@ pub struct OneboxState {
 pub fn run(args: OneboxArgs) -> Result<ExitCode> {
     let dir = args.dir;
     match args.command {
-        OneboxCommand::Start { metas, replicas, base_port_meta, base_port_replica, replica_config } => {
-            let extra = match replica_config {
-                Some(p) => std::fs::read_to_string(&p).with_context(|| format!("read {}", p.display()))?,
-                None => String::new(),
+        OneboxCommand::Start { metas, replicas, base_port_meta, base_port_replica, replica_config, meta_config } => {
+            let read_extra = |file: Option<PathBuf>| match file {
+                Some(p) => std::fs::read_to_string(&p).with_context(|| format!("read {}", p.display())),
+                None => Ok(String::new()),
             };
+            let extra = ExtraConfig { meta: read_extra(meta_config)?, replica: read_extra(replica_config)? };
             start(&dir, metas, replicas, base_port_meta, base_port_replica, &extra)
         }
         OneboxCommand::Stop => stop(&dir),
@@ -171,13 +175,19 @@ fn sibling_binary(name: &str) -> Result<PathBuf> {
     Ok(path)
 }
 
+/// TOML appended to the generated configs of the nodes.
+struct ExtraConfig {
+    meta: String,
+    replica: String,
+}
+
 fn start(
     dir: &Path,
     metas: u32,
     replicas: u32,
     base_meta: u16,
     base_replica: u16,
-    replica_extra: &str,
+    extra: &ExtraConfig,
 ) -> Result<ExitCode> {
     if !(1..=3).contains(&metas) {
         bail!("--metas must be 1, 2 or 3 (got {metas})");
@@ -206,10 +216,12 @@ fn start(
         let ndir = dir.join(&name);
         std::fs::create_dir_all(&ndir)?;
         let config = format!(
-            "id = {}\nlisten = \"{}\"\ndata_dir = \"{}\"\ncluster_name = \"onebox\"\n{peers}",
+            // The extra TOML goes before `[[peers]]`, so its top-level keys stay top-level.
+            "id = {}\nlisten = \"{}\"\ndata_dir = \"{}\"\ncluster_name = \"onebox\"\n{}\n{peers}",
             i + 1,
             meta_addrs[i as usize],
-            ndir.join("data").display()
+            ndir.join("data").display(),
+            extra.meta
         );
         std::fs::write(ndir.join("config.toml"), config)?;
         nodes.push(NodeState {
@@ -229,9 +241,10 @@ fn start(
         std::fs::create_dir_all(&ndir)?;
         let port = base_replica + i as u16;
         let config = format!(
-            "listen = \"127.0.0.1:{port}\"\ndata_dir = \"{}\"\nmeta_servers = [{}]\n{replica_extra}\n",
+            "listen = \"127.0.0.1:{port}\"\ndata_dir = \"{}\"\nmeta_servers = [{}]\n{}\n",
             ndir.join("data").display(),
-            meta_list.join(",")
+            meta_list.join(","),
+            extra.replica
         );
         std::fs::write(ndir.join("config.toml"), config)?;
         nodes.push(NodeState {

@@ -51,15 +51,33 @@ pub fn start(dir: &Path) -> Result<String> {
 
 /// Like [`start`], appending `replica_config` (TOML) to every replica server's config.
 pub fn start_with(dir: &Path, replica_config: &str) -> Result<String> {
+    start_configured(dir, "", replica_config)
+}
+
+/// Like [`start`], appending `meta_config` to every meta server's config and `replica_config`
+/// to every replica server's (TOML).
+pub fn start_configured(dir: &Path, meta_config: &str, replica_config: &str) -> Result<String> {
     let meta = free_ports(1)?;
     let replica = free_ports(3)?.to_string();
     std::fs::create_dir_all(dir)?;
-    let extra = dir.join("replica-extra.toml");
-    std::fs::write(&extra, replica_config)?;
-    let extra = extra.display().to_string();
+    let meta_extra = dir.join("meta-extra.toml");
+    std::fs::write(&meta_extra, meta_config)?;
+    let replica_extra = dir.join("replica-extra.toml");
+    std::fs::write(&replica_extra, replica_config)?;
+    let (meta_extra, replica_extra) = (meta_extra.display().to_string(), replica_extra.display().to_string());
     onebox(
         dir,
-        &["start", "--base-port-meta", &meta.to_string(), "--base-port-replica", &replica, "--replica-config", &extra],
+        &[
+            "start",
+            "--base-port-meta",
+            &meta.to_string(),
+            "--base-port-replica",
+            &replica,
+            "--meta-config",
+            &meta_extra,
+            "--replica-config",
+            &replica_extra,
+        ],
     )?;
     Ok(format!("127.0.0.1:{meta}"))
 }

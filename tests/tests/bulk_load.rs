@@ -264,6 +264,17 @@ async fn cancel_pause_restart_and_meta_crash_mid_download() -> Result<()> {
         leftover_files(&dir).is_empty().then_some(())
     })
     .await?;
+    // Every replica reports, after awaiting its tracker, that no download task is left.
+    wait_for("every replica to report 0 live download tasks", Duration::from_secs(5), || async {
+        let (ok, out, _) = shell(&meta, "query_bulk_load_status -a t -d").ok()?;
+        let v: Value = serde_json::from_str(out.trim()).ok().filter(|_| ok)?;
+        let replicas: Vec<&Value> =
+            v["partitions"].as_array()?.iter().flat_map(|p| p["replicas"].as_array().into_iter().flatten()).collect();
+        let done = replicas.len() == 8 * 3
+            && replicas.iter().all(|r| r["status"] == "BLS_CANCELED" && r["live_tasks"].as_u64() == Some(0));
+        done.then_some(())
+    })
+    .await?;
     let (ok, _, err) = shell(&meta, "pause_bulk_load -a t")?;
     ensure!(!ok && err.contains("BLS_CANCELED"), "pausing a canceled job must be refused: {err}");
 
@@ -285,18 +296,35 @@ async fn cancel_pause_restart_and_meta_crash_mid_download() -> Result<()> {
     Ok(())
 }
 
-/// Writes a hand-made layout for table `table` (1 partition) whose file is `content`, with
-/// metadata claiming `md5`.
-fn hand_made_layout(root: &std::path::Path, table: &str, content: &[u8], md5: &str) -> Result<()> {
+/// The `bulk_load_metadata` of a hand-made layout.
+enum Metadata {
+    /// One that describes the files truly.
+    Truthful,
+    /// None at all.
+    Missing,
+    /// This JSON.
+    Json(String),
+}
+
+/// Writes a hand-made 1-partition layout for `table`: `files` (name, content) in partition 0
+/// and its `metadata`.
+fn hand_made_layout(root: &std::path::Path, table: &str, files: &[(&str, &[u8])], metadata: Metadata) -> Result<()> {
     let dir = root.join("onebox").join(table);
     std::fs::create_dir_all(dir.join("0"))?;
     std::fs::write(dir.join("bulk_load_info"), format!(r#"{{"app_name":"{table}","partition_count":1}}"#))?;
-    std::fs::write(dir.join("0").join("0.sst"), content)?;
-    let meta = format!(
-        r#"{{"files":[{{"name":"0.sst","size":{},"md5":"{md5}"}}],"file_total_size":{}}}"#,
-        content.len(),
-        content.len()
-    );
+    let mut entries = Vec::new();
+    let mut total = 0;
+    for (name, content) in files {
+        std::fs::write(dir.join("0").join(name), content)?;
+        let md5 = wingkv_common::bulk_load::md5_hex(content);
+        entries.push(format!(r#"{{"name":"{name}","size":{},"md5":"{md5}"}}"#, content.len()));
+        total += content.len();
+    }
+    let meta = match metadata {
+        Metadata::Truthful => format!(r#"{{"files":[{}],"file_total_size":{total}}}"#, entries.join(",")),
+        Metadata::Json(j) => j,
+        Metadata::Missing => return Ok(()),
+    };
     std::fs::write(dir.join("0").join("bulk_load_metadata"), meta)?;
     Ok(())
 }
@@ -310,12 +338,49 @@ async fn bad_files_fail_the_job_and_leave_the_table_intact() -> Result<()> {
     let _guard = Guard(dir.clone());
     let meta = wingkv_tests::onebox::start(&dir)?;
     let remote = tmp.path().join("remote");
-    let junk = b"definitely not an sst file".to_vec();
-    let junk_md5 = wingkv_common::bulk_load::md5_hex(&junk);
-    hand_made_layout(&remote, "notsst", &junk, &junk_md5)?;
-    hand_made_layout(&remote, "badmd5", &junk, &"0".repeat(32))?;
+
+    // A real SST file to truncate.
+    let sst_dir = tmp.path().join("real");
+    let out = Command::new(bin_path("wingkv"))
+        .args(["bulkgen", "--table", "real", "--partitions", "1", "--generate", "2000", "--root"])
+        .arg(&sst_dir)
+        .output()?;
+    ensure!(out.status.success(), "bulkgen: {}", String::from_utf8_lossy(&out.stderr));
+    let sst = std::fs::read(sst_dir.join("onebox/real/0/0.sst"))?;
+    let half = &sst[..sst.len() / 2];
+    let junk: &[u8] = b"definitely not an sst file";
+    let md5_of = wingkv_common::bulk_load::md5_hex;
+    let describe = |content: &[u8], md5: &str| {
+        Metadata::Json(format!(
+            r#"{{"files":[{{"name":"0.sst","size":{},"md5":"{md5}"}}],"file_total_size":{}}}"#,
+            content.len(),
+            content.len()
+        ))
+    };
+    // (table, files, metadata, what the failure reason must say)
+    let cases = vec![
+        ("notsst", vec![("0.sst", junk)], Metadata::Truthful, "not an SST"),
+        ("badmd5", vec![("0.sst", junk)], describe(junk, &"0".repeat(32)), "md5"),
+        // Metadata of the whole file, half of it on the provider.
+        ("truncated", vec![("0.sst", half)], describe(&sst, &md5_of(&sst)), "metadata says"),
+        // Metadata that matches the truncated file: the SST itself is refused.
+        ("truncmeta", vec![("0.sst", half)], Metadata::Truthful, "not an SST"),
+        ("nometa", vec![("0.sst", &sst)], Metadata::Missing, "bulk_load_metadata does not exist"),
+        (
+            "escape",
+            vec![("0.sst", &sst)],
+            Metadata::Json(format!(
+                r#"{{"files":[{{"name":"../0.sst","size":{},"md5":"{}"}}],"file_total_size":{}}}"#,
+                sst.len(),
+                md5_of(&sst),
+                sst.len()
+            )),
+            "'../0.sst' contains a path separator",
+        ),
+    ];
     let root = remote.display().to_string();
-    for (table, want) in [("notsst", "not an SST"), ("badmd5", "md5")] {
+    for (table, files, metadata, want) in cases {
+        hand_made_layout(&remote, table, &files, metadata)?;
         let (ok, _, err) = shell(&meta, &format!("create {table} -p 1 -r 3; use {table}; set k s before"))?;
         ensure!(ok, "{err}");
         let (ok, _, err) = shell(&meta, &format!("start_bulk_load -a {table} -c onebox -p local -r {root}"))?;
@@ -323,12 +388,18 @@ async fn bad_files_fail_the_job_and_leave_the_table_intact() -> Result<()> {
         let v = wait_for(&format!("{table} to fail"), Duration::from_secs(60), || async {
             let (ok, out, _) = shell(&meta, &format!("query_bulk_load_status -a {table}")).ok()?;
             let v: Value = serde_json::from_str(out.trim()).ok().filter(|_| ok)?;
-            (v["status"] == "BLS_FAILED").then_some(v)
+            (v["status"] == "BLS_FAILED" || v["status"] == "BLS_SUCCEED").then_some(v)
         })
         .await?;
-        ensure!(v["reason"].as_str().is_some_and(|r| r.contains(want)), "{table}: reason does not say '{want}': {v}");
-        let (ok, out, err) = shell(&meta, &format!("use {table}; get k s; set k s2 after; get k s2"))?;
+        ensure!(
+            v["status"] == "BLS_FAILED" && v["reason"].as_str().is_some_and(|r| r.contains(want)),
+            "{table}: expected BLS_FAILED with a reason that says '{want}': {v}"
+        );
+        let (ok, out, err) = shell(&meta, &format!("use {table}; get k s; set k s2 after; get k s2; count_data"))?;
         ensure!(ok && out.contains("before") && out.contains("after"), "{table} not intact: {out}{err}");
+        // Nothing of the bad file reached the table: exactly the two rows written here.
+        let counted: Vec<Value> = out.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+        ensure!(counted.last().is_some_and(|c| c["count"] == 2), "{table} holds other rows: {out}");
     }
     // Dropping a table cancels its job; queries then answer TableDropped.
     let small = tmp.path().join("small");

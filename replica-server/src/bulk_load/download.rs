@@ -64,7 +64,12 @@ pub async fn download_file(
     cancel: &CancellationToken,
 ) -> Result<(), WingError> {
     let tmp = dest.with_extension("tmp");
-    let result = fetch(store, remote, &tmp, expected, limiter, progress, cancel).await;
+    let mut counted = 0;
+    let result = fetch(store, remote, &tmp, expected, limiter, progress, &mut counted, cancel).await;
+    if result.is_err() {
+        // The partial file goes, and so do its bytes in the progress (a retry counts them again).
+        progress.fetch_sub(counted, Ordering::Relaxed);
+    }
     match result {
         Ok(()) => tokio::fs::rename(&tmp, dest)
             .await
@@ -76,6 +81,7 @@ pub async fn download_file(
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn fetch(
     store: &Arc<dyn ObjectStore>,
     remote: &object_store::path::Path,
@@ -83,6 +89,7 @@ async fn fetch(
     expected: &FileMeta,
     limiter: &RateLimiter,
     progress: &AtomicU64,
+    counted: &mut u64,
     cancel: &CancellationToken,
 ) -> Result<(), WingError> {
     let canceled = || WingError::InvalidState(format!("download of {remote} canceled"));
@@ -116,6 +123,7 @@ async fn fetch(
         md5.update(&chunk);
         file.write_all(&chunk).await.map_err(|e| WingError::Storage(format!("write {}: {e}", tmp.display())))?;
         progress.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+        *counted += chunk.len() as u64;
     }
     file.sync_all().await.map_err(|e| WingError::Storage(format!("sync {}: {e}", tmp.display())))?;
     if size != expected.size {
@@ -153,6 +161,13 @@ async fn check_sst_footer(path: &Path, remote: &object_store::path::Path) -> Res
     } else {
         Err(not_sst())
     }
+}
+
+/// Whether a download error may pass by itself (the provider was unreachable, slow or
+/// throttling): such a download is retried with backoff. A missing or bad file, a bad name or
+/// a local disk error is permanent and fails the job with its reason.
+pub fn is_transient(e: &WingError) -> bool {
+    e.code().is_retryable()
 }
 
 /// Maps a provider error: a missing object is a clear, permanent error; the rest may pass.

@@ -1,7 +1,7 @@
 //! [`BulkLoader`]: the owner of one job's downloads on one replica.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use md5::Digest;
@@ -11,10 +11,11 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use wingkv_common::backoff::BackoffPolicy;
 use wingkv_common::bulk_load::{hex, validate_file_name, BulkLoadMetadata, FileMeta, BULK_LOAD_METADATA};
 use wingkv_common::WingError;
 
-use super::download::{download_file, remote_error, RateLimiter};
+use super::download::{download_file, is_transient, remote_error, RateLimiter};
 use super::job_dir;
 
 /// Where one partition's files of one job come from.
@@ -36,6 +37,10 @@ pub struct DownloadLimits {
     pub slots: Semaphore,
     /// Free disk a download must leave.
     pub min_free_bytes: u64,
+    /// Backoff of transient download failures.
+    pub retry: BackoffPolicy,
+    /// Transient download failures retried on this node since start.
+    pub retries: AtomicU64,
 }
 
 /// Where a loader is.
@@ -62,6 +67,10 @@ pub struct LoaderStatus {
     pub total_bytes: u64,
     /// Download tasks running now.
     pub live_tasks: usize,
+    /// Transient failures retried so far.
+    pub retries: u32,
+    /// The backoff being waited now (0 when no retry is pending).
+    pub backoff_ms: u64,
 }
 
 struct Shared {
@@ -70,6 +79,8 @@ struct Shared {
     downloaded: AtomicU64,
     total: AtomicU64,
     live: AtomicUsize,
+    retries: AtomicU32,
+    backoff_ms: AtomicU64,
 }
 
 /// The downloads of one job on one replica. Dropping it without [`clear`](Self::clear) or
@@ -120,6 +131,8 @@ impl BulkLoader {
             downloaded: AtomicU64::new(0),
             total: AtomicU64::new(0),
             live: AtomicUsize::new(0),
+            retries: AtomicU32::new(0),
+            backoff_ms: AtomicU64::new(0),
         });
         let cancel = CancellationToken::new();
         let tracker = TaskTracker::new();
@@ -146,6 +159,8 @@ impl BulkLoader {
             downloaded_bytes: self.shared.downloaded.load(Ordering::Relaxed),
             total_bytes: self.shared.total.load(Ordering::Relaxed),
             live_tasks: self.shared.live.load(Ordering::SeqCst),
+            retries: self.shared.retries.load(Ordering::Relaxed),
+            backoff_ms: self.shared.backoff_ms.load(Ordering::Relaxed),
         }
     }
 
@@ -171,13 +186,16 @@ impl BulkLoader {
 
     /// Stops the downloads, waits until every task has ended, and only then removes the job's
     /// local files. This order is what makes a cancel, a failure or a replica close safe.
-    pub async fn clear(self) {
+    /// Answers the status after the wait: its `live_tasks` is what the operator sees (0, unless
+    /// a task escaped its tracker, which would be a bug worth seeing).
+    pub async fn clear(self) -> LoaderStatus {
         self.stop().await;
         if let Err(e) = tokio::fs::remove_dir_all(&self.dir).await {
             if e.kind() != std::io::ErrorKind::NotFound {
                 tracing::warn!(dir = %self.dir.display(), "cannot remove bulk-load files: {e}");
             }
         }
+        self.status()
     }
 }
 
@@ -209,6 +227,44 @@ async fn coordinate(
     set_state(&shared, state);
 }
 
+/// Runs `attempt` until it succeeds or fails for good: a transient failure (the provider
+/// unreachable or throttling) is retried after an exponential backoff with jitter, for as long
+/// as the job lives (`cancel`); the count and the current backoff show in the loader's status.
+async fn with_retry<T, F, Fut>(
+    limits: &DownloadLimits,
+    shared: &Shared,
+    cancel: &CancellationToken,
+    what: &object_store::path::Path,
+    mut attempt: F,
+) -> Result<T, WingError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, WingError>>,
+{
+    let mut backoff = limits.retry.start();
+    loop {
+        match attempt().await {
+            Ok(v) => return Ok(v),
+            Err(e) if is_transient(&e) && !cancel.is_cancelled() => {
+                let delay = backoff.next_delay();
+                shared.retries.fetch_add(1, Ordering::Relaxed);
+                limits.retries.fetch_add(1, Ordering::Relaxed);
+                shared.backoff_ms.store(delay.as_millis() as u64, Ordering::Relaxed);
+                tracing::info!(%what, attempt = backoff.attempts(), ?delay, "bulk-load download retried: {e}");
+                let canceled = tokio::select! {
+                    _ = cancel.cancelled() => true,
+                    _ = tokio::time::sleep(delay) => false,
+                };
+                shared.backoff_ms.store(0, Ordering::Relaxed);
+                if canceled {
+                    return Err(WingError::InvalidState("canceled".into()));
+                }
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 fn free_disk_bytes(dir: &Path) -> Option<u64> {
     let c = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()).ok()?;
     let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
@@ -216,12 +272,26 @@ fn free_disk_bytes(dir: &Path) -> Option<u64> {
 }
 
 /// Whether `path` already holds `meta`'s content (a file kept across a pause or restart).
+/// Streams the file through md5: SST files are up to the generator's roll size (64 MiB).
 async fn already_there(path: PathBuf, meta: FileMeta) -> bool {
     tokio::task::spawn_blocking(move || {
-        let Ok(bytes) = std::fs::read(&path) else {
+        use std::io::Read;
+        let Ok(mut file) = std::fs::File::open(&path) else {
             return false;
         };
-        bytes.len() as u64 == meta.size && hex(&md5::Md5::digest(&bytes)).eq_ignore_ascii_case(&meta.md5)
+        if file.metadata().map(|m| m.len()).ok() != Some(meta.size) {
+            return false;
+        }
+        let mut md5 = md5::Md5::new();
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            match file.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => md5.update(&buf[..n]),
+                Err(_) => return false,
+            }
+        }
+        hex(&md5.finalize()).eq_ignore_ascii_case(&meta.md5)
     })
     .await
     .unwrap_or(false)
@@ -238,11 +308,15 @@ async fn download_all(
     let pdir = object_store::path::Path::parse(&source.partition_dir)
         .map_err(|e| WingError::InvalidArgument(format!("bad partition dir '{}': {e}", source.partition_dir)))?;
     let meta_path = pdir.child(BULK_LOAD_METADATA);
-    let meta_bytes = tokio::select! {
-        _ = cancel.cancelled() => return Err(WingError::InvalidState("canceled".into())),
-        r = store.get(&meta_path) => r.map_err(|e| remote_error(&meta_path, e))?
-            .bytes().await.map_err(|e| remote_error(&meta_path, e))?,
-    };
+    let meta_bytes = with_retry(limits, shared, cancel, &meta_path, || async {
+        tokio::select! {
+            _ = cancel.cancelled() => Err(WingError::InvalidState("canceled".into())),
+            r = async {
+                store.get(&meta_path).await?.bytes().await
+            } => r.map_err(|e| remote_error(&meta_path, e)),
+        }
+    })
+    .await?;
     let meta =
         BulkLoadMetadata::parse(&meta_bytes).map_err(|e| WingError::InvalidArgument(format!("{meta_path}: {e}")))?;
     shared.total.store(meta.file_total_size, Ordering::Relaxed);
@@ -269,11 +343,16 @@ async fn download_all(
         let remote = pdir.child(f.name.as_str());
         tasks.spawn(async move {
             let _live = LiveTask::new(&shared2);
-            let _slot = tokio::select! {
-                _ = cancel.cancelled() => return Err(WingError::InvalidState("canceled".into())),
-                p = limits.slots.acquire() => p.map_err(|_| WingError::Unavailable("download slots closed".into()))?,
-            };
-            download_file(&store, &remote, &dest, &f, &limits.limiter, &shared2.downloaded, &cancel).await
+            with_retry(&limits, &shared2, &cancel, &remote, || async {
+                let _slot = tokio::select! {
+                    _ = cancel.cancelled() => return Err(WingError::InvalidState("canceled".into())),
+                    p = limits.slots.acquire() => {
+                        p.map_err(|_| WingError::InvalidState("download slots closed".into()))?
+                    }
+                };
+                download_file(&store, &remote, &dest, &f, &limits.limiter, &shared2.downloaded, &cancel).await
+            })
+            .await
         });
     }
     let mut first_err = None;
@@ -336,6 +415,8 @@ mod tests {
             limiter: RateLimiter::new(bytes_per_sec),
             slots: Semaphore::new(2),
             min_free_bytes: 0,
+            retry: BackoffPolicy::new(Duration::from_millis(10), Duration::from_millis(100)),
+            retries: AtomicU64::new(0),
         })
     }
 

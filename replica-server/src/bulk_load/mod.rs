@@ -38,6 +38,8 @@ impl BulkLoadEnv {
                 limiter: download::RateLimiter::new(config.download_bytes_per_sec),
                 slots: tokio::sync::Semaphore::new(config.max_concurrent_downloads.max(1)),
                 min_free_bytes: config.min_free_disk_bytes,
+                retry: config.retry,
+                retries: Default::default(),
             }),
             shutdown,
         }

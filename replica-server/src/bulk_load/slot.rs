@@ -70,10 +70,16 @@ impl BulkLoadSlot {
                 }
             }
             BulkLoadAction::BlCancel => {
-                if let Some(old) = cur.take() {
-                    old.loader.clear().await;
-                }
-                return Ok(ReplicaBulkLoadState { node_id, status: "BLS_CANCELED".into(), ..Default::default() });
+                let live_tasks = match cur.take() {
+                    Some(old) => old.loader.clear().await.live_tasks as u64,
+                    None => 0,
+                };
+                return Ok(ReplicaBulkLoadState {
+                    node_id,
+                    status: "BLS_CANCELED".into(),
+                    live_tasks,
+                    ..Default::default()
+                });
             }
         }
         Ok(match cur.as_ref() {
@@ -94,6 +100,8 @@ impl BulkLoadSlot {
                     total_bytes: s.total_bytes,
                     reason,
                     live_tasks: s.live_tasks as u64,
+                    retries: s.retries,
+                    backoff_ms: s.backoff_ms,
                 }
             }
         })

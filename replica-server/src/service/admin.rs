@@ -1,6 +1,7 @@
 //! The replica admin service.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use openraft::error::{ChangeMembershipError, ClientWriteError, RaftError};
@@ -129,7 +130,15 @@ impl ReplicaAdmin for AdminService {
             Some(p) => vec![self.manager.get(PartitionId::from_proto(Some(p))?)?.status()],
             None => self.manager.all().iter().map(|r| r.status()).collect(),
         };
-        Ok(Response::new(StatusResponse { node_id: self.manager.node_id(), replicas }))
+        let c = self.manager.admission_counters();
+        Ok(Response::new(StatusResponse {
+            node_id: self.manager.node_id(),
+            replicas,
+            writes_delayed: c.writes_delayed.load(Ordering::Relaxed),
+            writes_rejected: c.writes_rejected.load(Ordering::Relaxed),
+            requests_denied: c.requests_denied.load(Ordering::Relaxed),
+            bulk_load_retries: self.manager.bulk_load_retries(),
+        }))
     }
 
     async fn checksum(&self, req: Request<PartitionRequest>) -> Result<Response<ChecksumResponse>, Status> {

@@ -16,6 +16,7 @@ use wingkv_proto::common::PartitionId as ProtoPartitionId;
 use wingkv_proto::data::data_server::Data;
 use wingkv_proto::data::*;
 
+use crate::admission::client_timeout;
 use crate::command::{Command, CommandResponse, IncrTtl};
 use crate::manager::ReplicaManager;
 use crate::range::KeyRange;
@@ -42,10 +43,21 @@ impl DataService {
         self.manager.get(PartitionId::from_proto(p)?)
     }
 
-    /// A primary that has confirmed it may serve a linearizable read now.
+    /// A primary that has confirmed it may serve a linearizable read now (unless the table's
+    /// envs deny reads).
     async fn read_replica(&self, p: Option<&ProtoPartitionId>) -> Result<Arc<Replica>, WingError> {
         let replica = self.replica(p)?;
+        replica.admission().check_read(replica.id())?;
         replica.linearizable_read().await?;
+        Ok(replica)
+    }
+
+    /// The replica a write `req` goes to, once the table's envs admit it (it may be held by
+    /// write throttling, or refused with `Busy` or `OperationDisabled`).
+    async fn write_replica<M: prost::Message>(&self, req: &Request<M>, p: Option<&ProtoPartitionId>) -> WriteTarget {
+        let replica = self.replica(p)?;
+        let bytes = req.get_ref().encoded_len() as u64;
+        replica.admission().admit_write(replica.id(), bytes, client_timeout(req)).await?;
         Ok(replica)
     }
 }
@@ -71,6 +83,8 @@ fn refused(resp: CommandResponse) -> WingError {
     }
 }
 
+type WriteTarget = Result<Arc<Replica>, WingError>;
+
 type ScanStream = Pin<Box<dyn Stream<Item = Result<ScanBatch, Status>> + Send>>;
 
 #[tonic::async_trait]
@@ -87,18 +101,18 @@ impl Data for DataService {
     }
 
     async fn set(&self, req: Request<SetRequest>) -> Result<Response<WriteResponse>, Status> {
+        let replica = self.write_replica(&req, req.get_ref().partition.as_ref()).await?;
         let r = req.into_inner();
         let key = encode_key(&r.hash_key, &r.sort_key)?;
-        let replica = self.replica(r.partition.as_ref())?;
         let value = stored_value(now_epoch_seconds(), r.ttl_seconds, &r.value);
         let (_, log_index) = replica.propose(Command::Put { key: key.into(), value }).await?;
         Ok(Response::new(WriteResponse { log_index }))
     }
 
     async fn del(&self, req: Request<DelRequest>) -> Result<Response<WriteResponse>, Status> {
+        let replica = self.write_replica(&req, req.get_ref().partition.as_ref()).await?;
         let r = req.into_inner();
         let key = encode_key(&r.hash_key, &r.sort_key)?;
-        let replica = self.replica(r.partition.as_ref())?;
         let (_, log_index) = replica.propose(Command::Delete { key: key.into() }).await?;
         Ok(Response::new(WriteResponse { log_index }))
     }
@@ -165,6 +179,7 @@ impl Data for DataService {
     }
 
     async fn multi_set(&self, req: Request<MultiSetRequest>) -> Result<Response<WriteResponse>, Status> {
+        let replica = self.write_replica(&req, req.get_ref().partition.as_ref()).await?;
         let r = req.into_inner();
         if r.kvs.is_empty() {
             return Err(WingError::InvalidArgument("multi_set needs at least one sort key".into()).into());
@@ -175,19 +190,18 @@ impl Data for DataService {
             let key = encode_key(&r.hash_key, &kv.sort_key)?;
             entries.push((Bytes::from(key), stored_value(now, r.ttl_seconds, &kv.value)));
         }
-        let replica = self.replica(r.partition.as_ref())?;
         let (_, log_index) = replica.propose(Command::MultiPut { entries }).await?;
         Ok(Response::new(WriteResponse { log_index }))
     }
 
     async fn multi_del(&self, req: Request<MultiDelRequest>) -> Result<Response<MultiDelResponse>, Status> {
+        let replica = self.write_replica(&req, req.get_ref().partition.as_ref()).await?;
         let r = req.into_inner();
         if r.sort_keys.is_empty() {
             return Err(WingError::InvalidArgument("multi_del needs at least one sort key".into()).into());
         }
         let keys =
             r.sort_keys.iter().map(|sk| encode_key(&r.hash_key, sk).map(Bytes::from)).collect::<Result<Vec<_>, _>>()?;
-        let replica = self.replica(r.partition.as_ref())?;
         let (resp, log_index) = replica.propose(Command::MultiDelete { keys, now: now_epoch_seconds() }).await?;
         match resp {
             CommandResponse::Deleted(deleted) => Ok(Response::new(MultiDelResponse { log_index, deleted })),
@@ -196,6 +210,7 @@ impl Data for DataService {
     }
 
     async fn incr(&self, req: Request<IncrRequest>) -> Result<Response<IncrResponse>, Status> {
+        let replica = self.write_replica(&req, req.get_ref().partition.as_ref()).await?;
         let r = req.into_inner();
         let key = encode_key(&r.hash_key, &r.sort_key)?;
         let ttl = match r.ttl_seconds {
@@ -203,7 +218,6 @@ impl Data for DataService {
             s if s > 0 => IncrTtl::Set(s as u32),
             _ => IncrTtl::Clear,
         };
-        let replica = self.replica(r.partition.as_ref())?;
         let cmd = Command::Incr { key: key.into(), delta: r.increment, ttl, now: now_epoch_seconds() };
         match replica.propose(cmd).await? {
             (CommandResponse::Incremented(new_value), log_index) => {
@@ -214,6 +228,7 @@ impl Data for DataService {
     }
 
     async fn check_and_set(&self, req: Request<CheckAndSetRequest>) -> Result<Response<CheckAndSetResponse>, Status> {
+        let replica = self.write_replica(&req, req.get_ref().partition.as_ref()).await?;
         let r = req.into_inner();
         let check_type = CheckType::from_i32(r.check_type)?;
         let check_key = encode_key(&r.hash_key, &r.check_sort_key)?;
@@ -229,7 +244,6 @@ impl Data for DataService {
             return_check_value: r.return_check_value,
             now,
         };
-        let replica = self.replica(r.partition.as_ref())?;
         match replica.propose(cmd).await? {
             (CommandResponse::CheckAndSet { succeeded, check_value }, log_index) => {
                 Ok(Response::new(CheckAndSetResponse {

@@ -11,7 +11,7 @@ pub struct Line {
 }
 
 /// Every shell command.
-#[derive(Subcommand, Debug)]
+#[derive(Subcommand, Debug, Clone)]
 #[command(rename_all = "snake_case")]
 pub enum Cmd {
     /// Show the cluster: meta leader and members, node and table counts.

@@ -565,10 +565,41 @@ fn bulk_json(r: &BulkLoadStatusResponse) -> Value {
         "app_name": r.app_name, "job_id": r.job_id, "status": r.status, "reason": r.reason, "source": r.source,
         "partitions": r.partitions.iter().map(|p| json!({
             "partition_index": p.partition_index, "status": p.status, "progress_percent": p.progress_percent,
+            "drive_attempts": p.drive_attempts, "drive_backoff_ms": p.drive_backoff_ms, "last_error": p.last_error,
+            "stalled_since_ms": p.stalled_since_ms,
             "replicas": p.replicas.iter().map(|x| json!({"node_id": x.node_id, "status": x.status,
-                "downloaded_bytes": x.downloaded_bytes, "total_bytes": x.total_bytes, "reason": x.reason})).collect::<Vec<_>>(),
+                "downloaded_bytes": x.downloaded_bytes, "total_bytes": x.total_bytes, "reason": x.reason,
+                "live_tasks": x.live_tasks, "retries": x.retries, "backoff_ms": x.backoff_ms})).collect::<Vec<_>>(),
         })).collect::<Vec<_>>(),
     })
+}
+
+/// Whether a job in `status` is still moving (a live display keeps refreshing it).
+pub fn bulk_load_running(status: &str) -> bool {
+    matches!(status, "BLS_DOWNLOADING" | "BLS_DOWNLOADED" | "BLS_INGESTING" | "BLS_PAUSING")
+}
+
+/// One line: a bar of `width` cells for the job's overall progress (the mean of its
+/// partitions'), the status, and how many partitions are done.
+pub fn bulk_progress_bar(status: &Value, width: usize) -> String {
+    let parts = status["partitions"].as_array().map(Vec::as_slice).unwrap_or_default();
+    let percent = if parts.is_empty() {
+        0
+    } else {
+        parts.iter().map(|p| p["progress_percent"].as_u64().unwrap_or(0)).sum::<u64>() / parts.len() as u64
+    };
+    let done = parts
+        .iter()
+        .filter(|p| matches!(p["status"].as_str(), Some("BLS_DOWNLOADED" | "BLS_INGESTING" | "BLS_SUCCEED")))
+        .count();
+    let filled = (percent.min(100) as usize * width) / 100;
+    format!(
+        "[{}{}] {percent:>3}%  {}  {done}/{} partitions downloaded",
+        "#".repeat(filled),
+        "-".repeat(width - filled),
+        status["status"].as_str().unwrap_or_default(),
+        parts.len()
+    )
 }
 
 fn bulk_text(r: &BulkLoadStatusResponse, detailed: bool) -> String {
@@ -587,11 +618,29 @@ fn bulk_text(r: &BulkLoadStatusResponse, detailed: bool) -> String {
         .iter()
         .map(|p| {
             let mut row = vec![p.partition_index.to_string(), p.status.clone(), format!("{}%", p.progress_percent)];
+            // Where the driver is waiting, or stuck: shown always, since that is what needs eyes.
+            let mut note = Vec::new();
+            if p.stalled_since_ms > 0 {
+                note.push(format!("stalled since {}", ms_to_time(p.stalled_since_ms)));
+            }
+            if p.drive_attempts > 0 {
+                note.push(format!("retry {} (backoff {} ms): {}", p.drive_attempts, p.drive_backoff_ms, p.last_error));
+            }
+            row.push(note.join("; "));
             if detailed {
                 row.push(
                     p.replicas
                         .iter()
-                        .map(|x| format!("node{}:{}:{}/{}", x.node_id, x.status, x.downloaded_bytes, x.total_bytes))
+                        .map(|x| {
+                            let mut r = format!(
+                                "node{}:{}:{}/{}:tasks={}",
+                                x.node_id, x.status, x.downloaded_bytes, x.total_bytes, x.live_tasks
+                            );
+                            if x.retries > 0 {
+                                r.push_str(&format!(":retries={}:backoff={}ms", x.retries, x.backoff_ms));
+                            }
+                            r
+                        })
                         .collect::<Vec<_>>()
                         .join(" "),
                 );
@@ -599,9 +648,29 @@ fn bulk_text(r: &BulkLoadStatusResponse, detailed: bool) -> String {
             row
         })
         .collect();
-    let headers: &[&str] =
-        if detailed { &["partition", "status", "progress", "replicas"] } else { &["partition", "status", "progress"] };
+    let headers: &[&str] = if detailed {
+        &["partition", "status", "progress", "note", "replicas"]
+    } else {
+        &["partition", "status", "progress", "note"]
+    };
     out.push_str("\n\n");
     out.push_str(&table(headers, &rows));
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn progress_bar_shows_the_mean_of_the_partitions() {
+        let status = json!({"status": "BLS_DOWNLOADING", "partitions": [
+            {"status": "BLS_DOWNLOADED", "progress_percent": 100},
+            {"status": "BLS_DOWNLOADING", "progress_percent": 0},
+        ]});
+        let bar = bulk_progress_bar(&status, 10);
+        assert_eq!(bar, "[#####-----]  50%  BLS_DOWNLOADING  1/2 partitions downloaded");
+        assert!(bulk_progress_bar(&json!({"status": "BLS_INVALID"}), 4).starts_with("[----]   0%"));
+        assert!(bulk_load_running("BLS_INGESTING") && !bulk_load_running("BLS_SUCCEED"));
+    }
 }

@@ -49,7 +49,7 @@ pub fn run(args: ShellArgs) -> Result<ExitCode> {
     let client = rt
         .block_on(Client::with_config(config))
         .map_err(|e| anyhow!("cannot reach the meta servers {}: {e}", args.meta.join(",")))?;
-    let mut shell = Shell { rt, session: Session::new(client), json: args.json };
+    let mut shell = Shell { rt, session: Session::new(client), json: args.json, live: false };
     if let Some(script) = &args.exec {
         return Ok(shell.run_script(std::iter::once(script.clone())));
     }
@@ -65,6 +65,8 @@ struct Shell {
     rt: tokio::runtime::Runtime,
     session: Session,
     json: bool,
+    /// A person at a terminal: bulk-load status is shown as a live progress display.
+    live: bool,
 }
 
 /// What running a line did.
@@ -90,6 +92,7 @@ impl Shell {
     }
 
     fn interactive(&mut self) -> Result<ExitCode> {
+        self.live = !self.json;
         let names = Arc::new(Mutex::new(Vec::new()));
         let mut editor = rustyline::Editor::<ShellHelper, rustyline::history::DefaultHistory>::new()?;
         editor.set_helper(Some(ShellHelper { commands: commands::command_names(), tables: names.clone() }));
@@ -145,6 +148,7 @@ impl Shell {
             match parsed {
                 Cmd::Exit => return Ok(Outcome::Exit),
                 Cmd::Help { command } => println!("{}", help(command.as_deref())?),
+                cmd @ Cmd::QueryBulkLoadStatus { .. } if self.live => self.watch_bulk_load(cmd)?,
                 cmd => {
                     let out = self.rt.block_on(self.session.run(cmd))?;
                     if self.json {
@@ -156,6 +160,42 @@ impl Shell {
             }
         }
         Ok(Outcome::Continue)
+    }
+}
+
+impl Shell {
+    /// Shows a bulk load's status with a progress bar, redrawn every second while the job is
+    /// running; returns when the job stops running or on Ctrl-C.
+    fn watch_bulk_load(&mut self, query: Cmd) -> Result<()> {
+        let session = &mut self.session;
+        self.rt.block_on(async {
+            let ctrl_c = tokio::signal::ctrl_c();
+            tokio::pin!(ctrl_c);
+            let mut drawn = 0usize;
+            loop {
+                let out = session.run(query.clone()).await?;
+                if drawn > 0 {
+                    // Back to the first line of the previous frame, and erase it all.
+                    print!("\x1b[{drawn}A\x1b[J");
+                }
+                let status = out.json["status"].as_str().unwrap_or_default();
+                if !exec::bulk_load_running(status) {
+                    println!("{}", out.text);
+                    return Ok(());
+                }
+                let frame = format!(
+                    "{}\n{}\n(live: refreshed every second until the job ends; Ctrl-C stops watching)",
+                    exec::bulk_progress_bar(&out.json, 40),
+                    out.text
+                );
+                println!("{frame}");
+                drawn = frame.lines().count();
+                tokio::select! {
+                    _ = &mut ctrl_c => return Ok(()),
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                }
+            }
+        })
     }
 }
 

@@ -1,0 +1,311 @@
+//! Write throttling and request denial by table envs (DESIGN §6), applied live by every replica,
+//! and bulk loads that cannot get stuck: under reject-throttling with a saturating writer, and
+//! through a replica server frozen (SIGSTOP) for longer than the stall timeout.
+
+use std::path::Path;
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, ensure, Context, Result};
+use futures::StreamExt;
+use serde_json::Value;
+use wingkv_client::{Client, ClientConfig, ErrorCode, ScanOptions, Table};
+use wingkv_proto::replica_admin::replica_admin_client::ReplicaAdminClient;
+use wingkv_proto::replica_admin::StatusRequest;
+use wingkv_tests::onebox::Guard;
+use wingkv_tests::{bin_path, channel, wait_for};
+
+fn shell(meta: &str, script: &str) -> Result<(bool, String, String)> {
+    let out = Command::new(bin_path("wingkv")).args(["shell", "--json", "--meta", meta, "-e", script]).output()?;
+    Ok((
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).to_string(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    ))
+}
+
+fn shell_ok(meta: &str, script: &str) -> Result<String> {
+    let (ok, out, err) = shell(meta, script)?;
+    ensure!(ok, "`{script}` failed: {err}");
+    Ok(out)
+}
+
+async fn table(meta: &str, name: &str, timeout: Duration) -> Result<Table> {
+    let mut config = ClientConfig::new(vec![meta.to_string()]);
+    config.request_timeout = timeout;
+    Ok(Client::with_config(config).await?.open_table(name).await?)
+}
+
+/// The onebox's nodes from `onebox status --json`: (name, port, pid).
+fn nodes(dir: &Path) -> Result<Vec<(String, u16, Option<u32>)>> {
+    let state: Value = serde_json::from_str(wingkv_tests::onebox::onebox(dir, &["status", "--json"])?.trim())?;
+    state["nodes"]
+        .as_array()
+        .context("nodes")?
+        .iter()
+        .map(|n| {
+            Ok((
+                n["name"].as_str().context("name")?.to_string(),
+                n["port"].as_u64().context("port")? as u16,
+                n["pid"].as_u64().map(|p| p as u32),
+            ))
+        })
+        .collect()
+}
+
+/// (delayed, rejected, denied) writes summed over the replica servers.
+async fn admission_counters(dir: &Path) -> Result<(u64, u64, u64)> {
+    let mut sum = (0, 0, 0);
+    for (name, port, _) in nodes(dir)? {
+        if !name.starts_with("replica") {
+            continue;
+        }
+        let mut admin = ReplicaAdminClient::new(channel(&format!("127.0.0.1:{port}"))?);
+        let s = admin.status(StatusRequest { partition: None }).await?.into_inner();
+        sum = (sum.0 + s.writes_delayed, sum.1 + s.writes_rejected, sum.2 + s.requests_denied);
+    }
+    Ok(sum)
+}
+
+fn no_restarts(dir: &Path) -> Result<()> {
+    let state: Value = serde_json::from_str(wingkv_tests::onebox::onebox(dir, &["status", "--json"])?.trim())?;
+    for n in state["nodes"].as_array().context("nodes")? {
+        ensure!(n["restarts"] == 0, "{} exited unexpectedly: {n}", n["name"]);
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn throttling_envs_delay_reject_deny_and_lift_live() -> Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let dir = tmp.path().join("onebox");
+    let _guard = Guard(dir.clone());
+    let meta = wingkv_tests::onebox::start(&dir)?;
+    shell_ok(&meta, "create t -p 1 -r 3; use t; set k s v")?;
+    let deadline = Duration::from_secs(2);
+    let t = table(&meta, "t", deadline).await?;
+
+    // Bad values are refused, naming the problem, and change nothing.
+    for (value, want) in [("fast", "fast"), ("1*delay*10,2*delay*20", "delay"), ("0*reject*5", "0")] {
+        let (ok, _, err) = shell(&meta, &format!("use t; set_app_envs replica.write_throttling {value}"))?;
+        ensure!(!ok && err.contains("replica.write_throttling") && err.contains(want), "'{value}' accepted: {err}");
+    }
+    let (ok, _, err) = shell(&meta, "use t; set_app_envs replica.deny_client_request sometimes*all")?;
+    ensure!(!ok && err.contains("replica.deny_client_request"), "{err}");
+    let envs: Value = serde_json::from_str(shell_ok(&meta, "use t; get_app_envs")?.lines().last().context("envs")?)?;
+    ensure!(envs["envs"].as_object().is_some_and(|m| m.is_empty()), "a refused env was stored: {envs}");
+
+    // A byte limit below any request: every write is rejected; the writer retries with backoff
+    // and sees Busy only once its deadline is spent. Reads are not throttled.
+    shell_ok(&meta, "use t; set_app_envs replica.write_throttling_by_size 1*reject*50")?;
+    wait_for("the reject rule to reach the primary", Duration::from_secs(20), || async {
+        t.set("probe", "s", "x").await.err().filter(|e| e.code() == ErrorCode::Busy).map(|_| ())
+    })
+    .await?;
+    let started = Instant::now();
+    let e = t.set("k", "s", "x").await.err().context("a write passed a reject rule")?;
+    ensure!(e.code() == ErrorCode::Busy, "expected Busy, got {e}");
+    ensure!(started.elapsed() >= deadline, "Busy came after {:?}, before the {deadline:?} deadline", started.elapsed());
+    assert_eq!(t.get("k", "s").await?.as_deref(), Some(&b"v"[..]), "a rejected write changed the data");
+
+    // Delay: every write is held ≥ 300 ms, then served.
+    shell_ok(&meta, "use t; set_app_envs replica.write_throttling_by_size 1*delay*300")?;
+    wait_for("the delay rule to reach the primary", Duration::from_secs(20), || async {
+        t.set("k", "s", "d").await.ok()
+    })
+    .await?;
+    for i in 0..5 {
+        let started = Instant::now();
+        t.set("k", format!("d{i}"), "delayed").await?;
+        ensure!(started.elapsed() >= Duration::from_millis(300), "write {i} was not held: {:?}", started.elapsed());
+    }
+
+    // Per-request limit: 1 write/s for the table (2 per partition per second) with a short
+    // client deadline; 6 quick writes cannot all pass within the windows they span.
+    shell_ok(&meta, "use t; del_app_envs replica.write_throttling_by_size")?;
+    shell_ok(&meta, "use t; set_app_envs replica.write_throttling 1*reject*100")?;
+    let quick = table(&meta, "t", Duration::from_millis(300)).await?;
+    let busy = wait_for("the QPS rule to reject a write", Duration::from_secs(20), || async {
+        let mut busy = 0;
+        for i in 0..6 {
+            match quick.set("q", format!("{i}"), "x").await {
+                Ok(()) => {}
+                Err(e) if e.code() == ErrorCode::Busy => busy += 1,
+                Err(_) => return None,
+            }
+        }
+        (busy > 0).then_some(busy)
+    })
+    .await?;
+    ensure!(busy >= 1);
+
+    // Deny writes: OperationDisabled at once; reads go on.
+    shell_ok(&meta, "use t; del_app_envs replica.write_throttling; set_app_envs replica.deny_client_write true")?;
+    wait_for("writes to be denied", Duration::from_secs(20), || async {
+        t.set("k", "s", "x").await.err().filter(|e| e.code() == ErrorCode::OperationDisabled).map(|_| ())
+    })
+    .await?;
+    assert_eq!(t.get("k", "s0").await?, None);
+
+    // Every env removed: writes pass untouched again (no hold, no refusal on any node).
+    shell_ok(&meta, "use t; del_app_envs replica.deny_client_write")?;
+    wait_for("writes to pass again", Duration::from_secs(20), || async { t.set("k", "s", "back").await.ok() }).await?;
+    let before = admission_counters(&dir).await?;
+    for i in 0..50 {
+        t.set("free", format!("{i}"), "x").await?;
+    }
+    let after = admission_counters(&dir).await?;
+    ensure!(before == after, "writes were still throttled or denied after del_app_envs: {before:?} -> {after:?}");
+    ensure!(after.0 >= 5 && after.1 >= 2 && after.2 >= 1, "the counters missed the throttling: {after:?}");
+    no_restarts(&dir)
+}
+
+/// A onebox whose replica servers download at 1 MB/s each, with the given meta config, and a
+/// 60 000-row layout for table `t` (8 partitions) under the returned root.
+fn slow_onebox(tmp: &Path, meta_config: &str) -> Result<(std::path::PathBuf, String, String)> {
+    let dir = tmp.join("onebox");
+    let meta = wingkv_tests::onebox::start_configured(
+        &dir,
+        meta_config,
+        "[bulk_load]\ndownload_bytes_per_sec = 1000000\nmin_free_disk_bytes = 0\n",
+    )?;
+    let remote = tmp.join("remote");
+    let out = Command::new(bin_path("wingkv"))
+        .args(["bulkgen", "--table", "t", "--partitions", "8", "--generate", "60000", "--value-size", "100", "--root"])
+        .arg(&remote)
+        .output()?;
+    if !out.status.success() {
+        let _ = wingkv_tests::onebox::onebox(&dir, &["stop"]);
+        bail!("bulkgen: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok((dir, meta, remote.display().to_string()))
+}
+
+async fn status(meta: &str) -> Option<Value> {
+    let (ok, out, _) = shell(meta, "query_bulk_load_status -a t -d").ok()?;
+    serde_json::from_str(out.trim()).ok().filter(|_| ok)
+}
+
+/// The seed scenario of throttling: a table under reject-throttling with a writer saturating
+/// it; a bulk load started then never reaches a state that needs `cancel -f`, and once the env
+/// is removed it succeeds within the backoff cap + 30 s. Five times.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bulk_load_under_write_throttling_never_gets_stuck() -> Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let (dir, meta, root) = slow_onebox(tmp.path(), "bulk_load_retry = { base_ms = 100, cap_ms = 2000 }\n")?;
+    let _guard = Guard(dir.clone());
+    shell_ok(&meta, "create t -p 8 -r 3")?;
+    let t = Arc::new(table(&meta, "t", Duration::from_millis(500)).await?);
+    for round in 0..5 {
+        shell_ok(&meta, "use t; set_app_envs replica.write_throttling 8*reject*20")?;
+        // The writer saturates the limit for as long as the round lasts.
+        let stop = Arc::new(AtomicBool::new(false));
+        let (written, rejected) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+        let writer = {
+            let (t, stop, written, rejected) = (t.clone(), stop.clone(), written.clone(), rejected.clone());
+            tokio::spawn(async move {
+                let mut i = 0u64;
+                // Bounded: a round lasts at most a few minutes.
+                while !stop.load(Ordering::Relaxed) && i < 1_000_000 {
+                    match t.set(format!("w{round}-{i}"), "s", "v").await {
+                        Ok(()) => written.fetch_add(1, Ordering::Relaxed),
+                        Err(_) => rejected.fetch_add(1, Ordering::Relaxed),
+                    };
+                    i += 1;
+                }
+            })
+        };
+        let started = shell(&meta, &format!("start_bulk_load -a t -c onebox -p local -r {root}"));
+        // Observe the job under pressure: it moves or waits, and never fails or needs a cancel.
+        let watch_until = Instant::now() + Duration::from_secs(5);
+        let mut result = Ok(());
+        while Instant::now() < watch_until {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let Some(v) = status(&meta).await else { continue };
+            if !matches!(
+                v["status"].as_str(),
+                Some("BLS_DOWNLOADING" | "BLS_DOWNLOADED" | "BLS_INGESTING" | "BLS_SUCCEED")
+            ) {
+                result = Err(anyhow::anyhow!("round {round}: the job went to {v}"));
+                break;
+            }
+        }
+        ensure!(
+            rejected.load(Ordering::Relaxed) > 0 || result.is_err(),
+            "round {round}: the writer was never throttled"
+        );
+        shell_ok(&meta, "use t; del_app_envs replica.write_throttling")?;
+        stop.store(true, Ordering::Relaxed);
+        writer.await?;
+        let (ok, _, err) = started?;
+        ensure!(ok, "round {round}: start: {err}");
+        result?;
+        // Backoff cap (2 s) + 30 s, plus the download itself at 1 MB/s per node.
+        wait_for(&format!("round {round} to succeed"), Duration::from_secs(32 + 40), || async {
+            let v = status(&meta).await?;
+            match v["status"].as_str()? {
+                "BLS_SUCCEED" => Some(Ok(())),
+                "BLS_FAILED" | "BLS_CANCELED" => Some(Err(v.to_string())),
+                _ => None,
+            }
+        })
+        .await?
+        .map_err(|s| anyhow::anyhow!("round {round}: {s}"))?;
+        ensure!(written.load(Ordering::Relaxed) > 0, "round {round}: the writer never got through");
+        shell_ok(&meta, "clear_bulk_load -a t")?;
+    }
+    let n = t.full_scan(ScanOptions { no_value: true, batch_size: 5_000, ..Default::default() }).count().await;
+    ensure!(n >= 60_000, "only {n} rows after the loads");
+    no_restarts(&dir)
+}
+
+/// A replica server frozen (SIGSTOP) mid-download for longer than the stall timeout: the meta
+/// shows the stall and retries with backoff, and after SIGCONT the job completes by itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_replica_server_stalls_the_job_only_while_frozen() -> Result<()> {
+    let tmp = tempfile::tempdir()?;
+    // A long node timeout: the freeze must not turn into a re-replication.
+    let meta_config = "node_timeout_ms = 120000\nbulk_load_stall_timeout_ms = 3000\n\
+                       bulk_load_retry = { base_ms = 100, cap_ms = 2000 }\n";
+    let (dir, meta, root) = slow_onebox(tmp.path(), meta_config)?;
+    let _guard = Guard(dir.clone());
+    shell_ok(&meta, &format!("create t -p 8 -r 3; start_bulk_load -a t -c onebox -p local -r {root}"))?;
+    wait_for("download progress", Duration::from_secs(30), || async {
+        let v = status(&meta).await?;
+        v["partitions"].as_array()?.iter().any(|p| p["progress_percent"].as_u64() > Some(0)).then_some(())
+    })
+    .await?;
+
+    let pid = nodes(&dir)?.into_iter().find(|n| n.0 == "replica2").and_then(|n| n.2).context("replica2's pid")?;
+    // SAFETY: kill(2) on a pid of our onebox; no memory is touched.
+    ensure!(unsafe { libc::kill(pid as i32, libc::SIGSTOP) } == 0, "SIGSTOP failed");
+    let stalled = wait_for("the meta to show a stalled partition", Duration::from_secs(60), || async {
+        let v = status(&meta).await?;
+        let parts = v["partitions"].as_array()?;
+        let stalled = parts.iter().any(|p| p["stalled_since_ms"].as_u64() > Some(0));
+        let retried = parts.iter().any(|p| p["drive_attempts"].as_u64() > Some(0));
+        (stalled && retried).then_some(v)
+    })
+    .await;
+    // SAFETY: as above; the node runs on whatever happened.
+    unsafe { libc::kill(pid as i32, libc::SIGCONT) };
+    let stalled = stalled?;
+    ensure!(stalled["status"] == "BLS_DOWNLOADING", "the freeze moved the job to {}", stalled["status"]);
+
+    wait_for("the job to succeed after the freeze", Duration::from_secs(180), || async {
+        let v = status(&meta).await?;
+        match v["status"].as_str()? {
+            "BLS_SUCCEED" => Some(Ok(())),
+            "BLS_FAILED" | "BLS_CANCELED" => Some(Err(v.to_string())),
+            _ => None,
+        }
+    })
+    .await?
+    .map_err(|s| anyhow::anyhow!("the job did not succeed: {s}"))?;
+    let t = table(&meta, "t", Duration::from_secs(5)).await?;
+    let n = t.full_scan(ScanOptions { no_value: true, batch_size: 5_000, ..Default::default() }).count().await;
+    assert_eq!(n, 60_000);
+    no_restarts(&dir)
+}
