@@ -73,6 +73,7 @@ cmd_lint() {
     ensure_deps
     cargo fmt --all -- --check
     cargo clippy -j"$JOBS" --workspace --all-targets -- -D warnings
+    cargo clippy -j"$JOBS" -p wingkv-replica-server --features failpoints --all-targets -- -D warnings
 }
 
 cmd_test() {
@@ -85,11 +86,15 @@ cmd_test() {
     cmd_lint
     # Integration tests start the server binaries from the same target dir.
     cargo build -j"$JOBS" --workspace --bins
+    # The bulk loader's race windows, forced through fail points (compiled in for tests only).
+    local failpoints=(-p wingkv-replica-server --features failpoints --lib failpoint)
     if cargo nextest --version >/dev/null 2>&1; then
         cargo test -j"$JOBS" --workspace --doc
+        cargo nextest run -j"$JOBS" "${failpoints[@]}"
         # Last, so its summary is the closing line of the run.
         cargo nextest run -j"$JOBS" --workspace --no-fail-fast "$@"
     else
+        cargo test -j"$JOBS" "${failpoints[@]}"
         cargo test -j"$JOBS" --workspace --no-fail-fast "$@"
     fi
 }

@@ -79,6 +79,22 @@ pub struct CasOutcome {
     pub check_value: Option<Bytes>,
 }
 
+/// Whether repeating an operation is harmless.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Idempotence {
+    /// Applying it twice is applying it once (get, set, del, multi_*).
+    Idempotent,
+    /// Applying it twice differs (incr, check_and_set): retried only when surely not applied.
+    NotIdempotent,
+}
+
+/// Whether a server's answer says the request surely did not take effect: it was refused
+/// before being proposed (NotLeader — a leadership lost mid-write answers Unavailable instead —,
+/// Busy, NotFound). Timeouts and lost connections are ambiguous.
+fn surely_not_applied(err: &WingError) -> bool {
+    matches!(err, WingError::NotLeader { .. } | WingError::Busy(_) | WingError::NotFound(_))
+}
+
 /// A table of the cluster. Cheap to clone.
 #[derive(Clone)]
 pub struct Table {
@@ -125,7 +141,18 @@ impl Table {
 
     /// Runs `op` on the primary of partition `pidx`, retrying retryable failures (with a
     /// routing refresh) until the request deadline.
-    async fn on_partition<T, F, Fut>(&self, pidx: u32, mut op: F) -> Result<T, WingError>
+    async fn on_partition<T, F, Fut>(&self, pidx: u32, op: F) -> Result<T, WingError>
+    where
+        F: FnMut(DataClient<Channel>, PartitionId) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
+        self.on_partition_with(pidx, Idempotence::Idempotent, op).await
+    }
+
+    /// [`Self::on_partition`] for an operation of the given idempotence: one that is not
+    /// idempotent (incr, check_and_set) is retried only after failures that say it was not
+    /// applied; after an ambiguous one (timeout, lost connection) the caller gets that error.
+    async fn on_partition_with<T, F, Fut>(&self, pidx: u32, idempotence: Idempotence, mut op: F) -> Result<T, WingError>
     where
         F: FnMut(DataClient<Channel>, PartitionId) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
@@ -139,13 +166,14 @@ impl Table {
             let cfg = self.configuration();
             let pid = PartitionId::new(cfg.app_id, pidx);
             let primary = cfg.partitions.get(pidx as usize).and_then(|p| p.primary.clone());
-            let err = match primary {
-                None => WingError::Unavailable(format!("partition {pid} of '{}' has no primary", self.name)),
+            // `sent`: whether the request may have reached a server.
+            let (err, sent) = match primary {
+                None => (WingError::Unavailable(format!("partition {pid} of '{}' has no primary", self.name)), false),
                 Some(primary) => match self.client.pool.get(&primary.address) {
-                    Err(e) => WingError::Unavailable(format!("bad primary address {}: {e}", primary.address)),
+                    Err(e) => (WingError::Unavailable(format!("bad primary address {}: {e}", primary.address)), false),
                     Ok(channel) => {
                         let left = deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(1));
-                        match tokio::time::timeout(left, op(DataClient::new(channel), pid)).await {
+                        let err = match tokio::time::timeout(left, op(DataClient::new(channel), pid)).await {
                             Ok(Ok(resp)) => return Ok(resp.into_inner()),
                             Ok(Err(status)) => WingError::from_status(&status),
                             // Cut by the deadline while the server was holding it back (throttled):
@@ -154,12 +182,16 @@ impl Table {
                                 Some(busy @ WingError::Busy(_)) => busy,
                                 _ => WingError::Timeout(format!("partition {pid} did not answer within {timeout:?}")),
                             },
-                        }
+                        };
+                        (err, true)
                     }
                 },
             };
             // NotFound: the replica moved (stale routing); the others say "try again".
-            let retry = err.code().is_retryable() || err.code() == ErrorCode::NotFound;
+            let retry = match idempotence {
+                Idempotence::Idempotent => err.code().is_retryable() || err.code() == ErrorCode::NotFound,
+                Idempotence::NotIdempotent => !sent || surely_not_applied(&err),
+            };
             if !retry {
                 return Err(err);
             }
@@ -189,9 +221,23 @@ impl Table {
         F: FnMut(DataClient<Channel>, PartitionId) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
+        self.on_key_with(hk, sk, Idempotence::Idempotent, op).await
+    }
+
+    async fn on_key_with<T, F, Fut>(
+        &self,
+        hk: &[u8],
+        sk: &[u8],
+        idempotence: Idempotence,
+        op: F,
+    ) -> Result<T, WingError>
+    where
+        F: FnMut(DataClient<Channel>, PartitionId) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
         wingkv_common::key::validate_hash_key(hk)?;
         let pidx = partition_index(hk, sk, self.partition_count());
-        self.on_partition(pidx, op).await
+        self.on_partition_with(pidx, idempotence, op).await
     }
 
     /// The value of `(hash_key, sort_key)`, or `None`.
@@ -368,7 +414,7 @@ impl Table {
     ) -> Result<i64, WingError> {
         let (hk, sk) = (bytes(hash_key), bytes(sort_key));
         let r = self
-            .on_key(&hk, &sk, |mut c, p| {
+            .on_key_with(&hk, &sk, Idempotence::NotIdempotent, |mut c, p| {
                 let req = IncrRequest {
                     partition: Some(p.to_proto()),
                     hash_key: hk.clone(),
@@ -399,7 +445,7 @@ impl Table {
             (bytes(hash_key), bytes(check_sort_key), bytes(operand), bytes(set_sort_key), bytes(value));
         let set_ttl_seconds = ttl_seconds(ttl);
         let r = self
-            .on_key(&hk, b"", |mut c, p| {
+            .on_key_with(&hk, b"", Idempotence::NotIdempotent, |mut c, p| {
                 let req = CheckAndSetRequest {
                     partition: Some(p.to_proto()),
                     hash_key: hk.clone(),

@@ -34,6 +34,10 @@ pub struct ReplicaServerConfig {
     pub max_request_bytes: usize,
     /// Bulk-load downloads.
     pub bulk_load: BulkLoadConfig,
+    /// TEST ONLY, breaks linearizability on purpose: acknowledge a set or del as soon as it is
+    /// handed to raft, before it commits. The fault suite turns it on to prove that its checker
+    /// sees a violation. Never set it on a real cluster.
+    pub unsafe_ack_before_commit: bool,
 }
 
 /// Bulk-load download settings of a replica server.
@@ -80,6 +84,7 @@ impl Default for ReplicaServerConfig {
             read_timeout_ms: 5_000,
             max_request_bytes: 32 << 20,
             bulk_load: BulkLoadConfig::default(),
+            unsafe_ack_before_commit: false,
         }
     }
 }

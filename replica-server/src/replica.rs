@@ -62,6 +62,7 @@ pub struct Replica {
     pool: ChannelPool,
     node_id: NodeId,
     admission: crate::admission::Admission,
+    unsafe_ack_before_commit: bool,
 }
 
 impl Replica {
@@ -125,6 +126,7 @@ impl Replica {
             pool: ctx.pool.clone(),
             node_id: ctx.node_id,
             admission: crate::admission::Admission::new(ctx.tables.get(id.app_id), ctx.tables.counters.clone()),
+            unsafe_ack_before_commit: ctx.config.unsafe_ack_before_commit,
         }))
     }
 
@@ -206,6 +208,12 @@ impl Replica {
     /// the log index.
     pub async fn propose(&self, cmd: Command) -> Result<(CommandResponse, u64), WingError> {
         self.check_primary()?;
+        if self.unsafe_ack_before_commit && matches!(cmd, Command::Put { .. } | Command::Delete { .. }) {
+            // The deliberately broken mode (see the config): the write commits later, or never.
+            let raft = self.raft.clone();
+            self.tasks.spawn(async move { raft.client_write(cmd).await.map(|_| ()) });
+            return Ok((CommandResponse::Done, 0));
+        }
         let write = self.raft.client_write(cmd);
         let res = tokio::time::timeout(self.write_timeout, write).await.map_err(|_| {
             WingError::Timeout(format!(
@@ -215,9 +223,13 @@ impl Replica {
         })?;
         match res {
             Ok(r) => Ok((r.data, r.log_id.index)),
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
-                Err(WingError::NotLeader { partition: self.id.to_string(), leader: f.leader_node.map(|n| n.addr) })
-            }
+            // NotLeader means "not applied" (check_primary above); leadership lost once the write
+            // was handed to raft leaves its fate open: it may still commit under the new leader.
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => Err(WingError::Unavailable(format!(
+                "partition {}: leadership moved to {:?} while the write was in flight; it may or may not be applied",
+                self.id,
+                f.leader_node.map(|n| n.addr)
+            ))),
             Err(RaftError::APIError(e)) => Err(WingError::Internal(format!("partition {}: {e}", self.id))),
             Err(RaftError::Fatal(e)) => {
                 Err(WingError::Unavailable(format!("partition {}: raft stopped: {e}", self.id)))

@@ -55,6 +55,9 @@ impl ReplicaServer {
         let manager = Arc::new(ReplicaManager::new(ctx));
         let opened = manager.open_all().await?;
         tracing::info!(node_id, %addr, replicas = opened, "replica server listening");
+        if config.unsafe_ack_before_commit {
+            tracing::error!("unsafe_ack_before_commit is set: writes are acknowledged before they commit (test only)");
+        }
 
         let max = config.max_request_bytes;
         let router = tonic::transport::Server::builder()

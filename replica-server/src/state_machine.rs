@@ -158,6 +158,8 @@ impl RaftStateMachine<PartitionRaftConfig> for PartitionStateMachine {
                     if is_ingested(&self.db, source.job_id).map_err(apply_err)? {
                         CommandResponse::Done
                     } else {
+                        // Race window: the entry is committed, this replica has not ingested yet.
+                        fail::fail_point!("bulk_load::before_ingest_apply");
                         match self.ingest(&source, &files, ingest_behind).await {
                             Ok(()) => {
                                 let mut marker = rocksdb::WriteBatch::default();
@@ -246,9 +248,9 @@ mod tests {
         Entry { log_id: LogId::new(CommittedLeaderId::new(1, 1), index), payload: EntryPayload::Normal(cmd) }
     }
 
-    #[tokio::test]
-    async fn ingest_lands_between_the_writes_around_it_and_refetches_missing_files() {
-        // A remote partition directory holding one SST written the way any producer would.
+    /// A remote partition directory `bl/onebox/t/0` holding one SST of `keys` (value "bulk"),
+    /// written the way any producer would, with its metadata.
+    fn remote_partition(keys: &[&str]) -> (tempfile::TempDir, FileMeta) {
         let remote = tempfile::tempdir().unwrap();
         let pdir = remote.path().join("bl/onebox/t/0");
         std::fs::create_dir_all(&pdir).unwrap();
@@ -257,7 +259,7 @@ mod tests {
             let opts = rocksdb::Options::default();
             let mut w = rocksdb::SstFileWriter::create(&opts);
             w.open(&sst).unwrap();
-            for k in ["k1", "k2", "k3"] {
+            for k in keys {
                 w.put(encode_key(k.as_bytes(), b"").unwrap(), encode_value(0, b"bulk")).unwrap();
             }
             w.finish().unwrap();
@@ -266,38 +268,85 @@ mod tests {
         let file = FileMeta { name: "0.sst".into(), size: bytes.len() as u64, md5: md5_hex(&bytes) };
         let meta = BulkLoadMetadata { files: vec![file.clone()], file_total_size: file.size };
         std::fs::write(pdir.join("bulk_load_metadata"), serde_json::to_vec(&meta).unwrap()).unwrap();
+        (remote, file)
+    }
 
+    /// A state machine on a fresh replica dir whose `local` provider points at `remote`.
+    fn state_machine(remote: &std::path::Path) -> (tempfile::TempDir, Arc<DB>, PartitionStateMachine) {
         let replica = tempfile::tempdir().unwrap();
         let db = SharedStorage::new(StorageConfig::default()).open(&replica.path().join("db")).unwrap();
         let config = BulkLoadConfig {
-            provider: ProviderConfig { local_root: remote.path().to_path_buf(), ..Default::default() },
+            provider: ProviderConfig { local_root: remote.to_path_buf(), ..Default::default() },
             min_free_disk_bytes: 0,
             ..Default::default()
         };
         let env = Arc::new(BulkLoadEnv::new(&config, tokio_util::sync::CancellationToken::new()));
         let snapshots = SnapshotDir::open(replica.path().join("snapshot")).unwrap();
-        let mut sm = PartitionStateMachine::new(db.clone(), snapshots, replica.path().to_path_buf(), env);
-        let put = |k: &str, v: &str| Command::Put {
+        let sm = PartitionStateMachine::new(db.clone(), snapshots, replica.path().to_path_buf(), env);
+        (replica, db, sm)
+    }
+
+    fn put(k: &str, v: &str) -> Command {
+        Command::Put {
             key: Bytes::from(encode_key(k.as_bytes(), b"").unwrap()),
             value: Bytes::from(encode_value(0, v.as_bytes())),
-        };
-        let source = BulkLoadSource { job_id: 1, provider: "local".into(), partition_dir: "bl/onebox/t/0".into() };
+        }
+    }
+
+    fn get(db: &DB, k: &str) -> String {
+        let v = db.get_cf(data_cf(db).unwrap(), encode_key(k.as_bytes(), b"").unwrap()).unwrap().unwrap();
+        String::from_utf8(v[4..].to_vec()).unwrap()
+    }
+
+    fn source(job_id: u64) -> BulkLoadSource {
+        BulkLoadSource { job_id, provider: "local".into(), partition_dir: "bl/onebox/t/0".into() }
+    }
+
+    #[tokio::test]
+    async fn ingest_lands_between_the_writes_around_it_and_refetches_missing_files() {
+        let (remote, file) = remote_partition(&["k1", "k2", "k3"]);
+        let (replica, db, mut sm) = state_machine(remote.path());
         let entries = vec![
             entry(1, put("k1", "before")),
-            entry(2, Command::IngestSst { source, files: vec![file], ingest_behind: false }),
+            entry(2, Command::IngestSst { source: source(1), files: vec![file], ingest_behind: false }),
             entry(3, put("k2", "after")),
         ];
         // The replica never downloaded the files: apply fetches and verifies them first.
         let out = sm.apply(entries).await.unwrap();
         assert_eq!(out.len(), 3);
-        let get = |k: &str| {
-            let v = db.get_cf(data_cf(&db).unwrap(), encode_key(k.as_bytes(), b"").unwrap()).unwrap().unwrap();
-            String::from_utf8(v[4..].to_vec()).unwrap()
-        };
-        assert_eq!(get("k1"), "bulk", "the ingest comes after the write before it");
-        assert_eq!(get("k2"), "after", "the write after the ingest wins");
-        assert_eq!(get("k3"), "bulk");
+        assert_eq!(get(&db, "k1"), "bulk", "the ingest comes after the write before it");
+        assert_eq!(get(&db, "k2"), "after", "the write after the ingest wins");
+        assert_eq!(get(&db, "k3"), "bulk");
         assert_eq!(read_applied(&db).unwrap().0.map(|l| l.index), Some(3));
         assert!(!crate::bulk_load::job_dir(replica.path(), 1).exists(), "local files are removed after ingestion");
+    }
+
+    /// Forced: the replica loses its verified files (a restart, a wiped dir) right before the
+    /// committed `IngestSst` applies. It fetches them again and ingests the same rows; a
+    /// duplicate of the entry later is a no-op that cannot put old rows over newer writes.
+    #[cfg(feature = "failpoints")]
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn failpoint_files_lost_right_before_ingestion_are_fetched_again() {
+        let scenario = fail::FailScenario::setup();
+        let (remote, file) = remote_partition(&["k1", "k2"]);
+        let (replica, db, mut sm) = state_machine(remote.path());
+        // The replica had downloaded and verified its files...
+        let store = open_provider("local", &sm.bulk.provider).unwrap();
+        let loader = BulkLoader::start(source(4), replica.path(), store, sm.bulk.limits.clone());
+        assert_eq!(loader.finished().await.state, LoaderState::Downloaded);
+        loader.stop().await;
+        // ...and loses them just before the entry applies.
+        let dir = job_dir(replica.path(), 4);
+        fail::cfg_callback("bulk_load::before_ingest_apply", move || {
+            let _ = std::fs::remove_dir_all(&dir);
+        })
+        .unwrap();
+        let ingest = || Command::IngestSst { source: source(4), files: vec![file.clone()], ingest_behind: false };
+        sm.apply(vec![entry(1, ingest()), entry(2, put("k1", "newer"))]).await.unwrap();
+        assert_eq!((get(&db, "k1"), get(&db, "k2")), ("newer".to_string(), "bulk".to_string()));
+        // A duplicate proposal of the same job (a new primary retrying) changes nothing.
+        sm.apply(vec![entry(3, ingest())]).await.unwrap();
+        assert_eq!(get(&db, "k1"), "newer", "a duplicate ingestion put old rows over a newer write");
+        scenario.teardown();
     }
 }

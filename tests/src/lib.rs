@@ -2,7 +2,10 @@
 //! killed when the test ends (even by a panic), and helpers that wait on conditions with
 //! deadlines instead of sleeping.
 
+pub mod cli;
 pub mod cluster;
+pub mod faults;
+pub mod linearizability;
 pub mod onebox;
 pub mod raw;
 
@@ -35,6 +38,17 @@ pub fn bin_path(name: &str) -> PathBuf {
         path.display()
     );
     path
+}
+
+/// Makes the child of `cmd` die with the test process, even when the test is killed.
+pub fn die_with_test(cmd: &mut Command) {
+    // SAFETY: prctl in the forked child before exec touches no memory of the parent.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
 }
 
 /// Polls `f` until it yields `Some`, failing with `what` after `timeout`.
@@ -142,13 +156,7 @@ impl ReplicaProcess {
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log);
-        // The child dies with the test process, even when the test is killed.
-        unsafe {
-            cmd.pre_exec(|| {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                Ok(())
-            });
-        }
+        die_with_test(&mut cmd);
         let child = cmd.spawn().with_context(|| format!("spawn {}", self.binary))?;
         self.child = Some(child);
         let addr = wait_for("the server to listen", Duration::from_secs(30), || {

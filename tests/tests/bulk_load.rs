@@ -11,17 +11,9 @@ use serde_json::Value;
 use wingkv_client::{Client, PartitionId, ScanOptions};
 use wingkv_proto::replica_admin::replica_admin_client::ReplicaAdminClient;
 use wingkv_proto::replica_admin::PartitionRequest;
+use wingkv_tests::cli::{ensure_no_crash, shell, wait_bulk_load, wait_bulk_load_success};
 use wingkv_tests::onebox::Guard;
 use wingkv_tests::{bin_path, channel, wait_for};
-
-fn shell(meta: &str, script: &str) -> Result<(bool, String, String)> {
-    let out = Command::new(bin_path("wingkv")).args(["shell", "--json", "--meta", meta, "-e", script]).output()?;
-    Ok((
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).to_string(),
-        String::from_utf8_lossy(&out.stderr).to_string(),
-    ))
-}
 
 fn value_of(i: u64) -> String {
     format!("value-{i}-{}", i.wrapping_mul(2_654_435_761) % 1_000_003)
@@ -84,17 +76,7 @@ async fn bulk_load_end_to_end() -> Result<()> {
     let (ok, _, err) = shell(&meta, &format!("start_bulk_load -a t -c onebox -p local -r {root}"))?;
     ensure!(!ok && err.contains("already has a bulk load"), "a second start must be refused: {err}");
 
-    wait_for("the bulk load to succeed", Duration::from_secs(180), || async {
-        let (ok, out, _) = shell(&meta, "query_bulk_load_status -a t -d").ok()?;
-        let v: Value = serde_json::from_str(out.trim()).ok().filter(|_| ok)?;
-        match v["status"].as_str()? {
-            "BLS_SUCCEED" => Some(Ok(())),
-            "BLS_FAILED" => Some(Err(v["reason"].to_string())),
-            _ => None,
-        }
-    })
-    .await?
-    .map_err(|reason| anyhow::anyhow!("bulk load failed: {reason}"))?;
+    wait_bulk_load_success(&meta, "t", Duration::from_secs(180)).await?;
 
     // Every row, with its value, exactly once; the row written before the load is still there.
     let client = Client::connect([meta.clone()]).await?;
@@ -187,23 +169,10 @@ async fn restarts_during_download_neither_crash_nor_stall_the_job() -> Result<()
     ensure!(ok, "{err}");
     let v: Value = serde_json::from_str(out.trim())?;
     assert_eq!(v["status"], "BLS_DOWNLOADING", "the restarts did not happen during the download: {v}");
-    wait_for("the job to succeed after the restarts", Duration::from_secs(180), || async {
-        let (ok, out, _) = shell(&meta, "query_bulk_load_status -a t").ok()?;
-        let v: Value = serde_json::from_str(out.trim()).ok().filter(|_| ok)?;
-        match v["status"].as_str()? {
-            "BLS_SUCCEED" => Some(Ok(())),
-            "BLS_FAILED" | "BLS_CANCELED" => Some(Err(v.to_string())),
-            _ => None,
-        }
-    })
-    .await?
-    .map_err(|s| anyhow::anyhow!("the job did not succeed: {s}"))?;
+    wait_bulk_load_success(&meta, "t", Duration::from_secs(180)).await?;
 
     // No crash: the supervisor saw no unexpected exit.
-    let state: Value = serde_json::from_str(wingkv_tests::onebox::onebox(&dir, &["status", "--json"])?.trim())?;
-    for n in state["nodes"].as_array().context("nodes")? {
-        ensure!(n["restarts"] == 0, "{} exited unexpectedly: {n}", n["name"]);
-    }
+    ensure_no_crash(&dir)?;
     // No leftover files of any attempt.
     for r in ["replica1", "replica2", "replica3"] {
         let replicas = dir.join(r).join("data").join("replica");
@@ -219,15 +188,6 @@ async fn restarts_during_download_neither_crash_nor_stall_the_job() -> Result<()
     let n = t.full_scan(ScanOptions { no_value: true, batch_size: 5_000, ..Default::default() }).count().await;
     assert_eq!(n, 60_000);
     Ok(())
-}
-
-async fn wait_status(meta: &str, want: &str, timeout: Duration) -> Result<Value> {
-    wait_for(&format!("the bulk load to be {want}"), timeout, || async {
-        let (ok, out, _) = shell(meta, "query_bulk_load_status -a t -d").ok()?;
-        let v: Value = serde_json::from_str(out.trim()).ok().filter(|_| ok)?;
-        (v["status"] == want).then_some(v)
-    })
-    .await
 }
 
 fn leftover_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
@@ -283,12 +243,12 @@ async fn cancel_pause_restart_and_meta_crash_mid_download() -> Result<()> {
     ensure!(ok, "{err}");
     let (ok, _, err) = shell(&meta, "pause_bulk_load -a t")?;
     ensure!(ok, "{err}");
-    wait_status(&meta, "BLS_PAUSED", Duration::from_secs(30)).await?;
+    wait_bulk_load(&meta, "t", "BLS_PAUSED", Duration::from_secs(30)).await?;
     let (ok, _, err) = shell(&meta, "restart_bulk_load -a t")?;
     ensure!(ok, "{err}");
-    wait_status(&meta, "BLS_DOWNLOADING", Duration::from_secs(10)).await?;
+    wait_bulk_load(&meta, "t", "BLS_DOWNLOADING", Duration::from_secs(10)).await?;
     wingkv_tests::onebox::onebox(&dir, &["kill", "meta1"])?;
-    wait_status(&meta, "BLS_SUCCEED", Duration::from_secs(180)).await?;
+    wait_bulk_load(&meta, "t", "BLS_SUCCEED", Duration::from_secs(180)).await?;
     let client = Client::connect([meta]).await?;
     let t = client.open_table("t").await?;
     let n = t.full_scan(ScanOptions { no_value: true, batch_size: 5_000, ..Default::default() }).count().await;

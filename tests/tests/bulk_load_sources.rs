@@ -4,40 +4,16 @@
 
 use std::collections::BTreeMap;
 use std::net::TcpStream;
-use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use anyhow::{bail, ensure, Context, Result};
 use futures::StreamExt;
-use serde_json::Value;
 use wingkv_client::{Client, ScanOptions, Ttl};
+use wingkv_tests::cli::{shell, wait_bulk_load_success};
 use wingkv_tests::onebox::Guard;
 use wingkv_tests::{bin_path, free_port, wait_for};
-
-fn shell(meta: &str, script: &str) -> Result<(bool, String, String)> {
-    let out = Command::new(bin_path("wingkv")).args(["shell", "--json", "--meta", meta, "-e", script]).output()?;
-    Ok((
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).to_string(),
-        String::from_utf8_lossy(&out.stderr).to_string(),
-    ))
-}
-
-async fn wait_succeed(meta: &str, table: &str) -> Result<()> {
-    wait_for(&format!("the bulk load of {table} to succeed"), Duration::from_secs(120), || async {
-        let (ok, out, _) = shell(meta, &format!("query_bulk_load_status -a {table}")).ok()?;
-        let v: Value = serde_json::from_str(out.trim()).ok().filter(|_| ok)?;
-        match v["status"].as_str()? {
-            "BLS_SUCCEED" => Some(Ok(())),
-            "BLS_FAILED" | "BLS_CANCELED" => Some(Err(v.to_string())),
-            _ => None,
-        }
-    })
-    .await?
-    .map_err(|s| anyhow::anyhow!("the bulk load of {table} did not succeed: {s}"))
-}
 
 /// Pegasus's CRC-64 as DESIGN §2 states it (reflected polynomial 0x9a6c9329ac4bc9b5, init and
 /// final xor all ones), written here from the page rather than taken from wingkv.
@@ -155,7 +131,7 @@ async fn sst_files_of_another_producer_load_and_read_back() -> Result<()> {
     ensure!(ok, "{err}");
     let (ok, _, err) = shell(&meta, &format!("start_bulk_load -a ext -c onebox -p local -r {}", remote.display()))?;
     ensure!(ok, "{err}");
-    wait_succeed(&meta, "ext").await?;
+    wait_bulk_load_success(&meta, "ext", Duration::from_secs(120)).await?;
 
     let client = Client::connect([meta.clone()]).await?;
     let t = client.open_table("ext").await?;
@@ -205,12 +181,7 @@ impl Moto {
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log);
-        unsafe {
-            cmd.pre_exec(|| {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                Ok(())
-            });
-        }
+        wingkv_tests::die_with_test(&mut cmd);
         let mut moto = Moto { child: cmd.spawn().context("start moto_server")?, endpoint: format!("127.0.0.1:{port}") };
         wait_for("moto to listen", Duration::from_secs(60), || {
             let exited = moto.child.try_wait().ok().flatten();
@@ -275,7 +246,7 @@ async fn s3_provider_loads_from_a_local_s3_server() -> Result<()> {
     ensure!(!ok && err.contains("does not exist"), "a root without a layout must be refused: {err}");
     let (ok, _, err) = shell(&meta, "start_bulk_load -a t -c onebox -p s3 -r loads")?;
     ensure!(ok, "{err}");
-    wait_succeed(&meta, "t").await?;
+    wait_bulk_load_success(&meta, "t", Duration::from_secs(120)).await?;
 
     let client = Client::connect([meta]).await?;
     let t = client.open_table("t").await?;

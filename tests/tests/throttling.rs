@@ -14,23 +14,9 @@ use serde_json::Value;
 use wingkv_client::{Client, ClientConfig, ErrorCode, ScanOptions, Table};
 use wingkv_proto::replica_admin::replica_admin_client::ReplicaAdminClient;
 use wingkv_proto::replica_admin::StatusRequest;
+use wingkv_tests::cli::{bulk_load_status, ensure_no_crash, onebox_node, shell, shell_ok, wait_bulk_load_success};
 use wingkv_tests::onebox::Guard;
 use wingkv_tests::{bin_path, channel, wait_for};
-
-fn shell(meta: &str, script: &str) -> Result<(bool, String, String)> {
-    let out = Command::new(bin_path("wingkv")).args(["shell", "--json", "--meta", meta, "-e", script]).output()?;
-    Ok((
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).to_string(),
-        String::from_utf8_lossy(&out.stderr).to_string(),
-    ))
-}
-
-fn shell_ok(meta: &str, script: &str) -> Result<String> {
-    let (ok, out, err) = shell(meta, script)?;
-    ensure!(ok, "`{script}` failed: {err}");
-    Ok(out)
-}
 
 async fn table(meta: &str, name: &str, timeout: Duration) -> Result<Table> {
     let mut config = ClientConfig::new(vec![meta.to_string()]);
@@ -38,43 +24,16 @@ async fn table(meta: &str, name: &str, timeout: Duration) -> Result<Table> {
     Ok(Client::with_config(config).await?.open_table(name).await?)
 }
 
-/// The onebox's nodes from `onebox status --json`: (name, port, pid).
-fn nodes(dir: &Path) -> Result<Vec<(String, u16, Option<u32>)>> {
-    let state: Value = serde_json::from_str(wingkv_tests::onebox::onebox(dir, &["status", "--json"])?.trim())?;
-    state["nodes"]
-        .as_array()
-        .context("nodes")?
-        .iter()
-        .map(|n| {
-            Ok((
-                n["name"].as_str().context("name")?.to_string(),
-                n["port"].as_u64().context("port")? as u16,
-                n["pid"].as_u64().map(|p| p as u32),
-            ))
-        })
-        .collect()
-}
-
 /// (delayed, rejected, denied) writes summed over the replica servers.
 async fn admission_counters(dir: &Path) -> Result<(u64, u64, u64)> {
     let mut sum = (0, 0, 0);
-    for (name, port, _) in nodes(dir)? {
-        if !name.starts_with("replica") {
-            continue;
-        }
-        let mut admin = ReplicaAdminClient::new(channel(&format!("127.0.0.1:{port}"))?);
+    for name in ["replica1", "replica2", "replica3"] {
+        let (addr, _) = onebox_node(dir, name)?;
+        let mut admin = ReplicaAdminClient::new(channel(&addr)?);
         let s = admin.status(StatusRequest { partition: None }).await?.into_inner();
         sum = (sum.0 + s.writes_delayed, sum.1 + s.writes_rejected, sum.2 + s.requests_denied);
     }
     Ok(sum)
-}
-
-fn no_restarts(dir: &Path) -> Result<()> {
-    let state: Value = serde_json::from_str(wingkv_tests::onebox::onebox(dir, &["status", "--json"])?.trim())?;
-    for n in state["nodes"].as_array().context("nodes")? {
-        ensure!(n["restarts"] == 0, "{} exited unexpectedly: {n}", n["name"]);
-    }
-    Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -159,7 +118,7 @@ async fn throttling_envs_delay_reject_deny_and_lift_live() -> Result<()> {
     let after = admission_counters(&dir).await?;
     ensure!(before == after, "writes were still throttled or denied after del_app_envs: {before:?} -> {after:?}");
     ensure!(after.0 >= 5 && after.1 >= 2 && after.2 >= 1, "the counters missed the throttling: {after:?}");
-    no_restarts(&dir)
+    ensure_no_crash(&dir)
 }
 
 /// A onebox whose replica servers download at 1 MB/s each, with the given meta config, and a
@@ -181,11 +140,6 @@ fn slow_onebox(tmp: &Path, meta_config: &str) -> Result<(std::path::PathBuf, Str
         bail!("bulkgen: {}", String::from_utf8_lossy(&out.stderr));
     }
     Ok((dir, meta, remote.display().to_string()))
-}
-
-async fn status(meta: &str) -> Option<Value> {
-    let (ok, out, _) = shell(meta, "query_bulk_load_status -a t -d").ok()?;
-    serde_json::from_str(out.trim()).ok().filter(|_| ok)
 }
 
 /// The seed scenario of throttling: a table under reject-throttling with a writer saturating
@@ -223,7 +177,7 @@ async fn bulk_load_under_write_throttling_never_gets_stuck() -> Result<()> {
         let mut result = Ok(());
         while Instant::now() < watch_until {
             tokio::time::sleep(Duration::from_millis(200)).await;
-            let Some(v) = status(&meta).await else { continue };
+            let Some(v) = bulk_load_status(&meta, "t") else { continue };
             if !matches!(
                 v["status"].as_str(),
                 Some("BLS_DOWNLOADING" | "BLS_DOWNLOADED" | "BLS_INGESTING" | "BLS_SUCCEED")
@@ -243,22 +197,13 @@ async fn bulk_load_under_write_throttling_never_gets_stuck() -> Result<()> {
         ensure!(ok, "round {round}: start: {err}");
         result?;
         // Backoff cap (2 s) + 30 s, plus the download itself at 1 MB/s per node.
-        wait_for(&format!("round {round} to succeed"), Duration::from_secs(32 + 40), || async {
-            let v = status(&meta).await?;
-            match v["status"].as_str()? {
-                "BLS_SUCCEED" => Some(Ok(())),
-                "BLS_FAILED" | "BLS_CANCELED" => Some(Err(v.to_string())),
-                _ => None,
-            }
-        })
-        .await?
-        .map_err(|s| anyhow::anyhow!("round {round}: {s}"))?;
+        wait_bulk_load_success(&meta, "t", Duration::from_secs(32 + 40)).await.context(format!("round {round}"))?;
         ensure!(written.load(Ordering::Relaxed) > 0, "round {round}: the writer never got through");
         shell_ok(&meta, "clear_bulk_load -a t")?;
     }
     let n = t.full_scan(ScanOptions { no_value: true, batch_size: 5_000, ..Default::default() }).count().await;
     ensure!(n >= 60_000, "only {n} rows after the loads");
-    no_restarts(&dir)
+    ensure_no_crash(&dir)
 }
 
 /// A replica server frozen (SIGSTOP) mid-download for longer than the stall timeout: the meta
@@ -273,16 +218,16 @@ async fn a_frozen_replica_server_stalls_the_job_only_while_frozen() -> Result<()
     let _guard = Guard(dir.clone());
     shell_ok(&meta, &format!("create t -p 8 -r 3; start_bulk_load -a t -c onebox -p local -r {root}"))?;
     wait_for("download progress", Duration::from_secs(30), || async {
-        let v = status(&meta).await?;
+        let v = bulk_load_status(&meta, "t")?;
         v["partitions"].as_array()?.iter().any(|p| p["progress_percent"].as_u64() > Some(0)).then_some(())
     })
     .await?;
 
-    let pid = nodes(&dir)?.into_iter().find(|n| n.0 == "replica2").and_then(|n| n.2).context("replica2's pid")?;
+    let pid = onebox_node(&dir, "replica2")?.1.context("replica2 is not running")?;
     // SAFETY: kill(2) on a pid of our onebox; no memory is touched.
     ensure!(unsafe { libc::kill(pid as i32, libc::SIGSTOP) } == 0, "SIGSTOP failed");
     let stalled = wait_for("the meta to show a stalled partition", Duration::from_secs(60), || async {
-        let v = status(&meta).await?;
+        let v = bulk_load_status(&meta, "t")?;
         let parts = v["partitions"].as_array()?;
         let stalled = parts.iter().any(|p| p["stalled_since_ms"].as_u64() > Some(0));
         let retried = parts.iter().any(|p| p["drive_attempts"].as_u64() > Some(0));
@@ -294,18 +239,9 @@ async fn a_frozen_replica_server_stalls_the_job_only_while_frozen() -> Result<()
     let stalled = stalled?;
     ensure!(stalled["status"] == "BLS_DOWNLOADING", "the freeze moved the job to {}", stalled["status"]);
 
-    wait_for("the job to succeed after the freeze", Duration::from_secs(180), || async {
-        let v = status(&meta).await?;
-        match v["status"].as_str()? {
-            "BLS_SUCCEED" => Some(Ok(())),
-            "BLS_FAILED" | "BLS_CANCELED" => Some(Err(v.to_string())),
-            _ => None,
-        }
-    })
-    .await?
-    .map_err(|s| anyhow::anyhow!("the job did not succeed: {s}"))?;
+    wait_bulk_load_success(&meta, "t", Duration::from_secs(180)).await?;
     let t = table(&meta, "t", Duration::from_secs(5)).await?;
     let n = t.full_scan(ScanOptions { no_value: true, batch_size: 5_000, ..Default::default() }).count().await;
     assert_eq!(n, 60_000);
-    no_restarts(&dir)
+    ensure_no_crash(&dir)
 }

@@ -124,6 +124,8 @@ async fn fetch(
         file.write_all(&chunk).await.map_err(|e| WingError::Storage(format!("write {}: {e}", tmp.display())))?;
         progress.fetch_add(chunk.len() as u64, Ordering::Relaxed);
         *counted += chunk.len() as u64;
+        // Race window: a clear, pause or close arriving while a task is between two chunks.
+        fail::fail_point!("bulk_load::between_chunks");
     }
     file.sync_all().await.map_err(|e| WingError::Storage(format!("sync {}: {e}", tmp.display())))?;
     if size != expected.size {

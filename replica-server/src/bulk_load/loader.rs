@@ -190,6 +190,8 @@ impl BulkLoader {
     /// a task escaped its tracker, which would be a bug worth seeing).
     pub async fn clear(self) -> LoaderStatus {
         self.stop().await;
+        // Race window: every task has ended, the files are not removed yet.
+        fail::fail_point!("bulk_load::before_clear");
         if let Err(e) = tokio::fs::remove_dir_all(&self.dir).await {
             if e.kind() != std::io::ErrorKind::NotFound {
                 tracing::warn!(dir = %self.dir.display(), "cannot remove bulk-load files: {e}");
@@ -479,6 +481,193 @@ mod tests {
         let store = open_provider("local", &cfg).unwrap();
         let loader = BulkLoader::start(source(4), replica.path(), store, limits(0));
         assert!(matches!(settle(&loader).await.state, LoaderState::Failed(ref m) if m.contains("does not exist")));
+    }
+
+    /// A provider whose first `failures` reads fail as a flaky network would, then recover.
+    #[derive(Debug)]
+    struct Flaky {
+        inner: Arc<dyn ObjectStore>,
+        failures: AtomicU32,
+    }
+
+    impl std::fmt::Display for Flaky {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "Flaky({})", self.inner)
+        }
+    }
+
+    #[tonic::async_trait]
+    impl ObjectStore for Flaky {
+        async fn put_opts(
+            &self,
+            location: &object_store::path::Path,
+            payload: object_store::PutPayload,
+            opts: object_store::PutOptions,
+        ) -> object_store::Result<object_store::PutResult> {
+            self.inner.put_opts(location, payload, opts).await
+        }
+
+        async fn put_multipart_opts(
+            &self,
+            location: &object_store::path::Path,
+            opts: object_store::PutMultipartOptions,
+        ) -> object_store::Result<Box<dyn object_store::MultipartUpload>> {
+            self.inner.put_multipart_opts(location, opts).await
+        }
+
+        async fn get_opts(
+            &self,
+            location: &object_store::path::Path,
+            options: object_store::GetOptions,
+        ) -> object_store::Result<object_store::GetResult> {
+            if self.failures.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok() {
+                return Err(object_store::Error::Generic { store: "flaky", source: "connection reset by peer".into() });
+            }
+            self.inner.get_opts(location, options).await
+        }
+
+        async fn delete(&self, location: &object_store::path::Path) -> object_store::Result<()> {
+            self.inner.delete(location).await
+        }
+
+        fn list(
+            &self,
+            prefix: Option<&object_store::path::Path>,
+        ) -> futures::stream::BoxStream<'static, object_store::Result<object_store::ObjectMeta>> {
+            self.inner.list(prefix)
+        }
+
+        async fn list_with_delimiter(
+            &self,
+            prefix: Option<&object_store::path::Path>,
+        ) -> object_store::Result<object_store::ListResult> {
+            self.inner.list_with_delimiter(prefix).await
+        }
+
+        async fn copy(
+            &self,
+            from: &object_store::path::Path,
+            to: &object_store::path::Path,
+        ) -> object_store::Result<()> {
+            self.inner.copy(from, to).await
+        }
+
+        async fn copy_if_not_exists(
+            &self,
+            from: &object_store::path::Path,
+            to: &object_store::path::Path,
+        ) -> object_store::Result<()> {
+            self.inner.copy_if_not_exists(from, to).await
+        }
+    }
+
+    #[tokio::test]
+    async fn transient_provider_failures_are_retried_with_backoff() {
+        let r = remote(&[("0.sst", vec![6; 50_000]), ("1.sst", vec![7; 50_000])], |_| {}).await;
+        let flaky: Arc<dyn ObjectStore> = Arc::new(Flaky { inner: r.store.clone(), failures: AtomicU32::new(5) });
+        let replica = tempfile::tempdir().unwrap();
+        let limits = limits(0);
+        let loader = BulkLoader::start(source(11), replica.path(), flaky, limits.clone());
+        let s = settle(&loader).await;
+        assert_eq!(s.state, LoaderState::Downloaded, "a flaky provider failed the job");
+        assert_eq!((s.retries, s.backoff_ms, s.downloaded_bytes), (5, 0, 100_016));
+        assert_eq!(limits.retries.load(Ordering::Relaxed), 5);
+        assert_eq!(loader.downloaded_files().unwrap().len(), 2);
+
+        // While the provider stays down, the loader waits with growing backoff and cancels at once.
+        let down: Arc<dyn ObjectStore> = Arc::new(Flaky { inner: r.store.clone(), failures: AtomicU32::new(u32::MAX) });
+        let loader = BulkLoader::start(source(12), replica.path(), down, limits.clone());
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while loader.status().retries < 4 {
+            assert!(Instant::now() < deadline, "no retries");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(loader.status().state, LoaderState::Downloading, "a transient failure must not fail the job");
+        let s = loader.clear().await;
+        assert_eq!((s.state, s.live_tasks), (LoaderState::Canceled, 0));
+    }
+
+    /// Holds the first thread that reaches a fail point until the test releases it.
+    #[cfg(feature = "failpoints")]
+    struct Gate {
+        entered: std::sync::mpsc::Receiver<()>,
+        release: std::sync::mpsc::Sender<()>,
+    }
+
+    #[cfg(feature = "failpoints")]
+    impl Gate {
+        fn install(name: &str) -> Self {
+            let (entered_tx, entered) = std::sync::mpsc::channel();
+            let (release, release_rx) = std::sync::mpsc::channel::<()>();
+            let (entered_tx, release_rx) = (Mutex::new(Some(entered_tx)), Mutex::new(release_rx));
+            fail::cfg_callback(name, move || {
+                // Only the first arrival waits; later ones pass.
+                if let Some(tx) = entered_tx.lock().unwrap().take() {
+                    let _ = tx.send(());
+                    let _ = release_rx.lock().unwrap().recv_timeout(Duration::from_secs(30));
+                }
+            })
+            .unwrap();
+            Self { entered, release }
+        }
+
+        /// Waits (off the runtime) until a thread is held at the fail point.
+        async fn wait_entered(self) -> std::sync::mpsc::Sender<()> {
+            let Gate { entered, release } = self;
+            tokio::task::spawn_blocking(move || entered.recv_timeout(Duration::from_secs(10)))
+                .await
+                .unwrap()
+                .expect("nothing reached the fail point");
+            release
+        }
+    }
+
+    /// The Pegasus core dump, forced: a clear lands while a download task is between two chunks.
+    /// The clear must wait for that task, and only then remove the files.
+    #[cfg(feature = "failpoints")]
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn failpoint_a_clear_between_two_chunks_waits_for_the_task() {
+        let scenario = fail::FailScenario::setup();
+        let gate = Gate::install("bulk_load::between_chunks");
+        let r = remote(&[("0.sst", vec![8; 2_000_000])], |_| {}).await;
+        let replica = tempfile::tempdir().unwrap();
+        let loader = BulkLoader::start(source(21), replica.path(), r.store.clone(), limits(0));
+        let (dir, shared) = (loader.dir().to_path_buf(), loader.shared.clone());
+        let release = gate.wait_entered().await;
+        assert_eq!(shared.live.load(Ordering::SeqCst), 2, "the coordinator and the file task are live");
+        let mut clear = Box::pin(loader.clear());
+        // The task is held mid-download: the clear must not get past it.
+        assert!(tokio::time::timeout(Duration::from_millis(300), &mut clear).await.is_err(), "clear did not wait");
+        assert!(dir.exists(), "files removed under a live task");
+        release.send(()).unwrap();
+        let s = tokio::time::timeout(Duration::from_secs(10), clear).await.expect("clear hangs");
+        assert_eq!((s.state, s.live_tasks), (LoaderState::Canceled, 0));
+        assert!(!dir.exists());
+        scenario.teardown();
+    }
+
+    /// A new job starting while an old job's clear is between "tasks ended" and "files removed"
+    /// keeps its own files: everything is keyed by job id.
+    #[cfg(feature = "failpoints")]
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn failpoint_a_new_job_during_an_old_jobs_clear_keeps_its_files() {
+        let scenario = fail::FailScenario::setup();
+        let r = remote(&[("0.sst", vec![9; 30_000])], |_| {}).await;
+        let replica = tempfile::tempdir().unwrap();
+        let old = BulkLoader::start(source(31), replica.path(), r.store.clone(), limits(0));
+        assert_eq!(settle(&old).await.state, LoaderState::Downloaded);
+        let gate = Gate::install("bulk_load::before_clear");
+        let old_dir = old.dir().to_path_buf();
+        let clearing = tokio::spawn(old.clear());
+        let release = gate.wait_entered().await;
+        let new = BulkLoader::start(source(32), replica.path(), r.store.clone(), limits(0));
+        assert_eq!(settle(&new).await.state, LoaderState::Downloaded);
+        release.send(()).unwrap();
+        tokio::time::timeout(Duration::from_secs(10), clearing).await.expect("clear hangs").unwrap();
+        assert!(!old_dir.exists());
+        assert!(new.dir().join("0.sst").exists(), "the old job's clear removed the new job's file");
+        assert_eq!(new.downloaded_files().unwrap().len(), 1);
+        scenario.teardown();
     }
 
     #[tokio::test]

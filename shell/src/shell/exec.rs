@@ -648,13 +648,18 @@ fn bulk_text(r: &BulkLoadStatusResponse, detailed: bool) -> String {
             row
         })
         .collect();
-    let headers: &[&str] = if detailed {
-        &["partition", "status", "progress", "note", "replicas"]
-    } else {
-        &["partition", "status", "progress", "note"]
-    };
+    let mut headers = vec!["partition", "status", "progress", "note"];
+    if detailed {
+        headers.push("replicas");
+    }
+    // The note column only when some partition has something to say.
+    let mut rows = rows;
+    if rows.iter().all(|r| r[3].is_empty()) {
+        headers.remove(3);
+        rows.iter_mut().for_each(|r| drop(r.remove(3)));
+    }
     out.push_str("\n\n");
-    out.push_str(&table(headers, &rows));
+    out.push_str(&table(&headers, &rows));
     out
 }
 

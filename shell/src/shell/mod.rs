@@ -189,7 +189,7 @@ impl Shell {
                     out.text
                 );
                 println!("{frame}");
-                drawn = frame.lines().count();
+                drawn = terminal_rows(&frame, terminal_width());
                 tokio::select! {
                     _ = &mut ctrl_c => return Ok(()),
                     _ = tokio::time::sleep(Duration::from_secs(1)) => {}
@@ -197,6 +197,19 @@ impl Shell {
             }
         })
     }
+}
+
+/// Columns of the terminal on stdout, if it is one.
+fn terminal_width() -> Option<usize> {
+    let mut size: libc::winsize = unsafe { std::mem::zeroed() };
+    // SAFETY: TIOCGWINSZ fills the winsize we pass and touches nothing else.
+    let ok = unsafe { libc::ioctl(libc::STDOUT_FILENO, libc::TIOCGWINSZ, &mut size) } == 0;
+    (ok && size.ws_col > 0).then_some(size.ws_col as usize)
+}
+
+/// Terminal rows `text` takes when lines wrap at `width` columns.
+fn terminal_rows(text: &str, width: Option<usize>) -> usize {
+    text.lines().map(|l| width.map_or(1, |w| l.chars().count().div_ceil(w).max(1))).sum()
 }
 
 fn help(command: Option<&str>) -> Result<String> {
@@ -261,3 +274,14 @@ impl Highlighter for ShellHelper {}
 impl Validator for ShellHelper {}
 
 impl Helper for ShellHelper {}
+
+#[cfg(test)]
+mod tests {
+    use super::terminal_rows;
+
+    #[test]
+    fn wrapped_lines_take_more_rows() {
+        assert_eq!(terminal_rows("ab\n\nabcdef", Some(4)), 1 + 1 + 2);
+        assert_eq!(terminal_rows("ab\nabcdef", None), 2);
+    }
+}

@@ -1,0 +1,311 @@
+//! Fault injection in the manner of Jepsen: a onebox of real processes, concurrent clients running
+//! a register workload (get, set, del, check_and_set on a few keys) that records a history with
+//! invoke and complete times, and a seeded random schedule that kills (`-9`), restarts and pauses
+//! (`SIGSTOP`/`SIGCONT`) meta and replica servers meanwhile. The history goes to
+//! [`crate::linearizability`]; after the faults stop, every replica of every partition must
+//! converge to the same content.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, Context, Result};
+use wingkv_client::{CheckType, Client, ClientConfig, ErrorCode, PartitionId, Table};
+use wingkv_proto::replica_admin::replica_admin_client::ReplicaAdminClient;
+use wingkv_proto::replica_admin::PartitionRequest;
+
+use crate::linearizability::{Event, History, Op, OpResult};
+use crate::{channel, wait_for};
+
+/// A small seeded PRNG (xorshift64*): schedules and workloads replay from their seed.
+#[derive(Debug, Clone)]
+pub struct Rng(u64);
+
+impl Rng {
+    /// A generator for `seed` (any value, 0 included).
+    pub fn new(seed: u64) -> Self {
+        Self(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+
+    /// The next value.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    /// A value in `0..n` (`n` > 0).
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n.max(1)
+    }
+
+    /// A duration between `lo` and `hi`.
+    pub fn between(&mut self, lo: Duration, hi: Duration) -> Duration {
+        let span = hi.saturating_sub(lo).as_millis() as u64;
+        lo + Duration::from_millis(self.below(span + 1))
+    }
+}
+
+/// What the register workload does.
+#[derive(Debug, Clone)]
+pub struct Workload {
+    /// Concurrent clients.
+    pub clients: usize,
+    /// Keys (hash keys; sort key `r`).
+    pub keys: usize,
+    /// Operations per client at most (the run also ends at its deadline).
+    pub max_ops_per_client: usize,
+    /// Shares (out of 100) of set, del and check_and_set; the rest are gets.
+    pub set_percent: u64,
+    /// See `set_percent`.
+    pub del_percent: u64,
+    /// See `set_percent`.
+    pub cas_percent: u64,
+    /// SDK request deadline.
+    pub request_timeout: Duration,
+}
+
+impl Default for Workload {
+    fn default() -> Self {
+        Self {
+            clients: 5,
+            keys: 4,
+            max_ops_per_client: 100_000,
+            set_percent: 25,
+            del_percent: 5,
+            cas_percent: 20,
+            request_timeout: Duration::from_secs(2),
+        }
+    }
+}
+
+/// One injected fault.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fault {
+    /// `kill -9` (the onebox supervisor starts it again).
+    Kill(String),
+    /// Graceful restart (drain, close every replica, reopen every replica).
+    Restart(String),
+    /// `SIGSTOP` for this long, then `SIGCONT`.
+    Pause(String, Duration),
+}
+
+impl std::fmt::Display for Fault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Fault::Kill(n) => write!(f, "kill -9 {n}"),
+            Fault::Restart(n) => write!(f, "restart {n}"),
+            Fault::Pause(n, d) => write!(f, "pause {n} for {d:?}"),
+        }
+    }
+}
+
+/// A seeded schedule: `count` faults on `nodes`, one at a time, a random gap before each.
+pub fn schedule(seed: u64, nodes: &[String], count: usize) -> Vec<(Duration, Fault)> {
+    let mut rng = Rng::new(seed);
+    (0..count)
+        .map(|_| {
+            let gap = rng.between(Duration::from_millis(500), Duration::from_millis(2_500));
+            let node = nodes[rng.below(nodes.len() as u64) as usize].clone();
+            let fault = match rng.below(3) {
+                0 => Fault::Kill(node),
+                1 => Fault::Restart(node),
+                _ => Fault::Pause(node, rng.between(Duration::from_millis(500), Duration::from_millis(3_000))),
+            };
+            (gap, fault)
+        })
+        .collect()
+}
+
+/// Injects `fault` into the onebox in `dir`; returns once it is over (a paused node resumed).
+pub async fn inject(dir: &Path, fault: &Fault) -> Result<()> {
+    match fault {
+        Fault::Kill(n) => crate::onebox::onebox(dir, &["kill", n]).map(|_| ()),
+        Fault::Restart(n) => crate::onebox::onebox(dir, &["restart", n]).map(|_| ()),
+        Fault::Pause(n, d) => {
+            let pid = crate::cli::onebox_node(dir, n)?.1.with_context(|| format!("{n} is not running"))? as i32;
+            // SAFETY: kill(2) on the pid of a onebox child; no memory is involved.
+            unsafe { libc::kill(pid, libc::SIGSTOP) };
+            tokio::time::sleep(*d).await;
+            // SAFETY: as above.
+            unsafe { libc::kill(pid, libc::SIGCONT) };
+            Ok(())
+        }
+    }
+}
+
+fn key(i: usize) -> String {
+    format!("k{i}")
+}
+
+const SORT_KEY: &str = "r";
+
+/// Runs one client's share of the workload until `stop` (or its op budget), recording events
+/// with times relative to `base`.
+async fn client_loop(
+    id: usize,
+    table: Table,
+    workload: Workload,
+    seed: u64,
+    base: Instant,
+    stop: Arc<AtomicBool>,
+) -> Vec<Event> {
+    let mut rng = Rng::new(seed ^ (id as u64).wrapping_mul(0xA24B_AED4_963E_E407));
+    let mut events = Vec::new();
+    let now = || base.elapsed().as_nanos() as u64;
+    // The last value this client read per key: the expected value of its next CAS there.
+    let mut seen: BTreeMap<String, Option<Vec<u8>>> = BTreeMap::new();
+    for n in 0..workload.max_ops_per_client {
+        if stop.load(Ordering::Relaxed) {
+            break;
+        }
+        let k = key(rng.below(workload.keys as u64) as usize);
+        let roll = rng.below(100);
+        let value = format!("c{id}-{n}").into_bytes();
+        let (op, invoke) = if roll < workload.set_percent {
+            (Op::Set(value.clone()), now())
+        } else if roll < workload.set_percent + workload.del_percent {
+            (Op::Del, now())
+        } else if roll < workload.set_percent + workload.del_percent + workload.cas_percent {
+            (Op::Cas { expected: seen.get(&k).cloned().flatten(), new: value.clone() }, now())
+        } else {
+            (Op::Get, now())
+        };
+        let outcome: Result<OpResult, wingkv_client::Error> = match &op {
+            Op::Get => table.get(&k, SORT_KEY).await.map(|v| OpResult::Value(v.map(|b| b.to_vec()))),
+            Op::Set(v) => table.set(&k, SORT_KEY, v).await.map(|_| OpResult::Done),
+            Op::Del => table.del(&k, SORT_KEY).await.map(|_| OpResult::Done),
+            Op::Cas { expected, new } => {
+                let (check, operand) = match expected {
+                    None => (CheckType::CtValueNotExist, Vec::new()),
+                    Some(x) => (CheckType::CtValueBytesEqual, x.clone()),
+                };
+                table
+                    .check_and_set(&k, SORT_KEY, check, operand, SORT_KEY, new, None)
+                    .await
+                    .map(|o| OpResult::Cas(o.set))
+            }
+        };
+        let complete = now();
+        match outcome {
+            Ok(result) => {
+                if let OpResult::Value(v) = &result {
+                    seen.insert(k.clone(), v.clone());
+                }
+                events.push(Event { client: id, key: k, op, invoke, complete: Some((complete, result)) });
+            }
+            // A failed read changed nothing; a write refused before it was proposed neither.
+            Err(_) if matches!(op, Op::Get) => {}
+            Err(e)
+                if matches!(e.code(), ErrorCode::NotLeader | ErrorCode::Busy | ErrorCode::NotFound)
+                    && matches!(op, Op::Cas { .. }) => {}
+            // Anything else: the write may or may not have happened, at any time from now on.
+            Err(_) => events.push(Event { client: id, key: k, op, invoke, complete: None }),
+        }
+    }
+    events
+}
+
+/// What one run did.
+#[derive(Debug, Default)]
+pub struct RunRecord {
+    /// The recorded history.
+    pub history: History,
+    /// The faults injected, in order.
+    pub faults: Vec<Fault>,
+    /// The value of every key read after the faults stopped.
+    pub final_values: BTreeMap<String, Option<Vec<u8>>>,
+}
+
+/// A client of `table` with `timeout` as its request deadline.
+pub async fn open_table(meta: &str, table: &str, timeout: Duration) -> Result<Table> {
+    let mut config = ClientConfig::new(vec![meta.to_string()]);
+    config.request_timeout = timeout;
+    Ok(Client::with_config(config).await?.open_table(table).await?)
+}
+
+/// Runs the workload on `table` of the onebox in `dir` for `duration` while injecting `faults`,
+/// then waits for the cluster to serve every key again and reads the final values.
+pub async fn run(
+    dir: &Path,
+    meta: &str,
+    table: &str,
+    workload: &Workload,
+    seed: u64,
+    duration: Duration,
+    faults: &[(Duration, Fault)],
+) -> Result<RunRecord> {
+    let base = Instant::now();
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut clients = tokio::task::JoinSet::new();
+    for id in 0..workload.clients {
+        let t = open_table(meta, table, workload.request_timeout).await?;
+        clients.spawn(client_loop(id, t, workload.clone(), seed, base, stop.clone()));
+    }
+    // Faults, one at a time, within the run's duration.
+    let mut injected = Vec::new();
+    let mut fault_result = Ok(());
+    for (gap, fault) in faults {
+        if base.elapsed() + *gap >= duration {
+            break;
+        }
+        tokio::time::sleep(*gap).await;
+        tracing::info!("injecting {fault}");
+        if let Err(e) = inject(dir, fault).await {
+            fault_result = Err(e.context(format!("injecting {fault}")));
+            break;
+        }
+        injected.push(fault.clone());
+    }
+    if let Some(left) = duration.checked_sub(base.elapsed()) {
+        tokio::time::sleep(left).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    let mut history = History::default();
+    while let Some(joined) = clients.join_next().await {
+        history.events.extend(joined.map_err(|e| anyhow!("a workload client failed: {e}"))?);
+    }
+    fault_result?;
+
+    // Faults over: every key must be served again; its value is what the checks compare.
+    let reader = open_table(meta, table, Duration::from_secs(5)).await?;
+    let mut final_values = BTreeMap::new();
+    for i in 0..workload.keys {
+        let k = key(i);
+        let v = wait_for(&format!("{k} to be readable after the faults"), Duration::from_secs(90), || async {
+            reader.get(&k, SORT_KEY).await.ok().map(|v| v.map(|b| b.to_vec()))
+        })
+        .await?;
+        final_values.insert(k, v);
+    }
+    Ok(RunRecord { history, faults: injected, final_values })
+}
+
+/// Waits until every replica of every partition of `table` holds the same content (same
+/// applied records, compared by checksum), or fails naming the partitions that differ.
+pub async fn wait_converged(meta: &str, table: &str, timeout: Duration) -> Result<()> {
+    let mut config = ClientConfig::new(vec![meta.to_string()]);
+    config.request_timeout = Duration::from_secs(5);
+    let client = Client::with_config(config).await?;
+    wait_for(&format!("every replica of '{table}' to converge"), timeout, || async {
+        // A fresh routing table each time: repairs may have moved replicas.
+        let cfg = client.open_table(table).await.ok()?.configuration();
+        for p in &cfg.partitions {
+            let pid = PartitionId::new(cfg.app_id, p.partition_index);
+            let mut sums = BTreeSet::new();
+            for m in &p.members {
+                let mut admin = ReplicaAdminClient::new(channel(&m.address).ok()?);
+                let s = admin.checksum(PartitionRequest { partition: Some(pid.to_proto()) }).await.ok()?.into_inner();
+                sums.insert((s.record_count, s.digest));
+            }
+            if sums.len() != 1 || p.members.is_empty() {
+                return None;
+            }
+        }
+        Some(())
+    })
+    .await
+}
