@@ -57,10 +57,17 @@ ensure_test_deps() {
         $sudo apt-get update -qq
         DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq python3 python3-pip
     fi
+    if ! python3 -m pip --version >/dev/null 2>&1; then
+        local sudo=""
+        [ "$(id -u)" -eq 0 ] || sudo="sudo"
+        $sudo apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq python3-pip
+    fi
     if ! python3 -c 'import moto.server' >/dev/null 2>&1; then
         echo "run.sh: installing moto[server] (local S3 server for the s3 provider test)" >&2
         python3 -m pip install -q 'moto[server]' ||
-            python3 -m pip install -q --break-system-packages 'moto[server]'
+            python3 -m pip install -q --break-system-packages 'moto[server]' ||
+            echo "run.sh: could not install moto; the s3 provider test will say so and fail" >&2
     fi
 }
 

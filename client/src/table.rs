@@ -7,7 +7,10 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
+use tonic::codegen::InterceptedService;
+use tonic::service::Interceptor;
 use tonic::transport::Channel;
+use wingkv_common::error::ERROR_CODE_HEADER;
 use wingkv_common::hash::partition_index;
 use wingkv_common::{ErrorCode, PartitionId, WingError};
 use wingkv_proto::data::data_client::DataClient;
@@ -88,6 +91,20 @@ enum Idempotence {
     NotIdempotent,
 }
 
+/// The data-service client of one attempt: every request carries the attempt's deadline.
+type Data = DataClient<InterceptedService<Channel, Deadline>>;
+
+/// Sets `grpc-timeout` on each request to what is left of the caller's deadline.
+#[derive(Debug, Clone, Copy)]
+struct Deadline(Duration);
+
+impl Interceptor for Deadline {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        req.set_timeout(self.0);
+        Ok(req)
+    }
+}
+
 /// Whether a server's answer says the request surely did not take effect: it was refused
 /// before being proposed (NotLeader — a leadership lost mid-write answers Unavailable instead —,
 /// Busy, NotFound). Timeouts and lost connections are ambiguous.
@@ -143,7 +160,7 @@ impl Table {
     /// routing refresh) until the request deadline.
     async fn on_partition<T, F, Fut>(&self, pidx: u32, op: F) -> Result<T, WingError>
     where
-        F: FnMut(DataClient<Channel>, PartitionId) -> Fut,
+        F: FnMut(Data, PartitionId) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
         self.on_partition_with(pidx, Idempotence::Idempotent, op).await
@@ -154,34 +171,37 @@ impl Table {
     /// applied; after an ambiguous one (timeout, lost connection) the caller gets that error.
     async fn on_partition_with<T, F, Fut>(&self, pidx: u32, idempotence: Idempotence, mut op: F) -> Result<T, WingError>
     where
-        F: FnMut(DataClient<Channel>, PartitionId) -> Fut,
+        F: FnMut(Data, PartitionId) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
         let timeout = self.client.config.request_timeout;
         let deadline = Instant::now() + timeout;
         let mut backoff = self.client.config.backoff.start();
-        // The last answer a server gave: what the caller sees when the deadline ends a retry.
+        // The last answer of a server itself: what explains a retry the deadline ended.
         let mut last_answer: Option<WingError> = None;
         loop {
             let cfg = self.configuration();
             let pid = PartitionId::new(cfg.app_id, pidx);
             let primary = cfg.partitions.get(pidx as usize).and_then(|p| p.primary.clone());
             // `sent`: whether the request may have reached a server.
+            let mut server_answered = false;
             let (err, sent) = match primary {
                 None => (WingError::Unavailable(format!("partition {pid} of '{}' has no primary", self.name)), false),
                 Some(primary) => match self.client.pool.get(&primary.address) {
                     Err(e) => (WingError::Unavailable(format!("bad primary address {}: {e}", primary.address)), false),
                     Ok(channel) => {
                         let left = deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(1));
-                        let err = match tokio::time::timeout(left, op(DataClient::new(channel), pid)).await {
+                        // The server learns the deadline too (grpc-timeout), so a throttling hold
+                        // stays within half of what is left.
+                        let client = DataClient::with_interceptor(channel, Deadline(left));
+                        let err = match tokio::time::timeout(left, op(client, pid)).await {
                             Ok(Ok(resp)) => return Ok(resp.into_inner()),
-                            Ok(Err(status)) => WingError::from_status(&status),
-                            // Cut by the deadline while the server was holding it back (throttled):
-                            // that is what it answered before.
-                            Err(_) => match last_answer.take() {
-                                Some(busy @ WingError::Busy(_)) => busy,
-                                _ => WingError::Timeout(format!("partition {pid} did not answer within {timeout:?}")),
-                            },
+                            Ok(Err(status)) => {
+                                // Only an answer of the server itself says what happened to the request.
+                                server_answered = status.metadata().contains_key(ERROR_CODE_HEADER);
+                                WingError::from_status(&status)
+                            }
+                            Err(_) => WingError::Timeout(format!("partition {pid} did not answer within {timeout:?}")),
                         };
                         (err, true)
                     }
@@ -190,23 +210,35 @@ impl Table {
             // NotFound: the replica moved (stale routing); the others say "try again".
             let retry = match idempotence {
                 Idempotence::Idempotent => err.code().is_retryable() || err.code() == ErrorCode::NotFound,
-                Idempotence::NotIdempotent => !sent || surely_not_applied(&err),
+                Idempotence::NotIdempotent => !sent || (server_answered && surely_not_applied(&err)),
             };
             if !retry {
                 return Err(err);
+            }
+            if server_answered {
+                last_answer = Some(err.clone());
             }
             // Retries go on until the deadline itself (the last wait is cut to fit it), so a
             // throttled write fails only once its whole deadline is spent.
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 return Err(match err {
-                    WingError::Timeout(_) | WingError::Busy(_) => err,
+                    busy @ WingError::Busy(_) => busy,
+                    // The deadline cut the last attempt (no answer of the server's own) of an
+                    // idempotent request the server was holding back: its Busy says why. (A
+                    // non-idempotent one may have passed admission then: its fate is unknown.)
+                    _ if !server_answered
+                        && idempotence == Idempotence::Idempotent
+                        && matches!(last_answer, Some(WingError::Busy(_))) =>
+                    {
+                        last_answer.take().unwrap_or(err)
+                    }
+                    timeout @ WingError::Timeout(_) => timeout,
                     other => WingError::Timeout(format!("gave up after {timeout:?}: {other}")),
                 });
             }
             let delay = backoff.next_delay().min(left);
             tracing::debug!(partition = %pid, "retrying after {err}");
-            last_answer = Some(err);
             tokio::time::sleep(delay).await;
             if let Err(e) = self.refresh().await {
                 if e.code() == ErrorCode::TableNotFound {
@@ -218,7 +250,7 @@ impl Table {
 
     async fn on_key<T, F, Fut>(&self, hk: &[u8], sk: &[u8], op: F) -> Result<T, WingError>
     where
-        F: FnMut(DataClient<Channel>, PartitionId) -> Fut,
+        F: FnMut(Data, PartitionId) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
         self.on_key_with(hk, sk, Idempotence::Idempotent, op).await
@@ -232,7 +264,7 @@ impl Table {
         op: F,
     ) -> Result<T, WingError>
     where
-        F: FnMut(DataClient<Channel>, PartitionId) -> Fut,
+        F: FnMut(Data, PartitionId) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
         wingkv_common::key::validate_hash_key(hk)?;

@@ -35,7 +35,9 @@ impl BackoffPolicy {
     /// The ceiling of the delay after `attempt` failures: `min(cap, base * 2^attempt)`.
     pub fn ceiling(&self, attempt: u32) -> Duration {
         let factor = 1u64.checked_shl(attempt.min(63)).unwrap_or(u64::MAX);
-        Duration::from_millis(self.base_ms.saturating_mul(factor).min(self.cap_ms.max(self.base_ms)))
+        // A base of 0 would retry in a tight loop: 1 ms is the least delay.
+        let base = self.base_ms.max(1);
+        Duration::from_millis(base.saturating_mul(factor).min(self.cap_ms.max(base)))
     }
 }
 

@@ -289,6 +289,7 @@ impl From<WingError> for Status {
     }
 }
 
+#[cfg(feature = "storage")]
 impl From<rocksdb::Error> for WingError {
     fn from(e: rocksdb::Error) -> Self {
         WingError::Storage(e.into_string())

@@ -6,8 +6,8 @@
 //! as long as the job lives; the attempt count, the backoff and the last error are visible in
 //! `query_bulk_load_status`. A partition whose status and progress have not moved for
 //! `bulk_load_stall_timeout_ms` is marked stalled and re-driven at once (to whichever replica is
-//! primary now). Only a bad file (the replicas' verification, or RocksDB refusing the ingestion)
-//! fails a job.
+//! primary now). Only a permanent problem fails a job: a missing or bad file (the replicas'
+//! verification, or RocksDB refusing the ingestion), a bad name, not enough disk.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -111,13 +111,14 @@ pub async fn run(node: Arc<MetaNode>, cancel: CancellationToken) {
         }
         leading = true;
         let catalog = node.catalog();
-        for (app_id, job) in &catalog.bulk_loads {
-            if let Some(app) = catalog.apps.get(app_id) {
-                tokio::select! {
-                    _ = cancel.cancelled() => return,
-                    _ = drive(&node, app, job) => {}
-                }
-            }
+        // Every job at once: one table's slow ingestion never holds back another's load.
+        let jobs = catalog
+            .bulk_loads
+            .iter()
+            .filter_map(|(app_id, job)| catalog.apps.get(app_id).map(|app| drive(&node, app, job)));
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = join_all(jobs) => {}
         }
         // Forget partitions of jobs that are over (and cleaned up, where that is due).
         let cleaned = node.bulk_cleaned.lock().unwrap_or_else(|e| e.into_inner()).clone();
@@ -287,6 +288,19 @@ async fn set(
     }
 }
 
+/// Whether every member of partition `pidx` answered (none unreachable): only then has an
+/// action such as pause or cancel reached the whole group.
+fn answered_by_all(app: &AppState, pidx: u32, r: &BulkLoadResponse) -> bool {
+    let members = app.partitions.get(pidx as usize).map(|p| p.members.len()).unwrap_or(0);
+    r.replicas.len() >= members && r.replicas.iter().all(|x| x.status != "BLS_UNKNOWN")
+}
+
+/// The first replica of `r` whose download failed for good, as a job failure reason.
+fn failed_replica(app: &AppState, pidx: u32, r: &BulkLoadResponse) -> Option<String> {
+    let f = r.replicas.iter().find(|x| x.status == "BLS_FAILED")?;
+    Some(format!("partition {}.{pidx} on node {}: {}", app.app_id, f.node_id, f.reason))
+}
+
 /// The partitions of `job` not yet in `done`.
 fn pending(job: &BulkLoadJob, done: BulkLoadStatus) -> Vec<u32> {
     job.partitions.iter().enumerate().filter(|(_, s)| **s != done).map(|(i, _)| i as u32).collect()
@@ -307,8 +321,7 @@ pub async fn drive(node: &MetaNode, app: &AppState, job: &BulkLoadJob) {
             for (&pidx, result) in todo.iter().zip(results) {
                 observe(node, app, job, pidx);
                 let Some(Ok(r)) = result else { continue };
-                if let Some(f) = r.replicas.iter().find(|x| x.status == "BLS_FAILED") {
-                    let reason = format!("partition {}.{pidx} on node {}: {}", app.app_id, f.node_id, f.reason);
+                if let Some(reason) = failed_replica(app, pidx, &r) {
                     set(node, app, job, None, Failed, reason).await;
                     return;
                 }
@@ -330,6 +343,13 @@ pub async fn drive(node: &MetaNode, app: &AppState, job: &BulkLoadJob) {
             let results = join_all(calls).await;
             for (&pidx, result) in todo.iter().zip(results) {
                 observe(node, app, job, pidx);
+                if let Some(reason) =
+                    result.as_ref().and_then(|r| r.as_ref().ok()).and_then(|r| failed_replica(app, pidx, r))
+                {
+                    // A member that had to download again (re-replicated, restarted) and could not.
+                    set(node, app, job, None, Failed, reason).await;
+                    return;
+                }
                 match result {
                     Some(Ok(r)) if r.ingested => set(node, app, job, Some(pidx), Succeed, String::new()).await,
                     // RocksDB refused the files themselves: the same on every replica.
@@ -345,7 +365,9 @@ pub async fn drive(node: &MetaNode, app: &AppState, job: &BulkLoadJob) {
         Pausing => {
             let todo: Vec<u32> = (0..job.partitions.len() as u32).collect();
             let calls = todo.iter().map(|&p| attempt(node, app, job, p, BulkLoadAction::BlPause));
-            let paused = join_all(calls).await.iter().all(|r| matches!(r, Some(Ok(_))));
+            let results = join_all(calls).await;
+            let paused =
+                todo.iter().zip(&results).all(|(&p, r)| matches!(r, Some(Ok(r)) if answered_by_all(app, p, r)));
             if paused {
                 set(node, app, job, None, Paused, String::new()).await;
             }
@@ -363,7 +385,7 @@ pub async fn drive(node: &MetaNode, app: &AppState, job: &BulkLoadJob) {
             let todo: Vec<u32> = (0..job.partitions.len() as u32).filter(|&p| !is_cleaned(p)).collect();
             let calls = todo.iter().map(|&p| attempt(node, app, job, p, BulkLoadAction::BlCancel));
             for (&pidx, r) in todo.iter().zip(join_all(calls).await) {
-                if let Some(Ok(_)) = r {
+                if matches!(&r, Some(Ok(r)) if answered_by_all(app, pidx, r)) {
                     let mut drives = node.bulk_drive.lock().unwrap_or_else(|e| e.into_inner());
                     if let Some(d) = drives.get_mut(&PartitionId::new(app.app_id, pidx)) {
                         d.cleaned = true;

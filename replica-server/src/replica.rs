@@ -145,6 +145,11 @@ impl Replica {
         &self.raft
     }
 
+    /// How long a write may wait for its commit.
+    pub fn write_timeout(&self) -> Duration {
+        self.write_timeout
+    }
+
     /// Admission of this replica's client requests (table envs: denial, write throttling).
     pub fn admission(&self) -> &crate::admission::Admission {
         &self.admission

@@ -1,11 +1,11 @@
 //! Driving a cluster the way an operator does: `wingkv shell --json -e`, bulk-load status
 //! polling, and the onebox supervisor's view of its nodes.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use anyhow::{anyhow, ensure, Context, Result};
+use anyhow::{anyhow, bail, ensure, Context, Result};
 use serde_json::Value;
 
 use crate::{bin_path, wait_for};
@@ -78,4 +78,27 @@ pub fn ensure_no_crash(dir: &Path) -> Result<()> {
         ensure!(n["restarts"] == 0, "{} exited unexpectedly: {n}", n["name"]);
     }
     Ok(())
+}
+
+/// A onebox under `tmp/onebox` whose replica servers download at 1 MB/s each (so a load takes
+/// seconds: restarts, cancels and freezes land mid-download), with `meta_config` appended to
+/// the meta's config, and a 60 000-row layout for table `t` (8 partitions) under `tmp/remote`.
+/// Answers (onebox dir, meta address, layout root). The onebox is stopped if the layout fails.
+pub fn slow_onebox_with_layout(tmp: &Path, meta_config: &str) -> Result<(PathBuf, String, String)> {
+    let dir = tmp.join("onebox");
+    let meta = crate::onebox::start_configured(
+        &dir,
+        meta_config,
+        "[bulk_load]\ndownload_bytes_per_sec = 1000000\nmin_free_disk_bytes = 0\n",
+    )?;
+    let remote = tmp.join("remote");
+    let out = Command::new(bin_path("wingkv"))
+        .args(["bulkgen", "--table", "t", "--partitions", "8", "--generate", "60000", "--value-size", "100", "--root"])
+        .arg(&remote)
+        .output()?;
+    if !out.status.success() {
+        let _ = crate::onebox::onebox(&dir, &["stop"]);
+        bail!("bulkgen: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok((dir, meta, remote.display().to_string()))
 }

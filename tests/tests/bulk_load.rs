@@ -11,7 +11,7 @@ use serde_json::Value;
 use wingkv_client::{Client, PartitionId, ScanOptions};
 use wingkv_proto::replica_admin::replica_admin_client::ReplicaAdminClient;
 use wingkv_proto::replica_admin::PartitionRequest;
-use wingkv_tests::cli::{ensure_no_crash, shell, wait_bulk_load, wait_bulk_load_success};
+use wingkv_tests::cli::{ensure_no_crash, shell, slow_onebox_with_layout, wait_bulk_load, wait_bulk_load_success};
 use wingkv_tests::onebox::Guard;
 use wingkv_tests::{bin_path, channel, wait_for};
 
@@ -124,28 +124,6 @@ async fn bulk_load_end_to_end() -> Result<()> {
     Ok(())
 }
 
-/// A onebox whose replica servers download at 1 MB/s each (so each node's ~8 MB take
-/// seconds: restarts and cancels land mid-download), and a 60 000-row layout for table `t`
-/// (8 partitions) under `remote`. The onebox is stopped if the layout cannot be made.
-fn throttled_onebox_with_layout() -> Result<(tempfile::TempDir, std::path::PathBuf, String, std::path::PathBuf)> {
-    let tmp = tempfile::tempdir()?;
-    let dir = tmp.path().join("onebox");
-    let meta = wingkv_tests::onebox::start_with(
-        &dir,
-        "[bulk_load]\ndownload_bytes_per_sec = 1000000\nmin_free_disk_bytes = 0\n",
-    )?;
-    let remote = tmp.path().join("remote");
-    let out = Command::new(bin_path("wingkv"))
-        .args(["bulkgen", "--table", "t", "--partitions", "8", "--generate", "60000", "--value-size", "100", "--root"])
-        .arg(&remote)
-        .output()?;
-    if !out.status.success() {
-        let _ = wingkv_tests::onebox::onebox(&dir, &["stop"]);
-        bail!("bulkgen: {}", String::from_utf8_lossy(&out.stderr));
-    }
-    Ok((tmp, dir, meta, remote))
-}
-
 /// The seed scenario: replica servers restart again and again while partitions download; no
 /// process dies on its own, the job still succeeds, and no file of an abandoned attempt stays.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -153,9 +131,9 @@ async fn restarts_during_download_neither_crash_nor_stall_the_job() -> Result<()
     // 20 cycles in CI; `./run.sh test --long` runs 100; WINGKV_SEED_CYCLES picks any number.
     let default = if std::env::var_os("WINGKV_LONG_TESTS").is_some() { 100 } else { 20 };
     let cycles: usize = std::env::var("WINGKV_SEED_CYCLES").ok().and_then(|v| v.parse().ok()).unwrap_or(default);
-    let (_tmp, dir, meta, remote) = throttled_onebox_with_layout()?;
+    let tmp = tempfile::tempdir()?;
+    let (dir, meta, root) = slow_onebox_with_layout(tmp.path(), "")?;
     let _guard = Guard(dir.clone());
-    let root = remote.display().to_string();
     let (ok, _, err) = shell(&meta, &format!("create t -p 8 -r 3; start_bulk_load -a t -c onebox -p local -r {root}"))?;
     ensure!(ok, "{err}");
 
@@ -206,9 +184,10 @@ fn leftover_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
 /// Cancel, pause/restart and a meta crash in the middle of a download.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancel_pause_restart_and_meta_crash_mid_download() -> Result<()> {
-    let (_tmp, dir, meta, remote) = throttled_onebox_with_layout()?;
+    let tmp = tempfile::tempdir()?;
+    let (dir, meta, root) = slow_onebox_with_layout(tmp.path(), "")?;
     let _guard = Guard(dir.clone());
-    let start = format!("start_bulk_load -a t -c onebox -p local -r {}", remote.display());
+    let start = format!("start_bulk_load -a t -c onebox -p local -r {root}");
     let (ok, _, err) = shell(&meta, &format!("create t -p 8 -r 3; {start}"))?;
     ensure!(ok, "{err}");
 

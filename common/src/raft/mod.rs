@@ -4,9 +4,11 @@
 // openraft's error types are large by design; they are what its traits return.
 #![allow(clippy::result_large_err)]
 
+#[cfg(feature = "storage")]
 pub mod log_store;
 pub mod network;
 pub mod read_barrier;
+#[cfg(feature = "storage")]
 pub mod wal_sync;
 
 use openraft::{AnyError, StorageError, StorageIOError};

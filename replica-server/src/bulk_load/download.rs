@@ -172,10 +172,19 @@ pub fn is_transient(e: &WingError) -> bool {
     e.code().is_retryable()
 }
 
-/// Maps a provider error: a missing object is a clear, permanent error; the rest may pass.
+/// Maps a provider error: a missing object, refused credentials, a bad path or an unsupported
+/// request are permanent (retrying cannot help: the job fails with the reason); the rest
+/// (network, server errors, throttling) may pass and are retried.
 pub fn remote_error(path: &object_store::path::Path, e: object_store::Error) -> WingError {
+    use object_store::Error as E;
     match e {
-        object_store::Error::NotFound { .. } => WingError::NotFound(format!("{path} does not exist on the provider")),
+        E::NotFound { .. } => WingError::NotFound(format!("{path} does not exist on the provider")),
+        e @ (E::PermissionDenied { .. }
+        | E::Unauthenticated { .. }
+        | E::InvalidPath { .. }
+        | E::NotSupported { .. }
+        | E::NotImplemented
+        | E::UnknownConfigurationKey { .. }) => WingError::InvalidArgument(format!("{path}: {e}")),
         other => WingError::Unavailable(format!("{path}: {other}")),
     }
 }

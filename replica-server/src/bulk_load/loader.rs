@@ -71,6 +71,8 @@ pub struct LoaderStatus {
     pub retries: u32,
     /// The backoff being waited now (0 when no retry is pending).
     pub backoff_ms: u64,
+    /// The last transient failure, while a retry is pending.
+    pub retrying_after: Option<String>,
 }
 
 struct Shared {
@@ -81,6 +83,7 @@ struct Shared {
     live: AtomicUsize,
     retries: AtomicU32,
     backoff_ms: AtomicU64,
+    retrying_after: Mutex<Option<String>>,
 }
 
 /// The downloads of one job on one replica. Dropping it without [`clear`](Self::clear) or
@@ -133,6 +136,7 @@ impl BulkLoader {
             live: AtomicUsize::new(0),
             retries: AtomicU32::new(0),
             backoff_ms: AtomicU64::new(0),
+            retrying_after: Mutex::new(None),
         });
         let cancel = CancellationToken::new();
         let tracker = TaskTracker::new();
@@ -161,6 +165,7 @@ impl BulkLoader {
             live_tasks: self.shared.live.load(Ordering::SeqCst),
             retries: self.shared.retries.load(Ordering::Relaxed),
             backoff_ms: self.shared.backoff_ms.load(Ordering::Relaxed),
+            retrying_after: self.shared.retrying_after.lock().unwrap_or_else(|p| p.into_inner()).clone(),
         }
     }
 
@@ -253,11 +258,13 @@ where
                 limits.retries.fetch_add(1, Ordering::Relaxed);
                 shared.backoff_ms.store(delay.as_millis() as u64, Ordering::Relaxed);
                 tracing::info!(%what, attempt = backoff.attempts(), ?delay, "bulk-load download retried: {e}");
+                *shared.retrying_after.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
                 let canceled = tokio::select! {
                     _ = cancel.cancelled() => true,
                     _ = tokio::time::sleep(delay) => false,
                 };
                 shared.backoff_ms.store(0, Ordering::Relaxed);
+                *shared.retrying_after.lock().unwrap_or_else(|p| p.into_inner()) = None;
                 if canceled {
                     return Err(WingError::InvalidState("canceled".into()));
                 }
@@ -333,9 +340,17 @@ async fn download_all(
     }
     // Downloads stop on the job's cancellation, or on the first failure of a sibling.
     let downloads = cancel.child_token();
+    // Checked before any task starts: no early return may leave a task unawaited.
+    for f in &meta.files {
+        validate_file_name(&f.name)?;
+    }
     let mut tasks = JoinSet::new();
     for f in meta.files.clone() {
-        validate_file_name(&f.name)?;
+        // A pause or cancel stops the start of new work here (re-checking a kept file reads it
+        // whole); the tasks already started are still awaited below.
+        if downloads.is_cancelled() {
+            break;
+        }
         let dest = dir.join(&f.name);
         if already_there(dest.clone(), f.clone()).await {
             shared.downloaded.fetch_add(f.size, Ordering::Relaxed);
@@ -368,6 +383,7 @@ async fn download_all(
     }
     match first_err {
         Some(e) => Err(e),
+        None if downloads.is_cancelled() => Err(WingError::InvalidState("canceled".into())),
         None => Ok(meta.files),
     }
 }

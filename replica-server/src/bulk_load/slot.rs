@@ -88,7 +88,8 @@ impl BulkLoadSlot {
                 let s = c.loader.status();
                 let (status, reason) = match s.state {
                     _ if c.paused => ("BLS_PAUSED", String::new()),
-                    LoaderState::Downloading => ("BLS_DOWNLOADING", String::new()),
+                    // Not a failure: why the download waits, for the operator.
+                    LoaderState::Downloading => ("BLS_DOWNLOADING", s.retrying_after.clone().unwrap_or_default()),
                     LoaderState::Downloaded => ("BLS_DOWNLOADED", String::new()),
                     LoaderState::Failed(r) => ("BLS_FAILED", r),
                     LoaderState::Canceled => ("BLS_CANCELED", String::new()),

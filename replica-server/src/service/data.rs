@@ -53,11 +53,15 @@ impl DataService {
     }
 
     /// The replica a write `req` goes to, once the table's envs admit it (it may be held by
-    /// write throttling, or refused with `Busy` or `OperationDisabled`).
+    /// write throttling, or refused with `Busy` or `OperationDisabled`). Only a primary counts
+    /// writes: a stale client's request to a secondary is turned away first.
     async fn write_replica<M: prost::Message>(&self, req: &Request<M>, p: Option<&ProtoPartitionId>) -> WriteTarget {
         let replica = self.replica(p)?;
+        replica.check_primary()?;
         let bytes = req.get_ref().encoded_len() as u64;
-        replica.admission().admit_write(replica.id(), bytes, client_timeout(req)).await?;
+        // Without a client deadline, the server's own write timeout bounds the hold.
+        let deadline = client_timeout(req).unwrap_or(replica.write_timeout());
+        replica.admission().admit_write(replica.id(), bytes, Some(deadline)).await?;
         Ok(replica)
     }
 }

@@ -150,7 +150,19 @@ impl Shell {
                 Cmd::Help { command } => println!("{}", help(command.as_deref())?),
                 cmd @ Cmd::QueryBulkLoadStatus { .. } if self.live => self.watch_bulk_load(cmd)?,
                 cmd => {
-                    let out = self.rt.block_on(self.session.run(cmd))?;
+                    let session = &mut self.session;
+                    let out = if self.live {
+                        // At a terminal, Ctrl-C ends the command, not the shell (tokio owns SIGINT
+                        // once the first live display has listened for it).
+                        self.rt.block_on(async {
+                            tokio::select! {
+                                out = session.run(cmd) => out,
+                                _ = tokio::signal::ctrl_c() => Err(anyhow!("interrupted")),
+                            }
+                        })?
+                    } else {
+                        self.rt.block_on(session.run(cmd))?
+                    };
                     if self.json {
                         println!("{}", out.json);
                     } else {
@@ -173,7 +185,22 @@ impl Shell {
             tokio::pin!(ctrl_c);
             let mut drawn = 0usize;
             loop {
-                let out = session.run(query.clone()).await?;
+                let out = match session.run(query.clone()).await {
+                    Ok(out) => out,
+                    // A lost answer (a meta changing leader) does not end the display.
+                    Err(e) => {
+                        let note = format!("(query failed, retrying: {e:#})");
+                        if drawn > 0 {
+                            print!("\x1b[{drawn}A\x1b[J");
+                        }
+                        println!("{note}");
+                        drawn = terminal_rows(&note, terminal_width());
+                        tokio::select! {
+                            _ = &mut ctrl_c => return Ok(()),
+                            _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                        }
+                    }
+                };
                 if drawn > 0 {
                     // Back to the first line of the previous frame, and erase it all.
                     print!("\x1b[{drawn}A\x1b[J");
