@@ -87,6 +87,8 @@ cmd_test() {
     ensure_deps
     if [ "${1:-}" = "--long" ]; then
         export WINGKV_LONG_TESTS=1
+        # Its tests run longer than the default profile's 10-minute limit.
+        export NEXTEST_PROFILE=long
         shift
     fi
     ensure_test_deps

@@ -55,13 +55,12 @@ impl DataService {
     /// The replica a write `req` goes to, once the table's envs admit it (it may be held by
     /// write throttling, or refused with `Busy` or `OperationDisabled`). Only a primary counts
     /// writes: a stale client's request to a secondary is turned away first.
-    async fn write_replica<M: prost::Message>(&self, req: &Request<M>, p: Option<&ProtoPartitionId>) -> WriteTarget {
+    async fn write_replica(&self, p: Option<&ProtoPartitionId>, admit: WriteAdmission) -> WriteTarget {
         let replica = self.replica(p)?;
         replica.check_primary()?;
-        let bytes = req.get_ref().encoded_len() as u64;
         // Without a client deadline, the server's own write timeout bounds the hold.
-        let deadline = client_timeout(req).unwrap_or(replica.write_timeout());
-        replica.admission().admit_write(replica.id(), bytes, Some(deadline)).await?;
+        let deadline = admit.deadline.unwrap_or(replica.write_timeout());
+        replica.admission().admit_write(replica.id(), admit.bytes, Some(deadline)).await?;
         Ok(replica)
     }
 }
@@ -89,6 +88,20 @@ fn refused(resp: CommandResponse) -> WingError {
 
 type WriteTarget = Result<Arc<Replica>, WingError>;
 
+/// What write admission needs of a request, taken before the request is consumed.
+struct WriteAdmission {
+    /// Its size on the wire (what `replica.write_throttling_by_size` counts).
+    bytes: u64,
+    /// The client's deadline, if it sent one.
+    deadline: Option<std::time::Duration>,
+}
+
+impl WriteAdmission {
+    fn of<M: prost::Message>(req: &Request<M>) -> Self {
+        Self { bytes: req.get_ref().encoded_len() as u64, deadline: client_timeout(req) }
+    }
+}
+
 type ScanStream = Pin<Box<dyn Stream<Item = Result<ScanBatch, Status>> + Send>>;
 
 #[tonic::async_trait]
@@ -105,18 +118,22 @@ impl Data for DataService {
     }
 
     async fn set(&self, req: Request<SetRequest>) -> Result<Response<WriteResponse>, Status> {
-        let replica = self.write_replica(&req, req.get_ref().partition.as_ref()).await?;
+        let admit = WriteAdmission::of(&req);
         let r = req.into_inner();
         let key = encode_key(&r.hash_key, &r.sort_key)?;
         let value = stored_value(now_epoch_seconds(), r.ttl_seconds, &r.value);
+        // Validated first: a bad request is refused for what it is, wherever it lands.
+        let replica = self.write_replica(r.partition.as_ref(), admit).await?;
         let (_, log_index) = replica.propose(Command::Put { key: key.into(), value }).await?;
         Ok(Response::new(WriteResponse { log_index }))
     }
 
     async fn del(&self, req: Request<DelRequest>) -> Result<Response<WriteResponse>, Status> {
-        let replica = self.write_replica(&req, req.get_ref().partition.as_ref()).await?;
+        let admit = WriteAdmission::of(&req);
         let r = req.into_inner();
         let key = encode_key(&r.hash_key, &r.sort_key)?;
+        // Validated first: a bad request is refused for what it is, wherever it lands.
+        let replica = self.write_replica(r.partition.as_ref(), admit).await?;
         let (_, log_index) = replica.propose(Command::Delete { key: key.into() }).await?;
         Ok(Response::new(WriteResponse { log_index }))
     }
@@ -183,7 +200,7 @@ impl Data for DataService {
     }
 
     async fn multi_set(&self, req: Request<MultiSetRequest>) -> Result<Response<WriteResponse>, Status> {
-        let replica = self.write_replica(&req, req.get_ref().partition.as_ref()).await?;
+        let admit = WriteAdmission::of(&req);
         let r = req.into_inner();
         if r.kvs.is_empty() {
             return Err(WingError::InvalidArgument("multi_set needs at least one sort key".into()).into());
@@ -194,18 +211,22 @@ impl Data for DataService {
             let key = encode_key(&r.hash_key, &kv.sort_key)?;
             entries.push((Bytes::from(key), stored_value(now, r.ttl_seconds, &kv.value)));
         }
+        // Validated first: a bad request is refused for what it is, wherever it lands.
+        let replica = self.write_replica(r.partition.as_ref(), admit).await?;
         let (_, log_index) = replica.propose(Command::MultiPut { entries }).await?;
         Ok(Response::new(WriteResponse { log_index }))
     }
 
     async fn multi_del(&self, req: Request<MultiDelRequest>) -> Result<Response<MultiDelResponse>, Status> {
-        let replica = self.write_replica(&req, req.get_ref().partition.as_ref()).await?;
+        let admit = WriteAdmission::of(&req);
         let r = req.into_inner();
         if r.sort_keys.is_empty() {
             return Err(WingError::InvalidArgument("multi_del needs at least one sort key".into()).into());
         }
         let keys =
             r.sort_keys.iter().map(|sk| encode_key(&r.hash_key, sk).map(Bytes::from)).collect::<Result<Vec<_>, _>>()?;
+        // Validated first: a bad request is refused for what it is, wherever it lands.
+        let replica = self.write_replica(r.partition.as_ref(), admit).await?;
         let (resp, log_index) = replica.propose(Command::MultiDelete { keys, now: now_epoch_seconds() }).await?;
         match resp {
             CommandResponse::Deleted(deleted) => Ok(Response::new(MultiDelResponse { log_index, deleted })),
@@ -214,7 +235,7 @@ impl Data for DataService {
     }
 
     async fn incr(&self, req: Request<IncrRequest>) -> Result<Response<IncrResponse>, Status> {
-        let replica = self.write_replica(&req, req.get_ref().partition.as_ref()).await?;
+        let admit = WriteAdmission::of(&req);
         let r = req.into_inner();
         let key = encode_key(&r.hash_key, &r.sort_key)?;
         let ttl = match r.ttl_seconds {
@@ -223,6 +244,8 @@ impl Data for DataService {
             _ => IncrTtl::Clear,
         };
         let cmd = Command::Incr { key: key.into(), delta: r.increment, ttl, now: now_epoch_seconds() };
+        // Validated first: a bad request is refused for what it is, wherever it lands.
+        let replica = self.write_replica(r.partition.as_ref(), admit).await?;
         match replica.propose(cmd).await? {
             (CommandResponse::Incremented(new_value), log_index) => {
                 Ok(Response::new(IncrResponse { new_value, log_index }))
@@ -232,7 +255,7 @@ impl Data for DataService {
     }
 
     async fn check_and_set(&self, req: Request<CheckAndSetRequest>) -> Result<Response<CheckAndSetResponse>, Status> {
-        let replica = self.write_replica(&req, req.get_ref().partition.as_ref()).await?;
+        let admit = WriteAdmission::of(&req);
         let r = req.into_inner();
         let check_type = CheckType::from_i32(r.check_type)?;
         let check_key = encode_key(&r.hash_key, &r.check_sort_key)?;
@@ -248,6 +271,8 @@ impl Data for DataService {
             return_check_value: r.return_check_value,
             now,
         };
+        // Validated first: a bad request is refused for what it is, wherever it lands.
+        let replica = self.write_replica(r.partition.as_ref(), admit).await?;
         match replica.propose(cmd).await? {
             (CommandResponse::CheckAndSet { succeeded, check_value }, log_index) => {
                 Ok(Response::new(CheckAndSetResponse {
