@@ -137,8 +137,10 @@ pub async fn inject(dir: &Path, fault: &Fault) -> Result<()> {
     }
 }
 
-fn key(i: usize) -> String {
-    format!("k{i}")
+/// Key `i` of the schedule `seed`: every schedule has keys of its own, so each starts from
+/// absent values, as the checker's model does, even on a table an earlier schedule wrote.
+fn key(seed: u64, i: usize) -> String {
+    format!("s{seed}-k{i}")
 }
 
 const SORT_KEY: &str = "r";
@@ -162,7 +164,7 @@ async fn client_loop(
         if stop.load(Ordering::Relaxed) {
             break;
         }
-        let k = key(rng.below(workload.keys as u64) as usize);
+        let k = key(seed, rng.below(workload.keys as u64) as usize);
         let roll = rng.below(100);
         let value = format!("c{id}-{n}").into_bytes();
         let (op, invoke) = if roll < workload.set_percent {
@@ -274,7 +276,7 @@ pub async fn run(
     let reader = open_table(meta, table, Duration::from_secs(5)).await?;
     let mut final_values = BTreeMap::new();
     for i in 0..workload.keys {
-        let k = key(i);
+        let k = key(seed, i);
         let v = wait_for(&format!("{k} to be readable after the faults"), Duration::from_secs(90), || async {
             reader.get(&k, SORT_KEY).await.ok().map(|v| v.map(|b| b.to_vec()))
         })
