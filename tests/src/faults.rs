@@ -122,6 +122,15 @@ pub fn schedule(seed: u64, nodes: &[String], count: usize) -> Vec<(Duration, Fau
 
 /// Injects `fault` into the onebox in `dir`; returns once it is over (a paused node resumed).
 pub async fn inject(dir: &Path, fault: &Fault) -> Result<()> {
+    // The node may still be coming back from an earlier fault (the supervisor restarts a killed
+    // node after a backoff): a fault lands on a running node.
+    let node = match fault {
+        Fault::Kill(n) | Fault::Restart(n) | Fault::Pause(n, _) => n,
+    };
+    wait_for(&format!("{node} to be running"), Duration::from_secs(60), || async {
+        crate::cli::onebox_node(dir, node).ok()?.1
+    })
+    .await?;
     match fault {
         Fault::Kill(n) => crate::onebox::onebox(dir, &["kill", n]).map(|_| ()),
         Fault::Restart(n) => crate::onebox::onebox(dir, &["restart", n]).map(|_| ()),
