@@ -247,9 +247,10 @@ fn parse_units(text: &str, by_size: bool) -> Result<u64, &'static str> {
 /// How a denied request is refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DenyKind {
-    /// Drop the request without answering; the client times out (`timeout*...`).
+    /// `timeout*...`: Pegasus drops such requests so its client times out; wingkv's replicas
+    /// answer `OperationDisabled` at once for both kinds (the kind shows in the message).
     Timeout,
-    /// Answer with an error that makes the client refresh its partition config (`reconfig*...`).
+    /// `reconfig*...`: answered `OperationDisabled` at once.
     Reconfig,
 }
 
