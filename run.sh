@@ -21,6 +21,9 @@ Usage: ./run.sh <command> [args]
   restart_onebox [NODE]
                    restart one node (e.g. replica2) or all of them
   shell [ARGS]     open the wingkv shell on the local cluster (ARGS go to `wingkv shell`)
+  bench [ARGS]     build release binaries, start a release onebox under ./onebox-bench
+                   (ports 35601, 35801-35803), run `wingkv bench ARGS` on it (no ARGS: the
+                   suite of BENCHMARKS.md), then stop it
 USAGE
 }
 
@@ -108,6 +111,34 @@ cmd_test() {
     fi
 }
 
+# The benchmark suite of BENCHMARKS.md, on a release onebox of its own.
+cmd_bench() {
+    ensure_deps
+    cargo build -j"$JOBS" --release --workspace --bins
+    local bin="$CARGO_TARGET_DIR/release/wingkv"
+    local dir="${WINGKV_BENCH_DIR:-./onebox-bench}"
+    local meta="127.0.0.1:35601"
+    "$bin" onebox stop --dir "$dir" >/dev/null 2>&1 || true
+    rm -rf "$dir"
+    "$bin" onebox start --dir "$dir" --base-port-meta 35601 --base-port-replica 35801
+    trap '"$bin" onebox stop --dir "$dir" >/dev/null 2>&1 || true' EXIT
+    if [ $# -gt 0 ]; then
+        "$bin" bench "$@" --meta "$meta"
+        return
+    fi
+    local records="${WINGKV_BENCH_RECORDS:-1000000}" ops="${WINGKV_BENCH_OPS:-1000000}"
+    local common=(--meta "$meta" --records "$records" --threads 64 --value-size 100)
+    echo "== YCSB load: $records records"
+    "$bin" bench ycsb load "${common[@]}" --create --partitions 8 --replicas 3
+    for w in a b c e; do
+        echo "== YCSB workload $w: $ops operations (zipfian)"
+        "$bin" bench ycsb run "${common[@]}" --workload "$w" --operations "$ops"
+    done
+    echo "== Bulk load: ${WINGKV_BENCH_BULK_ROWS:-10000000} rows, 8 partitions x 3 replicas"
+    "$bin" bench bulkload --meta "$meta" --rows "${WINGKV_BENCH_BULK_ROWS:-10000000}" \
+        --sdk-rows "${WINGKV_BENCH_SDK_ROWS:-1000000}"
+}
+
 BIN_DIR="$CARGO_TARGET_DIR/debug"
 ONEBOX_DIR="${WINGKV_ONEBOX_DIR:-./onebox}"
 
@@ -132,6 +163,7 @@ case "$cmd" in
     list_onebox) wingkv onebox status --dir "$ONEBOX_DIR" "$@" ;;
     restart_onebox) wingkv onebox restart --dir "$ONEBOX_DIR" "$@" ;;
     shell) wingkv shell "$@" ;;
+    bench) cmd_bench "$@" ;;
     -h | --help | help | "") usage ;;
     *)
         echo "run.sh: unknown command '$cmd'" >&2

@@ -6,7 +6,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     unsafe { std::env::set_var("PROTOC", protoc) };
     let protos =
         ["proto/common.proto", "proto/data.proto", "proto/meta.proto", "proto/raft.proto", "proto/replica_admin.proto"];
-    tonic_prost_build::configure().bytes(".").btree_map(".").compile_protos(&protos, &["proto"])?;
+    // The descriptor set feeds gRPC server reflection, so `grpcurl` works without the .proto files.
+    let descriptor = std::path::PathBuf::from(std::env::var("OUT_DIR")?).join("wingkv_descriptor.bin");
+    tonic_prost_build::configure()
+        .bytes(".")
+        .btree_map(".")
+        .file_descriptor_set_path(&descriptor)
+        .compile_protos(&protos, &["proto"])?;
     for p in protos {
         println!("cargo:rerun-if-changed={p}");
     }

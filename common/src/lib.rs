@@ -7,9 +7,13 @@ pub mod bulk_load;
 pub mod check;
 pub mod config;
 pub mod error;
+#[cfg(feature = "server")]
+pub mod frontend;
 pub mod hash;
 pub mod key;
 pub mod meta_client;
+#[cfg(feature = "server")]
+pub mod metrics;
 pub mod naming;
 pub mod net;
 pub mod partition;

@@ -62,6 +62,21 @@ impl MetaClient {
         *cur = (*cur + 1) % self.addrs.len();
     }
 
+    /// Runs `f` once against the meta at `addr` (leader or not), within `timeout`.
+    pub async fn call_at<T, F, Fut>(&self, addr: &str, timeout: Duration, f: F) -> Result<T, WingError>
+    where
+        F: FnOnce(GrpcMetaClient<Channel>) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
+        let channel =
+            self.pool.get(addr).map_err(|e| WingError::InvalidArgument(format!("bad meta address {addr}: {e}")))?;
+        match tokio::time::timeout(timeout, f(GrpcMetaClient::new(channel))).await {
+            Ok(Ok(resp)) => Ok(resp.into_inner()),
+            Ok(Err(status)) => Err(WingError::from_status(&status)),
+            Err(_) => Err(WingError::Timeout(format!("meta {addr} did not answer within {timeout:?}"))),
+        }
+    }
+
     /// Runs `f` against the meta leader, retrying `NotLeader`, `Unavailable` and transport
     /// failures until the deadline. Other errors are returned at once.
     pub async fn call<T, F, Fut>(&self, mut f: F) -> Result<T, WingError>

@@ -23,6 +23,9 @@ pub struct MetaServerConfig {
     pub listen: String,
     /// Address the other metas and the clients use; defaults to the bound address.
     pub advertise: Option<String>,
+    /// HTTP address of `/metrics` and `/health`; defaults to the gRPC port + 10000 (any free
+    /// port when the gRPC port is 0).
+    pub http_listen: Option<String>,
     /// Data directory.
     pub data_dir: PathBuf,
     /// Every member of the meta group, this one included. Empty: a group of one. The member
@@ -58,6 +61,7 @@ impl Default for MetaServerConfig {
             id: 1,
             listen: "127.0.0.1:34601".into(),
             advertise: None,
+            http_listen: None,
             data_dir: PathBuf::from("./data/meta"),
             peers: Vec::new(),
             cluster_name: "onebox".into(),

@@ -7,6 +7,7 @@ pub mod bulk_load;
 pub mod catalog;
 pub mod config;
 pub mod liveness;
+pub mod metrics;
 pub mod node;
 pub mod placement;
 pub mod raft_types;

@@ -48,6 +48,18 @@ struct Inner {
     since: Instant,
     last_seen: HashMap<u64, Instant>,
     reports: HashMap<u64, Vec<ReplicaReport>>,
+    facts: HashMap<u64, (NodeFacts, Instant)>,
+}
+
+/// What a node tells about itself in its heartbeats.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NodeFacts {
+    /// Its binary's version.
+    pub version: String,
+    /// How long it had been up when it sent the heartbeat (see [`Liveness::facts`]).
+    pub uptime_ms: u64,
+    /// Where it serves `/metrics`.
+    pub http_address: String,
 }
 
 /// Liveness and replica reports of every node.
@@ -66,6 +78,7 @@ impl Liveness {
                 since: Instant::now(),
                 last_seen: HashMap::new(),
                 reports: HashMap::new(),
+                facts: HashMap::new(),
             }),
         }
     }
@@ -86,6 +99,7 @@ impl Liveness {
             i.since = Instant::now();
             i.last_seen.clear();
             i.reports.clear();
+            i.facts.clear();
         }
     }
 
@@ -95,6 +109,18 @@ impl Liveness {
         Self::enter(&mut i, term);
         i.last_seen.insert(node, Instant::now());
         i.reports.insert(node, reports);
+    }
+
+    /// Records what `node` told about itself in a heartbeat.
+    pub fn record_facts(&self, node: u64, facts: NodeFacts) {
+        self.lock().facts.insert(node, (facts, Instant::now()));
+    }
+
+    /// What `node` last told about itself, its uptime brought up to now.
+    pub fn facts(&self, node: u64) -> Option<NodeFacts> {
+        let i = self.lock();
+        let (f, at) = i.facts.get(&node)?;
+        Some(NodeFacts { uptime_ms: f.uptime_ms + at.elapsed().as_millis() as u64, ..f.clone() })
     }
 
     /// Replaces one partition's report of `node` (from a direct status poll) in `term`.

@@ -51,6 +51,10 @@ pub struct MetaNode {
     /// The driver's retry and stall state of each partition of a running job (volatile: a new
     /// leader starts afresh, and re-drives every partition at once).
     pub bulk_drive: Mutex<std::collections::HashMap<PartitionId, crate::bulk_driver::PartitionDrive>>,
+    /// When this meta server started.
+    pub started: std::time::Instant,
+    /// Where this meta serves `/metrics` (set once the endpoint is bound).
+    pub http_address: std::sync::OnceLock<String>,
     reads: ReadBarrier,
 }
 
@@ -75,6 +79,8 @@ impl MetaNode {
             bulk_progress: Mutex::new(Default::default()),
             bulk_cleaned: Mutex::new(HashSet::new()),
             bulk_drive: Mutex::new(Default::default()),
+            started: std::time::Instant::now(),
+            http_address: std::sync::OnceLock::new(),
             reads,
         }
     }

@@ -8,7 +8,11 @@ use std::sync::Arc;
 use openraft::{BasicNode, SnapshotPolicy};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use wingkv_common::net::{bind, GrpcServer, ADDRESS_FILE};
+use tonic::server::NamedService;
+use tonic::service::Routes;
+use wingkv_common::frontend::{Frontend, FrontendSpec};
+use wingkv_common::metrics::{http_listen_address, ServerMetrics};
+use wingkv_common::net::{bind, ADDRESS_FILE};
 use wingkv_common::raft::log_store::RocksLogStore;
 use wingkv_common::raft::network::{ChannelPool, GrpcNetworkFactory, RaftTransportService, MAX_RAFT_MESSAGE_BYTES};
 use wingkv_common::raft::wal_sync::WalSyncer;
@@ -17,6 +21,7 @@ use wingkv_proto::meta::meta_server::MetaServer as MetaGrpcServer;
 use wingkv_proto::raft::raft_transport_server::RaftTransportServer;
 
 use crate::config::MetaServerConfig;
+use crate::metrics::MetaMetricsSource;
 use crate::node::{MetaNode, META_GROUP};
 use crate::raft_types::MetaRaft;
 use crate::reconcile;
@@ -29,7 +34,7 @@ pub struct MetaServer {
     node: Arc<MetaNode>,
     syncer: WalSyncer,
     tasks: TaskTracker,
-    grpc: GrpcServer,
+    frontend: Frontend,
 }
 
 impl MetaServer {
@@ -42,6 +47,8 @@ impl MetaServer {
             .map_err(|e| WingError::Storage(format!("cannot create {}: {e}", config.data_dir.display())))?;
         let listener = bind(&config.listen)?;
         let addr = listener.local_addr().map_err(|e| WingError::Internal(e.to_string()))?;
+        let http_listen = http_listen_address(config.http_listen.as_deref(), &config.listen, addr)?;
+        let metrics = ServerMetrics::new("meta")?;
         let advertise = config.advertise.clone().unwrap_or_else(|| addr.to_string());
         let peers: BTreeMap<u64, BasicNode> = if config.peers.is_empty() {
             BTreeMap::from([(config.id, BasicNode { addr: advertise.clone() })])
@@ -95,25 +102,51 @@ impl MetaServer {
         // Its own loop: a slow primary (an ingestion takes long) never delays repairs.
         tasks.spawn(crate::bulk_driver::run(node.clone(), shutdown.clone()));
 
-        let router = tonic::transport::Server::builder()
-            .tcp_nodelay(true)
-            .add_service(MetaGrpcServer::new(MetaService::new(node.clone())))
-            .add_service(
-                RaftTransportServer::new(RaftTransportService::new(MetaGroup::new(node.clone())))
-                    .max_decoding_message_size(MAX_RAFT_MESSAGE_BYTES)
-                    .max_encoding_message_size(MAX_RAFT_MESSAGE_BYTES),
-            );
-        let grpc = GrpcServer::spawn(router, listener, shutdown.clone());
+        let routes = Routes::new(MetaGrpcServer::new(MetaService::new(node.clone()))).add_service(
+            RaftTransportServer::new(RaftTransportService::new(MetaGroup::new(node.clone())))
+                .max_decoding_message_size(MAX_RAFT_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_RAFT_MESSAGE_BYTES),
+        );
+        let spec = FrontendSpec {
+            routes,
+            service_names: &[
+                <MetaGrpcServer<MetaService> as NamedService>::NAME,
+                <RaftTransportServer<RaftTransportService<MetaGroup>> as NamedService>::NAME,
+            ],
+            listener,
+            http_listen,
+            data_dir: &config.data_dir,
+            metrics,
+            source: Arc::new(MetaMetricsSource::new(node.clone())),
+        };
+        let frontend = match Frontend::spawn(spec, shutdown.clone()).await {
+            Ok(f) => f,
+            Err(e) => {
+                // Everything started so far stops before the error is returned.
+                shutdown.cancel();
+                tasks.close();
+                tasks.wait().await;
+                let _ = node.raft.shutdown().await;
+                syncer.shutdown();
+                return Err(e);
+            }
+        };
+        let _ = node.http_address.set(frontend.http_addr().to_string());
         let addr_file = config.data_dir.join(ADDRESS_FILE);
         std::fs::write(&addr_file, &advertise)
             .map_err(|e| WingError::Storage(format!("cannot write {}: {e}", addr_file.display())))?;
         tracing::info!(id = config.id, %addr, "meta server listening");
-        Ok(Self { addr, node, syncer, tasks, grpc })
+        Ok(Self { addr, node, syncer, tasks, frontend })
     }
 
     /// The bound address.
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The bound address of `/metrics` and `/health`.
+    pub fn http_addr(&self) -> SocketAddr {
+        self.frontend.http_addr()
     }
 
     /// The meta node.
@@ -123,7 +156,7 @@ impl MetaServer {
 
     /// Serves until `stop` fires (or the server fails), then stops everything and waits.
     pub async fn run_until(self, stop: impl std::future::Future<Output = ()>) -> Result<(), WingError> {
-        let served = self.grpc.stop_when(stop).await;
+        let served = self.frontend.stop_when(stop).await;
         self.tasks.close();
         self.tasks.wait().await;
         if let Err(e) = self.node.raft.shutdown().await {

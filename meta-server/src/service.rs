@@ -16,7 +16,7 @@ use wingkv_proto::meta::*;
 
 use crate::bulk_load::{BulkLoadControlAction, BulkLoadJob, BulkLoadStatus};
 use crate::catalog::{AppState, Catalog, MetaCommand, MetaValue};
-use crate::liveness::NodeState;
+use crate::liveness::{NodeFacts, NodeState};
 use crate::node::{now_ms, MetaNode, META_GROUP};
 use crate::placement;
 use crate::reconcile::{ensure_app_replicas, wait_primaries};
@@ -129,6 +129,8 @@ impl Meta for MetaService {
             .collect();
         let hosted_apps: std::collections::BTreeSet<u32> = hosted.iter().map(|p| p.app_id).collect();
         self.node.liveness.record(self.node.term(), r.node_id, r.replicas);
+        let facts = NodeFacts { version: r.version, uptime_ms: r.uptime_ms, http_address: r.http_address };
+        self.node.liveness.record_facts(r.node_id, facts);
         let repairs = self.node.repairs.lock().unwrap_or_else(|e| e.into_inner()).clone();
         let mut remove = Vec::new();
         for pid in hosted {
@@ -255,13 +257,19 @@ impl Meta for MetaService {
         let nodes = catalog
             .nodes
             .values()
-            .map(|n| NodeInfo {
-                node_id: n.node_id,
-                address: n.address.clone(),
-                status: self.node.liveness.state(n.node_id).as_str().into(),
-                replica_count: load.get(&n.node_id).map(|l| l.0).unwrap_or(0),
-                primary_count: primaries.get(&n.node_id).copied().unwrap_or(0),
-                last_heartbeat_ms_ago: self.node.liveness.silence_ms(n.node_id).unwrap_or(u64::MAX),
+            .map(|n| {
+                let facts = self.node.liveness.facts(n.node_id).unwrap_or_default();
+                NodeInfo {
+                    node_id: n.node_id,
+                    address: n.address.clone(),
+                    status: self.node.liveness.state(n.node_id).as_str().into(),
+                    replica_count: load.get(&n.node_id).map(|l| l.0).unwrap_or(0),
+                    primary_count: primaries.get(&n.node_id).copied().unwrap_or(0),
+                    last_heartbeat_ms_ago: self.node.liveness.silence_ms(n.node_id).unwrap_or(u64::MAX),
+                    version: facts.version,
+                    uptime_ms: facts.uptime_ms,
+                    http_address: facts.http_address,
+                }
             })
             .collect();
         Ok(Response::new(ListNodesResponse { nodes }))
@@ -287,6 +295,28 @@ impl Meta for MetaService {
             dead_nodes: states.iter().filter(|s| **s == NodeState::Dead).count() as u32,
             table_count: catalog.apps.values().filter(|a| !a.is_dropped()).count() as u32,
             version: env!("CARGO_PKG_VERSION").into(),
+        }))
+    }
+
+    async fn server_info(&self, _req: Request<ServerInfoRequest>) -> Result<Response<ServerInfoResponse>, Status> {
+        // Answered by this meta from what it knows itself: no leader needed.
+        let m = self.node.raft.metrics().borrow().clone();
+        let role = match m.state {
+            openraft::ServerState::Leader => "leader",
+            openraft::ServerState::Follower => "follower",
+            openraft::ServerState::Candidate => "candidate",
+            openraft::ServerState::Learner => "learner",
+            openraft::ServerState::Shutdown => "shutdown",
+        };
+        let address = m.membership_config.membership().get_node(&m.id).map(|n| n.addr.clone()).unwrap_or_default();
+        Ok(Response::new(ServerInfoResponse {
+            meta_id: m.id,
+            address,
+            version: env!("CARGO_PKG_VERSION").into(),
+            uptime_ms: self.node.started.elapsed().as_millis() as u64,
+            role: role.into(),
+            term: m.current_term,
+            http_address: self.node.http_address.get().cloned().unwrap_or_default(),
         }))
     }
 

@@ -25,3 +25,6 @@ pub mod raft {
 pub mod replica_admin {
     tonic::include_proto!("wingkv.replica_admin");
 }
+
+/// The encoded `FileDescriptorSet` of every wingkv service, for gRPC server reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/wingkv_descriptor.bin"));

@@ -20,6 +20,9 @@ pub struct ReplicaServerConfig {
     pub listen: String,
     /// Address other nodes use to reach this one; defaults to the bound listen address.
     pub advertise: Option<String>,
+    /// HTTP address of `/metrics` and `/health`; defaults to the gRPC port + 10000 (any free
+    /// port when the gRPC port is 0).
+    pub http_listen: Option<String>,
     /// Root of the replicas' data.
     pub data_dir: PathBuf,
     /// Raft timing and snapshot policy.
@@ -77,6 +80,7 @@ impl Default for ReplicaServerConfig {
             heartbeat_interval_ms: 1_000,
             listen: "127.0.0.1:34801".to_string(),
             advertise: None,
+            http_listen: None,
             data_dir: PathBuf::from("./data/replica"),
             raft: RaftConfig::default(),
             storage: StorageConfig::default(),

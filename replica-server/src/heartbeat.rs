@@ -49,15 +49,27 @@ pub async fn register(meta: &MetaClient, data_dir: &Path, node_id: u64, address:
     Ok(id)
 }
 
+/// What a heartbeat says about the server itself.
+#[derive(Debug, Clone)]
+pub struct ServerIdentity {
+    /// The gRPC address peers use.
+    pub address: String,
+    /// Where `/metrics` is served.
+    pub http_address: String,
+    /// When the server started.
+    pub started: std::time::Instant,
+}
+
 /// Reports to the meta every `interval` until `cancel` fires.
 pub async fn run(
     meta: Arc<MetaClient>,
     manager: Arc<ReplicaManager>,
-    address: String,
+    me: ServerIdentity,
     interval: Duration,
     cancel: CancellationToken,
 ) {
     let node_id = manager.node_id();
+    let address = me.address.clone();
     let mut registered = false;
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -77,7 +89,14 @@ pub async fn run(
             }
         }
         let replicas = manager.all().iter().map(|r| report_from_status(&r.status())).collect();
-        let req = HeartbeatRequest { node_id, address: address.clone(), replicas };
+        let req = HeartbeatRequest {
+            node_id,
+            address: address.clone(),
+            replicas,
+            version: env!("CARGO_PKG_VERSION").into(),
+            uptime_ms: me.started.elapsed().as_millis() as u64,
+            http_address: me.http_address.clone(),
+        };
         let resp = tokio::select! {
             _ = cancel.cancelled() => break,
             r = meta.call(|mut c| {

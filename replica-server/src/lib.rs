@@ -7,6 +7,7 @@ pub mod command;
 pub mod config;
 pub mod heartbeat;
 pub mod manager;
+pub mod metrics;
 pub mod raft_types;
 pub mod range;
 pub mod replica;

@@ -74,6 +74,11 @@ impl ReplicaManager {
         self.ctx.bulk.limits.retries.load(std::sync::atomic::Ordering::Relaxed)
     }
 
+    /// The RocksDB settings and block cache every replica shares.
+    pub fn storage(&self) -> &crate::store::SharedStorage {
+        &self.ctx.storage
+    }
+
     /// Every open replica.
     pub fn all(&self) -> Vec<Arc<Replica>> {
         let map = self.replicas.read().unwrap_or_else(|p| p.into_inner());

@@ -242,6 +242,12 @@ impl Replica {
         }
     }
 
+    /// This replica's bulk-load job and its download progress, if it has one (see
+    /// [`crate::bulk_load::slot::BulkLoadSlot::progress`]).
+    pub fn bulk_load_progress(&self) -> Option<(u64, crate::bulk_load::loader::LoaderStatus)> {
+        self.bulk.progress()
+    }
+
     /// The replica's state as the admin service reports it.
     pub fn status(&self) -> ReplicaStatus {
         let m = self.raft.metrics().borrow().clone();

@@ -7,8 +7,12 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tonic::server::NamedService;
+use tonic::service::Routes;
+use wingkv_common::frontend::{Frontend, FrontendSpec};
 use wingkv_common::meta_client::MetaClient;
-use wingkv_common::net::{bind, GrpcServer, ADDRESS_FILE};
+use wingkv_common::metrics::{http_listen_address, ServerMetrics};
+use wingkv_common::net::{bind, ADDRESS_FILE};
 use wingkv_common::raft::network::{ChannelPool, RaftTransportService, MAX_RAFT_MESSAGE_BYTES};
 use wingkv_common::WingError;
 use wingkv_proto::data::data_server::DataServer;
@@ -16,8 +20,9 @@ use wingkv_proto::raft::raft_transport_server::RaftTransportServer;
 use wingkv_proto::replica_admin::replica_admin_server::ReplicaAdminServer;
 
 use crate::config::ReplicaServerConfig;
-use crate::heartbeat::{self, register, stored_node_id};
+use crate::heartbeat::{self, register, stored_node_id, ServerIdentity};
 use crate::manager::ReplicaManager;
+use crate::metrics::ReplicaMetricsSource;
 use crate::replica::ReplicaContext;
 use crate::service::admin::AdminService;
 use crate::service::data::DataService;
@@ -30,16 +35,19 @@ pub struct ReplicaServer {
     advertise: String,
     manager: Arc<ReplicaManager>,
     tasks: TaskTracker,
-    grpc: GrpcServer,
+    frontend: Frontend,
 }
 
 impl ReplicaServer {
     /// Starts a server: reopens every replica in the data dir, then serves.
     pub async fn start(config: ReplicaServerConfig) -> Result<Self, WingError> {
+        let started = std::time::Instant::now();
         std::fs::create_dir_all(&config.data_dir)
             .map_err(|e| WingError::Storage(format!("cannot create {}: {e}", config.data_dir.display())))?;
         let listener = bind(&config.listen)?;
         let addr = listener.local_addr().map_err(|e| WingError::Internal(e.to_string()))?;
+        let http_listen = http_listen_address(config.http_listen.as_deref(), &config.listen, addr)?;
+        let metrics = ServerMetrics::new("replica")?;
         let advertise = config.advertise.clone().unwrap_or_else(|| addr.to_string());
         let pool = ChannelPool::default();
         let (node_id, meta) = resolve_node_id(&config, &advertise, &pool).await?;
@@ -60,26 +68,47 @@ impl ReplicaServer {
         }
 
         let max = config.max_request_bytes;
-        let router = tonic::transport::Server::builder()
-            .tcp_nodelay(true)
-            .add_service(DataServer::new(DataService::new(manager.clone())).max_decoding_message_size(max))
+        let routes = Routes::new(DataServer::new(DataService::new(manager.clone())).max_decoding_message_size(max))
             .add_service(
                 RaftTransportServer::new(RaftTransportService::new(HostedGroups::new(manager.clone())))
                     .max_decoding_message_size(MAX_RAFT_MESSAGE_BYTES)
                     .max_encoding_message_size(MAX_RAFT_MESSAGE_BYTES),
             )
             .add_service(ReplicaAdminServer::new(AdminService::new(manager.clone())));
+        let spec = FrontendSpec {
+            routes,
+            service_names: &[
+                <DataServer<DataService> as NamedService>::NAME,
+                <RaftTransportServer<RaftTransportService<HostedGroups>> as NamedService>::NAME,
+                <ReplicaAdminServer<AdminService> as NamedService>::NAME,
+            ],
+            listener,
+            http_listen,
+            data_dir: &config.data_dir,
+            metrics,
+            source: Arc::new(ReplicaMetricsSource::new(manager.clone())),
+        };
+        let frontend = match Frontend::spawn(spec, shutdown.clone()).await {
+            Ok(f) => f,
+            Err(e) => {
+                // The replicas opened above close cleanly before the error is returned.
+                shutdown.cancel();
+                manager.close_all().await;
+                return Err(e);
+            }
+        };
         let tasks = TaskTracker::new();
         if let Some(meta) = meta {
             let interval = Duration::from_millis(config.heartbeat_interval_ms.max(10));
-            tasks.spawn(heartbeat::run(meta, manager.clone(), advertise.clone(), interval, shutdown.clone()));
+            let me =
+                ServerIdentity { address: advertise.clone(), http_address: frontend.http_addr().to_string(), started };
+            tasks.spawn(heartbeat::run(meta, manager.clone(), me, interval, shutdown.clone()));
         }
-        let grpc = GrpcServer::spawn(router, listener, shutdown.clone());
         // Written last: its presence tells supervisors and tests the server is ready.
         let addr_file = config.data_dir.join(ADDRESS_FILE);
         std::fs::write(&addr_file, &advertise)
             .map_err(|e| WingError::Storage(format!("cannot write {}: {e}", addr_file.display())))?;
-        Ok(Self { addr, advertise, manager, tasks, grpc })
+        Ok(Self { addr, advertise, manager, tasks, frontend })
     }
 
     /// The bound listen address.
@@ -92,6 +121,11 @@ impl ReplicaServer {
         &self.advertise
     }
 
+    /// The bound address of `/metrics` and `/health`.
+    pub fn http_addr(&self) -> SocketAddr {
+        self.frontend.http_addr()
+    }
+
     /// The hosted replicas.
     pub fn manager(&self) -> &Arc<ReplicaManager> {
         &self.manager
@@ -100,7 +134,7 @@ impl ReplicaServer {
     /// Waits until the gRPC server stops by itself (an error) or `stop` fires; then stops
     /// taking requests, lets in-flight ones finish and closes every replica.
     pub async fn run_until(self, stop: impl std::future::Future<Output = ()>) -> Result<(), WingError> {
-        let served = self.grpc.stop_when(stop).await;
+        let served = self.frontend.stop_when(stop).await;
         self.tasks.close();
         self.tasks.wait().await;
         self.manager.close_all().await;

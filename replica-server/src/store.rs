@@ -39,6 +39,11 @@ impl SharedStorage {
         Self { cache: Cache::new_lru_cache(config.block_cache_bytes as usize), config }
     }
 
+    /// Bytes the shared block cache holds now.
+    pub fn block_cache_usage(&self) -> usize {
+        self.cache.get_usage()
+    }
+
     /// Options for the user-data column family. `Pegasus`-compatible records: expired ones are
     /// dropped by compaction.
     pub fn data_options(&self) -> Options {

@@ -27,40 +27,40 @@ use wingkv_common::value::{encode_value, expire_ts_for_ttl, now_epoch_seconds};
 pub struct BulkgenArgs {
     /// Table name (must match the table the files are loaded into).
     #[arg(long)]
-    table: String,
+    pub table: String,
     /// Partition count of that table.
     #[arg(long)]
-    partitions: u32,
+    pub partitions: u32,
     /// Cluster name (the onebox's is `onebox`).
     #[arg(long, default_value = "onebox")]
-    cluster: String,
+    pub cluster: String,
     /// Provider: local, s3 or memory.
     #[arg(long, default_value = "local")]
-    provider: String,
+    pub provider: String,
     /// Root directory on the provider.
     #[arg(long)]
-    root: String,
+    pub root: String,
     /// Input rows, CSV or TSV: hash_key,sort_key,value[,ttl_seconds].
     #[arg(long, conflicts_with = "generate")]
-    input: Option<PathBuf>,
+    pub input: Option<PathBuf>,
     /// Generate this many rows instead (keys `k{i}`, sort key `s`, random values).
     #[arg(long)]
-    generate: Option<u64>,
+    pub generate: Option<u64>,
     /// Value size of generated rows.
     #[arg(long, default_value_t = 100)]
-    value_size: usize,
+    pub value_size: usize,
     /// Roll to a new SST file after this many MiB.
     #[arg(long, default_value_t = 64)]
-    file_size_mb: u64,
+    pub file_size_mb: u64,
     /// Seed of generated values.
     #[arg(long, default_value_t = 1)]
-    seed: u64,
+    pub seed: u64,
     /// Provider config file (TOML: local_root, [s3] endpoint, bucket, ...).
     #[arg(long)]
-    provider_config: Option<PathBuf>,
+    pub provider_config: Option<PathBuf>,
     /// Table id written into bulk_load_info (informational).
     #[arg(long, default_value_t = 0)]
-    app_id: u32,
+    pub app_id: u32,
 }
 
 /// A row: encoded key and stored value.
@@ -132,19 +132,50 @@ fn sort_dedup(rows: &mut Vec<Row>) {
     *rows = out;
 }
 
-fn generate_rows(n: u64, value_size: usize, seed: u64, partitions: u32) -> Vec<Vec<Row>> {
-    let mut parts: Vec<Vec<Row>> = (0..partitions).map(|_| Vec::new()).collect();
-    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    let mut value = vec![0u8; value_size];
-    for i in 0..n {
-        let hk = format!("k{i}");
-        rng.fill_bytes(&mut value);
+/// The rows `bulkgen --generate` writes, in order: hash key `k{i}`, sort key `s`, a printable
+/// random value from a seeded RNG, so `wingkv bench bulkload` can write the very same rows
+/// through the SDK.
+pub struct GeneratedRows {
+    next: u64,
+    end: u64,
+    rng: rand::rngs::StdRng,
+    value: Vec<u8>,
+}
+
+impl GeneratedRows {
+    /// Rows `0..n` with values of `value_size` bytes from `seed`.
+    pub fn new(n: u64, value_size: usize, seed: u64) -> Self {
+        Self { next: 0, end: n, rng: rand::rngs::StdRng::seed_from_u64(seed), value: vec![0u8; value_size] }
+    }
+}
+
+impl Iterator for GeneratedRows {
+    /// `(hash_key, value)`; the sort key is always `s`.
+    type Item = (String, Vec<u8>);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.next >= self.end {
+            return None;
+        }
+        let hk = format!("k{}", self.next);
+        self.next += 1;
+        self.rng.fill_bytes(&mut self.value);
         // Printable values keep the shell's output readable.
-        for b in value.iter_mut() {
+        for b in self.value.iter_mut() {
             *b = b'a' + (*b % 26);
         }
-        let pidx = partition_index(hk.as_bytes(), b"s", partitions) as usize;
-        if let Ok(key) = encode_key(hk.as_bytes(), b"s") {
+        Some((hk, self.value.clone()))
+    }
+}
+
+/// The sort key of every generated row.
+pub const GENERATED_SORT_KEY: &[u8] = b"s";
+
+fn generate_rows(n: u64, value_size: usize, seed: u64, partitions: u32) -> Vec<Vec<Row>> {
+    let mut parts: Vec<Vec<Row>> = (0..partitions).map(|_| Vec::new()).collect();
+    for (i, (hk, value)) in GeneratedRows::new(n, value_size, seed).enumerate() {
+        let pidx = partition_index(hk.as_bytes(), GENERATED_SORT_KEY, partitions) as usize;
+        if let Ok(key) = encode_key(hk.as_bytes(), GENERATED_SORT_KEY) {
             parts[pidx].push((key, encode_value(0, &value)));
         }
         if (i + 1) % 1_000_000 == 0 {

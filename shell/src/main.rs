@@ -1,6 +1,7 @@
-//! `wingkv`: the command line of wingkv — the interactive shell, the onebox supervisor, and
-//! (later) the bulk-load generator and the benchmark.
+//! `wingkv`: the command line of wingkv — the interactive shell, the onebox supervisor, the
+//! bulk-load generator and the benchmarks.
 
+mod bench;
 mod bulkgen;
 mod shell;
 mod supervisor;
@@ -23,6 +24,8 @@ enum Command {
     Bulkgen(bulkgen::BulkgenArgs),
     /// A local cluster of meta and replica servers under one supervisor.
     Onebox(supervisor::OneboxArgs),
+    /// Benchmarks: YCSB workloads and bulk load, against any cluster.
+    Bench(bench::BenchArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -31,6 +34,7 @@ fn main() -> std::process::ExitCode {
         Command::Shell(args) => shell::run(args),
         Command::Onebox(args) => supervisor::run(args),
         Command::Bulkgen(args) => bulkgen::run(args),
+        Command::Bench(args) => bench::run(args),
     };
     match result {
         Ok(code) => code,

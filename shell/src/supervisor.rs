@@ -53,6 +53,10 @@ enum OneboxCommand {
         /// A TOML file appended to every meta server's config (e.g. the bulk-load provider).
         #[arg(long)]
         meta_config: Option<PathBuf>,
+        /// Each server serves `/metrics` and `/health` on its gRPC port + this offset; 0 picks
+        /// any free port (`onebox status` shows where).
+        #[arg(long, default_value_t = 10_000)]
+        http_port_offset: u16,
     },
     /// Stop the cluster and wait until no process of it is left.
     Stop,
@@ -111,12 +115,21 @@ pub struct OneboxState {
 pub fn run(args: OneboxArgs) -> Result<ExitCode> {
     let dir = args.dir;
     match args.command {
-        OneboxCommand::Start { metas, replicas, base_port_meta, base_port_replica, replica_config, meta_config } => {
+        OneboxCommand::Start {
+            metas,
+            replicas,
+            base_port_meta,
+            base_port_replica,
+            replica_config,
+            meta_config,
+            http_port_offset,
+        } => {
             let read_extra = |file: Option<PathBuf>| match file {
                 Some(p) => std::fs::read_to_string(&p).with_context(|| format!("read {}", p.display())),
                 None => Ok(String::new()),
             };
-            let extra = ExtraConfig { meta: read_extra(meta_config)?, replica: read_extra(replica_config)? };
+            let extra =
+                ExtraConfig { meta: read_extra(meta_config)?, replica: read_extra(replica_config)?, http_port_offset };
             start(&dir, metas, replicas, base_port_meta, base_port_replica, &extra)
         }
         OneboxCommand::Stop => stop(&dir),
@@ -179,6 +192,20 @@ fn sibling_binary(name: &str) -> Result<PathBuf> {
 struct ExtraConfig {
     meta: String,
     replica: String,
+    http_port_offset: u16,
+}
+
+impl ExtraConfig {
+    /// The `http_listen` line of the server whose gRPC port is `port`.
+    fn http_listen(&self, port: u16) -> Result<String> {
+        let http = match self.http_port_offset {
+            0 => 0,
+            off => port.checked_add(off).ok_or_else(|| {
+                anyhow!("port {port} + --http-port-offset {off} is not a port; pick a smaller offset, or 0 for any free port")
+            })?,
+        };
+        Ok(format!("http_listen = \"127.0.0.1:{http}\""))
+    }
 }
 
 fn start(
@@ -217,9 +244,10 @@ fn start(
         std::fs::create_dir_all(&ndir)?;
         let config = format!(
             // The extra TOML goes before `[[peers]]`, so its top-level keys stay top-level.
-            "id = {}\nlisten = \"{}\"\ndata_dir = \"{}\"\ncluster_name = \"onebox\"\n{}\n{peers}",
+            "id = {}\nlisten = \"{}\"\n{}\ndata_dir = \"{}\"\ncluster_name = \"onebox\"\n{}\n{peers}",
             i + 1,
             meta_addrs[i as usize],
+            extra.http_listen(base_meta + i as u16)?,
             ndir.join("data").display(),
             extra.meta
         );
@@ -241,7 +269,8 @@ fn start(
         std::fs::create_dir_all(&ndir)?;
         let port = base_replica + i as u16;
         let config = format!(
-            "listen = \"127.0.0.1:{port}\"\ndata_dir = \"{}\"\nmeta_servers = [{}]\n{}\n",
+            "listen = \"127.0.0.1:{port}\"\n{}\ndata_dir = \"{}\"\nmeta_servers = [{}]\n{}\n",
+            extra.http_listen(port)?,
             ndir.join("data").display(),
             meta_list.join(","),
             extra.replica
@@ -366,10 +395,13 @@ fn status(dir: &Path, json: bool) -> Result<ExitCode> {
         "supervisor: {}",
         if running { format!("running (pid {})", state.supervisor_pid) } else { "not running".into() }
     );
-    println!("{:<10} {:<8} {:<6} {:<8} {:<11} restarts", "node", "role", "port", "pid", "state");
+    println!("{:<10} {:<8} {:<6} {:<8} {:<11} {:<8} metrics", "node", "role", "port", "pid", "state", "restarts");
     for n in &state.nodes {
         let pid = n.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into());
-        println!("{:<10} {:<8} {:<6} {:<8} {:<11} {}", n.name, n.role, n.port, pid, n.state, n.restarts);
+        let http = std::fs::read_to_string(n.dir.join("data").join("http.addr"))
+            .map(|a| format!("http://{}/metrics", a.trim()))
+            .unwrap_or_else(|_| "-".into());
+        println!("{:<10} {:<8} {:<6} {:<8} {:<11} {:<8} {http}", n.name, n.role, n.port, pid, n.state, n.restarts);
     }
     Ok(ExitCode::SUCCESS)
 }

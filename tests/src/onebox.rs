@@ -9,7 +9,17 @@ use crate::bin_path;
 
 /// Runs `wingkv onebox ARGS --dir DIR`.
 pub fn onebox(dir: &Path, args: &[&str]) -> Result<String> {
-    let out = Command::new(bin_path("wingkv")).arg("onebox").args(args).arg("--dir").arg(dir).output()?;
+    onebox_env(dir, args, &[])
+}
+
+/// [`onebox`] with extra environment variables (a `start` passes them on to every server).
+pub fn onebox_env(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Result<String> {
+    let mut cmd = Command::new(bin_path("wingkv"));
+    cmd.arg("onebox").args(args).arg("--dir").arg(dir);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output()?;
     if !out.status.success() {
         bail!(
             "onebox {args:?} failed: {}{}",
@@ -57,6 +67,16 @@ pub fn start_with(dir: &Path, replica_config: &str) -> Result<String> {
 /// Like [`start`], appending `meta_config` to every meta server's config and `replica_config`
 /// to every replica server's (TOML).
 pub fn start_configured(dir: &Path, meta_config: &str, replica_config: &str) -> Result<String> {
+    start_configured_env(dir, meta_config, replica_config, &[])
+}
+
+/// Like [`start_configured`], with extra environment variables for every server.
+pub fn start_configured_env(
+    dir: &Path,
+    meta_config: &str,
+    replica_config: &str,
+    env: &[(&str, &str)],
+) -> Result<String> {
     let meta = free_ports(1)?;
     let replica = free_ports(3)?.to_string();
     std::fs::create_dir_all(dir)?;
@@ -65,7 +85,7 @@ pub fn start_configured(dir: &Path, meta_config: &str, replica_config: &str) -> 
     let replica_extra = dir.join("replica-extra.toml");
     std::fs::write(&replica_extra, replica_config)?;
     let (meta_extra, replica_extra) = (meta_extra.display().to_string(), replica_extra.display().to_string());
-    onebox(
+    onebox_env(
         dir,
         &[
             "start",
@@ -77,7 +97,11 @@ pub fn start_configured(dir: &Path, meta_config: &str, replica_config: &str) -> 
             &meta_extra,
             "--replica-config",
             &replica_extra,
+            // Tests find the HTTP endpoints through `http.addr`: no port clash with anything.
+            "--http-port-offset",
+            "0",
         ],
+        env,
     )?;
     Ok(format!("127.0.0.1:{meta}"))
 }

@@ -108,6 +108,13 @@ impl BulkLoadSlot {
         })
     }
 
+    /// The job of this replica and its download progress, for metrics; `None` without a job,
+    /// or while an action holds the slot (a scrape never waits for one).
+    pub fn progress(&self) -> Option<(u64, super::loader::LoaderStatus)> {
+        let cur = self.current.try_lock().ok()?;
+        cur.as_ref().map(|c| (c.loader.source().job_id, c.loader.status()))
+    }
+
     /// The verified files of `job_id`, if this replica has all of them.
     pub async fn downloaded_files(&self, job_id: u64) -> Option<Vec<FileMeta>> {
         let cur = self.current.lock().await;

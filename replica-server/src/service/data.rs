@@ -8,6 +8,7 @@ use futures::Stream;
 use tonic::{Request, Response, Status};
 use wingkv_common::check::CheckType;
 use wingkv_common::key::{decode_key, encode_key, validate_hash_key};
+use wingkv_common::metrics::record_partition;
 use wingkv_common::value::{
     decode_value, encode_value, expire_ts_for_ttl, is_expired, now_epoch_seconds, remaining_ttl,
 };
@@ -40,7 +41,9 @@ impl DataService {
     }
 
     fn replica(&self, p: Option<&ProtoPartitionId>) -> Result<Arc<Replica>, WingError> {
-        self.manager.get(PartitionId::from_proto(p)?)
+        let id = PartitionId::from_proto(p)?;
+        record_partition(id);
+        self.manager.get(id)
     }
 
     /// A primary that has confirmed it may serve a linearizable read now (unless the table's

@@ -80,6 +80,29 @@ fn ms_to_time(ms: u64) -> String {
     }
 }
 
+fn or_dash(s: &str) -> String {
+    if s.is_empty() {
+        "-".into()
+    } else {
+        s.to_string()
+    }
+}
+
+/// `93784000` → `1d 2h 3m`; 0 (unknown) → `-`.
+fn uptime(ms: u64) -> String {
+    if ms == 0 {
+        return "-".into();
+    }
+    let s = ms / 1000;
+    let (d, h, m) = (s / 86_400, s / 3_600 % 24, s / 60 % 60);
+    match (d, h, m) {
+        (0, 0, 0) => format!("{s}s"),
+        (0, 0, _) => format!("{m}m {}s", s % 60),
+        (0, _, _) => format!("{h}h {m}m"),
+        _ => format!("{d}d {h}h {m}m"),
+    }
+}
+
 fn parse_envs(s: &str) -> Result<HashMap<String, String>> {
     s.split(',')
         .filter(|p| !p.trim().is_empty())
@@ -163,12 +186,14 @@ impl Session {
                         if detailed {
                             row.push(n.replica_count.to_string());
                             row.push(n.primary_count.to_string());
+                            row.push(or_dash(&n.version));
+                            row.push(uptime(n.uptime_ms));
                         }
                         row
                     })
                     .collect();
                 let headers: &[&str] = if detailed {
-                    &["node_id", "address", "status", "replicas", "primaries"]
+                    &["node_id", "address", "status", "replicas", "primaries", "version", "uptime"]
                 } else {
                     &["node_id", "address", "status"]
                 };
@@ -177,7 +202,8 @@ impl Session {
                     .iter()
                     .map(|n| {
                         json!({"node_id": n.node_id, "address": n.address, "status": n.status,
-                                    "replica_count": n.replica_count, "primary_count": n.primary_count})
+                               "replica_count": n.replica_count, "primary_count": n.primary_count,
+                               "version": n.version, "uptime_ms": n.uptime_ms, "http_address": n.http_address})
                     })
                     .collect();
                 Ok(Output::new(table(headers, &rows), json!({ "nodes": j })))
@@ -361,13 +387,64 @@ impl Session {
             Cmd::ServerInfo => {
                 let i = self.meta(|mut c| async move { c.cluster_info(ClusterInfoRequest {}).await }).await?;
                 let n = self.meta(|mut c| async move { c.list_nodes(ListNodesRequest {}).await }).await?;
-                let mut rows: Vec<Vec<String>> =
-                    i.meta_members.iter().map(|m| vec!["meta".into(), m.address.clone(), i.version.clone()]).collect();
-                rows.extend(n.nodes.iter().map(|x| vec!["replica".into(), x.address.clone(), x.status.clone()]));
+                // Every meta answers for itself, so a follower's version and uptime show too.
+                let client = &self.client;
+                let metas = i.meta_members.iter().map(|m| async move {
+                    let info = client
+                        .meta()
+                        .call_at(&m.address, std::time::Duration::from_secs(3), |mut c| async move {
+                            c.server_info(ServerInfoRequest {}).await
+                        })
+                        .await;
+                    (m, info)
+                });
+                let metas = futures::future::join_all(metas).await;
+                let mut rows = Vec::new();
+                let mut servers = Vec::new();
+                for (m, info) in &metas {
+                    match info {
+                        Ok(s) => {
+                            rows.push(vec![
+                                format!("meta{}", m.node_id),
+                                m.address.clone(),
+                                s.role.clone(),
+                                s.version.clone(),
+                                uptime(s.uptime_ms),
+                                "-".into(),
+                                "-".into(),
+                                or_dash(&s.http_address),
+                            ]);
+                            servers.push(json!({"role": "meta", "id": m.node_id, "address": m.address, "status": s.role,
+                                                "version": s.version, "uptime_ms": s.uptime_ms, "http_address": s.http_address}));
+                        }
+                        Err(e) => {
+                            rows.push(vec![format!("meta{}", m.node_id), m.address.clone(), "UNREACHABLE".into()]);
+                            servers.push(json!({"role": "meta", "id": m.node_id, "address": m.address,
+                                                "status": "UNREACHABLE", "error": e.to_string()}));
+                        }
+                    }
+                }
+                for x in &n.nodes {
+                    rows.push(vec![
+                        format!("replica{}", x.node_id),
+                        x.address.clone(),
+                        x.status.clone(),
+                        or_dash(&x.version),
+                        uptime(x.uptime_ms),
+                        x.replica_count.to_string(),
+                        x.primary_count.to_string(),
+                        or_dash(&x.http_address),
+                    ]);
+                    servers.push(json!({"role": "replica", "id": x.node_id, "address": x.address, "status": x.status,
+                                        "version": x.version, "uptime_ms": x.uptime_ms, "replica_count": x.replica_count,
+                                        "primary_count": x.primary_count, "http_address": x.http_address}));
+                }
                 Ok(Output::new(
-                    table(&["role", "address", "version/status"], &rows),
-                    json!({"version": i.version, "meta_servers": i.meta_members.iter().map(|m| m.address.clone()).collect::<Vec<_>>(),
-                           "replica_servers": n.nodes.iter().map(|x| json!({"address": x.address, "status": x.status})).collect::<Vec<_>>()}),
+                    table(
+                        &["server", "address", "status", "version", "uptime", "replicas", "primaries", "http"],
+                        &rows,
+                    ),
+                    json!({"version": i.version, "servers": servers}),
                 ))
             }
             Cmd::StartBulkLoad { app_name, cluster, provider, root, ingest_behind } => {

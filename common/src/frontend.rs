@@ -1,0 +1,104 @@
+//! What a server shows the outside world, started and stopped as one: its gRPC services (each
+//! request traced and measured by [`RpcMetricsLayer`], plus gRPC health and reflection) and its
+//! HTTP endpoint (`/metrics`, `/health`).
+
+use std::path::Path;
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+use tonic::service::Routes;
+
+use crate::metrics::{MetricsHttpServer, MetricsSource, RpcMetricsLayer, ServerMetrics, HTTP_ADDRESS_FILE};
+use crate::WingError;
+
+/// Where and what a [`Frontend`] serves.
+pub struct FrontendSpec<'a> {
+    /// The server's own gRPC services.
+    pub routes: Routes,
+    /// The gRPC names of all of them, reported SERVING by the health service and listed by
+    /// reflection.
+    pub service_names: &'a [&'a str],
+    /// The bound gRPC listener.
+    pub listener: tokio::net::TcpListener,
+    /// Address of the HTTP endpoint (see [`crate::metrics::http_listen_address`]).
+    pub http_listen: String,
+    /// Where the HTTP address file goes.
+    pub data_dir: &'a Path,
+    /// The request metrics.
+    pub metrics: Arc<ServerMetrics>,
+    /// What a scrape reads.
+    pub source: Arc<dyn MetricsSource>,
+}
+
+/// The running gRPC server and HTTP endpoint; stopping it stops the accept loops and lets
+/// in-flight requests finish.
+pub struct Frontend {
+    shutdown: CancellationToken,
+    grpc: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
+    http: MetricsHttpServer,
+}
+
+impl Frontend {
+    /// Starts serving until `shutdown` fires.
+    pub async fn spawn(spec: FrontendSpec<'_>, shutdown: CancellationToken) -> Result<Self, WingError> {
+        let http = MetricsHttpServer::spawn(&spec.http_listen, spec.metrics.clone(), spec.source, shutdown.clone())?;
+        let http_file = spec.data_dir.join(HTTP_ADDRESS_FILE);
+        std::fs::write(&http_file, http.local_addr().to_string())
+            .map_err(|e| WingError::Storage(format!("cannot write {}: {e}", http_file.display())))?;
+        let routes = add_introspection(spec.routes, spec.service_names).await?;
+        let router = tonic::transport::Server::builder()
+            .tcp_nodelay(true)
+            .layer(RpcMetricsLayer::new(spec.metrics))
+            .add_routes(routes);
+        let incoming = tokio_stream::wrappers::TcpListenerStream::new(spec.listener);
+        let grpc = tokio::spawn(router.serve_with_incoming_shutdown(incoming, shutdown.clone().cancelled_owned()));
+        tracing::info!(http = %http.local_addr(), "serving /metrics and /health");
+        Ok(Self { shutdown, grpc, http })
+    }
+
+    /// The bound address of the HTTP endpoint.
+    pub fn http_addr(&self) -> std::net::SocketAddr {
+        self.http.local_addr()
+    }
+
+    /// Waits until `stop` fires or the gRPC server fails by itself, then fires the shutdown
+    /// token (which also stops whatever else watches it) and waits for both servers to finish.
+    pub async fn stop_when(mut self, stop: impl std::future::Future<Output = ()>) -> Result<(), WingError> {
+        let early = tokio::select! {
+            r = &mut self.grpc => Some(r),
+            _ = stop => None,
+        };
+        self.shutdown.cancel();
+        let served = match early {
+            Some(r) => r,
+            None => self.grpc.await,
+        };
+        self.http.wait().await;
+        match served {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(WingError::Internal(format!("gRPC server failed: {e}"))),
+            Err(e) => Err(WingError::Internal(format!("gRPC server task failed: {e}"))),
+        }
+    }
+}
+
+/// Adds the health service (the server and every named service SERVING) and reflection over
+/// the wingkv protocol, so `grpc_health_probe` and `grpcurl` work without the .proto files.
+async fn add_introspection(routes: Routes, services: &[&str]) -> Result<Routes, WingError> {
+    let (reporter, health) = tonic_health::server::health_reporter();
+    // The empty name is the whole server, which health probes ask about by default.
+    for name in services.iter().copied().chain([""]) {
+        reporter.set_service_status(name, tonic_health::ServingStatus::Serving).await;
+    }
+    // Only what this server serves is listed (the wingkv descriptor holds every service).
+    let mut reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(wingkv_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .with_service_name("grpc.health.v1.Health")
+        .with_service_name("grpc.reflection.v1.ServerReflection");
+    for name in services {
+        reflection = reflection.with_service_name(*name);
+    }
+    let reflection = reflection.build_v1().map_err(|e| WingError::Internal(format!("gRPC reflection: {e}")))?;
+    Ok(routes.add_service(health).add_service(reflection))
+}

@@ -1,0 +1,394 @@
+//! `wingkv bench bulkload`: generate N rows as bulk-load files, load them into a fresh table and
+//! time each phase; copy the same files with fsync as the physical floor; write the same rows
+//! through the SDK into a second table for comparison; watch the replica servers' memory on
+//! their `/metrics` meanwhile.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use serde_json::{json, Value};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use wingkv_client::{Client, ClientConfig, Table};
+use wingkv_proto::meta::{DropTableRequest, ListNodesRequest, QueryBulkLoadRequest, StartBulkLoadRequest};
+
+use crate::bulkgen::{BulkgenArgs, GeneratedRows, GENERATED_SORT_KEY};
+
+/// Arguments of `wingkv bench bulkload`.
+#[derive(Args, Debug, Clone)]
+pub struct BulkBenchArgs {
+    /// Meta server addresses, comma separated.
+    #[arg(long, default_value = "127.0.0.1:34601", value_delimiter = ',')]
+    pub meta: Vec<String>,
+    /// Rows to generate and load.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub rows: u64,
+    /// Partitions of the tables.
+    #[arg(long, default_value_t = 8)]
+    pub partitions: u32,
+    /// Replicas per partition.
+    #[arg(long, default_value_t = 3)]
+    pub replicas: u32,
+    /// Value size in bytes.
+    #[arg(long, default_value_t = 100)]
+    pub value_size: usize,
+    /// Where the files go (the `local` provider's root; must be an absolute path the replica
+    /// servers can read). Default: a new directory under the system temp dir.
+    #[arg(long)]
+    pub root: Option<PathBuf>,
+    /// Cluster name of the bulk-load layout (the onebox's is `onebox`).
+    #[arg(long, default_value = "onebox")]
+    pub cluster: String,
+    /// Rows written through the SDK for comparison (default: all of them; 0: skip). With fewer,
+    /// the time for all rows is extrapolated from their rate, and the report says so.
+    #[arg(long)]
+    pub sdk_rows: Option<u64>,
+    /// Concurrent SDK writes.
+    #[arg(long, default_value_t = 64)]
+    pub sdk_threads: usize,
+    /// Keep the tables and the files afterwards.
+    #[arg(long)]
+    pub keep: bool,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Runs the bulk-load bench.
+pub fn run(args: BulkBenchArgs) -> Result<()> {
+    if args.rows == 0 || args.sdk_threads == 0 {
+        bail!("--rows and --sdk-threads must be at least 1");
+    }
+    let stamp = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let table = format!("bench_bulk_{stamp}");
+    let sdk_table = format!("bench_sdk_{stamp}");
+    let (root, _temp) = match &args.root {
+        Some(r) => (r.clone(), None),
+        None => {
+            let t = tempfile::Builder::new().prefix("wingkv-bench-bulk-").tempdir()?;
+            (t.path().to_path_buf(), Some(t))
+        }
+    };
+    std::fs::create_dir_all(&root)?;
+    let root = root.canonicalize()?;
+
+    // 1. Generate: partition, sort and write the SSTs, as a producer would.
+    let started = Instant::now();
+    crate::bulkgen::run(BulkgenArgs {
+        table: table.clone(),
+        partitions: args.partitions,
+        cluster: args.cluster.clone(),
+        provider: "local".into(),
+        root: root.display().to_string(),
+        input: None,
+        generate: Some(args.rows),
+        value_size: args.value_size,
+        file_size_mb: 64,
+        seed: 1,
+        provider_config: None,
+        app_id: 0,
+    })?;
+    let generate = started.elapsed();
+    let files = sst_files(&root.join(&args.cluster).join(&table))?;
+    let file_bytes: u64 = files.iter().map(|(_, size)| size).sum();
+
+    // 2. The physical floor: every replica needs its own copy of every file, on disk.
+    let floor_dir = root.join("floor-copy");
+    let started = Instant::now();
+    for r in 0..args.replicas {
+        copy_with_fsync(&files, &floor_dir.join(r.to_string()))?;
+    }
+    let floor = started.elapsed();
+    std::fs::remove_dir_all(&floor_dir).ok();
+
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let report = rt.block_on(async {
+        let client = Client::with_config(ClientConfig::new(args.meta.clone())).await?;
+        let result = measure(&client, &args, &root, &table, &sdk_table).await;
+        if !args.keep {
+            for t in [&table, &sdk_table] {
+                let name = t.clone();
+                let _ = client
+                    .meta()
+                    .call(|mut c| {
+                        let name = name.clone();
+                        async move { c.drop_table(DropTableRequest { name, reserve_seconds: 1 }).await }
+                    })
+                    .await;
+            }
+        }
+        result
+    });
+    if !args.keep {
+        std::fs::remove_dir_all(root.join(&args.cluster).join(&table)).ok();
+    }
+    let mut report = report?;
+    let load_secs = report["load_sec"].as_f64().unwrap_or(0.0);
+    report["rows"] = json!(args.rows);
+    report["value_size"] = json!(args.value_size);
+    report["partitions"] = json!(args.partitions);
+    report["replicas"] = json!(args.replicas);
+    report["sst_files"] = json!(files.len());
+    report["sst_bytes"] = json!(file_bytes);
+    report["generate_sec"] = json!(generate.as_secs_f64());
+    report["floor_copy_fsync_sec"] = json!(floor.as_secs_f64());
+    report["load_vs_floor"] = json!(load_secs / floor.as_secs_f64().max(1e-9));
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print_report(&report);
+    }
+    Ok(())
+}
+
+async fn measure(client: &Client, args: &BulkBenchArgs, root: &Path, table: &str, sdk_table: &str) -> Result<Value> {
+    super::ensure_table(client, table, args.partitions, args.replicas).await?;
+    let rss = RssWatch::start(client).await;
+
+    // 3. Load, timing the phases the meta reports.
+    let req = StartBulkLoadRequest {
+        app_name: table.to_string(),
+        cluster: args.cluster.clone(),
+        provider: "local".into(),
+        root: root.display().to_string(),
+        ingest_behind: false,
+    };
+    let started = Instant::now();
+    client
+        .meta()
+        .call(|mut c| {
+            let req = req.clone();
+            async move { c.start_bulk_load(req).await }
+        })
+        .await
+        .context("start_bulk_load")?;
+    let (mut downloaded_at, mut ingesting_at) = (None, None);
+    let deadline = started + Duration::from_secs(3_600);
+    let load = loop {
+        let q = QueryBulkLoadRequest { app_name: table.to_string(), partition_index: None, detailed: false };
+        let s = client
+            .meta()
+            .call(|mut c| {
+                let q = q.clone();
+                async move { c.query_bulk_load_status(q).await }
+            })
+            .await?;
+        let now = started.elapsed();
+        match s.status.as_str() {
+            "BLS_DOWNLOADED" => {
+                downloaded_at.get_or_insert(now);
+            }
+            "BLS_INGESTING" => {
+                downloaded_at.get_or_insert(now);
+                ingesting_at.get_or_insert(now);
+            }
+            "BLS_SUCCEED" => break now,
+            "BLS_FAILED" | "BLS_CANCELED" => bail!("the bulk load ended {}: {}", s.status, s.reason),
+            _ => {}
+        }
+        if Instant::now() > deadline {
+            bail!("the bulk load did not finish within an hour (status {})", s.status);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let max_rss = rss.stop().await;
+    let download = downloaded_at.unwrap_or(load);
+
+    // 4. Every sampled row reads back as generated.
+    let bulk_table = client.open_table(table).await?;
+    let checked = verify_sample(&bulk_table, args.rows, args.value_size).await?;
+
+    // 5. The same rows through the SDK.
+    let sdk_rows = args.sdk_rows.unwrap_or(args.rows).min(args.rows);
+    let mut report = json!({
+        "load_sec": load.as_secs_f64(),
+        "download_sec": download.as_secs_f64(),
+        "ingest_sec": (load.saturating_sub(ingesting_at.unwrap_or(download))).as_secs_f64(),
+        "rows_checked": checked,
+        "max_replica_rss_bytes": max_rss,
+    });
+    if sdk_rows > 0 {
+        super::ensure_table(client, sdk_table, args.partitions, args.replicas).await?;
+        let sdk = client.open_table(sdk_table).await?;
+        let started = Instant::now();
+        let errors = write_through_sdk(&sdk, sdk_rows, args.value_size, args.sdk_threads).await?;
+        let took = started.elapsed().as_secs_f64();
+        let rate = sdk_rows as f64 / took.max(1e-9);
+        let all = args.rows as f64 / rate;
+        report["sdk_rows"] = json!(sdk_rows);
+        report["sdk_sec"] = json!(took);
+        report["sdk_rows_per_sec"] = json!(rate);
+        report["sdk_errors"] = json!(errors);
+        report["sdk_all_rows_sec"] = json!(all);
+        report["sdk_extrapolated"] = json!(sdk_rows < args.rows);
+        report["bulk_load_speedup"] = json!(all / load.as_secs_f64().max(1e-9));
+    }
+    Ok(report)
+}
+
+fn print_report(r: &Value) {
+    let f = |k: &str| r[k].as_f64().unwrap_or(0.0);
+    println!(
+        "bulk load bench: {} rows of {} B, {} partitions x {} replicas, {} SST files ({:.1} MiB)",
+        r["rows"],
+        r["value_size"],
+        r["partitions"],
+        r["replicas"],
+        r["sst_files"],
+        f("sst_bytes") / 1048576.0
+    );
+    println!("  generate (bulkgen)          {:>9.2} s", f("generate_sec"));
+    println!("  floor: copy+fsync x replicas {:>8.2} s", f("floor_copy_fsync_sec"));
+    println!("  bulk load total             {:>9.2} s  ({:.2}x the floor)", f("load_sec"), f("load_vs_floor"));
+    println!("    download + verify         {:>9.2} s", f("download_sec"));
+    println!("    ingest                    {:>9.2} s", f("ingest_sec"));
+    println!("  rows checked after the load {:>9}", r["rows_checked"]);
+    println!("  max replica server RSS      {:>9.1} MiB", f("max_replica_rss_bytes") / 1048576.0);
+    if r.get("sdk_rows").is_some() {
+        let how = if r["sdk_extrapolated"] == true { " (extrapolated from the rows written)" } else { "" };
+        println!(
+            "  SDK: {} rows in {:.2} s = {:.0} rows/s, {} errors; all rows {:.1} s{how}",
+            r["sdk_rows"],
+            f("sdk_sec"),
+            f("sdk_rows_per_sec"),
+            r["sdk_errors"],
+            f("sdk_all_rows_sec")
+        );
+        println!("  bulk load is {:.1}x faster than the SDK", f("bulk_load_speedup"));
+    }
+}
+
+/// The SST files under `dir` (recursively), with their sizes.
+fn sst_files(dir: &Path) -> Result<Vec<(PathBuf, u64)>> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).with_context(|| format!("read {}", d.display()))? {
+            let e = e?;
+            let meta = e.metadata()?;
+            if meta.is_dir() {
+                stack.push(e.path());
+            } else if e.path().extension().is_some_and(|x| x == "sst") {
+                out.push((e.path(), meta.len()));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Copies `files` into `dest`, each file fsynced, then the directory.
+fn copy_with_fsync(files: &[(PathBuf, u64)], dest: &Path) -> Result<()> {
+    std::fs::create_dir_all(dest)?;
+    for (i, (src, _)) in files.iter().enumerate() {
+        let to = dest.join(format!("{i}.sst"));
+        std::fs::copy(src, &to).with_context(|| format!("copy {}", src.display()))?;
+        std::fs::File::open(&to)?.sync_all()?;
+    }
+    std::fs::File::open(dest)?.sync_all()?;
+    Ok(())
+}
+
+/// Reads about 1000 rows spread over the generated ones and checks their values.
+async fn verify_sample(table: &Table, rows: u64, value_size: usize) -> Result<u64> {
+    let step = (rows / 1_000).max(1);
+    let mut checked = 0;
+    for (i, (hk, value)) in GeneratedRows::new(rows, value_size, 1).enumerate() {
+        if !(i as u64).is_multiple_of(step) {
+            continue;
+        }
+        let got = table.get(&hk, GENERATED_SORT_KEY).await?;
+        if got.as_deref() != Some(value.as_slice()) {
+            bail!(
+                "row {hk} does not read back as generated after the bulk load (got {:?} bytes)",
+                got.map(|v| v.len())
+            );
+        }
+        checked += 1;
+    }
+    Ok(checked)
+}
+
+/// Writes the first `n` generated rows with `threads` concurrent sets; answers the errors.
+async fn write_through_sdk(table: &Table, n: u64, value_size: usize, threads: usize) -> Result<u64> {
+    let (tx, rx) = async_channel(threads * 4);
+    let errors = Arc::new(AtomicU64::new(0));
+    let mut writers = JoinSet::new();
+    for _ in 0..threads {
+        let (rx, table, errors) = (rx.clone(), table.clone(), errors.clone());
+        writers.spawn(async move {
+            loop {
+                let next = rx.lock().await.recv().await;
+                let Some((hk, value)) = next else { break };
+                if table.set(&hk, GENERATED_SORT_KEY, &value).await.is_err() {
+                    errors.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        });
+    }
+    for row in GeneratedRows::new(n, value_size, 1) {
+        if tx.send(row).await.is_err() {
+            break;
+        }
+    }
+    drop(tx);
+    while let Some(r) = writers.join_next().await {
+        r.context("an SDK writer failed")?;
+    }
+    Ok(errors.load(Ordering::Relaxed))
+}
+
+type RowSender = tokio::sync::mpsc::Sender<(String, Vec<u8>)>;
+type RowReceiver = Arc<tokio::sync::Mutex<tokio::sync::mpsc::Receiver<(String, Vec<u8>)>>>;
+
+/// A bounded queue many writers pull from.
+fn async_channel(bound: usize) -> (RowSender, RowReceiver) {
+    let (tx, rx) = tokio::sync::mpsc::channel(bound);
+    (tx, Arc::new(tokio::sync::Mutex::new(rx)))
+}
+
+/// Samples the replica servers' resident memory from their `/metrics` every 250 ms.
+struct RssWatch {
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<u64>,
+}
+
+impl RssWatch {
+    async fn start(client: &Client) -> Self {
+        let addrs: Vec<String> =
+            match client.meta().call(|mut c| async move { c.list_nodes(ListNodesRequest {}).await }).await {
+                Ok(r) => r.nodes.into_iter().map(|n| n.http_address).filter(|a| !a.is_empty()).collect(),
+                Err(e) => {
+                    eprintln!("cannot list the replica servers, their memory goes unwatched: {e}");
+                    Vec::new()
+                }
+            };
+        let stop = CancellationToken::new();
+        let token = stop.clone();
+        let task = tokio::spawn(async move {
+            let mut max = 0u64;
+            loop {
+                for a in &addrs {
+                    if let Ok(text) = super::http_get(a, "/metrics").await {
+                        if let Some(rss) = super::sample(&text, "process_resident_memory_bytes") {
+                            max = max.max(rss as u64);
+                        }
+                    }
+                }
+                tokio::select! {
+                    _ = token.cancelled() => break max,
+                    _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+                }
+            }
+        });
+        Self { stop, task }
+    }
+
+    async fn stop(self) -> u64 {
+        self.stop.cancel();
+        self.task.await.unwrap_or(0)
+    }
+}

@@ -1,0 +1,103 @@
+//! `wingkv bench`: measure a cluster the way the field does — YCSB's core workloads through the
+//! SDK (`ycsb`), and a bulk load against the same rows written through the SDK and against a
+//! raw copy of the files (`bulkload`).
+
+mod bulk;
+mod keys;
+mod stats;
+mod ycsb;
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::{Args, Subcommand};
+use wingkv_client::{Client, ErrorCode};
+use wingkv_proto::meta::{CreateTableRequest, QueryTableRequest};
+
+/// Arguments of `wingkv bench`.
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    #[command(subcommand)]
+    command: BenchCommand,
+}
+
+#[derive(Subcommand, Debug)]
+enum BenchCommand {
+    /// YCSB-like load and run phases (workloads A, B, C, E) through the SDK.
+    Ycsb(ycsb::YcsbArgs),
+    /// Bulk-load N generated rows; time each phase against a raw copy of the files and against
+    /// writing the same rows through the SDK.
+    Bulkload(bulk::BulkBenchArgs),
+}
+
+/// Runs `wingkv bench`.
+pub fn run(args: BenchArgs) -> Result<ExitCode> {
+    match args.command {
+        BenchCommand::Ycsb(a) => {
+            let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            rt.block_on(ycsb::run(a))?;
+        }
+        BenchCommand::Bulkload(a) => {
+            bulk::run(a)?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Creates `table` unless it exists (waiting until every partition has a primary).
+async fn ensure_table(client: &Client, table: &str, partitions: u32, replicas: u32) -> Result<()> {
+    let name = table.to_string();
+    let exists = client
+        .meta()
+        .call(|mut c| {
+            let name = name.clone();
+            async move { c.query_table(QueryTableRequest { name }).await }
+        })
+        .await;
+    match exists {
+        Ok(_) => return Ok(()),
+        Err(e) if e.code() == ErrorCode::NotFound => {}
+        Err(e) => return Err(e).context("query the table"),
+    }
+    let req = CreateTableRequest {
+        name: name.clone(),
+        partition_count: Some(partitions),
+        replica_count: Some(replicas),
+        envs: Default::default(),
+    };
+    client
+        .meta()
+        .call(|mut c| {
+            let req = req.clone();
+            async move { c.create_table(req).await }
+        })
+        .await
+        .with_context(|| format!("create table {name}"))?;
+    Ok(())
+}
+
+/// The body of `GET http://{addr}{path}` (a plain HTTP/1.1 request, enough for `/metrics`).
+async fn http_get(addr: &str, path: &str) -> Result<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let fetch = async {
+        let mut s = tokio::net::TcpStream::connect(addr).await?;
+        s.write_all(format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes()).await?;
+        let mut buf = Vec::new();
+        s.read_to_end(&mut buf).await?;
+        Ok::<_, std::io::Error>(buf)
+    };
+    let buf = tokio::time::timeout(Duration::from_secs(5), fetch)
+        .await
+        .with_context(|| format!("GET {addr}{path}: no answer within 5 s"))?
+        .with_context(|| format!("GET {addr}{path}"))?;
+    let text = String::from_utf8_lossy(&buf);
+    let (head, body) = text.split_once("\r\n\r\n").with_context(|| format!("GET {addr}{path}: not an HTTP answer"))?;
+    anyhow::ensure!(head.starts_with("HTTP/1.1 200"), "GET {addr}{path}: {}", head.lines().next().unwrap_or(""));
+    Ok(body.to_string())
+}
+
+/// The value of the unlabelled sample `name` in Prometheus text.
+fn sample(text: &str, name: &str) -> Option<f64> {
+    text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}

@@ -1,0 +1,273 @@
+//! What operators see of a running onebox after a workload: every server's `/metrics` (request
+//! rates and latencies, raft state per partition, RocksDB figures, bulk-load progress,
+//! throttling counters, memory) with sane values, `/health`, gRPC health and reflection,
+//! `server_info`/`nodes -d`, and JSON logs with a span per request naming its partition.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::{bail, ensure, Context, Result};
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use wingkv_tests::bin_path;
+use wingkv_tests::cli::{shell_ok, wait_bulk_load_success};
+use wingkv_tests::onebox::{start_configured_env, Guard};
+
+/// One sample of Prometheus text: name, labels, value.
+#[derive(Debug, Clone)]
+struct Sample {
+    name: String,
+    labels: BTreeMap<String, String>,
+    value: f64,
+}
+
+/// Parses the Prometheus text format (what this test needs of it: no escapes in label values).
+fn parse(text: &str) -> Result<Vec<Sample>> {
+    let mut out = Vec::new();
+    for line in text.lines().filter(|l| !l.starts_with('#') && !l.trim().is_empty()) {
+        let (head, value) = line.rsplit_once(' ').with_context(|| format!("bad metrics line '{line}'"))?;
+        let value: f64 = value.parse().with_context(|| format!("bad value in '{line}'"))?;
+        let (name, labels) = match head.split_once('{') {
+            None => (head.to_string(), BTreeMap::new()),
+            Some((name, rest)) => {
+                let body = rest.strip_suffix('}').with_context(|| format!("bad labels in '{line}'"))?;
+                let mut labels = BTreeMap::new();
+                for pair in body.split("\",").filter(|p| !p.is_empty()) {
+                    let (k, v) = pair.split_once("=\"").with_context(|| format!("bad label in '{line}'"))?;
+                    labels.insert(k.to_string(), v.trim_end_matches('"').to_string());
+                }
+                (name.to_string(), labels)
+            }
+        };
+        out.push(Sample { name, labels, value });
+    }
+    Ok(out)
+}
+
+fn find<'a>(samples: &'a [Sample], name: &str, labels: &[(&str, &str)]) -> Vec<&'a Sample> {
+    samples
+        .iter()
+        .filter(|s| s.name == name && labels.iter().all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v)))
+        .collect()
+}
+
+fn sum(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> f64 {
+    find(samples, name, labels).iter().map(|s| s.value).sum()
+}
+
+async fn http_get(addr: &str, path: &str) -> Result<(u16, String)> {
+    let mut s = tokio::net::TcpStream::connect(addr).await?;
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes()).await?;
+    let mut buf = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut buf)).await??;
+    let text = String::from_utf8(buf)?;
+    let (head, body) = text.split_once("\r\n\r\n").context("not an HTTP answer")?;
+    let code = head.split(' ').nth(1).context("no status")?.parse()?;
+    Ok((code, body.to_string()))
+}
+
+async fn scrape(addr: &str) -> Result<Vec<Sample>> {
+    let (code, body) = http_get(addr, "/metrics").await?;
+    ensure!(code == 200, "/metrics of {addr} answered {code}: {body}");
+    parse(&body)
+}
+
+fn http_addr(dir: &Path, node: &str) -> Result<String> {
+    let path = dir.join(node).join("data").join("http.addr");
+    Ok(std::fs::read_to_string(&path).with_context(|| format!("read {}", path.display()))?.trim().to_string())
+}
+
+fn bench(args: &[&str]) -> Result<Value> {
+    let out = Command::new(bin_path("wingkv")).arg("bench").args(args).output()?;
+    ensure!(out.status.success(), "bench {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    Ok(serde_json::from_slice(&out.stdout)?)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_health_and_server_info_of_a_onebox_after_a_workload() -> Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let dir = tmp.path().join("onebox");
+    let env = [("WINGKV_LOG_JSON", "1"), ("RUST_LOG", "info,openraft=warn,wingkv_common::metrics=debug")];
+    let meta = start_configured_env(&dir, "", "", &env)?;
+    let _guard = Guard(dir.clone());
+    let replicas: Vec<String> =
+        ["replica1", "replica2", "replica3"].iter().map(|n| http_addr(&dir, n)).collect::<Result<_>>()?;
+    let meta_http = http_addr(&dir, "meta1")?;
+
+    // A workload: YCSB load and run through the bench (which checks its own reads), writes held
+    // by a delay throttle, and a small bulk load.
+    shell_ok(&meta, "create usertable -p 4 -r 3; use usertable; set_app_envs replica.write_throttling 100*delay*2")?;
+    let load = bench(&["ycsb", "load", "--meta", &meta, "--records", "2000", "--threads", "16", "--json"])?;
+    ensure!(load["operations"] == 2000 && load["errors"] == 0, "load: {load}");
+    let run = bench(&[
+        "ycsb",
+        "run",
+        "--meta",
+        &meta,
+        "--records",
+        "2000",
+        "--operations",
+        "3000",
+        "--threads",
+        "16",
+        "--workload",
+        "a",
+        "--json",
+    ])?;
+    ensure!(run["operations"] == 3000 && run["errors"] == 0, "run: {run}");
+    ensure!(run["per_operation"]["read"]["misses"] == 0, "reads missed loaded records: {run}");
+    ensure!(run["per_operation"]["read"]["p99_us"].as_u64().is_some_and(|p| p > 0), "{run}");
+    let remote = tmp.path().join("remote");
+    let out = Command::new(bin_path("wingkv"))
+        .args(["bulkgen", "--table", "bl", "--partitions", "4", "--generate", "5000", "--root"])
+        .arg(&remote)
+        .output()?;
+    ensure!(out.status.success(), "bulkgen: {}", String::from_utf8_lossy(&out.stderr));
+    shell_ok(&meta, "create bl -p 4 -r 3")?;
+    shell_ok(&meta, &format!("start_bulk_load -a bl -c onebox -p local -r {}", remote.display()))?;
+    wait_bulk_load_success(&meta, "bl", Duration::from_secs(120)).await?;
+    // A request for a partition nobody hosts: its failure is logged in the request's span.
+    let mut data =
+        wingkv_proto::data::data_client::DataClient::connect(format!("http://{}", onebox_replica(&dir)?)).await?;
+    let bad = wingkv_proto::data::GetRequest {
+        partition: Some(wingkv_proto::common::PartitionId { app_id: 1, partition_index: 99 }),
+        hash_key: "h".into(),
+        sort_key: "s".into(),
+    };
+    ensure!(data.get(bad).await.is_err(), "partition 99 of a 4-partition table answered");
+
+    // Replica servers.
+    let mut all = Vec::new();
+    for addr in &replicas {
+        let (code, body) = http_get(addr, "/health").await?;
+        ensure!(code == 200 && body.trim() == "ok", "/health of {addr}: {code} {body}");
+        all.push(scrape(addr).await?);
+    }
+    let total = |name: &str, labels: &[(&str, &str)]| all.iter().map(|s| sum(s, name, labels)).sum::<f64>();
+    let sets = total("wingkv_requests_total", &[("service", "Data"), ("method", "Set"), ("code", "OK")]);
+    ensure!(sets >= 2000.0 + 1000.0, "only {sets} successful sets counted (2000 loaded + ~1500 updates)");
+    let gets = total("wingkv_request_duration_seconds_count", &[("service", "Data"), ("method", "Get")]);
+    ensure!(gets >= 1000.0, "only {gets} gets timed");
+    let slow =
+        total("wingkv_request_duration_seconds_bucket", &[("service", "Data"), ("method", "Get"), ("le", "+Inf")]);
+    ensure!(slow == gets, "histogram +Inf bucket {slow} != count {gets}");
+    ensure!(total("wingkv_requests_total", &[("service", "Data"), ("method", "Get"), ("code", "NotFound")]) >= 1.0);
+    ensure!(total("wingkv_requests_total", &[("service", "RaftTransport")]) > 0.0, "raft traffic is not counted");
+    ensure!(total("wingkv_throttling_delayed_writes_total", &[]) > 0.0, "the delay throttle delayed nothing");
+
+    for pidx in ["0", "1", "2", "3"] {
+        let labels = [("table_id", "1"), ("partition", pidx)];
+        let primaries = total("wingkv_raft_is_primary", &labels);
+        ensure!(primaries == 1.0, "partition 1.{pidx} has {primaries} primaries");
+        let applied: Vec<f64> =
+            all.iter().flat_map(|s| find(s, "wingkv_raft_applied_index", &labels)).map(|s| s.value).collect();
+        ensure!(applied.len() == 3 && applied.iter().all(|a| *a > 100.0), "applied indexes of 1.{pidx}: {applied:?}");
+        ensure!(total("wingkv_raft_term", &labels) >= 3.0, "terms of 1.{pidx}");
+        let keys = total("wingkv_rocksdb_estimate_num_keys", &labels);
+        ensure!(keys > 0.0, "RocksDB of 1.{pidx} estimates {keys} keys");
+        ensure!(find(&all[0], "wingkv_rocksdb_memtable_bytes", &labels).len() == 1, "no memtable figure");
+        ensure!(find(&all[0], "wingkv_raft_log_entries", &labels).len() == 1, "no log size");
+    }
+    ensure!(total("wingkv_replicas", &[]) == 3.0 * 8.0, "24 replicas (2 tables x 4 partitions x 3)");
+    ensure!(total("wingkv_primaries", &[]) == 8.0);
+    // The bulk-loaded table's RocksDB holds the 5000 rows, on every replica.
+    let bl_keys = total("wingkv_rocksdb_estimate_num_keys", &[("table_id", "2")]);
+    ensure!((3.0 * 4000.0..=3.0 * 6000.0).contains(&bl_keys), "the bulk-loaded table holds {bl_keys} keys / 3");
+    for s in &all {
+        let rss = sum(s, "process_resident_memory_bytes", &[]);
+        ensure!(rss > 1e6 && rss < 4e9, "replica server RSS {rss}");
+        ensure!(sum(s, "wingkv_uptime_seconds", &[]) > 0.0);
+        ensure!(
+            find(s, "wingkv_build_info", &[("role", "replica"), ("version", env!("CARGO_PKG_VERSION"))]).len() == 1
+        );
+        ensure!(find(s, "wingkv_bulk_load_download_retries_total", &[]).len() == 1);
+    }
+
+    // The meta server.
+    let (code, _) = http_get(&meta_http, "/health").await?;
+    ensure!(code == 200);
+    let m = scrape(&meta_http).await?;
+    ensure!(sum(&m, "wingkv_meta_is_leader", &[]) == 1.0);
+    ensure!(sum(&m, "wingkv_meta_tables", &[]) == 2.0);
+    ensure!(sum(&m, "wingkv_meta_nodes", &[("state", "ALIVE")]) == 3.0);
+    ensure!(sum(&m, "wingkv_meta_unhealthy_partitions", &[("table", "usertable")]) == 0.0);
+    ensure!(find(&m, "wingkv_bulk_load_job", &[("table", "bl"), ("status", "BLS_SUCCEED")]).len() == 1);
+    ensure!(sum(&m, "wingkv_bulk_load_partitions", &[("table", "bl"), ("status", "BLS_SUCCEED")]) == 4.0);
+    ensure!(sum(&m, "wingkv_requests_total", &[("service", "Meta"), ("method", "Heartbeat"), ("code", "OK")]) > 3.0);
+    ensure!(sum(&m, "wingkv_meta_raft_applied_index", &[]) > 0.0);
+
+    // gRPC health and reflection.
+    let channel =
+        tonic::transport::Endpoint::from_shared(format!("http://{}", onebox_replica(&dir)?))?.connect().await?;
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel.clone());
+    for service in ["", "wingkv.data.Data", "wingkv.replica_admin.ReplicaAdmin"] {
+        let r = health.check(tonic_health::pb::HealthCheckRequest { service: service.into() }).await?.into_inner();
+        ensure!(r.status == tonic_health::pb::health_check_response::ServingStatus::Serving as i32, "{service}: {r:?}");
+    }
+    let services = reflected_services(channel).await?;
+    for want in ["wingkv.data.Data", "wingkv.raft.RaftTransport", "grpc.health.v1.Health"] {
+        ensure!(services.iter().any(|s| s == want), "reflection lists {services:?}, not {want}");
+    }
+    ensure!(!services.iter().any(|s| s == "wingkv.meta.Meta"), "a replica server lists the meta service: {services:?}");
+
+    // The shell.
+    let info = shell_json(&meta, "server_info")?;
+    let servers = info["servers"].as_array().context("server_info has no servers")?;
+    ensure!(servers.len() == 4, "{info}");
+    for s in servers {
+        ensure!(s["version"] == env!("CARGO_PKG_VERSION") && s["uptime_ms"].as_u64().is_some_and(|u| u > 0), "{s}");
+        ensure!(s["http_address"].as_str().is_some_and(|a| !a.is_empty()), "{s}");
+    }
+    ensure!(servers[0]["status"] == "leader", "{info}");
+    let nodes = shell_json(&meta, "nodes -d")?;
+    let nodes = nodes["nodes"].as_array().context("nodes -d has no nodes")?;
+    let replicas_total: u64 = nodes.iter().filter_map(|n| n["replica_count"].as_u64()).sum();
+    let primaries_total: u64 = nodes.iter().filter_map(|n| n["primary_count"].as_u64()).sum();
+    ensure!(replicas_total == 24 && primaries_total == 8, "nodes -d: {nodes:?}");
+
+    // JSON logs: the failed request's line carries its span, with the partition.
+    let log = std::fs::read_to_string(dir.join("replica1").join("server.log"))?
+        + &std::fs::read_to_string(dir.join("replica2").join("server.log"))?
+        + &std::fs::read_to_string(dir.join("replica3").join("server.log"))?;
+    let line = log
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|v| v["span"]["partition"] == "1.99")
+        .with_context(|| "no JSON log line in the span of the request for partition 1.99".to_string())?;
+    ensure!(line["span"]["name"] == "rpc" && line["span"]["method"] == "Get", "{line}");
+    ensure!(line["fields"]["code"] == "NotFound", "{line}");
+    Ok(())
+}
+
+fn onebox_replica(dir: &Path) -> Result<String> {
+    let (addr, _) = wingkv_tests::cli::onebox_node(dir, "replica1")?;
+    Ok(addr)
+}
+
+fn shell_json(meta: &str, cmd: &str) -> Result<Value> {
+    let out = Command::new(bin_path("wingkv")).args(["shell", "--meta", meta, "--json", "-e", cmd]).output()?;
+    if !out.status.success() {
+        bail!("`{cmd}` failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(serde_json::from_slice(&out.stdout)?)
+}
+
+async fn reflected_services(channel: tonic::transport::Channel) -> Result<Vec<String>> {
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+    use tonic_reflection::pb::v1::ServerReflectionRequest;
+    let req = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut answers =
+        ServerReflectionClient::new(channel).server_reflection_info(futures::stream::iter([req])).await?.into_inner();
+    let first = answers.message().await?.context("reflection answered nothing")?;
+    match first.message_response {
+        Some(MessageResponse::ListServicesResponse(l)) => Ok(l.service.into_iter().map(|s| s.name).collect()),
+        other => bail!("reflection answered {other:?}"),
+    }
+}
