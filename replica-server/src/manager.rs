@@ -139,6 +139,8 @@ impl ReplicaManager {
                 self.ctx.node_id
             )));
         }
+        // A new replica starts from an empty log, whatever an earlier one of the same id left.
+        self.ctx.raft_log.delete(id)?;
         let dir = self.dir_of(id);
         std::fs::create_dir_all(&dir)
             .map_err(|e| WingError::Storage(format!("cannot create {}: {e}", dir.display())))?;
@@ -146,6 +148,7 @@ impl ReplicaManager {
             Ok(r) => r,
             Err(e) => {
                 let _ = std::fs::remove_dir_all(&dir);
+                let _ = self.ctx.raft_log.delete(id);
                 return Err(e);
             }
         };
@@ -153,6 +156,7 @@ impl ReplicaManager {
             if let Err(e) = replica.raft().initialize(initial_members).await {
                 replica.close().await;
                 let _ = std::fs::remove_dir_all(&dir);
+                let _ = self.ctx.raft_log.delete(id);
                 return Err(WingError::Internal(format!("cannot initialize group {id}: {e}")));
             }
         }
@@ -197,6 +201,7 @@ impl ReplicaManager {
         }
         std::fs::remove_dir_all(&dir)
             .map_err(|e| WingError::Storage(format!("cannot remove {}: {e}", dir.display())))?;
+        self.ctx.raft_log.delete(id)?;
         tracing::info!(partition = %id, "replica removed");
         Ok(())
     }
@@ -208,5 +213,8 @@ impl ReplicaManager {
         for r in all {
             r.close().await;
         }
+        // Last: what the replicas appended is synced before the thread stops.
+        let log = self.ctx.raft_log.clone();
+        let _ = tokio::task::spawn_blocking(move || log.close()).await;
     }
 }

@@ -12,7 +12,6 @@ use tokio_util::task::TaskTracker;
 use wingkv_common::raft::log_store::{PurgeLimit, RocksLogStore};
 use wingkv_common::raft::network::{leader_address, ChannelPool, GrpcNetworkFactory};
 use wingkv_common::raft::read_barrier::ReadBarrier;
-use wingkv_common::raft::wal_sync::WalSyncer;
 use wingkv_common::raft::NodeId;
 use wingkv_common::{PartitionId, WingError};
 use wingkv_proto::common::ReplicaRole;
@@ -25,6 +24,7 @@ use crate::bulk_load::loader::BulkLoadSource;
 use crate::bulk_load::slot::BulkLoadSlot;
 use crate::command::{Command, CommandResponse};
 use crate::config::ReplicaServerConfig;
+use crate::raft_log::log_prefix;
 use crate::raft_types::PartitionRaft;
 use crate::snapshot::{read_applied, SnapshotDir};
 use crate::state_machine::PartitionStateMachine;
@@ -45,6 +45,8 @@ pub struct ReplicaContext {
     pub bulk: Arc<crate::bulk_load::BulkLoadEnv>,
     /// The hosted tables' envs, as the meta last sent them.
     pub tables: Arc<crate::admission::TableEnvs>,
+    /// The raft logs of every replica of the process.
+    pub raft_log: Arc<crate::raft_log::RaftLogDb>,
 }
 
 /// A hosted partition replica.
@@ -53,7 +55,6 @@ pub struct Replica {
     dir: PathBuf,
     raft: PartitionRaft,
     db: Arc<DB>,
-    syncer: WalSyncer,
     reads: ReadBarrier,
     write_timeout: Duration,
     cancel: CancellationToken,
@@ -86,21 +87,21 @@ impl Replica {
         }
         .validate()
         .map_err(|e| WingError::InvalidArgument(format!("raft config: {e}")))?;
-        let syncer = WalSyncer::start(db.clone(), id.to_string())
-            .map_err(|e| WingError::Internal(format!("cannot start WAL sync thread: {e}")))?;
-        // The log is never purged past the durable applied index (same DB, same WAL).
+        ctx.raft_log.adopt_legacy_log(id, &db)?;
+        // The log is never purged past the applied index, made durable first: the data DB's
+        // writes are not synced (the raft log, in another DB, is what is durable).
         let applied_db = db.clone();
-        let limit: PurgeLimit =
-            Arc::new(move || read_applied(&applied_db).ok().map(|(last, _)| last.map(|l| l.index).unwrap_or(0)));
-        let log_store = RocksLogStore::new(db.clone(), syncer.clone()).with_purge_limit(limit);
+        let limit: PurgeLimit = Arc::new(move || {
+            applied_db.flush_wal(true).ok()?;
+            read_applied(&applied_db).ok().map(|(last, _)| last.map(|l| l.index).unwrap_or(0))
+        });
+        let log_store = RocksLogStore::shared(ctx.raft_log.db.clone(), ctx.raft_log.syncer.clone(), log_prefix(id))
+            .with_purge_limit(limit);
         let sm = PartitionStateMachine::new(db.clone(), snapshots, dir.to_path_buf(), ctx.bulk.clone());
         let network = GrpcNetworkFactory::new(id, ctx.pool.clone());
         let raft = match PartitionRaft::new(ctx.node_id, Arc::new(raft_config), network, log_store, sm).await {
             Ok(r) => r,
-            Err(e) => {
-                syncer.shutdown();
-                return Err(WingError::Storage(format!("cannot start raft for {id}: {e}")));
-            }
+            Err(e) => return Err(WingError::Storage(format!("cannot start raft for {id}: {e}"))),
         };
         let cancel = CancellationToken::new();
         let tasks = TaskTracker::new();
@@ -117,7 +118,6 @@ impl Replica {
             dir: dir.to_path_buf(),
             raft,
             db,
-            syncer,
             reads,
             write_timeout: Duration::from_millis(ctx.config.write_timeout_ms),
             cancel,
@@ -171,8 +171,6 @@ impl Replica {
         if let Err(e) = self.raft.shutdown().await {
             tracing::warn!(partition = %self.id, "raft shutdown: {e}");
         }
-        let syncer = self.syncer.clone();
-        let _ = tokio::task::spawn_blocking(move || syncer.shutdown()).await;
         // Raft's own tasks (replication, a snapshot build) and open scans may still hold the DB
         // for a moment; wait for them so a reopen of the same replica finds it closed.
         let deadline = std::time::Instant::now() + Duration::from_secs(10);

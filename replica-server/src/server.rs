@@ -52,7 +52,9 @@ impl ReplicaServer {
         let pool = ChannelPool::default();
         let (node_id, meta) = resolve_node_id(&config, &advertise, &pool).await?;
         let shutdown = CancellationToken::new();
+        let raft_log = Arc::new(crate::raft_log::RaftLogDb::open(&config.data_dir.join("raft-log"))?);
         let ctx = ReplicaContext {
+            raft_log,
             bulk: Arc::new(crate::bulk_load::BulkLoadEnv::new(&config.bulk_load, shutdown.clone())),
             tables: Arc::new(crate::admission::TableEnvs::default()),
             node_id,

@@ -1,9 +1,13 @@
 //! A raft log store on RocksDB, generic over the raft type config so that the meta server and
 //! every partition replica use the same code.
 //!
-//! Layout: column family [`CF_RAFT_LOG`] maps the big-endian log index to the bincode entry;
-//! [`CF_RAFT_META`] holds the vote, the committed log id and the last purged log id. Appends are
-//! written unsynced and acknowledged by the [`WalSyncer`] after one group fsync.
+//! Layout: column family [`CF_RAFT_LOG`] maps `prefix ++ big-endian log index` to the bincode
+//! entry; [`CF_RAFT_META`] holds `prefix ++ name` → the vote, the committed log id and the last
+//! purged log id. The prefix tells groups apart when several share one DB: a replica server keeps
+//! the logs of all its partition replicas in one RocksDB, so that one fsync of one WAL commits
+//! the appends of every group at once (as Pegasus's shared log and TiKV's raft engine do); the
+//! meta server's group has the DB to itself and an empty prefix. Appends are written unsynced and
+//! acknowledged by the [`WalSyncer`] after one group fsync.
 
 use std::fmt::Debug;
 use std::marker::PhantomData;
@@ -12,7 +16,7 @@ use std::sync::Arc;
 
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{Entry, LogId, OptionalSend, RaftLogReader, RaftTypeConfig, StorageError, Vote};
-use rocksdb::{ColumnFamily, Direction, IteratorMode, WriteBatch, WriteOptions, DB};
+use rocksdb::{ColumnFamily, Direction, IteratorMode, ReadOptions, WriteBatch, WriteOptions, DB};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -31,6 +35,7 @@ pub type PurgeLimit = Arc<dyn Fn() -> Option<u64> + Send + Sync>;
 pub struct RocksLogStore<C> {
     db: Arc<DB>,
     syncer: WalSyncer,
+    prefix: Arc<[u8]>,
     purge_limit: Option<PurgeLimit>,
     _config: PhantomData<C>,
 }
@@ -40,14 +45,44 @@ impl<C> Clone for RocksLogStore<C> {
         Self {
             db: self.db.clone(),
             syncer: self.syncer.clone(),
+            prefix: self.prefix.clone(),
             purge_limit: self.purge_limit.clone(),
             _config: PhantomData,
         }
     }
 }
 
-fn index_key(index: u64) -> [u8; 8] {
-    index.to_be_bytes()
+fn prefixed(prefix: &[u8], suffix: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(prefix.len() + suffix.len());
+    k.extend_from_slice(prefix);
+    k.extend_from_slice(suffix);
+    k
+}
+
+/// Deletes every log entry and meta key of the group `prefix` from `db` (a removed replica's
+/// log, or leftovers under the prefix of a replica created anew). Synced.
+pub fn delete_group(db: &DB, prefix: &[u8]) -> Result<(), String> {
+    let mut batch = WriteBatch::default();
+    for name in [CF_RAFT_LOG, CF_RAFT_META] {
+        let cf = db.cf_handle(name).ok_or_else(|| format!("column family {name} is missing"))?;
+        match prefix_end(prefix) {
+            Some(end) => batch.delete_range_cf(cf, prefix, &end),
+            None => batch.delete_range_cf(cf, prefix, &[0xFFu8; 17][..]),
+        }
+    }
+    db.write_opt(batch, &synced()).map_err(|e| e.into_string())
+}
+
+/// The first key after every key that starts with `prefix` (`None`: no such key).
+fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xFF {
+            end.push(last + 1);
+            return Some(end);
+        }
+    }
+    None
 }
 
 fn synced() -> WriteOptions {
@@ -61,10 +96,26 @@ where
     C: RaftTypeConfig<NodeId = NodeId, Entry = Entry<C>>,
     Entry<C>: Serialize + DeserializeOwned,
 {
-    /// A log store on `db`, which must have been opened with [`CF_RAFT_LOG`] and
-    /// [`CF_RAFT_META`]. `syncer` is the group-commit thread of `db`.
+    /// A log store that has `db` to itself; `db` must have been opened with [`CF_RAFT_LOG`]
+    /// and [`CF_RAFT_META`]. `syncer` is the group-commit thread of `db`.
     pub fn new(db: Arc<DB>, syncer: WalSyncer) -> Self {
-        Self { db, syncer, purge_limit: None, _config: PhantomData }
+        Self::shared(db, syncer, Vec::new())
+    }
+
+    /// The log of the group `prefix` in a DB that several groups share (see the module doc).
+    /// Every group of one DB needs a prefix of the same length, so no prefix starts another.
+    pub fn shared(db: Arc<DB>, syncer: WalSyncer, prefix: Vec<u8>) -> Self {
+        Self { db, syncer, prefix: prefix.into(), purge_limit: None, _config: PhantomData }
+    }
+
+    fn index_key(&self, index: u64) -> Vec<u8> {
+        prefixed(&self.prefix, &index.to_be_bytes())
+    }
+
+    /// The log index of a key of this group, `None` for another group's key.
+    fn index_of(&self, key: &[u8]) -> Option<u64> {
+        let rest = key.strip_prefix(&*self.prefix)?;
+        Some(u64::from_be_bytes(rest.try_into().ok()?))
     }
 
     /// Never purges past what `limit` answers. openraft may purge the log up to a snapshot it
@@ -76,7 +127,7 @@ where
 
     fn entry_log_id(&self, index: u64) -> Result<Option<LogId<NodeId>>, StorageError<NodeId>> {
         let cf = self.log_cf()?;
-        match self.db.get_cf(cf, index_key(index)).map_err(read_err)? {
+        match self.db.get_cf(cf, self.index_key(index)).map_err(read_err)? {
             Some(v) => Ok(Some(decode::<Entry<C>>(&v).map_err(read_err)?.log_id)),
             None => Ok(None),
         }
@@ -92,7 +143,7 @@ where
 
     fn get_meta<T: DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, StorageError<NodeId>> {
         let cf = self.meta_cf()?;
-        match self.db.get_cf(cf, key).map_err(read_err)? {
+        match self.db.get_cf(cf, prefixed(&self.prefix, key)).map_err(read_err)? {
             Some(bytes) => Ok(Some(decode(&bytes).map_err(read_err)?)),
             None => Ok(None),
         }
@@ -102,19 +153,24 @@ where
         let cf = self.meta_cf()?;
         let bytes = encode(value).map_err(write_err)?;
         let opts = if sync { synced() } else { WriteOptions::default() };
-        self.db.put_cf_opt(cf, key, bytes, &opts).map_err(write_err)
+        self.db.put_cf_opt(cf, prefixed(&self.prefix, key), bytes, &opts).map_err(write_err)
     }
 
     fn last_entry_log_id(&self) -> Result<Option<LogId<NodeId>>, StorageError<NodeId>> {
         let cf = self.log_cf()?;
-        let mut it = self.db.iterator_cf(cf, IteratorMode::End);
+        let last = self.index_key(u64::MAX);
+        // Bounded to this group: entries of another group that were deleted but not yet
+        // compacted away would otherwise be stepped over one by one.
+        let mut opts = ReadOptions::default();
+        opts.set_iterate_lower_bound(self.prefix.to_vec());
+        let mut it = self.db.iterator_cf_opt(cf, opts, IteratorMode::From(&last, Direction::Reverse));
         match it.next() {
-            Some(Ok((_, v))) => {
+            Some(Ok((k, v))) if self.index_of(&k).is_some() => {
                 let entry: Entry<C> = decode(&v).map_err(read_err)?;
                 Ok(Some(entry.log_id))
             }
             Some(Err(e)) => Err(read_err(e)),
-            None => Ok(None),
+            _ => Ok(None),
         }
     }
 }
@@ -136,10 +192,23 @@ where
         };
         let cf = self.log_cf()?;
         let mut out = Vec::new();
-        let it = self.db.iterator_cf(cf, IteratorMode::From(&index_key(start), Direction::Forward));
+        let from = self.index_key(start);
+        // Bounded to the range: without an upper bound, finding that the range ended means
+        // stepping over every deleted (purged, not yet compacted) entry that follows it, which
+        // in a shared DB is the purged head of the next group's log.
+        let mut opts = ReadOptions::default();
+        let upper = match range.end_bound() {
+            Bound::Included(&e) if e < u64::MAX => Some(self.index_key(e + 1)),
+            Bound::Excluded(&e) => Some(self.index_key(e)),
+            _ => prefix_end(&self.prefix),
+        };
+        if let Some(upper) = upper {
+            opts.set_iterate_upper_bound(upper);
+        }
+        let it = self.db.iterator_cf_opt(cf, opts, IteratorMode::From(&from, Direction::Forward));
         for item in it {
             let (k, v) = item.map_err(read_err)?;
-            let idx = u64::from_be_bytes(k.as_ref().try_into().map_err(read_err)?);
+            let Some(idx) = self.index_of(&k) else { break };
             if !range.contains(&idx) {
                 break;
             }
@@ -192,7 +261,7 @@ where
         let cf = self.log_cf()?;
         let mut batch = WriteBatch::default();
         for entry in entries {
-            batch.put_cf(cf, index_key(entry.log_id.index), encode(&entry).map_err(write_err)?);
+            batch.put_cf(cf, self.index_key(entry.log_id.index), encode(&entry).map_err(write_err)?);
         }
         self.db.write(batch).map_err(write_err)?;
         self.syncer.sync_then(move |r| callback.log_io_completed(r));
@@ -202,8 +271,8 @@ where
     async fn truncate(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError<NodeId>> {
         let cf = self.log_cf()?;
         let mut batch = WriteBatch::default();
-        batch.delete_range_cf(cf, index_key(log_id.index), index_key(u64::MAX));
-        batch.delete_cf(cf, index_key(u64::MAX));
+        batch.delete_range_cf(cf, self.index_key(log_id.index), self.index_key(u64::MAX));
+        batch.delete_cf(cf, self.index_key(u64::MAX));
         self.db.write_opt(batch, &synced()).map_err(write_err)
     }
 
@@ -220,8 +289,8 @@ where
         let cf = self.log_cf()?;
         let meta = self.meta_cf()?;
         let mut batch = WriteBatch::default();
-        batch.put_cf(meta, KEY_LAST_PURGED, encode(&log_id).map_err(write_err)?);
-        batch.delete_range_cf(cf, index_key(0), index_key(log_id.index.saturating_add(1)));
+        batch.put_cf(meta, prefixed(&self.prefix, KEY_LAST_PURGED), encode(&log_id).map_err(write_err)?);
+        batch.delete_range_cf(cf, self.index_key(0), self.index_key(log_id.index.saturating_add(1)));
         self.db.write(batch).map_err(write_err)
     }
 }

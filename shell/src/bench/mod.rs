@@ -57,7 +57,7 @@ async fn ensure_table(client: &Client, table: &str, partitions: u32, replicas: u
         .await;
     match exists {
         Ok(_) => return Ok(()),
-        Err(e) if e.code() == ErrorCode::NotFound => {}
+        Err(e) if e.code() == ErrorCode::TableNotFound => {}
         Err(e) => return Err(e).context("query the table"),
     }
     let req = CreateTableRequest {

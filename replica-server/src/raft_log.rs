@@ -1,0 +1,194 @@
+//! [`RaftLogDb`]: the one RocksDB holding the raft logs of every partition replica of a replica
+//! server, with one group-commit fsync thread. Sharing it is what makes writes to many
+//! partitions cheap: one fsync of one WAL makes the appends of all of them durable at once,
+//! where a log per replica cost an fsync per replica per append (as Pegasus's shared log and
+//! TiKV's raft engine, for the same reason). The user data stays in each replica's own RocksDB.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use rocksdb::{ColumnFamilyDescriptor, IteratorMode, Options, WriteBatch, DB};
+use wingkv_common::raft::log_store::delete_group;
+use wingkv_common::raft::wal_sync::WalSyncer;
+use wingkv_common::raft::{CF_RAFT_LOG, CF_RAFT_META};
+use wingkv_common::{PartitionId, WingError};
+
+use crate::store::cf;
+
+/// The shared raft-log DB of a replica server and its fsync thread.
+pub struct RaftLogDb {
+    /// The DB ([`CF_RAFT_LOG`] and [`CF_RAFT_META`]).
+    pub db: Arc<DB>,
+    /// Its group-commit thread.
+    pub syncer: WalSyncer,
+}
+
+/// The key prefix of a partition's log in the shared DB (8 bytes: app id, partition index).
+pub fn log_prefix(id: PartitionId) -> Vec<u8> {
+    let mut p = Vec::with_capacity(8);
+    p.extend_from_slice(&id.app_id.to_be_bytes());
+    p.extend_from_slice(&id.partition_index.to_be_bytes());
+    p
+}
+
+impl RaftLogDb {
+    /// Opens (or creates) the shared log DB at `path` and starts its fsync thread.
+    pub fn open(path: &Path) -> Result<Self, WingError> {
+        let mut opts = Options::default();
+        opts.create_if_missing(true);
+        opts.create_missing_column_families(true);
+        opts.set_max_background_jobs(2);
+        opts.set_keep_log_file_num(2);
+        let mut log = Options::default();
+        // Entries live until the next snapshot: a big memtable keeps most of them out of SSTs.
+        log.set_write_buffer_size(64 << 20);
+        let cfs = vec![
+            ColumnFamilyDescriptor::new(CF_RAFT_LOG, log),
+            ColumnFamilyDescriptor::new(CF_RAFT_META, Options::default()),
+        ];
+        let db = DB::open_cf_descriptors(&opts, path, cfs)
+            .map_err(|e| WingError::Storage(format!("cannot open {}: {}", path.display(), e.into_string())))?;
+        let db = Arc::new(db);
+        let syncer = WalSyncer::start(db.clone(), "raft-log".into())
+            .map_err(|e| WingError::Internal(format!("cannot start the raft-log sync thread: {e}")))?;
+        Ok(Self { db, syncer })
+    }
+
+    /// Deletes every trace of partition `id`'s log (a removed replica, or leftovers under the
+    /// id of a replica being created).
+    pub fn delete(&self, id: PartitionId) -> Result<(), WingError> {
+        delete_group(&self.db, &log_prefix(id))
+            .map_err(|e| WingError::Storage(format!("cannot delete the raft log of {id}: {e}")))
+    }
+
+    /// Moves a log kept in the replica's own DB (the layout before the shared log) into the
+    /// shared DB, once: copied and synced here first, then removed there.
+    pub fn adopt_legacy_log(&self, id: PartitionId, data_db: &DB) -> Result<(), WingError> {
+        let storage =
+            |e: rocksdb::Error| WingError::Storage(format!("moving the raft log of {id}: {}", e.into_string()));
+        let prefix = log_prefix(id);
+        let mut batch = WriteBatch::default();
+        let mut moved = 0usize;
+        for name in [CF_RAFT_LOG, CF_RAFT_META] {
+            let (Some(from), to) = (data_db.cf_handle(name), cf(&self.db, name)?) else { continue };
+            for item in data_db.iterator_cf(from, IteratorMode::Start) {
+                let (k, v) = item.map_err(storage)?;
+                let mut key = prefix.clone();
+                key.extend_from_slice(&k);
+                batch.put_cf(to, key, v);
+                moved += 1;
+            }
+        }
+        if moved == 0 {
+            return Ok(());
+        }
+        let mut synced = rocksdb::WriteOptions::default();
+        synced.set_sync(true);
+        self.db.write_opt(batch, &synced).map_err(storage)?;
+        let mut clear = WriteBatch::default();
+        for name in [CF_RAFT_LOG, CF_RAFT_META] {
+            if let Some(from) = data_db.cf_handle(name) {
+                clear.delete_range_cf(from, &[][..], &[0xFFu8; 32][..]);
+            }
+        }
+        data_db.write_opt(clear, &synced).map_err(storage)?;
+        tracing::info!(partition = %id, keys = moved, "moved the replica's raft log into the shared log DB");
+        Ok(())
+    }
+
+    /// Syncs what is queued and stops the fsync thread (at shutdown, after every replica closed).
+    pub fn close(&self) {
+        self.syncer.shutdown();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use openraft::storage::{RaftLogReader, RaftLogStorage};
+    use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId, Vote};
+    use wingkv_common::raft::encode;
+    use wingkv_common::raft::log_store::RocksLogStore;
+
+    use super::*;
+    use crate::raft_types::PartitionRaftConfig;
+
+    type Store = RocksLogStore<PartitionRaftConfig>;
+
+    fn entry(index: u64) -> Entry<PartitionRaftConfig> {
+        Entry { log_id: LogId::new(CommittedLeaderId::new(1, 1), index), payload: EntryPayload::Blank }
+    }
+
+    /// Writes entries `range` straight into `db` under `prefix` (what `append` writes).
+    fn put_entries(db: &DB, prefix: &[u8], range: std::ops::RangeInclusive<u64>) {
+        let cf = db.cf_handle(CF_RAFT_LOG).unwrap();
+        for i in range {
+            let mut key = prefix.to_vec();
+            key.extend_from_slice(&i.to_be_bytes());
+            db.put_cf(cf, key, encode(&entry(i)).unwrap()).unwrap();
+        }
+    }
+
+    #[tokio::test]
+    async fn groups_sharing_the_db_see_only_their_own_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = RaftLogDb::open(dir.path()).unwrap();
+        let (a, b, c) = (PartitionId::new(1, 0), PartitionId::new(1, 1), PartitionId::new(2, 0));
+        let store = |id| Store::shared(log.db.clone(), log.syncer.clone(), log_prefix(id));
+        let (mut sa, mut sb, mut sc) = (store(a), store(b), store(c));
+        put_entries(&log.db, &log_prefix(a), 1..=5);
+        put_entries(&log.db, &log_prefix(b), 1..=9);
+        sa.save_vote(&Vote::new(3, 7)).await.unwrap();
+        sb.save_vote(&Vote::new(4, 8)).await.unwrap();
+
+        assert_eq!(sa.read_vote().await.unwrap(), Some(Vote::new(3, 7)));
+        assert_eq!(sb.read_vote().await.unwrap(), Some(Vote::new(4, 8)));
+        assert_eq!(sc.read_vote().await.unwrap(), None);
+        // The last entry of a group is its own even with a later group right after it.
+        assert_eq!(sa.get_log_state().await.unwrap().last_log_id.map(|l| l.index), Some(5));
+        assert_eq!(sb.get_log_state().await.unwrap().last_log_id.map(|l| l.index), Some(9));
+        assert_eq!(sc.get_log_state().await.unwrap().last_log_id, None);
+        let read: Vec<u64> = sa.try_get_log_entries(3..).await.unwrap().iter().map(|e| e.log_id.index).collect();
+        assert_eq!(read, vec![3, 4, 5]);
+        let read: Vec<u64> = sb.try_get_log_entries(2..=4).await.unwrap().iter().map(|e| e.log_id.index).collect();
+        assert_eq!(read, vec![2, 3, 4]);
+        let read: Vec<u64> = sb.try_get_log_entries(8..10).await.unwrap().iter().map(|e| e.log_id.index).collect();
+        assert_eq!(read, vec![8, 9]);
+
+        sa.purge(LogId::new(CommittedLeaderId::new(1, 1), 3)).await.unwrap();
+        sb.truncate(LogId::new(CommittedLeaderId::new(1, 1), 8)).await.unwrap();
+        let left_a: Vec<u64> = sa.try_get_log_entries(0..).await.unwrap().iter().map(|e| e.log_id.index).collect();
+        let left_b: Vec<u64> = sb.try_get_log_entries(0..).await.unwrap().iter().map(|e| e.log_id.index).collect();
+        assert_eq!(left_a, vec![4, 5]);
+        assert_eq!(left_b, (1..=7).collect::<Vec<_>>());
+
+        log.delete(a).unwrap();
+        assert_eq!(sa.read_vote().await.unwrap(), None);
+        assert!(sa.try_get_log_entries(0..).await.unwrap().is_empty());
+        assert_eq!(sb.read_vote().await.unwrap(), Some(Vote::new(4, 8)), "deleting 1.0 left 1.1 alone");
+        assert_eq!(sb.try_get_log_entries(0..).await.unwrap().len(), 7);
+        log.close();
+    }
+
+    #[tokio::test]
+    async fn a_log_kept_in_the_replica_db_moves_into_the_shared_db() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = RaftLogDb::open(&dir.path().join("log")).unwrap();
+        let data = crate::store::SharedStorage::new(Default::default()).open(&dir.path().join("data")).unwrap();
+        let id = PartitionId::new(3, 2);
+        // The old layout: the partition's own DB, keys without a prefix.
+        put_entries(&data, &[], 1..=4);
+        let meta = data.cf_handle(CF_RAFT_META).unwrap();
+        data.put_cf(meta, b"vote", encode(&Vote::<u64>::new(2, 5)).unwrap()).unwrap();
+
+        log.adopt_legacy_log(id, &data).unwrap();
+        let mut s = Store::shared(log.db.clone(), log.syncer.clone(), log_prefix(id));
+        assert_eq!(s.read_vote().await.unwrap(), Some(Vote::new(2, 5)));
+        assert_eq!(s.get_log_state().await.unwrap().last_log_id.map(|l| l.index), Some(4));
+        let old = data.cf_handle(CF_RAFT_LOG).unwrap();
+        assert!(data.iterator_cf(old, IteratorMode::Start).next().is_none(), "the old copy is gone");
+        // A second start finds nothing left to move and keeps the shared copy.
+        log.adopt_legacy_log(id, &data).unwrap();
+        assert_eq!(s.read_vote().await.unwrap(), Some(Vote::new(2, 5)));
+        log.close();
+    }
+}
