@@ -121,12 +121,13 @@ cmd_bench() {
     "$bin" onebox stop --dir "$dir" >/dev/null 2>&1 || true
     rm -rf "$dir"
     "$bin" onebox start --dir "$dir" --base-port-meta 35601 --base-port-replica 35801
-    trap '"$bin" onebox stop --dir "$dir" >/dev/null 2>&1 || true' EXIT
+    # Expanded now: the trap runs after this function's locals are gone.
+    trap "\"$bin\" onebox stop --dir \"$dir\" >/dev/null 2>&1 || true" EXIT
     if [ $# -gt 0 ]; then
         "$bin" bench "$@" --meta "$meta"
         return
     fi
-    local records="${WINGKV_BENCH_RECORDS:-1000000}" ops="${WINGKV_BENCH_OPS:-1000000}"
+    local records="${WINGKV_BENCH_RECORDS:-500000}" ops="${WINGKV_BENCH_OPS:-300000}"
     local common=(--meta "$meta" --records "$records" --threads 64 --value-size 100)
     echo "== YCSB load: $records records"
     "$bin" bench ycsb load "${common[@]}" --create --partitions 8 --replicas 3
@@ -136,7 +137,7 @@ cmd_bench() {
     done
     echo "== Bulk load: ${WINGKV_BENCH_BULK_ROWS:-10000000} rows, 8 partitions x 3 replicas"
     "$bin" bench bulkload --meta "$meta" --rows "${WINGKV_BENCH_BULK_ROWS:-10000000}" \
-        --sdk-rows "${WINGKV_BENCH_SDK_ROWS:-1000000}"
+        --sdk-rows "${WINGKV_BENCH_SDK_ROWS:-300000}"
 }
 
 BIN_DIR="$CARGO_TARGET_DIR/debug"

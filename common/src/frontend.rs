@@ -46,11 +46,18 @@ impl Frontend {
         std::fs::write(&http_file, http.local_addr().to_string())
             .map_err(|e| WingError::Storage(format!("cannot write {}: {e}", http_file.display())))?;
         let routes = add_introspection(spec.routes, spec.service_names).await?;
-        let router = tonic::transport::Server::builder()
-            .tcp_nodelay(true)
-            .layer(RpcMetricsLayer::new(spec.metrics))
-            .add_routes(routes);
-        let incoming = tokio_stream::wrappers::TcpListenerStream::new(spec.listener);
+        let router = tonic::transport::Server::builder().layer(RpcMetricsLayer::new(spec.metrics)).add_routes(routes);
+        // `Server::tcp_nodelay` only reaches sockets tonic accepts itself; these are ours. With
+        // Nagle on, a response written in two pieces waits for the client's delayed ACK (40 ms).
+        let incoming =
+            tokio_stream::StreamExt::map(tokio_stream::wrappers::TcpListenerStream::new(spec.listener), |s| {
+                if let Ok(s) = &s {
+                    if let Err(e) = s.set_nodelay(true) {
+                        tracing::debug!("cannot set TCP_NODELAY: {e}");
+                    }
+                }
+                s
+            });
         let grpc = tokio::spawn(router.serve_with_incoming_shutdown(incoming, shutdown.clone().cancelled_owned()));
         tracing::info!(http = %http.local_addr(), "serving /metrics and /health");
         Ok(Self { shutdown, grpc, http })

@@ -15,7 +15,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use prometheus::core::Collector;
+use prometheus::core::{Collector, MetricVec, MetricVecBuilder};
 use prometheus::{CounterVec, Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
 
 pub use http::{http_listen_address, MetricsHttpServer, HTTP_ADDRESS_FILE};
@@ -121,46 +121,49 @@ pub struct Scrape {
 impl Scrape {
     /// Sets the gauge `name{labels}` to `value`.
     pub fn gauge(&mut self, name: &'static str, help: &'static str, labels: Labels<'_>, value: f64) {
-        let vec = match self.gauges.get(name) {
-            Some(v) => v.clone(),
-            None => {
-                let names: Vec<&str> = labels.iter().map(|(k, _)| *k).collect();
-                let Ok(v) = GaugeVec::new(Opts::new(name, help), &names) else {
-                    tracing::warn!(metric = name, "invalid metric definition");
-                    return;
-                };
-                self.gauges.insert(name, v.clone());
-                self.order.push(Box::new(v.clone()));
-                v
-            }
-        };
-        let values: Vec<&str> = labels.iter().map(|(_, v)| *v).collect();
-        match vec.get_metric_with_label_values(&values) {
-            Ok(g) => g.set(value),
-            Err(e) => tracing::warn!(metric = name, "metric labels do not match: {e}"),
+        if let Some(g) = Self::metric(&mut self.gauges, &mut self.order, name, help, labels, GaugeVec::new) {
+            g.set(value);
         }
     }
 
     /// Sets the counter `name{labels}` to `value` (a count kept elsewhere since start).
     pub fn counter(&mut self, name: &'static str, help: &'static str, labels: Labels<'_>, value: u64) {
-        let vec = match self.counters.get(name) {
+        if let Some(c) = Self::metric(&mut self.counters, &mut self.order, name, help, labels, CounterVec::new) {
+            c.inc_by(value as f64);
+        }
+    }
+
+    /// The sample `name{labels}` of a family in `families`, the family made on first use.
+    /// A bad definition or labels that do not fit the family are logged and skipped: a scrape
+    /// never fails for one metric.
+    fn metric<T: MetricVecBuilder>(
+        families: &mut HashMap<&'static str, MetricVec<T>>,
+        order: &mut Vec<Box<dyn Collector>>,
+        name: &'static str,
+        help: &'static str,
+        labels: Labels<'_>,
+        make: fn(Opts, &[&str]) -> prometheus::Result<MetricVec<T>>,
+    ) -> Option<T::M>
+    where
+        MetricVec<T>: Collector + 'static,
+    {
+        let vec = match families.get(name) {
             Some(v) => v.clone(),
             None => {
                 let names: Vec<&str> = labels.iter().map(|(k, _)| *k).collect();
-                let Ok(v) = CounterVec::new(Opts::new(name, help), &names) else {
+                let Ok(v) = make(Opts::new(name, help), &names) else {
                     tracing::warn!(metric = name, "invalid metric definition");
-                    return;
+                    return None;
                 };
-                self.counters.insert(name, v.clone());
-                self.order.push(Box::new(v.clone()));
+                families.insert(name, v.clone());
+                order.push(Box::new(v.clone()));
                 v
             }
         };
         let values: Vec<&str> = labels.iter().map(|(_, v)| *v).collect();
-        match vec.get_metric_with_label_values(&values) {
-            Ok(c) => c.inc_by(value as f64),
-            Err(e) => tracing::warn!(metric = name, "metric labels do not match: {e}"),
-        }
+        vec.get_metric_with_label_values(&values)
+            .map_err(|e| tracing::warn!(metric = name, "metric labels do not match: {e}"))
+            .ok()
     }
 
     fn gather(self) -> Vec<prometheus::proto::MetricFamily> {

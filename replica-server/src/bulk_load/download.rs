@@ -14,6 +14,9 @@ use tokio_util::sync::CancellationToken;
 use wingkv_common::bulk_load::{hex, FileMeta};
 use wingkv_common::WingError;
 
+/// Bytes gathered before one write to the downloaded file.
+const WRITE_BUFFER_BYTES: usize = 4 << 20;
+
 /// A token bucket shared by every download of a node; 0 bytes/s = unlimited.
 pub struct RateLimiter {
     bytes_per_sec: u64,
@@ -98,8 +101,11 @@ async fn fetch(
         r = store.get(remote) => r.map_err(|e| remote_error(remote, e))?,
     };
     let mut stream = source.into_stream();
-    let mut file =
+    let file =
         tokio::fs::File::create(tmp).await.map_err(|e| WingError::Storage(format!("create {}: {e}", tmp.display())))?;
+    // Providers stream small chunks (8 KiB from a local store); each tokio file write is a trip
+    // to the blocking pool, so writes are gathered into large ones.
+    let mut file = tokio::io::BufWriter::with_capacity(WRITE_BUFFER_BYTES, file);
     let mut md5 = md5::Md5::new();
     let mut size = 0u64;
     loop {
@@ -127,7 +133,8 @@ async fn fetch(
         // Race window: a clear, pause or close arriving while a task is between two chunks.
         fail::fail_point!("bulk_load::between_chunks");
     }
-    file.sync_all().await.map_err(|e| WingError::Storage(format!("sync {}: {e}", tmp.display())))?;
+    file.flush().await.map_err(|e| WingError::Storage(format!("write {}: {e}", tmp.display())))?;
+    file.get_ref().sync_all().await.map_err(|e| WingError::Storage(format!("sync {}: {e}", tmp.display())))?;
     if size != expected.size {
         return Err(WingError::Corruption(format!("{remote} has {size} bytes; its metadata says {}", expected.size)));
     }
