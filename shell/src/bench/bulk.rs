@@ -387,8 +387,16 @@ impl RssWatch {
         Self { stop, task }
     }
 
-    async fn stop(self) -> u64 {
+    /// Stops the sampling and answers the largest RSS seen (bytes).
+    async fn stop(mut self) -> u64 {
         self.stop.cancel();
-        self.task.await.unwrap_or(0)
+        (&mut self.task).await.unwrap_or(0)
+    }
+}
+
+impl Drop for RssWatch {
+    /// An early return (a failed load) still stops the sampler.
+    fn drop(&mut self) {
+        self.stop.cancel();
     }
 }
