@@ -11,7 +11,7 @@ use tokio_util::task::TaskTracker;
 use tonic::server::NamedService;
 use tonic::service::Routes;
 use wingkv_common::frontend::{Frontend, FrontendSpec};
-use wingkv_common::metrics::{http_listen_address, ServerMetrics};
+use wingkv_common::metrics::{http_advertise_address, http_listen_address, ServerMetrics};
 use wingkv_common::net::{bind, ADDRESS_FILE};
 use wingkv_common::raft::log_store::RocksLogStore;
 use wingkv_common::raft::network::{ChannelPool, GrpcNetworkFactory, RaftTransportService, MAX_RAFT_MESSAGE_BYTES};
@@ -131,7 +131,7 @@ impl MetaServer {
                 return Err(e);
             }
         };
-        let _ = node.http_address.set(frontend.http_addr().to_string());
+        let _ = node.http_address.set(http_advertise_address(&advertise, frontend.http_addr()));
         let addr_file = config.data_dir.join(ADDRESS_FILE);
         std::fs::write(&addr_file, &advertise)
             .map_err(|e| WingError::Storage(format!("cannot write {}: {e}", addr_file.display())))?;

@@ -258,11 +258,16 @@ impl Meta for MetaService {
             .nodes
             .values()
             .map(|n| {
-                let facts = self.node.liveness.facts(n.node_id).unwrap_or_default();
+                let state = self.node.liveness.state(n.node_id);
+                let mut facts = self.node.liveness.facts(n.node_id).unwrap_or_default();
+                if state != NodeState::Alive {
+                    // Not heard from lately: how long it has been up is not known.
+                    facts.uptime_ms = 0;
+                }
                 NodeInfo {
                     node_id: n.node_id,
                     address: n.address.clone(),
-                    status: self.node.liveness.state(n.node_id).as_str().into(),
+                    status: state.as_str().into(),
                     replica_count: load.get(&n.node_id).map(|l| l.0).unwrap_or(0),
                     primary_count: primaries.get(&n.node_id).copied().unwrap_or(0),
                     last_heartbeat_ms_ago: self.node.liveness.silence_ms(n.node_id).unwrap_or(u64::MAX),

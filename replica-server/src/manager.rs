@@ -113,6 +113,11 @@ impl ReplicaManager {
             }
         }
         ids.sort();
+        // Logs of replicas whose directory is gone (a crash in the middle of a removal).
+        for orphan in self.ctx.raft_log.partitions()?.into_iter().filter(|p| !ids.contains(p)) {
+            tracing::info!(partition = %orphan, "deleting the raft log of a replica that no longer exists");
+            self.ctx.raft_log.delete(orphan)?;
+        }
         let mut opened = 0;
         for id in ids {
             match self.open(id).await {

@@ -13,7 +13,7 @@ use wingkv_common::raft::wal_sync::WalSyncer;
 use wingkv_common::raft::{CF_RAFT_LOG, CF_RAFT_META};
 use wingkv_common::{PartitionId, WingError};
 
-use crate::store::cf;
+use crate::store::{cf, CF_APPLIED};
 
 /// The shared raft-log DB of a replica server and its fsync thread.
 pub struct RaftLogDb {
@@ -22,6 +22,12 @@ pub struct RaftLogDb {
     /// Its group-commit thread.
     pub syncer: WalSyncer,
 }
+
+/// Key (after the partition prefix, in [`CF_RAFT_META`]) telling that a replica's log exists.
+const KEY_CREATED: &[u8] = b"created";
+/// Key in the data DB's applied-state column family telling that the replica's log lives in
+/// the shared DB.
+const KEY_SHARED_LOG_MARK: &[u8] = b"shared_raft_log";
 
 /// The key prefix of a partition's log in the shared DB (8 bytes: app id, partition index).
 pub fn log_prefix(id: PartitionId) -> Vec<u8> {
@@ -61,6 +67,21 @@ impl RaftLogDb {
             .map_err(|e| WingError::Storage(format!("cannot delete the raft log of {id}: {e}")))
     }
 
+    /// The partitions that have a log here (their `created` key).
+    pub fn partitions(&self) -> Result<Vec<PartitionId>, WingError> {
+        let meta = cf(&self.db, CF_RAFT_META)?;
+        let mut out = Vec::new();
+        for item in self.db.iterator_cf(meta, IteratorMode::Start) {
+            let (k, _) = item.map_err(|e| WingError::Storage(format!("raft-log DB: {}", e.into_string())))?;
+            if k.len() == 8 + KEY_CREATED.len() && k.ends_with(KEY_CREATED) {
+                let app_id = u32::from_be_bytes([k[0], k[1], k[2], k[3]]);
+                let partition_index = u32::from_be_bytes([k[4], k[5], k[6], k[7]]);
+                out.push(PartitionId::new(app_id, partition_index));
+            }
+        }
+        Ok(out)
+    }
+
     /// Moves a log kept in the replica's own DB (the layout before the shared log) into the
     /// shared DB, once: copied and synced here first, then removed there.
     pub fn adopt_legacy_log(&self, id: PartitionId, data_db: &DB) -> Result<(), WingError> {
@@ -93,6 +114,37 @@ impl RaftLogDb {
         }
         data_db.write_opt(clear, &synced).map_err(storage)?;
         tracing::info!(partition = %id, keys = moved, "moved the replica's raft log into the shared log DB");
+        Ok(())
+    }
+
+    /// Refuses to start a replica whose log went missing. A replica's data DB carries a mark
+    /// once its log lives in the shared DB, and the shared DB a `created` key per replica
+    /// (dropped with the rest of its log). Data with the mark but no log means the shared DB
+    /// was lost or is not the one it was: starting with an empty log and no vote could let the
+    /// replica vote twice in a term, so it stays down, with the reason.
+    pub fn check_present(&self, id: PartitionId, data_db: &DB) -> Result<(), WingError> {
+        let storage = |e: rocksdb::Error| WingError::Storage(format!("raft log of {id}: {}", e.into_string()));
+        let mut synced = rocksdb::WriteOptions::default();
+        synced.set_sync(true);
+        let applied = cf(data_db, CF_APPLIED)?;
+        let meta = cf(&self.db, CF_RAFT_META)?;
+        let mut created = log_prefix(id);
+        created.extend_from_slice(KEY_CREATED);
+        let marked = data_db.get_cf(applied, KEY_SHARED_LOG_MARK).map_err(storage)?.is_some();
+        let present = self.db.get_cf(meta, &created).map_err(storage)?.is_some();
+        if marked && !present {
+            return Err(WingError::Corruption(format!(
+                "replica {id} has data but its raft log is missing from the shared raft-log DB; \
+                 refusing to start it with an empty log and no vote (restore the raft-log dir, or \
+                 remove the replica and let the meta re-replicate it)"
+            )));
+        }
+        if !present {
+            self.db.put_cf_opt(meta, &created, b"1", &synced).map_err(storage)?;
+        }
+        if !marked {
+            data_db.put_cf_opt(applied, KEY_SHARED_LOG_MARK, b"1", &synced).map_err(storage)?;
+        }
         Ok(())
     }
 
@@ -167,6 +219,32 @@ mod tests {
         assert_eq!(sb.read_vote().await.unwrap(), Some(Vote::new(4, 8)), "deleting 1.0 left 1.1 alone");
         assert_eq!(sb.try_get_log_entries(0..).await.unwrap().len(), 7);
         log.close();
+    }
+
+    #[test]
+    fn a_replica_whose_log_went_missing_stays_down() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = crate::store::SharedStorage::new(Default::default()).open(&dir.path().join("data")).unwrap();
+        let id = PartitionId::new(4, 1);
+        let log = RaftLogDb::open(&dir.path().join("log")).unwrap();
+        log.check_present(id, &data).unwrap();
+        log.check_present(id, &data).unwrap();
+        log.close();
+        drop(log);
+        // The shared DB is lost; the data says the replica had a log there.
+        std::fs::remove_dir_all(dir.path().join("log")).unwrap();
+        let fresh = RaftLogDb::open(&dir.path().join("log")).unwrap();
+        assert!(fresh.partitions().unwrap().is_empty());
+        let err = fresh.check_present(id, &data).unwrap_err().to_string();
+        assert!(err.contains("raft log is missing"), "{err}");
+        // A replica created anew (its log deleted first, a new data dir) starts.
+        let other = crate::store::SharedStorage::new(Default::default()).open(&dir.path().join("data2")).unwrap();
+        fresh.delete(id).unwrap();
+        fresh.check_present(id, &other).unwrap();
+        assert_eq!(fresh.partitions().unwrap(), vec![id]);
+        fresh.delete(id).unwrap();
+        assert!(fresh.partitions().unwrap().is_empty());
+        fresh.close();
     }
 
     #[tokio::test]

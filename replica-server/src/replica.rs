@@ -88,12 +88,16 @@ impl Replica {
         .validate()
         .map_err(|e| WingError::InvalidArgument(format!("raft config: {e}")))?;
         ctx.raft_log.adopt_legacy_log(id, &db)?;
-        // The log is never purged past the applied index, made durable first: the data DB's
-        // writes are not synced (the raft log, in another DB, is what is durable).
+        ctx.raft_log.check_present(id, &db)?;
+        // The log is never purged past the applied index that is on disk: the data DB's writes
+        // are not synced (the raft log, in another DB, is what is durable). The index is read
+        // first and synced after, so what the limit answers is durable even if the state
+        // machine applies more in between. (A rare fsync: purges follow snapshots.)
         let applied_db = db.clone();
         let limit: PurgeLimit = Arc::new(move || {
+            let applied = read_applied(&applied_db).ok().map(|(last, _)| last.map(|l| l.index).unwrap_or(0))?;
             applied_db.flush_wal(true).ok()?;
-            read_applied(&applied_db).ok().map(|(last, _)| last.map(|l| l.index).unwrap_or(0))
+            Some(applied)
         });
         let log_store = RocksLogStore::shared(ctx.raft_log.db.clone(), ctx.raft_log.syncer.clone(), log_prefix(id))
             .with_purge_limit(limit);

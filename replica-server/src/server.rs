@@ -11,7 +11,7 @@ use tonic::server::NamedService;
 use tonic::service::Routes;
 use wingkv_common::frontend::{Frontend, FrontendSpec};
 use wingkv_common::meta_client::MetaClient;
-use wingkv_common::metrics::{http_listen_address, ServerMetrics};
+use wingkv_common::metrics::{http_advertise_address, http_listen_address, ServerMetrics};
 use wingkv_common::net::{bind, ADDRESS_FILE};
 use wingkv_common::raft::network::{ChannelPool, RaftTransportService, MAX_RAFT_MESSAGE_BYTES};
 use wingkv_common::WingError;
@@ -102,8 +102,11 @@ impl ReplicaServer {
         let tasks = TaskTracker::new();
         if let Some(meta) = meta {
             let interval = Duration::from_millis(config.heartbeat_interval_ms.max(10));
-            let me =
-                ServerIdentity { address: advertise.clone(), http_address: frontend.http_addr().to_string(), started };
+            let me = ServerIdentity {
+                address: advertise.clone(),
+                http_address: http_advertise_address(&advertise, frontend.http_addr()),
+                started,
+            };
             tasks.spawn(heartbeat::run(meta, manager.clone(), me, interval, shutdown.clone()));
         }
         // Written last: its presence tells supervisors and tests the server is ready.

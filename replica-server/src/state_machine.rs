@@ -166,6 +166,10 @@ impl RaftStateMachine<PartitionRaftConfig> for PartitionStateMachine {
                                 let applied = cf(&self.db, CF_APPLIED).map_err(write_err)?;
                                 marker.put_cf(applied, KEY_INGESTED_JOB, source.job_id.to_be_bytes());
                                 self.write_applied(marker, Some(entry.log_id), None)?;
+                                // Synced: the job's local files go once it is ingested, so a
+                                // replay of this entry after a power loss would have to fetch
+                                // them from the provider again (which may have dropped them).
+                                self.db.flush_wal(true).map_err(write_err)?;
                                 CommandResponse::Done
                             }
                             // RocksDB rejected the files themselves: the same on every replica

@@ -16,6 +16,15 @@ use crate::WingError;
 /// before the gRPC address file, so whoever waits for the server finds both.
 pub const HTTP_ADDRESS_FILE: &str = "http.addr";
 
+/// The address others reach an HTTP endpoint bound at `bound` at: the advertised host of the
+/// server (a wildcard bind address reaches nobody) with the bound port.
+pub fn http_advertise_address(advertise: &str, bound: SocketAddr) -> String {
+    match advertise.rsplit_once(':') {
+        Some((host, _)) if bound.ip().is_unspecified() => format!("{host}:{}", bound.port()),
+        _ => bound.to_string(),
+    }
+}
+
 /// Where the HTTP endpoint listens: `configured` when set; otherwise the gRPC port + 10000 on
 /// the same host (DESIGN §1), or any free port when the gRPC port was picked by the OS.
 pub fn http_listen_address(
@@ -26,7 +35,8 @@ pub fn http_listen_address(
     if let Some(addr) = configured {
         return Ok(addr.to_string());
     }
-    let asked_any = grpc_listen.parse::<SocketAddr>().map(|a| a.port() == 0).unwrap_or(false);
+    // The port as configured (a host name is fine here): 0 means the OS picked the gRPC port.
+    let asked_any = grpc_listen.rsplit_once(':').is_some_and(|(_, port)| port.trim() == "0");
     if asked_any {
         return Ok(SocketAddr::new(grpc_bound.ip(), 0).to_string());
     }
@@ -105,8 +115,12 @@ mod tests {
         assert_eq!(http_listen_address(Some("0.0.0.0:9100"), "127.0.0.1:34801", bound).unwrap(), "0.0.0.0:9100");
         let any: SocketAddr = "127.0.0.1:41234".parse().unwrap();
         assert_eq!(http_listen_address(None, "127.0.0.1:0", any).unwrap(), "127.0.0.1:0");
+        assert_eq!(http_listen_address(None, "localhost:0", any).unwrap(), "127.0.0.1:0");
         let high: SocketAddr = "127.0.0.1:60000".parse().unwrap();
         let err = http_listen_address(None, "127.0.0.1:60000", high).unwrap_err().to_string();
         assert!(err.contains("http_listen"), "{err}");
+        let wild: SocketAddr = "0.0.0.0:44801".parse().unwrap();
+        assert_eq!(http_advertise_address("10.1.2.3:34801", wild), "10.1.2.3:44801");
+        assert_eq!(http_advertise_address("10.1.2.3:34801", bound), "127.0.0.1:34801");
     }
 }

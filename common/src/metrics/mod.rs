@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use prometheus::core::{Collector, MetricVec, MetricVecBuilder};
 use prometheus::{CounterVec, Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
 
-pub use http::{http_listen_address, MetricsHttpServer, HTTP_ADDRESS_FILE};
+pub use http::{http_advertise_address, http_listen_address, MetricsHttpServer, HTTP_ADDRESS_FILE};
 pub use rpc::{record_partition, RpcMetricsLayer};
 
 use crate::WingError;

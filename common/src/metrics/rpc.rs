@@ -93,7 +93,11 @@ where
                 Err(_) => "TransportError".to_string(),
             };
             let elapsed = start.elapsed();
-            metrics.observe(&service, &method, &code, elapsed);
+            // Service and method come from the request path: a path no service answers is
+            // counted as "unknown", so stray requests cannot grow the label sets without bound.
+            let (service, method) =
+                if code == "Unimplemented" { ("unknown", "unknown") } else { (service.as_str(), method.as_str()) };
+            metrics.observe(service, method, &code, elapsed);
             if code != "OK" {
                 span.in_scope(
                     || tracing::debug!(code = %code, elapsed_us = elapsed.as_micros() as u64, "request failed"),
@@ -124,5 +128,8 @@ mod tests {
         assert_eq!(answer_code(&h), "Unavailable");
         h.insert(ERROR_CODE_HEADER, http::HeaderValue::from_static("NotLeader"));
         assert_eq!(answer_code(&h), "NotLeader");
+        let mut h = http::HeaderMap::new();
+        h.insert("grpc-status", http::HeaderValue::from_static("12"));
+        assert_eq!(answer_code(&h), "Unimplemented");
     }
 }

@@ -21,16 +21,29 @@ pub enum KeyChooser {
         /// Records.
         n: u64,
     },
-    /// Zipfian, with the hot ranks hashed over the key space (YCSB's ScrambledZipfian).
-    Zipfian(Zipfian),
+    /// YCSB's ScrambledZipfian: ranks from a zipfian over 10^10 items, hashed onto the records,
+    /// so the hot records are spread over the key space and every record can be picked.
+    Zipfian {
+        /// Ranks over [`SCRAMBLED_ITEMS`].
+        ranks: Zipfian,
+        /// Records.
+        n: u64,
+    },
 }
+
+/// Items of the zipfian a scrambled zipfian draws ranks from, and its zeta (YCSB's constants).
+const SCRAMBLED_ITEMS: u64 = 10_000_000_000;
+const SCRAMBLED_ZETAN: f64 = 26.469_028_201_783_02;
 
 impl KeyChooser {
     /// A chooser over `n` records.
     pub fn new(distribution: Distribution, n: u64) -> Self {
         match distribution {
             Distribution::Uniform => Self::Uniform { n: n.max(1) },
-            Distribution::Zipfian => Self::Zipfian(Zipfian::new(n.max(1), ZIPFIAN_THETA)),
+            Distribution::Zipfian => Self::Zipfian {
+                ranks: Zipfian::with_zetan(SCRAMBLED_ITEMS, ZIPFIAN_THETA, SCRAMBLED_ZETAN),
+                n: n.max(1),
+            },
         }
     }
 
@@ -38,7 +51,7 @@ impl KeyChooser {
     pub fn next(&self, rng: &mut impl Rng) -> u64 {
         match self {
             Self::Uniform { n } => rng.gen_range(0..*n),
-            Self::Zipfian(z) => fnv1a64(z.next_rank(rng)) % z.n,
+            Self::Zipfian { ranks, n } => fnv1a64(ranks.next_rank(rng)) % n,
         }
     }
 }
@@ -58,11 +71,16 @@ pub struct Zipfian {
 }
 
 impl Zipfian {
-    /// A generator over ranks `0..n`. Computing zeta(n) is O(n): ~10 ms per million records.
+    /// A generator over ranks `0..n`, summing zeta(n) (O(n); the tests' small zipfians).
+    #[cfg(test)]
     pub fn new(n: u64, theta: f64) -> Self {
-        let zeta = |count: u64| (1..=count).map(|i| 1.0 / (i as f64).powf(theta)).sum::<f64>();
-        let zetan = zeta(n);
-        let zeta2 = zeta(2.min(n));
+        let zetan = (1..=n).map(|i| 1.0 / (i as f64).powf(theta)).sum::<f64>();
+        Self::with_zetan(n, theta, zetan)
+    }
+
+    /// A generator over ranks `0..n` whose zeta(n) is known (`n` too large to sum).
+    pub fn with_zetan(n: u64, theta: f64, zetan: f64) -> Self {
+        let zeta2 = (1..=2.min(n)).map(|i| 1.0 / (i as f64).powf(theta)).sum::<f64>();
         let alpha = 1.0 / (1.0 - theta);
         let eta = (1.0 - (2.0 / n as f64).powf(1.0 - theta)) / (1.0 - zeta2 / zetan);
         Self { n, theta, alpha, zetan, eta }
@@ -134,6 +152,23 @@ mod tests {
         let top: u64 = counts[..100].iter().sum();
         assert!(top > draws / 2, "top 1% drew {top}");
         assert!(counts[0] > counts[10] && counts[10] > counts[1000]);
+    }
+
+    #[test]
+    fn scrambled_zipfian_reaches_every_record_and_keeps_hot_ones() {
+        let n = 1_000u64;
+        let c = KeyChooser::new(Distribution::Zipfian, n);
+        let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+        let mut counts = vec![0u64; n as usize];
+        let draws = 200_000u64;
+        for _ in 0..draws {
+            counts[c.next(&mut rng) as usize] += 1;
+        }
+        let seen = counts.iter().filter(|c| **c > 0).count() as u64;
+        assert!(seen >= n * 99 / 100, "only {seen} of {n} records picked");
+        // YCSB's hottest item draws 1/zeta(10^10) ~ 3.8% of the picks.
+        let hottest = counts.iter().copied().max().unwrap_or(0);
+        assert!(hottest > draws / 50, "the hottest record drew only {hottest}");
     }
 
     #[test]

@@ -262,7 +262,9 @@ pub async fn run(args: YcsbArgs) -> Result<Value> {
     for w in 0..args.threads {
         let table = tables[w % tables.len()].clone();
         let seed = args.seed.wrapping_mul(1_000_003).wrapping_add(w as u64);
-        workers.spawn(worker(table, plan.clone(), seed));
+        // Paced workers start spread over one period, so `--target` does not send in bursts.
+        let offset = plan.pace.mul_f64(w as f64 / args.threads as f64);
+        workers.spawn(worker(table, plan.clone(), seed, offset));
     }
     let mut stats = Stats::default();
     let mut interrupted = false;
@@ -300,11 +302,11 @@ pub async fn run(args: YcsbArgs) -> Result<Value> {
     Ok(report)
 }
 
-async fn worker(table: Table, plan: Arc<Plan>, seed: u64) -> Result<Stats> {
+async fn worker(table: Table, plan: Arc<Plan>, seed: u64, offset: Duration) -> Result<Stats> {
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let mut stats = Stats::default();
     let mut value = vec![0u8; plan.value_size];
-    let mut next_at = Instant::now();
+    let mut next_at = Instant::now() + offset;
     loop {
         if plan.stop.load(Ordering::Relaxed) || plan.deadline.is_some_and(|d| Instant::now() >= d) {
             break;
@@ -313,9 +315,12 @@ async fn worker(table: Table, plan: Arc<Plan>, seed: u64) -> Result<Stats> {
         if n >= plan.limit {
             break;
         }
+        // Paced, an operation's latency counts from when it was due, not from when a worker
+        // that fell behind got to it (no coordinated omission).
+        let due = next_at;
         if !plan.pace.is_zero() {
+            tokio::time::sleep_until(due.into()).await;
             next_at += plan.pace;
-            tokio::time::sleep_until(next_at.into()).await;
         }
         let op = match plan.phase {
             Phase::Load => Op::Insert,
@@ -327,7 +332,7 @@ async fn worker(table: Table, plan: Arc<Plan>, seed: u64) -> Result<Stats> {
             (Phase::Run, _) => plan.chooser.next(&mut rng),
         };
         let (hk, sk) = plan.layout.key(record);
-        let started = Instant::now();
+        let started = if plan.pace.is_zero() { Instant::now() } else { due };
         let outcome = match op {
             Op::Read => table.get(&hk, &sk).await.map(|v| v.is_some()),
             Op::Update | Op::Insert => {

@@ -444,7 +444,9 @@ impl Session {
                         &["server", "address", "status", "version", "uptime", "replicas", "primaries", "http"],
                         &rows,
                     ),
-                    json!({"version": i.version, "servers": servers}),
+                    json!({"version": i.version, "servers": servers,
+                           "meta_servers": i.meta_members.iter().map(|m| m.address.clone()).collect::<Vec<_>>(),
+                           "replica_servers": n.nodes.iter().map(|x| json!({"address": x.address, "status": x.status})).collect::<Vec<_>>()}),
                 ))
             }
             Cmd::StartBulkLoad { app_name, cluster, provider, root, ingest_behind } => {
