@@ -34,6 +34,8 @@ pub struct FrontendSpec<'a> {
 /// in-flight requests finish.
 pub struct Frontend {
     shutdown: CancellationToken,
+    health: tonic_health::server::HealthReporter,
+    service_names: Vec<String>,
     grpc: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
     http: MetricsHttpServer,
 }
@@ -45,7 +47,8 @@ impl Frontend {
         let http_file = spec.data_dir.join(HTTP_ADDRESS_FILE);
         std::fs::write(&http_file, http.local_addr().to_string())
             .map_err(|e| WingError::Storage(format!("cannot write {}: {e}", http_file.display())))?;
-        let routes = add_introspection(spec.routes, spec.service_names).await?;
+        let (routes, health) = add_introspection(spec.routes, spec.service_names).await?;
+        let service_names = spec.service_names.iter().map(|s| s.to_string()).collect();
         let router = tonic::transport::Server::builder().layer(RpcMetricsLayer::new(spec.metrics)).add_routes(routes);
         // `Server::tcp_nodelay` only reaches sockets tonic accepts itself; these are ours. With
         // Nagle on, a response written in two pieces waits for the client's delayed ACK (40 ms).
@@ -60,7 +63,7 @@ impl Frontend {
             });
         let grpc = tokio::spawn(router.serve_with_incoming_shutdown(incoming, shutdown.clone().cancelled_owned()));
         tracing::info!(http = %http.local_addr(), "serving /metrics and /health");
-        Ok(Self { shutdown, grpc, http })
+        Ok(Self { shutdown, health, service_names, grpc, http })
     }
 
     /// The bound address of the HTTP endpoint.
@@ -75,6 +78,10 @@ impl Frontend {
             r = &mut self.grpc => Some(r),
             _ = stop => None,
         };
+        // Health checkers see the server go before its connections do.
+        for name in self.service_names.iter().map(String::as_str).chain([""]) {
+            self.health.set_service_status(name, tonic_health::ServingStatus::NotServing).await;
+        }
         self.shutdown.cancel();
         let served = match early {
             Some(r) => r,
@@ -91,7 +98,10 @@ impl Frontend {
 
 /// Adds the health service (the server and every named service SERVING) and reflection over
 /// the wingkv protocol, so `grpc_health_probe` and `grpcurl` work without the .proto files.
-async fn add_introspection(routes: Routes, services: &[&str]) -> Result<Routes, WingError> {
+async fn add_introspection(
+    routes: Routes,
+    services: &[&str],
+) -> Result<(Routes, tonic_health::server::HealthReporter), WingError> {
     let (reporter, health) = tonic_health::server::health_reporter();
     // The empty name is the whole server, which health probes ask about by default.
     for name in services.iter().copied().chain([""]) {
@@ -107,5 +117,5 @@ async fn add_introspection(routes: Routes, services: &[&str]) -> Result<Routes, 
         reflection = reflection.with_service_name(*name);
     }
     let reflection = reflection.build_v1().map_err(|e| WingError::Internal(format!("gRPC reflection: {e}")))?;
-    Ok(routes.add_service(health).add_service(reflection))
+    Ok((routes.add_service(health).add_service(reflection), reporter))
 }
