@@ -43,11 +43,15 @@ pub struct Frontend {
 impl Frontend {
     /// Starts serving until `shutdown` fires.
     pub async fn spawn(spec: FrontendSpec<'_>, shutdown: CancellationToken) -> Result<Self, WingError> {
+        let (routes, health) = add_introspection(spec.routes, spec.service_names).await?;
         let http = MetricsHttpServer::spawn(&spec.http_listen, spec.metrics.clone(), spec.source, shutdown.clone())?;
         let http_file = spec.data_dir.join(HTTP_ADDRESS_FILE);
-        std::fs::write(&http_file, http.local_addr().to_string())
-            .map_err(|e| WingError::Storage(format!("cannot write {}: {e}", http_file.display())))?;
-        let (routes, health) = add_introspection(spec.routes, spec.service_names).await?;
+        if let Err(e) = std::fs::write(&http_file, http.local_addr().to_string()) {
+            // The endpoint already runs: stop it and wait for it before failing.
+            shutdown.cancel();
+            http.wait().await;
+            return Err(WingError::Storage(format!("cannot write {}: {e}", http_file.display())));
+        }
         let service_names = spec.service_names.iter().map(|s| s.to_string()).collect();
         let router = tonic::transport::Server::builder().layer(RpcMetricsLayer::new(spec.metrics)).add_routes(routes);
         // `Server::tcp_nodelay` only reaches sockets tonic accepts itself; these are ours. With

@@ -115,20 +115,19 @@ pub trait MetricsSource: Send + Sync + 'static {
 pub struct Scrape {
     gauges: HashMap<&'static str, GaugeVec>,
     counters: HashMap<&'static str, CounterVec>,
-    order: Vec<Box<dyn Collector>>,
 }
 
 impl Scrape {
     /// Sets the gauge `name{labels}` to `value`.
     pub fn gauge(&mut self, name: &'static str, help: &'static str, labels: Labels<'_>, value: f64) {
-        if let Some(g) = Self::metric(&mut self.gauges, &mut self.order, name, help, labels, GaugeVec::new) {
+        if let Some(g) = Self::metric(&mut self.gauges, name, help, labels, GaugeVec::new) {
             g.set(value);
         }
     }
 
     /// Sets the counter `name{labels}` to `value` (a count kept elsewhere since start).
     pub fn counter(&mut self, name: &'static str, help: &'static str, labels: Labels<'_>, value: u64) {
-        if let Some(c) = Self::metric(&mut self.counters, &mut self.order, name, help, labels, CounterVec::new) {
+        if let Some(c) = Self::metric(&mut self.counters, name, help, labels, CounterVec::new) {
             c.inc_by(value as f64);
         }
     }
@@ -138,14 +137,13 @@ impl Scrape {
     /// never fails for one metric.
     fn metric<T: MetricVecBuilder>(
         families: &mut HashMap<&'static str, MetricVec<T>>,
-        order: &mut Vec<Box<dyn Collector>>,
         name: &'static str,
         help: &'static str,
         labels: Labels<'_>,
         make: fn(Opts, &[&str]) -> prometheus::Result<MetricVec<T>>,
     ) -> Option<T::M>
     where
-        MetricVec<T>: Collector + 'static,
+        MetricVec<T>: Clone,
     {
         let vec = match families.get(name) {
             Some(v) => v.clone(),
@@ -156,7 +154,6 @@ impl Scrape {
                     return None;
                 };
                 families.insert(name, v.clone());
-                order.push(Box::new(v.clone()));
                 v
             }
         };
@@ -167,7 +164,11 @@ impl Scrape {
     }
 
     fn gather(self) -> Vec<prometheus::proto::MetricFamily> {
-        self.order.iter().flat_map(|c| c.collect()).collect()
+        let mut families: Vec<_> = self.gauges.values().flat_map(|g| g.collect()).collect();
+        families.extend(self.counters.values().flat_map(|c| c.collect()));
+        // Stable output, whatever order the maps keep.
+        families.sort_by(|a, b| a.name().cmp(b.name()));
+        families
     }
 }
 

@@ -152,55 +152,11 @@ pub fn run(args: BulkBenchArgs) -> Result<()> {
 
 async fn measure(client: &Client, args: &BulkBenchArgs, root: &Path, table: &str, sdk_table: &str) -> Result<Value> {
     super::ensure_table(client, table, args.partitions, args.replicas).await?;
+    // 3. Load, the replica servers' memory watched meanwhile (the watch ends either way).
     let rss = RssWatch::start(client).await;
-
-    // 3. Load, timing the phases the meta reports.
-    let req = StartBulkLoadRequest {
-        app_name: table.to_string(),
-        cluster: args.cluster.clone(),
-        provider: "local".into(),
-        root: root.display().to_string(),
-        ingest_behind: false,
-    };
-    let started = Instant::now();
-    client
-        .meta()
-        .call(|mut c| {
-            let req = req.clone();
-            async move { c.start_bulk_load(req).await }
-        })
-        .await
-        .context("start_bulk_load")?;
-    let mut downloaded_at = None;
-    let deadline = started + Duration::from_secs(3_600);
-    let load = loop {
-        let q = QueryBulkLoadRequest { app_name: table.to_string(), partition_index: None, detailed: false };
-        let s = client
-            .meta()
-            .call(|mut c| {
-                let q = q.clone();
-                async move { c.query_bulk_load_status(q).await }
-            })
-            .await?;
-        let now = started.elapsed();
-        match s.status.as_str() {
-            "BLS_DOWNLOADED" => {
-                downloaded_at.get_or_insert(now);
-            }
-            "BLS_INGESTING" => {
-                downloaded_at.get_or_insert(now);
-            }
-            "BLS_SUCCEED" => break now,
-            "BLS_FAILED" | "BLS_CANCELED" => bail!("the bulk load ended {}: {}", s.status, s.reason),
-            _ => {}
-        }
-        if Instant::now() > deadline {
-            bail!("the bulk load did not finish within an hour (status {})", s.status);
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let timed = timed_load(client, args, root, table).await;
     let max_rss = rss.stop().await;
-    let download = downloaded_at.unwrap_or(load);
+    let (load, download) = timed?;
 
     // 4. Every sampled row reads back as generated.
     let bulk_table = client.open_table(table).await?;
@@ -234,6 +190,53 @@ async fn measure(client: &Client, args: &BulkBenchArgs, root: &Path, table: &str
         report["bulk_load_speedup"] = json!(all / load.as_secs_f64().max(1e-9));
     }
     Ok(report)
+}
+
+/// Starts the bulk load of `table` and polls it to the end; answers the time to success and the
+/// time until the job was first seen past downloading.
+async fn timed_load(client: &Client, args: &BulkBenchArgs, root: &Path, table: &str) -> Result<(Duration, Duration)> {
+    let req = StartBulkLoadRequest {
+        app_name: table.to_string(),
+        cluster: args.cluster.clone(),
+        provider: "local".into(),
+        root: root.display().to_string(),
+        ingest_behind: false,
+    };
+    let started = Instant::now();
+    client
+        .meta()
+        .call(|mut c| {
+            let req = req.clone();
+            async move { c.start_bulk_load(req).await }
+        })
+        .await
+        .context("start_bulk_load")?;
+    let mut downloaded_at = None;
+    let deadline = started + Duration::from_secs(3_600);
+    let load = loop {
+        let q = QueryBulkLoadRequest { app_name: table.to_string(), partition_index: None, detailed: false };
+        let s = client
+            .meta()
+            .call(|mut c| {
+                let q = q.clone();
+                async move { c.query_bulk_load_status(q).await }
+            })
+            .await?;
+        let now = started.elapsed();
+        match s.status.as_str() {
+            "BLS_DOWNLOADED" | "BLS_INGESTING" => {
+                downloaded_at.get_or_insert(now);
+            }
+            "BLS_SUCCEED" => break now,
+            "BLS_FAILED" | "BLS_CANCELED" => bail!("the bulk load ended {}: {}", s.status, s.reason),
+            _ => {}
+        }
+        if Instant::now() > deadline {
+            bail!("the bulk load did not finish within an hour (status {})", s.status);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    Ok((load, downloaded_at.unwrap_or(load)))
 }
 
 fn print_report(r: &Value) {
@@ -393,16 +396,9 @@ impl RssWatch {
         Self { stop, task }
     }
 
-    /// Stops the sampling and answers the largest RSS seen (bytes).
-    async fn stop(mut self) -> u64 {
+    /// Stops the sampling, waits for the sampler and answers the largest RSS seen (bytes).
+    async fn stop(self) -> u64 {
         self.stop.cancel();
-        (&mut self.task).await.unwrap_or(0)
-    }
-}
-
-impl Drop for RssWatch {
-    /// An early return (a failed load) still stops the sampler.
-    fn drop(&mut self) {
-        self.stop.cancel();
+        self.task.await.unwrap_or(0)
     }
 }
