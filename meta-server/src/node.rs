@@ -68,7 +68,7 @@ impl MetaNode {
         tracker: &TaskTracker,
         cancel: CancellationToken,
     ) -> Self {
-        let reads = ReadBarrier::start(META_GROUP, raft.clone(), Duration::from_secs(5), tracker, cancel);
+        let reads = ReadBarrier::start(META_GROUP, raft.clone(), Duration::from_secs(5), None, tracker, cancel);
         Self {
             liveness: Liveness::new(Duration::from_millis(config.node_timeout_ms)),
             config,

@@ -93,6 +93,10 @@ pub enum Command {
         /// Ingest below existing data.
         ingest_behind: bool,
     },
+    /// Several client writes proposed as one entry (see [`crate::proposal`]), applied in order
+    /// as if they were consecutive entries; answered with one response each. Never holds an
+    /// `IngestSst` or another `Batch`.
+    Batch(Vec<Command>),
 }
 
 /// The result of applying one log entry.
@@ -115,6 +119,8 @@ pub enum CommandResponse {
     /// The command was refused deterministically (e.g. `incr` of a non-integer); nothing was
     /// written.
     Refused(String),
+    /// The responses of a [`Command::Batch`], in its order.
+    Batch(Vec<CommandResponse>),
 }
 
 /// The records an applying batch sees: its own earlier writes first, then the DB.
@@ -232,6 +238,13 @@ impl<'a> BatchView<'a> {
                     succeeded: passes,
                     check_value: if *return_check_value { current } else { None },
                 }
+            }
+            Command::Batch(cmds) => {
+                // The batcher never builds one; refused alike on every replica if it ever did.
+                if cmds.iter().any(|c| matches!(c, Command::IngestSst { .. } | Command::Batch(_))) {
+                    return Ok(CommandResponse::Refused("a batch of writes holds an IngestSst or a batch".into()));
+                }
+                CommandResponse::Batch(cmds.iter().map(|c| self.apply(c)).collect::<Result<_, _>>()?)
             }
             Command::IngestSst { .. } => {
                 return Err(WingError::Internal("IngestSst is applied by the state machine, not a batch".into()))

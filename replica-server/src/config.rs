@@ -113,6 +113,16 @@ pub struct RaftConfig {
     pub max_payload_entries: u64,
     /// How long one snapshot chunk (the last one includes the install) may take.
     pub install_snapshot_timeout_ms: u64,
+    /// Most raft entries of client writes a primary has in flight per partition; writes that
+    /// arrive while all are in flight are proposed together as one entry (group commit).
+    pub max_inflight_proposals: usize,
+    /// Most client writes in one entry.
+    pub max_batch_commands: usize,
+    /// Most key and value bytes of client writes in one entry.
+    pub max_batch_bytes: usize,
+    /// Serve linearizable reads under a leader lease (half of `election_timeout_min_ms` after
+    /// each confirmed heartbeat round) instead of one round per batch of reads.
+    pub lease_reads: bool,
 }
 
 impl Default for RaftConfig {
@@ -126,6 +136,10 @@ impl Default for RaftConfig {
             snapshot_chunk_bytes: 4 << 20,
             max_payload_entries: 512,
             install_snapshot_timeout_ms: 30_000,
+            max_inflight_proposals: 1,
+            max_batch_commands: 512,
+            max_batch_bytes: 4 << 20,
+            lease_reads: true,
         }
     }
 }

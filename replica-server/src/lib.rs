@@ -8,6 +8,7 @@ pub mod config;
 pub mod heartbeat;
 pub mod manager;
 pub mod metrics;
+pub mod proposal;
 pub mod raft_log;
 pub mod raft_types;
 pub mod range;

@@ -69,6 +69,11 @@ impl ReplicaManager {
         &self.ctx.tables.counters
     }
 
+    /// Counts of the client writes the primaries of this node proposed.
+    pub fn proposal_counters(&self) -> &crate::proposal::ProposalCounters {
+        &self.ctx.proposals
+    }
+
     /// Transient bulk-load download failures retried on this node since start.
     pub fn bulk_load_retries(&self) -> u64 {
         self.ctx.bulk.limits.retries.load(std::sync::atomic::Ordering::Relaxed)

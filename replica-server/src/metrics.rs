@@ -66,6 +66,19 @@ impl MetricsSource for ReplicaMetricsSource {
             &[],
             c.requests_denied.load(Ordering::Relaxed),
         );
+        let p = self.manager.proposal_counters();
+        out.counter(
+            "wingkv_raft_proposed_entries_total",
+            "Raft entries the primaries proposed for client writes (group commit: several writes per entry)",
+            &[],
+            p.entries.load(Ordering::Relaxed),
+        );
+        out.counter(
+            "wingkv_raft_proposed_writes_total",
+            "Client writes the primaries proposed",
+            &[],
+            p.writes.load(Ordering::Relaxed),
+        );
         out.counter(
             "wingkv_bulk_load_download_retries_total",
             "Bulk-load downloads retried after a transient failure",

@@ -2,16 +2,16 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use openraft::error::{ClientWriteError, RaftError};
+use openraft::storage::RaftLogStorage;
 use openraft::{BasicNode, ServerState, SnapshotPolicy};
 use rocksdb::DB;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use wingkv_common::raft::log_store::{PurgeLimit, RocksLogStore};
 use wingkv_common::raft::network::{leader_address, ChannelPool, GrpcNetworkFactory};
-use wingkv_common::raft::read_barrier::ReadBarrier;
+use wingkv_common::raft::read_barrier::{ReadBarrier, ReadLease};
 use wingkv_common::raft::NodeId;
 use wingkv_common::{PartitionId, WingError};
 use wingkv_proto::common::ReplicaRole;
@@ -24,6 +24,7 @@ use crate::bulk_load::loader::BulkLoadSource;
 use crate::bulk_load::slot::BulkLoadSlot;
 use crate::command::{Command, CommandResponse};
 use crate::config::ReplicaServerConfig;
+use crate::proposal::{write_error, BatchLimits, ProposalBatcher};
 use crate::raft_log::log_prefix;
 use crate::raft_types::PartitionRaft;
 use crate::snapshot::{read_applied, SnapshotDir};
@@ -47,6 +48,8 @@ pub struct ReplicaContext {
     pub tables: Arc<crate::admission::TableEnvs>,
     /// The raft logs of every replica of the process.
     pub raft_log: Arc<crate::raft_log::RaftLogDb>,
+    /// Counts of proposed client writes and of the entries that carried them.
+    pub proposals: Arc<crate::proposal::ProposalCounters>,
 }
 
 /// A hosted partition replica.
@@ -56,6 +59,8 @@ pub struct Replica {
     raft: PartitionRaft,
     db: Arc<DB>,
     reads: ReadBarrier,
+    proposals: ProposalBatcher,
+    votes_held_until: Option<Instant>,
     write_timeout: Duration,
     cancel: CancellationToken,
     tasks: TaskTracker,
@@ -101,6 +106,16 @@ impl Replica {
         });
         let log_store = RocksLogStore::shared(ctx.raft_log.db.clone(), ctx.raft_log.syncer.clone(), log_prefix(id))
             .with_purge_limit(limit);
+        // A replica that followed a leader before this start holds its votes for as long as a
+        // follower's lease lasts: it forgot when it last heard from that leader, which may still
+        // serve lease reads (see `ReadBarrier`).
+        let followed_a_leader = {
+            let mut store = log_store.clone();
+            let vote = store.read_vote().await.map_err(|e| WingError::Storage(format!("{id}: read vote: {e}")))?;
+            vote.is_some_and(|v| v.is_committed())
+        };
+        let votes_held_until =
+            followed_a_leader.then(|| Instant::now() + Duration::from_millis(rc.election_timeout_max_ms));
         let sm = PartitionStateMachine::new(db.clone(), snapshots, dir.to_path_buf(), ctx.bulk.clone());
         let network = GrpcNetworkFactory::new(id, ctx.pool.clone());
         let raft = match PartitionRaft::new(ctx.node_id, Arc::new(raft_config), network, log_store, sm).await {
@@ -109,13 +124,25 @@ impl Replica {
         };
         let cancel = CancellationToken::new();
         let tasks = TaskTracker::new();
+        // Half the shortest election timeout: far inside the followers' lease
+        // (`election_timeout_max`), whatever the clocks' drift.
+        let lease = rc.lease_reads.then(|| ReadLease::new(Duration::from_millis(rc.election_timeout_min_ms / 2)));
         let reads = ReadBarrier::start(
             id,
             raft.clone(),
             Duration::from_millis(ctx.config.read_timeout_ms),
+            lease,
             &tasks,
             cancel.clone(),
         );
+        let write_timeout = Duration::from_millis(ctx.config.write_timeout_ms);
+        let limits = BatchLimits {
+            max_inflight: rc.max_inflight_proposals,
+            max_commands: rc.max_batch_commands,
+            max_bytes: rc.max_batch_bytes,
+            write_timeout,
+        };
+        let proposals = ProposalBatcher::start(id, raft.clone(), limits, ctx.proposals.clone(), &tasks, cancel.clone());
         tracing::info!(partition = %id, "replica opened");
         Ok(Arc::new(Self {
             id,
@@ -123,7 +150,9 @@ impl Replica {
             raft,
             db,
             reads,
-            write_timeout: Duration::from_millis(ctx.config.write_timeout_ms),
+            proposals,
+            votes_held_until,
+            write_timeout,
             cancel,
             tasks,
             bulk: BulkLoadSlot::new(dir.to_path_buf(), ctx.bulk.clone()),
@@ -196,6 +225,19 @@ impl Replica {
         WingError::NotLeader { partition: self.id.to_string(), leader: self.leader_address() }
     }
 
+    /// Refuses a vote request while this replica holds its votes after a restart (see
+    /// `open`): the candidate counts it as unreachable and asks again later.
+    pub fn check_may_vote(&self) -> Result<(), WingError> {
+        match self.votes_held_until {
+            Some(until) if Instant::now() < until => Err(WingError::Unavailable(format!(
+                "replica {} restarted and holds its votes for {:?} more (its former leader's lease)",
+                self.id,
+                until - Instant::now()
+            ))),
+            _ => Ok(()),
+        }
+    }
+
     /// Fails fast with `NotLeader` when this replica is not the primary.
     pub fn check_primary(&self) -> Result<(), WingError> {
         if self.raft.metrics().borrow().state == ServerState::Leader {
@@ -212,7 +254,8 @@ impl Replica {
     }
 
     /// Proposes `cmd` through raft and waits for it to be applied; answers the apply result and
-    /// the log index.
+    /// the log index. Client writes go through the replica's [`ProposalBatcher`] (group
+    /// commit); an ingestion is an entry of its own.
     pub async fn propose(&self, cmd: Command) -> Result<(CommandResponse, u64), WingError> {
         self.check_primary()?;
         if self.unsafe_ack_before_commit && matches!(cmd, Command::Put { .. } | Command::Delete { .. }) {
@@ -221,27 +264,19 @@ impl Replica {
             self.tasks.spawn(async move { raft.client_write(cmd).await.map(|_| ()) });
             return Ok((CommandResponse::Done, 0));
         }
-        let write = self.raft.client_write(cmd);
-        let res = tokio::time::timeout(self.write_timeout, write).await.map_err(|_| {
+        let timed_out = || {
             WingError::Timeout(format!(
                 "partition {}: write not committed within {:?} (it may still commit)",
                 self.id, self.write_timeout
             ))
-        })?;
-        match res {
-            Ok(r) => Ok((r.data, r.log_id.index)),
-            // NotLeader means "not applied" (check_primary above); leadership lost once the write
-            // was handed to raft leaves its fate open: it may still commit under the new leader.
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => Err(WingError::Unavailable(format!(
-                "partition {}: leadership moved to {:?} while the write was in flight; it may or may not be applied",
-                self.id,
-                f.leader_node.map(|n| n.addr)
-            ))),
-            Err(RaftError::APIError(e)) => Err(WingError::Internal(format!("partition {}: {e}", self.id))),
-            Err(RaftError::Fatal(e)) => {
-                Err(WingError::Unavailable(format!("partition {}: raft stopped: {e}", self.id)))
-            }
+        };
+        if matches!(cmd, Command::IngestSst { .. }) {
+            let write = tokio::time::timeout(self.write_timeout, self.raft.client_write(cmd));
+            let r = write.await.map_err(|_| timed_out())?.map_err(|e| write_error(self.id, e))?;
+            return Ok((r.data, r.log_id.index));
         }
+        // The batcher bounds the entry's own wait; this bounds the time queued before it too.
+        tokio::time::timeout(self.write_timeout, self.proposals.propose(cmd)).await.map_err(|_| timed_out())?
     }
 
     /// This replica's bulk-load job and its download progress, if it has one (see

@@ -57,6 +57,7 @@ impl ReplicaServer {
             raft_log,
             bulk: Arc::new(crate::bulk_load::BulkLoadEnv::new(&config.bulk_load, shutdown.clone())),
             tables: Arc::new(crate::admission::TableEnvs::default()),
+            proposals: Arc::default(),
             node_id,
             storage: SharedStorage::new(config.storage.clone()),
             pool,

@@ -6,7 +6,9 @@ use std::time::Duration;
 use anyhow::{ensure, Context, Result};
 use bytes::Bytes;
 use wingkv_common::{ErrorCode, PartitionId};
-use wingkv_proto::data::{GetRequest, SetRequest};
+use wingkv_proto::data::{GetRequest, IncrRequest, SetRequest};
+use wingkv_proto::raft::raft_transport_client::RaftTransportClient;
+use wingkv_proto::raft::RaftMessage;
 use wingkv_proto::replica_admin::{CreateReplicaRequest, PartitionRequest};
 use wingkv_tests::{create_group, wait_for, wait_leader, wing_error, ReplicaProcess};
 
@@ -242,5 +244,123 @@ async fn graceful_stop_and_restart_reopens_every_replica() -> Result<()> {
         let got = get(&nodes[0], *p, "k").await?;
         ensure!(got.as_deref() == Some(p.to_string().as_bytes()), "{p} lost its data: {got:?}");
     }
+    Ok(())
+}
+
+/// Group commit: concurrent writes to one partition share raft entries, and each write of a
+/// shared entry is answered with its own result, in log order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_writes_share_entries_and_each_gets_its_own_result() -> Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let nodes = start_nodes(tmp.path(), 3).await?;
+    let p = PartitionId::new(4, 0);
+    create_group(&refs(&nodes), 0, p).await?;
+    let leader = &nodes[wait_leader(&refs(&nodes), p, TIMEOUT).await?];
+    const WRITERS: usize = 64;
+    const EACH: usize = 20;
+    let mut tasks = tokio::task::JoinSet::new();
+    for w in 0..WRITERS {
+        let mut c = leader.data().await?;
+        tasks.spawn(async move {
+            let mut seen = Vec::new();
+            for i in 0..EACH {
+                // A record of its own per write, and one counter every writer increments.
+                c.set(SetRequest {
+                    partition: Some(p.to_proto()),
+                    hash_key: Bytes::from(format!("w{w}")),
+                    sort_key: Bytes::from(format!("{i}")),
+                    value: Bytes::from(format!("v{w}.{i}")),
+                    ttl_seconds: 0,
+                })
+                .await?;
+                let r = c
+                    .incr(IncrRequest {
+                        partition: Some(p.to_proto()),
+                        hash_key: Bytes::from_static(b"counter"),
+                        sort_key: Bytes::new(),
+                        increment: 1,
+                        ttl_seconds: 0,
+                    })
+                    .await?
+                    .into_inner();
+                seen.push((r.log_index, r.new_value));
+            }
+            Ok::<_, tonic::Status>(seen)
+        });
+    }
+    let mut results = Vec::new();
+    while let Some(r) = tasks.join_next().await {
+        results.extend(r??);
+    }
+    // Every increment saw a value of its own: 1..=N, each once.
+    results.sort_by_key(|(_, v)| *v);
+    let values: Vec<i64> = results.iter().map(|(_, v)| *v).collect();
+    let expected: Vec<i64> = (1..=(WRITERS * EACH) as i64).collect();
+    ensure!(values == expected, "increments were lost or answered twice");
+    // Shared entries answer in log order: a later entry never holds a smaller value.
+    ensure!(results.windows(2).all(|w| w[0].0 <= w[1].0), "values out of log order: {results:?}");
+    let entries = results.iter().map(|(i, _)| *i).collect::<std::collections::BTreeSet<_>>().len();
+    ensure!(
+        entries < WRITERS * EACH,
+        "{entries} entries for {} concurrent increments: no write shared an entry",
+        WRITERS * EACH
+    );
+    for w in [0, WRITERS - 1] {
+        for i in [0, EACH - 1] {
+            let mut c = leader.data().await?;
+            let got = c
+                .get(GetRequest {
+                    partition: Some(p.to_proto()),
+                    hash_key: Bytes::from(format!("w{w}")),
+                    sort_key: Bytes::from(format!("{i}")),
+                })
+                .await?
+                .into_inner();
+            ensure!(got.found && got.value == format!("v{w}.{i}"), "w{w}/{i}: {got:?}");
+        }
+    }
+    wait_converged(&refs(&nodes), p).await?;
+    Ok(())
+}
+
+/// Sends a vote request with an undecodable payload: a replica that takes votes answers that it
+/// is malformed; one that holds its votes refuses it before reading it.
+async fn probe_vote(node: &ReplicaProcess, p: PartitionId) -> Result<tonic::Status> {
+    let mut c = RaftTransportClient::new(wingkv_tests::channel(&node.addr)?);
+    let msg = RaftMessage { partition: Some(p.to_proto()), payload: Bytes::from_static(b"not a vote") };
+    match c.vote(msg).await {
+        Ok(_) => anyhow::bail!("an undecodable vote request was answered"),
+        Err(s) => Ok(s),
+    }
+}
+
+/// A replica that followed a leader and restarts holds its votes for the followers' lease, so a
+/// leader serving lease reads cannot be replaced behind its back through a quick restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_replica_holds_its_votes_for_a_lease() -> Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let mut nodes = start_nodes(tmp.path(), 3).await?;
+    let p = PartitionId::new(5, 0);
+    create_group(&refs(&nodes), 0, p).await?;
+    let leader = wait_leader(&refs(&nodes), p, TIMEOUT).await?;
+    put(&refs(&nodes), p, "k", b"v1").await?;
+    wait_converged(&refs(&nodes), p).await?;
+    let (restarted, other) = ((leader + 1) % 3, (leader + 2) % 3);
+
+    let s = probe_vote(&nodes[other], p).await?;
+    ensure!(s.code() == tonic::Code::InvalidArgument && s.message().contains("malformed"), "{s:?}");
+
+    nodes[restarted].kill();
+    nodes[restarted].restart().await?;
+    let s = probe_vote(&nodes[restarted], p).await?;
+    ensure!(s.code() == tonic::Code::Unavailable && s.message().contains("holds its votes"), "{s:?}");
+    // The hold ends after election_timeout_max (800 ms here).
+    wait_for("the restarted replica to take votes again", TIMEOUT, || async {
+        let s = probe_vote(&nodes[restarted], p).await.ok()?;
+        (s.code() == tonic::Code::InvalidArgument).then_some(())
+    })
+    .await?;
+    put(&refs(&nodes), p, "k", b"v2").await?;
+    wait_converged(&refs(&nodes), p).await?;
     Ok(())
 }

@@ -25,6 +25,9 @@ impl HostedGroups {
 impl RaftGroups for HostedGroups {
     async fn serve(&self, group: PartitionId, method: RaftMethod, payload: &[u8]) -> Result<Vec<u8>, Status> {
         let replica = self.manager.get(group)?;
+        if method == RaftMethod::Vote {
+            replica.check_may_vote()?;
+        }
         serve_raft_message(replica.raft(), method, payload).await
     }
 }
