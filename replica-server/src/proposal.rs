@@ -151,40 +151,43 @@ async fn commit(partition: PartitionId, raft: PartitionRaft, timeout: Duration, 
     let (mut cmds, replies): (Vec<Command>, Vec<_>) = batch.into_iter().map(|p| (p.cmd, p.reply)).unzip();
     let single = cmds.len() == 1;
     let cmd = if single { cmds.swap_remove(0) } else { Command::Batch(cmds) };
-    let result = match tokio::time::timeout(timeout, raft.client_write(cmd)).await {
-        Ok(Ok(r)) => Ok((r.data, r.log_id.index)),
-        Ok(Err(e)) => Err(write_error(partition, e)),
-        Err(_) => Err(WingError::Timeout(format!(
-            "partition {partition}: write not committed within {timeout:?} (it may still commit)"
-        ))),
-    };
-    match result {
-        Ok((CommandResponse::Batch(responses), index)) if !single && responses.len() == replies.len() => {
-            for (reply, resp) in replies.into_iter().zip(responses) {
-                let _ = reply.send(Ok((resp, index)));
-            }
-        }
-        Ok((resp, index)) if single => {
-            for reply in replies {
-                let _ = reply.send(Ok((resp.clone(), index)));
-            }
+    let answers: Vec<ProposalResult> = match write_entry(partition, &raft, timeout, cmd).await {
+        Ok(answer) if single => vec![Ok(answer)],
+        Ok((CommandResponse::Batch(responses), index)) if responses.len() == replies.len() => {
+            responses.into_iter().map(|r| Ok((r, index))).collect()
         }
         Ok((other, _)) => {
             let e = WingError::Internal(format!("partition {partition}: a batch of writes was answered {other:?}"));
-            for reply in replies {
-                let _ = reply.send(Err(e.clone()));
-            }
+            vec![Err(e); replies.len()]
         }
-        Err(e) => {
-            for reply in replies {
-                let _ = reply.send(Err(e.clone()));
-            }
-        }
+        Err(e) => vec![Err(e); replies.len()],
+    };
+    for (reply, answer) in replies.into_iter().zip(answers) {
+        let _ = reply.send(answer);
     }
 }
 
+/// Proposes `cmd` as one entry and waits, at most `timeout`, until it is applied.
+pub async fn write_entry(
+    partition: PartitionId,
+    raft: &PartitionRaft,
+    timeout: Duration,
+    cmd: Command,
+) -> ProposalResult {
+    match tokio::time::timeout(timeout, raft.client_write(cmd)).await {
+        Ok(Ok(r)) => Ok((r.data, r.log_id.index)),
+        Ok(Err(e)) => Err(write_error(partition, e)),
+        Err(_) => Err(timed_out(partition, timeout)),
+    }
+}
+
+/// The answer to a write that did not commit within `timeout`.
+pub fn timed_out(partition: PartitionId, timeout: Duration) -> WingError {
+    WingError::Timeout(format!("partition {partition}: write not committed within {timeout:?} (it may still commit)"))
+}
+
 /// What a raft error of a write handed to raft means to its client.
-pub fn write_error(
+fn write_error(
     partition: PartitionId,
     e: RaftError<NodeId, ClientWriteError<NodeId, openraft::BasicNode>>,
 ) -> WingError {

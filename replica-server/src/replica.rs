@@ -24,7 +24,7 @@ use crate::bulk_load::loader::BulkLoadSource;
 use crate::bulk_load::slot::BulkLoadSlot;
 use crate::command::{Command, CommandResponse};
 use crate::config::ReplicaServerConfig;
-use crate::proposal::{write_error, BatchLimits, ProposalBatcher};
+use crate::proposal::{timed_out, write_entry, BatchLimits, ProposalBatcher};
 use crate::raft_log::log_prefix;
 use crate::raft_types::PartitionRaft;
 use crate::snapshot::{read_applied, SnapshotDir};
@@ -114,8 +114,8 @@ impl Replica {
             let vote = store.read_vote().await.map_err(|e| WingError::Storage(format!("{id}: read vote: {e}")))?;
             vote.is_some_and(|v| v.is_committed())
         };
-        let votes_held_until =
-            followed_a_leader.then(|| Instant::now() + Duration::from_millis(rc.election_timeout_max_ms));
+        let votes_held_until = (rc.lease_reads && followed_a_leader)
+            .then(|| Instant::now() + Duration::from_millis(rc.election_timeout_max_ms));
         let sm = PartitionStateMachine::new(db.clone(), snapshots, dir.to_path_buf(), ctx.bulk.clone());
         let network = GrpcNetworkFactory::new(id, ctx.pool.clone());
         let raft = match PartitionRaft::new(ctx.node_id, Arc::new(raft_config), network, log_store, sm).await {
@@ -228,11 +228,11 @@ impl Replica {
     /// Refuses a vote request while this replica holds its votes after a restart (see
     /// `open`): the candidate counts it as unreachable and asks again later.
     pub fn check_may_vote(&self) -> Result<(), WingError> {
-        match self.votes_held_until {
-            Some(until) if Instant::now() < until => Err(WingError::Unavailable(format!(
-                "replica {} restarted and holds its votes for {:?} more (its former leader's lease)",
-                self.id,
-                until - Instant::now()
+        let left = self.votes_held_until.and_then(|until| until.checked_duration_since(Instant::now()));
+        match left {
+            Some(left) if !left.is_zero() => Err(WingError::Unavailable(format!(
+                "replica {} restarted and holds its votes for {left:?} more (its former leader's lease)",
+                self.id
             ))),
             _ => Ok(()),
         }
@@ -264,19 +264,12 @@ impl Replica {
             self.tasks.spawn(async move { raft.client_write(cmd).await.map(|_| ()) });
             return Ok((CommandResponse::Done, 0));
         }
-        let timed_out = || {
-            WingError::Timeout(format!(
-                "partition {}: write not committed within {:?} (it may still commit)",
-                self.id, self.write_timeout
-            ))
-        };
         if matches!(cmd, Command::IngestSst { .. }) {
-            let write = tokio::time::timeout(self.write_timeout, self.raft.client_write(cmd));
-            let r = write.await.map_err(|_| timed_out())?.map_err(|e| write_error(self.id, e))?;
-            return Ok((r.data, r.log_id.index));
+            return write_entry(self.id, &self.raft, self.write_timeout, cmd).await;
         }
         // The batcher bounds the entry's own wait; this bounds the time queued before it too.
-        tokio::time::timeout(self.write_timeout, self.proposals.propose(cmd)).await.map_err(|_| timed_out())?
+        let queued_and_written = tokio::time::timeout(self.write_timeout, self.proposals.propose(cmd)).await;
+        queued_and_written.map_err(|_| timed_out(self.id, self.write_timeout))?
     }
 
     /// This replica's bulk-load job and its download progress, if it has one (see
