@@ -51,8 +51,20 @@ ensure_deps() {
     fi
 }
 
-# Installs moto, the local S3-compatible server the s3-provider test starts on loopback.
+# Installs moto, the local S3-compatible server the s3-provider test starts on loopback, and
+# iproute2 + iptables, which the multi-host fault harness needs (network namespaces, a bridge,
+# partitions as DROP rules).
 ensure_test_deps() {
+    local net=()
+    command -v ip >/dev/null 2>&1 || net+=(iproute2)
+    command -v iptables >/dev/null 2>&1 || net+=(iptables)
+    if [ ${#net[@]} -gt 0 ]; then
+        echo "run.sh: installing ${net[*]} (multi-host fault harness)" >&2
+        local sudo=""
+        [ "$(id -u)" -eq 0 ] || sudo="sudo"
+        $sudo apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${net[@]}"
+    fi
     if ! command -v python3 >/dev/null 2>&1; then
         echo "run.sh: installing python3 and pip (for moto)" >&2
         local sudo=""

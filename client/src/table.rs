@@ -15,7 +15,7 @@ use wingkv_common::hash::partition_index;
 use wingkv_common::{ErrorCode, PartitionId, WingError};
 use wingkv_proto::data::data_client::DataClient;
 use wingkv_proto::data::*;
-use wingkv_proto::meta::TableConfiguration;
+use wingkv_proto::meta::{NodeAddress, TableConfiguration};
 
 use crate::client::ClientInner;
 
@@ -150,10 +150,47 @@ impl Table {
         self.configuration().partition_count
     }
 
-    async fn refresh(&self) -> Result<(), WingError> {
-        let cfg = self.client.query_table(&self.name).await?;
+    /// Asks the meta for the table's routing, within `within`. A partition the meta names no
+    /// primary for (a new meta leader that has not heard from its replicas yet) keeps the
+    /// primary known before: the data plane must not depend on the meta's liveness view, and a
+    /// stale primary answers `NotLeader` with the right one anyway.
+    async fn refresh(&self, within: Duration) -> Result<(), WingError> {
+        let query = self.client.query_table(&self.name);
+        let mut cfg = tokio::time::timeout(within, query)
+            .await
+            .map_err(|_| WingError::Timeout(format!("the meta did not answer within {within:?}")))??;
+        let old = self.configuration();
+        if old.app_id == cfg.app_id {
+            for (new, old) in cfg.partitions.iter_mut().zip(old.partitions.iter()) {
+                if new.primary.is_none() {
+                    new.primary = old.primary.clone();
+                }
+            }
+        }
         *self.config.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(cfg);
         Ok(())
+    }
+
+    /// Forgets the primary of partition `pidx`.
+    fn forget_primary(&self, pidx: u32) {
+        let mut guard = self.config.write().unwrap_or_else(|p| p.into_inner());
+        if guard.partitions.get(pidx as usize).is_some_and(|p| p.primary.is_some()) {
+            let mut cfg = TableConfiguration::clone(&guard);
+            cfg.partitions[pidx as usize].primary = None;
+            *guard = Arc::new(cfg);
+        }
+    }
+
+    /// Points partition `pidx` at `leader`, the primary a replica named in its `NotLeader`
+    /// answer: the replicas know their leader better than any meta.
+    fn follow_leader_hint(&self, pidx: u32, leader: &str) {
+        let mut guard = self.config.write().unwrap_or_else(|p| p.into_inner());
+        let mut cfg = TableConfiguration::clone(&guard);
+        if let Some(p) = cfg.partitions.get_mut(pidx as usize) {
+            let node_id = p.members.iter().find(|m| m.address == leader).map(|m| m.node_id).unwrap_or(0);
+            p.primary = Some(NodeAddress { node_id, address: leader.to_string() });
+        }
+        *guard = Arc::new(cfg);
     }
 
     /// Runs `op` on the primary of partition `pidx`, retrying retryable failures (with a
@@ -179,10 +216,16 @@ impl Table {
         let mut backoff = self.client.config.backoff.start();
         // The last answer of a server itself: what explains a retry the deadline ended.
         let mut last_answer: Option<WingError> = None;
+        let mut attempt = 0usize;
         loop {
             let cfg = self.configuration();
             let pid = PartitionId::new(cfg.app_id, pidx);
-            let primary = cfg.partitions.get(pidx as usize).and_then(|p| p.primary.clone());
+            // No primary known at all: ask the members in turn; a secondary names its leader.
+            let primary = cfg
+                .partitions
+                .get(pidx as usize)
+                .and_then(|p| p.primary.clone().or_else(|| p.members.get(attempt % p.members.len().max(1)).cloned()));
+            attempt += 1;
             // `sent`: whether the request may have reached a server.
             let mut server_answered = false;
             let (err, sent) = match primary {
@@ -237,11 +280,30 @@ impl Table {
                     other => WingError::Timeout(format!("gave up after {timeout:?}: {other}")),
                 });
             }
+            match &err {
+                WingError::NotLeader { leader: Some(leader), .. } => {
+                    // The replica named the primary: go there, without asking the meta.
+                    self.follow_leader_hint(pidx, leader);
+                    tokio::time::sleep(backoff.next_delay().min(left).min(Duration::from_millis(20))).await;
+                    continue;
+                }
+                WingError::NotLeader { leader: None, .. } => {
+                    // No primary there and no name: the members, in turn, know better than a meta
+                    // that may not have heard of the new primary yet.
+                    self.forget_primary(pidx);
+                    tokio::time::sleep(backoff.next_delay().min(left)).await;
+                    continue;
+                }
+                // That primary is gone: the meta's routing, or the members in turn, find the next.
+                _ if !server_answered => self.forget_primary(pidx),
+                _ => {}
+            }
             let delay = backoff.next_delay().min(left);
             tracing::debug!(partition = %pid, "retrying after {err}");
             tokio::time::sleep(delay).await;
-            if let Err(e) = self.refresh().await {
-                if e.code() == ErrorCode::TableNotFound {
+            let left = deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(1));
+            if let Err(e) = self.refresh(left).await {
+                if matches!(e.code(), ErrorCode::TableNotFound | ErrorCode::TableDropped) {
                     return Err(e);
                 }
             }

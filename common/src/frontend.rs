@@ -89,7 +89,16 @@ impl Frontend {
         self.shutdown.cancel();
         let served = match early {
             Some(r) => r,
-            None => self.grpc.await,
+            // In-flight requests get a moment to finish; a long one (a table creation waiting
+            // for primaries, a learner catching up) must not hold the process past it.
+            None => match tokio::time::timeout(STOP_GRACE, &mut self.grpc).await {
+                Ok(r) => r,
+                Err(_) => {
+                    tracing::warn!("in-flight requests did not finish within {STOP_GRACE:?} of the stop; closing them");
+                    self.grpc.abort();
+                    Ok(Ok(()))
+                }
+            },
         };
         self.http.wait().await;
         match served {
@@ -99,6 +108,9 @@ impl Frontend {
         }
     }
 }
+
+/// How long a stopping server waits for its in-flight requests.
+const STOP_GRACE: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// Adds the health service (the server and every named service SERVING) and reflection over
 /// the wingkv protocol, so `grpc_health_probe` and `grpcurl` work without the .proto files.

@@ -1,6 +1,10 @@
 //! A client of the meta server group that follows its leader: a follower's `NotLeader` answer
 //! names the leader, and unreachable or unavailable metas are retried on the next address with
 //! exponential backoff, all within one deadline.
+//!
+//! Each attempt has its own short timeout: a frozen or cut-off meta accepts TCP connections (or
+//! keeps an old one) and then never answers, and waiting on it would spend the whole deadline
+//! there. The client remembers the meta that last answered as leader and starts there.
 
 use std::future::Future;
 use std::sync::Mutex;
@@ -13,6 +17,11 @@ use crate::backoff::BackoffPolicy;
 use crate::raft::network::ChannelPool;
 use crate::{ErrorCode, WingError};
 
+/// Attempt timeout of the meta calls that wait on a live leader for long: a table creation
+/// (which waits for every partition's primary, `create_table_timeout_ms`) and the start of a
+/// bulk load (which reads the provider).
+pub const LONG_META_CALL: Duration = Duration::from_secs(40);
+
 /// Leader-following client of the meta servers.
 pub struct MetaClient {
     addrs: Vec<String>,
@@ -20,6 +29,8 @@ pub struct MetaClient {
     current: Mutex<usize>,
     /// Deadline of one call, retries included.
     pub deadline: Duration,
+    /// Timeout of one attempt of [`Self::call`] (one meta); then the next meta is tried.
+    pub attempt_timeout: Duration,
     /// Backoff between retries.
     pub backoff: BackoffPolicy,
 }
@@ -35,6 +46,7 @@ impl MetaClient {
             pool,
             current: Mutex::new(0),
             deadline: Duration::from_secs(10),
+            attempt_timeout: Duration::from_secs(2),
             backoff: BackoffPolicy::new(Duration::from_millis(50), Duration::from_secs(1)),
         })
     }
@@ -77,14 +89,33 @@ impl MetaClient {
         }
     }
 
-    /// Runs `f` against the meta leader, retrying `NotLeader`, `Unavailable` and transport
-    /// failures until the deadline. Other errors are returned at once.
-    pub async fn call<T, F, Fut>(&self, mut f: F) -> Result<T, WingError>
+    /// Runs `f` against the meta leader, retrying `NotLeader`, `Unavailable`, timeouts and
+    /// transport failures until the deadline, each attempt within `attempt_timeout`. Other
+    /// errors are returned at once.
+    pub async fn call<T, F, Fut>(&self, f: F) -> Result<T, WingError>
     where
         F: FnMut(GrpcMetaClient<Channel>) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
-        let deadline = Instant::now() + self.deadline;
+        self.call_within(self.attempt_timeout, self.deadline, f).await
+    }
+
+    /// [`Self::call`] for a request that legitimately takes long on a live leader (a table
+    /// creation waits for its primaries): each attempt may take up to `attempt`.
+    pub async fn call_long<T, F, Fut>(&self, attempt: Duration, f: F) -> Result<T, WingError>
+    where
+        F: FnMut(GrpcMetaClient<Channel>) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
+        self.call_within(attempt, self.deadline.max(attempt), f).await
+    }
+
+    async fn call_within<T, F, Fut>(&self, attempt: Duration, total: Duration, mut f: F) -> Result<T, WingError>
+    where
+        F: FnMut(GrpcMetaClient<Channel>) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
+        let deadline = Instant::now() + total;
         let mut backoff = self.backoff.start();
         let mut followed_hint = false;
         loop {
@@ -93,9 +124,25 @@ impl MetaClient {
                 .pool
                 .get(&addr)
                 .map_err(|e| WingError::InvalidArgument(format!("bad meta address {addr}: {e}")))?;
-            let err = match f(GrpcMetaClient::new(channel)).await {
-                Ok(resp) => return Ok(resp.into_inner()),
-                Err(status) => WingError::from_status(&status),
+            let left = deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(1));
+            let err = match tokio::time::timeout(attempt.min(left), f(GrpcMetaClient::new(channel))).await {
+                Ok(Ok(resp)) => return Ok(resp.into_inner()),
+                // No wingkv code: the meta did not answer itself (a reset connection, a refused
+                // one): another meta may.
+                Ok(Err(status))
+                    if !status.metadata().contains_key(crate::error::ERROR_CODE_HEADER)
+                        && matches!(
+                            status.code(),
+                            tonic::Code::Unknown
+                                | tonic::Code::Unavailable
+                                | tonic::Code::Cancelled
+                                | tonic::Code::Internal
+                        ) =>
+                {
+                    WingError::Unavailable(format!("meta {addr}: {}", status.message()))
+                }
+                Ok(Err(status)) => WingError::from_status(&status),
+                Err(_) => WingError::Timeout(format!("meta {addr} did not answer within {:?}", attempt.min(left))),
             };
             match err.code() {
                 ErrorCode::NotLeader => match err.leader() {
@@ -117,8 +164,7 @@ impl MetaClient {
             let delay = backoff.next_delay();
             if Instant::now() + delay >= deadline {
                 return Err(WingError::Unavailable(format!(
-                    "no meta leader answered within {:?} (metas: {}; last error: {err})",
-                    self.deadline,
+                    "no meta leader answered within {total:?} (metas: {}; last error: {err})",
                     self.addrs.join(",")
                 )));
             }

@@ -130,7 +130,8 @@ pub enum MetaCommand {
         /// Unix ms at the leader.
         now_ms: u64,
     },
-    /// Forget an expired dropped table.
+    /// Forget a table unconditionally. Kept only so that entries already in a log still decode:
+    /// wingkv proposes [`MetaCommand::PurgeExpiredTable`].
     PurgeTable {
         /// Table id.
         app_id: u32,
@@ -192,6 +193,14 @@ pub enum MetaCommand {
         ballot: u64,
         /// New members.
         members: Vec<u64>,
+    },
+    /// Forget a dropped table, if at apply time it is still dropped and expired at `now_ms`: a
+    /// purge decided on a stale view (a recall committed meanwhile) does nothing.
+    PurgeExpiredTable {
+        /// Table id.
+        app_id: u32,
+        /// Unix ms at the leader when it decided.
+        now_ms: u64,
     },
 }
 
@@ -342,6 +351,30 @@ impl Catalog {
                 self.bulk_loads.remove(app_id);
                 Ok(MetaValue::Done)
             }
+            MetaCommand::PurgeExpiredTable { app_id, now_ms } => {
+                let app = self
+                    .apps
+                    .get(app_id)
+                    .ok_or_else(|| WingError::TableNotFound(format!("no table with app_id {app_id}")))?;
+                match app.dropped {
+                    Some(d) if d.expire_time_ms <= *now_ms => {}
+                    Some(_) => {
+                        return Err(WingError::InvalidState(format!(
+                            "table '{}' (app_id {app_id}) has not expired; not purged",
+                            app.name
+                        )))
+                    }
+                    None => {
+                        return Err(WingError::InvalidState(format!(
+                            "table '{}' (app_id {app_id}) is live (recalled); not purged",
+                            app.name
+                        )))
+                    }
+                }
+                self.apps.remove(app_id);
+                self.bulk_loads.remove(app_id);
+                Ok(MetaValue::Done)
+            }
             MetaCommand::StartBulkLoad { app_name, cluster, provider, root, ingest_behind, now_ms } => {
                 let app = self.live_app(app_name)?;
                 let (app_id, partition_count) = (app.app_id, app.partition_count);
@@ -488,6 +521,26 @@ mod tests {
         let id2 = app_id(c.apply(&create("t", 171)));
         assert_eq!(id2, 2);
         assert!(c.apply(&MetaCommand::RecallTable { app_id: id, new_name: None, now_ms: 171 }).is_err());
+    }
+
+    #[test]
+    fn a_purge_applies_only_to_a_table_still_dropped_and_expired() {
+        let mut c = Catalog::default();
+        let id = app_id(c.apply(&create("t", 0)));
+        let purge = |now_ms| MetaCommand::PurgeExpiredTable { app_id: id, now_ms };
+        // Live: refused.
+        assert!(matches!(c.apply(&purge(10)), Err(WingError::InvalidState(_))));
+        c.apply(&MetaCommand::DropTable { name: "t".into(), reserve_ms: 100, now_ms: 10 }).unwrap();
+        // Dropped, not expired: refused.
+        assert!(matches!(c.apply(&purge(50)), Err(WingError::InvalidState(_))));
+        // A purge decided after expiry, applied after a recall committed: refused, nothing lost.
+        c.apply(&MetaCommand::RecallTable { app_id: id, new_name: None, now_ms: 60 }).unwrap();
+        assert!(matches!(c.apply(&purge(200)), Err(WingError::InvalidState(_))));
+        assert!(c.apps.contains_key(&id));
+        // Dropped and expired: purged.
+        c.apply(&MetaCommand::DropTable { name: "t".into(), reserve_ms: 100, now_ms: 300 }).unwrap();
+        assert_eq!(c.apply(&purge(400)), Ok(MetaValue::Done));
+        assert!(!c.apps.contains_key(&id));
     }
 
     #[test]

@@ -6,6 +6,7 @@ pub mod bulk_driver;
 pub mod bulk_load;
 pub mod catalog;
 pub mod config;
+pub mod heartbeat;
 pub mod liveness;
 pub mod metrics;
 pub mod node;

@@ -41,6 +41,8 @@ pub struct PrimaryInfo {
     pub term: u64,
     /// Voters the primary reported.
     pub voters: Vec<u64>,
+    /// Learners the primary reported.
+    pub learners: Vec<u64>,
 }
 
 struct Inner {
@@ -101,6 +103,11 @@ impl Liveness {
             i.reports.clear();
             i.facts.clear();
         }
+    }
+
+    /// How long the current view has been kept (since this meta entered its leader term).
+    pub fn leading_for(&self) -> Duration {
+        self.lock().since.elapsed()
     }
 
     /// Records a heartbeat (or a status poll) of `node`, seen as leader of `term`.
@@ -178,11 +185,26 @@ impl Liveness {
                     .as_ref()
                     .is_some_and(|q| q.app_id == p.app_id && q.partition_index == p.partition_index);
                 if same && r.role == ReplicaRole::RolePrimary as i32 && best.as_ref().is_none_or(|b| r.term > b.term) {
-                    best = Some(PrimaryInfo { node_id: *node, term: r.term, voters: r.voters.clone() });
+                    best = Some(PrimaryInfo {
+                        node_id: *node,
+                        term: r.term,
+                        voters: r.voters.clone(),
+                        learners: r.learners.clone(),
+                    });
                 }
             }
         }
         best
+    }
+
+    /// The raft term `node` last reported for its replica of `p`, if it reported one.
+    pub fn reported_term(&self, node: u64, p: PartitionId) -> Option<u64> {
+        let i = self.lock();
+        i.reports
+            .get(&node)?
+            .iter()
+            .find(|r| r.partition.is_some_and(|q| PartitionId::new(q.app_id, q.partition_index) == p))
+            .map(|r| r.term)
     }
 
     /// Number of primaries each node reported.
@@ -192,6 +214,16 @@ impl Liveness {
             .iter()
             .map(|(n, rs)| (*n, rs.iter().filter(|r| r.role == ReplicaRole::RolePrimary as i32).count() as u32))
             .collect()
+    }
+}
+
+impl crate::heartbeat::PartitionFacts for Liveness {
+    fn primary(&self, pid: PartitionId) -> Option<PrimaryInfo> {
+        Liveness::primary(self, pid)
+    }
+
+    fn reported_term(&self, node: u64, pid: PartitionId) -> Option<u64> {
+        Liveness::reported_term(self, node, pid)
     }
 }
 

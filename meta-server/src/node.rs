@@ -85,9 +85,15 @@ impl MetaNode {
         }
     }
 
-    /// Whether this meta is the leader now.
+    /// Whether this meta is the leader now: raft says so **and** a quorum acknowledged it
+    /// within an election timeout. openraft 0.9 keeps a leader cut off from its peers in the
+    /// `Leader` state for as long as the cut lasts; without the second condition such a deposed
+    /// leader would go on answering heartbeats and driving repairs from a stale catalog.
     pub fn is_leader(&self) -> bool {
-        self.raft.metrics().borrow().state == ServerState::Leader
+        let metrics = self.raft.metrics();
+        let m = metrics.borrow();
+        m.state == ServerState::Leader
+            && m.millis_since_quorum_ack.is_some_and(|ms| ms < self.config.raft_election_timeout_ms)
     }
 
     /// The current raft term of the meta group.
@@ -116,6 +122,20 @@ impl MetaNode {
             WingError::NotLeader { leader, .. } => WingError::NotLeader { partition: "meta".into(), leader },
             other => other,
         })
+    }
+
+    /// [`Self::read_barrier`], answering the term it confirmed leadership in: decisions taken
+    /// on the catalog read after it carry that term, so replica servers can fence them.
+    pub async fn read_barrier_term(&self) -> Result<u64, WingError> {
+        let term = self.term();
+        self.read_barrier().await?;
+        if self.term() != term || !self.is_leader() {
+            return Err(WingError::NotLeader { partition: "meta".into(), leader: self.leader_address() });
+        }
+        // What this meta knows of the nodes is of this term only (a new leadership starts with
+        // every node unknown for a grace period, never dead).
+        self.liveness.enter_term(term);
+        Ok(term)
     }
 
     /// A copy of the applied catalog.

@@ -1,10 +1,18 @@
 //! The meta leader's reconcile loop: makes the replica servers host what the catalog says.
 //!
-//! Every tick, on the leader only: create replicas that a live member does not host (the first
-//! member bootstraps a group nobody hosts yet), replace members on dead nodes (add learner on
-//! the primary, then change membership, then record it), adopt memberships a primary reports
-//! that the catalog missed, and remove expired dropped tables. Repairs run concurrently in a
-//! `JoinSet` owned by the loop, one per partition at a time.
+//! Every tick, on the leader only, after a read barrier (the catalog it acts on is linearizable,
+//! and every request it sends carries the term it confirmed, so replica servers can refuse a
+//! deposed leader's orders):
+//! - bootstrap the groups of new partitions (every member initialized with the same voters);
+//! - repair: replace members on dead nodes, top up partitions below their replica count, and let
+//!   a member that lost its replica (a wiped directory) **rejoin as a learner** — out of the
+//!   voters first, then a fresh replica, caught up, then a voter again — never as a voter with
+//!   an empty vote;
+//! - adopt memberships a primary reports that the catalog missed;
+//! - purge expired dropped tables (a conditional command: nothing happens if a recall committed).
+//!
+//! Repairs run concurrently in a `JoinSet` owned by the loop, one per partition at a time, and
+//! are aborted the moment this meta stops leading or its term changes.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -14,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 use wingkv_common::report::report_from_status;
 use wingkv_common::{ErrorCode, PartitionId, WingError};
 use wingkv_proto::replica_admin::{
-    AddLearnerRequest, ChangeMembershipRequest, CreateReplicaRequest, Member, PartitionRequest, StatusRequest,
+    AddLearnerRequest, ChangeMembershipRequest, CreateReplicaRequest, Member, StatusRequest,
 };
 
 use crate::catalog::{AppState, MetaCommand};
@@ -25,6 +33,9 @@ use crate::placement;
 /// How long a learner may take to catch up before a repair is retried.
 const LEARNER_CATCH_UP: Duration = Duration::from_secs(120);
 
+/// How long one membership change may take on the primary.
+const MEMBERSHIP_CHANGE: Duration = Duration::from_secs(30);
+
 fn ok_if_exists(r: Result<(), WingError>) -> Result<(), WingError> {
     match r {
         Err(e) if e.code() == ErrorCode::AlreadyExists => Ok(()),
@@ -32,34 +43,53 @@ fn ok_if_exists(r: Result<(), WingError>) -> Result<(), WingError> {
     }
 }
 
-/// Creates the replicas of `app` that its live members do not host yet.
-pub async fn ensure_app_replicas(node: &MetaNode, app: &AppState) {
+/// Creates a replica of `pid` on `node` (with `initial_members`: bootstraps the group).
+async fn create_replica(
+    node: &MetaNode,
+    on: u64,
+    pid: PartitionId,
+    initial_members: Vec<Member>,
+    meta_term: u64,
+) -> Result<(), WingError> {
+    let mut admin = node.admin(on)?;
+    let req = CreateReplicaRequest { partition: Some(pid.to_proto()), initial_members, meta_term: Some(meta_term) };
+    match admin.create_replica(req).await {
+        Ok(s) => {
+            node.liveness.record_one(meta_term, on, report_from_status(s.get_ref()));
+            Ok(())
+        }
+        Err(s) => Err(WingError::from_status(&s)),
+    }
+}
+
+/// Bootstraps the groups of `app`'s partitions that were never formed: only when every member
+/// reported in this term (a positive fact) and none of those hosting the partition ever left
+/// term 0 (nobody ever voted, so nobody can have forgotten a vote). Every missing member is
+/// created with the full voter list, so each holds the membership and may vote.
+pub async fn bootstrap_app_replicas(node: &MetaNode, app: &AppState, meta_term: u64) {
     for (idx, p) in app.partitions.iter().enumerate() {
         let pid = PartitionId::new(app.app_id, idx as u32);
-        let nobody_hosts = p.members.iter().all(|m| !node.liveness.hosted(*m).contains(&pid));
-        for (i, m) in p.members.iter().enumerate() {
-            if node.liveness.state(*m) == NodeState::Dead || node.liveness.hosted(*m).contains(&pid) {
+        if node.liveness.primary(pid).is_some() {
+            continue;
+        }
+        if !p.members.iter().all(|m| node.liveness.state(*m) == NodeState::Alive) {
+            continue;
+        }
+        let never_formed = p
+            .members
+            .iter()
+            .filter(|m| node.liveness.hosted(**m).contains(&pid))
+            .all(|m| node.liveness.reported_term(*m, pid) == Some(0));
+        if !never_formed {
+            continue;
+        }
+        let voters: Vec<Member> =
+            p.members.iter().map(|n| Member { node_id: *n, address: node.node_address(*n) }).collect();
+        for m in &p.members {
+            if node.liveness.hosted(*m).contains(&pid) {
                 continue;
             }
-            let bootstrap = i == 0 && nobody_hosts && node.liveness.primary(pid).is_none();
-            let initial_members = if bootstrap {
-                p.members.iter().map(|n| Member { node_id: *n, address: node.node_address(*n) }).collect()
-            } else {
-                Vec::new()
-            };
-            let res = async {
-                let mut admin = node.admin(*m)?;
-                let req = CreateReplicaRequest { partition: Some(pid.to_proto()), initial_members };
-                match admin.create_replica(req).await {
-                    Ok(s) => {
-                        node.liveness.record_one(node.term(), *m, report_from_status(s.get_ref()));
-                        Ok(())
-                    }
-                    Err(s) => Err(WingError::from_status(&s)),
-                }
-            }
-            .await;
-            if let Err(e) = ok_if_exists(res) {
+            if let Err(e) = ok_if_exists(create_replica(node, *m, pid, voters.clone(), meta_term).await) {
                 tracing::warn!(partition = %pid, node = m, "cannot create replica: {e}");
             }
         }
@@ -78,7 +108,8 @@ pub async fn wait_primaries(node: &MetaNode, app: &AppState, timeout: Duration) 
             }
             for m in &p.members {
                 if let Ok(mut admin) = node.admin(*m) {
-                    if let Ok(resp) = admin.status(StatusRequest { partition: Some(pid.to_proto()) }).await {
+                    let req = StatusRequest { partition: Some(pid.to_proto()) };
+                    if let Ok(resp) = admin.status(req).await {
                         for s in &resp.get_ref().replicas {
                             node.liveness.record_one(node.term(), *m, report_from_status(s));
                         }
@@ -115,10 +146,16 @@ pub async fn run(node: Arc<MetaNode>, cancel: CancellationToken) {
             _ = tick.tick() => {}
         }
         while repairs.try_join_next().is_some() {}
-        let term = node.raft.metrics().borrow().current_term;
-        if !node.is_leader() {
-            led_term = None;
-            continue;
+        let term = node.term();
+        if !node.is_leader() || led_term.is_some_and(|t| t != term) {
+            if led_term.take().is_some() {
+                // Whatever the repairs were doing was decided under a leadership that is over.
+                abort_repairs(&node, &mut repairs).await;
+                tracing::info!(term, "no longer the meta leader of the reconciled term: repairs aborted");
+            }
+            if !node.is_leader() {
+                continue;
+            }
         }
         if led_term != Some(term) {
             // A new leadership: every node not heard from in it gets a fresh grace period.
@@ -126,13 +163,53 @@ pub async fn run(node: Arc<MetaNode>, cancel: CancellationToken) {
             led_term = Some(term);
             tracing::info!(term, "meta leader: reconciling");
         }
-        reconcile_once(&node, &mut repairs).await;
+        // Acts only on a linearizable catalog, in the term it was confirmed in.
+        let meta_term = match node.read_barrier_term().await {
+            Ok(t) if t == term => t,
+            Ok(_) => continue,
+            Err(e) => {
+                tracing::debug!("reconcile skipped: {e}");
+                continue;
+            }
+        };
+        tokio::select! {
+            _ = cancel.cancelled() => break,
+            _ = reconcile_once(&node, &mut repairs, meta_term) => {}
+        }
     }
-    repairs.abort_all();
-    while repairs.join_next().await.is_some() {}
+    abort_repairs(&node, &mut repairs).await;
 }
 
-async fn reconcile_once(node: &Arc<MetaNode>, repairs: &mut JoinSet<()>) {
+async fn abort_repairs(node: &MetaNode, repairs: &mut JoinSet<()>) {
+    repairs.abort_all();
+    while repairs.join_next().await.is_some() {}
+    node.repairs.lock().unwrap_or_else(|e| e.into_inner()).clear();
+}
+
+/// One repair of a partition's membership.
+struct Repair {
+    pid: PartitionId,
+    ballot: u64,
+    members: Vec<u64>,
+    /// The member that goes (a dead node), or that rejoins when it equals `add`.
+    lost: Option<u64>,
+    /// The node that gets a fresh replica and becomes a voter.
+    add: u64,
+    primary: PrimaryInfo,
+    meta_term: u64,
+}
+
+impl Repair {
+    fn kind(&self) -> &'static str {
+        match self.lost {
+            Some(l) if l == self.add => "rejoin as a learner",
+            Some(_) => "replace a dead member",
+            None => "add a member",
+        }
+    }
+}
+
+async fn reconcile_once(node: &Arc<MetaNode>, repairs: &mut JoinSet<()>, meta_term: u64) {
     let catalog = node.catalog();
     let alive: Vec<u64> =
         catalog.nodes.keys().copied().filter(|n| node.liveness.state(*n) == NodeState::Alive).collect();
@@ -140,11 +217,11 @@ async fn reconcile_once(node: &Arc<MetaNode>, repairs: &mut JoinSet<()>) {
     for app in catalog.apps.values() {
         if let Some(drop) = app.dropped {
             if drop.expire_time_ms <= now {
-                purge_app(node, app).await;
+                purge_app(node, app, now).await;
             }
             continue;
         }
-        ensure_app_replicas(node, app).await;
+        bootstrap_app_replicas(node, app, meta_term).await;
         for (idx, p) in app.partitions.iter().enumerate() {
             let pid = PartitionId::new(app.app_id, idx as u32);
             if node.repairs.lock().unwrap_or_else(|e| e.into_inner()).contains(&pid) {
@@ -168,24 +245,20 @@ async fn reconcile_once(node: &Arc<MetaNode>, repairs: &mut JoinSet<()>) {
                 }
                 continue;
             }
-            let dead: Vec<u64> =
-                p.members.iter().copied().filter(|m| node.liveness.state(*m) == NodeState::Dead).collect();
-            let Some(lost) = dead.first().copied() else {
-                continue;
-            };
-            let load = catalog.load_by_node();
-            let Some(replacement) = placement::replacement(&alive, &load, &p.members) else {
-                tracing::warn!(partition = %pid, "member {lost} is dead and no node can replace it");
+            let Some((lost, add)) = plan_repair(node, &alive, &catalog.load_by_node(), app, p, pid) else {
                 continue;
             };
             node.repairs.lock().unwrap_or_else(|e| e.into_inner()).insert(pid);
+            let repair = Repair { pid, ballot: p.ballot, members: p.members.clone(), lost, add, primary, meta_term };
             let node2 = node.clone();
-            let (members, ballot) = (p.members.clone(), p.ballot);
             repairs.spawn(async move {
-                tracing::info!(partition = %pid, lost, replacement, "replacing a dead member");
-                match replace_member(&node2, pid, ballot, &members, lost, replacement, &primary).await {
-                    Ok(()) => tracing::info!(partition = %pid, lost, replacement, "member replaced"),
-                    Err(e) => tracing::warn!(partition = %pid, lost, replacement, "repair failed (will retry): {e}"),
+                let (kind, pid) = (repair.kind(), repair.pid);
+                tracing::info!(partition = %pid, lost = ?repair.lost, add = repair.add, meta_term, "repair: {kind}");
+                match run_repair(&node2, &repair).await {
+                    Ok(()) => tracing::info!(partition = %pid, add = repair.add, "repair done: {kind}"),
+                    Err(e) => {
+                        tracing::warn!(partition = %pid, add = repair.add, "repair failed (will retry): {kind}: {e}")
+                    }
                 }
                 node2.repairs.lock().unwrap_or_else(|e| e.into_inner()).remove(&pid);
             });
@@ -193,61 +266,89 @@ async fn reconcile_once(node: &Arc<MetaNode>, repairs: &mut JoinSet<()>) {
     }
 }
 
+/// What a partition with a known primary needs, if anything: `(lost, add)` of a [`Repair`].
+fn plan_repair(
+    node: &MetaNode,
+    alive: &[u64],
+    load: &placement::Load,
+    app: &AppState,
+    p: &crate::catalog::PartitionState,
+    pid: PartitionId,
+) -> Option<(Option<u64>, u64)> {
+    let state = |m: &u64| node.liveness.state(*m);
+    if let Some(dead) = p.members.iter().copied().find(|m| state(m) == NodeState::Dead) {
+        let Some(replacement) = placement::replacement(alive, load, &p.members) else {
+            tracing::warn!(partition = %pid, "member {dead} is dead and no node can replace it");
+            return None;
+        };
+        return Some((Some(dead), replacement));
+    }
+    // A live member that reported in this term and does not host the replica lost it.
+    // Rejoin only while every other member is alive: the group runs one voter short meanwhile.
+    let all_alive = p.members.iter().all(|m| state(m) == NodeState::Alive);
+    if let Some(m) = p.members.iter().copied().find(|m| !node.liveness.hosted(*m).contains(&pid)) {
+        return all_alive.then_some((Some(m), m));
+    }
+    if (p.members.len() as u32) < app.replica_count && all_alive {
+        return placement::replacement(alive, load, &p.members).map(|n| (None, n));
+    }
+    None
+}
+
 fn status_err(s: tonic::Status) -> WingError {
     WingError::from_status(&s)
 }
 
-async fn replace_member(
-    node: &MetaNode,
-    pid: PartitionId,
-    ballot: u64,
-    members: &[u64],
-    lost: u64,
-    replacement: u64,
-    primary: &PrimaryInfo,
-) -> Result<(), WingError> {
-    let p = Some(pid.to_proto());
-    let create = node
-        .admin(replacement)?
-        .create_replica(CreateReplicaRequest { partition: p, initial_members: vec![] })
-        .await
-        .map(|_| ())
-        .map_err(status_err);
-    ok_if_exists(create)?;
-    let mut primary_admin = node.admin(primary.node_id)?;
-    let learner = Member { node_id: replacement, address: node.node_address(replacement) };
-    let mut req = tonic::Request::new(AddLearnerRequest { partition: p, learner: Some(learner), blocking: true });
+async fn run_repair(node: &MetaNode, r: &Repair) -> Result<(), WingError> {
+    let p = Some(r.pid.to_proto());
+    let fence = Some(r.meta_term);
+    let mut primary_admin = node.admin(r.primary.node_id)?;
+    let rejoin = r.lost == Some(r.add);
+    if rejoin && (r.primary.voters.contains(&r.add) || r.primary.learners.contains(&r.add)) {
+        // Out of the group first: the fresh replica must never count as a voter that forgot its
+        // vote, and the primary must never see a member's log go back to empty.
+        let voters: Vec<u64> = r.primary.voters.iter().copied().filter(|v| *v != r.add).collect();
+        let mut req = tonic::Request::new(ChangeMembershipRequest { partition: p, voters, meta_term: fence });
+        req.set_timeout(MEMBERSHIP_CHANGE);
+        primary_admin.change_membership(req).await.map_err(status_err)?;
+    }
+    let created = create_replica(node, r.add, r.pid, Vec::new(), r.meta_term).await;
+    if rejoin {
+        // The node reported it does not host the replica: if it has one on disk after all (one
+        // it could not open), it stays out of the group until an operator looks.
+        created.map_err(|e| {
+            WingError::InvalidState(format!("node {} cannot host a fresh replica of {}: {e}", r.add, r.pid))
+        })?;
+    } else {
+        ok_if_exists(created)?;
+    }
+    let learner = Member { node_id: r.add, address: node.node_address(r.add) };
+    let mut req = tonic::Request::new(AddLearnerRequest {
+        partition: p,
+        learner: Some(learner),
+        blocking: true,
+        meta_term: fence,
+    });
     req.set_timeout(LEARNER_CATCH_UP);
     primary_admin.add_learner(req).await.map_err(status_err)?;
-    let voters: Vec<u64> = members.iter().copied().filter(|m| *m != lost).chain([replacement]).collect();
-    primary_admin
-        .change_membership(ChangeMembershipRequest { partition: p, voters: voters.clone() })
-        .await
-        .map_err(status_err)?;
-    node.propose(MetaCommand::SetMembers { partition: pid, ballot, members: voters }).await?;
+    let voters: Vec<u64> =
+        r.members.iter().copied().filter(|m| Some(*m) != r.lost || rejoin).chain((!rejoin).then_some(r.add)).collect();
+    let mut req =
+        tonic::Request::new(ChangeMembershipRequest { partition: p, voters: voters.clone(), meta_term: fence });
+    req.set_timeout(MEMBERSHIP_CHANGE);
+    primary_admin.change_membership(req).await.map_err(status_err)?;
+    if voters != r.members {
+        node.propose(MetaCommand::SetMembers { partition: r.pid, ballot: r.ballot, members: voters }).await?;
+    }
     Ok(())
 }
 
-async fn purge_app(node: &MetaNode, app: &AppState) {
-    for (idx, p) in app.partitions.iter().enumerate() {
-        let pid = PartitionId::new(app.app_id, idx as u32);
-        for m in &p.members {
-            if node.liveness.state(*m) != NodeState::Alive {
-                continue; // its heartbeat will be told to remove the replica
-            }
-            if let Ok(mut admin) = node.admin(*m) {
-                if let Err(s) = admin.remove_replica(PartitionRequest { partition: Some(pid.to_proto()) }).await {
-                    if WingError::from_status(&s).code() != ErrorCode::NotFound {
-                        tracing::warn!(partition = %pid, node = m, "cannot remove replica of an expired table: {}", s.message());
-                    }
-                }
-            }
-        }
-    }
-    match node.propose(MetaCommand::PurgeTable { app_id: app.app_id }).await {
-        Ok(_) => {
-            tracing::info!(app_id = app.app_id, name = %app.name, "expired dropped table purged")
-        }
-        Err(e) => tracing::warn!(app_id = app.app_id, "cannot purge table: {e}"),
+/// Purges an expired dropped table. The command applies only if the table is still dropped
+/// and expired when it is applied; its replicas are removed afterwards, when their nodes'
+/// heartbeats find the table purged (a committed, positive fact).
+async fn purge_app(node: &MetaNode, app: &AppState, now_ms: u64) {
+    match node.propose(MetaCommand::PurgeExpiredTable { app_id: app.app_id, now_ms }).await {
+        Ok(_) => tracing::info!(app_id = app.app_id, name = %app.name, "expired dropped table purged"),
+        Err(e) => tracing::warn!(app_id = app.app_id, "table not purged: {e}"),
     }
 }

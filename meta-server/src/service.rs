@@ -16,10 +16,11 @@ use wingkv_proto::meta::*;
 
 use crate::bulk_load::{BulkLoadControlAction, BulkLoadJob, BulkLoadStatus};
 use crate::catalog::{AppState, Catalog, MetaCommand, MetaValue};
+use crate::heartbeat::decide;
 use crate::liveness::{NodeFacts, NodeState};
 use crate::node::{now_ms, MetaNode, META_GROUP};
 use crate::placement;
-use crate::reconcile::{ensure_app_replicas, wait_primaries};
+use crate::reconcile::{bootstrap_app_replicas, wait_primaries};
 use object_store::ObjectStore;
 use wingkv_common::bulk_load::{table_dir, BulkLoadInfo, BULK_LOAD_INFO};
 use wingkv_common::provider::open_provider;
@@ -77,6 +78,22 @@ impl MetaService {
             .count() as u32
     }
 
+    /// The alive nodes to place a new table's replicas on. A new leader has not heard from
+    /// every node yet (each is `Unknown` for a grace period): while some are still unknown, wait
+    /// for their heartbeats (so placement sees the whole cluster), until `deadline`.
+    async fn alive_for_placement(&self, catalog: &Catalog, deadline: std::time::Instant) -> Vec<u64> {
+        loop {
+            let states: Vec<(u64, NodeState)> =
+                catalog.nodes.keys().map(|n| (*n, self.node.liveness.state(*n))).collect();
+            let alive: Vec<u64> = states.iter().filter(|(_, s)| *s == NodeState::Alive).map(|(n, _)| *n).collect();
+            let unknown = states.iter().any(|(_, s)| *s == NodeState::Unknown);
+            if !unknown || std::time::Instant::now() >= deadline {
+                return alive;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     fn app_of(value: MetaValue) -> Result<AppState, WingError> {
         match value {
             MetaValue::App(a) => Ok(*a),
@@ -115,8 +132,10 @@ impl Meta for MetaService {
     }
 
     async fn heartbeat(&self, req: Request<HeartbeatRequest>) -> Result<Response<HeartbeatResponse>, Status> {
-        self.node.check_leader()?;
         let r = req.into_inner();
+        // The answer may order replicas removed: it is decided on a linearizable catalog (a
+        // deposed or lagging leader fails here instead of answering from what it has applied).
+        let meta_term = self.node.read_barrier_term().await?;
         let catalog = self.node.catalog();
         if !catalog.nodes.contains_key(&r.node_id) {
             return Err(WingError::NotFound(format!("node {} is not registered", r.node_id)).into());
@@ -127,39 +146,20 @@ impl Meta for MetaService {
             .filter_map(|rep| rep.partition.as_ref())
             .map(|p| PartitionId::new(p.app_id, p.partition_index))
             .collect();
-        let hosted_apps: std::collections::BTreeSet<u32> = hosted.iter().map(|p| p.app_id).collect();
-        self.node.liveness.record(self.node.term(), r.node_id, r.replicas);
+        self.node.liveness.record(meta_term, r.node_id, r.replicas);
         let facts = NodeFacts { version: r.version, uptime_ms: r.uptime_ms, http_address: r.http_address };
         self.node.liveness.record_facts(r.node_id, facts);
         let repairs = self.node.repairs.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        let mut remove = Vec::new();
-        for pid in hosted {
-            let keep = match catalog.apps.get(&pid.app_id) {
-                None => false,
-                Some(app) if app.is_dropped() => true,
-                Some(app) => match app.partitions.get(pid.partition_index as usize) {
-                    None => false,
-                    Some(p) if p.members.contains(&r.node_id) || repairs.contains(&pid) => true,
-                    // Removed from the group: only once its primary confirms it is no voter.
-                    Some(_) => self.node.liveness.primary(pid).is_none_or(|pr| pr.voters.contains(&r.node_id)),
-                },
-            };
-            if !keep {
-                remove.push(pid.to_proto());
-            }
+        let decision = decide(&catalog, r.node_id, &hosted, &repairs, &self.node.liveness);
+        for pid in &decision.remove {
+            tracing::info!(partition = %pid, node = r.node_id, meta_term, "telling the node to remove its replica");
         }
-        // Every live table this node hosts a replica of, with its envs (applied live there).
-        let tables = hosted_apps
-            .iter()
-            .filter_map(|id| catalog.apps.get(id))
-            .filter(|app| !app.is_dropped())
-            .map(|app| HostedTable {
-                app_id: app.app_id,
-                partition_count: app.partition_count,
-                envs: app.envs.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
-            })
-            .collect();
-        Ok(Response::new(HeartbeatResponse { remove, tables }))
+        Ok(Response::new(HeartbeatResponse {
+            remove: decision.remove.iter().map(|p| p.to_proto()).collect(),
+            tables: decision.tables,
+            meta_term,
+            dropped_tables: decision.dropped,
+        }))
     }
 
     async fn create_table(&self, req: Request<CreateTableRequest>) -> Result<Response<TableConfiguration>, Status> {
@@ -170,12 +170,13 @@ impl Meta for MetaService {
         validate_partition_count(partition_count)?;
         validate_replica_count(replica_count)?;
         validate_envs(&r.envs)?;
-        self.node.read_barrier().await?;
+        let timeout = Duration::from_millis(self.node.config.create_table_timeout_ms);
+        let deadline = std::time::Instant::now() + timeout;
+        let meta_term = self.node.read_barrier_term().await?;
         let catalog = self.node.catalog();
         let now = now_ms();
         catalog.check_name_free(&r.name, now)?;
-        let alive: Vec<u64> =
-            catalog.nodes.keys().copied().filter(|n| self.node.liveness.state(*n) == NodeState::Alive).collect();
+        let alive = self.alive_for_placement(&catalog, deadline).await;
         let placement = placement::place(&alive, &catalog.load_by_node(), partition_count, replica_count)?;
         let cmd = MetaCommand::CreateTable {
             name: r.name.clone(),
@@ -187,8 +188,9 @@ impl Meta for MetaService {
         };
         let app = Self::app_of(self.node.propose(cmd).await?)?;
         tracing::info!(app_id = app.app_id, name = %app.name, partition_count, replica_count, "table created");
-        ensure_app_replicas(&self.node, &app).await;
-        wait_primaries(&self.node, &app, Duration::from_millis(self.node.config.create_table_timeout_ms)).await?;
+        bootstrap_app_replicas(&self.node, &app, meta_term).await;
+        let left = deadline.saturating_duration_since(std::time::Instant::now()).max(Duration::from_secs(1));
+        wait_primaries(&self.node, &app, left).await?;
         let catalog = self.node.catalog();
         Ok(Response::new(self.table_configuration(&catalog, &app)))
     }

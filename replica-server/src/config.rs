@@ -37,6 +37,9 @@ pub struct ReplicaServerConfig {
     pub max_request_bytes: usize,
     /// Bulk-load downloads.
     pub bulk_load: BulkLoadConfig,
+    /// How long a removed replica stays in `DATA_DIR/trash/` before it is deleted, so that a
+    /// wrong removal can be undone by an operator (see the README). 0 deletes at once.
+    pub replica_trash_grace_secs: u64,
     /// TEST ONLY, breaks linearizability on purpose: acknowledge a set or del as soon as it is
     /// handed to raft, before it commits. The fault suite turns it on to prove that its checker
     /// sees a violation. Never set it on a real cluster.
@@ -78,6 +81,7 @@ impl Default for ReplicaServerConfig {
             node_id: 0,
             meta_servers: Vec::new(),
             heartbeat_interval_ms: 1_000,
+            replica_trash_grace_secs: 86_400,
             listen: "127.0.0.1:34801".to_string(),
             advertise: None,
             http_listen: None,

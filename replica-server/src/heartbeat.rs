@@ -1,6 +1,8 @@
 //! The replica server's side of the meta: registration (a node id assigned once and kept in the
-//! data dir) and the heartbeat loop, which reports every hosted replica and removes the ones the
-//! meta says no longer belong here.
+//! data dir, durably) and the heartbeat loop, which reports every hosted replica, applies the
+//! table envs and drops the meta sends back, and hands the removals it orders — fenced by the
+//! meta's term — to a [`Remover`] that runs them off the loop (a removal closes a replica and
+//! moves its directory: it must never make the node miss heartbeats).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -39,14 +41,78 @@ pub async fn register(meta: &MetaClient, data_dir: &Path, node_id: u64, address:
     });
     let id = resp.await?.node_id;
     if id != node_id {
-        let path = data_dir.join(NODE_ID_FILE);
-        let tmp = data_dir.join("node_id.tmp");
-        std::fs::write(&tmp, id.to_string())
-            .and_then(|_| std::fs::rename(&tmp, &path))
-            .map_err(|e| WingError::Storage(format!("cannot write {}: {e}", path.display())))?;
+        let dir = data_dir.to_path_buf();
+        tokio::task::spawn_blocking(move || write_node_id(&dir, id))
+            .await
+            .map_err(|e| WingError::Internal(format!("writing the node id failed: {e}")))??;
         tracing::info!(node_id = id, "registered with the meta as a new node");
     }
     Ok(id)
+}
+
+/// Writes the node id file durably: the file is synced before the rename, and the directory
+/// after it, so a crash leaves either no id (the node registers again) or the whole id.
+fn write_node_id(data_dir: &Path, id: u64) -> Result<(), WingError> {
+    use std::io::Write;
+    let path = data_dir.join(NODE_ID_FILE);
+    let tmp = data_dir.join("node_id.tmp");
+    let io = |e: std::io::Error| WingError::Storage(format!("cannot write {}: {e}", path.display()));
+    let mut f = std::fs::File::create(&tmp).map_err(io)?;
+    f.write_all(id.to_string().as_bytes()).map_err(io)?;
+    f.sync_all().map_err(io)?;
+    std::fs::rename(&tmp, &path).map_err(io)?;
+    crate::trash::sync_dir(data_dir)
+}
+
+/// Runs the replica removals the meta orders, one at a time, off the heartbeat loop. An order
+/// already queued is not queued twice; each is checked against the newest meta term again when
+/// its turn comes.
+#[derive(Clone)]
+pub struct Remover {
+    tx: tokio::sync::mpsc::UnboundedSender<(PartitionId, u64)>,
+    pending: Arc<std::sync::Mutex<std::collections::HashSet<PartitionId>>>,
+}
+
+impl Remover {
+    /// Starts the worker on `tasks`; it stops when `cancel` fires (after the removal it is in).
+    pub fn start(
+        manager: Arc<ReplicaManager>,
+        tasks: &tokio_util::task::TaskTracker,
+        cancel: CancellationToken,
+    ) -> Self {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(PartitionId, u64)>();
+        let pending: Arc<std::sync::Mutex<std::collections::HashSet<PartitionId>>> = Arc::default();
+        let done = pending.clone();
+        tasks.spawn(async move {
+            loop {
+                let (pid, term) = tokio::select! {
+                    _ = cancel.cancelled() => break,
+                    next = rx.recv() => match next {
+                        Some(order) => order,
+                        None => break,
+                    },
+                };
+                match manager.check_meta_term(Some(term)) {
+                    Err(e) => tracing::warn!(partition = %pid, "removal not done: {e}"),
+                    Ok(()) => match manager.remove(pid).await {
+                        Ok(()) => {}
+                        Err(e) if e.code() == wingkv_common::ErrorCode::NotFound => {}
+                        Err(e) => tracing::warn!(partition = %pid, "cannot remove replica: {e}"),
+                    },
+                }
+                done.lock().unwrap_or_else(|p| p.into_inner()).remove(&pid);
+            }
+        });
+        Self { tx, pending }
+    }
+
+    /// Queues the removal of `pid`, ordered by the meta leader of `meta_term`.
+    pub fn order(&self, pid: PartitionId, meta_term: u64) {
+        if self.pending.lock().unwrap_or_else(|p| p.into_inner()).insert(pid) {
+            tracing::info!(partition = %pid, meta_term, "the meta says this replica no longer belongs here; removing it");
+            let _ = self.tx.send((pid, meta_term));
+        }
+    }
 }
 
 /// What a heartbeat says about the server itself.
@@ -64,6 +130,7 @@ pub struct ServerIdentity {
 pub async fn run(
     meta: Arc<MetaClient>,
     manager: Arc<ReplicaManager>,
+    remover: Remover,
     me: ServerIdentity,
     interval: Duration,
     cancel: CancellationToken,
@@ -106,13 +173,15 @@ pub async fn run(
         };
         match resp {
             Ok(resp) => {
+                // An answer of a meta term older than one seen: a deposed leader's view.
+                if let Err(e) = manager.check_meta_term(Some(resp.meta_term)) {
+                    tracing::warn!("heartbeat answer ignored: {e}");
+                    continue;
+                }
                 manager.apply_table_envs(&resp.tables);
+                manager.set_dropped_tables(&resp.dropped_tables);
                 for p in resp.remove {
-                    let pid = PartitionId::new(p.app_id, p.partition_index);
-                    tracing::info!(partition = %pid, "the meta says this replica no longer belongs here; removing it");
-                    if let Err(e) = manager.remove(pid).await {
-                        tracing::warn!(partition = %pid, "cannot remove replica: {e}");
-                    }
+                    remover.order(PartitionId::new(p.app_id, p.partition_index), resp.meta_term);
                 }
             }
             Err(e) => tracing::warn!("heartbeat failed: {e}"),

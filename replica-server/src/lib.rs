@@ -18,3 +18,4 @@ pub mod service;
 pub mod snapshot;
 pub mod state_machine;
 pub mod store;
+pub mod trash;

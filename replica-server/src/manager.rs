@@ -1,8 +1,9 @@
 //! The set of replicas a replica server hosts: create, open, close, remove, and reopen every
 //! replica found on disk at start.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use openraft::BasicNode;
@@ -16,12 +17,66 @@ pub struct ReplicaManager {
     replicas: RwLock<HashMap<PartitionId, Arc<Replica>>>,
     /// Serializes create/open/close/remove, which are rare and touch directories.
     changes: tokio::sync::Mutex<()>,
+    /// The highest meta leader term seen (heartbeat answers, fenced admin requests): orders of
+    /// an older term come from a deposed meta leader and are refused.
+    meta_term: AtomicU64,
+    /// Tables the meta reported dropped: their replicas answer `TableDropped` to clients.
+    dropped: RwLock<HashSet<u32>>,
 }
 
 impl ReplicaManager {
     /// A manager with no replica open yet.
     pub fn new(ctx: ReplicaContext) -> Self {
-        Self { ctx, replicas: RwLock::new(HashMap::new()), changes: tokio::sync::Mutex::new(()) }
+        Self {
+            ctx,
+            replicas: RwLock::new(HashMap::new()),
+            changes: tokio::sync::Mutex::new(()),
+            meta_term: AtomicU64::new(0),
+            dropped: RwLock::new(HashSet::new()),
+        }
+    }
+
+    /// Fences an order decided by a meta leader of `term`: refused when a newer meta term was
+    /// seen; otherwise the term is remembered. `None` or 0: an unfenced order (an operator's or a
+    /// test's direct call), always accepted.
+    pub fn check_meta_term(&self, term: Option<u64>) -> Result<(), WingError> {
+        let Some(term) = term.filter(|t| *t > 0) else {
+            return Ok(());
+        };
+        let seen = self.meta_term.fetch_max(term, Ordering::SeqCst);
+        if term < seen {
+            return Err(WingError::InvalidState(format!(
+                "order of meta term {term} refused: node {} has seen meta term {seen} (a deposed meta leader)",
+                self.ctx.node_id
+            )));
+        }
+        Ok(())
+    }
+
+    /// The highest meta leader term seen.
+    pub fn meta_term(&self) -> u64 {
+        self.meta_term.load(Ordering::SeqCst)
+    }
+
+    /// Records which hosted tables are dropped (the meta's heartbeat answer names all of them).
+    pub fn set_dropped_tables(&self, dropped: &[u32]) {
+        let new: HashSet<u32> = dropped.iter().copied().collect();
+        let mut cur = self.dropped.write().unwrap_or_else(|p| p.into_inner());
+        if *cur != new {
+            tracing::info!(dropped = ?new, "tables dropped on the meta: their replicas stop serving clients");
+            *cur = new;
+        }
+    }
+
+    /// Refuses client requests to a table the meta reported dropped (recall lifts it).
+    pub fn check_table_serves(&self, id: PartitionId) -> Result<(), WingError> {
+        if self.dropped.read().unwrap_or_else(|p| p.into_inner()).contains(&id.app_id) {
+            return Err(WingError::TableDropped(format!(
+                "table with app_id {} was dropped; recall it to serve it again",
+                id.app_id
+            )));
+        }
+        Ok(())
     }
 
     /// This node's raft id.
@@ -197,7 +252,13 @@ impl ReplicaManager {
         Ok(())
     }
 
-    /// Closes a replica (if open) and deletes its data.
+    /// The trash of removed replicas (see [`crate::trash`]).
+    pub fn trash_dir(&self) -> PathBuf {
+        self.ctx.config.data_dir.join(crate::trash::TRASH_DIR)
+    }
+
+    /// Closes a replica (if open), awaiting everything it runs, and moves its directory, with
+    /// its raft log folded in, to the trash, where it stays for `replica_trash_grace_secs`.
     pub async fn remove(&self, id: PartitionId) -> Result<(), WingError> {
         let _guard = self.changes.lock().await;
         let dir = self.dir_of(id);
@@ -209,10 +270,29 @@ impl ReplicaManager {
             r.close().await;
             drop(r);
         }
-        std::fs::remove_dir_all(&dir)
-            .map_err(|e| WingError::Storage(format!("cannot remove {}: {e}", dir.display())))?;
-        self.ctx.raft_log.delete(id)?;
-        tracing::info!(partition = %id, "replica removed");
+        let (log, storage, trash) = (self.ctx.raft_log.clone(), self.ctx.storage.clone(), self.trash_dir());
+        let grace = self.ctx.config.replica_trash_grace_secs;
+        let moved = tokio::task::spawn_blocking(move || -> Result<PathBuf, WingError> {
+            {
+                let db = storage.open(&dir.join("db"))?;
+                log.export_to(id, &db)?;
+                db.flush().map_err(|e| WingError::Storage(format!("flush of {id}: {}", e.into_string())))?;
+            }
+            let moved = crate::trash::move_to_trash(id, &dir, &trash)?;
+            log.delete(id)?;
+            if grace == 0 {
+                std::fs::remove_dir_all(&moved)
+                    .map_err(|e| WingError::Storage(format!("cannot delete {}: {e}", moved.display())))?;
+            }
+            Ok(moved)
+        })
+        .await
+        .map_err(|e| WingError::Internal(format!("removal of {id} failed: {e}")))??;
+        if grace == 0 {
+            tracing::info!(partition = %id, "replica removed (no trash grace period)");
+        } else {
+            tracing::info!(partition = %id, trash = %moved.display(), grace_secs = grace, "replica removed to the trash");
+        }
         Ok(())
     }
 

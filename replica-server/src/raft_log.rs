@@ -117,6 +117,32 @@ impl RaftLogDb {
         Ok(())
     }
 
+    /// Copies the raft log and raft meta (vote, committed, purged) of `id` into the replica's
+    /// own data DB, in the layout [`Self::adopt_legacy_log`] reads, synced: a replica directory
+    /// moved to the trash then holds everything it needs to be opened again, and opening it
+    /// moves the log back into this DB. The shared copy is left for the caller to delete.
+    pub fn export_to(&self, id: PartitionId, data_db: &DB) -> Result<usize, WingError> {
+        let storage =
+            |e: rocksdb::Error| WingError::Storage(format!("exporting the raft log of {id}: {}", e.into_string()));
+        let prefix = log_prefix(id);
+        let mut batch = WriteBatch::default();
+        let mut copied = 0usize;
+        for name in [CF_RAFT_LOG, CF_RAFT_META] {
+            let (from, to) = (cf(&self.db, name)?, cf(data_db, name)?);
+            let mode = IteratorMode::From(&prefix, rocksdb::Direction::Forward);
+            for item in self.db.iterator_cf(from, mode) {
+                let (k, v) = item.map_err(storage)?;
+                let Some(own) = k.strip_prefix(prefix.as_slice()) else { break };
+                batch.put_cf(to, own, v);
+                copied += 1;
+            }
+        }
+        let mut synced = rocksdb::WriteOptions::default();
+        synced.set_sync(true);
+        data_db.write_opt(batch, &synced).map_err(storage)?;
+        Ok(copied)
+    }
+
     /// Refuses to start a replica whose log went missing. A replica's data DB carries a mark
     /// once its log lives in the shared DB, and the shared DB a `created` key per replica
     /// (dropped with the rest of its log). Data with the mark but no log means the shared DB
@@ -218,6 +244,30 @@ mod tests {
         assert!(sa.try_get_log_entries(0..).await.unwrap().is_empty());
         assert_eq!(sb.read_vote().await.unwrap(), Some(Vote::new(4, 8)), "deleting 1.0 left 1.1 alone");
         assert_eq!(sb.try_get_log_entries(0..).await.unwrap().len(), 7);
+        log.close();
+    }
+
+    #[tokio::test]
+    async fn an_exported_log_is_adopted_back_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = RaftLogDb::open(&dir.path().join("log")).unwrap();
+        let data = crate::store::SharedStorage::new(Default::default()).open(&dir.path().join("data")).unwrap();
+        let (a, b) = (PartitionId::new(3, 1), PartitionId::new(3, 2));
+        let store = |id| Store::shared(log.db.clone(), log.syncer.clone(), log_prefix(id));
+        put_entries(&log.db, &log_prefix(a), 1..=4);
+        put_entries(&log.db, &log_prefix(b), 1..=2);
+        store(a).save_vote(&Vote::new(5, 2)).await.unwrap();
+        log.check_present(a, &data).unwrap();
+        assert!(log.export_to(a, &data).unwrap() >= 5, "entries and vote copied");
+        log.delete(a).unwrap();
+        assert_eq!(store(a).read_vote().await.unwrap(), None);
+        // Opening the directory again moves it back: same vote, same entries; b untouched.
+        log.adopt_legacy_log(a, &data).unwrap();
+        log.check_present(a, &data).unwrap();
+        assert_eq!(store(a).read_vote().await.unwrap(), Some(Vote::new(5, 2)));
+        let read: Vec<u64> = store(a).try_get_log_entries(0..).await.unwrap().iter().map(|e| e.log_id.index).collect();
+        assert_eq!(read, vec![1, 2, 3, 4]);
+        assert_eq!(store(b).try_get_log_entries(0..).await.unwrap().len(), 2);
         log.close();
     }
 

@@ -61,6 +61,8 @@ pub struct Replica {
     reads: ReadBarrier,
     proposals: ProposalBatcher,
     votes_held_until: Option<Instant>,
+    /// A primary without a quorum acknowledgement for this long is no primary for clients.
+    quorum_lost_after: Duration,
     write_timeout: Duration,
     cancel: CancellationToken,
     tasks: TaskTracker,
@@ -152,6 +154,7 @@ impl Replica {
             reads,
             proposals,
             votes_held_until,
+            quorum_lost_after: Duration::from_millis(rc.election_timeout_max_ms),
             write_timeout,
             cancel,
             tasks,
@@ -228,6 +231,16 @@ impl Replica {
     /// Refuses a vote request while this replica holds its votes after a restart (see
     /// `open`): the candidate counts it as unreachable and asks again later.
     pub fn check_may_vote(&self) -> Result<(), WingError> {
+        // A replica that has no membership yet never voted in this group, or forgot that it did
+        // (its directory was lost and re-created): granting a vote now could be its second in
+        // a term. It votes only once its log holds a membership (bootstrap or replication from
+        // a leader, which also records that leader's vote).
+        if self.raft.metrics().borrow().membership_config.membership().voter_ids().next().is_none() {
+            return Err(WingError::Unavailable(format!(
+                "replica {} holds no membership yet (new or re-created) and does not vote",
+                self.id
+            )));
+        }
         let left = self.votes_held_until.and_then(|until| until.checked_duration_since(Instant::now()));
         match left {
             Some(left) if !left.is_zero() => Err(WingError::Unavailable(format!(
@@ -240,11 +253,21 @@ impl Replica {
 
     /// Fails fast with `NotLeader` when this replica is not the primary.
     pub fn check_primary(&self) -> Result<(), WingError> {
-        if self.raft.metrics().borrow().state == ServerState::Leader {
-            Ok(())
-        } else {
-            Err(self.not_leader())
+        let (leader, quorum_ack_ms) = {
+            let m = self.raft.metrics();
+            let m = m.borrow();
+            (m.state == ServerState::Leader, m.millis_since_quorum_ack)
+        };
+        if !leader {
+            return Err(self.not_leader());
         }
+        // openraft 0.9 keeps a leader cut off from its group in the Leader state; its writes
+        // could only time out, and a newer leader may exist: it answers as no primary, naming
+        // nobody (it does not know who leads now), so clients ask the other members.
+        if quorum_ack_ms.is_none_or(|ms| ms >= self.quorum_lost_after.as_millis() as u64) {
+            return Err(WingError::NotLeader { partition: self.id.to_string(), leader: None });
+        }
+        Ok(())
     }
 
     /// Waits until a read may be served linearizably from the local RocksDB.

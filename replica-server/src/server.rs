@@ -108,8 +108,10 @@ impl ReplicaServer {
                 http_address: http_advertise_address(&advertise, frontend.http_addr()),
                 started,
             };
-            tasks.spawn(heartbeat::run(meta, manager.clone(), me, interval, shutdown.clone()));
+            let remover = heartbeat::Remover::start(manager.clone(), &tasks, shutdown.clone());
+            tasks.spawn(heartbeat::run(meta, manager.clone(), remover, me, interval, shutdown.clone()));
         }
+        tasks.spawn(sweep_trash(manager.trash_dir(), config.replica_trash_grace_secs, shutdown.clone()));
         // Written last: its presence tells supervisors and tests the server is ready.
         let addr_file = config.data_dir.join(ADDRESS_FILE);
         std::fs::write(&addr_file, &advertise)
@@ -149,6 +151,29 @@ impl ReplicaServer {
     }
 }
 
+/// Deletes trash entries past their grace period, at start and then every minute, until
+/// `cancel` fires.
+async fn sweep_trash(trash: std::path::PathBuf, grace_secs: u64, cancel: CancellationToken) {
+    let grace = Duration::from_secs(grace_secs);
+    let mut tick = tokio::time::interval(Duration::from_secs(60).min(grace.max(Duration::from_secs(1))));
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => break,
+            _ = tick.tick() => {}
+        }
+        let dir = trash.clone();
+        match tokio::task::spawn_blocking(move || crate::trash::sweep(&dir, grace)).await {
+            Ok(Ok(deleted)) => {
+                for path in deleted {
+                    tracing::info!(trash = %path.display(), "removed replica deleted after its grace period");
+                }
+            }
+            Ok(Err(e)) => tracing::warn!("trash sweep: {e}"),
+            Err(e) => tracing::warn!("trash sweep failed: {e}"),
+        }
+    }
+}
+
 /// This server's node id: from the config when standalone; otherwise the one kept in the data
 /// dir, or a new one from the meta at the first start.
 async fn resolve_node_id(
@@ -164,7 +189,11 @@ async fn resolve_node_id(
         }
         return Ok((config.node_id, None));
     }
-    let meta = Arc::new(MetaClient::new(config.meta_servers.clone(), pool.clone())?);
+    let mut meta = MetaClient::new(config.meta_servers.clone(), pool.clone())?;
+    // A heartbeat is a short call: a meta that does not answer within a second is frozen or cut
+    // off, and the next one is tried, so a new meta leader is found within a heartbeat or two.
+    meta.attempt_timeout = Duration::from_secs(1);
+    let meta = Arc::new(meta);
     let id = match stored_node_id(&config.data_dir)? {
         Some(id) if config.node_id != 0 && config.node_id != id => {
             return Err(WingError::InvalidArgument(format!(

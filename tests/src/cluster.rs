@@ -190,7 +190,7 @@ impl Cluster {
             envs: Default::default(),
         };
         self.meta
-            .call(|mut c| {
+            .call_long(wingkv_common::meta_client::LONG_META_CALL, |mut c| {
                 let req = req.clone();
                 async move { c.create_table(req).await }
             })

@@ -85,12 +85,22 @@ impl Default for Workload {
 /// One injected fault.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Fault {
-    /// `kill -9` (the onebox supervisor starts it again).
+    /// `kill -9` (the onebox supervisor, or the multi-host harness, starts it again).
     Kill(String),
     /// Graceful restart (drain, close every replica, reopen every replica).
     Restart(String),
     /// `SIGSTOP` for this long, then `SIGCONT`.
     Pause(String, Duration),
+    /// These nodes cut off from every other node, both ways, for this long (multi-host only).
+    Isolate(Vec<String>, Duration),
+    /// Everything the first node sends the second is dropped for this long (multi-host only).
+    OneWay(String, String, Duration),
+    /// The meta leader of the moment cut off from the other metas, not from the replica
+    /// servers, for this long (multi-host only).
+    IsolateMetaLeader(Duration),
+    /// The primary of one partition of the moment cut off from the other replica servers, not
+    /// from clients or metas, for this long (multi-host only).
+    IsolatePrimary(Duration),
 }
 
 impl std::fmt::Display for Fault {
@@ -99,6 +109,10 @@ impl std::fmt::Display for Fault {
             Fault::Kill(n) => write!(f, "kill -9 {n}"),
             Fault::Restart(n) => write!(f, "restart {n}"),
             Fault::Pause(n, d) => write!(f, "pause {n} for {d:?}"),
+            Fault::Isolate(nodes, d) => write!(f, "isolate {} for {d:?}", nodes.join("+")),
+            Fault::OneWay(a, b, d) => write!(f, "drop {a}->{b} for {d:?}"),
+            Fault::IsolateMetaLeader(d) => write!(f, "isolate the meta leader from the metas for {d:?}"),
+            Fault::IsolatePrimary(d) => write!(f, "isolate a primary from its group for {d:?}"),
         }
     }
 }
@@ -120,12 +134,53 @@ pub fn schedule(seed: u64, nodes: &[String], count: usize) -> Vec<(Duration, Fau
         .collect()
 }
 
+/// A seeded schedule of network faults combined with process faults, for a multi-host cluster
+/// of `metas` (`meta1..`) and `replicas` (`replica1..`): `count` faults, one at a time.
+pub fn partition_schedule(seed: u64, metas: usize, replicas: usize, count: usize) -> Vec<(Duration, Fault)> {
+    let mut rng = Rng::new(seed);
+    let meta = |i: u64| format!("meta{}", i + 1);
+    let replica = |i: u64| format!("replica{}", i + 1);
+    (0..count)
+        .map(|_| {
+            let gap = rng.between(Duration::from_millis(500), Duration::from_millis(2_000));
+            let d = rng.between(Duration::from_millis(1_000), Duration::from_millis(5_000));
+            let any = |rng: &mut Rng| {
+                let n = rng.below((metas + replicas) as u64);
+                if n < metas as u64 {
+                    meta(n)
+                } else {
+                    replica(n - metas as u64)
+                }
+            };
+            let fault = match rng.below(10) {
+                0 | 1 => Fault::IsolateMetaLeader(d),
+                2 | 3 => Fault::IsolatePrimary(d),
+                // A minority: one meta and one replica server.
+                4 => Fault::Isolate(vec![meta(rng.below(metas as u64)), replica(rng.below(replicas as u64))], d),
+                5 | 6 => {
+                    let (a, b) = (any(&mut rng), any(&mut rng));
+                    if a == b {
+                        Fault::Isolate(vec![a], d)
+                    } else {
+                        Fault::OneWay(a, b, d)
+                    }
+                }
+                7 => Fault::Kill(any(&mut rng)),
+                8 => Fault::Restart(any(&mut rng)),
+                _ => Fault::Pause(any(&mut rng), rng.between(Duration::from_millis(500), Duration::from_millis(3_000))),
+            };
+            (gap, fault)
+        })
+        .collect()
+}
+
 /// Injects `fault` into the onebox in `dir`; returns once it is over (a paused node resumed).
 pub async fn inject(dir: &Path, fault: &Fault) -> Result<()> {
     // The node may still be coming back from an earlier fault (the supervisor restarts a killed
     // node after a backoff): a fault lands on a running node.
     let node = match fault {
         Fault::Kill(n) | Fault::Restart(n) | Fault::Pause(n, _) => n,
+        other => anyhow::bail!("a onebox cannot inject '{other}' (network faults need the multi-host harness)"),
     };
     wait_for(&format!("{node} to be running"), Duration::from_secs(60), || async {
         crate::cli::onebox_node(dir, node).ok()?.1
@@ -136,14 +191,20 @@ pub async fn inject(dir: &Path, fault: &Fault) -> Result<()> {
         Fault::Restart(n) => crate::onebox::onebox(dir, &["restart", n]).map(|_| ()),
         Fault::Pause(n, d) => {
             let pid = crate::cli::onebox_node(dir, n)?.1.with_context(|| format!("{n} is not running"))? as i32;
-            // SAFETY: kill(2) on the pid of a onebox child; no memory is involved.
-            unsafe { libc::kill(pid, libc::SIGSTOP) };
-            tokio::time::sleep(*d).await;
-            // SAFETY: as above.
-            unsafe { libc::kill(pid, libc::SIGCONT) };
+            pause(pid, *d).await;
             Ok(())
         }
+        _ => Ok(()),
     }
+}
+
+/// `SIGSTOP`s process `pid` for `d`, then `SIGCONT`s it.
+pub async fn pause(pid: i32, d: Duration) {
+    // SAFETY: kill(2) on the pid of a child of the test (or of its onebox); no memory involved.
+    unsafe { libc::kill(pid, libc::SIGSTOP) };
+    tokio::time::sleep(d).await;
+    // SAFETY: as above.
+    unsafe { libc::kill(pid, libc::SIGCONT) };
 }
 
 /// Key `i` of the schedule `seed`: every schedule has keys of its own, so each starts from
@@ -233,7 +294,12 @@ pub struct RunRecord {
 
 /// A client of `table` with `timeout` as its request deadline.
 pub async fn open_table(meta: &str, table: &str, timeout: Duration) -> Result<Table> {
-    let mut config = ClientConfig::new(vec![meta.to_string()]);
+    open_table_on(&[meta.to_string()], table, timeout).await
+}
+
+/// [`open_table`] on a cluster of several metas.
+pub async fn open_table_on(metas: &[String], table: &str, timeout: Duration) -> Result<Table> {
+    let mut config = ClientConfig::new(metas.to_vec());
     config.request_timeout = timeout;
     Ok(Client::with_config(config).await?.open_table(table).await?)
 }
@@ -249,11 +315,35 @@ pub async fn run(
     duration: Duration,
     faults: &[(Duration, Fault)],
 ) -> Result<RunRecord> {
+    let metas = [meta.to_string()];
+    let dir = dir.to_path_buf();
+    run_with(&metas, table, workload, seed, duration, faults, |f| {
+        let (dir, f) = (dir.clone(), f.clone());
+        async move { inject(&dir, &f).await }
+    })
+    .await
+}
+
+/// [`run`] on any cluster whose metas are `metas`, with faults injected by `inject` (which
+/// returns once its fault is over).
+pub async fn run_with<F, Fut>(
+    metas: &[String],
+    table: &str,
+    workload: &Workload,
+    seed: u64,
+    duration: Duration,
+    faults: &[(Duration, Fault)],
+    mut inject: F,
+) -> Result<RunRecord>
+where
+    F: FnMut(&Fault) -> Fut,
+    Fut: std::future::Future<Output = Result<()>>,
+{
     let base = Instant::now();
     let stop = Arc::new(AtomicBool::new(false));
     let mut clients = tokio::task::JoinSet::new();
     for id in 0..workload.clients {
-        let t = open_table(meta, table, workload.request_timeout).await?;
+        let t = open_table_on(metas, table, workload.request_timeout).await?;
         clients.spawn(client_loop(id, t, workload.clone(), seed, base, stop.clone()));
     }
     // Faults, one at a time, within the run's duration.
@@ -265,7 +355,7 @@ pub async fn run(
         }
         tokio::time::sleep(*gap).await;
         tracing::info!("injecting {fault}");
-        if let Err(e) = inject(dir, fault).await {
+        if let Err(e) = inject(fault).await {
             fault_result = Err(e.context(format!("injecting {fault}")));
             break;
         }
@@ -282,7 +372,7 @@ pub async fn run(
     fault_result?;
 
     // Faults over: every key must be served again; its value is what the checks compare.
-    let reader = open_table(meta, table, Duration::from_secs(5)).await?;
+    let reader = open_table_on(metas, table, Duration::from_secs(5)).await?;
     let mut final_values = BTreeMap::new();
     for i in 0..workload.keys {
         let k = key(seed, i);
@@ -298,7 +388,12 @@ pub async fn run(
 /// Waits until every replica of every partition of `table` holds the same content (same
 /// applied records, compared by checksum), or fails naming the partitions that differ.
 pub async fn wait_converged(meta: &str, table: &str, timeout: Duration) -> Result<()> {
-    let mut config = ClientConfig::new(vec![meta.to_string()]);
+    wait_converged_on(&[meta.to_string()], table, timeout).await
+}
+
+/// [`wait_converged`] on a cluster of several metas.
+pub async fn wait_converged_on(metas: &[String], table: &str, timeout: Duration) -> Result<()> {
+    let mut config = ClientConfig::new(metas.to_vec());
     config.request_timeout = Duration::from_secs(5);
     let client = Client::with_config(config).await?;
     wait_for(&format!("every replica of '{table}' to converge"), timeout, || async {
@@ -309,7 +404,11 @@ pub async fn wait_converged(meta: &str, table: &str, timeout: Duration) -> Resul
             let mut sums = BTreeSet::new();
             for m in &p.members {
                 let mut admin = ReplicaAdminClient::new(channel(&m.address).ok()?);
-                let s = admin.checksum(PartitionRequest { partition: Some(pid.to_proto()) }).await.ok()?.into_inner();
+                let s = admin
+                    .checksum(PartitionRequest { partition: Some(pid.to_proto()), ..Default::default() })
+                    .await
+                    .ok()?
+                    .into_inner();
                 sums.insert((s.record_count, s.digest));
             }
             if sums.len() != 1 || p.members.is_empty() {

@@ -6,6 +6,7 @@ pub mod cli;
 pub mod cluster;
 pub mod faults;
 pub mod linearizability;
+pub mod netns;
 pub mod onebox;
 pub mod raw;
 
@@ -79,6 +80,8 @@ pub struct ReplicaProcess {
     pub addr: String,
     binary: &'static str,
     extra_config: String,
+    /// The network namespace it runs in (see [`netns`]), if not the test's own.
+    netns: Option<String>,
     child: Option<Child>,
 }
 
@@ -94,15 +97,15 @@ impl ReplicaProcess {
     /// Starts a standalone replica server with node id `node_id` under `root` on an ephemeral
     /// port; `extra_config` is appended to its TOML config.
     pub async fn start(node_id: u64, root: &Path, extra_config: &str) -> Result<Self> {
-        Self::launch("replica-server", node_id, root, "127.0.0.1:0", &format!("node_id = {node_id}\n{extra_config}"))
-            .await
+        let config = format!("node_id = {node_id}\n{extra_config}");
+        Self::launch("replica-server", node_id, root, "127.0.0.1:0", &config, None).await
     }
 
     /// Starts a replica server that registers with the metas at `metas`.
     pub async fn start_with_meta(root: &Path, metas: &[String], extra_config: &str) -> Result<Self> {
         let list: Vec<String> = metas.iter().map(|m| format!("\"{m}\"")).collect();
         let config = format!("meta_servers = [{}]\nheartbeat_interval_ms = 300\n{extra_config}", list.join(","));
-        let mut p = Self::launch("replica-server", 0, root, "127.0.0.1:0", &config).await?;
+        let mut p = Self::launch("replica-server", 0, root, "127.0.0.1:0", &config, None).await?;
         let id_file = p.data_dir().join("node_id");
         p.node_id = std::fs::read_to_string(&id_file)?.trim().parse()?;
         Ok(p)
@@ -110,16 +113,51 @@ impl ReplicaProcess {
 
     /// Starts meta server `id` listening on `listen`; `extra_config` is appended to its config.
     pub async fn start_meta(id: u64, root: &Path, listen: &str, extra_config: &str) -> Result<MetaProcess> {
-        Self::launch("meta-server", id, root, listen, &format!("id = {id}\n{extra_config}")).await
+        Self::launch("meta-server", id, root, listen, &format!("id = {id}\n{extra_config}"), None).await
     }
 
-    async fn launch(binary: &'static str, node_id: u64, root: &Path, listen: &str, config: &str) -> Result<Self> {
+    /// [`Self::start_meta`] inside network namespace `netns`.
+    pub async fn start_meta_in(
+        netns: &str,
+        id: u64,
+        root: &Path,
+        listen: &str,
+        extra_config: &str,
+    ) -> Result<MetaProcess> {
+        Self::launch("meta-server", id, root, listen, &format!("id = {id}\n{extra_config}"), Some(netns)).await
+    }
+
+    /// [`Self::start_with_meta`] inside network namespace `netns`, listening on `listen`.
+    pub async fn start_with_meta_in(
+        netns: &str,
+        root: &Path,
+        listen: &str,
+        metas: &[String],
+        extra_config: &str,
+    ) -> Result<Self> {
+        let list: Vec<String> = metas.iter().map(|m| format!("\"{m}\"")).collect();
+        let config = format!("meta_servers = [{}]\nheartbeat_interval_ms = 300\n{extra_config}", list.join(","));
+        let mut p = Self::launch("replica-server", 0, root, listen, &config, Some(netns)).await?;
+        let id_file = p.data_dir().join("node_id");
+        p.node_id = std::fs::read_to_string(&id_file)?.trim().parse()?;
+        Ok(p)
+    }
+
+    async fn launch(
+        binary: &'static str,
+        node_id: u64,
+        root: &Path,
+        listen: &str,
+        config: &str,
+        netns: Option<&str>,
+    ) -> Result<Self> {
         let mut p = Self {
             node_id,
             root: root.to_path_buf(),
             addr: listen.to_string(),
             binary,
             extra_config: config.to_string(),
+            netns: netns.map(str::to_string),
             child: None,
         };
         std::fs::create_dir_all(root)?;
@@ -149,7 +187,15 @@ impl ReplicaProcess {
         let config_path = self.root.join(format!("{}.toml", self.binary));
         std::fs::write(&config_path, config)?;
         let log = File::options().create(true).append(true).open(self.log_path())?;
-        let mut cmd = Command::new(bin_path(self.binary));
+        let mut cmd = match &self.netns {
+            // `ip netns exec` execs the server in place: the child is the server itself.
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(bin_path(self.binary));
+                c
+            }
+            None => Command::new(bin_path(self.binary)),
+        };
         cmd.arg("--config")
             .arg(&config_path)
             .env("RUST_LOG", std::env::var("WINGKV_TEST_LOG").unwrap_or_else(|_| "info,openraft=warn".into()))
@@ -174,6 +220,11 @@ impl ReplicaProcess {
         .with_context(|| format!("node {} (log: {})", self.node_id, self.tail_log(30)))?;
         self.addr = addr;
         Ok(())
+    }
+
+    /// The process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
     }
 
     /// `kill -9` the process and reap it.
@@ -253,7 +304,10 @@ impl ReplicaProcess {
     /// This node's checksum of `partition`.
     pub async fn checksum(&self, partition: PartitionId) -> Result<ChecksumResponse> {
         let mut admin = self.admin().await?;
-        Ok(admin.checksum(PartitionRequest { partition: Some(partition.to_proto()) }).await?.into_inner())
+        Ok(admin
+            .checksum(PartitionRequest { partition: Some(partition.to_proto()), ..Default::default() })
+            .await?
+            .into_inner())
     }
 }
 
@@ -276,15 +330,22 @@ pub fn members(nodes: &[&ReplicaProcess]) -> Vec<Member> {
     nodes.iter().map(|n| Member { node_id: n.node_id, address: n.addr.clone() }).collect()
 }
 
-/// Creates `partition` on every node of `nodes`; `bootstrap` initializes the group with all of
-/// them as voters.
+/// Creates `partition` on every node of `nodes`, each initialized with all of them as voters
+/// (a replica without a membership does not vote: see `Replica::check_may_vote`); node
+/// `bootstrap` is created first.
 pub async fn create_group(nodes: &[&ReplicaProcess], bootstrap: usize, partition: PartitionId) -> Result<()> {
     let all = members(nodes);
-    for (i, n) in nodes.iter().enumerate() {
-        let initial_members = if i == bootstrap { all.clone() } else { Vec::new() };
+    let order = std::iter::once(bootstrap).chain((0..nodes.len()).filter(|i| *i != bootstrap));
+    for i in order {
+        let n = nodes.get(i).with_context(|| format!("no node {i} to create {partition} on"))?;
+        let req = CreateReplicaRequest {
+            partition: Some(partition.to_proto()),
+            initial_members: all.clone(),
+            meta_term: None,
+        };
         n.admin()
             .await?
-            .create_replica(CreateReplicaRequest { partition: Some(partition.to_proto()), initial_members })
+            .create_replica(req)
             .await
             .with_context(|| format!("create {partition} on node {}", n.node_id))?;
     }

@@ -108,7 +108,11 @@ async fn bulk_load_end_to_end() -> Result<()> {
             let mut sums = BTreeSet::new();
             for m in &p.members {
                 let mut admin = ReplicaAdminClient::new(channel(&m.address).ok()?);
-                let s = admin.checksum(PartitionRequest { partition: Some(pid.to_proto()) }).await.ok()?.into_inner();
+                let s = admin
+                    .checksum(PartitionRequest { partition: Some(pid.to_proto()), ..Default::default() })
+                    .await
+                    .ok()?
+                    .into_inner();
                 sums.insert((s.record_count, s.digest));
             }
             (sums.len() == 1).then_some(())

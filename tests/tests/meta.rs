@@ -12,6 +12,9 @@ use wingkv_tests::wait_for;
 
 use wingkv_tests::cluster::Cluster;
 
+#[path = "meta/partitions.rs"]
+mod partitions;
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn placement_and_repair_after_a_replica_server_dies() -> Result<()> {
     let mut c = Cluster::start(1, 4).await?;

@@ -188,7 +188,11 @@ async fn wiped_replica_rejoins_through_a_chunked_snapshot() -> Result<()> {
         put(&alive, p, &format!("key-{i:04}"), &value(i)).await?;
     }
     let leader_node = &nodes[leader];
-    leader_node.admin().await?.trigger_snapshot(PartitionRequest { partition: Some(p.to_proto()) }).await?;
+    leader_node
+        .admin()
+        .await?
+        .trigger_snapshot(PartitionRequest { partition: Some(p.to_proto()), ..Default::default() })
+        .await?;
     wait_for("the leader to purge its log", TIMEOUT, || async {
         let s = leader_node.status(p).await?;
         (s.snapshot_index > 400 && s.purged_index > 400).then_some(())
@@ -209,7 +213,11 @@ async fn wiped_replica_rejoins_through_a_chunked_snapshot() -> Result<()> {
     nodes[victim]
         .admin()
         .await?
-        .create_replica(CreateReplicaRequest { partition: Some(p.to_proto()), initial_members: vec![] })
+        .create_replica(CreateReplicaRequest {
+            partition: Some(p.to_proto()),
+            initial_members: vec![],
+            meta_term: None,
+        })
         .await?;
     wait_converged(&refs(&nodes), p).await?;
     let s = nodes[victim].status(p).await.context("status of the rejoined replica")?;

@@ -88,7 +88,7 @@ async fn writers_see_no_error_during_onebox_restarts() -> Result<()> {
     let client = Client::connect([meta_addr]).await?;
     client
         .meta()
-        .call(|mut m| async move {
+        .call_long(wingkv_common::meta_client::LONG_META_CALL, |mut m| async move {
             m.create_table(wingkv_proto::meta::CreateTableRequest {
                 name: "t".into(),
                 partition_count: Some(8),

@@ -54,6 +54,7 @@ impl ReplicaAdmin for AdminService {
     async fn create_replica(&self, req: Request<CreateReplicaRequest>) -> Result<Response<ReplicaStatus>, Status> {
         let req = req.into_inner();
         let id = PartitionId::from_proto(req.partition.as_ref())?;
+        self.manager.check_meta_term(req.meta_term)?;
         let mut members = BTreeMap::new();
         for m in req.initial_members {
             validate_address(&m.address)?;
@@ -78,6 +79,7 @@ impl ReplicaAdmin for AdminService {
 
     async fn remove_replica(&self, req: Request<PartitionRequest>) -> Result<Response<Empty>, Status> {
         let id = PartitionId::from_proto(req.get_ref().partition.as_ref())?;
+        self.manager.check_meta_term(req.get_ref().meta_term)?;
         self.manager.remove(id).await?;
         Ok(Response::new(Empty {}))
     }
@@ -85,6 +87,7 @@ impl ReplicaAdmin for AdminService {
     async fn add_learner(&self, req: Request<AddLearnerRequest>) -> Result<Response<ReplicaStatus>, Status> {
         let req = req.into_inner();
         let id = PartitionId::from_proto(req.partition.as_ref())?;
+        self.manager.check_meta_term(req.meta_term)?;
         let learner = req.learner.ok_or_else(|| WingError::InvalidArgument("add_learner needs a learner".into()))?;
         validate_address(&learner.address)?;
         let replica = self.manager.get(id)?;
@@ -102,6 +105,7 @@ impl ReplicaAdmin for AdminService {
     ) -> Result<Response<ReplicaStatus>, Status> {
         let req = req.into_inner();
         let id = PartitionId::from_proto(req.partition.as_ref())?;
+        self.manager.check_meta_term(req.meta_term)?;
         let voters: BTreeSet<u64> = req.voters.into_iter().collect();
         if voters.is_empty() {
             return Err(

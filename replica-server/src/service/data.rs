@@ -43,6 +43,7 @@ impl DataService {
     fn replica(&self, p: Option<&ProtoPartitionId>) -> Result<Arc<Replica>, WingError> {
         let id = PartitionId::from_proto(p)?;
         record_partition(id);
+        self.manager.check_table_serves(id)?;
         self.manager.get(id)
     }
 

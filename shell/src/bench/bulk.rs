@@ -205,7 +205,7 @@ async fn timed_load(client: &Client, args: &BulkBenchArgs, root: &Path, table: &
     let started = Instant::now();
     client
         .meta()
-        .call(|mut c| {
+        .call_long(wingkv_common::meta_client::LONG_META_CALL, |mut c| {
             let req = req.clone();
             async move { c.start_bulk_load(req).await }
         })

@@ -68,7 +68,7 @@ async fn ensure_table(client: &Client, table: &str, partitions: u32, replicas: u
     };
     client
         .meta()
-        .call(|mut c| {
+        .call_long(wingkv_common::meta_client::LONG_META_CALL, |mut c| {
             let req = req.clone();
             async move { c.create_table(req).await }
         })

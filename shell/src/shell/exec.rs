@@ -138,6 +138,15 @@ impl Session {
         Ok(self.client.meta().call(f).await?)
     }
 
+    /// [`Self::meta`] for a call a live leader may take long to answer (create, bulk-load start).
+    async fn meta_long<T, F, Fut>(&self, f: F) -> Result<T>
+    where
+        F: FnMut(wingkv_proto::meta::meta_client::MetaClient<tonic::transport::Channel>) -> Fut,
+        Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
+        Ok(self.client.meta().call_long(wingkv_common::meta_client::LONG_META_CALL, f).await?)
+    }
+
     async fn list_tables(&self, include_dropped: bool) -> Result<Vec<TableSummary>> {
         let r = self.meta(|mut c| async move { c.list_tables(ListTablesRequest { include_dropped }).await }).await?;
         Ok(r.tables)
@@ -301,7 +310,7 @@ impl Session {
                     envs: envs.into_iter().collect(),
                 };
                 let cfg = self
-                    .meta(|mut c| {
+                    .meta_long(|mut c| {
                         let req = req.clone();
                         async move { c.create_table(req).await }
                     })
@@ -452,7 +461,7 @@ impl Session {
             Cmd::StartBulkLoad { app_name, cluster, provider, root, ingest_behind } => {
                 let req = StartBulkLoadRequest { app_name, cluster, provider, root, ingest_behind };
                 let r = self
-                    .meta(|mut c| {
+                    .meta_long(|mut c| {
                         let req = req.clone();
                         async move { c.start_bulk_load(req).await }
                     })
