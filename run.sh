@@ -27,6 +27,14 @@ Usage: ./run.sh <command> [args]
 USAGE
 }
 
+# Installs Debian packages "$@" (as root, or with sudo).
+apt_install() {
+    local sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "$@"
+}
+
 # Installs the system packages the build needs (librocksdb-sys needs clang and libclang).
 ensure_deps() {
     local need=()
@@ -40,10 +48,7 @@ ensure_deps() {
     command -v make >/dev/null 2>&1 || need+=(make)
     if [ ${#need[@]} -gt 0 ]; then
         echo "run.sh: installing ${need[*]}" >&2
-        local sudo=""
-        [ "$(id -u)" -eq 0 ] || sudo="sudo"
-        $sudo apt-get update -qq
-        DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}"
+        apt_install "${need[@]}"
     fi
     if ! command -v cargo >/dev/null 2>&1; then
         echo "run.sh: cargo is missing; install Rust from https://rustup.rs first" >&2
@@ -60,23 +65,14 @@ ensure_test_deps() {
     command -v iptables >/dev/null 2>&1 || net+=(iptables)
     if [ ${#net[@]} -gt 0 ]; then
         echo "run.sh: installing ${net[*]} (multi-host fault harness)" >&2
-        local sudo=""
-        [ "$(id -u)" -eq 0 ] || sudo="sudo"
-        $sudo apt-get update -qq
-        DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${net[@]}"
+        apt_install "${net[@]}"
     fi
     if ! command -v python3 >/dev/null 2>&1; then
         echo "run.sh: installing python3 and pip (for moto)" >&2
-        local sudo=""
-        [ "$(id -u)" -eq 0 ] || sudo="sudo"
-        $sudo apt-get update -qq
-        DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq python3 python3-pip
+        apt_install python3 python3-pip
     fi
     if ! python3 -m pip --version >/dev/null 2>&1; then
-        local sudo=""
-        [ "$(id -u)" -eq 0 ] || sudo="sudo"
-        $sudo apt-get update -qq
-        DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq python3-pip
+        apt_install python3-pip
     fi
     if ! python3 -c 'import moto.server' >/dev/null 2>&1; then
         echo "run.sh: installing moto[server] (local S3 server for the s3 provider test)" >&2

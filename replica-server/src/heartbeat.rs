@@ -50,18 +50,10 @@ pub async fn register(meta: &MetaClient, data_dir: &Path, node_id: u64, address:
     Ok(id)
 }
 
-/// Writes the node id file durably: the file is synced before the rename, and the directory
-/// after it, so a crash leaves either no id (the node registers again) or the whole id.
+/// Writes the node id file durably (synced aside, renamed, directory synced): a crash leaves
+/// either no id (the node registers again) or the whole id.
 fn write_node_id(data_dir: &Path, id: u64) -> Result<(), WingError> {
-    use std::io::Write;
-    let path = data_dir.join(NODE_ID_FILE);
-    let tmp = data_dir.join("node_id.tmp");
-    let io = |e: std::io::Error| WingError::Storage(format!("cannot write {}: {e}", path.display()));
-    let mut f = std::fs::File::create(&tmp).map_err(io)?;
-    f.write_all(id.to_string().as_bytes()).map_err(io)?;
-    f.sync_all().map_err(io)?;
-    std::fs::rename(&tmp, &path).map_err(io)?;
-    crate::trash::sync_dir(data_dir)
+    crate::durable::replace_file(&data_dir.join(NODE_ID_FILE), id.to_string().as_bytes())
 }
 
 /// Runs the replica removals the meta orders, one at a time, off the heartbeat loop. An order

@@ -5,6 +5,7 @@ pub mod admission;
 pub mod bulk_load;
 pub mod command;
 pub mod config;
+pub mod durable;
 pub mod heartbeat;
 pub mod manager;
 pub mod metrics;

@@ -13,7 +13,6 @@
 //! with the marker present redoes the install from the kept snapshot file.
 
 use std::fs::{self, File};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -23,6 +22,7 @@ use wingkv_common::raft::{decode, encode, NodeId};
 use wingkv_common::value::{is_expired, now_epoch_seconds, stored_expire_ts};
 use wingkv_common::WingError;
 
+use crate::durable::{sync_dir, write_synced};
 use crate::store::{cf, data_cf, CF_APPLIED};
 
 /// Applied-state key: last applied log id (`Option<LogId>`).
@@ -90,10 +90,6 @@ fn storage_err(what: &str, e: impl std::fmt::Display) -> WingError {
 
 fn unique_suffix() -> u128 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0)
-}
-
-fn sync_dir(dir: &Path) -> Result<(), WingError> {
-    File::open(dir).and_then(|d| d.sync_all()).map_err(|e| storage_err("sync snapshot dir", e))
 }
 
 /// Decodes the applied state from the stored `last_applied` and `membership` values.
@@ -298,12 +294,6 @@ impl SnapshotDir {
         db.write_opt(batch, &synced)?;
         Ok(())
     }
-}
-
-fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), WingError> {
-    let mut f = File::create(path).map_err(|e| storage_err("create file", e))?;
-    f.write_all(bytes).map_err(|e| storage_err("write file", e))?;
-    f.sync_all().map_err(|e| storage_err("sync file", e))
 }
 
 /// Applied index, record count and an order-sensitive digest of every live record, all read

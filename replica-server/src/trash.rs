@@ -16,15 +16,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use wingkv_common::{PartitionId, WingError};
 
+use crate::durable::sync_dir;
+
 /// Name of the trash directory under the data dir.
 pub const TRASH_DIR: &str = "trash";
-
-/// Fsyncs directory `dir`, so that renames and creations inside it survive a crash.
-pub fn sync_dir(dir: &Path) -> Result<(), WingError> {
-    std::fs::File::open(dir)
-        .and_then(|f| f.sync_all())
-        .map_err(|e| WingError::Storage(format!("cannot sync directory {}: {e}", dir.display())))
-}
 
 fn unix_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)

@@ -52,6 +52,12 @@ pub fn die_with_test(cmd: &mut Command) {
     }
 }
 
+/// The value of environment variable `name`, or `default` when it is unset or does not parse
+/// (test knobs such as the number of fault schedules).
+pub fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
 /// Polls `f` until it yields `Some`, failing with `what` after `timeout`.
 pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut f: F) -> Result<T>
 where
@@ -237,13 +243,19 @@ impl ReplicaProcess {
 
     /// Sends SIGTERM and waits for a graceful exit; returns whether it exited by itself.
     pub async fn stop(&mut self) -> Result<bool> {
+        self.stop_within(Duration::from_secs(20)).await
+    }
+
+    /// Sends SIGTERM and waits up to `limit` for a graceful exit (then kills it); returns
+    /// whether it exited by itself in time.
+    pub async fn stop_within(&mut self, limit: Duration) -> Result<bool> {
         let Some(mut c) = self.child.take() else {
             return Ok(true);
         };
         unsafe {
             libc::kill(c.id() as i32, libc::SIGTERM);
         }
-        let res = wait_for("graceful exit", Duration::from_secs(20), || {
+        let res = wait_for("graceful exit", limit, || {
             let done = c.try_wait().ok().flatten();
             async move { done }
         })

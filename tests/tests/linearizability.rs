@@ -11,13 +11,10 @@ use std::time::Duration;
 
 use anyhow::{bail, ensure, Result};
 use wingkv_tests::cli::shell_ok;
+use wingkv_tests::env_or;
 use wingkv_tests::faults::{self, Workload};
 use wingkv_tests::linearizability::{self, Verdict};
 use wingkv_tests::onebox::Guard;
-
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-}
 
 /// Search states the checker may spend per key before it answers Unknown.
 const CHECK_BUDGET: usize = 20_000_000;

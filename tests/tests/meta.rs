@@ -148,7 +148,11 @@ async fn meta_restart_loses_nothing() -> Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_metas_survive_the_loss_of_the_leader() -> Result<()> {
     let mut c = Cluster::start(3, 2).await?;
-    c.create("t", 2, 2).await?;
+    let before = c.create("t", 2, 2).await?;
+    let table = RoutedTable::new(&c.meta, "t");
+    for i in 0..50 {
+        table.set(&format!("k{i}"), "s", format!("v{i}").as_bytes()).await?;
+    }
     let info = c.meta.call(|mut m| async move { m.cluster_info(ClusterInfoRequest {}).await }).await?;
     assert_eq!(info.meta_members.len(), 3);
     let leader = c.metas.iter().position(|m| m.addr == info.meta_leader).context("leader is one of the metas")?;
@@ -163,6 +167,23 @@ async fn three_metas_survive_the_loss_of_the_leader() -> Result<()> {
     ensure!(tables.tables.iter().any(|t| t.name == "t"), "catalog lost the table: {tables:?}");
     let info = c.meta.call(|mut m| async move { m.cluster_info(ClusterInfoRequest {}).await }).await?;
     ensure!(info.meta_leader != c.metas[leader].addr, "the dead meta still leads");
+    // Not only the names: the same replicas, all hosted, with every row.
+    let after = query(&c.meta, "t").await?;
+    let members = |cfg: &TableConfiguration| -> Vec<Vec<u64>> {
+        cfg.partitions.iter().map(|p| p.members.iter().map(|m| m.node_id).collect()).collect()
+    };
+    assert_eq!(members(&before), members(&after), "the failover moved replicas");
+    for p in &after.partitions {
+        let pid = wingkv_common::PartitionId::new(after.app_id, p.partition_index);
+        for m in &p.members {
+            let r = c.replicas.iter().find(|r| r.node_id == m.node_id).context("member process")?;
+            ensure!(r.status(pid).await.is_some(), "node {} no longer hosts {pid}", m.node_id);
+        }
+    }
+    for i in 0..50 {
+        let got = table.get(&format!("k{i}"), "s").await?;
+        ensure!(got.as_deref() == Some(format!("v{i}").as_bytes()), "k{i} after the failover: {got:?}");
+    }
     Ok(())
 }
 

@@ -17,7 +17,7 @@ use wingkv_proto::data::GetRequest;
 use wingkv_proto::meta::{CreateTableRequest, DropTableRequest, RecallTableRequest, TableConfiguration};
 use wingkv_tests::cluster::query;
 use wingkv_tests::netns::NetCluster;
-use wingkv_tests::{wait_for, ReplicaProcess};
+use wingkv_tests::{env_or, wait_for, ReplicaProcess};
 
 /// Creates `name` through `meta`.
 async fn create(meta: &MetaClient, name: &str, partitions: u32, replicas: u32) -> Result<TableConfiguration> {
@@ -332,11 +332,15 @@ async fn scenario_e_a_meta_partition_costs_the_data_plane_nothing() -> Result<()
     println!("meta leader cut off for {seconds}s: {ok} requests served, {} failed", failed.len());
     ensure!(failed.is_empty(), "{} requests failed, first: {:?}", failed.len(), &failed[..failed.len().min(5)]);
     ensure!(ok > 100, "only {ok} requests were served");
+    // Every server exits within a few seconds of SIGTERM, clients still connected.
+    let mut c = c;
+    for p in c.replicas.iter_mut().chain(c.metas.iter_mut()) {
+        let started = Instant::now();
+        let exited = p.stop_within(Duration::from_secs(5)).await?;
+        ensure!(exited, "{} did not exit within 5 s of SIGTERM (log: {})", p.addr, p.tail_log(10));
+        println!("{} exited {:?} after SIGTERM", p.addr, started.elapsed());
+    }
     Ok(())
-}
-
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
 /// Seeded schedules of network partitions (the meta leader isolated, a primary isolated, a
