@@ -69,9 +69,13 @@ impl MetaClient {
         }
     }
 
-    fn rotate(&self) {
+    /// Moves to the next meta that is not in `skip` (to the next one at all when every meta
+    /// is in it).
+    fn rotate_past(&self, skip: &[String]) {
         let mut cur = self.current.lock().unwrap_or_else(|p| p.into_inner());
-        *cur = (*cur + 1) % self.addrs.len();
+        let n = self.addrs.len();
+        let next = (1..=n).map(|k| (*cur + k) % n).find(|i| !skip.contains(&self.addrs[*i]));
+        *cur = next.unwrap_or((*cur + 1) % n);
     }
 
     /// Runs `f` once against the meta at `addr` (leader or not), within `timeout`.
@@ -118,6 +122,9 @@ impl MetaClient {
         let deadline = Instant::now() + total;
         let mut backoff = self.backoff.start();
         let mut followed_hint = false;
+        // Metas that did not answer in this call: a follower's hint may still name one (the
+        // old leader, frozen or cut off, until an election ends), and it is not asked again.
+        let mut silent: Vec<String> = Vec::new();
         loop {
             let addr = self.current_addr();
             let channel = self
@@ -144,9 +151,12 @@ impl MetaClient {
                 Ok(Err(status)) => WingError::from_status(&status),
                 Err(_) => WingError::Timeout(format!("meta {addr} did not answer within {:?}", attempt.min(left))),
             };
+            if matches!(err.code(), ErrorCode::Timeout | ErrorCode::Unavailable) && !silent.contains(&addr) {
+                silent.push(addr.clone());
+            }
             match err.code() {
                 ErrorCode::NotLeader => match err.leader() {
-                    Some(leader) if leader != addr => {
+                    Some(leader) if leader != addr && !silent.iter().any(|s| s == leader) => {
                         self.point_at(leader);
                         // Follow a fresh hint at once; a chain of hints (an election in
                         // progress) backs off like any other retry.
@@ -155,9 +165,9 @@ impl MetaClient {
                             continue;
                         }
                     }
-                    _ => self.rotate(),
+                    _ => self.rotate_past(&silent),
                 },
-                ErrorCode::Unavailable | ErrorCode::Timeout => self.rotate(),
+                ErrorCode::Unavailable | ErrorCode::Timeout => self.rotate_past(&silent),
                 _ => return Err(err),
             }
             followed_hint = false;

@@ -105,11 +105,6 @@ impl Liveness {
         }
     }
 
-    /// How long the current view has been kept (since this meta entered its leader term).
-    pub fn leading_for(&self) -> Duration {
-        self.lock().since.elapsed()
-    }
-
     /// Records a heartbeat (or a status poll) of `node`, seen as leader of `term`.
     pub fn record(&self, term: u64, node: u64, reports: Vec<ReplicaReport>) {
         let mut i = self.lock();

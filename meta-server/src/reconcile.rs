@@ -304,6 +304,21 @@ async fn run_repair(node: &MetaNode, r: &Repair) -> Result<(), WingError> {
     let fence = Some(r.meta_term);
     let mut primary_admin = node.admin(r.primary.node_id)?;
     let rejoin = r.lost == Some(r.add);
+    if rejoin {
+        // A heartbeat that does not list the replica may only be older than its creation: the
+        // node itself must say, now, that it does not host it.
+        let req = StatusRequest { partition: p };
+        match node.admin(r.add)?.status(req).await {
+            Ok(s) => {
+                for rep in &s.get_ref().replicas {
+                    node.liveness.record_one(r.meta_term, r.add, report_from_status(rep));
+                }
+                return Err(WingError::InvalidState(format!("node {} hosts {} after all", r.add, r.pid)));
+            }
+            Err(s) if WingError::from_status(&s).code() == ErrorCode::NotFound => {}
+            Err(s) => return Err(status_err(s)),
+        }
+    }
     if rejoin && (r.primary.voters.contains(&r.add) || r.primary.learners.contains(&r.add)) {
         // Out of the group first: the fresh replica must never count as a voter that forgot its
         // vote, and the primary must never see a member's log go back to empty.

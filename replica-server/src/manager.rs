@@ -22,6 +22,9 @@ pub struct ReplicaManager {
     meta_term: AtomicU64,
     /// Tables the meta reported dropped: their replicas answer `TableDropped` to clients.
     dropped: RwLock<HashSet<u32>>,
+    /// Replicas on disk that could not be opened, with the reason: they answer `Unavailable`,
+    /// never "not hosted", so that nobody takes them for lost and re-creates them.
+    failed: RwLock<HashMap<PartitionId, String>>,
 }
 
 impl ReplicaManager {
@@ -33,6 +36,7 @@ impl ReplicaManager {
             changes: tokio::sync::Mutex::new(()),
             meta_term: AtomicU64::new(0),
             dropped: RwLock::new(HashSet::new()),
+            failed: RwLock::new(HashMap::new()),
         }
     }
 
@@ -51,11 +55,6 @@ impl ReplicaManager {
             )));
         }
         Ok(())
-    }
-
-    /// The highest meta leader term seen.
-    pub fn meta_term(&self) -> u64 {
-        self.meta_term.load(Ordering::SeqCst)
     }
 
     /// Records which hosted tables are dropped (the meta's heartbeat answer names all of them).
@@ -99,12 +98,24 @@ impl ReplicaManager {
 
     /// The open replica of `id`.
     pub fn get(&self, id: PartitionId) -> Result<Arc<Replica>, WingError> {
-        self.replicas
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&id)
-            .cloned()
-            .ok_or_else(|| WingError::NotFound(format!("partition {id} is not hosted on node {}", self.ctx.node_id)))
+        if let Some(r) = self.replicas.read().unwrap_or_else(|p| p.into_inner()).get(&id) {
+            return Ok(r.clone());
+        }
+        if let Some(reason) = self.failed.read().unwrap_or_else(|p| p.into_inner()).get(&id) {
+            return Err(WingError::Unavailable(format!(
+                "replica {id} is on node {}'s disk but could not be opened: {reason}",
+                self.ctx.node_id
+            )));
+        }
+        Err(WingError::NotFound(format!("partition {id} is not hosted on node {}", self.ctx.node_id)))
+    }
+
+    fn set_failed(&self, id: PartitionId, reason: Option<String>) {
+        let mut failed = self.failed.write().unwrap_or_else(|p| p.into_inner());
+        match reason {
+            Some(r) => failed.insert(id, r),
+            None => failed.remove(&id),
+        };
     }
 
     /// Applies the envs of the hosted tables (from a heartbeat answer) to every replica live.
@@ -182,7 +193,10 @@ impl ReplicaManager {
         for id in ids {
             match self.open(id).await {
                 Ok(_) => opened += 1,
-                Err(e) => tracing::error!(partition = %id, "cannot reopen replica: {e}"),
+                Err(e) => {
+                    tracing::error!(partition = %id, "cannot reopen replica: {e}");
+                    self.set_failed(id, Some(e.to_string()));
+                }
             }
         }
         Ok(opened)
@@ -241,6 +255,7 @@ impl ReplicaManager {
         }
         let replica = Replica::open(id, &dir, &self.ctx).await?;
         self.insert(replica.clone());
+        self.set_failed(id, None);
         Ok(replica)
     }
 
@@ -272,6 +287,7 @@ impl ReplicaManager {
         }
         let (log, storage, trash) = (self.ctx.raft_log.clone(), self.ctx.storage.clone(), self.trash_dir());
         let grace = self.ctx.config.replica_trash_grace_secs;
+        self.set_failed(id, None);
         let moved = tokio::task::spawn_blocking(move || -> Result<PathBuf, WingError> {
             {
                 let db = storage.open(&dir.join("db"))?;

@@ -376,10 +376,18 @@ where
     let mut final_values = BTreeMap::new();
     for i in 0..workload.keys {
         let k = key(seed, i);
+        let last_error = std::sync::Mutex::new(String::new());
         let v = wait_for(&format!("{k} to be readable after the faults"), Duration::from_secs(90), || async {
-            reader.get(&k, SORT_KEY).await.ok().map(|v| v.map(|b| b.to_vec()))
+            match reader.get(&k, SORT_KEY).await {
+                Ok(v) => Some(v.map(|b| b.to_vec())),
+                Err(e) => {
+                    *last_error.lock().unwrap_or_else(|p| p.into_inner()) = e.to_string();
+                    None
+                }
+            }
         })
-        .await?;
+        .await
+        .with_context(|| format!("last error: {}", last_error.lock().unwrap_or_else(|p| p.into_inner())))?;
         final_values.insert(k, v);
     }
     Ok(RunRecord { history, faults: injected, final_values })

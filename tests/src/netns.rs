@@ -75,6 +75,12 @@ impl Hosts {
 
     fn build(&mut self) -> Result<()> {
         let br = self.bridge.clone();
+        // Leftovers of a test run that was killed before it could clean up (its bridge is gone,
+        // so no live run uses this subnet).
+        for i in 0..self.count {
+            let _ = run(&["ip", "netns", "del", &self.ns(i)]);
+        }
+        while run(&["iptables", "-D", "FORWARD", "-i", &br, "-o", &br, "-j", "ACCEPT"]).is_ok() {}
         run(&["ip", "link", "add", &br, "type", "bridge"])?;
         run(&["ip", "addr", "add", &format!("10.201.{}.1/24", self.subnet), "dev", &br])?;
         run(&["ip", "link", "set", &br, "up"])?;

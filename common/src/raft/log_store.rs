@@ -26,6 +26,9 @@ use super::{decode, encode, read_err, write_err, NodeId, CF_RAFT_LOG, CF_RAFT_ME
 const KEY_VOTE: &[u8] = b"vote";
 const KEY_COMMITTED: &[u8] = b"committed";
 const KEY_LAST_PURGED: &[u8] = b"last_purged";
+/// A purge the limit held back (see [`RocksLogStore::with_purge_limit`]), completed once the
+/// limit allows it.
+const KEY_PENDING_PURGE: &[u8] = b"pending_purge";
 
 /// The highest log index the log may be purged up to (the state machine's durable applied
 /// index, when it lives in the same DB).
@@ -226,6 +229,14 @@ where
     type LogReader = Self;
 
     async fn get_log_state(&mut self) -> Result<LogState<C>, StorageError<NodeId>> {
+        // A purge held back by the limit is done now if the state machine has applied that far,
+        // so the log on disk starts right after what it says it purged: a replica that installed
+        // a snapshot and appended after it must not reopen with a gap before its first entry.
+        if let Some(pending) = self.get_meta::<LogId<NodeId>>(KEY_PENDING_PURGE)? {
+            if self.purge_limit.as_ref().and_then(|f| f()).is_none_or(|limit| limit >= pending.index) {
+                self.purge_through(pending)?;
+            }
+        }
         let last_purged: Option<LogId<NodeId>> = self.get_meta(KEY_LAST_PURGED)?;
         let last = self.last_entry_log_id()?.or(last_purged);
         Ok(LogState { last_purged_log_id: last_purged, last_log_id: last })
@@ -276,16 +287,39 @@ where
         self.db.write_opt(batch, &synced()).map_err(write_err)
     }
 
-    async fn purge(&mut self, mut log_id: LogId<NodeId>) -> Result<(), StorageError<NodeId>> {
+    async fn purge(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError<NodeId>> {
         if let Some(limit) = self.purge_limit.as_ref().and_then(|f| f()) {
             if log_id.index > limit {
-                // Purge only what is applied; a later purge takes the rest.
-                match self.entry_log_id(limit)? {
-                    Some(id) => log_id = id,
-                    None => return Ok(()),
-                }
+                // Purge only what is applied; the rest is remembered and done by a later purge,
+                // or when the log is opened again (`get_log_state`).
+                self.put_meta(KEY_PENDING_PURGE, &log_id, false)?;
+                return match self.entry_log_id(limit)? {
+                    Some(applied) => self.purge_range(applied),
+                    None => Ok(()),
+                };
             }
         }
+        self.purge_through(log_id)
+    }
+}
+
+impl<C> RocksLogStore<C>
+where
+    C: RaftTypeConfig<NodeId = NodeId, Entry = Entry<C>>,
+    Entry<C>: Serialize + DeserializeOwned,
+{
+    /// Purges through `log_id`, and forgets a held-back purge that this one covers.
+    fn purge_through(&self, log_id: LogId<NodeId>) -> Result<(), StorageError<NodeId>> {
+        let pending: Option<LogId<NodeId>> = self.get_meta(KEY_PENDING_PURGE)?;
+        self.purge_range(log_id)?;
+        if pending.is_some_and(|p| p.index <= log_id.index) {
+            let meta = self.meta_cf()?;
+            self.db.delete_cf(meta, prefixed(&self.prefix, KEY_PENDING_PURGE)).map_err(write_err)?;
+        }
+        Ok(())
+    }
+
+    fn purge_range(&self, log_id: LogId<NodeId>) -> Result<(), StorageError<NodeId>> {
         let cf = self.log_cf()?;
         let meta = self.meta_cf()?;
         let mut batch = WriteBatch::default();

@@ -202,6 +202,8 @@ async fn scenario_c_a_replica_whose_directory_was_removed_rejoins_as_a_learner()
     let primary = p.primary.as_ref().context("a primary")?.node_id;
     let victim = p.members.iter().map(|m| m.node_id).find(|n| *n != primary).context("a secondary")?;
     let idx = c.replicas.iter().position(|r| r.node_id == victim).context("victim process")?;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sampler = tokio::spawn(wingkv_tests::netns::sample_leaders(c.meta_addrs(), c.replica_addrs(), stop.clone()));
     let proc = &mut c.replicas[idx];
     proc.kill();
     std::fs::remove_dir_all(proc.data_dir().join("replica").join(pid.to_string()))?;
@@ -220,6 +222,9 @@ async fn scenario_c_a_replica_whose_directory_was_removed_rejoins_as_a_learner()
     let after = query(&c.meta, "t").await?;
     check_replicas(&c, &after).await?;
     check_rows(&c, "t", 100).await?;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let leaders = sampler.await?;
+    ensure!(leaders.double_leaders().is_empty(), "two leaders in one term: {:?}", leaders.double_leaders());
     Ok(())
 }
 
@@ -340,6 +345,39 @@ async fn scenario_e_a_meta_partition_costs_the_data_plane_nothing() -> Result<()
         ensure!(exited, "{} did not exit within 5 s of SIGTERM (log: {})", p.addr, p.tail_log(10));
         println!("{} exited {:?} after SIGTERM", p.addr, started.elapsed());
     }
+    Ok(())
+}
+
+/// The meta leader frozen (SIGSTOP), the shell given the metas with the frozen one first: every
+/// command reaches the new leader after one attempt on the frozen meta, never its whole deadline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_meta_leader_costs_the_shell_one_attempt() -> Result<()> {
+    let c = NetCluster::start(3, 3, "", "").await?;
+    create(&c.meta, "t", 2, 3).await?;
+    let old = c.meta_leader().await.context("a meta leader")?;
+    let pid = c.metas[old].pid().context("meta pid")? as i32;
+    let order: Vec<String> =
+        std::iter::once(old).chain((0..3).filter(|i| *i != old)).map(|i| c.metas[i].addr.clone()).collect();
+    let metas = order.join(",");
+    // SAFETY: kill(2) on a child of this test; no memory involved.
+    unsafe { libc::kill(pid, libc::SIGSTOP) };
+    let frozen_at = Instant::now();
+    let mut took = Vec::new();
+    for cmd in ["ls", "use t; set a b c", "use t; get a b", "nodes", "cluster_info"] {
+        let (metas, script) = (metas.clone(), cmd.to_string());
+        let started = Instant::now();
+        let (ok, _, err) = tokio::task::spawn_blocking(move || wingkv_tests::cli::shell(&metas, &script)).await??;
+        took.push(started.elapsed());
+        ensure!(ok, "`{cmd}` failed with the meta leader frozen: {err}");
+    }
+    // SAFETY: as above.
+    unsafe { libc::kill(pid, libc::SIGCONT) };
+    println!("meta leader frozen {:?} ago; shell commands took {:?}", frozen_at.elapsed(), took);
+    // The first may wait for the election too; every later one pays one attempt (2 s) at most.
+    for d in took.iter().skip(1) {
+        ensure!(*d < Duration::from_secs(4), "a shell command took {d:?} with one meta frozen");
+    }
+    ensure!(took[0] < Duration::from_secs(8), "the first command took {:?}", took[0]);
     Ok(())
 }
 
