@@ -41,8 +41,11 @@ pub struct MetaNode {
     pub liveness: Liveness,
     /// Connections to replica servers and metas.
     pub pool: ChannelPool,
-    /// Partitions whose repair is in flight.
+    /// Partitions whose repair is in flight, or finished after the reconcile loop last read the
+    /// catalog (a repair is planned only on a catalog read after the last one ended).
     pub repairs: Mutex<HashSet<PartitionId>>,
+    /// Partitions whose repair ended; they leave `repairs` once the catalog is read again.
+    pub repairs_done: Mutex<Vec<PartitionId>>,
     /// Latest per-replica bulk-load progress of each partition (volatile, for status queries).
     pub bulk_progress:
         Mutex<std::collections::HashMap<PartitionId, Vec<wingkv_proto::replica_admin::ReplicaBulkLoadState>>>,
@@ -76,6 +79,7 @@ impl MetaNode {
             data,
             pool,
             repairs: Mutex::new(HashSet::new()),
+            repairs_done: Mutex::new(Vec::new()),
             bulk_progress: Mutex::new(Default::default()),
             bulk_cleaned: Mutex::new(HashSet::new()),
             bulk_drive: Mutex::new(Default::default()),

@@ -43,6 +43,12 @@ fn ok_if_exists(r: Result<(), WingError>) -> Result<(), WingError> {
     }
 }
 
+/// Whether `app`'s replicas are created with RocksDB's `allow_ingest_behind` (an option fixed
+/// when a DB is created, so it follows the table env as it is at creation).
+fn allows_ingest_behind(app: &AppState) -> bool {
+    app.envs.get("rocksdb.allow_ingest_behind").map(String::as_str) == Some("true")
+}
+
 /// Creates a replica of `pid` on `node` (with `initial_members`: bootstraps the group).
 async fn create_replica(
     node: &MetaNode,
@@ -52,7 +58,13 @@ async fn create_replica(
     meta_term: u64,
 ) -> Result<(), WingError> {
     let mut admin = node.admin(on)?;
-    let req = CreateReplicaRequest { partition: Some(pid.to_proto()), initial_members, meta_term: Some(meta_term) };
+    let allow_ingest_behind = node.catalog().apps.get(&pid.app_id).is_some_and(allows_ingest_behind);
+    let req = CreateReplicaRequest {
+        partition: Some(pid.to_proto()),
+        initial_members,
+        meta_term: Some(meta_term),
+        allow_ingest_behind,
+    };
     match admin.create_replica(req).await {
         Ok(s) => {
             node.liveness.record_one(meta_term, on, report_from_status(s.get_ref()));
@@ -184,6 +196,7 @@ async fn abort_repairs(node: &MetaNode, repairs: &mut JoinSet<()>) {
     repairs.abort_all();
     while repairs.join_next().await.is_some() {}
     node.repairs.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    node.repairs_done.lock().unwrap_or_else(|e| e.into_inner()).clear();
 }
 
 /// One repair of a partition's membership.
@@ -210,7 +223,16 @@ impl Repair {
 }
 
 async fn reconcile_once(node: &Arc<MetaNode>, repairs: &mut JoinSet<()>, meta_term: u64) {
+    // Repairs that ended before this read are in it (their membership record included); only
+    // then may their partitions be planned again, never on a read older than their end.
+    let done: Vec<PartitionId> = std::mem::take(&mut *node.repairs_done.lock().unwrap_or_else(|e| e.into_inner()));
     let catalog = node.catalog();
+    {
+        let mut in_flight = node.repairs.lock().unwrap_or_else(|e| e.into_inner());
+        for pid in done {
+            in_flight.remove(&pid);
+        }
+    }
     let alive: Vec<u64> =
         catalog.nodes.keys().copied().filter(|n| node.liveness.state(*n) == NodeState::Alive).collect();
     let now = now_ms();
@@ -260,7 +282,7 @@ async fn reconcile_once(node: &Arc<MetaNode>, repairs: &mut JoinSet<()>, meta_te
                         tracing::warn!(partition = %pid, add = repair.add, "repair failed (will retry): {kind}: {e}")
                     }
                 }
-                node2.repairs.lock().unwrap_or_else(|e| e.into_inner()).remove(&pid);
+                node2.repairs_done.lock().unwrap_or_else(|e| e.into_inner()).push(pid);
             });
         }
     }
@@ -293,6 +315,12 @@ fn plan_repair(
         return placement::replacement(alive, load, &p.members).map(|n| (None, n));
     }
     None
+}
+
+/// Records what the primary answered to a membership change as its latest report: its next
+/// heartbeat may be older than the change, and the loop must not adopt the old voters back.
+fn record_primary(node: &MetaNode, r: &Repair, status: &wingkv_proto::replica_admin::ReplicaStatus) {
+    node.liveness.record_one(r.meta_term, r.primary.node_id, report_from_status(status));
 }
 
 fn status_err(s: tonic::Status) -> WingError {
@@ -345,13 +373,15 @@ async fn run_repair(node: &MetaNode, r: &Repair) -> Result<(), WingError> {
         meta_term: fence,
     });
     req.set_timeout(LEARNER_CATCH_UP);
-    primary_admin.add_learner(req).await.map_err(status_err)?;
+    let status = primary_admin.add_learner(req).await.map_err(status_err)?;
+    record_primary(node, r, status.get_ref());
     let voters: Vec<u64> =
         r.members.iter().copied().filter(|m| Some(*m) != r.lost || rejoin).chain((!rejoin).then_some(r.add)).collect();
     let mut req =
         tonic::Request::new(ChangeMembershipRequest { partition: p, voters: voters.clone(), meta_term: fence });
     req.set_timeout(MEMBERSHIP_CHANGE);
-    primary_admin.change_membership(req).await.map_err(status_err)?;
+    let status = primary_admin.change_membership(req).await.map_err(status_err)?;
+    record_primary(node, r, status.get_ref());
     if voters != r.members {
         node.propose(MetaCommand::SetMembers { partition: r.pid, ballot: r.ballot, members: voters }).await?;
     }

@@ -159,6 +159,13 @@ impl Meta for MetaService {
             tables: decision.tables,
             meta_term,
             dropped_tables: decision.dropped,
+            live_bulk_load_jobs: catalog
+                .bulk_loads
+                .values()
+                .filter(|j| !j.status.is_terminal())
+                .map(|j| j.job_id)
+                .collect(),
+            next_bulk_load_job_id: catalog.next_job_id,
         }))
     }
 

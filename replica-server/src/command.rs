@@ -337,4 +337,17 @@ mod tests {
         let cf = data_cf(&db).unwrap();
         assert_eq!(decode_value(&db.get_cf(cf, key("t")).unwrap().unwrap()).unwrap().1, b"text");
     }
+
+    /// The largest `IngestSst` the limits allow (every file of a partition at the default
+    /// `max_files_per_partition`, each with the longest name) fits in one raft entry.
+    #[test]
+    fn the_largest_ingestion_fits_in_a_raft_entry() {
+        let limit = crate::config::BulkLoadConfig::default().max_files_per_partition;
+        let files =
+            (0..limit).map(|i| FileMeta { name: format!("{i:0>255}"), size: u64::MAX, md5: "f".repeat(32) }).collect();
+        let source = BulkLoadSource { job_id: u64::MAX, provider: "s3".into(), partition_dir: "d".repeat(1024) };
+        let cmd = Command::IngestSst { source, files, ingest_behind: true };
+        let bytes = wingkv_common::raft::encode(&cmd).unwrap().len();
+        assert!(bytes < wingkv_common::raft::network::MAX_RAFT_MESSAGE_BYTES / 8, "{bytes} bytes");
+    }
 }

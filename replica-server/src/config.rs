@@ -61,6 +61,11 @@ pub struct BulkLoadConfig {
     /// Backoff of a download that failed transiently (provider unavailable, throttled): it is
     /// retried with this backoff for as long as the job lives, never abandoned.
     pub retry: wingkv_common::backoff::BackoffPolicy,
+    /// Largest `bulk_load_metadata` a replica reads; a larger one fails the job, naming this.
+    pub max_metadata_bytes: u64,
+    /// Most files in one partition of a job; more fail the job, naming this. Bounds the
+    /// `IngestSst` raft entry too (each file is a name of at most 255 bytes, a size and an md5).
+    pub max_files_per_partition: usize,
 }
 
 impl Default for BulkLoadConfig {
@@ -71,6 +76,8 @@ impl Default for BulkLoadConfig {
             min_free_disk_bytes: 256 << 20,
             provider: Default::default(),
             retry: Default::default(),
+            max_metadata_bytes: 4 << 20,
+            max_files_per_partition: 10_000,
         }
     }
 }

@@ -172,6 +172,10 @@ pub async fn run(
                 }
                 manager.apply_table_envs(&resp.tables);
                 manager.set_dropped_tables(&resp.dropped_tables);
+                manager.set_bulk_load_jobs(crate::bulk_load::JobFacts {
+                    live: resp.live_bulk_load_jobs.iter().copied().collect(),
+                    next_job_id: resp.next_bulk_load_job_id,
+                });
                 for p in resp.remove {
                     remover.order(PartitionId::new(p.app_id, p.partition_index), resp.meta_term);
                 }

@@ -57,6 +57,12 @@ impl ReplicaManager {
         Ok(())
     }
 
+    /// Records the meta's facts about bulk-load jobs (which are finished): every replica
+    /// releases the files of finished jobs no member needs.
+    pub fn set_bulk_load_jobs(&self, facts: crate::bulk_load::JobFacts) {
+        self.ctx.bulk_jobs.send_replace(Some(facts));
+    }
+
     /// Records which hosted tables are dropped (the meta's heartbeat answer names all of them).
     pub fn set_dropped_tables(&self, dropped: &[u32]) {
         let new: HashSet<u32> = dropped.iter().copied().collect();
@@ -207,6 +213,7 @@ impl ReplicaManager {
         &self,
         id: PartitionId,
         initial_members: BTreeMap<u64, BasicNode>,
+        db_options: crate::store::DbOptions,
     ) -> Result<Arc<Replica>, WingError> {
         let _guard = self.changes.lock().await;
         if self.get(id).is_ok() || self.dir_of(id).exists() {
@@ -223,7 +230,11 @@ impl ReplicaManager {
         let dir = self.dir_of(id);
         std::fs::create_dir_all(&dir)
             .map_err(|e| WingError::Storage(format!("cannot create {}: {e}", dir.display())))?;
-        let replica = match Replica::open(id, &dir, &self.ctx).await {
+        let opened = match db_options.save(&dir) {
+            Ok(()) => Replica::open(id, &dir, &self.ctx).await,
+            Err(e) => Err(e),
+        };
+        let replica = match opened {
             Ok(r) => r,
             Err(e) => {
                 let _ = std::fs::remove_dir_all(&dir);
@@ -233,7 +244,10 @@ impl ReplicaManager {
         };
         if !initial_members.is_empty() {
             if let Err(e) = replica.raft().initialize(initial_members).await {
-                replica.close().await;
+                if let Err(close) = replica.close().await {
+                    // The directory stays: something still runs in it.
+                    return Err(WingError::Internal(format!("cannot initialize group {id}: {e}; {close}")));
+                }
                 let _ = std::fs::remove_dir_all(&dir);
                 let _ = self.ctx.raft_log.delete(id);
                 return Err(WingError::Internal(format!("cannot initialize group {id}: {e}")));
@@ -263,8 +277,7 @@ impl ReplicaManager {
     pub async fn close(&self, id: PartitionId) -> Result<(), WingError> {
         let _guard = self.changes.lock().await;
         let replica = self.take(id).ok_or_else(|| WingError::NotFound(format!("replica {id} is not open")))?;
-        replica.close().await;
-        Ok(())
+        replica.close().await
     }
 
     /// The trash of removed replicas (see [`crate::trash`]).
@@ -282,7 +295,8 @@ impl ReplicaManager {
             return Err(WingError::NotFound(format!("replica {id} does not exist on node {}", self.ctx.node_id)));
         }
         if let Some(r) = replica {
-            r.close().await;
+            // Nothing is moved while a task of the replica may still touch its files.
+            r.close().await?;
             drop(r);
         }
         let (log, storage, trash) = (self.ctx.raft_log.clone(), self.ctx.storage.clone(), self.trash_dir());
@@ -290,7 +304,7 @@ impl ReplicaManager {
         self.set_failed(id, None);
         let moved = tokio::task::spawn_blocking(move || -> Result<PathBuf, WingError> {
             {
-                let db = storage.open(&dir.join("db"))?;
+                let db = storage.open_with(&dir.join("db"), &crate::store::DbOptions::load(&dir)?)?;
                 log.export_to(id, &db)?;
                 db.flush().map_err(|e| WingError::Storage(format!("flush of {id}: {}", e.into_string())))?;
             }
@@ -317,7 +331,9 @@ impl ReplicaManager {
         let _guard = self.changes.lock().await;
         let all: Vec<_> = self.replicas.write().unwrap_or_else(|p| p.into_inner()).drain().map(|(_, r)| r).collect();
         for r in all {
-            r.close().await;
+            if let Err(e) = r.close().await {
+                tracing::error!("{e}");
+            }
         }
         // Last: what the replicas appended is synced before the thread stops.
         let log = self.ctx.raft_log.clone();

@@ -28,8 +28,45 @@ use crate::proposal::{timed_out, write_entry, BatchLimits, ProposalBatcher};
 use crate::raft_log::log_prefix;
 use crate::raft_types::PartitionRaft;
 use crate::snapshot::{read_applied, SnapshotDir};
-use crate::state_machine::PartitionStateMachine;
-use crate::store::SharedStorage;
+use crate::state_machine::{IngestEnv, PartitionStateMachine, PeerSource};
+use crate::store::{DbOptions, SharedStorage};
+
+/// How long `close` waits for openraft's state-machine worker and snapshot builds to stop.
+const STATE_MACHINE_STOP: Duration = Duration::from_secs(60);
+
+/// Bytes of one chunk of a bulk-load file streamed to a peer.
+const SERVE_CHUNK_BYTES: usize = 1 << 20;
+
+/// The other members of partition `id`, as the source of a job's files for an ingestion that
+/// lacks them: those of the latest membership the raft group knows (`raft`, once started), and
+/// of the applied one in `db` (a member that left may still hold them).
+fn peer_files(
+    id: PartitionId,
+    node_id: NodeId,
+    db: Arc<DB>,
+    raft: Arc<std::sync::OnceLock<PartitionRaft>>,
+    pool: ChannelPool,
+) -> PeerSource {
+    Arc::new(move |source: &BulkLoadSource| {
+        let mut peers = std::collections::BTreeMap::new();
+        if let Some(raft) = raft.get() {
+            let m = raft.metrics().borrow().membership_config.clone();
+            peers.extend(m.membership().nodes().map(|(n, node)| (*n, node.addr.clone())));
+        }
+        match read_applied(&db) {
+            Ok((_, m)) => {
+                for (n, node) in m.membership().nodes() {
+                    peers.entry(*n).or_insert_with(|| node.addr.clone());
+                }
+            }
+            Err(e) => tracing::warn!(partition = %id, "cannot read the applied membership: {e}"),
+        }
+        peers.remove(&node_id);
+        let peers = peers.into_values().collect();
+        Arc::new(crate::bulk_load::source::PeerFiles::new(id, source.job_id, peers, pool.clone()))
+            as Arc<dyn crate::bulk_load::source::FileSource>
+    })
+}
 
 /// What every replica of a process shares.
 #[derive(Clone)]
@@ -50,6 +87,8 @@ pub struct ReplicaContext {
     pub raft_log: Arc<crate::raft_log::RaftLogDb>,
     /// Counts of proposed client writes and of the entries that carried them.
     pub proposals: Arc<crate::proposal::ProposalCounters>,
+    /// The meta's latest facts about bulk-load jobs (which are finished), from heartbeats.
+    pub bulk_jobs: Arc<tokio::sync::watch::Sender<Option<crate::bulk_load::JobFacts>>>,
 }
 
 /// A hosted partition replica.
@@ -66,7 +105,11 @@ pub struct Replica {
     write_timeout: Duration,
     cancel: CancellationToken,
     tasks: TaskTracker,
-    bulk: BulkLoadSlot,
+    /// Held by the state machine and its snapshot builds (tasks openraft runs): `close` waits
+    /// until they let go.
+    state_machine: TaskTracker,
+    bulk: Arc<BulkLoadSlot>,
+    db_options: DbOptions,
     pool: ChannelPool,
     node_id: NodeId,
     admission: crate::admission::Admission,
@@ -76,7 +119,8 @@ pub struct Replica {
 impl Replica {
     /// Opens the replica stored in `dir` (creating it when empty) and starts its raft group.
     pub async fn open(id: PartitionId, dir: &Path, ctx: &ReplicaContext) -> Result<Arc<Self>, WingError> {
-        let db = ctx.storage.open(&dir.join("db"))?;
+        let db_options = DbOptions::load(dir)?;
+        let db = ctx.storage.open_with(&dir.join("db"), &db_options)?;
         let snapshots = SnapshotDir::open(dir.join("snapshot"))?;
         snapshots.recover_interrupted_install(&db)?;
         let rc = &ctx.config.raft;
@@ -118,12 +162,22 @@ impl Replica {
         };
         let votes_held_until = (rc.lease_reads && followed_a_leader)
             .then(|| Instant::now() + Duration::from_millis(rc.election_timeout_max_ms));
-        let sm = PartitionStateMachine::new(db.clone(), snapshots, dir.to_path_buf(), ctx.bulk.clone());
+        let bulk = Arc::new(BulkLoadSlot::new(dir.to_path_buf(), ctx.bulk.clone()));
+        let started = Arc::new(std::sync::OnceLock::new());
+        let ingest = IngestEnv {
+            slot: bulk.clone(),
+            peers: peer_files(id, ctx.node_id, db.clone(), started.clone(), ctx.pool.clone()),
+            retry: ctx.config.bulk_load.retry,
+            allow_ingest_behind: db_options.allow_ingest_behind,
+        };
+        let state_machine = TaskTracker::new();
+        let sm = PartitionStateMachine::new(db.clone(), snapshots, ingest, state_machine.token());
         let network = GrpcNetworkFactory::new(id, ctx.pool.clone());
         let raft = match PartitionRaft::new(ctx.node_id, Arc::new(raft_config), network, log_store, sm).await {
             Ok(r) => r,
             Err(e) => return Err(WingError::Storage(format!("cannot start raft for {id}: {e}"))),
         };
+        let _ = started.set(raft.clone());
         let cancel = CancellationToken::new();
         let tasks = TaskTracker::new();
         // Half the shortest election timeout: far inside the followers' lease
@@ -145,6 +199,16 @@ impl Replica {
             write_timeout,
         };
         let proposals = ProposalBatcher::start(id, raft.clone(), limits, ctx.proposals.clone(), &tasks, cancel.clone());
+        tasks.spawn(crate::bulk_load::tidy::run(
+            id,
+            raft.clone(),
+            db.clone(),
+            bulk.clone(),
+            ctx.pool.clone(),
+            ctx.bulk_jobs.subscribe(),
+            dir.to_path_buf(),
+            cancel.clone(),
+        ));
         tracing::info!(partition = %id, "replica opened");
         Ok(Arc::new(Self {
             id,
@@ -158,7 +222,9 @@ impl Replica {
             write_timeout,
             cancel,
             tasks,
-            bulk: BulkLoadSlot::new(dir.to_path_buf(), ctx.bulk.clone()),
+            state_machine,
+            bulk,
+            db_options,
             pool: ctx.pool.clone(),
             node_id: ctx.node_id,
             admission: crate::admission::Admission::new(ctx.tables.get(id.app_id), ctx.tables.counters.clone()),
@@ -197,18 +263,33 @@ impl Replica {
     }
 
     /// Stops the replica's tasks and raft group and closes its RocksDB (once every other holder
-    /// of the DB has let go). Waits for all of it.
-    pub async fn close(&self) {
-        // Bulk-load downloads end (and are awaited) before their files go, and before raft.
-        self.bulk.clear().await;
+    /// of the DB has let go). Waits for all of it: every task that touches the replica's files
+    /// (bulk-load downloads, an ingestion's fetch, openraft's state-machine worker and snapshot
+    /// builds) has ended when this returns, so the directory may then be removed. Answers an
+    /// error (and the directory must stay) when the state machine did not let go in time.
+    pub async fn close(&self) -> Result<(), WingError> {
+        // The slot closes first: its downloads are stopped and awaited (verified files stay for a
+        // reopen), and an ingestion waiting for files gives up, so the apply below can end.
+        self.bulk.close().await;
         self.cancel.cancel();
         self.tasks.close();
         self.tasks.wait().await;
         if let Err(e) = self.raft.shutdown().await {
             tracing::warn!(partition = %self.id, "raft shutdown: {e}");
         }
-        // Raft's own tasks (replication, a snapshot build) and open scans may still hold the DB
-        // for a moment; wait for them so a reopen of the same replica finds it closed.
+        // openraft's shutdown joins its core only; its state-machine worker ends when the core's
+        // channel closes, after the command it is running (an ingestion, an install), and a
+        // snapshot build runs on a task of its own.
+        self.state_machine.close();
+        if tokio::time::timeout(STATE_MACHINE_STOP, self.state_machine.wait()).await.is_err() {
+            tracing::error!(partition = %self.id, "the state machine is still running {STATE_MACHINE_STOP:?} after close");
+            return Err(WingError::Unavailable(format!(
+                "replica {}: the state machine did not stop within {STATE_MACHINE_STOP:?}",
+                self.id
+            )));
+        }
+        // Open scans may still hold the DB for a moment; wait for them so a reopen of the same
+        // replica finds it closed.
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         while Arc::strong_count(&self.db) > 1 && std::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -217,6 +298,7 @@ impl Replica {
             tracing::warn!(partition = %self.id, holders = Arc::strong_count(&self.db), "RocksDB still held after close");
         }
         tracing::info!(partition = %self.id, "replica closed");
+        Ok(())
     }
 
     /// The current leader's address, if known.
@@ -358,6 +440,7 @@ impl Replica {
     pub async fn bulk_load_local(
         &self,
         source: &BulkLoadSource,
+        ingest_behind: bool,
         action: BulkLoadAction,
     ) -> Result<ReplicaBulkLoadState, WingError> {
         if crate::state_machine::is_ingested(&self.db, source.job_id)? {
@@ -367,7 +450,49 @@ impl Replica {
                 ..Default::default()
             });
         }
+        let starts = matches!(action, BulkLoadAction::BlDownload | BulkLoadAction::BlIngest);
+        if ingest_behind && starts && !self.db_options.allow_ingest_behind {
+            // Refused before anything is proposed: RocksDB fixes the option when a DB is created.
+            return Ok(ReplicaBulkLoadState {
+                node_id: self.node_id,
+                status: "BLS_FAILED".into(),
+                reason: format!(
+                    "replica {} on node {} was created without rocksdb.allow_ingest_behind; it cannot ingest behind",
+                    self.id, self.node_id
+                ),
+                ..Default::default()
+            });
+        }
         self.bulk.act(self.node_id, source, action).await
+    }
+
+    /// Streams file `name` of bulk-load job `job_id` to a member that lacks it; `NotFound` when
+    /// this replica does not hold it verified.
+    pub async fn serve_bulk_load_file(
+        &self,
+        job_id: u64,
+        name: &str,
+    ) -> Result<crate::bulk_load::source::FileChunks, WingError> {
+        let path = self.bulk.held_file(job_id, name).ok_or_else(|| {
+            WingError::NotFound(format!(
+                "replica {} on node {} holds no verified {name} of job {job_id}",
+                self.id, self.node_id
+            ))
+        })?;
+        // The open descriptor keeps the content readable even if the job's files are released
+        // meanwhile.
+        let file =
+            tokio::fs::File::open(&path).await.map_err(|e| WingError::NotFound(format!("{}: {e}", path.display())))?;
+        Ok(Box::pin(futures::stream::try_unfold(file, |mut file| async move {
+            use tokio::io::AsyncReadExt;
+            let mut buf = Vec::with_capacity(SERVE_CHUNK_BYTES);
+            let n = (&mut file)
+                .take(SERVE_CHUNK_BYTES as u64)
+                .read_to_end(&mut buf)
+                .await
+                .map_err(|e| tonic::Status::internal(format!("read: {e}")))?;
+            Ok((n > 0).then_some((wingkv_proto::replica_admin::BulkLoadFileChunk { data: buf.into() }, file)))
+        })))
     }
 
     /// Applies a bulk-load action on every replica of the group (this one must be primary);
@@ -394,7 +519,7 @@ impl Replica {
             let spec = spec.clone();
             async move {
                 let state = if voter == self.node_id {
-                    self.bulk_load_local(source, action).await
+                    self.bulk_load_local(source, ingest_behind, action).await
                 } else {
                     let req =
                         BulkLoadRequest { partition: Some(self.id.to_proto()), job: Some(spec), action: action as i32 };

@@ -55,7 +55,8 @@ impl ReplicaServer {
         let raft_log = Arc::new(crate::raft_log::RaftLogDb::open(&config.data_dir.join("raft-log"))?);
         let ctx = ReplicaContext {
             raft_log,
-            bulk: Arc::new(crate::bulk_load::BulkLoadEnv::new(&config.bulk_load, shutdown.clone())),
+            bulk: Arc::new(crate::bulk_load::BulkLoadEnv::new(&config.bulk_load)),
+            bulk_jobs: Arc::new(tokio::sync::watch::channel(None).0),
             tables: Arc::new(crate::admission::TableEnvs::default()),
             proposals: Arc::default(),
             node_id,

@@ -128,6 +128,13 @@ impl SnapshotDir {
         Ok(this)
     }
 
+    /// Holds off builds and installs while a bulk-load ingestion and its applied-state mark
+    /// are written: a snapshot never holds ingested rows with the applied index before them
+    /// (a replica installing it would replay the ingestion).
+    pub fn exclusive(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.lock.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     fn sst_path(&self, id: &str) -> PathBuf {
         self.dir.join(format!("{id}.sst"))
     }

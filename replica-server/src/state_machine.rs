@@ -11,14 +11,16 @@ use openraft::{
     StoredMembership,
 };
 use rocksdb::DB;
+use tokio_util::task::task_tracker::TaskTrackerToken;
+use wingkv_common::backoff::BackoffPolicy;
 use wingkv_common::bulk_load::FileMeta;
-use wingkv_common::provider::open_provider;
 use wingkv_common::raft::{encode, read_err, write_err, NodeId};
 use wingkv_common::WingError;
 
-use crate::bulk_load::ingest::{files_present, ingest_files};
-use crate::bulk_load::loader::{BulkLoadSource, BulkLoader, LoaderState};
-use crate::bulk_load::{job_dir, BulkLoadEnv};
+use crate::bulk_load::ingest::{ingest_files, record_ingested_at};
+use crate::bulk_load::loader::BulkLoadSource;
+use crate::bulk_load::slot::BulkLoadSlot;
+use crate::bulk_load::source::FileSource;
 use crate::command::{BatchView, Command, CommandResponse};
 use crate::raft_types::PartitionRaftConfig;
 use crate::snapshot::{
@@ -28,12 +30,31 @@ use crate::store::{cf, CF_APPLIED};
 
 type SmResult<T> = Result<T, StorageError<NodeId>>;
 
+/// Finds the other members of the group that may hold a job's files (see
+/// [`crate::bulk_load::source::PeerFiles`]): the state machine asks for them when an ingestion
+/// lacks its files.
+pub type PeerSource = Arc<dyn Fn(&BulkLoadSource) -> Arc<dyn FileSource> + Send + Sync>;
+
+/// What the state machine needs for bulk-load ingestions.
+pub struct IngestEnv {
+    /// The replica's one owner of bulk-load files.
+    pub slot: Arc<BulkLoadSlot>,
+    /// The members that may hold a job's files.
+    pub peers: PeerSource,
+    /// Backoff between two attempts of an ingestion that failed locally (disk, I/O).
+    pub retry: BackoffPolicy,
+    /// The replica's DB was created with `allow_ingest_behind`.
+    pub allow_ingest_behind: bool,
+}
+
 /// State machine of one partition replica.
 pub struct PartitionStateMachine {
     db: Arc<DB>,
     snapshots: SnapshotDir,
-    replica_dir: PathBuf,
-    bulk: Arc<BulkLoadEnv>,
+    ingest: IngestEnv,
+    /// Held for as long as openraft's state-machine worker owns this state machine: the
+    /// replica's close waits for it (openraft's shutdown joins only its core).
+    alive: TaskTrackerToken,
 }
 
 async fn blocking<T, F>(f: F) -> Result<T, WingError>
@@ -45,10 +66,10 @@ where
 }
 
 impl PartitionStateMachine {
-    /// The state machine over `db`, with snapshots in `snapshots`; bulk-load files live under
-    /// `replica_dir`.
-    pub fn new(db: Arc<DB>, snapshots: SnapshotDir, replica_dir: PathBuf, bulk: Arc<BulkLoadEnv>) -> Self {
-        Self { db, snapshots, replica_dir, bulk }
+    /// The state machine over `db`, with snapshots in `snapshots`. `alive` is held by the
+    /// state machine and by each snapshot build, so that their owner can await them.
+    pub fn new(db: Arc<DB>, snapshots: SnapshotDir, ingest: IngestEnv, alive: TaskTrackerToken) -> Self {
+        Self { db, snapshots, ingest, alive }
     }
 
     /// Writes `batch` with the applied state up to `last`.
@@ -72,33 +93,82 @@ impl PartitionStateMachine {
         self.db.write(batch).map_err(write_err)
     }
 
-    /// Ingests a job's files, fetching them again first when this replica lacks them (it was
-    /// restarted or lagging), so every replica ends with the same data. Re-applying after a
-    /// crash in the middle is safe: nothing after this entry was applied yet, so ingesting the
-    /// same files again yields the same state.
-    async fn ingest(&self, source: &BulkLoadSource, files: &[FileMeta], ingest_behind: bool) -> Result<(), WingError> {
-        let dir = job_dir(&self.replica_dir, source.job_id);
-        if !files_present(&dir, files) {
-            let store = open_provider(&source.provider, &self.bulk.provider)?;
-            let loader = BulkLoader::start(source.clone(), &self.replica_dir, store, self.bulk.limits.clone());
-            let status = tokio::select! {
-                s = loader.finished() => s,
-                _ = self.bulk.shutdown.cancelled() => {
-                    loader.stop().await;
-                    return Err(WingError::Unavailable("shutting down during a bulk-load fetch".into()));
+    /// Ingests a job's files at `log_id` and records it (the ingested-job mark and the applied
+    /// index, synced). Files this replica lacks, or holds with other content, are fetched from
+    /// the group's other members first — never from the provider, which may have dropped them.
+    /// A local failure (disk, I/O) is retried with backoff until it succeeds or the replica
+    /// closes; it never makes this replica skip an entry the others apply. RocksDB refusing
+    /// the files themselves (`Corruption`: their bytes were verified by md5 on this disk, so
+    /// every replica holds the same bytes and is refused alike) answers `Refused`.
+    async fn ingest(
+        &self,
+        source: &BulkLoadSource,
+        files: &[FileMeta],
+        ingest_behind: bool,
+        log_id: LogId<NodeId>,
+    ) -> Result<CommandResponse, WingError> {
+        let mut backoff = self.ingest.retry.start();
+        loop {
+            if ingest_behind && !self.ingest.allow_ingest_behind {
+                // Never skipped here while the others ingest: this replica waits, loudly, for an
+                // operator (the primary refuses such a job before proposing it; only a replica
+                // re-created after the table env changed can meet this).
+                let delay = backoff.next_delay();
+                tracing::error!(
+                    job = source.job_id,
+                    "cannot ingest behind: this replica's DB was created without rocksdb.allow_ingest_behind"
+                );
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => continue,
+                    _ = self.ingest.slot.closing() => {
+                        return Err(WingError::Unavailable("replica closing during an ingestion".into()))
+                    }
                 }
-            };
-            if status.state != LoaderState::Downloaded || loader.downloaded_files().as_deref() != Some(files) {
-                return Err(WingError::Unavailable(format!(
-                    "job {}: cannot fetch the files to ingest again from {}: {:?}",
-                    source.job_id, source.partition_dir, status.state
-                )));
+            }
+            let peers = (self.ingest.peers)(source);
+            let held = self.ingest.slot.fetch_for_ingest(source, files, peers).await?;
+            let (db, snapshots, files2, dir) =
+                (self.db.clone(), self.snapshots.clone(), files.to_vec(), held.dir.clone());
+            let job_id = source.job_id;
+            let done = blocking(move || {
+                let _no_snapshot = snapshots.exclusive();
+                match ingest_files(&db, &dir, &files2, ingest_behind) {
+                    Ok(()) => {}
+                    Err(WingError::Corruption(reason)) => return Ok(CommandResponse::Refused(reason)),
+                    Err(e) => return Err(e),
+                }
+                // The job's files stay (hard links of what RocksDB took) until no member may
+                // need them (see `bulk_load::tidy`). Recorded before the mark, which comes last:
+                // nothing can fail after it.
+                record_ingested_at(&dir, log_id.index)?;
+                let mut marker = rocksdb::WriteBatch::default();
+                let applied = cf(&db, CF_APPLIED)?;
+                marker.put_cf(applied, KEY_INGESTED_JOB, job_id.to_be_bytes());
+                marker.put_cf(
+                    applied,
+                    KEY_LAST_APPLIED,
+                    encode(&Some(log_id)).map_err(|e| WingError::Internal(format!("encode applied log id: {e}")))?,
+                );
+                let mut opts = rocksdb::WriteOptions::default();
+                opts.set_sync(true);
+                db.write_opt(marker, &opts)?;
+                Ok(CommandResponse::Done)
+            })
+            .await;
+            drop(held);
+            match done {
+                Ok(resp) => return Ok(resp),
+                Err(e) => {
+                    let delay = backoff.next_delay();
+                    tracing::error!(job = job_id, ?delay, "bulk-load ingestion failed here, retrying: {e}");
+                    tokio::select! {
+                        _ = tokio::time::sleep(delay) => {}
+                        // The next attempt finds the slot closed and ends the apply.
+                        _ = self.ingest.slot.closing() => {}
+                    }
+                }
             }
         }
-        let (db, files2, dir2) = (self.db.clone(), files.to_vec(), dir.clone());
-        blocking(move || ingest_files(&db, &dir2, &files2, ingest_behind)).await?;
-        let _ = tokio::fs::remove_dir_all(&dir).await;
-        Ok(())
     }
 }
 
@@ -117,6 +187,8 @@ async fn open_snapshot(meta: PartitionSnapshotMeta, path: PathBuf) -> SmResult<S
 pub struct PartitionSnapshotBuilder {
     db: Arc<DB>,
     snapshots: SnapshotDir,
+    /// Held while the build runs (openraft runs it on a task of its own).
+    _alive: TaskTrackerToken,
 }
 
 impl RaftSnapshotBuilder<PartitionRaftConfig> for PartitionSnapshotBuilder {
@@ -160,23 +232,7 @@ impl RaftStateMachine<PartitionRaftConfig> for PartitionStateMachine {
                     } else {
                         // Race window: the entry is committed, this replica has not ingested yet.
                         fail::fail_point!("bulk_load::before_ingest_apply");
-                        match self.ingest(&source, &files, ingest_behind).await {
-                            Ok(()) => {
-                                let mut marker = rocksdb::WriteBatch::default();
-                                let applied = cf(&self.db, CF_APPLIED).map_err(write_err)?;
-                                marker.put_cf(applied, KEY_INGESTED_JOB, source.job_id.to_be_bytes());
-                                self.write_applied(marker, Some(entry.log_id), None)?;
-                                // Synced: the job's local files go once it is ingested, so a
-                                // replay of this entry after a power loss would have to fetch
-                                // them from the provider again (which may have dropped them).
-                                self.db.flush_wal(true).map_err(write_err)?;
-                                CommandResponse::Done
-                            }
-                            // RocksDB rejected the files themselves: the same on every replica
-                            // (same md5), nothing was ingested, and the partition goes on.
-                            Err(WingError::Corruption(reason)) => CommandResponse::Refused(reason),
-                            Err(e) => return Err(apply_err(e).into()),
-                        }
+                        self.ingest(&source, &files, ingest_behind, entry.log_id).await.map_err(apply_err)?
                     }
                 }
                 EntryPayload::Normal(cmd) => {
@@ -195,7 +251,7 @@ impl RaftStateMachine<PartitionRaftConfig> for PartitionStateMachine {
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
-        PartitionSnapshotBuilder { db: self.db.clone(), snapshots: self.snapshots.clone() }
+        PartitionSnapshotBuilder { db: self.db.clone(), snapshots: self.snapshots.clone(), _alive: self.alive.clone() }
     }
 
     async fn begin_receiving_snapshot(&mut self) -> SmResult<Box<tokio::fs::File>> {
@@ -237,14 +293,21 @@ impl RaftStateMachine<PartitionRaftConfig> for PartitionStateMachine {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use bytes::Bytes;
     use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId};
     use wingkv_common::bulk_load::{md5_hex, BulkLoadMetadata};
     use wingkv_common::key::encode_key;
-    use wingkv_common::provider::ProviderConfig;
+    use wingkv_common::provider::{open_provider, ProviderConfig};
     use wingkv_common::value::encode_value;
+    use wingkv_proto::replica_admin::BulkLoadAction;
 
     use super::*;
+    use crate::bulk_load::ingest::ingested_at;
+    use crate::bulk_load::job_dir;
+    use crate::bulk_load::source::ProviderFiles;
+    use crate::bulk_load::BulkLoadEnv;
     use crate::config::{BulkLoadConfig, StorageConfig};
     use crate::store::{data_cf, SharedStorage};
 
@@ -275,19 +338,42 @@ mod tests {
         (remote, file)
     }
 
-    /// A state machine on a fresh replica dir whose `local` provider points at `remote`.
-    fn state_machine(remote: &std::path::Path) -> (tempfile::TempDir, Arc<DB>, PartitionStateMachine) {
+    struct Fixture {
+        replica: tempfile::TempDir,
+        db: Arc<DB>,
+        sm: PartitionStateMachine,
+        slot: Arc<BulkLoadSlot>,
+        alive: tokio_util::task::TaskTracker,
+    }
+
+    /// A state machine on a fresh replica dir. What stands for the group's other members here
+    /// is `peers` (the real ones answer over RPC: see the integration tests); by default the
+    /// files at `remote`.
+    fn state_machine(remote: &std::path::Path, peers: Option<Arc<dyn FileSource>>) -> Fixture {
         let replica = tempfile::tempdir().unwrap();
         let db = SharedStorage::new(StorageConfig::default()).open(&replica.path().join("db")).unwrap();
-        let config = BulkLoadConfig {
+        let mut config = BulkLoadConfig {
             provider: ProviderConfig { local_root: remote.to_path_buf(), ..Default::default() },
             min_free_disk_bytes: 0,
             ..Default::default()
         };
-        let env = Arc::new(BulkLoadEnv::new(&config, tokio_util::sync::CancellationToken::new()));
+        config.retry = BackoffPolicy::new(Duration::from_millis(10), Duration::from_millis(100));
+        let env = Arc::new(BulkLoadEnv::new(&config));
         let snapshots = SnapshotDir::open(replica.path().join("snapshot")).unwrap();
-        let sm = PartitionStateMachine::new(db.clone(), snapshots, replica.path().to_path_buf(), env);
-        (replica, db, sm)
+        let slot = Arc::new(BulkLoadSlot::new(replica.path().to_path_buf(), env.clone()));
+        let peers = peers.unwrap_or_else(|| {
+            let store = open_provider("local", &env.provider).unwrap();
+            Arc::new(ProviderFiles::new(store, "bl/onebox/t/0").unwrap())
+        });
+        let ingest = IngestEnv {
+            slot: slot.clone(),
+            peers: Arc::new(move |_| peers.clone()),
+            retry: config.retry,
+            allow_ingest_behind: false,
+        };
+        let alive = tokio_util::task::TaskTracker::new();
+        let sm = PartitionStateMachine::new(db.clone(), snapshots, ingest, alive.token());
+        Fixture { replica, db, sm, slot, alive }
     }
 
     fn put(k: &str, v: &str) -> Command {
@@ -297,32 +383,113 @@ mod tests {
         }
     }
 
-    fn get(db: &DB, k: &str) -> String {
-        let v = db.get_cf(data_cf(db).unwrap(), encode_key(k.as_bytes(), b"").unwrap()).unwrap().unwrap();
-        String::from_utf8(v[4..].to_vec()).unwrap()
+    fn get(db: &DB, k: &str) -> Option<String> {
+        let v = db.get_cf(data_cf(db).unwrap(), encode_key(k.as_bytes(), b"").unwrap()).unwrap()?;
+        Some(String::from_utf8(v[4..].to_vec()).unwrap())
     }
 
     fn source(job_id: u64) -> BulkLoadSource {
         BulkLoadSource { job_id, provider: "local".into(), partition_dir: "bl/onebox/t/0".into() }
     }
 
+    fn ingest_cmd(job: u64, file: &FileMeta) -> Command {
+        Command::IngestSst { source: source(job), files: vec![file.clone()], ingest_behind: false }
+    }
+
     #[tokio::test]
-    async fn ingest_lands_between_the_writes_around_it_and_refetches_missing_files() {
+    async fn ingest_lands_between_the_writes_around_it_and_keeps_the_files_for_members() {
         let (remote, file) = remote_partition(&["k1", "k2", "k3"]);
-        let (replica, db, mut sm) = state_machine(remote.path());
-        let entries = vec![
-            entry(1, put("k1", "before")),
-            entry(2, Command::IngestSst { source: source(1), files: vec![file], ingest_behind: false }),
-            entry(3, put("k2", "after")),
-        ];
+        let mut f = state_machine(remote.path(), None);
+        let entries = vec![entry(1, put("k1", "before")), entry(2, ingest_cmd(1, &file)), entry(3, put("k2", "after"))];
         // The replica never downloaded the files: apply fetches and verifies them first.
-        let out = sm.apply(entries).await.unwrap();
+        let out = f.sm.apply(entries).await.unwrap();
         assert_eq!(out.len(), 3);
-        assert_eq!(get(&db, "k1"), "bulk", "the ingest comes after the write before it");
-        assert_eq!(get(&db, "k2"), "after", "the write after the ingest wins");
-        assert_eq!(get(&db, "k3"), "bulk");
-        assert_eq!(read_applied(&db).unwrap().0.map(|l| l.index), Some(3));
-        assert!(!crate::bulk_load::job_dir(replica.path(), 1).exists(), "local files are removed after ingestion");
+        assert_eq!(get(&f.db, "k1").as_deref(), Some("bulk"), "the ingest comes after the write before it");
+        assert_eq!(get(&f.db, "k2").as_deref(), Some("after"), "the write after the ingest wins");
+        assert_eq!(get(&f.db, "k3").as_deref(), Some("bulk"));
+        assert_eq!(read_applied(&f.db).unwrap().0.map(|l| l.index), Some(3));
+        // The verified files stay, for members that still have to ingest them.
+        let dir = job_dir(f.replica.path(), 1);
+        assert_eq!(ingested_at(&dir), Some(2));
+        assert!(f.slot.held_file(1, "0.sst").is_some());
+        // The meta's next job does not take them away either.
+        f.slot.act(1, &source(2), BulkLoadAction::BlDownload).await.unwrap();
+        assert!(f.slot.held_file(1, "0.sst").is_some(), "a new job removed files members may need");
+    }
+
+    /// A source that never answers (a member that accepted the call and froze).
+    struct Frozen;
+
+    #[tonic::async_trait]
+    impl FileSource for Frozen {
+        fn describe(&self, name: &str) -> String {
+            format!("frozen/{name}")
+        }
+        async fn open(&self, _name: &str) -> Result<crate::bulk_load::source::FileStream, WingError> {
+            std::future::pending().await
+        }
+        async fn metadata(&self, _max: u64) -> Result<Bytes, WingError> {
+            std::future::pending().await
+        }
+    }
+
+    /// A close while an apply waits for files from the members: the fetch ends, the apply
+    /// answers an error (nothing marked applied), and no task of the slot is left.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_close_ends_an_ingestion_waiting_for_its_files() {
+        let (remote, file) = remote_partition(&["k1"]);
+        let mut f = state_machine(remote.path(), Some(Arc::new(Frozen)));
+        let slot = f.slot.clone();
+        let apply = tokio::spawn(async move {
+            let r = f.sm.apply(vec![entry(1, ingest_cmd(5, &file))]).await;
+            (r.is_err(), f.db, f.replica, f.alive, f.sm)
+        });
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while slot.progress().is_none_or(|(_, s)| s.live_tasks == 0) {
+            assert!(std::time::Instant::now() < deadline, "the fetch did not start");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        tokio::time::timeout(Duration::from_secs(10), slot.close()).await.expect("close hangs");
+        let (failed, db, _replica, alive, sm) =
+            tokio::time::timeout(Duration::from_secs(10), apply).await.expect("apply hangs after close").unwrap();
+        assert!(failed, "the apply must fail, not skip the entry");
+        assert_eq!(read_applied(&db).unwrap().0, None, "an entry not ingested was marked applied");
+        assert!(slot.progress().is_none());
+        drop(sm);
+        alive.close();
+        tokio::time::timeout(Duration::from_secs(1), alive.wait()).await.expect("the state machine's token is held");
+    }
+
+    #[tokio::test]
+    async fn act_after_close_is_refused() {
+        let (remote, _file) = remote_partition(&["k1"]);
+        let f = state_machine(remote.path(), None);
+        f.slot.close().await;
+        let e = f.slot.act(1, &source(6), BulkLoadAction::BlDownload).await.unwrap_err();
+        assert!(matches!(e, WingError::Unavailable(ref m) if m.contains("closing")), "{e}");
+        assert!(f.slot.progress().is_none(), "a loader started after close");
+        assert!(!job_dir(f.replica.path(), 6).exists());
+    }
+
+    /// A replica holds a file of the right name and size but other content (and a verified
+    /// list naming the right md5): it must not ingest it, but fetch the real one.
+    #[tokio::test]
+    async fn a_same_size_file_with_another_md5_is_fetched_again() {
+        let (remote, file) = remote_partition(&["k1", "k2"]);
+        let mut f = state_machine(remote.path(), None);
+        let dir = job_dir(f.replica.path(), 7);
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut other = std::fs::read(remote.path().join("bl/onebox/t/0/0.sst")).unwrap();
+        other[10] ^= 0xff;
+        std::fs::write(dir.join("0.sst"), &other).unwrap();
+        std::fs::write(dir.join(crate::bulk_load::loader::VERIFIED_LIST), serde_json::to_vec(&[&file]).unwrap())
+            .unwrap();
+        f.sm.apply(vec![entry(1, ingest_cmd(7, &file))]).await.unwrap();
+        assert_eq!((get(&f.db, "k1"), get(&f.db, "k2")), (Some("bulk".into()), Some("bulk".into())));
+        assert_eq!(
+            std::fs::read(dir.join("0.sst")).unwrap(),
+            std::fs::read(remote.path().join("bl/onebox/t/0/0.sst")).unwrap()
+        );
     }
 
     /// Forced: the replica loses its verified files (a restart, a wiped dir) right before the
@@ -333,24 +500,79 @@ mod tests {
     async fn failpoint_files_lost_right_before_ingestion_are_fetched_again() {
         let scenario = fail::FailScenario::setup();
         let (remote, file) = remote_partition(&["k1", "k2"]);
-        let (replica, db, mut sm) = state_machine(remote.path());
+        let mut f = state_machine(remote.path(), None);
         // The replica had downloaded and verified its files...
-        let store = open_provider("local", &sm.bulk.provider).unwrap();
-        let loader = BulkLoader::start(source(4), replica.path(), store, sm.bulk.limits.clone());
-        assert_eq!(loader.finished().await.state, LoaderState::Downloaded);
-        loader.stop().await;
+        let state = f.slot.act(1, &source(4), BulkLoadAction::BlDownload).await.unwrap();
+        assert_eq!(state.status, "BLS_DOWNLOADING");
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while f.slot.downloaded_files(4).await.is_none() {
+            assert!(std::time::Instant::now() < deadline, "no download");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
         // ...and loses them just before the entry applies.
-        let dir = job_dir(replica.path(), 4);
+        let dir = job_dir(f.replica.path(), 4);
         fail::cfg_callback("bulk_load::before_ingest_apply", move || {
             let _ = std::fs::remove_dir_all(&dir);
         })
         .unwrap();
-        let ingest = || Command::IngestSst { source: source(4), files: vec![file.clone()], ingest_behind: false };
-        sm.apply(vec![entry(1, ingest()), entry(2, put("k1", "newer"))]).await.unwrap();
-        assert_eq!((get(&db, "k1"), get(&db, "k2")), ("newer".to_string(), "bulk".to_string()));
+        f.sm.apply(vec![entry(1, ingest_cmd(4, &file)), entry(2, put("k1", "newer"))]).await.unwrap();
+        assert_eq!((get(&f.db, "k1"), get(&f.db, "k2")), (Some("newer".into()), Some("bulk".into())));
         // A duplicate proposal of the same job (a new primary retrying) changes nothing.
-        sm.apply(vec![entry(3, ingest())]).await.unwrap();
-        assert_eq!(get(&db, "k1"), "newer", "a duplicate ingestion put old rows over a newer write");
+        f.sm.apply(vec![entry(3, ingest_cmd(4, &file))]).await.unwrap();
+        assert_eq!(get(&f.db, "k1").as_deref(), Some("newer"), "a duplicate ingestion put old rows over a newer write");
+        scenario.teardown();
+    }
+
+    /// Forced: the job's own download (the slot's loader, from the provider) is between two
+    /// chunks when the committed `IngestSst` applies. The apply path stops that download and
+    /// awaits its task before it touches the directory (one owner: no task of the job outlives
+    /// the hand-over), fetches what is missing, and ingests the right rows; nothing of either
+    /// download is left behind.
+    #[cfg(feature = "failpoints")]
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn failpoint_the_jobs_download_and_the_apply_path_on_the_same_job() {
+        let scenario = fail::FailScenario::setup();
+        let keys: Vec<String> = (0..20_000).map(|i| format!("k{i:05}")).collect();
+        let (remote, file) = remote_partition(&keys.iter().map(String::as_str).collect::<Vec<_>>());
+        let mut f = state_machine(remote.path(), None);
+        let (held_tx, held_rx) = std::sync::mpsc::channel();
+        let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+        let (held_tx, release_rx) = (std::sync::Mutex::new(Some(held_tx)), std::sync::Mutex::new(release_rx));
+        fail::cfg_callback("bulk_load::between_chunks", move || {
+            if let Some(tx) = held_tx.lock().unwrap().take() {
+                let _ = tx.send(());
+                let _ = release_rx.lock().unwrap().recv_timeout(Duration::from_secs(30));
+            }
+        })
+        .unwrap();
+        f.slot.act(1, &source(9), BulkLoadAction::BlDownload).await.unwrap();
+        tokio::task::spawn_blocking(move || held_rx.recv_timeout(Duration::from_secs(10)))
+            .await
+            .unwrap()
+            .expect("the download never reached the fail point");
+        let slot = f.slot.clone();
+        let mut apply = tokio::spawn(async move {
+            f.sm.apply(vec![entry(1, ingest_cmd(9, &file))]).await.unwrap();
+            (f.db, f.replica, f.sm)
+        });
+        // The job's download task is held mid-file: the apply must wait for it to end.
+        assert!(
+            tokio::time::timeout(Duration::from_secs(1), &mut apply).await.is_err(),
+            "the apply went on while a download task of the job was still running"
+        );
+        release_tx.send(()).unwrap();
+        let (db, replica, _sm) =
+            tokio::time::timeout(Duration::from_secs(20), apply).await.expect("apply hangs").unwrap();
+        assert_eq!(get(&db, "k00000").as_deref(), Some("bulk"));
+        assert_eq!(get(&db, "k19999").as_deref(), Some("bulk"));
+        assert!(slot.progress().is_none_or(|(_, s)| s.live_tasks == 0), "a download task is left");
+        let leftovers: Vec<_> = std::fs::read_dir(job_dir(replica.path(), 9))
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().to_string())
+            .filter(|n| n.ends_with(".tmp") || n.starts_with("ingest-"))
+            .collect();
+        assert!(leftovers.is_empty(), "left behind: {leftovers:?}");
         scenario.teardown();
     }
 }

@@ -26,6 +26,38 @@ pub fn cf<'a>(db: &'a DB, name: &str) -> Result<&'a ColumnFamily, WingError> {
     db.cf_handle(name).ok_or_else(|| WingError::Storage(format!("column family {name} is missing")))
 }
 
+/// The options a replica's RocksDB is created with, chosen from the table's envs when the
+/// replica is created and kept in its directory (`db_options.json`): RocksDB cannot change
+/// them later, so every reopen uses the same.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct DbOptions {
+    /// `rocksdb.allow_ingest_behind`: bulk loads may ingest below existing data.
+    pub allow_ingest_behind: bool,
+}
+
+/// The file that holds a replica's [`DbOptions`].
+const DB_OPTIONS: &str = "db_options.json";
+
+impl DbOptions {
+    /// The options of the replica in `replica_dir` (defaults when it has none recorded: a
+    /// replica created before they were).
+    pub fn load(replica_dir: &Path) -> Result<Self, WingError> {
+        let path = replica_dir.join(DB_OPTIONS);
+        match std::fs::read(&path) {
+            Ok(b) => serde_json::from_slice(&b).map_err(|e| WingError::Corruption(format!("{}: {e}", path.display()))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Self::default()),
+            Err(e) => Err(WingError::Storage(format!("cannot read {}: {e}", path.display()))),
+        }
+    }
+
+    /// Records these options for the replica in `replica_dir` (synced).
+    pub fn save(&self, replica_dir: &Path) -> Result<(), WingError> {
+        let bytes = serde_json::to_vec(self).map_err(|e| WingError::Internal(format!("encode db options: {e}")))?;
+        crate::durable::replace_file(&replica_dir.join(DB_OPTIONS), &bytes)
+    }
+}
+
 /// Options shared by all replicas of a process (one block cache for all of them).
 #[derive(Clone)]
 pub struct SharedStorage {
@@ -64,9 +96,16 @@ impl SharedStorage {
         o
     }
 
-    /// Opens (or creates) the RocksDB of a replica at `path`.
+    /// Opens (or creates) the RocksDB of a replica at `path` with the default options.
     pub fn open(&self, path: &Path) -> Result<Arc<DB>, WingError> {
+        self.open_with(path, &DbOptions::default())
+    }
+
+    /// Opens (or creates) the RocksDB of a replica at `path` with `options`.
+    pub fn open_with(&self, path: &Path, options: &DbOptions) -> Result<Arc<DB>, WingError> {
         let mut db_opts = Options::default();
+        // Reserves the last level for files ingested behind (RocksDB fixes it at creation).
+        db_opts.set_allow_ingest_behind(options.allow_ingest_behind);
         db_opts.create_if_missing(true);
         db_opts.create_missing_column_families(true);
         db_opts.set_max_background_jobs(2);

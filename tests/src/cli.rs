@@ -10,6 +10,13 @@ use serde_json::Value;
 
 use crate::{bin_path, wait_for};
 
+/// Runs `wingkv bulkgen ARGS --root ROOT`.
+pub fn bulkgen(root: &Path, args: &[&str]) -> Result<()> {
+    let out = Command::new(bin_path("wingkv")).arg("bulkgen").args(args).arg("--root").arg(root).output()?;
+    ensure!(out.status.success(), "bulkgen {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    Ok(())
+}
+
 /// Runs `wingkv shell --json --meta META -e SCRIPT`: (success, stdout, stderr).
 pub fn shell(meta: &str, script: &str) -> Result<(bool, String, String)> {
     let out = Command::new(bin_path("wingkv")).args(["shell", "--json", "--meta", meta, "-e", script]).output()?;

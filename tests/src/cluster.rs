@@ -153,7 +153,18 @@ pub struct Cluster {
 impl Cluster {
     /// Starts `metas` metas and `replicas` replica servers; returns once all are alive.
     pub async fn start(metas: usize, replicas: usize) -> Result<Self> {
-        let tmp = tempfile::tempdir()?;
+        Self::start_with(metas, replicas, "").await
+    }
+
+    /// Like [`start`](Self::start), appending `replica_config` (TOML) to every replica
+    /// server's config.
+    pub async fn start_with(metas: usize, replicas: usize, replica_config: &str) -> Result<Self> {
+        let mut tmp = tempfile::tempdir()?;
+        // For a post-mortem: WINGKV_KEEP_TEST_DIR=1 keeps the servers' data and logs.
+        if std::env::var_os("WINGKV_KEEP_TEST_DIR").is_some() {
+            tmp.disable_cleanup(true);
+            eprintln!("cluster data and logs kept in {}", tmp.path().display());
+        }
         let ports: Vec<u16> = (0..metas).map(|_| free_port()).collect::<Result<_>>()?;
         let addrs: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
         let peers: String =
@@ -168,8 +179,12 @@ impl Cluster {
         let mut replica_procs = Vec::new();
         for i in 0..replicas {
             replica_procs.push(
-                ReplicaProcess::start_with_meta(&tmp.path().join(format!("replica{}", i + 1)), &addrs, REPLICA_CONFIG)
-                    .await?,
+                ReplicaProcess::start_with_meta(
+                    &tmp.path().join(format!("replica{}", i + 1)),
+                    &addrs,
+                    &format!("{REPLICA_CONFIG}{replica_config}"),
+                )
+                .await?,
             );
         }
         let meta = meta_client(&addrs)?;

@@ -353,7 +353,7 @@ pub async fn create_group(nodes: &[&ReplicaProcess], bootstrap: usize, partition
         let req = CreateReplicaRequest {
             partition: Some(partition.to_proto()),
             initial_members: all.clone(),
-            meta_term: None,
+            ..Default::default()
         };
         n.admin()
             .await?

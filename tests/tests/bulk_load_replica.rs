@@ -9,8 +9,10 @@ use anyhow::{ensure, Context, Result};
 use bytes::Bytes;
 use wingkv_common::PartitionId;
 use wingkv_proto::data::GetRequest;
-use wingkv_proto::replica_admin::{BulkLoadAction, BulkLoadJobSpec, BulkLoadRequest, BulkLoadResponse};
-use wingkv_tests::{bin_path, create_group, wait_for, wait_leader, ReplicaProcess};
+use wingkv_proto::replica_admin::{
+    AddLearnerRequest, BulkLoadAction, BulkLoadJobSpec, BulkLoadRequest, BulkLoadResponse, CreateReplicaRequest,
+};
+use wingkv_tests::{bin_path, create_group, members, wait_for, wait_leader, ReplicaProcess};
 
 const TIMEOUT: Duration = Duration::from_secs(30);
 const P: PartitionId = PartitionId { app_id: 1, partition_index: 0 };
@@ -84,9 +86,67 @@ async fn every_replica_downloads_then_ingests_at_the_same_log_index() -> Result<
         (sums.iter().all(|s| *s == sums[0]) && sums[0].record_count == 20_000).then_some(())
     })
     .await?;
-    for n in &nodes {
-        let dir = n.data_dir().join("replica").join(P.to_string()).join("bulk_load").join("11");
-        ensure!(!dir.exists(), "{} keeps ingested files", dir.display());
+    // Every member applied the ingestion: the files kept for members are released.
+    wait_for("every replica to release the ingested files", TIMEOUT, || async {
+        nodes.iter().all(|n| !job_dir(n, 11).exists()).then_some(())
+    })
+    .await?;
+    Ok(())
+}
+
+fn job_dir(n: &ReplicaProcess, job: u64) -> std::path::PathBuf {
+    n.data_dir().join("replica").join(P.to_string()).join("bulk_load").join(job.to_string())
+}
+
+/// Raft apply never depends on the provider: after a job succeeded and the provider lost its
+/// files, a learner added while one member is down (so no member may release the files yet)
+/// replays the `IngestSst` entry, fetches the files from the other members, and ends with the
+/// same rows. Once every member applied the ingestion, every replica releases the files.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_learner_fetches_ingested_files_from_members_when_the_provider_lost_them() -> Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let remote = tmp.path().join("remote");
+    bulkgen(&remote, 20_000, 100)?;
+    let (mut nodes, leader) = group(tmp.path(), "").await?;
+    let job = spec(&remote, 21);
+    wait_for("every replica to download its files", TIMEOUT, || async {
+        let r = act(&nodes[leader], &job, BulkLoadAction::BlDownload).await.ok()?;
+        r.replicas.iter().all(|x| x.status == "BLS_DOWNLOADED").then_some(())
+    })
+    .await?;
+    ensure!(act(&nodes[leader], &job, BulkLoadAction::BlIngest).await?.ingested);
+    std::fs::remove_dir_all(&remote)?;
+    let down = (0..nodes.len()).find(|i| *i != leader).context("no follower")?;
+    nodes[down].stop().await?;
+
+    let fourth = ReplicaProcess::start(4, &tmp.path().join("node4"), "").await?;
+    let create = CreateReplicaRequest { partition: Some(P.to_proto()), ..Default::default() };
+    fourth.admin().await?.create_replica(create).await?;
+    let learner = members(&[&fourth]).pop();
+    let add = AddLearnerRequest { partition: Some(P.to_proto()), learner, blocking: false, ..Default::default() };
+    nodes[leader].admin().await?.add_learner(add).await?;
+    let want = nodes[leader].checksum(P).await?;
+    ensure!(want.record_count == 20_000, "{want:?}");
+    wait_for("the learner to hold every row", Duration::from_secs(60), || async {
+        let got = fourth.checksum(P).await.ok()?;
+        (got.record_count == want.record_count && got.digest == want.digest).then_some(())
+    })
+    .await
+    .with_context(|| fourth.tail_log(30))?;
+    let log = std::fs::read_to_string(fourth.log_path())?;
+    ensure!(log.contains("fetching bulk-load files from peers"), "the learner did not fetch from the members");
+    // A member is down: nobody released the files it may need.
+    ensure!(job_dir(&nodes[leader], 21).exists(), "files released while a member had not applied the ingestion");
+
+    nodes[down].restart().await?;
+    let all: Vec<&ReplicaProcess> = nodes.iter().chain(std::iter::once(&fourth)).collect();
+    wait_for("every replica to release the ingested files", Duration::from_secs(60), || async {
+        all.iter().all(|n| !job_dir(n, 21).exists()).then_some(())
+    })
+    .await?;
+    for n in &all {
+        let got = n.checksum(P).await?;
+        ensure!(got.digest == want.digest, "node {} diverged: {got:?}", n.node_id);
     }
     Ok(())
 }

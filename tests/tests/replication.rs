@@ -216,7 +216,7 @@ async fn wiped_replica_rejoins_through_a_chunked_snapshot() -> Result<()> {
         .create_replica(CreateReplicaRequest {
             partition: Some(p.to_proto()),
             initial_members: vec![],
-            meta_term: None,
+            ..Default::default()
         })
         .await?;
     wait_converged(&refs(&nodes), p).await?;

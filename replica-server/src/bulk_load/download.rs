@@ -3,16 +3,16 @@
 
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use md5::Digest;
-use object_store::ObjectStore;
 use tokio::io::AsyncWriteExt;
 use tokio_util::sync::CancellationToken;
 use wingkv_common::bulk_load::{hex, FileMeta};
 use wingkv_common::WingError;
+
+use super::source::FileSource;
 
 /// Bytes gathered before one write to the downloaded file.
 const WRITE_BUFFER_BYTES: usize = 4 << 20;
@@ -54,21 +54,28 @@ impl RateLimiter {
     }
 }
 
-/// Downloads `remote` to `dest`, counting bytes into `progress`. The data goes to
-/// `dest.tmp` first; only a file whose size and md5 match `expected` becomes `dest`. On any
-/// failure or cancellation the partial file is removed.
+/// Distinguishes the temp files of concurrent downloads of one file name (a retry racing a
+/// late task of a stopped attempt never shares a temp file).
+static TEMP_SEQ: AtomicU64 = AtomicU64::new(0);
+
+/// Downloads file `name` of `source` to `dest`, counting bytes into `progress`. The data goes
+/// to a temp file of its own first; only a file whose size and md5 match `expected` — as the
+/// stream delivered it and again as read back from the disk — becomes `dest`. On any failure
+/// or cancellation the partial file is removed.
+#[allow(clippy::too_many_arguments)]
 pub async fn download_file(
-    store: &Arc<dyn ObjectStore>,
-    remote: &object_store::path::Path,
+    source: &dyn FileSource,
+    name: &str,
     dest: &Path,
     expected: &FileMeta,
     limiter: &RateLimiter,
     progress: &AtomicU64,
     cancel: &CancellationToken,
 ) -> Result<(), WingError> {
-    let tmp = dest.with_extension("tmp");
+    let seq = TEMP_SEQ.fetch_add(1, Ordering::Relaxed);
+    let tmp = dest.with_file_name(format!("{}.{}.{seq}.tmp", name, std::process::id()));
     let mut counted = 0;
-    let result = fetch(store, remote, &tmp, expected, limiter, progress, &mut counted, cancel).await;
+    let result = fetch(source, name, &tmp, expected, limiter, progress, &mut counted, cancel).await;
     if result.is_err() {
         // The partial file goes, and so do its bytes in the progress (a retry counts them again).
         progress.fetch_sub(counted, Ordering::Relaxed);
@@ -86,8 +93,8 @@ pub async fn download_file(
 
 #[allow(clippy::too_many_arguments)]
 async fn fetch(
-    store: &Arc<dyn ObjectStore>,
-    remote: &object_store::path::Path,
+    source: &dyn FileSource,
+    name: &str,
     tmp: &Path,
     expected: &FileMeta,
     limiter: &RateLimiter,
@@ -95,12 +102,12 @@ async fn fetch(
     counted: &mut u64,
     cancel: &CancellationToken,
 ) -> Result<(), WingError> {
+    let remote = source.describe(name);
     let canceled = || WingError::InvalidState(format!("download of {remote} canceled"));
-    let source = tokio::select! {
+    let mut stream = tokio::select! {
         _ = cancel.cancelled() => return Err(canceled()),
-        r = store.get(remote) => r.map_err(|e| remote_error(remote, e))?,
+        r = source.open(name) => r?,
     };
-    let mut stream = source.into_stream();
     let file =
         tokio::fs::File::create(tmp).await.map_err(|e| WingError::Storage(format!("create {}: {e}", tmp.display())))?;
     // Providers stream small chunks (8 KiB from a local store); each tokio file write is a trip
@@ -114,7 +121,7 @@ async fn fetch(
             c = stream.next() => c,
         };
         let Some(chunk) = chunk else { break };
-        let chunk = chunk.map_err(|e| remote_error(remote, e))?;
+        let chunk = chunk?;
         size += chunk.len() as u64;
         if size > expected.size {
             return Err(WingError::Corruption(format!(
@@ -135,6 +142,7 @@ async fn fetch(
     }
     file.flush().await.map_err(|e| WingError::Storage(format!("write {}: {e}", tmp.display())))?;
     file.get_ref().sync_all().await.map_err(|e| WingError::Storage(format!("sync {}: {e}", tmp.display())))?;
+    drop(file);
     if size != expected.size {
         return Err(WingError::Corruption(format!("{remote} has {size} bytes; its metadata says {}", expected.size)));
     }
@@ -142,7 +150,36 @@ async fn fetch(
     if !got.eq_ignore_ascii_case(&expected.md5) {
         return Err(WingError::Corruption(format!("{remote} has md5 {got}; its metadata says {}", expected.md5)));
     }
-    check_sst_footer(tmp, remote).await
+    // What is ingested is the file on disk, not the stream: read it back.
+    let (path, want) = (tmp.to_path_buf(), expected.clone());
+    let on_disk = tokio::task::spawn_blocking(move || file_matches(&path, &want))
+        .await
+        .map_err(|e| WingError::Internal(format!("md5 task failed: {e}")))?;
+    if !on_disk {
+        return Err(WingError::Storage(format!("{} does not read back as written (size or md5)", tmp.display())));
+    }
+    check_sst_footer(tmp, &remote).await
+}
+
+/// Whether the file at `path` has `meta`'s size and md5 (blocking: reads it whole).
+pub fn file_matches(path: &Path, meta: &FileMeta) -> bool {
+    use std::io::Read;
+    let Ok(mut file) = std::fs::File::open(path) else {
+        return false;
+    };
+    if file.metadata().map(|m| m.len()).ok() != Some(meta.size) {
+        return false;
+    }
+    let mut md5 = md5::Md5::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        match file.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => md5.update(&buf[..n]),
+            Err(_) => return false,
+        }
+    }
+    hex(&md5.finalize()).eq_ignore_ascii_case(&meta.md5)
 }
 
 /// Magic numbers that end a RocksDB table file (block-based, legacy block-based, plain).
@@ -150,7 +187,7 @@ const SST_MAGIC: [u64; 3] = [0x88e2_41b7_85f4_cff7, 0xdb47_7524_8b80_fb57, 0x824
 
 /// Refuses a file that does not end like an SST, before it can reach an ingestion (where a bad
 /// file would fail on every replica at once).
-async fn check_sst_footer(path: &Path, remote: &object_store::path::Path) -> Result<(), WingError> {
+async fn check_sst_footer(path: &Path, remote: &str) -> Result<(), WingError> {
     use tokio::io::{AsyncReadExt, AsyncSeekExt};
     let mut f =
         tokio::fs::File::open(path).await.map_err(|e| WingError::Storage(format!("open {}: {e}", path.display())))?;
@@ -177,21 +214,4 @@ async fn check_sst_footer(path: &Path, remote: &object_store::path::Path) -> Res
 /// a local disk error is permanent and fails the job with its reason.
 pub fn is_transient(e: &WingError) -> bool {
     e.code().is_retryable()
-}
-
-/// Maps a provider error: a missing object, refused credentials, a bad path or an unsupported
-/// request are permanent (retrying cannot help: the job fails with the reason); the rest
-/// (network, server errors, throttling) may pass and are retried.
-pub fn remote_error(path: &object_store::path::Path, e: object_store::Error) -> WingError {
-    use object_store::Error as E;
-    match e {
-        E::NotFound { .. } => WingError::NotFound(format!("{path} does not exist on the provider")),
-        e @ (E::PermissionDenied { .. }
-        | E::Unauthenticated { .. }
-        | E::InvalidPath { .. }
-        | E::NotSupported { .. }
-        | E::NotImplemented
-        | E::UnknownConfigurationKey { .. }) => WingError::InvalidArgument(format!("{path}: {e}")),
-        other => WingError::Unavailable(format!("{path}: {other}")),
-    }
 }

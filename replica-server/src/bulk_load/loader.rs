@@ -4,19 +4,18 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use md5::Digest;
-use object_store::ObjectStore;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use wingkv_common::backoff::BackoffPolicy;
-use wingkv_common::bulk_load::{hex, validate_file_name, BulkLoadMetadata, FileMeta, BULK_LOAD_METADATA};
+use wingkv_common::bulk_load::{validate_file_name, BulkLoadMetadata, FileMeta};
 use wingkv_common::WingError;
 
-use super::download::{download_file, is_transient, remote_error, RateLimiter};
+use super::download::{download_file, file_matches, is_transient, RateLimiter};
 use super::job_dir;
+use super::source::FileSource;
 
 /// Where one partition's files of one job come from.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -41,6 +40,10 @@ pub struct DownloadLimits {
     pub retry: BackoffPolicy,
     /// Transient download failures retried on this node since start.
     pub retries: AtomicU64,
+    /// Largest `bulk_load_metadata` read.
+    pub max_metadata_bytes: u64,
+    /// Most files in one partition's job.
+    pub max_files: usize,
 }
 
 /// Where a loader is.
@@ -120,11 +123,14 @@ impl Drop for LiveTask {
 }
 
 impl BulkLoader {
-    /// Starts downloading `source` into the replica at `replica_dir` from `store`.
+    /// Starts downloading job `source`'s files into the replica at `replica_dir` from `from`:
+    /// the files `known` lists (an `IngestSst` being applied), or else those of the job's
+    /// `bulk_load_metadata`.
     pub fn start(
         source: BulkLoadSource,
         replica_dir: &Path,
-        store: Arc<dyn ObjectStore>,
+        from: Arc<dyn FileSource>,
+        known: Option<Vec<FileMeta>>,
         limits: Arc<DownloadLimits>,
     ) -> Self {
         let dir = job_dir(replica_dir, source.job_id);
@@ -140,7 +146,7 @@ impl BulkLoader {
         });
         let cancel = CancellationToken::new();
         let tracker = TaskTracker::new();
-        let run = coordinate(source.clone(), dir.clone(), store, limits, shared.clone(), cancel.clone());
+        let run = coordinate(source.clone(), dir.clone(), from, known, limits, shared.clone(), cancel.clone());
         tracker.spawn(run);
         tracker.close();
         Self { source, dir, cancel, tracker, shared }
@@ -183,6 +189,11 @@ impl BulkLoader {
         self.status()
     }
 
+    /// A handle that waits for the end of the downloads without holding the loader.
+    pub fn done(&self) -> LoaderDone {
+        LoaderDone { tracker: self.tracker.clone(), shared: self.shared.clone() }
+    }
+
     /// Stops the downloads and waits until every task has ended; keeps the files (pause).
     pub async fn stop(&self) {
         self.cancel.cancel();
@@ -206,6 +217,20 @@ impl BulkLoader {
     }
 }
 
+/// Waits for a loader's downloads to end (see [`BulkLoader::done`]).
+pub struct LoaderDone {
+    tracker: TaskTracker,
+    shared: Arc<Shared>,
+}
+
+impl LoaderDone {
+    /// The loader's state once its downloads ended (downloaded, failed or canceled).
+    pub async fn finished(self) -> LoaderState {
+        self.tracker.wait().await;
+        self.shared.state.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
 fn set_state(shared: &Shared, state: LoaderState) {
     *shared.state.lock().unwrap_or_else(|p| p.into_inner()) = state;
 }
@@ -213,13 +238,14 @@ fn set_state(shared: &Shared, state: LoaderState) {
 async fn coordinate(
     source: BulkLoadSource,
     dir: PathBuf,
-    store: Arc<dyn ObjectStore>,
+    from: Arc<dyn FileSource>,
+    known: Option<Vec<FileMeta>>,
     limits: Arc<DownloadLimits>,
     shared: Arc<Shared>,
     cancel: CancellationToken,
 ) {
     let _live = LiveTask::new(&shared);
-    let outcome = download_all(&source, &dir, &store, &limits, &shared, &cancel).await;
+    let outcome = download_all(&dir, &from, known, &limits, &shared, &cancel).await;
     let state = match outcome {
         Ok(files) => {
             *shared.files.lock().unwrap_or_else(|p| p.into_inner()) = Some(files);
@@ -241,7 +267,7 @@ async fn with_retry<T, F, Fut>(
     limits: &DownloadLimits,
     shared: &Shared,
     cancel: &CancellationToken,
-    what: &object_store::path::Path,
+    what: &str,
     mut attempt: F,
 ) -> Result<T, WingError>
 where
@@ -281,95 +307,119 @@ fn free_disk_bytes(dir: &Path) -> Option<u64> {
 }
 
 /// Whether `path` already holds `meta`'s content (a file kept across a pause or restart).
-/// Streams the file through md5: SST files are up to the generator's roll size (64 MiB).
 async fn already_there(path: PathBuf, meta: FileMeta) -> bool {
-    tokio::task::spawn_blocking(move || {
-        use std::io::Read;
-        let Ok(mut file) = std::fs::File::open(&path) else {
-            return false;
-        };
-        if file.metadata().map(|m| m.len()).ok() != Some(meta.size) {
-            return false;
-        }
-        let mut md5 = md5::Md5::new();
-        let mut buf = vec![0u8; 1 << 20];
-        loop {
-            match file.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => md5.update(&buf[..n]),
-                Err(_) => return false,
-            }
-        }
-        hex(&md5.finalize()).eq_ignore_ascii_case(&meta.md5)
-    })
-    .await
-    .unwrap_or(false)
+    tokio::task::spawn_blocking(move || file_matches(&path, &meta)).await.unwrap_or(false)
 }
 
+/// Reads and checks the job's file list from its `bulk_load_metadata`.
+async fn read_file_list(
+    from: &Arc<dyn FileSource>,
+    limits: &DownloadLimits,
+    shared: &Shared,
+    cancel: &CancellationToken,
+) -> Result<BulkLoadMetadata, WingError> {
+    let what = from.describe(wingkv_common::bulk_load::BULK_LOAD_METADATA);
+    let bytes = with_retry(limits, shared, cancel, &what, || async {
+        tokio::select! {
+            _ = cancel.cancelled() => Err(WingError::InvalidState("canceled".into())),
+            r = from.metadata(limits.max_metadata_bytes) => r,
+        }
+    })
+    .await?;
+    let meta = BulkLoadMetadata::parse(&bytes).map_err(|e| WingError::InvalidArgument(format!("{what}: {e}")))?;
+    if meta.files.len() > limits.max_files {
+        return Err(WingError::InvalidArgument(format!(
+            "{what} lists {} files, over the limit of {} (bulk_load.max_files_per_partition)",
+            meta.files.len(),
+            limits.max_files
+        )));
+    }
+    Ok(meta)
+}
+
+/// The file recording a job's verified file list in its directory: written (synced) once every
+/// file is on disk and verified; what an ingestion compares with the list its command names.
+pub const VERIFIED_LIST: &str = "verified_files.json";
+
 async fn download_all(
-    source: &BulkLoadSource,
     dir: &Path,
-    store: &Arc<dyn ObjectStore>,
+    from: &Arc<dyn FileSource>,
+    known: Option<Vec<FileMeta>>,
     limits: &Arc<DownloadLimits>,
     shared: &Arc<Shared>,
     cancel: &CancellationToken,
 ) -> Result<Vec<FileMeta>, WingError> {
-    let pdir = object_store::path::Path::parse(&source.partition_dir)
-        .map_err(|e| WingError::InvalidArgument(format!("bad partition dir '{}': {e}", source.partition_dir)))?;
-    let meta_path = pdir.child(BULK_LOAD_METADATA);
-    let meta_bytes = with_retry(limits, shared, cancel, &meta_path, || async {
-        tokio::select! {
-            _ = cancel.cancelled() => Err(WingError::InvalidState("canceled".into())),
-            r = async {
-                store.get(&meta_path).await?.bytes().await
-            } => r.map_err(|e| remote_error(&meta_path, e)),
-        }
-    })
-    .await?;
-    let meta =
-        BulkLoadMetadata::parse(&meta_bytes).map_err(|e| WingError::InvalidArgument(format!("{meta_path}: {e}")))?;
-    shared.total.store(meta.file_total_size, Ordering::Relaxed);
+    // A job's own download (from the provider) is checked by RocksDB too before it counts as
+    // downloaded, so that no ingestion is proposed that a replica could refuse; a fetch for an
+    // ingestion (files listed by the raft log) gets bytes that passed that check on a member.
+    let from_provider = known.is_none();
+    let files = match known {
+        Some(files) => files,
+        None => read_file_list(from, limits, shared, cancel).await?.files,
+    };
+    let total: u64 = files.iter().map(|f| f.size).sum();
+    shared.total.store(total, Ordering::Relaxed);
+    // Checked before any task starts: no early return may leave a task unawaited.
+    for f in &files {
+        validate_file_name(&f.name)?;
+    }
     tokio::fs::create_dir_all(dir).await.map_err(|e| WingError::Storage(format!("create {}: {e}", dir.display())))?;
+    // Until this attempt verified every file, the directory holds no verified list: a file may
+    // be replaced by this attempt.
+    match tokio::fs::remove_file(dir.join(VERIFIED_LIST)).await {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            return Err(WingError::Storage(format!("remove {}: {e}", dir.join(VERIFIED_LIST).display())))
+        }
+        _ => {}
+    }
     if let Some(free) = free_disk_bytes(dir) {
-        if free < meta.file_total_size.saturating_add(limits.min_free_bytes) {
+        if free < total.saturating_add(limits.min_free_bytes) {
             return Err(WingError::Storage(format!(
                 "not enough disk for {}: {} bytes free, {} needed plus {} kept free",
-                source.partition_dir, free, meta.file_total_size, limits.min_free_bytes
+                dir.display(),
+                free,
+                total,
+                limits.min_free_bytes
             )));
         }
     }
     // Downloads stop on the job's cancellation, or on the first failure of a sibling.
     let downloads = cancel.child_token();
-    // Checked before any task starts: no early return may leave a task unawaited.
-    for f in &meta.files {
-        validate_file_name(&f.name)?;
-    }
+    // A few workers take the files in turn: a job of many files is not a task per file.
+    let queue = Arc::new(Mutex::new(files.clone()));
+    let workers = limits.slots.available_permits().clamp(1, 8).min(files.len().max(1));
     let mut tasks = JoinSet::new();
-    for f in meta.files.clone() {
-        // A pause or cancel stops the start of new work here (re-checking a kept file reads it
-        // whole); the tasks already started are still awaited below.
-        if downloads.is_cancelled() {
-            break;
-        }
-        let dest = dir.join(&f.name);
-        if already_there(dest.clone(), f.clone()).await {
-            shared.downloaded.fetch_add(f.size, Ordering::Relaxed);
-            continue;
-        }
-        let (store, limits, shared2, cancel) = (store.clone(), limits.clone(), shared.clone(), downloads.clone());
-        let remote = pdir.child(f.name.as_str());
+    for _ in 0..workers {
+        let (queue, from, limits, shared, cancel, dir) =
+            (queue.clone(), from.clone(), limits.clone(), shared.clone(), downloads.clone(), dir.to_path_buf());
         tasks.spawn(async move {
-            let _live = LiveTask::new(&shared2);
-            with_retry(&limits, &shared2, &cancel, &remote, || async {
-                let _slot = tokio::select! {
-                    _ = cancel.cancelled() => return Err(WingError::InvalidState("canceled".into())),
-                    p = limits.slots.acquire() => {
-                        p.map_err(|_| WingError::InvalidState("download slots closed".into()))?
-                    }
+            let _live = LiveTask::new(&shared);
+            loop {
+                // A pause or cancel stops the start of new work (re-checking a kept file reads
+                // it whole).
+                if cancel.is_cancelled() {
+                    return Err(WingError::InvalidState("canceled".into()));
+                }
+                let Some(f) = queue.lock().unwrap_or_else(|p| p.into_inner()).pop() else {
+                    return Ok(());
                 };
-                download_file(&store, &remote, &dest, &f, &limits.limiter, &shared2.downloaded, &cancel).await
-            })
-            .await
+                let dest = dir.join(&f.name);
+                if already_there(dest.clone(), f.clone()).await {
+                    shared.downloaded.fetch_add(f.size, Ordering::Relaxed);
+                    continue;
+                }
+                let what = from.describe(&f.name);
+                with_retry(&limits, &shared, &cancel, &what, || async {
+                    let _slot = tokio::select! {
+                        _ = cancel.cancelled() => return Err(WingError::InvalidState("canceled".into())),
+                        p = limits.slots.acquire() => {
+                            p.map_err(|_| WingError::InvalidState("download slots closed".into()))?
+                        }
+                    };
+                    download_file(&*from, &f.name, &dest, &f, &limits.limiter, &shared.downloaded, &cancel).await
+                })
+                .await?;
+            }
         });
     }
     let mut first_err = None;
@@ -378,14 +428,36 @@ async fn download_all(
         let r = joined.map_err(|e| WingError::Internal(format!("download task failed: {e}"))).and_then(|r| r);
         if let Err(e) = r {
             downloads.cancel();
-            first_err.get_or_insert(e);
+            // The first real failure, not a sibling's "canceled" that it caused.
+            let canceled = |e: &WingError| matches!(e, WingError::InvalidState(_));
+            if first_err.as_ref().is_none_or(|f| canceled(f) && !canceled(&e)) {
+                first_err = Some(e);
+            }
         }
     }
     match first_err {
         Some(e) => Err(e),
         None if downloads.is_cancelled() => Err(WingError::InvalidState("canceled".into())),
-        None => Ok(meta.files),
+        None => {
+            if from_provider {
+                let (dir, files) = (dir.to_path_buf(), files.clone());
+                tokio::task::spawn_blocking(move || super::ingest::verify_with_rocksdb(&dir, &files))
+                    .await
+                    .map_err(|e| WingError::Internal(format!("verify task failed: {e}")))??;
+            }
+            let list = serde_json::to_vec(&files).map_err(|e| WingError::Internal(format!("encode file list: {e}")))?;
+            let path = dir.join(VERIFIED_LIST);
+            tokio::task::spawn_blocking(move || crate::durable::replace_file(&path, &list))
+                .await
+                .map_err(|e| WingError::Internal(format!("write file list: {e}")))??;
+            Ok(files)
+        }
     }
+}
+
+/// The verified file list recorded in job directory `dir`, if any.
+pub fn read_verified_list(dir: &Path) -> Option<Vec<FileMeta>> {
+    serde_json::from_slice(&std::fs::read(dir.join(VERIFIED_LIST)).ok()?).ok()
 }
 
 #[cfg(test)]
@@ -396,14 +468,43 @@ mod tests {
     use wingkv_common::provider::{open_provider, ProviderConfig};
 
     use super::*;
+    use crate::bulk_load::source::ProviderFiles;
+    use object_store::ObjectStore;
+    use wingkv_common::bulk_load::BULK_LOAD_METADATA;
+
+    /// A loader of job `source` from the provider `store` (files listed by its metadata).
+    fn start(
+        source: BulkLoadSource,
+        replica: &Path,
+        store: Arc<dyn ObjectStore>,
+        limits: Arc<DownloadLimits>,
+    ) -> BulkLoader {
+        let from: Arc<dyn FileSource> = Arc::new(ProviderFiles::new(store, &source.partition_dir).unwrap());
+        BulkLoader::start(source, replica, from, None, limits)
+    }
 
     struct Remote {
         _dir: tempfile::TempDir,
         store: Arc<dyn ObjectStore>,
+        /// The bytes of every file.
+        total: u64,
     }
 
-    /// A local provider holding partition `t/0` with `files` (name, content) and metadata that
-    /// describes `described` (defaults to the real content).
+    /// An SST file (uncompressed) holding one record whose value is `content`.
+    fn sst_of(content: &[u8]) -> Vec<u8> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f.sst");
+        let mut opts = rocksdb::Options::default();
+        opts.set_compression_type(rocksdb::DBCompressionType::None);
+        let mut w = rocksdb::SstFileWriter::create(&opts);
+        w.open(&path).unwrap();
+        w.put(b"key", content).unwrap();
+        w.finish().unwrap();
+        std::fs::read(&path).unwrap()
+    }
+
+    /// A local provider holding partition `t/0` with SST files (name, the value they hold) and
+    /// metadata that describes them, as `tamper` leaves it.
     async fn remote(files: &[(&str, Vec<u8>)], tamper: impl Fn(&mut BulkLoadMetadata)) -> Remote {
         let dir = tempfile::tempdir().unwrap();
         let cfg = ProviderConfig { local_root: dir.path().to_path_buf(), ..Default::default() };
@@ -411,17 +512,15 @@ mod tests {
         let pdir = object_store::path::Path::from("bl/c/t/0");
         let mut meta = BulkLoadMetadata::default();
         for (name, content) in files {
-            // Test files end like an SST, as the download check requires.
-            let mut content = content.clone();
-            content.extend_from_slice(&0x88e2_41b7_85f4_cff7u64.to_le_bytes());
-            let content = &content;
+            let content = sst_of(content);
             store.put(&pdir.child(*name), content.clone().into()).await.unwrap();
-            meta.files.push(FileMeta { name: name.to_string(), size: content.len() as u64, md5: md5_hex(content) });
+            meta.files.push(FileMeta { name: name.to_string(), size: content.len() as u64, md5: md5_hex(&content) });
             meta.file_total_size += content.len() as u64;
         }
+        let total = meta.file_total_size;
         tamper(&mut meta);
         store.put(&pdir.child(BULK_LOAD_METADATA), serde_json::to_vec(&meta).unwrap().into()).await.unwrap();
-        Remote { _dir: dir, store }
+        Remote { _dir: dir, store, total }
     }
 
     fn source(job_id: u64) -> BulkLoadSource {
@@ -435,6 +534,8 @@ mod tests {
             min_free_bytes: 0,
             retry: BackoffPolicy::new(Duration::from_millis(10), Duration::from_millis(100)),
             retries: AtomicU64::new(0),
+            max_metadata_bytes: 64 << 10,
+            max_files: 100,
         })
     }
 
@@ -453,12 +554,14 @@ mod tests {
     async fn downloads_and_verifies_every_file() {
         let r = remote(&[("0.sst", vec![1; 100_000]), ("1.sst", vec![2; 5])], |_| {}).await;
         let replica = tempfile::tempdir().unwrap();
-        let loader = BulkLoader::start(source(7), replica.path(), r.store.clone(), limits(0));
+        let loader = start(source(7), replica.path(), r.store.clone(), limits(0));
         let s = settle(&loader).await;
         assert_eq!(s.state, LoaderState::Downloaded);
-        assert_eq!((s.downloaded_bytes, s.total_bytes, s.live_tasks), (100_021, 100_021, 0));
+        assert_eq!((s.downloaded_bytes, s.total_bytes, s.live_tasks), (r.total, r.total, 0));
         assert_eq!(loader.downloaded_files().unwrap().len(), 2);
-        assert_eq!(std::fs::read(replica.path().join("bulk_load/7/1.sst")).unwrap()[..5], [2; 5]);
+        let remote_file = object_store::path::Path::from("bl/c/t/0/1.sst");
+        let want = r.store.get(&remote_file).await.unwrap().bytes().await.unwrap();
+        assert_eq!(std::fs::read(replica.path().join("bulk_load/7/1.sst")).unwrap(), want.to_vec());
         let dir = loader.dir().to_path_buf();
         loader.clear().await;
         assert!(!dir.exists());
@@ -468,7 +571,7 @@ mod tests {
     async fn bad_files_fail_with_a_reason_and_leave_no_partial_file() {
         let replica = tempfile::tempdir().unwrap();
         let r = remote(&[("0.sst", vec![1; 1000])], |m| m.files[0].md5 = "0".repeat(32)).await;
-        let loader = BulkLoader::start(source(1), replica.path(), r.store.clone(), limits(0));
+        let loader = start(source(1), replica.path(), r.store.clone(), limits(0));
         match settle(&loader).await.state {
             LoaderState::Failed(reason) => assert!(reason.contains("md5"), "{reason}"),
             other => panic!("{other:?}"),
@@ -477,11 +580,11 @@ mod tests {
         assert!(!replica.path().join("bulk_load/1/0.sst").exists());
 
         let r = remote(&[("0.sst", vec![1; 1000])], |m| {
-            m.files[0].size = 999;
-            m.file_total_size = 999;
+            m.files[0].size -= 1;
+            m.file_total_size -= 1;
         })
         .await;
-        let loader = BulkLoader::start(source(2), replica.path(), r.store.clone(), limits(0));
+        let loader = start(source(2), replica.path(), r.store.clone(), limits(0));
         assert!(matches!(settle(&loader).await.state, LoaderState::Failed(ref m) if m.contains("larger")));
 
         let r = remote(&[], |m| {
@@ -489,13 +592,13 @@ mod tests {
             m.file_total_size = 1;
         })
         .await;
-        let loader = BulkLoader::start(source(3), replica.path(), r.store.clone(), limits(0));
+        let loader = start(source(3), replica.path(), r.store.clone(), limits(0));
         assert!(matches!(settle(&loader).await.state, LoaderState::Failed(ref m) if m.contains("..")));
 
         let empty = tempfile::tempdir().unwrap();
         let cfg = ProviderConfig { local_root: empty.path().to_path_buf(), ..Default::default() };
         let store = open_provider("local", &cfg).unwrap();
-        let loader = BulkLoader::start(source(4), replica.path(), store, limits(0));
+        let loader = start(source(4), replica.path(), store, limits(0));
         assert!(matches!(settle(&loader).await.state, LoaderState::Failed(ref m) if m.contains("does not exist")));
     }
 
@@ -504,6 +607,8 @@ mod tests {
     struct Flaky {
         inner: Arc<dyn ObjectStore>,
         failures: AtomicU32,
+        /// Only reads of paths ending so fail ("" = all).
+        suffix: &'static str,
     }
 
     impl std::fmt::Display for Flaky {
@@ -536,7 +641,9 @@ mod tests {
             location: &object_store::path::Path,
             options: object_store::GetOptions,
         ) -> object_store::Result<object_store::GetResult> {
-            if self.failures.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok() {
+            if location.as_ref().ends_with(self.suffix)
+                && self.failures.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok()
+            {
                 return Err(object_store::Error::Generic { store: "flaky", source: "connection reset by peer".into() });
             }
             self.inner.get_opts(location, options).await
@@ -580,19 +687,21 @@ mod tests {
     #[tokio::test]
     async fn transient_provider_failures_are_retried_with_backoff() {
         let r = remote(&[("0.sst", vec![6; 50_000]), ("1.sst", vec![7; 50_000])], |_| {}).await;
-        let flaky: Arc<dyn ObjectStore> = Arc::new(Flaky { inner: r.store.clone(), failures: AtomicU32::new(5) });
+        let flaky: Arc<dyn ObjectStore> =
+            Arc::new(Flaky { inner: r.store.clone(), failures: AtomicU32::new(5), suffix: "" });
         let replica = tempfile::tempdir().unwrap();
         let limits = limits(0);
-        let loader = BulkLoader::start(source(11), replica.path(), flaky, limits.clone());
+        let loader = start(source(11), replica.path(), flaky, limits.clone());
         let s = settle(&loader).await;
         assert_eq!(s.state, LoaderState::Downloaded, "a flaky provider failed the job");
-        assert_eq!((s.retries, s.backoff_ms, s.downloaded_bytes), (5, 0, 100_016));
+        assert_eq!((s.retries, s.backoff_ms, s.downloaded_bytes), (5, 0, r.total));
         assert_eq!(limits.retries.load(Ordering::Relaxed), 5);
         assert_eq!(loader.downloaded_files().unwrap().len(), 2);
 
         // While the provider stays down, the loader waits with growing backoff and cancels at once.
-        let down: Arc<dyn ObjectStore> = Arc::new(Flaky { inner: r.store.clone(), failures: AtomicU32::new(u32::MAX) });
-        let loader = BulkLoader::start(source(12), replica.path(), down, limits.clone());
+        let down: Arc<dyn ObjectStore> =
+            Arc::new(Flaky { inner: r.store.clone(), failures: AtomicU32::new(u32::MAX), suffix: "" });
+        let loader = start(source(12), replica.path(), down, limits.clone());
         let deadline = Instant::now() + Duration::from_secs(10);
         while loader.status().retries < 4 {
             assert!(Instant::now() < deadline, "no retries");
@@ -647,7 +756,7 @@ mod tests {
         let gate = Gate::install("bulk_load::between_chunks");
         let r = remote(&[("0.sst", vec![8; 2_000_000])], |_| {}).await;
         let replica = tempfile::tempdir().unwrap();
-        let loader = BulkLoader::start(source(21), replica.path(), r.store.clone(), limits(0));
+        let loader = start(source(21), replica.path(), r.store.clone(), limits(0));
         let (dir, shared) = (loader.dir().to_path_buf(), loader.shared.clone());
         let release = gate.wait_entered().await;
         assert_eq!(shared.live.load(Ordering::SeqCst), 2, "the coordinator and the file task are live");
@@ -670,13 +779,13 @@ mod tests {
         let scenario = fail::FailScenario::setup();
         let r = remote(&[("0.sst", vec![9; 30_000])], |_| {}).await;
         let replica = tempfile::tempdir().unwrap();
-        let old = BulkLoader::start(source(31), replica.path(), r.store.clone(), limits(0));
+        let old = start(source(31), replica.path(), r.store.clone(), limits(0));
         assert_eq!(settle(&old).await.state, LoaderState::Downloaded);
         let gate = Gate::install("bulk_load::before_clear");
         let old_dir = old.dir().to_path_buf();
         let clearing = tokio::spawn(old.clear());
         let release = gate.wait_entered().await;
-        let new = BulkLoader::start(source(32), replica.path(), r.store.clone(), limits(0));
+        let new = start(source(32), replica.path(), r.store.clone(), limits(0));
         assert_eq!(settle(&new).await.state, LoaderState::Downloaded);
         release.send(()).unwrap();
         tokio::time::timeout(Duration::from_secs(10), clearing).await.expect("clear hangs").unwrap();
@@ -700,7 +809,7 @@ mod tests {
         };
         store.put(&pdir.child(BULK_LOAD_METADATA), serde_json::to_vec(&meta).unwrap().into()).await.unwrap();
         let replica = tempfile::tempdir().unwrap();
-        let loader = BulkLoader::start(source(8), replica.path(), store, limits(0));
+        let loader = start(source(8), replica.path(), store, limits(0));
         assert!(matches!(settle(&loader).await.state, LoaderState::Failed(ref m) if m.contains("not an SST")));
     }
 
@@ -709,7 +818,7 @@ mod tests {
         let r = remote(&[("0.sst", vec![3; 400_000]), ("1.sst", vec![4; 400_000])], |_| {}).await;
         let replica = tempfile::tempdir().unwrap();
         // 100 KB/s: the download takes seconds, so it is surely running when cleared.
-        let loader = BulkLoader::start(source(9), replica.path(), r.store.clone(), limits(100_000));
+        let loader = start(source(9), replica.path(), r.store.clone(), limits(100_000));
         let deadline = Instant::now() + Duration::from_secs(10);
         while loader.status().downloaded_bytes == 0 {
             assert!(Instant::now() < deadline, "no progress");
@@ -730,12 +839,83 @@ mod tests {
     async fn a_paused_job_resumes_without_downloading_verified_files_again() {
         let r = remote(&[("0.sst", vec![5; 10_000])], |_| {}).await;
         let replica = tempfile::tempdir().unwrap();
-        let first = BulkLoader::start(source(5), replica.path(), r.store.clone(), limits(0));
+        let first = start(source(5), replica.path(), r.store.clone(), limits(0));
         assert_eq!(settle(&first).await.state, LoaderState::Downloaded);
         first.stop().await;
         drop(first);
-        let again = BulkLoader::start(source(5), replica.path(), r.store.clone(), limits(0));
+        let again = start(source(5), replica.path(), r.store.clone(), limits(0));
         let s = settle(&again).await;
-        assert_eq!((s.state, s.downloaded_bytes), (LoaderState::Downloaded, 10_008));
+        assert_eq!((s.state, s.downloaded_bytes), (LoaderState::Downloaded, r.total));
+    }
+
+    #[tokio::test]
+    async fn oversized_metadata_and_too_many_files_fail_naming_the_limit() {
+        let replica = tempfile::tempdir().unwrap();
+        // 101 files: over the limit of 100.
+        let many: Vec<(String, Vec<u8>)> = (0..101).map(|i| (format!("{i}.sst"), vec![1u8; 3])).collect();
+        let many: Vec<(&str, Vec<u8>)> = many.iter().map(|(n, c)| (n.as_str(), c.clone())).collect();
+        let r = remote(&many, |_| {}).await;
+        let loader = start(source(41), replica.path(), r.store.clone(), limits(0));
+        match settle(&loader).await.state {
+            LoaderState::Failed(m) => assert!(m.contains("101 files") && m.contains("max_files_per_partition"), "{m}"),
+            other => panic!("{other:?}"),
+        }
+        // Metadata over 64 KiB: refused before it is read.
+        let r = remote(&[("0.sst", vec![1; 10])], |m| {
+            m.files.extend((0..2_000).map(|i| FileMeta { name: format!("pad-{i}.sst"), size: 0, md5: "0".repeat(32) }))
+        })
+        .await;
+        let loader = start(source(42), replica.path(), r.store.clone(), limits(0));
+        match settle(&loader).await.state {
+            LoaderState::Failed(m) => assert!(m.contains("max_metadata_bytes"), "{m}"),
+            other => panic!("{other:?}"),
+        }
+        assert!(!replica.path().join("bulk_load/41").exists() && !replica.path().join("bulk_load/42").exists());
+    }
+
+    #[tokio::test]
+    async fn a_verified_list_is_recorded_only_once_every_file_is_verified() {
+        let r = remote(&[("0.sst", vec![1; 1000]), ("1.sst", vec![2; 1000])], |_| {}).await;
+        let replica = tempfile::tempdir().unwrap();
+        let loader = start(source(43), replica.path(), r.store.clone(), limits(0));
+        assert_eq!(settle(&loader).await.state, LoaderState::Downloaded);
+        let mut listed = read_verified_list(loader.dir()).expect("no verified list");
+        listed.sort_by(|a, b| a.name.cmp(&b.name));
+        assert_eq!(listed.iter().map(|f| f.name.as_str()).collect::<Vec<_>>(), ["0.sst", "1.sst"]);
+        // The producer replaced 1.sst: a new attempt drops the list before it touches any file.
+        let r = remote(&[("0.sst", vec![1; 1000]), ("1.sst", vec![3; 1000])], |_| {}).await;
+        let down: Arc<dyn ObjectStore> =
+            Arc::new(Flaky { inner: r.store.clone(), failures: AtomicU32::new(u32::MAX), suffix: "1.sst" });
+        let again = start(source(43), replica.path(), down, limits(0));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while again.status().retries == 0 {
+            assert!(Instant::now() < deadline, "no retry");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(read_verified_list(again.dir()).is_none(), "a verified list outlived the start of a new attempt");
+        again.stop().await;
+    }
+
+    /// A file that ends like an SST, with the md5 its metadata says, but a damaged block: RocksDB
+    /// refuses it at download, before any ingestion is proposed.
+    #[tokio::test]
+    async fn a_damaged_sst_with_a_matching_md5_is_refused_by_rocksdb_at_download() {
+        let r = remote(&[("0.sst", vec![7; 10_000])], |_| {}).await;
+        let pdir = object_store::path::Path::from("bl/c/t/0");
+        let mut bytes = r.store.get(&pdir.child("0.sst")).await.unwrap().bytes().await.unwrap().to_vec();
+        bytes[100] ^= 0x5a;
+        r.store.put(&pdir.child("0.sst"), bytes.clone().into()).await.unwrap();
+        let meta = BulkLoadMetadata {
+            files: vec![FileMeta { name: "0.sst".into(), size: bytes.len() as u64, md5: md5_hex(&bytes) }],
+            file_total_size: bytes.len() as u64,
+        };
+        r.store.put(&pdir.child(BULK_LOAD_METADATA), serde_json::to_vec(&meta).unwrap().into()).await.unwrap();
+        let replica = tempfile::tempdir().unwrap();
+        let loader = start(source(44), replica.path(), r.store.clone(), limits(0));
+        match settle(&loader).await.state {
+            LoaderState::Failed(m) => assert!(m.contains("refused by RocksDB"), "{m}"),
+            other => panic!("{other:?}"),
+        }
+        assert!(read_verified_list(loader.dir()).is_none());
     }
 }

@@ -12,7 +12,8 @@ use wingkv_common::{PartitionId, WingError};
 use wingkv_proto::replica_admin::replica_admin_server::ReplicaAdmin;
 use wingkv_proto::replica_admin::{
     AddLearnerRequest, BulkLoadAction, BulkLoadRequest, BulkLoadResponse, ChangeMembershipRequest, ChecksumResponse,
-    CreateReplicaRequest, Empty, PartitionRequest, ReplicaBulkLoadState, ReplicaStatus, StatusRequest, StatusResponse,
+    CreateReplicaRequest, Empty, FetchBulkLoadFileRequest, PartitionRequest, ReplicaBulkLoadState, ReplicaStatus,
+    StatusRequest, StatusResponse,
 };
 
 use crate::manager::ReplicaManager;
@@ -62,7 +63,8 @@ impl ReplicaAdmin for AdminService {
                 return Err(WingError::InvalidArgument(format!("node {} is listed twice", m.node_id)).into());
             }
         }
-        let replica = self.manager.create(id, members).await?;
+        let db_options = crate::store::DbOptions { allow_ingest_behind: req.allow_ingest_behind };
+        let replica = self.manager.create(id, members, db_options).await?;
         Ok(Response::new(replica.status()))
     }
 
@@ -167,10 +169,23 @@ impl ReplicaAdmin for AdminService {
     async fn bulk_load_replica(&self, req: Request<BulkLoadRequest>) -> Result<Response<ReplicaBulkLoadState>, Status> {
         let r = req.into_inner();
         let id = PartitionId::from_proto(r.partition.as_ref())?;
-        let (source, _) = bulk_load_source(r.job.as_ref())?;
+        let (source, ingest_behind) = bulk_load_source(r.job.as_ref())?;
         let action = BulkLoadAction::try_from(r.action)
             .map_err(|_| WingError::InvalidArgument(format!("unknown bulk-load action {}", r.action)))?;
         let replica = self.manager.get(id)?;
-        Ok(Response::new(replica.bulk_load_local(&source, action).await?))
+        Ok(Response::new(replica.bulk_load_local(&source, ingest_behind, action).await?))
+    }
+
+    type FetchBulkLoadFileStream = crate::bulk_load::source::FileChunks;
+
+    async fn fetch_bulk_load_file(
+        &self,
+        req: Request<FetchBulkLoadFileRequest>,
+    ) -> Result<Response<Self::FetchBulkLoadFileStream>, Status> {
+        let r = req.into_inner();
+        let id = PartitionId::from_proto(r.partition.as_ref())?;
+        wingkv_common::bulk_load::validate_file_name(&r.name)?;
+        let replica = self.manager.get(id)?;
+        Ok(Response::new(replica.serve_bulk_load_file(r.job_id, &r.name).await?))
     }
 }
