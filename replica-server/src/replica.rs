@@ -473,7 +473,9 @@ impl Replica {
         job_id: u64,
         name: &str,
     ) -> Result<crate::bulk_load::source::FileChunks, WingError> {
-        let path = self.bulk.held_file(job_id, name).ok_or_else(|| {
+        let (slot, file_name) = (self.bulk.clone(), name.to_string());
+        let held = tokio::task::spawn_blocking(move || slot.held_file(job_id, &file_name)).await.ok().flatten();
+        let path = held.ok_or_else(|| {
             WingError::NotFound(format!(
                 "replica {} on node {} holds no verified {name} of job {job_id}",
                 self.id, self.node_id

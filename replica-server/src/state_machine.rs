@@ -523,6 +523,31 @@ mod tests {
         scenario.teardown();
     }
 
+    /// The members' files, noting an open that comes before `released`.
+    #[cfg(feature = "failpoints")]
+    struct Watched {
+        inner: ProviderFiles,
+        released: Arc<std::sync::atomic::AtomicBool>,
+        early: Arc<std::sync::atomic::AtomicBool>,
+    }
+
+    #[cfg(feature = "failpoints")]
+    #[tonic::async_trait]
+    impl FileSource for Watched {
+        fn describe(&self, name: &str) -> String {
+            self.inner.describe(name)
+        }
+        async fn open(&self, name: &str) -> Result<crate::bulk_load::source::FileStream, WingError> {
+            if !self.released.load(std::sync::atomic::Ordering::SeqCst) {
+                self.early.store(true, std::sync::atomic::Ordering::SeqCst);
+            }
+            self.inner.open(name).await
+        }
+        async fn metadata(&self, max: u64) -> Result<Bytes, WingError> {
+            self.inner.metadata(max).await
+        }
+    }
+
     /// Forced: the job's own download (the slot's loader, from the provider) is between two
     /// chunks when the committed `IngestSst` applies. The apply path stops that download and
     /// awaits its task before it touches the directory (one owner: no task of the job outlives
@@ -534,14 +559,28 @@ mod tests {
         let scenario = fail::FailScenario::setup();
         let keys: Vec<String> = (0..20_000).map(|i| format!("k{i:05}")).collect();
         let (remote, file) = remote_partition(&keys.iter().map(String::as_str).collect::<Vec<_>>());
-        let mut f = state_machine(remote.path(), None);
+        // The members' side notes whether the apply path asked for a file while the job's
+        // download task was still held.
+        let released = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let early = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let store =
+            open_provider("local", &ProviderConfig { local_root: remote.path().to_path_buf(), ..Default::default() })
+                .unwrap();
+        let peers = Arc::new(Watched {
+            inner: ProviderFiles::new(store, "bl/onebox/t/0").unwrap(),
+            released: released.clone(),
+            early: early.clone(),
+        });
+        let mut f = state_machine(remote.path(), Some(peers));
         let (held_tx, held_rx) = std::sync::mpsc::channel();
         let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
         let (held_tx, release_rx) = (std::sync::Mutex::new(Some(held_tx)), std::sync::Mutex::new(release_rx));
+        let released2 = released.clone();
         fail::cfg_callback("bulk_load::between_chunks", move || {
             if let Some(tx) = held_tx.lock().unwrap().take() {
                 let _ = tx.send(());
                 let _ = release_rx.lock().unwrap().recv_timeout(Duration::from_secs(30));
+                released2.store(true, std::sync::atomic::Ordering::SeqCst);
             }
         })
         .unwrap();
@@ -566,6 +605,10 @@ mod tests {
         assert_eq!(get(&db, "k00000").as_deref(), Some("bulk"));
         assert_eq!(get(&db, "k19999").as_deref(), Some("bulk"));
         assert!(slot.progress().is_none_or(|(_, s)| s.live_tasks == 0), "a download task is left");
+        assert!(
+            !early.load(std::sync::atomic::Ordering::SeqCst),
+            "the apply path fetched while a download task of the job was still running"
+        );
         let leftovers: Vec<_> = std::fs::read_dir(job_dir(replica.path(), 9))
             .unwrap()
             .flatten()
