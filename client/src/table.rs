@@ -250,11 +250,15 @@ impl Table {
                     }
                 },
             };
-            // NotFound: the replica moved (stale routing); the others say "try again".
-            let retry = match idempotence {
-                Idempotence::Idempotent => err.code().is_retryable() || err.code() == ErrorCode::NotFound,
-                Idempotence::NotIdempotent => !sent || (server_answered && surely_not_applied(&err)),
-            };
+            // NotFound: the replica moved (stale routing); the others say "try again". A replica's
+            // TableDropped is its view as of the last heartbeat (a recall reaches it within one):
+            // the meta, asked below before the next attempt, is the one that decides.
+            let replica_says_dropped = server_answered && err.code() == ErrorCode::TableDropped;
+            let retry = replica_says_dropped
+                || match idempotence {
+                    Idempotence::Idempotent => err.code().is_retryable() || err.code() == ErrorCode::NotFound,
+                    Idempotence::NotIdempotent => !sent || (server_answered && surely_not_applied(&err)),
+                };
             if !retry {
                 return Err(err);
             }
@@ -304,7 +308,8 @@ impl Table {
             let left = deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(1));
             if let Err(e) = self.refresh(left).await {
                 if matches!(e.code(), ErrorCode::TableNotFound | ErrorCode::TableDropped) {
-                    return Err(e);
+                    // The meta confirms the table is not live; a replica's TableDropped says more.
+                    return Err(if replica_says_dropped { err } else { e });
                 }
             }
         }

@@ -86,6 +86,13 @@ impl<'a> RoutedTable<'a> {
                 Ok(v) => return Ok(v),
                 // NotFound: a replica not (yet) hosted where the stale configuration pointed.
                 Err(e) if e.code().is_retryable() || e.code() == ErrorCode::NotFound => e.to_string(),
+                // A replica learns a recall from its next heartbeat: the meta decides.
+                Err(e) if e.code() == ErrorCode::TableDropped => {
+                    if query(self.meta, &self.name).await.is_err() {
+                        return Err(anyhow!("{what}: {e}"));
+                    }
+                    e.to_string()
+                }
                 Err(e) => return Err(anyhow!("{what}: {e}")),
             };
             if Instant::now() >= deadline {

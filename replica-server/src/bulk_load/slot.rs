@@ -106,7 +106,10 @@ impl BulkLoadSlot {
         // Another job's leftovers go first, tasks awaited before files are removed; the files of
         // a job ingested here stay for the members that may still need them (see `tidy`).
         if let Some(old) = st.current.take_if(|c| c.loader.source().job_id != source.job_id) {
-            if ingested_at(old.loader.dir()).is_some() {
+            let dir = old.loader.dir().to_path_buf();
+            // Unknown (the read's task failed) counts as ingested: the files stay.
+            let ingested = tokio::task::spawn_blocking(move || ingested_at(&dir).is_some()).await.unwrap_or(true);
+            if ingested {
                 old.loader.stop().await;
             } else {
                 old.loader.clear().await;

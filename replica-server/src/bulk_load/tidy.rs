@@ -32,12 +32,16 @@ const TIDY_INTERVAL: Duration = Duration::from_secs(2);
 /// How long a member may take to report its applied index.
 const MEMBER_STATUS_TIMEOUT: Duration = Duration::from_secs(3);
 
-/// The job directories under a replica directory, by job id.
-fn job_dirs(replica_dir: &Path) -> Vec<(u64, PathBuf)> {
+/// The job directories under a replica directory: job id, and the log index the job was
+/// ingested at here, if it was (blocking).
+fn job_dirs(replica_dir: &Path) -> Vec<(u64, Option<u64>)> {
     let Ok(entries) = std::fs::read_dir(replica_dir.join("bulk_load")) else {
         return Vec::new();
     };
-    entries.flatten().filter_map(|e| Some((e.file_name().to_str()?.parse::<u64>().ok()?, e.path()))).collect()
+    entries
+        .flatten()
+        .filter_map(|e| Some((e.file_name().to_str()?.parse::<u64>().ok()?, ingested_at(&e.path()))))
+        .collect()
 }
 
 /// Runs until `cancel`: every [`TIDY_INTERVAL`], releases what no member needs.
@@ -63,11 +67,11 @@ pub async fn run(
             let dir = replica_dir.clone();
             tokio::task::spawn_blocking(move || job_dirs(&dir)).await.unwrap_or_default()
         };
-        for (job_id, dir) in dirs {
+        for (job_id, ingested) in dirs {
             if cancel.is_cancelled() {
                 return;
             }
-            let released = match ingested_at(&dir) {
+            let released = match ingested {
                 Some(index) => release_ingested(id, &raft, &db, &pool, index).await,
                 None => current.as_ref().is_some_and(|f| f.is_finished(job_id)),
             };
