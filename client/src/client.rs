@@ -4,8 +4,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use wingkv_common::backoff::BackoffPolicy;
+use wingkv_common::channel::ChannelPool;
 use wingkv_common::meta_client::MetaClient;
-use wingkv_common::raft::network::ChannelPool;
 use wingkv_common::WingError;
 use wingkv_proto::meta::{ClusterInfoRequest, ClusterInfoResponse, QueryTableRequest, TableConfiguration};
 

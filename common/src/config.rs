@@ -30,10 +30,19 @@ pub enum ConfigError {
 pub fn load_toml<T: DeserializeOwned>(path: &Path) -> Result<T, ConfigError> {
     let text = std::fs::read_to_string(path)
         .map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
-    parse_toml(&text).map_err(|message| ConfigError::Parse { path: path.display().to_string(), message })
+    parse_toml(&text).map_err(|e| match e {
+        ConfigError::Parse { message, .. } => ConfigError::Parse { path: path.display().to_string(), message },
+        other => other,
+    })
 }
 
-/// Parses a config of type `T` from TOML text.
-pub fn parse_toml<T: DeserializeOwned>(text: &str) -> Result<T, String> {
-    toml::from_str(text).map_err(|e| e.to_string())
+/// Parses a config of type `T` from TOML text (the error names no file: `path` is empty).
+pub fn parse_toml<T: DeserializeOwned>(text: &str) -> Result<T, ConfigError> {
+    toml::from_str(text).map_err(|e| ConfigError::Parse { path: String::new(), message: e.to_string() })
+}
+
+impl From<ConfigError> for crate::WingError {
+    fn from(e: ConfigError) -> Self {
+        crate::WingError::Config(e.to_string())
+    }
 }

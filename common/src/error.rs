@@ -1,8 +1,8 @@
 //! wingkv's error codes and their mapping to gRPC statuses.
 //!
-//! Every error that crosses the wire is a `tonic::Status` whose metadata `wingkv-error` carries
-//! the [`ErrorCode`] name, so clients get the typed error back, and `wingkv-leader` carries the
-//! leader's address on `NotLeader`.
+//! Every error that crosses the wire is a `tonic::Status` whose message is the bare message (no
+//! kind prefix), whose metadata `wingkv-error` carries the [`ErrorCode`] name, so clients get the
+//! typed error back, and whose `wingkv-leader` carries the leader's address on `NotLeader`.
 
 use std::fmt;
 use std::str::FromStr;
@@ -15,84 +15,132 @@ pub const ERROR_CODE_HEADER: &str = "wingkv-error";
 /// Metadata key that carries the leader's address on `NotLeader`.
 pub const LEADER_HEADER: &str = "wingkv-leader";
 
-/// The kinds of error wingkv answers with.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum ErrorCode {
-    /// The request reached a replica that is not the primary.
-    NotLeader,
-    /// The table, partition or replica does not exist here.
-    NotFound,
-    /// No table has this name (or id).
-    TableNotFound,
-    /// The request is malformed or out of bounds.
-    InvalidArgument,
-    /// The thing to create exists already.
-    AlreadyExists,
-    /// The operation is not allowed in the current state.
-    InvalidState,
-    /// Throttled; retry later.
-    Busy,
-    /// Writes or reads are denied by a table env.
-    OperationDisabled,
-    /// The table was dropped.
-    TableDropped,
-    /// Temporarily unable to serve (no quorum, shutting down, starting).
-    Unavailable,
-    /// The deadline passed.
-    Timeout,
-    /// Stored data failed a check.
-    Corruption,
-    /// A storage engine error.
-    Storage,
-    /// Anything else.
-    Internal,
+/// The one table of wingkv's error kinds: each row names the kind, the gRPC code its status
+/// carries, whether a client may retry it, and the prefix its message is shown with. The
+/// [`ErrorCode`] list, the [`WingError`] variants, the gRPC mapping and the parsing all come from
+/// it. `NotLeader` carries a leader hint besides its message and is written out by hand.
+macro_rules! error_kinds {
+    ($( $(#[doc = $doc:literal])* $kind:ident => $grpc:ident, retry: $retry:literal, $prefix:literal; )*) => {
+        /// The kinds of error wingkv answers with.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum ErrorCode {
+            /// The request reached a replica that is not the primary.
+            NotLeader,
+            $( $(#[doc = $doc])* $kind, )*
+        }
+
+        impl ErrorCode {
+            /// Every kind, in table order.
+            pub const ALL: &'static [ErrorCode] = &[ErrorCode::NotLeader, $(ErrorCode::$kind,)*];
+
+            /// Name used on the wire (metadata [`ERROR_CODE_HEADER`]) and in messages.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    ErrorCode::NotLeader => "NotLeader",
+                    $( ErrorCode::$kind => stringify!($kind), )*
+                }
+            }
+
+            /// The gRPC code a status of this kind carries.
+            pub fn grpc_code(self) -> Code {
+                match self {
+                    ErrorCode::NotLeader => Code::FailedPrecondition,
+                    $( ErrorCode::$kind => Code::$grpc, )*
+                }
+            }
+
+            /// Whether a client may retry the same request (after refreshing its routing).
+            pub fn is_retryable(self) -> bool {
+                match self {
+                    ErrorCode::NotLeader => true,
+                    $( ErrorCode::$kind => $retry, )*
+                }
+            }
+
+            /// What a message of this kind is prefixed with when shown to a person.
+            fn prefix(self) -> &'static str {
+                match self {
+                    ErrorCode::NotLeader => "not the leader",
+                    $( ErrorCode::$kind => $prefix, )*
+                }
+            }
+        }
+
+        /// A wingkv error with a message that names the problem. Its `Display` is the kind's
+        /// prefix and the message; on the wire the message travels bare (see [`ErrorCode`]).
+        #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+        pub enum WingError {
+            /// Not the primary; `leader` is the leader's address when known.
+            NotLeader {
+                /// The partition, printed `app.pidx`.
+                partition: String,
+                /// Address of the current leader, if known.
+                leader: Option<String>,
+            },
+            $( $(#[doc = $doc])* $kind(String), )*
+        }
+
+        impl WingError {
+            /// The kind of this error.
+            pub fn code(&self) -> ErrorCode {
+                match self {
+                    WingError::NotLeader { .. } => ErrorCode::NotLeader,
+                    $( WingError::$kind(_) => ErrorCode::$kind, )*
+                }
+            }
+
+            /// The message without the kind's prefix (for `NotLeader`, the partition).
+            pub fn message(&self) -> &str {
+                match self {
+                    WingError::NotLeader { partition, .. } => partition,
+                    $( WingError::$kind(m) => m, )*
+                }
+            }
+
+            /// Builds an error of `code` with `message` (`NotLeader` takes it as the partition and
+            /// gets no leader).
+            pub fn with_code(code: ErrorCode, message: String) -> Self {
+                match code {
+                    ErrorCode::NotLeader => WingError::NotLeader { partition: message, leader: None },
+                    $( ErrorCode::$kind => WingError::$kind(message), )*
+                }
+            }
+        }
+    };
 }
 
-impl ErrorCode {
-    /// Name used on the wire and in messages.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ErrorCode::NotLeader => "NotLeader",
-            ErrorCode::NotFound => "NotFound",
-            ErrorCode::TableNotFound => "TableNotFound",
-            ErrorCode::InvalidArgument => "InvalidArgument",
-            ErrorCode::AlreadyExists => "AlreadyExists",
-            ErrorCode::InvalidState => "InvalidState",
-            ErrorCode::Busy => "Busy",
-            ErrorCode::OperationDisabled => "OperationDisabled",
-            ErrorCode::TableDropped => "TableDropped",
-            ErrorCode::Unavailable => "Unavailable",
-            ErrorCode::Timeout => "Timeout",
-            ErrorCode::Corruption => "Corruption",
-            ErrorCode::Storage => "Storage",
-            ErrorCode::Internal => "Internal",
-        }
-    }
-
-    /// The gRPC code a status of this kind carries.
-    pub fn grpc_code(self) -> Code {
-        match self {
-            ErrorCode::NotLeader => Code::FailedPrecondition,
-            ErrorCode::NotFound => Code::NotFound,
-            ErrorCode::TableNotFound => Code::NotFound,
-            ErrorCode::InvalidArgument => Code::InvalidArgument,
-            ErrorCode::AlreadyExists => Code::AlreadyExists,
-            ErrorCode::InvalidState => Code::FailedPrecondition,
-            ErrorCode::Busy => Code::ResourceExhausted,
-            ErrorCode::OperationDisabled => Code::PermissionDenied,
-            ErrorCode::TableDropped => Code::NotFound,
-            ErrorCode::Unavailable => Code::Unavailable,
-            ErrorCode::Timeout => Code::DeadlineExceeded,
-            ErrorCode::Corruption => Code::DataLoss,
-            ErrorCode::Storage => Code::Internal,
-            ErrorCode::Internal => Code::Internal,
-        }
-    }
-
-    /// Whether a client may retry the same request (after refreshing its routing).
-    pub fn is_retryable(self) -> bool {
-        matches!(self, ErrorCode::NotLeader | ErrorCode::Busy | ErrorCode::Unavailable | ErrorCode::Timeout)
-    }
+error_kinds! {
+    /// The table, partition or replica does not exist here.
+    NotFound => NotFound, retry: false, "not found";
+    /// No table has this name (or id).
+    TableNotFound => NotFound, retry: false, "table not found";
+    /// The request is malformed or out of bounds.
+    InvalidArgument => InvalidArgument, retry: false, "invalid argument";
+    /// The thing to create exists already.
+    AlreadyExists => AlreadyExists, retry: false, "already exists";
+    /// The operation is not allowed in the current state.
+    InvalidState => FailedPrecondition, retry: false, "invalid state";
+    /// Throttled or overloaded; retry later.
+    Busy => ResourceExhausted, retry: true, "busy";
+    /// Writes or reads are denied by a table env.
+    OperationDisabled => PermissionDenied, retry: false, "operation disabled";
+    /// The table was dropped.
+    TableDropped => NotFound, retry: false, "table dropped";
+    /// Temporarily unable to serve (no quorum, shutting down, starting).
+    Unavailable => Unavailable, retry: true, "unavailable";
+    /// The deadline passed.
+    Timeout => DeadlineExceeded, retry: true, "timeout";
+    /// Stored data failed a check.
+    Corruption => DataLoss, retry: false, "corruption";
+    /// A storage engine error.
+    Storage => Internal, retry: false, "storage error";
+    /// An operating-system I/O error outside the storage engine (a socket that cannot be bound,
+    /// a file that cannot be read).
+    Io => Internal, retry: false, "I/O error";
+    /// A configuration value is missing, malformed or out of range.
+    Config => InvalidArgument, retry: false, "config error";
+    /// Anything else.
+    Internal => Internal, retry: false, "internal error";
 }
 
 impl fmt::Display for ErrorCode {
@@ -105,106 +153,28 @@ impl FromStr for ErrorCode {
     type Err = ();
 
     fn from_str(s: &str) -> Result<Self, ()> {
-        Ok(match s {
-            "NotLeader" => ErrorCode::NotLeader,
-            "NotFound" => ErrorCode::NotFound,
-            "TableNotFound" => ErrorCode::TableNotFound,
-            "InvalidArgument" => ErrorCode::InvalidArgument,
-            "AlreadyExists" => ErrorCode::AlreadyExists,
-            "InvalidState" => ErrorCode::InvalidState,
-            "Busy" => ErrorCode::Busy,
-            "OperationDisabled" => ErrorCode::OperationDisabled,
-            "TableDropped" => ErrorCode::TableDropped,
-            "Unavailable" => ErrorCode::Unavailable,
-            "Timeout" => ErrorCode::Timeout,
-            "Corruption" => ErrorCode::Corruption,
-            "Storage" => ErrorCode::Storage,
-            "Internal" => ErrorCode::Internal,
-            _ => return Err(()),
-        })
+        ErrorCode::ALL.iter().copied().find(|code| code.as_str() == s).ok_or(())
     }
 }
 
-/// A wingkv error with a message that names the problem.
-#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub enum WingError {
-    /// Not the primary; `leader` is the leader's address when known.
-    #[error("not the leader of partition {partition}{}", leader_hint(.leader))]
-    NotLeader {
-        /// The partition, printed `app.pidx`.
-        partition: String,
-        /// Address of the current leader, if known.
-        leader: Option<String>,
-    },
-    /// See [`ErrorCode::NotFound`].
-    #[error("not found: {0}")]
-    NotFound(String),
-    /// See [`ErrorCode::TableNotFound`].
-    #[error("table not found: {0}")]
-    TableNotFound(String),
-    /// See [`ErrorCode::InvalidArgument`].
-    #[error("invalid argument: {0}")]
-    InvalidArgument(String),
-    /// See [`ErrorCode::AlreadyExists`].
-    #[error("already exists: {0}")]
-    AlreadyExists(String),
-    /// See [`ErrorCode::InvalidState`].
-    #[error("invalid state: {0}")]
-    InvalidState(String),
-    /// See [`ErrorCode::Busy`].
-    #[error("busy: {0}")]
-    Busy(String),
-    /// See [`ErrorCode::OperationDisabled`].
-    #[error("operation disabled: {0}")]
-    OperationDisabled(String),
-    /// See [`ErrorCode::TableDropped`].
-    #[error("table dropped: {0}")]
-    TableDropped(String),
-    /// See [`ErrorCode::Unavailable`].
-    #[error("unavailable: {0}")]
-    Unavailable(String),
-    /// See [`ErrorCode::Timeout`].
-    #[error("timeout: {0}")]
-    Timeout(String),
-    /// See [`ErrorCode::Corruption`].
-    #[error("corruption: {0}")]
-    Corruption(String),
-    /// See [`ErrorCode::Storage`].
-    #[error("storage error: {0}")]
-    Storage(String),
-    /// See [`ErrorCode::Internal`].
-    #[error("internal error: {0}")]
-    Internal(String),
-}
-
-fn leader_hint(leader: &Option<String>) -> String {
-    match leader {
-        Some(addr) => format!("; the leader is {addr}"),
-        None => "; the leader is unknown".to_string(),
-    }
-}
-
-impl WingError {
-    /// The kind of this error.
-    pub fn code(&self) -> ErrorCode {
+impl fmt::Display for WingError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            WingError::NotLeader { .. } => ErrorCode::NotLeader,
-            WingError::NotFound(_) => ErrorCode::NotFound,
-            WingError::TableNotFound(_) => ErrorCode::TableNotFound,
-            WingError::InvalidArgument(_) => ErrorCode::InvalidArgument,
-            WingError::AlreadyExists(_) => ErrorCode::AlreadyExists,
-            WingError::InvalidState(_) => ErrorCode::InvalidState,
-            WingError::Busy(_) => ErrorCode::Busy,
-            WingError::OperationDisabled(_) => ErrorCode::OperationDisabled,
-            WingError::TableDropped(_) => ErrorCode::TableDropped,
-            WingError::Unavailable(_) => ErrorCode::Unavailable,
-            WingError::Timeout(_) => ErrorCode::Timeout,
-            WingError::Corruption(_) => ErrorCode::Corruption,
-            WingError::Storage(_) => ErrorCode::Storage,
-            WingError::Internal(_) => ErrorCode::Internal,
+            WingError::NotLeader { partition, leader } => {
+                write!(f, "{} of partition {partition}", ErrorCode::NotLeader.prefix())?;
+                match leader {
+                    Some(addr) => write!(f, "; the leader is {addr}"),
+                    None => f.write_str("; the leader is unknown"),
+                }
+            }
+            other => write!(f, "{}: {}", other.code().prefix(), other.message()),
         }
     }
+}
 
+impl std::error::Error for WingError {}
+
+impl WingError {
     /// The leader address carried by a `NotLeader` error.
     pub fn leader(&self) -> Option<&str> {
         match self {
@@ -216,7 +186,6 @@ impl WingError {
     /// Rebuilds the error from a status answered by a wingkv server; statuses without the
     /// wingkv code (transport failures, foreign servers) map by their gRPC code.
     pub fn from_status(status: &Status) -> Self {
-        let msg = status.message().to_string();
         let code = status
             .metadata()
             .get(ERROR_CODE_HEADER)
@@ -234,9 +203,10 @@ impl WingError {
             Code::DataLoss => ErrorCode::Corruption,
             _ => ErrorCode::Internal,
         });
+        let message = status.message().to_string();
         match code {
             ErrorCode::NotLeader => WingError::NotLeader {
-                partition: String::new(),
+                partition: message,
                 leader: status
                     .metadata()
                     .get(LEADER_HEADER)
@@ -244,32 +214,7 @@ impl WingError {
                     .filter(|s| !s.is_empty())
                     .map(str::to_string),
             },
-            other => {
-                // The message is this error's Display; keep only what follows its prefix.
-                let prefix = WingError::with_code(other, String::new()).to_string();
-                let inner = msg.strip_prefix(prefix.as_str()).map(str::to_string).unwrap_or(msg);
-                WingError::with_code(other, inner)
-            }
-        }
-    }
-
-    /// Builds an error of `code` with `message` (NotLeader gets no leader).
-    pub fn with_code(code: ErrorCode, message: String) -> Self {
-        match code {
-            ErrorCode::NotLeader => WingError::NotLeader { partition: message, leader: None },
-            ErrorCode::NotFound => WingError::NotFound(message),
-            ErrorCode::TableNotFound => WingError::TableNotFound(message),
-            ErrorCode::InvalidArgument => WingError::InvalidArgument(message),
-            ErrorCode::AlreadyExists => WingError::AlreadyExists(message),
-            ErrorCode::InvalidState => WingError::InvalidState(message),
-            ErrorCode::Busy => WingError::Busy(message),
-            ErrorCode::OperationDisabled => WingError::OperationDisabled(message),
-            ErrorCode::TableDropped => WingError::TableDropped(message),
-            ErrorCode::Unavailable => WingError::Unavailable(message),
-            ErrorCode::Timeout => WingError::Timeout(message),
-            ErrorCode::Corruption => WingError::Corruption(message),
-            ErrorCode::Storage => WingError::Storage(message),
-            ErrorCode::Internal => WingError::Internal(message),
+            other => WingError::with_code(other, message),
         }
     }
 }
@@ -277,7 +222,8 @@ impl WingError {
 impl From<WingError> for Status {
     fn from(err: WingError) -> Self {
         let code = err.code();
-        let mut status = Status::new(code.grpc_code(), err.to_string());
+        // The bare message: the code travels in the metadata, and the client adds the prefix.
+        let mut status = Status::new(code.grpc_code(), err.message().to_string());
         let md = status.metadata_mut();
         md.insert(ERROR_CODE_HEADER, MetadataValue::from_static(code.as_str()));
         if let Some(leader) = err.leader() {
@@ -313,6 +259,21 @@ mod tests {
         let back = WingError::from_status(&status);
         assert_eq!(back, WingError::Busy("throttled".into()));
         assert_eq!(back.to_string(), "busy: throttled");
+        assert_eq!(status.message(), "throttled", "the wire carries the bare message");
+    }
+
+    #[test]
+    fn every_code_round_trips_through_a_status() {
+        for &code in ErrorCode::ALL {
+            assert_eq!(code.as_str().parse::<ErrorCode>(), Ok(code));
+            let err = WingError::with_code(code, "the message".into());
+            assert_eq!(err.code(), code);
+            let back = WingError::from_status(&Status::from(err.clone()));
+            assert_eq!(back.code(), code, "{code}");
+            assert_eq!(back.message(), "the message", "{code}");
+            assert_eq!(back.to_string(), err.to_string(), "{code}: no doubled prefix");
+        }
+        assert!("Nonsense".parse::<ErrorCode>().is_err());
     }
 
     #[test]

@@ -1,10 +1,16 @@
 //! What the wingkv servers and the client share: the key encoding and partition hash of
-//! DESIGN §2, the value header, error codes, typed config loading, backoff, tracing setup and the
-//! openraft glue (RocksDB log store, gRPC network).
+//! DESIGN §2, the value header, error codes, backoff and the meta client. Server-side parts sit
+//! behind features so the SDK builds without them (`cargo tree -p wingkv-client`): `raft` (the
+//! openraft glue: gRPC network, read barrier), `storage` (the RocksDB log store), `bulk-load`
+//! (the bulk-load layout and object-store providers), `config` (TOML loading), `telemetry`
+//! (tracing setup) and `server` (metrics, health, the frontend listener).
 
 pub mod backoff;
+#[cfg(feature = "bulk-load")]
 pub mod bulk_load;
+pub mod channel;
 pub mod check;
+#[cfg(feature = "config")]
 pub mod config;
 pub mod error;
 #[cfg(feature = "server")]
@@ -17,9 +23,12 @@ pub mod metrics;
 pub mod naming;
 pub mod net;
 pub mod partition;
+#[cfg(feature = "bulk-load")]
 pub mod provider;
+#[cfg(feature = "raft")]
 pub mod raft;
 pub mod report;
+#[cfg(feature = "telemetry")]
 pub mod telemetry;
 pub mod throttling;
 pub mod value;

@@ -14,7 +14,7 @@ use tonic::transport::Channel;
 use wingkv_proto::meta::meta_client::MetaClient as GrpcMetaClient;
 
 use crate::backoff::BackoffPolicy;
-use crate::raft::network::ChannelPool;
+use crate::channel::ChannelPool;
 use crate::{ErrorCode, WingError};
 
 /// Attempt timeout of the meta calls that wait on a live leader for long: a table creation

@@ -7,9 +7,9 @@ use crate::WingError;
 /// Binds `addr` (`host:port`, port 0 = any free port) with SO_REUSEADDR, so a restarted server
 /// gets its port back at once.
 pub fn bind(addr: &str) -> Result<tokio::net::TcpListener, WingError> {
-    let bad = |e: std::io::Error| WingError::InvalidArgument(format!("cannot listen on {addr}: {e}"));
+    let bad = |e: std::io::Error| WingError::Io(format!("cannot listen on {addr}: {e}"));
     let sock_addr: SocketAddr =
-        addr.parse().map_err(|_| WingError::InvalidArgument(format!("listen address '{addr}' is not host:port")))?;
+        addr.parse().map_err(|_| WingError::Config(format!("listen address '{addr}' is not host:port")))?;
     let socket = if sock_addr.is_ipv4() { tokio::net::TcpSocket::new_v4() } else { tokio::net::TcpSocket::new_v6() }
         .map_err(bad)?;
     socket.set_reuseaddr(true).map_err(bad)?;

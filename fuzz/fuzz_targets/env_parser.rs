@@ -1,9 +1,8 @@
-//! The table-env parser (write throttling, request denial) on arbitrary values, and the
-//! throttle window on whatever parses: no panic, no overflow.
+//! The table-env parser (write throttling, request denial) on arbitrary values: no panic, no
+//! overflow. (The replica's throttle window has its own unit tests at extreme counts.)
 #![no_main]
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
 
 use libfuzzer_sys::fuzz_target;
 use wingkv_common::throttling::{
@@ -25,15 +24,7 @@ fuzz_target!(|data: &[u8]| {
         keys.iter().zip(text.split('\n')).map(|(k, v)| (k.to_string(), v.to_string())).collect();
     let valid = validate_envs(&envs).is_ok();
     match TableThrottling::from_envs(&envs, count) {
-        Ok(t) => {
-            assert!(valid, "from_envs accepted what validate_envs refused");
-            let throttle = t.write_throttle();
-            let now = Instant::now();
-            for i in 0..64u64 {
-                let at = now + Duration::from_millis(i * 37);
-                let _ = throttle.check(at, u64::MAX / 3, Duration::from_millis(i));
-            }
-        }
+        Ok(_) => assert!(valid, "from_envs accepted what validate_envs refused"),
         Err(e) => assert!(!e.to_string().is_empty()),
     }
 });

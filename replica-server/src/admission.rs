@@ -9,8 +9,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use wingkv_common::throttling::{DenyKind, TableThrottling, ThrottlingDecision, WriteThrottle};
+use wingkv_common::throttling::{DenyKind, TableThrottling};
 use wingkv_common::{PartitionId, WingError};
+
+use crate::write_throttle::{ThrottlingDecision, WriteThrottle};
 
 /// Node-wide counters of what admission did (reported in the replica admin `Status`).
 #[derive(Debug, Default)]
@@ -65,7 +67,11 @@ pub struct Admission {
 impl Admission {
     /// Admission under `settings`, counting into `counters`.
     pub fn new(settings: TableThrottling, counters: Arc<AdmissionCounters>) -> Self {
-        Self { throttle: settings.write_throttle(), settings: RwLock::new(settings), counters }
+        Self {
+            throttle: WriteThrottle::new(settings.write_qps, settings.write_bytes),
+            settings: RwLock::new(settings),
+            counters,
+        }
     }
 
     /// Applies new settings live (the current throttling window keeps its counts).

@@ -184,7 +184,7 @@ mod tests {
         assert_eq!(c.raft.heartbeat_ms, 50);
         assert_eq!(c.raft.election_timeout_min_ms, 750);
         assert_eq!(c.storage.write_buffer_bytes, 32 << 20);
-        let err = wingkv_common::config::parse_toml::<ReplicaServerConfig>("nod_id = 1").unwrap_err();
+        let err = wingkv_common::config::parse_toml::<ReplicaServerConfig>("nod_id = 1").unwrap_err().to_string();
         assert!(err.contains("nod_id"), "{err}");
     }
 }

@@ -20,3 +20,4 @@ pub mod snapshot;
 pub mod state_machine;
 pub mod store;
 pub mod trash;
+pub mod write_throttle;

@@ -64,7 +64,7 @@ impl RaftLogDb {
     /// id of a replica being created).
     pub fn delete(&self, id: PartitionId) -> Result<(), WingError> {
         delete_group(&self.db, &log_prefix(id))
-            .map_err(|e| WingError::Storage(format!("cannot delete the raft log of {id}: {e}")))
+            .map_err(|e| WingError::Storage(format!("cannot delete the raft log of {id}: {}", e.message())))
     }
 
     /// The partitions that have a log here (their `created` key).

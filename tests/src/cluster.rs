@@ -6,9 +6,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Result};
 use bytes::Bytes;
+use wingkv_common::channel::ChannelPool;
 use wingkv_common::hash::partition_index;
 use wingkv_common::meta_client::MetaClient;
-use wingkv_common::raft::network::ChannelPool;
 use wingkv_common::{ErrorCode, WingError};
 use wingkv_proto::data::data_client::DataClient;
 use wingkv_proto::data::{GetRequest, SetRequest};

@@ -22,6 +22,7 @@ use serde::Serialize;
 
 use super::wal_sync::WalSyncer;
 use super::{decode, encode, read_err, write_err, NodeId, CF_RAFT_LOG, CF_RAFT_META};
+use crate::WingError;
 
 const KEY_VOTE: &[u8] = b"vote";
 const KEY_COMMITTED: &[u8] = b"committed";
@@ -64,16 +65,16 @@ fn prefixed(prefix: &[u8], suffix: &[u8]) -> Vec<u8> {
 
 /// Deletes every log entry and meta key of the group `prefix` from `db` (a removed replica's
 /// log, or leftovers under the prefix of a replica created anew). Synced.
-pub fn delete_group(db: &DB, prefix: &[u8]) -> Result<(), String> {
+pub fn delete_group(db: &DB, prefix: &[u8]) -> Result<(), WingError> {
     let mut batch = WriteBatch::default();
     for name in [CF_RAFT_LOG, CF_RAFT_META] {
-        let cf = db.cf_handle(name).ok_or_else(|| format!("column family {name} is missing"))?;
+        let cf = db.cf_handle(name).ok_or_else(|| WingError::Storage(format!("column family {name} is missing")))?;
         match prefix_end(prefix) {
             Some(end) => batch.delete_range_cf(cf, prefix, &end),
             None => batch.delete_range_cf(cf, prefix, &[0xFFu8; 17][..]),
         }
     }
-    db.write_opt(batch, &synced()).map_err(|e| e.into_string())
+    Ok(db.write_opt(batch, &synced())?)
 }
 
 /// The first key after every key that starts with `prefix` (`None`: no such key).

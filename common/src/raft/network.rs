@@ -2,9 +2,7 @@
 //! raft group it hosts; each message names its group ([`PartitionId`]), and the payload is the
 //! bincode of the openraft request (and of the `Result` on the way back).
 
-use std::collections::HashMap;
 use std::error::Error;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable};
@@ -16,41 +14,16 @@ use openraft::raft::{
 use openraft::{BasicNode, Raft, RaftTypeConfig};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status};
 use wingkv_proto::raft::raft_transport_client::RaftTransportClient;
 use wingkv_proto::raft::RaftMessage;
 
 use super::{decode, encode, NodeId};
+use crate::channel::ChannelPool;
 use crate::partition::PartitionId;
 
 /// Largest gRPC message of the raft transport (log batches and snapshot chunks).
 pub const MAX_RAFT_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
-
-/// Lazily connected gRPC channels by address, shared by every raft group (and every client) of
-/// a process, so N groups between two nodes use one HTTP/2 connection.
-#[derive(Clone, Default)]
-pub struct ChannelPool {
-    channels: Arc<Mutex<HashMap<String, Channel>>>,
-}
-
-impl ChannelPool {
-    /// The channel to `addr` (`host:port`), created on first use.
-    pub fn get(&self, addr: &str) -> Result<Channel, tonic::transport::Error> {
-        let mut map = self.channels.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(c) = map.get(addr) {
-            return Ok(c.clone());
-        }
-        let channel = Endpoint::from_shared(format!("http://{addr}"))?
-            .connect_timeout(Duration::from_secs(2))
-            .tcp_nodelay(true)
-            .http2_keep_alive_interval(Duration::from_secs(10))
-            .keep_alive_timeout(Duration::from_secs(5))
-            .connect_lazy();
-        map.insert(addr.to_string(), channel.clone());
-        Ok(channel)
-    }
-}
 
 /// Creates the network client of one raft group.
 pub struct GrpcNetworkFactory {

@@ -10,7 +10,7 @@ use bytes::Bytes;
 use futures::stream::BoxStream;
 use futures::StreamExt;
 use object_store::ObjectStore;
-use wingkv_common::raft::network::ChannelPool;
+use wingkv_common::channel::ChannelPool;
 use wingkv_common::{PartitionId, WingError};
 use wingkv_proto::replica_admin::replica_admin_client::ReplicaAdminClient;
 use wingkv_proto::replica_admin::FetchBulkLoadFileRequest;

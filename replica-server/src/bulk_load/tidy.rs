@@ -15,7 +15,7 @@ use std::time::Duration;
 use rocksdb::DB;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
-use wingkv_common::raft::network::ChannelPool;
+use wingkv_common::channel::ChannelPool;
 use wingkv_common::raft::NodeId;
 use wingkv_common::{PartitionId, WingError};
 use wingkv_proto::replica_admin::replica_admin_client::ReplicaAdminClient;
