@@ -4,6 +4,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::sync::MutexExt;
 use tonic::transport::{Channel, Endpoint};
 
 /// Lazily connected gRPC channels by address, shared by every raft group (and every client) of
@@ -16,7 +17,7 @@ pub struct ChannelPool {
 impl ChannelPool {
     /// The channel to `addr` (`host:port`), created on first use.
     pub fn get(&self, addr: &str) -> Result<Channel, tonic::transport::Error> {
-        let mut map = self.channels.lock().unwrap_or_else(|p| p.into_inner());
+        let mut map = self.channels.locked();
         if let Some(c) = map.get(addr) {
             return Ok(c.clone());
         }

@@ -28,9 +28,11 @@ pub mod provider;
 #[cfg(feature = "raft")]
 pub mod raft;
 pub mod report;
+pub mod sync;
 #[cfg(feature = "telemetry")]
 pub mod telemetry;
 pub mod throttling;
+pub mod time;
 pub mod value;
 
 pub use error::{ErrorCode, WingError};

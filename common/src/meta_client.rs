@@ -15,6 +15,7 @@ use wingkv_proto::meta::meta_client::MetaClient as GrpcMetaClient;
 
 use crate::backoff::BackoffPolicy;
 use crate::channel::ChannelPool;
+use crate::sync::MutexExt;
 use crate::{ErrorCode, WingError};
 
 /// Attempt timeout of the meta calls that wait on a live leader for long: a table creation
@@ -57,12 +58,12 @@ impl MetaClient {
     }
 
     fn current_addr(&self) -> String {
-        let i = *self.current.lock().unwrap_or_else(|p| p.into_inner());
+        let i = *self.current.locked();
         self.addrs[i % self.addrs.len()].clone()
     }
 
     fn point_at(&self, addr: &str) {
-        let mut cur = self.current.lock().unwrap_or_else(|p| p.into_inner());
+        let mut cur = self.current.locked();
         match self.addrs.iter().position(|a| a == addr) {
             Some(i) => *cur = i,
             None => *cur = (*cur + 1) % self.addrs.len(),
@@ -72,7 +73,7 @@ impl MetaClient {
     /// Moves to the next meta that is not in `skip` (to the next one at all when every meta
     /// is in it).
     fn rotate_past(&self, skip: &[String]) {
-        let mut cur = self.current.lock().unwrap_or_else(|p| p.into_inner());
+        let mut cur = self.current.locked();
         let n = self.addrs.len();
         let next = (1..=n).map(|k| (*cur + k) % n).find(|i| !skip.contains(&self.addrs[*i]));
         *cur = next.unwrap_or((*cur + 1) % n);

@@ -1,8 +1,6 @@
 //! The RocksDB value layout of DESIGN §2: `u32 BE expire_ts ++ user value`, with `expire_ts` in
 //! seconds since 2016-01-01T00:00:00Z and 0 meaning "never expires".
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use crate::error::WingError;
 
 /// Unix time of the epoch of `expire_ts` (2016-01-01T00:00:00Z).
@@ -13,7 +11,7 @@ pub const HEADER_LEN: usize = 4;
 
 /// Seconds since [`EPOCH_BEGIN`] now (0 on a clock set before 2016).
 pub fn now_epoch_seconds() -> u32 {
-    let unix = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let unix = crate::time::unix_secs();
     unix.saturating_sub(EPOCH_BEGIN).min(u32::MAX as u64) as u32
 }
 

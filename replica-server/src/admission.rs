@@ -13,6 +13,7 @@ use wingkv_common::throttling::{DenyKind, TableThrottling};
 use wingkv_common::{PartitionId, WingError};
 
 use crate::write_throttle::{ThrottlingDecision, WriteThrottle};
+use wingkv_common::sync::RwLockExt;
 
 /// Node-wide counters of what admission did (reported in the replica admin `Status`).
 #[derive(Debug, Default)]
@@ -36,7 +37,7 @@ pub struct TableEnvs {
 impl TableEnvs {
     /// The settings of table `app_id` (none known yet: no limit, no denial).
     pub fn get(&self, app_id: u32) -> TableThrottling {
-        self.tables.read().unwrap_or_else(|p| p.into_inner()).get(&app_id).copied().unwrap_or_default()
+        self.tables.read_locked().get(&app_id).copied().unwrap_or_default()
     }
 
     /// Records the envs of table `app_id` (of `partition_count` partitions) and answers its
@@ -45,7 +46,7 @@ impl TableEnvs {
     pub fn set(&self, app_id: u32, partition_count: u32, envs: &BTreeMap<String, String>) -> TableThrottling {
         match TableThrottling::from_envs(envs, partition_count.max(1)) {
             Ok(t) => {
-                self.tables.write().unwrap_or_else(|p| p.into_inner()).insert(app_id, t);
+                self.tables.write_locked().insert(app_id, t);
                 t
             }
             Err(e) => {
@@ -77,11 +78,11 @@ impl Admission {
     /// Applies new settings live (the current throttling window keeps its counts).
     pub fn update(&self, settings: TableThrottling) {
         self.throttle.set_policy(settings.write_qps, settings.write_bytes);
-        *self.settings.write().unwrap_or_else(|p| p.into_inner()) = settings;
+        *self.settings.write_locked() = settings;
     }
 
     fn settings(&self) -> TableThrottling {
-        *self.settings.read().unwrap_or_else(|p| p.into_inner())
+        *self.settings.read_locked()
     }
 
     fn denied(&self, id: PartitionId, what: &str, kind: DenyKind) -> WingError {

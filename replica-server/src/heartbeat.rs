@@ -15,6 +15,7 @@ use wingkv_common::{PartitionId, WingError};
 use wingkv_proto::meta::{HeartbeatRequest, RegisterNodeRequest};
 
 use crate::manager::ReplicaManager;
+use wingkv_common::sync::MutexExt;
 
 /// Name of the file in the data dir that keeps the node id the meta assigned.
 pub const NODE_ID_FILE: &str = "node_id";
@@ -92,7 +93,7 @@ impl Remover {
                         Err(e) => tracing::warn!(partition = %pid, "cannot remove replica: {e}"),
                     },
                 }
-                done.lock().unwrap_or_else(|p| p.into_inner()).remove(&pid);
+                done.locked().remove(&pid);
             }
         });
         Self { tx, pending }
@@ -100,7 +101,7 @@ impl Remover {
 
     /// Queues the removal of `pid`, ordered by the meta leader of `meta_term`.
     pub fn order(&self, pid: PartitionId, meta_term: u64) {
-        if self.pending.lock().unwrap_or_else(|p| p.into_inner()).insert(pid) {
+        if self.pending.locked().insert(pid) {
             tracing::info!(partition = %pid, meta_term, "the meta says this replica no longer belongs here; removing it");
             let _ = self.tx.send((pid, meta_term));
         }

@@ -10,6 +10,7 @@ use openraft::BasicNode;
 use wingkv_common::{PartitionId, WingError};
 
 use crate::replica::{Replica, ReplicaContext};
+use wingkv_common::sync::RwLockExt;
 
 /// Owner of every hosted replica.
 pub struct ReplicaManager {
@@ -66,7 +67,7 @@ impl ReplicaManager {
     /// Records which hosted tables are dropped (the meta's heartbeat answer names all of them).
     pub fn set_dropped_tables(&self, dropped: &[u32]) {
         let new: HashSet<u32> = dropped.iter().copied().collect();
-        let mut cur = self.dropped.write().unwrap_or_else(|p| p.into_inner());
+        let mut cur = self.dropped.write_locked();
         if *cur != new {
             tracing::info!(dropped = ?new, "tables dropped on the meta: their replicas stop serving clients");
             *cur = new;
@@ -75,7 +76,7 @@ impl ReplicaManager {
 
     /// Refuses client requests to a table the meta reported dropped (recall lifts it).
     pub fn check_table_serves(&self, id: PartitionId) -> Result<(), WingError> {
-        if self.dropped.read().unwrap_or_else(|p| p.into_inner()).contains(&id.app_id) {
+        if self.dropped.read_locked().contains(&id.app_id) {
             return Err(WingError::TableDropped(format!(
                 "table with app_id {} was dropped; recall it to serve it again",
                 id.app_id
@@ -104,10 +105,10 @@ impl ReplicaManager {
 
     /// The open replica of `id`.
     pub fn get(&self, id: PartitionId) -> Result<Arc<Replica>, WingError> {
-        if let Some(r) = self.replicas.read().unwrap_or_else(|p| p.into_inner()).get(&id) {
+        if let Some(r) = self.replicas.read_locked().get(&id) {
             return Ok(r.clone());
         }
-        if let Some(reason) = self.failed.read().unwrap_or_else(|p| p.into_inner()).get(&id) {
+        if let Some(reason) = self.failed.read_locked().get(&id) {
             return Err(WingError::Unavailable(format!(
                 "replica {id} is on node {}'s disk but could not be opened: {reason}",
                 self.ctx.node_id
@@ -117,7 +118,7 @@ impl ReplicaManager {
     }
 
     fn set_failed(&self, id: PartitionId, reason: Option<String>) {
-        let mut failed = self.failed.write().unwrap_or_else(|p| p.into_inner());
+        let mut failed = self.failed.write_locked();
         match reason {
             Some(r) => failed.insert(id, r),
             None => failed.remove(&id),
@@ -158,18 +159,18 @@ impl ReplicaManager {
 
     /// Every open replica.
     pub fn all(&self) -> Vec<Arc<Replica>> {
-        let map = self.replicas.read().unwrap_or_else(|p| p.into_inner());
+        let map = self.replicas.read_locked();
         let mut v: Vec<_> = map.values().cloned().collect();
         v.sort_by_key(|r| r.id());
         v
     }
 
     fn insert(&self, r: Arc<Replica>) {
-        self.replicas.write().unwrap_or_else(|p| p.into_inner()).insert(r.id(), r);
+        self.replicas.write_locked().insert(r.id(), r);
     }
 
     fn take(&self, id: PartitionId) -> Option<Arc<Replica>> {
-        self.replicas.write().unwrap_or_else(|p| p.into_inner()).remove(&id)
+        self.replicas.write_locked().remove(&id)
     }
 
     /// Opens every replica stored under the data dir; returns how many were opened. A replica
@@ -329,7 +330,7 @@ impl ReplicaManager {
     /// Closes every replica (at shutdown), waiting for each.
     pub async fn close_all(&self) {
         let _guard = self.changes.lock().await;
-        let all: Vec<_> = self.replicas.write().unwrap_or_else(|p| p.into_inner()).drain().map(|(_, r)| r).collect();
+        let all: Vec<_> = self.replicas.write_locked().drain().map(|(_, r)| r).collect();
         for r in all {
             if let Err(e) = r.close().await {
                 tracing::error!("{e}");

@@ -14,16 +14,17 @@
 
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use openraft::{BasicNode, LogId, SnapshotMeta, StoredMembership};
 use rocksdb::{IngestExternalFileOptions, IteratorMode, Options, SstFileWriter, WriteBatch, WriteOptions, DB};
 use wingkv_common::raft::{decode, encode, NodeId};
+use wingkv_common::time::unix_nanos;
 use wingkv_common::value::{is_expired, now_epoch_seconds, stored_expire_ts};
 use wingkv_common::WingError;
 
 use crate::durable::{sync_dir, write_synced};
 use crate::store::{cf, data_cf, CF_APPLIED};
+use wingkv_common::sync::MutexExt;
 
 /// Applied-state key: last applied log id (`Option<LogId>`).
 pub const KEY_LAST_APPLIED: &[u8] = b"last_applied";
@@ -88,10 +89,6 @@ fn storage_err(what: &str, e: impl std::fmt::Display) -> WingError {
     WingError::Storage(format!("{what}: {e}"))
 }
 
-fn unique_suffix() -> u128 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0)
-}
-
 /// Decodes the applied state from the stored `last_applied` and `membership` values.
 fn decode_applied(last: Option<Vec<u8>>, membership: Option<Vec<u8>>) -> Result<AppliedState, WingError> {
     let last = match last {
@@ -132,7 +129,7 @@ impl SnapshotDir {
     /// are written: a snapshot never holds ingested rows with the applied index before them
     /// (a replica installing it would replay the ingestion).
     pub fn exclusive(&self) -> std::sync::MutexGuard<'_, ()> {
-        self.lock.lock().unwrap_or_else(|p| p.into_inner())
+        self.lock.locked()
     }
 
     fn sst_path(&self, id: &str) -> PathBuf {
@@ -145,12 +142,12 @@ impl SnapshotDir {
 
     /// A fresh path for a snapshot being received from the leader.
     pub fn receiving_path(&self) -> PathBuf {
-        self.dir.join(format!("receiving-{}.sst", unique_suffix()))
+        self.dir.join(format!("receiving-{}.sst", unix_nanos()))
     }
 
     /// The current snapshot: its metadata and SST path.
     pub fn current(&self) -> Result<Option<(PartitionSnapshotMeta, PathBuf)>, WingError> {
-        let _guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+        let _guard = self.lock.locked();
         let id = match fs::read_to_string(self.dir.join("CURRENT")) {
             Ok(id) => id.trim().to_string(),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -195,13 +192,13 @@ impl SnapshotDir {
 
     /// Builds a snapshot of `db` (blocking: call from a blocking thread) and makes it current.
     pub fn build(&self, db: &DB) -> Result<(PartitionSnapshotMeta, PathBuf), WingError> {
-        let _guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+        let _guard = self.lock.locked();
         let view = db.snapshot();
         let applied = cf(db, CF_APPLIED)?;
         let (last_log_id, last_membership) =
             decode_applied(view.get_cf(applied, KEY_LAST_APPLIED)?, view.get_cf(applied, KEY_MEMBERSHIP)?)?;
         let ingested = decode_ingested_job(view.get_cf(applied, KEY_INGESTED_JOB)?)?;
-        let tmp = self.dir.join(format!("building-{}.sst", unique_suffix()));
+        let tmp = self.dir.join(format!("building-{}.sst", unix_nanos()));
         let mut opts = Options::default();
         opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
         let mut writer: Option<SstFileWriter> = None;
@@ -227,8 +224,8 @@ impl SnapshotDir {
         }
         drop(writer);
         let id = match &last_log_id {
-            Some(l) => format!("{}-{}-{}-j{ingested}", l.leader_id.term, l.index, unique_suffix()),
-            None => format!("0-0-{}-j{ingested}", unique_suffix()),
+            Some(l) => format!("{}-{}-{}-j{ingested}", l.leader_id.term, l.index, unix_nanos()),
+            None => format!("0-0-{}-j{ingested}", unix_nanos()),
         };
         let meta = PartitionSnapshotMeta { last_log_id, last_membership, snapshot_id: id.clone() };
         self.stage(&meta, &tmp)?;
@@ -238,7 +235,7 @@ impl SnapshotDir {
 
     /// Replaces the contents of `db` with the snapshot `meta` whose SST is `sst` (blocking).
     pub fn install(&self, db: &DB, meta: &PartitionSnapshotMeta, sst: &Path) -> Result<(), WingError> {
-        let _guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+        let _guard = self.lock.locked();
         self.stage(meta, sst)?;
         // The marker goes down before anything is deleted or replaced: from here on, a crash
         // makes the next open finish this install from the staged files.
@@ -281,7 +278,7 @@ impl SnapshotDir {
         let len = fs::metadata(&sst).map_err(|e| storage_err("stat snapshot file", e))?.len();
         if len > 0 {
             // Ingest a link so the snapshot file itself stays to be sent to other followers.
-            let link = self.dir.join(format!("ingest-{}.sst", unique_suffix()));
+            let link = self.dir.join(format!("ingest-{}.sst", unix_nanos()));
             fs::hard_link(&sst, &link).map_err(|e| storage_err("link snapshot file", e))?;
             let mut opts = IngestExternalFileOptions::default();
             opts.set_move_files(true);

@@ -12,8 +12,9 @@
 //! deletes (`ReplicaManager::open_all`).
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
+use wingkv_common::time::unix_millis;
 use wingkv_common::{PartitionId, WingError};
 
 use crate::durable::sync_dir;
@@ -21,17 +22,13 @@ use crate::durable::sync_dir;
 /// Name of the trash directory under the data dir.
 pub const TRASH_DIR: &str = "trash";
 
-fn unix_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
-}
-
 /// Moves the replica directory `dir` of `id` into `trash` and answers its new path.
 pub fn move_to_trash(id: PartitionId, dir: &Path, trash: &Path) -> Result<PathBuf, WingError> {
     std::fs::create_dir_all(trash)
         .map_err(|e| WingError::Storage(format!("cannot create {}: {e}", trash.display())))?;
-    let mut target = trash.join(format!("{id}.{}", unix_ms()));
+    let mut target = trash.join(format!("{id}.{}", unix_millis()));
     while target.exists() {
-        target = trash.join(format!("{id}.{}", unix_ms() + 1));
+        target = trash.join(format!("{id}.{}", unix_millis() + 1));
     }
     std::fs::rename(dir, &target)
         .map_err(|e| WingError::Storage(format!("cannot move {} to {}: {e}", dir.display(), target.display())))?;
@@ -57,7 +54,7 @@ pub fn sweep(trash: &Path, grace: Duration) -> Result<Vec<PathBuf>, WingError> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => return Err(WingError::Storage(format!("cannot list {}: {e}", trash.display()))),
     };
-    let now = unix_ms();
+    let now = unix_millis();
     let mut deleted = Vec::new();
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().to_string();

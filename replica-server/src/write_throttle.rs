@@ -1,9 +1,10 @@
 //! One primary's write counter: fixed one-second windows that decide pass / delay / reject for
 //! each write from the table's throttling policy (parsed in `wingkv_common::throttling`, DESIGN §6).
 
-use std::sync::{Mutex, PoisonError};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use wingkv_common::sync::MutexExt;
 use wingkv_common::throttling::ThrottlingPolicy;
 
 /// What to do with one write.
@@ -117,7 +118,7 @@ impl WriteThrottle {
     /// The state is plain counters that are consistent after every statement, so a panic in
     /// another holder leaves nothing to repair: poisoning is ignored.
     fn lock(&self) -> std::sync::MutexGuard<'_, WindowState> {
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+        self.state.locked()
     }
 }
 

@@ -26,6 +26,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::NodeId;
+use crate::sync::MutexExt;
 use crate::{PartitionId, WingError};
 
 type Waiter = oneshot::Sender<Result<(), WingError>>;
@@ -51,7 +52,7 @@ impl ReadLease {
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, Option<(u64, Instant)>> {
-        self.until.lock().unwrap_or_else(|p| p.into_inner())
+        self.until.locked()
     }
 
     /// What is left of the lease in `term` (`None`: no lease).
