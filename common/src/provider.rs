@@ -32,13 +32,14 @@ impl Default for ProviderConfig {
 pub struct S3Config {
     /// Endpoint URL (e.g. `http://127.0.0.1:9000` for a local server).
     pub endpoint: Option<String>,
-    /// Bucket.
+    /// Bucket that holds the bulk-load root (`AWS_BUCKET` when unset).
     pub bucket: Option<String>,
     /// Region (default `us-east-1`).
     pub region: Option<String>,
-    /// Access key id.
+    /// Credentials (`AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY` when unset); the secret is
+    /// never logged.
     pub access_key_id: Option<String>,
-    /// Secret access key.
+    /// See `access_key_id`.
     pub secret_access_key: Option<String>,
     /// Allow plain HTTP (local test servers).
     pub allow_http: bool,

@@ -63,7 +63,7 @@ pub enum LoaderState {
 /// Progress and state of a loader.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LoaderStatus {
-    /// State.
+    /// Where the job's downloads are (running, done, paused, failed, canceled).
     pub state: LoaderState,
     /// Bytes on disk and verified (or being written).
     pub downloaded_bytes: u64,
@@ -327,7 +327,7 @@ async fn read_file_list(
         }
     })
     .await?;
-    let meta = BulkLoadMetadata::parse(&bytes).map_err(|e| WingError::InvalidArgument(format!("{what}: {e}")))?;
+    let meta = BulkLoadMetadata::parse(&bytes).map_err(|e| WingError::InvalidArgument(format!("{what}: {}", e.message())))?;
     if meta.files.len() > limits.max_files {
         return Err(WingError::InvalidArgument(format!(
             "{what} lists {} files, over the limit of {} (bulk_load.max_files_per_partition)",
