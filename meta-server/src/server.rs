@@ -25,7 +25,8 @@ use crate::metrics::MetaMetricsSource;
 use crate::node::{MetaNode, META_GROUP};
 use crate::raft_types::MetaRaft;
 use crate::reconcile;
-use crate::service::{MetaGroup, MetaService};
+use crate::service::raft::MetaGroup;
+use crate::service::MetaService;
 use crate::state_machine::{open_meta_db, MetaStateMachine};
 
 /// A running meta server.
