@@ -96,7 +96,7 @@ impl PartitionDrive {
 
 /// Runs the driver until `cancel` fires; it acts only while this meta is the leader.
 pub async fn run(node: Arc<MetaNode>, cancel: CancellationToken) {
-    let mut tick = tokio::time::interval(Duration::from_millis(node.config.reconcile_interval_ms.max(50)));
+    let mut tick = tokio::time::interval(Duration::from_millis(node.config.reconcile_interval_ms));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut leading = false;
     loop {
@@ -247,7 +247,7 @@ fn observe(node: &MetaNode, app: &AppState, job: &BulkLoadJob, pidx: u32) {
         }
         f
     };
-    let stall = Duration::from_millis(node.config.bulk_load_stall_timeout_ms.max(1));
+    let stall = Duration::from_millis(node.config.bulk_load_stall_timeout_ms);
     let mut drives = node.bulk_drive.lock().unwrap_or_else(|e| e.into_inner());
     let Some(d) = drives.get_mut(&pid).filter(|d| d.job_id == job.job_id) else {
         return;
@@ -429,7 +429,7 @@ pub fn status_response(
     };
     let progress = node.bulk_progress.lock().unwrap_or_else(|e| e.into_inner()).clone();
     let drives = node.bulk_drive.lock().unwrap_or_else(|e| e.into_inner()).clone();
-    let stall = Duration::from_millis(node.config.bulk_load_stall_timeout_ms.max(1));
+    let stall = Duration::from_millis(node.config.bulk_load_stall_timeout_ms);
     let partitions = job
         .partitions
         .iter()

@@ -1,8 +1,60 @@
-//! The meta server's configuration: one typed struct, loaded from TOML with defaults.
+//! The meta server's configuration: one typed struct, loaded from TOML with defaults, and
+//! checked by [`MetaServerConfig::validate`] before the server starts.
 
+use std::collections::BTreeSet;
+use std::fmt::Display;
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
+use wingkv_common::backoff::BackoffPolicy;
+
+/// The longest timeout or period in milliseconds a config may set: one day.
+pub const MAX_MS: u64 = 24 * 3600 * 1000;
+
+/// The longest reserve time in seconds a config may set: ten years.
+pub const MAX_SECS: u64 = 10 * 365 * 24 * 3600;
+
+/// The shortest period of the leader's reconcile loop and bulk-load driver, in milliseconds.
+pub const MIN_RECONCILE_INTERVAL_MS: u64 = 50;
+
+/// A config value the server cannot run with.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid config: {field} = {value}; allowed: {allowed}")]
+pub struct InvalidConfig {
+    /// The field as the TOML file names it (`node_timeout_ms`, `peers[1].id`).
+    pub field: String,
+    /// The value it has.
+    pub value: String,
+    /// The values it may take.
+    pub allowed: String,
+}
+
+/// Fails naming `field` and `allowed` unless `ok`.
+fn require(ok: bool, field: &str, value: impl Display, allowed: impl Display) -> Result<(), InvalidConfig> {
+    if ok {
+        return Ok(());
+    }
+    Err(InvalidConfig { field: field.to_string(), value: value.to_string(), allowed: allowed.to_string() })
+}
+
+/// Fails naming `field` unless `min <= value <= max`.
+fn within<T: PartialOrd + Display>(field: &str, value: T, min: T, max: T) -> Result<(), InvalidConfig> {
+    let allowed = format!("{min} to {max}");
+    require(min <= value && value <= max, field, value, allowed)
+}
+
+/// Fails unless `policy` (at `field`) has a base of at least 1 ms and a cap between the base and
+/// [`MAX_MS`].
+fn check_backoff(field: &str, policy: &BackoffPolicy) -> Result<(), InvalidConfig> {
+    within(&format!("{field}.base_ms"), policy.base_ms, 1, MAX_MS)?;
+    let cap = format!("{field}.cap_ms");
+    require(
+        policy.base_ms <= policy.cap_ms && policy.cap_ms <= MAX_MS,
+        &cap,
+        policy.cap_ms,
+        format!("{field}.base_ms ({}) to {MAX_MS}", policy.base_ms),
+    )
+}
 
 /// A member of the meta group.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -78,9 +130,85 @@ impl Default for MetaServerConfig {
     }
 }
 
+impl MetaServerConfig {
+    /// Checks that every value is one the server can run with, so that nothing derived from
+    /// the config can panic, overflow or stall later: a zero timeout or period, a reserve time
+    /// that overflows in milliseconds, an election timeout not above the heartbeat, a peer id
+    /// of 0 or given twice. The error names the field, its value and what is allowed.
+    pub fn validate(&self) -> Result<(), InvalidConfig> {
+        within("id", self.id, 1, u64::MAX)?;
+        let mut ids = BTreeSet::new();
+        for (i, peer) in self.peers.iter().enumerate() {
+            let field = format!("peers[{i}].id");
+            within(&field, peer.id, 1, u64::MAX)?;
+            require(ids.insert(peer.id), &field, peer.id, "an id no other peer has")?;
+        }
+        within("node_timeout_ms", self.node_timeout_ms, 1, MAX_MS)?;
+        within("create_table_timeout_ms", self.create_table_timeout_ms, 1, MAX_MS)?;
+        within("drop_reserve_seconds", self.drop_reserve_seconds, 0, MAX_SECS)?;
+        within("reconcile_interval_ms", self.reconcile_interval_ms, MIN_RECONCILE_INTERVAL_MS, MAX_MS)?;
+        within("raft_heartbeat_ms", self.raft_heartbeat_ms, 1, MAX_MS)?;
+        require(
+            self.raft_heartbeat_ms < self.raft_election_timeout_ms && self.raft_election_timeout_ms <= MAX_MS,
+            "raft_election_timeout_ms",
+            self.raft_election_timeout_ms,
+            format!("more than raft_heartbeat_ms ({}), at most {MAX_MS}", self.raft_heartbeat_ms),
+        )?;
+        check_backoff("bulk_load_retry", &self.bulk_load_retry)?;
+        within("bulk_load_stall_timeout_ms", self.bulk_load_stall_timeout_ms, 1, MAX_MS)?;
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The field `validate` names for `c`.
+    fn rejected(c: MetaServerConfig) -> String {
+        let e = c.validate().unwrap_err();
+        let text = e.to_string();
+        assert!(text.contains(&e.field) && text.contains(&e.value) && text.contains(&e.allowed), "{text}");
+        e.field
+    }
+
+    #[test]
+    fn the_default_config_is_valid() {
+        MetaServerConfig::default().validate().unwrap();
+    }
+
+    #[test]
+    fn each_value_out_of_range_is_rejected_naming_its_field() {
+        let d = MetaServerConfig::default;
+        let peer = |id| MetaPeer { id, address: "127.0.0.1:1".into() };
+        let retry = |base_ms, cap_ms| BackoffPolicy { base_ms, cap_ms };
+        let cases: Vec<(MetaServerConfig, &str)> = vec![
+            (MetaServerConfig { id: 0, ..d() }, "id"),
+            (MetaServerConfig { peers: vec![peer(1), peer(0)], ..d() }, "peers[1].id"),
+            (MetaServerConfig { peers: vec![peer(1), peer(2), peer(1)], ..d() }, "peers[2].id"),
+            (MetaServerConfig { node_timeout_ms: 0, ..d() }, "node_timeout_ms"),
+            (MetaServerConfig { node_timeout_ms: MAX_MS + 1, ..d() }, "node_timeout_ms"),
+            (MetaServerConfig { create_table_timeout_ms: 0, ..d() }, "create_table_timeout_ms"),
+            (MetaServerConfig { drop_reserve_seconds: u64::MAX, ..d() }, "drop_reserve_seconds"),
+            (MetaServerConfig { reconcile_interval_ms: 49, ..d() }, "reconcile_interval_ms"),
+            (MetaServerConfig { raft_heartbeat_ms: 0, ..d() }, "raft_heartbeat_ms"),
+            (MetaServerConfig { raft_election_timeout_ms: 200, ..d() }, "raft_election_timeout_ms"),
+            (MetaServerConfig { raft_election_timeout_ms: u64::MAX, ..d() }, "raft_election_timeout_ms"),
+            (MetaServerConfig { bulk_load_retry: retry(0, 10), ..d() }, "bulk_load_retry.base_ms"),
+            (MetaServerConfig { bulk_load_retry: retry(100, 99), ..d() }, "bulk_load_retry.cap_ms"),
+            (MetaServerConfig { bulk_load_retry: retry(100, MAX_MS + 1), ..d() }, "bulk_load_retry.cap_ms"),
+            (MetaServerConfig { bulk_load_stall_timeout_ms: 0, ..d() }, "bulk_load_stall_timeout_ms"),
+        ];
+        for (config, field) in cases {
+            assert_eq!(rejected(config), field);
+        }
+    }
+
+    #[test]
+    fn the_error_says_what_is_allowed() {
+        let e = MetaServerConfig { reconcile_interval_ms: 10, ..Default::default() }.validate().unwrap_err();
+        assert_eq!(e.to_string(), "invalid config: reconcile_interval_ms = 10; allowed: 50 to 86400000");
+    }
 
     #[test]
     fn toml_with_peers() {

@@ -39,11 +39,10 @@ pub struct MetaServer {
 }
 
 impl MetaServer {
-    /// Starts a meta server.
+    /// Starts a meta server; fails with `InvalidArgument` on a config that does not
+    /// [validate](MetaServerConfig::validate).
     pub async fn start(config: MetaServerConfig) -> Result<Self, WingError> {
-        if config.id == 0 {
-            return Err(WingError::InvalidArgument("meta id must be a positive number".into()));
-        }
+        config.validate().map_err(|e| WingError::InvalidArgument(e.to_string()))?;
         std::fs::create_dir_all(&config.data_dir)
             .map_err(|e| WingError::Storage(format!("cannot create {}: {e}", config.data_dir.display())))?;
         let listener = bind(&config.listen)?;

@@ -1,8 +1,68 @@
-//! The replica server's configuration: one typed struct, loaded from TOML with defaults.
+//! The replica server's configuration: one typed struct, loaded from TOML with defaults, and
+//! checked by [`ReplicaServerConfig::validate`] before the server starts.
 
+use std::fmt::Display;
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
+use wingkv_common::backoff::BackoffPolicy;
+use wingkv_common::raft::network::MAX_RAFT_MESSAGE_BYTES;
+
+/// The longest timeout or period in milliseconds a config may set: one day.
+pub const MAX_MS: u64 = 24 * 3600 * 1000;
+
+/// The longest grace period in seconds a config may set: ten years.
+pub const MAX_SECS: u64 = 10 * 365 * 24 * 3600;
+
+/// The shortest heartbeat period to the meta, in milliseconds.
+pub const MIN_HEARTBEAT_INTERVAL_MS: u64 = 10;
+
+/// The most bytes one request, one batch of writes or one snapshot chunk may have: each
+/// travels to the followers in one raft message, with room to spare.
+pub const MAX_ENTRY_BYTES: usize = MAX_RAFT_MESSAGE_BYTES / 2;
+
+/// The largest `bulk_load.max_files_per_partition`: the `IngestSst` entry listing that many
+/// files still fits in one raft message (see the test `the_largest_ingestion_fits`).
+pub const MAX_FILES_PER_PARTITION: usize = 100_000;
+
+/// A config value the server cannot run with.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid config: {field} = {value}; allowed: {allowed}")]
+pub struct InvalidConfig {
+    /// The field as the TOML file names it (`raft.heartbeat_ms`).
+    pub field: String,
+    /// The value it has.
+    pub value: String,
+    /// The values it may take.
+    pub allowed: String,
+}
+
+/// Fails naming `field` and `allowed` unless `ok`.
+fn require(ok: bool, field: &str, value: impl Display, allowed: impl Display) -> Result<(), InvalidConfig> {
+    if ok {
+        return Ok(());
+    }
+    Err(InvalidConfig { field: field.to_string(), value: value.to_string(), allowed: allowed.to_string() })
+}
+
+/// Fails naming `field` unless `min <= value <= max`.
+fn within<T: PartialOrd + Display>(field: &str, value: T, min: T, max: T) -> Result<(), InvalidConfig> {
+    let allowed = format!("{min} to {max}");
+    require(min <= value && value <= max, field, value, allowed)
+}
+
+/// Fails unless `policy` (at `field`) has a base of at least 1 ms and a cap between the base and
+/// [`MAX_MS`].
+fn check_backoff(field: &str, policy: &BackoffPolicy) -> Result<(), InvalidConfig> {
+    within(&format!("{field}.base_ms"), policy.base_ms, 1, MAX_MS)?;
+    let cap = format!("{field}.cap_ms");
+    require(
+        policy.base_ms <= policy.cap_ms && policy.cap_ms <= MAX_MS,
+        &cap,
+        policy.cap_ms,
+        format!("{field}.base_ms ({}) to {MAX_MS}", policy.base_ms),
+    )
+}
 
 /// Everything a replica server can be configured with.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -171,9 +231,170 @@ impl Default for StorageConfig {
     }
 }
 
+impl ReplicaServerConfig {
+    /// Checks that every value is one the server can run with, so that nothing derived from
+    /// the config can panic, overflow or stall later: a zero timeout or period, a limit of 0
+    /// that lets nothing through, a size that overflows when converted or multiplied, or that
+    /// does not fit in a raft message, election timeouts not above the heartbeat. The error
+    /// names the field, its value and what is allowed.
+    pub fn validate(&self) -> Result<(), InvalidConfig> {
+        require(
+            self.node_id > 0 || !self.meta_servers.is_empty(),
+            "node_id",
+            self.node_id,
+            "more than 0 when meta_servers is empty",
+        )?;
+        within("heartbeat_interval_ms", self.heartbeat_interval_ms, MIN_HEARTBEAT_INTERVAL_MS, MAX_MS)?;
+        within("write_timeout_ms", self.write_timeout_ms, 1, MAX_MS)?;
+        within("read_timeout_ms", self.read_timeout_ms, 1, MAX_MS)?;
+        within("max_request_bytes", self.max_request_bytes, 1, MAX_ENTRY_BYTES)?;
+        within("replica_trash_grace_secs", self.replica_trash_grace_secs, 0, MAX_SECS)?;
+        self.raft.validate()?;
+        self.storage.validate()?;
+        self.bulk_load.validate()
+    }
+}
+
+impl RaftConfig {
+    fn validate(&self) -> Result<(), InvalidConfig> {
+        within("raft.heartbeat_ms", self.heartbeat_ms, 1, MAX_MS)?;
+        require(
+            self.heartbeat_ms < self.election_timeout_min_ms && self.election_timeout_min_ms <= MAX_MS,
+            "raft.election_timeout_min_ms",
+            self.election_timeout_min_ms,
+            format!("more than raft.heartbeat_ms ({}), at most {MAX_MS}", self.heartbeat_ms),
+        )?;
+        require(
+            self.election_timeout_min_ms < self.election_timeout_max_ms && self.election_timeout_max_ms <= MAX_MS,
+            "raft.election_timeout_max_ms",
+            self.election_timeout_max_ms,
+            format!("more than raft.election_timeout_min_ms ({}), at most {MAX_MS}", self.election_timeout_min_ms),
+        )?;
+        within("raft.snapshot_after_logs", self.snapshot_after_logs, 1, u64::MAX)?;
+        within("raft.snapshot_chunk_bytes", self.snapshot_chunk_bytes, 1, MAX_ENTRY_BYTES as u64)?;
+        within("raft.max_payload_entries", self.max_payload_entries, 1, u64::MAX)?;
+        within("raft.install_snapshot_timeout_ms", self.install_snapshot_timeout_ms, 1, MAX_MS)?;
+        within("raft.max_inflight_proposals", self.max_inflight_proposals, 1, usize::MAX)?;
+        within("raft.max_batch_commands", self.max_batch_commands, 1, usize::MAX)?;
+        within("raft.max_batch_bytes", self.max_batch_bytes, 0, MAX_ENTRY_BYTES)
+    }
+}
+
+impl StorageConfig {
+    fn validate(&self) -> Result<(), InvalidConfig> {
+        // Both are handed to RocksDB as `usize`; the WAL limit is four memtables.
+        let fits = |v: u64| usize::try_from(v).is_ok();
+        let block_cache = self.block_cache_bytes;
+        require(fits(block_cache), "storage.block_cache_bytes", block_cache, format!("0 to {}", usize::MAX))?;
+        within("storage.write_buffer_bytes", self.write_buffer_bytes, 1, u64::MAX / 4)?;
+        let write_buffer = self.write_buffer_bytes;
+        require(fits(write_buffer), "storage.write_buffer_bytes", write_buffer, format!("1 to {}", usize::MAX))
+    }
+}
+
+impl BulkLoadConfig {
+    fn validate(&self) -> Result<(), InvalidConfig> {
+        let most = tokio::sync::Semaphore::MAX_PERMITS;
+        within("bulk_load.max_concurrent_downloads", self.max_concurrent_downloads, 1, most)?;
+        check_backoff("bulk_load.retry", &self.retry)?;
+        within("bulk_load.max_metadata_bytes", self.max_metadata_bytes, 1, u64::MAX)?;
+        within("bulk_load.max_files_per_partition", self.max_files_per_partition, 1, MAX_FILES_PER_PARTITION)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The field `validate` names for `c`.
+    fn rejected(c: ReplicaServerConfig) -> String {
+        let e = c.validate().unwrap_err();
+        let text = e.to_string();
+        assert!(text.contains(&e.field) && text.contains(&e.value) && text.contains(&e.allowed), "{text}");
+        e.field
+    }
+
+    #[test]
+    fn the_default_config_is_valid() {
+        let with_metas = ReplicaServerConfig { meta_servers: vec!["127.0.0.1:34601".into()], ..Default::default() };
+        with_metas.validate().unwrap();
+        ReplicaServerConfig { node_id: 1, ..Default::default() }.validate().unwrap();
+    }
+
+    #[test]
+    fn each_value_out_of_range_is_rejected_naming_its_field() {
+        let d = || ReplicaServerConfig { node_id: 1, ..Default::default() };
+        let raft = |f: fn(&mut RaftConfig)| {
+            let mut c = d();
+            f(&mut c.raft);
+            c
+        };
+        let storage = |f: fn(&mut StorageConfig)| {
+            let mut c = d();
+            f(&mut c.storage);
+            c
+        };
+        let bulk = |f: fn(&mut BulkLoadConfig)| {
+            let mut c = d();
+            f(&mut c.bulk_load);
+            c
+        };
+        let cases: Vec<(ReplicaServerConfig, &str)> = vec![
+            (ReplicaServerConfig { node_id: 0, ..d() }, "node_id"),
+            (ReplicaServerConfig { heartbeat_interval_ms: 9, ..d() }, "heartbeat_interval_ms"),
+            (ReplicaServerConfig { write_timeout_ms: 0, ..d() }, "write_timeout_ms"),
+            (ReplicaServerConfig { read_timeout_ms: MAX_MS + 1, ..d() }, "read_timeout_ms"),
+            (ReplicaServerConfig { max_request_bytes: 0, ..d() }, "max_request_bytes"),
+            (ReplicaServerConfig { max_request_bytes: MAX_RAFT_MESSAGE_BYTES, ..d() }, "max_request_bytes"),
+            (ReplicaServerConfig { replica_trash_grace_secs: u64::MAX, ..d() }, "replica_trash_grace_secs"),
+            (raft(|r| r.heartbeat_ms = 0), "raft.heartbeat_ms"),
+            (raft(|r| r.election_timeout_min_ms = 150), "raft.election_timeout_min_ms"),
+            (raft(|r| r.election_timeout_max_ms = 750), "raft.election_timeout_max_ms"),
+            (raft(|r| r.election_timeout_max_ms = u64::MAX), "raft.election_timeout_max_ms"),
+            (raft(|r| r.snapshot_after_logs = 0), "raft.snapshot_after_logs"),
+            (raft(|r| r.snapshot_chunk_bytes = 0), "raft.snapshot_chunk_bytes"),
+            (raft(|r| r.snapshot_chunk_bytes = 1 << 40), "raft.snapshot_chunk_bytes"),
+            (raft(|r| r.max_payload_entries = 0), "raft.max_payload_entries"),
+            (raft(|r| r.install_snapshot_timeout_ms = 0), "raft.install_snapshot_timeout_ms"),
+            (raft(|r| r.max_inflight_proposals = 0), "raft.max_inflight_proposals"),
+            (raft(|r| r.max_batch_commands = 0), "raft.max_batch_commands"),
+            (raft(|r| r.max_batch_bytes = usize::MAX), "raft.max_batch_bytes"),
+            (storage(|s| s.write_buffer_bytes = 0), "storage.write_buffer_bytes"),
+            (storage(|s| s.write_buffer_bytes = u64::MAX / 2), "storage.write_buffer_bytes"),
+            (bulk(|b| b.max_concurrent_downloads = 0), "bulk_load.max_concurrent_downloads"),
+            (bulk(|b| b.max_concurrent_downloads = usize::MAX), "bulk_load.max_concurrent_downloads"),
+            (bulk(|b| b.retry.base_ms = 0), "bulk_load.retry.base_ms"),
+            (bulk(|b| b.retry.cap_ms = 1), "bulk_load.retry.cap_ms"),
+            (bulk(|b| b.max_metadata_bytes = 0), "bulk_load.max_metadata_bytes"),
+            (bulk(|b| b.max_files_per_partition = 0), "bulk_load.max_files_per_partition"),
+            (bulk(|b| b.max_files_per_partition = MAX_FILES_PER_PARTITION + 1), "bulk_load.max_files_per_partition"),
+        ];
+        for (config, field) in cases {
+            assert_eq!(rejected(config), field);
+        }
+    }
+
+    #[test]
+    fn the_error_says_what_is_allowed() {
+        let e = ReplicaServerConfig { node_id: 1, write_timeout_ms: 0, ..Default::default() }.validate().unwrap_err();
+        assert_eq!(e.to_string(), "invalid config: write_timeout_ms = 0; allowed: 1 to 86400000");
+    }
+
+    /// The `IngestSst` entry of a partition with the most files the config allows, each with
+    /// the longest name, fits in one raft message.
+    #[test]
+    fn the_largest_ingestion_fits() {
+        use crate::bulk_load::loader::BulkLoadSource;
+        use crate::command::Command;
+        use wingkv_common::bulk_load::FileMeta;
+        let files = (0..MAX_FILES_PER_PARTITION)
+            .map(|i| FileMeta { name: format!("{i:0>255}"), size: u64::MAX, md5: "f".repeat(32) })
+            .collect();
+        let source = BulkLoadSource { job_id: u64::MAX, provider: "s3".into(), partition_dir: "d".repeat(1024) };
+        let cmd = Command::IngestSst { source, files, ingest_behind: true };
+        let bytes = wingkv_common::raft::encode(&cmd).unwrap().len();
+        assert!(bytes < MAX_ENTRY_BYTES, "{bytes} bytes");
+    }
 
     #[test]
     fn toml_overrides_and_defaults() {
