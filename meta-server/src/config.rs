@@ -61,7 +61,7 @@ fn check_backoff(field: &str, policy: &BackoffPolicy) -> Result<(), InvalidConfi
 pub struct MetaPeer {
     /// Raft id of the meta server (> 0).
     pub id: u64,
-    /// Its gRPC address.
+    /// `host:port` the other metas, the replica servers and the clients reach it at.
     pub address: String,
 }
 
@@ -78,24 +78,30 @@ pub struct MetaServerConfig {
     /// HTTP address of `/metrics` and `/health`; defaults to the gRPC port + 10000 (any free
     /// port when the gRPC port is 0).
     pub http_listen: Option<String>,
-    /// Data directory.
+    /// Where the meta group's RocksDB (raft log and catalog) is kept; default `./data/meta`.
     pub data_dir: PathBuf,
     /// Every member of the meta group, this one included. Empty: a group of one. The member
     /// with the smallest id bootstraps a new group.
     pub peers: Vec<MetaPeer>,
     /// Cluster name shown by `cluster_info` and used in bulk-load paths.
     pub cluster_name: String,
-    /// A replica server silent this long is dead.
+    /// A replica server not heard from for this long is dead, and its replicas are replaced
+    /// on other nodes; default 10 s. Keep it well above the replicas' `heartbeat_interval_ms`.
     pub node_timeout_ms: u64,
-    /// How long `create` waits for every partition to have a primary.
+    /// How long `create` waits for every partition to have a primary (and, on a new leader, for
+    /// the nodes' first heartbeats before placing replicas); default 30 s.
     pub create_table_timeout_ms: u64,
-    /// Default reserve time of a dropped table.
+    /// How long a dropped table stays recallable, in seconds, when `drop` gives no reserve
+    /// time; default 7 days. 0: it is purged at the next reconcile.
     pub drop_reserve_seconds: u64,
-    /// Period of the leader's reconcile loop (replica creation, repair, garbage collection).
+    /// Period of the leader's reconcile loop (replica creation, repair, garbage collection) and
+    /// of its bulk-load driver; default 500 ms, at least 50 ms.
     pub reconcile_interval_ms: u64,
-    /// Raft heartbeat period of the meta group.
+    /// Raft heartbeat period of the meta group; default 200 ms.
     pub raft_heartbeat_ms: u64,
-    /// Raft election timeout (lower bound; the upper bound is twice this).
+    /// Raft election timeout (lower bound; the upper bound is twice this), above
+    /// `raft_heartbeat_ms`; default 1 s. A leader without a quorum's acknowledgement for this
+    /// long stops acting as leader.
     pub raft_election_timeout_ms: u64,
     /// Where bulk-load providers point (the meta reads `bulk_load_info` before a job starts).
     pub bulk_load_provider: wingkv_common::provider::ProviderConfig,
@@ -103,7 +109,7 @@ pub struct MetaServerConfig {
     /// (Busy, throttled, unavailable): retried for as long as the job lives.
     pub bulk_load_retry: wingkv_common::backoff::BackoffPolicy,
     /// A partition of a running bulk load whose status and progress have not moved this long
-    /// is shown as stalled and re-driven at once.
+    /// is shown as stalled and re-driven at once; default 60 s.
     pub bulk_load_stall_timeout_ms: u64,
 }
 

@@ -74,7 +74,8 @@ pub struct ReplicaServerConfig {
     pub node_id: u64,
     /// Meta server addresses (`host:port`). Empty: standalone, no registration or heartbeats.
     pub meta_servers: Vec<String>,
-    /// Period of the heartbeat to the meta.
+    /// Period of the heartbeat to the meta, which reports this node's replicas; default 1 s,
+    /// at least 10 ms. Keep it well under the meta's `node_timeout_ms`.
     pub heartbeat_interval_ms: u64,
     /// gRPC listen address (`host:port`); port 0 picks a free port.
     pub listen: String,
@@ -83,19 +84,21 @@ pub struct ReplicaServerConfig {
     /// HTTP address of `/metrics` and `/health`; defaults to the gRPC port + 10000 (any free
     /// port when the gRPC port is 0).
     pub http_listen: Option<String>,
-    /// Root of the replicas' data.
+    /// Root of this node's replicas, their shared raft log, the trash and the node id kept
+    /// after registration; default `./data/replica`.
     pub data_dir: PathBuf,
     /// Raft timing and snapshot policy.
     pub raft: RaftConfig,
     /// RocksDB tuning.
     pub storage: StorageConfig,
-    /// How long a write may wait for its raft commit before answering `Timeout`.
+    /// How long a write may wait for its raft commit before answering `Timeout`; default 10 s.
     pub write_timeout_ms: u64,
-    /// How long a read may wait for its leadership confirmation.
+    /// How long a read may wait for its leadership confirmation; default 5 s.
     pub read_timeout_ms: u64,
-    /// Largest accepted request, in bytes.
+    /// Largest data request accepted, in bytes; default 32 MiB. A write becomes one raft entry,
+    /// so at most [`MAX_ENTRY_BYTES`].
     pub max_request_bytes: usize,
-    /// Bulk-load downloads.
+    /// Bulk-load downloads and their limits.
     pub bulk_load: BulkLoadConfig,
     /// How long a removed replica stays in `DATA_DIR/trash/` before it is deleted, so that a
     /// wrong removal can be undone by an operator (see the README). 0 deletes at once.
@@ -110,21 +113,24 @@ pub struct ReplicaServerConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct BulkLoadConfig {
-    /// Files downloaded at once by this node.
+    /// Files downloaded at once by this node, over all its replicas; default 4.
     pub max_concurrent_downloads: usize,
-    /// Download bandwidth of this node, bytes/s (0 = unlimited).
+    /// Download bandwidth of this node, bytes/s (0 = unlimited, the default).
     pub download_bytes_per_sec: u64,
-    /// Free disk a download must leave.
+    /// Bytes of disk a partition's download must leave free besides its files; default
+    /// 256 MiB. A download that would leave less fails the job.
     pub min_free_disk_bytes: u64,
-    /// Where the providers point.
+    /// Where the providers point (the `local` root, the `s3` endpoint and bucket).
     pub provider: wingkv_common::provider::ProviderConfig,
     /// Backoff of a download that failed transiently (provider unavailable, throttled): it is
     /// retried with this backoff for as long as the job lives, never abandoned.
     pub retry: wingkv_common::backoff::BackoffPolicy,
-    /// Largest `bulk_load_metadata` a replica reads; a larger one fails the job, naming this.
+    /// Largest `bulk_load_metadata` a replica reads, in bytes (default 4 MiB); a larger one
+    /// fails the job, naming this.
     pub max_metadata_bytes: u64,
     /// Most files in one partition of a job; more fail the job, naming this. Bounds the
     /// `IngestSst` raft entry too (each file is a name of at most 255 bytes, a size and an md5).
+    /// Default 10 000, at most [`MAX_FILES_PER_PARTITION`].
     pub max_files_per_partition: usize,
 }
 
@@ -168,31 +174,37 @@ impl Default for ReplicaServerConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RaftConfig {
-    /// Leader heartbeat period.
+    /// Period of a primary's heartbeats to its group; default 150 ms.
     pub heartbeat_ms: u64,
-    /// Lower bound of the election timeout.
+    /// A follower that hears no leader for a random time between this and
+    /// `election_timeout_max_ms` starts an election; above `heartbeat_ms`, default 750 ms.
+    /// Half of it is the lease of lease reads.
     pub election_timeout_min_ms: u64,
-    /// Upper bound of the election timeout.
+    /// Upper bound of the election timeout, above the lower one; default 1.5 s. A primary
+    /// without a quorum's acknowledgement for this long answers clients as no primary.
     pub election_timeout_max_ms: u64,
-    /// Build a snapshot after this many applied entries since the last one.
+    /// Build a snapshot after this many applied entries since the last one; default 20 000.
     pub snapshot_after_logs: u64,
-    /// Log entries kept behind a snapshot (so a slightly lagging follower needs no snapshot).
+    /// Log entries kept behind a snapshot (so a slightly lagging follower needs no snapshot);
+    /// default 2 000.
     pub logs_to_keep_after_snapshot: u64,
-    /// Size of one snapshot chunk on the wire.
+    /// Bytes of one snapshot chunk on the wire; default 4 MiB, at most [`MAX_ENTRY_BYTES`].
     pub snapshot_chunk_bytes: u64,
-    /// Most entries in one append RPC.
+    /// Most entries in one append RPC; default 512.
     pub max_payload_entries: u64,
-    /// How long one snapshot chunk (the last one includes the install) may take.
+    /// How long one snapshot chunk (the last one includes the install) may take; default 30 s.
     pub install_snapshot_timeout_ms: u64,
     /// Most raft entries of client writes a primary has in flight per partition; writes that
     /// arrive while all are in flight are proposed together as one entry (group commit).
+    /// Default 1.
     pub max_inflight_proposals: usize,
-    /// Most client writes in one entry.
+    /// Most client writes in one entry; default 512.
     pub max_batch_commands: usize,
-    /// Most key and value bytes of client writes in one entry.
+    /// Most key and value bytes of client writes in one entry (a larger single write goes
+    /// alone); default 4 MiB.
     pub max_batch_bytes: usize,
     /// Serve linearizable reads under a leader lease (half of `election_timeout_min_ms` after
-    /// each confirmed heartbeat round) instead of one round per batch of reads.
+    /// each confirmed heartbeat round) instead of one round per batch of reads; default on.
     pub lease_reads: bool,
 }
 
@@ -219,9 +231,10 @@ impl Default for RaftConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct StorageConfig {
-    /// Block cache shared by every replica of the process.
+    /// Bytes of the block cache shared by every replica of the process; default 256 MiB.
     pub block_cache_bytes: u64,
-    /// Memtable size of each replica's data column family.
+    /// Bytes of the memtable of each replica's data column family; default 32 MiB. Each
+    /// replica's WAL is capped at four times this.
     pub write_buffer_bytes: u64,
 }
 
