@@ -8,6 +8,9 @@
 //! `bulk_load_stall_timeout_ms` is marked stalled and re-driven at once (to whichever replica is
 //! primary now). Only a permanent problem fails a job: a missing or bad file (the replicas'
 //! verification, or RocksDB refusing the ingestion), a bad name, not enough disk.
+//!
+//! [`status_response`] renders a job with what the driver knows of it (the replicas' progress,
+//! retries, stalls) for `query_bulk_load_status` and the other bulk-load RPCs.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -16,6 +19,7 @@ use futures::future::join_all;
 use tokio_util::sync::CancellationToken;
 use wingkv_common::backoff::Backoff;
 use wingkv_common::{ErrorCode, PartitionId, WingError};
+use wingkv_proto::meta::{BulkLoadStatusResponse, PartitionBulkLoadStatus, ReplicaBulkLoadProgress};
 use wingkv_proto::replica_admin::{BulkLoadAction, BulkLoadJobSpec, BulkLoadRequest, BulkLoadResponse};
 
 use crate::bulk_load::{BulkLoadJob, BulkLoadStatus};
@@ -92,7 +96,7 @@ impl PartitionDrive {
 
 /// Runs the driver until `cancel` fires; it acts only while this meta is the leader.
 pub async fn run(node: Arc<MetaNode>, cancel: CancellationToken) {
-    let mut tick = tokio::time::interval(Duration::from_millis(node.config.reconcile_interval_ms.max(50)));
+    let mut tick = tokio::time::interval(Duration::from_millis(node.config.reconcile_interval_ms));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut leading = false;
     loop {
@@ -243,7 +247,7 @@ fn observe(node: &MetaNode, app: &AppState, job: &BulkLoadJob, pidx: u32) {
         }
         f
     };
-    let stall = Duration::from_millis(node.config.bulk_load_stall_timeout_ms.max(1));
+    let stall = Duration::from_millis(node.config.bulk_load_stall_timeout_ms);
     let mut drives = node.bulk_drive.lock().unwrap_or_else(|e| e.into_inner());
     let Some(d) = drives.get_mut(&pid).filter(|d| d.job_id == job.job_id) else {
         return;
@@ -403,5 +407,80 @@ pub async fn drive(node: &MetaNode, app: &AppState, job: &BulkLoadJob) {
             }
         }
         Invalid | Downloaded | Succeed | Paused => {}
+    }
+}
+
+/// `app`'s bulk load as the RPCs answer it: `job` (none: `BLS_INVALID`) with each partition's
+/// status and progress, and while it runs, the driver's retries and stalls; only partition
+/// `only` when given, and each replica's progress when `detailed`.
+pub fn status_response(
+    node: &MetaNode,
+    app: &AppState,
+    job: Option<&BulkLoadJob>,
+    only: Option<u32>,
+    detailed: bool,
+) -> BulkLoadStatusResponse {
+    let Some(job) = job else {
+        return BulkLoadStatusResponse {
+            app_name: app.name.clone(),
+            status: "BLS_INVALID".into(),
+            ..Default::default()
+        };
+    };
+    let progress = node.bulk_progress.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let drives = node.bulk_drive.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let stall = Duration::from_millis(node.config.bulk_load_stall_timeout_ms);
+    let partitions = job
+        .partitions
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| only.is_none_or(|p| p as usize == *i))
+        .map(|(i, st)| {
+            let pid = PartitionId::new(app.app_id, i as u32);
+            let reps = progress.get(&pid).cloned().unwrap_or_default();
+            // Retry and stall state only while the job runs and the partition is not done.
+            let running = matches!(job.status, BulkLoadStatus::Downloading | BulkLoadStatus::Ingesting)
+                && !matches!(st, BulkLoadStatus::Downloaded | BulkLoadStatus::Succeed);
+            let drive = drives.get(&pid).filter(|d| running && d.job_id() == job.job_id);
+            let (done, total) = reps.iter().fold((0u64, 0u64), |(d, t), r| (d + r.downloaded_bytes, t + r.total_bytes));
+            let percent = match st {
+                BulkLoadStatus::Downloaded | BulkLoadStatus::Ingesting | BulkLoadStatus::Succeed => 100,
+                _ if total == 0 => 0,
+                _ => (done.saturating_mul(100) / total).min(100) as u32,
+            };
+            PartitionBulkLoadStatus {
+                partition_index: i as u32,
+                status: st.as_str().into(),
+                progress_percent: percent,
+                replicas: if detailed {
+                    reps.iter()
+                        .map(|r| ReplicaBulkLoadProgress {
+                            node_id: r.node_id,
+                            status: r.status.clone(),
+                            downloaded_bytes: r.downloaded_bytes,
+                            total_bytes: r.total_bytes,
+                            reason: r.reason.clone(),
+                            live_tasks: r.live_tasks,
+                            retries: r.retries,
+                            backoff_ms: r.backoff_ms,
+                        })
+                        .collect()
+                } else {
+                    Vec::new()
+                },
+                drive_attempts: drive.map(|d| d.attempts()).unwrap_or(0),
+                drive_backoff_ms: drive.map(|d| d.backoff_ms()).unwrap_or(0),
+                last_error: drive.map(|d| d.last_error().to_string()).unwrap_or_default(),
+                stalled_since_ms: drive.and_then(|d| d.stalled_since_ms(stall)).unwrap_or(0),
+            }
+        })
+        .collect();
+    BulkLoadStatusResponse {
+        app_name: app.name.clone(),
+        job_id: job.job_id,
+        status: job.status.as_str().into(),
+        reason: job.reason.clone(),
+        partitions,
+        source: format!("{}://{}/{}/{}", job.provider, job.root.trim_end_matches('/'), job.cluster, app.name),
     }
 }

@@ -1,6 +1,6 @@
 //! Bulk-load jobs in the meta state: one per table at a time, with Pegasus's status names and
 //! preconditions (DESIGN §5). The transitions here are pure; the leader's driver
-//! ([`crate::reconcile`]) moves jobs forward by proposing them.
+//! ([`crate::bulk_driver`]) moves jobs forward by proposing them.
 
 use serde::{Deserialize, Serialize};
 use wingkv_common::WingError;

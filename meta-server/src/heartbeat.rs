@@ -1,5 +1,6 @@
 //! What the meta leader answers a replica server's heartbeat: which of its replicas to remove,
-//! which of its tables are dropped, and the envs of the tables it hosts.
+//! which of its tables are dropped, the envs of the tables it hosts, and which bulk-load jobs
+//! are still live. The RPC itself is in `service::heartbeat`; this module only decides.
 //!
 //! A removal destroys data, so it is decided only on a **positive fact** of a catalog read
 //! linearizably (the caller passes the read barrier first), never on the absence of one:
@@ -28,6 +29,11 @@ pub struct HeartbeatDecision {
     pub dropped: Vec<u32>,
     /// Hosted live tables with their envs.
     pub tables: Vec<HostedTable>,
+    /// Bulk-load jobs not yet over, of any table: every other job id below
+    /// `next_bulk_load_job_id` is finished, and a replica server removes its local files.
+    pub live_bulk_load_jobs: Vec<u64>,
+    /// The id the next bulk-load job will get (ids are never reused).
+    pub next_bulk_load_job_id: u64,
 }
 
 /// What the decision needs to know about the partitions beyond the catalog.
@@ -66,6 +72,9 @@ pub fn decide(
             None => {}
         }
     }
+    out.live_bulk_load_jobs =
+        catalog.bulk_loads.values().filter(|j| !j.status.is_terminal()).map(|j| j.job_id).collect();
+    out.next_bulk_load_job_id = catalog.next_job_id;
     out
 }
 
@@ -168,6 +177,29 @@ mod tests {
         assert!(d.remove.is_empty());
         assert_eq!(d.dropped, vec![4]);
         assert!(d.tables.is_empty());
+    }
+
+    #[test]
+    fn only_jobs_not_over_are_live() {
+        use crate::bulk_load::{BulkLoadJob, BulkLoadStatus};
+        let mut c = catalog_with(4, vec![1, 2, 3]);
+        let job = |job_id, status| BulkLoadJob {
+            job_id,
+            cluster: "c".into(),
+            provider: "local".into(),
+            root: "/r".into(),
+            ingest_behind: false,
+            status,
+            reason: String::new(),
+            partitions: vec![status],
+            start_time_ms: 0,
+        };
+        c.bulk_loads.insert(4, job(7, BulkLoadStatus::Downloading));
+        c.bulk_loads.insert(5, job(6, BulkLoadStatus::Succeed));
+        c.next_job_id = 8;
+        let d = decide(&c, 1, &[], &HashSet::new(), &Facts::default());
+        assert_eq!(d.live_bulk_load_jobs, vec![7]);
+        assert_eq!(d.next_bulk_load_job_id, 8);
     }
 
     #[test]

@@ -1,18 +1,21 @@
 //! The wingkv meta server: the table catalog with unique names, partition placement, replica
 //! server liveness and re-replication, all kept in an openraft state machine persisted in
 //! RocksDB.
+//!
+//! Only what the `meta-server` binary uses is public (`config`, `server`); everything else is
+//! internal to the crate.
 
-pub mod bulk_driver;
-pub mod bulk_load;
-pub mod catalog;
+mod bulk_driver;
+mod bulk_load;
+mod catalog;
 pub mod config;
-pub mod heartbeat;
-pub mod liveness;
-pub mod metrics;
-pub mod node;
-pub mod placement;
-pub mod raft_types;
-pub mod reconcile;
+mod heartbeat;
+mod liveness;
+mod metrics;
+mod node;
+mod placement;
+mod raft_types;
+mod reconcile;
 pub mod server;
-pub mod service;
-pub mod state_machine;
+mod service;
+mod state_machine;

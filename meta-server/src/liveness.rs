@@ -10,6 +10,8 @@ use wingkv_common::PartitionId;
 use wingkv_proto::common::ReplicaRole;
 use wingkv_proto::meta::ReplicaReport;
 
+use crate::catalog::AppState;
+
 /// Liveness of a replica server as the leader sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NodeState {
@@ -153,16 +155,21 @@ impl Liveness {
 
     /// Partitions `node` reported hosting.
     pub fn hosted(&self, node: u64) -> BTreeSet<PartitionId> {
-        self.lock()
-            .reports
-            .get(&node)
-            .map(|rs| {
-                rs.iter()
-                    .filter_map(|r| r.partition.as_ref())
-                    .map(|p| PartitionId::new(p.app_id, p.partition_index))
-                    .collect()
+        self.lock().reports.get(&node).map(|rs| partitions_of(rs).collect()).unwrap_or_default()
+    }
+
+    /// How many of `app`'s partitions are healthy: as many members as the table asks for, every
+    /// member alive, and a primary reported.
+    pub fn healthy_partitions(&self, app: &AppState) -> u32 {
+        app.partitions
+            .iter()
+            .enumerate()
+            .filter(|(i, p)| {
+                p.members.len() as u32 >= app.replica_count
+                    && p.members.iter().all(|m| self.state(*m) == NodeState::Alive)
+                    && self.primary(PartitionId::new(app.app_id, *i as u32)).is_some()
             })
-            .unwrap_or_default()
+            .count() as u32
     }
 
     /// The primary of `p` reported by an alive node with the highest term.
@@ -210,6 +217,11 @@ impl Liveness {
             .map(|(n, rs)| (*n, rs.iter().filter(|r| r.role == ReplicaRole::RolePrimary as i32).count() as u32))
             .collect()
     }
+}
+
+/// The partitions of `reports` (reports without one are skipped).
+pub fn partitions_of(reports: &[ReplicaReport]) -> impl Iterator<Item = PartitionId> + '_ {
+    reports.iter().filter_map(|r| r.partition.as_ref()).map(|p| PartitionId::new(p.app_id, p.partition_index))
 }
 
 impl crate::heartbeat::PartitionFacts for Liveness {

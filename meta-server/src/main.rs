@@ -67,6 +67,7 @@ fn main() -> anyhow::Result<()> {
     if !args.peers.is_empty() {
         config.peers = args.peers.iter().map(|p| parse_peer(p)).collect::<anyhow::Result<_>>()?;
     }
+    config.validate()?;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("tokio runtime")?;
     runtime.block_on(async move {
         let server = MetaServer::start(config).await?;

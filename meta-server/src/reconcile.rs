@@ -150,7 +150,7 @@ pub async fn wait_primaries(node: &MetaNode, app: &AppState, timeout: Duration) 
 pub async fn run(node: Arc<MetaNode>, cancel: CancellationToken) {
     let mut repairs: JoinSet<()> = JoinSet::new();
     let mut led_term: Option<u64> = None;
-    let mut tick = tokio::time::interval(Duration::from_millis(node.config.reconcile_interval_ms.max(50)));
+    let mut tick = tokio::time::interval(Duration::from_millis(node.config.reconcile_interval_ms));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {

@@ -26,7 +26,8 @@ use crate::metrics::MetaMetricsSource;
 use crate::node::{MetaNode, META_GROUP};
 use crate::raft_types::MetaRaft;
 use crate::reconcile;
-use crate::service::{MetaGroup, MetaService};
+use crate::service::raft::MetaGroup;
+use crate::service::MetaService;
 use crate::state_machine::{open_meta_db, MetaStateMachine};
 
 /// A running meta server.
@@ -39,11 +40,10 @@ pub struct MetaServer {
 }
 
 impl MetaServer {
-    /// Starts a meta server.
+    /// Starts a meta server; fails with `InvalidArgument` on a config that does not
+    /// [validate](MetaServerConfig::validate).
     pub async fn start(config: MetaServerConfig) -> Result<Self, WingError> {
-        if config.id == 0 {
-            return Err(WingError::InvalidArgument("meta id must be a positive number".into()));
-        }
+        config.validate().map_err(|e| WingError::InvalidArgument(e.to_string()))?;
         std::fs::create_dir_all(&config.data_dir)
             .map_err(|e| WingError::Storage(format!("cannot create {}: {e}", config.data_dir.display())))?;
         let listener = bind(&config.listen)?;

@@ -1,8 +1,22 @@
-//! The replica server's configuration: one typed struct, loaded from TOML with defaults.
+//! The replica server's configuration: one typed struct, loaded from TOML with defaults, and
+//! checked by [`ReplicaServerConfig::validate`] before the server starts.
 
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
+use wingkv_common::config::{check_backoff, require, within, InvalidConfig, MAX_MS, MAX_SECS};
+use wingkv_common::raft::network::MAX_RAFT_MESSAGE_BYTES;
+
+/// The shortest heartbeat period to the meta, in milliseconds.
+pub const MIN_HEARTBEAT_INTERVAL_MS: u64 = 10;
+
+/// The most bytes one request, one batch of writes or one snapshot chunk may have: each
+/// travels to the followers in one raft message, with room to spare.
+pub const MAX_ENTRY_BYTES: usize = MAX_RAFT_MESSAGE_BYTES / 2;
+
+/// The largest `bulk_load.max_files_per_partition`: the `IngestSst` entry listing that many
+/// files still fits in one raft message (see the test `the_largest_ingestion_fits`).
+pub const MAX_FILES_PER_PARTITION: usize = 100_000;
 
 /// Everything a replica server can be configured with.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -14,7 +28,8 @@ pub struct ReplicaServerConfig {
     pub node_id: u64,
     /// Meta server addresses (`host:port`). Empty: standalone, no registration or heartbeats.
     pub meta_servers: Vec<String>,
-    /// Period of the heartbeat to the meta.
+    /// Period of the heartbeat to the meta, which reports this node's replicas; default 1 s,
+    /// at least 10 ms. Keep it well under the meta's `node_timeout_ms`.
     pub heartbeat_interval_ms: u64,
     /// gRPC listen address (`host:port`); port 0 picks a free port.
     pub listen: String,
@@ -23,19 +38,21 @@ pub struct ReplicaServerConfig {
     /// HTTP address of `/metrics` and `/health`; defaults to the gRPC port + 10000 (any free
     /// port when the gRPC port is 0).
     pub http_listen: Option<String>,
-    /// Root of the replicas' data.
+    /// Root of this node's replicas, their shared raft log, the trash and the node id kept
+    /// after registration; default `./data/replica`.
     pub data_dir: PathBuf,
     /// Raft timing and snapshot policy.
     pub raft: RaftConfig,
     /// RocksDB tuning.
     pub storage: StorageConfig,
-    /// How long a write may wait for its raft commit before answering `Timeout`.
+    /// How long a write may wait for its raft commit before answering `Timeout`; default 10 s.
     pub write_timeout_ms: u64,
-    /// How long a read may wait for its leadership confirmation.
+    /// How long a read may wait for its leadership confirmation; default 5 s.
     pub read_timeout_ms: u64,
-    /// Largest accepted request, in bytes.
+    /// Largest data request accepted, in bytes; default 32 MiB. A write becomes one raft entry,
+    /// so at most [`MAX_ENTRY_BYTES`].
     pub max_request_bytes: usize,
-    /// Bulk-load downloads.
+    /// Bulk-load downloads and their limits.
     pub bulk_load: BulkLoadConfig,
     /// How long a removed replica stays in `DATA_DIR/trash/` before it is deleted, so that a
     /// wrong removal can be undone by an operator (see the README). 0 deletes at once.
@@ -50,21 +67,24 @@ pub struct ReplicaServerConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct BulkLoadConfig {
-    /// Files downloaded at once by this node.
+    /// Files downloaded at once by this node, over all its replicas; default 4.
     pub max_concurrent_downloads: usize,
-    /// Download bandwidth of this node, bytes/s (0 = unlimited).
+    /// Download bandwidth of this node, bytes/s (0 = unlimited, the default).
     pub download_bytes_per_sec: u64,
-    /// Free disk a download must leave.
+    /// Bytes of disk a partition's download must leave free besides its files; default
+    /// 256 MiB. A download that would leave less fails the job.
     pub min_free_disk_bytes: u64,
-    /// Where the providers point.
+    /// Where the providers point (the `local` root, the `s3` endpoint and bucket).
     pub provider: wingkv_common::provider::ProviderConfig,
     /// Backoff of a download that failed transiently (provider unavailable, throttled): it is
     /// retried with this backoff for as long as the job lives, never abandoned.
     pub retry: wingkv_common::backoff::BackoffPolicy,
-    /// Largest `bulk_load_metadata` a replica reads; a larger one fails the job, naming this.
+    /// Largest `bulk_load_metadata` a replica reads, in bytes (default 4 MiB); a larger one
+    /// fails the job, naming this.
     pub max_metadata_bytes: u64,
     /// Most files in one partition of a job; more fail the job, naming this. Bounds the
     /// `IngestSst` raft entry too (each file is a name of at most 255 bytes, a size and an md5).
+    /// Default 10 000, at most [`MAX_FILES_PER_PARTITION`].
     pub max_files_per_partition: usize,
 }
 
@@ -108,31 +128,37 @@ impl Default for ReplicaServerConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RaftConfig {
-    /// Leader heartbeat period.
+    /// Period of a primary's heartbeats to its group; default 150 ms.
     pub heartbeat_ms: u64,
-    /// Lower bound of the election timeout.
+    /// A follower that hears no leader for a random time between this and
+    /// `election_timeout_max_ms` starts an election; above `heartbeat_ms`, default 750 ms.
+    /// Half of it is the lease of lease reads.
     pub election_timeout_min_ms: u64,
-    /// Upper bound of the election timeout.
+    /// Upper bound of the election timeout, above the lower one; default 1.5 s. A primary
+    /// without a quorum's acknowledgement for this long answers clients as no primary.
     pub election_timeout_max_ms: u64,
-    /// Build a snapshot after this many applied entries since the last one.
+    /// Build a snapshot after this many applied entries since the last one; default 20 000.
     pub snapshot_after_logs: u64,
-    /// Log entries kept behind a snapshot (so a slightly lagging follower needs no snapshot).
+    /// Log entries kept behind a snapshot (so a slightly lagging follower needs no snapshot);
+    /// default 2 000.
     pub logs_to_keep_after_snapshot: u64,
-    /// Size of one snapshot chunk on the wire.
+    /// Bytes of one snapshot chunk on the wire; default 4 MiB, at most [`MAX_ENTRY_BYTES`].
     pub snapshot_chunk_bytes: u64,
-    /// Most entries in one append RPC.
+    /// Most entries in one append RPC; default 512.
     pub max_payload_entries: u64,
-    /// How long one snapshot chunk (the last one includes the install) may take.
+    /// How long one snapshot chunk (the last one includes the install) may take; default 30 s.
     pub install_snapshot_timeout_ms: u64,
     /// Most raft entries of client writes a primary has in flight per partition; writes that
     /// arrive while all are in flight are proposed together as one entry (group commit).
+    /// Default 1.
     pub max_inflight_proposals: usize,
-    /// Most client writes in one entry.
+    /// Most client writes in one entry; default 512.
     pub max_batch_commands: usize,
-    /// Most key and value bytes of client writes in one entry.
+    /// Most key and value bytes of client writes in one entry (a larger single write goes
+    /// alone); default 4 MiB.
     pub max_batch_bytes: usize,
     /// Serve linearizable reads under a leader lease (half of `election_timeout_min_ms` after
-    /// each confirmed heartbeat round) instead of one round per batch of reads.
+    /// each confirmed heartbeat round) instead of one round per batch of reads; default on.
     pub lease_reads: bool,
 }
 
@@ -159,9 +185,10 @@ impl Default for RaftConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct StorageConfig {
-    /// Block cache shared by every replica of the process.
+    /// Bytes of the block cache shared by every replica of the process; default 256 MiB.
     pub block_cache_bytes: u64,
-    /// Memtable size of each replica's data column family.
+    /// Bytes of the memtable of each replica's data column family; default 32 MiB. Each
+    /// replica's WAL is capped at four times this.
     pub write_buffer_bytes: u64,
 }
 
@@ -171,9 +198,170 @@ impl Default for StorageConfig {
     }
 }
 
+impl ReplicaServerConfig {
+    /// Checks that every value is one the server can run with, so that nothing derived from
+    /// the config can panic, overflow or stall later: a zero timeout or period, a limit of 0
+    /// that lets nothing through, a size that overflows when converted or multiplied, or that
+    /// does not fit in a raft message, election timeouts not above the heartbeat. The error
+    /// names the field, its value and what is allowed.
+    pub fn validate(&self) -> Result<(), InvalidConfig> {
+        require(
+            self.node_id > 0 || !self.meta_servers.is_empty(),
+            "node_id",
+            self.node_id,
+            "more than 0 when meta_servers is empty",
+        )?;
+        within("heartbeat_interval_ms", self.heartbeat_interval_ms, MIN_HEARTBEAT_INTERVAL_MS, MAX_MS)?;
+        within("write_timeout_ms", self.write_timeout_ms, 1, MAX_MS)?;
+        within("read_timeout_ms", self.read_timeout_ms, 1, MAX_MS)?;
+        within("max_request_bytes", self.max_request_bytes, 1, MAX_ENTRY_BYTES)?;
+        within("replica_trash_grace_secs", self.replica_trash_grace_secs, 0, MAX_SECS)?;
+        self.raft.validate()?;
+        self.storage.validate()?;
+        self.bulk_load.validate()
+    }
+}
+
+impl RaftConfig {
+    fn validate(&self) -> Result<(), InvalidConfig> {
+        within("raft.heartbeat_ms", self.heartbeat_ms, 1, MAX_MS)?;
+        require(
+            self.heartbeat_ms < self.election_timeout_min_ms && self.election_timeout_min_ms <= MAX_MS,
+            "raft.election_timeout_min_ms",
+            self.election_timeout_min_ms,
+            format!("more than raft.heartbeat_ms ({}), at most {MAX_MS}", self.heartbeat_ms),
+        )?;
+        require(
+            self.election_timeout_min_ms < self.election_timeout_max_ms && self.election_timeout_max_ms <= MAX_MS,
+            "raft.election_timeout_max_ms",
+            self.election_timeout_max_ms,
+            format!("more than raft.election_timeout_min_ms ({}), at most {MAX_MS}", self.election_timeout_min_ms),
+        )?;
+        within("raft.snapshot_after_logs", self.snapshot_after_logs, 1, u64::MAX)?;
+        within("raft.snapshot_chunk_bytes", self.snapshot_chunk_bytes, 1, MAX_ENTRY_BYTES as u64)?;
+        within("raft.max_payload_entries", self.max_payload_entries, 1, u64::MAX)?;
+        within("raft.install_snapshot_timeout_ms", self.install_snapshot_timeout_ms, 1, MAX_MS)?;
+        within("raft.max_inflight_proposals", self.max_inflight_proposals, 1, usize::MAX)?;
+        within("raft.max_batch_commands", self.max_batch_commands, 1, usize::MAX)?;
+        within("raft.max_batch_bytes", self.max_batch_bytes, 0, MAX_ENTRY_BYTES)
+    }
+}
+
+impl StorageConfig {
+    fn validate(&self) -> Result<(), InvalidConfig> {
+        // Both are handed to RocksDB as `usize`; the WAL limit is four memtables.
+        let fits = |v: u64| usize::try_from(v).is_ok();
+        let block_cache = self.block_cache_bytes;
+        require(fits(block_cache), "storage.block_cache_bytes", block_cache, format!("0 to {}", usize::MAX))?;
+        within("storage.write_buffer_bytes", self.write_buffer_bytes, 1, u64::MAX / 4)?;
+        let write_buffer = self.write_buffer_bytes;
+        require(fits(write_buffer), "storage.write_buffer_bytes", write_buffer, format!("1 to {}", usize::MAX))
+    }
+}
+
+impl BulkLoadConfig {
+    fn validate(&self) -> Result<(), InvalidConfig> {
+        let most = tokio::sync::Semaphore::MAX_PERMITS;
+        within("bulk_load.max_concurrent_downloads", self.max_concurrent_downloads, 1, most)?;
+        check_backoff("bulk_load.retry", &self.retry)?;
+        within("bulk_load.max_metadata_bytes", self.max_metadata_bytes, 1, u64::MAX)?;
+        within("bulk_load.max_files_per_partition", self.max_files_per_partition, 1, MAX_FILES_PER_PARTITION)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The field `validate` names for `c`.
+    fn rejected(c: ReplicaServerConfig) -> String {
+        let e = c.validate().unwrap_err();
+        let text = e.to_string();
+        assert!(text.contains(&e.field) && text.contains(&e.value) && text.contains(&e.allowed), "{text}");
+        e.field
+    }
+
+    #[test]
+    fn the_default_config_is_valid() {
+        let with_metas = ReplicaServerConfig { meta_servers: vec!["127.0.0.1:34601".into()], ..Default::default() };
+        with_metas.validate().unwrap();
+        ReplicaServerConfig { node_id: 1, ..Default::default() }.validate().unwrap();
+    }
+
+    #[test]
+    fn each_value_out_of_range_is_rejected_naming_its_field() {
+        let d = || ReplicaServerConfig { node_id: 1, ..Default::default() };
+        let raft = |f: fn(&mut RaftConfig)| {
+            let mut c = d();
+            f(&mut c.raft);
+            c
+        };
+        let storage = |f: fn(&mut StorageConfig)| {
+            let mut c = d();
+            f(&mut c.storage);
+            c
+        };
+        let bulk = |f: fn(&mut BulkLoadConfig)| {
+            let mut c = d();
+            f(&mut c.bulk_load);
+            c
+        };
+        let cases: Vec<(ReplicaServerConfig, &str)> = vec![
+            (ReplicaServerConfig { node_id: 0, ..d() }, "node_id"),
+            (ReplicaServerConfig { heartbeat_interval_ms: 9, ..d() }, "heartbeat_interval_ms"),
+            (ReplicaServerConfig { write_timeout_ms: 0, ..d() }, "write_timeout_ms"),
+            (ReplicaServerConfig { read_timeout_ms: MAX_MS + 1, ..d() }, "read_timeout_ms"),
+            (ReplicaServerConfig { max_request_bytes: 0, ..d() }, "max_request_bytes"),
+            (ReplicaServerConfig { max_request_bytes: MAX_RAFT_MESSAGE_BYTES, ..d() }, "max_request_bytes"),
+            (ReplicaServerConfig { replica_trash_grace_secs: u64::MAX, ..d() }, "replica_trash_grace_secs"),
+            (raft(|r| r.heartbeat_ms = 0), "raft.heartbeat_ms"),
+            (raft(|r| r.election_timeout_min_ms = 150), "raft.election_timeout_min_ms"),
+            (raft(|r| r.election_timeout_max_ms = 750), "raft.election_timeout_max_ms"),
+            (raft(|r| r.election_timeout_max_ms = u64::MAX), "raft.election_timeout_max_ms"),
+            (raft(|r| r.snapshot_after_logs = 0), "raft.snapshot_after_logs"),
+            (raft(|r| r.snapshot_chunk_bytes = 0), "raft.snapshot_chunk_bytes"),
+            (raft(|r| r.snapshot_chunk_bytes = 1 << 40), "raft.snapshot_chunk_bytes"),
+            (raft(|r| r.max_payload_entries = 0), "raft.max_payload_entries"),
+            (raft(|r| r.install_snapshot_timeout_ms = 0), "raft.install_snapshot_timeout_ms"),
+            (raft(|r| r.max_inflight_proposals = 0), "raft.max_inflight_proposals"),
+            (raft(|r| r.max_batch_commands = 0), "raft.max_batch_commands"),
+            (raft(|r| r.max_batch_bytes = usize::MAX), "raft.max_batch_bytes"),
+            (storage(|s| s.write_buffer_bytes = 0), "storage.write_buffer_bytes"),
+            (storage(|s| s.write_buffer_bytes = u64::MAX / 2), "storage.write_buffer_bytes"),
+            (bulk(|b| b.max_concurrent_downloads = 0), "bulk_load.max_concurrent_downloads"),
+            (bulk(|b| b.max_concurrent_downloads = usize::MAX), "bulk_load.max_concurrent_downloads"),
+            (bulk(|b| b.retry.base_ms = 0), "bulk_load.retry.base_ms"),
+            (bulk(|b| b.retry.cap_ms = 1), "bulk_load.retry.cap_ms"),
+            (bulk(|b| b.max_metadata_bytes = 0), "bulk_load.max_metadata_bytes"),
+            (bulk(|b| b.max_files_per_partition = 0), "bulk_load.max_files_per_partition"),
+            (bulk(|b| b.max_files_per_partition = MAX_FILES_PER_PARTITION + 1), "bulk_load.max_files_per_partition"),
+        ];
+        for (config, field) in cases {
+            assert_eq!(rejected(config), field);
+        }
+    }
+
+    #[test]
+    fn the_error_says_what_is_allowed() {
+        let e = ReplicaServerConfig { node_id: 1, write_timeout_ms: 0, ..Default::default() }.validate().unwrap_err();
+        assert_eq!(e.to_string(), "invalid config: write_timeout_ms = 0; allowed: 1 to 86400000");
+    }
+
+    /// The `IngestSst` entry of a partition with the most files the config allows, each with
+    /// the longest name, fits in one raft message.
+    #[test]
+    fn the_largest_ingestion_fits() {
+        use crate::bulk_load::loader::BulkLoadSource;
+        use crate::command::Command;
+        use wingkv_common::bulk_load::FileMeta;
+        let files = (0..MAX_FILES_PER_PARTITION)
+            .map(|i| FileMeta { name: format!("{i:0>255}"), size: u64::MAX, md5: "f".repeat(32) })
+            .collect();
+        let source = BulkLoadSource { job_id: u64::MAX, provider: "s3".into(), partition_dir: "d".repeat(1024) };
+        let cmd = Command::IngestSst { source, files, ingest_behind: true };
+        let bytes = wingkv_common::raft::encode(&cmd).unwrap().len();
+        assert!(bytes < MAX_ENTRY_BYTES, "{bytes} bytes");
+    }
 
     #[test]
     fn toml_overrides_and_defaults() {

@@ -1,23 +1,26 @@
 //! The wingkv replica server: hosts partition replicas, each one openraft group member with its
 //! own RocksDB, and serves the data, raft transport and replica admin gRPC services.
+//!
+//! Only what the `replica-server` binary uses is public (`config`, `server`); everything else
+//! is internal to the crate.
 
-pub mod admission;
-pub mod bulk_load;
-pub mod command;
+mod admission;
+mod bulk_load;
+mod command;
 pub mod config;
-pub mod durable;
-pub mod heartbeat;
-pub mod manager;
-pub mod metrics;
-pub mod proposal;
-pub mod raft_log;
-pub mod raft_types;
-pub mod range;
-pub mod replica;
+mod durable;
+mod heartbeat;
+mod manager;
+mod metrics;
+mod proposal;
+mod raft_log;
+mod raft_types;
+mod range;
+mod replica;
 pub mod server;
-pub mod service;
-pub mod snapshot;
-pub mod state_machine;
-pub mod store;
-pub mod trash;
-pub mod write_throttle;
+mod service;
+mod snapshot;
+mod state_machine;
+mod store;
+mod trash;
+mod write_throttle;

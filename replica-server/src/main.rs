@@ -50,6 +50,7 @@ fn main() -> anyhow::Result<()> {
     if let Some(v) = args.data_dir {
         config.data_dir = v;
     }
+    config.validate()?;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("tokio runtime")?;
     runtime.block_on(async move {
         let server = ReplicaServer::start(config).await?;

@@ -36,9 +36,10 @@ pub type ProposalResult = Result<(CommandResponse, u64), WingError>;
 #[derive(Debug, Clone, Copy)]
 pub struct BatchLimits {
     /// Most raft entries of one partition in flight (proposed, not yet applied) at once; writes
-    /// that arrive while all are in flight wait and go together in the next.
+    /// that arrive while all are in flight wait and go together in the next. At least 1 (the
+    /// config is validated).
     pub max_inflight: usize,
-    /// Most commands in one entry.
+    /// Most commands in one entry; at least 1.
     pub max_commands: usize,
     /// Most key and value bytes in one entry (a larger single command goes alone).
     pub max_bytes: usize,
@@ -109,7 +110,7 @@ async fn run(
     let mut inflight = FuturesUnordered::new();
     let mut next: Option<Proposal> = None;
     loop {
-        let free = inflight.len() < limits.max_inflight.max(1);
+        let free = inflight.len() < limits.max_inflight;
         tokio::select! {
             biased;
             _ = cancel.cancelled() => break,
@@ -123,7 +124,7 @@ async fn run(
         if let Some(first) = next.take() {
             let mut batch = vec![first];
             let mut bytes = command_bytes(&batch[0].cmd);
-            while batch.len() < limits.max_commands.max(1) && bytes < limits.max_bytes {
+            while batch.len() < limits.max_commands && bytes < limits.max_bytes {
                 match rx.try_recv() {
                     Ok(p) => {
                         let size = command_bytes(&p.cmd);

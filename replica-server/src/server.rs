@@ -40,9 +40,11 @@ pub struct ReplicaServer {
 }
 
 impl ReplicaServer {
-    /// Starts a server: reopens every replica in the data dir, then serves.
+    /// Starts a server: reopens every replica in the data dir, then serves. Fails with
+    /// `InvalidArgument` on a config that does not [validate](ReplicaServerConfig::validate).
     pub async fn start(config: ReplicaServerConfig) -> Result<Self, WingError> {
         let started = std::time::Instant::now();
+        config.validate().map_err(|e| WingError::InvalidArgument(e.to_string()))?;
         std::fs::create_dir_all(&config.data_dir)
             .map_err(|e| WingError::Storage(format!("cannot create {}: {e}", config.data_dir.display())))?;
         let listener = bind(&config.listen)?;
@@ -104,7 +106,7 @@ impl ReplicaServer {
         };
         let tasks = TaskTracker::new();
         if let Some(meta) = meta {
-            let interval = Duration::from_millis(config.heartbeat_interval_ms.max(10));
+            let interval = Duration::from_millis(config.heartbeat_interval_ms);
             let me = ServerIdentity {
                 address: advertise.clone(),
                 http_address: http_advertise_address(&advertise, frontend.http_addr()),

@@ -78,7 +78,8 @@ impl WriteThrottle {
         state.by_size = by_size;
     }
 
-    /// The per-partition limits in force, `(qps, by_size)`.
+    /// The per-partition limits in force, `(qps, by_size)` (what the tests check a live change by).
+    #[cfg(test)]
     pub fn policy(&self) -> (ThrottlingPolicy, ThrottlingPolicy) {
         let state = self.lock();
         (state.qps, state.by_size)

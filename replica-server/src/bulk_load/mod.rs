@@ -56,7 +56,7 @@ impl BulkLoadEnv {
             provider: config.provider.clone(),
             limits: std::sync::Arc::new(loader::DownloadLimits {
                 limiter: download::RateLimiter::new(config.download_bytes_per_sec),
-                slots: tokio::sync::Semaphore::new(config.max_concurrent_downloads.max(1)),
+                slots: tokio::sync::Semaphore::new(config.max_concurrent_downloads),
                 min_free_bytes: config.min_free_disk_bytes,
                 retry: config.retry,
                 retries: Default::default(),

@@ -184,12 +184,6 @@ impl BulkLoader {
         self.shared.files.locked().clone()
     }
 
-    /// Waits until the downloads end by themselves (downloaded, failed or canceled).
-    pub async fn finished(&self) -> LoaderStatus {
-        self.tracker.wait().await;
-        self.status()
-    }
-
     /// A handle that waits for the end of the downloads without holding the loader.
     pub fn done(&self) -> LoaderDone {
         LoaderDone { tracker: self.tracker.clone(), shared: self.shared.clone() }
@@ -327,7 +321,8 @@ async fn read_file_list(
         }
     })
     .await?;
-    let meta = BulkLoadMetadata::parse(&bytes).map_err(|e| WingError::InvalidArgument(format!("{what}: {}", e.message())))?;
+    let meta =
+        BulkLoadMetadata::parse(&bytes).map_err(|e| WingError::InvalidArgument(format!("{what}: {}", e.message())))?;
     if meta.files.len() > limits.max_files {
         return Err(WingError::InvalidArgument(format!(
             "{what} lists {} files, over the limit of {} (bulk_load.max_files_per_partition)",

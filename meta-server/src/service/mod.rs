@@ -1,0 +1,115 @@
+//! The meta gRPC service: [`MetaService`] answers each RPC of the `Meta` API by calling its
+//! handler, grouped by subject in the submodules, and the meta group's raft transport
+//! ([`raft::MetaGroup`]).
+
+use std::sync::Arc;
+
+use tonic::{Request, Response, Status};
+use wingkv_common::WingError;
+use wingkv_proto::meta::meta_server::Meta;
+use wingkv_proto::meta::*;
+
+use crate::catalog::{AppState, MetaValue};
+use crate::node::MetaNode;
+
+mod bulk_load;
+mod cluster;
+mod heartbeat;
+pub mod raft;
+mod table;
+
+/// Serves the meta API.
+pub struct MetaService {
+    node: Arc<MetaNode>,
+}
+
+impl MetaService {
+    /// The service of `node`.
+    pub fn new(node: Arc<MetaNode>) -> Self {
+        Self { node }
+    }
+}
+
+/// The table a command that creates or changes one answered.
+fn app_of(value: MetaValue) -> Result<AppState, WingError> {
+    match value {
+        MetaValue::App(a) => Ok(*a),
+        other => Err(WingError::Internal(format!("unexpected meta answer {other:?}"))),
+    }
+}
+
+#[tonic::async_trait]
+impl Meta for MetaService {
+    async fn register_node(&self, req: Request<RegisterNodeRequest>) -> Result<Response<RegisterNodeResponse>, Status> {
+        heartbeat::register_node(&self.node, req.into_inner()).await.map(Response::new)
+    }
+
+    async fn heartbeat(&self, req: Request<HeartbeatRequest>) -> Result<Response<HeartbeatResponse>, Status> {
+        heartbeat::heartbeat(&self.node, req.into_inner()).await.map(Response::new)
+    }
+
+    async fn create_table(&self, req: Request<CreateTableRequest>) -> Result<Response<TableConfiguration>, Status> {
+        table::create_table(&self.node, req.into_inner()).await.map(Response::new)
+    }
+
+    async fn drop_table(&self, req: Request<DropTableRequest>) -> Result<Response<DropTableResponse>, Status> {
+        table::drop_table(&self.node, req.into_inner()).await.map(Response::new)
+    }
+
+    async fn recall_table(&self, req: Request<RecallTableRequest>) -> Result<Response<TableConfiguration>, Status> {
+        table::recall_table(&self.node, req.into_inner()).await.map(Response::new)
+    }
+
+    async fn list_tables(&self, req: Request<ListTablesRequest>) -> Result<Response<ListTablesResponse>, Status> {
+        table::list_tables(&self.node, req.into_inner()).await.map(Response::new)
+    }
+
+    async fn query_table(&self, req: Request<QueryTableRequest>) -> Result<Response<TableConfiguration>, Status> {
+        table::query_table(&self.node, req.into_inner()).await.map(Response::new)
+    }
+
+    async fn list_nodes(&self, _req: Request<ListNodesRequest>) -> Result<Response<ListNodesResponse>, Status> {
+        cluster::list_nodes(&self.node).await.map(Response::new)
+    }
+
+    async fn cluster_info(&self, _req: Request<ClusterInfoRequest>) -> Result<Response<ClusterInfoResponse>, Status> {
+        cluster::cluster_info(&self.node).await.map(Response::new)
+    }
+
+    async fn server_info(&self, _req: Request<ServerInfoRequest>) -> Result<Response<ServerInfoResponse>, Status> {
+        Ok(Response::new(cluster::server_info(&self.node)))
+    }
+
+    async fn set_table_envs(&self, req: Request<SetTableEnvsRequest>) -> Result<Response<TableEnvs>, Status> {
+        table::set_table_envs(&self.node, req.into_inner()).await.map(Response::new)
+    }
+
+    async fn get_table_envs(&self, req: Request<GetTableEnvsRequest>) -> Result<Response<TableEnvs>, Status> {
+        table::get_table_envs(&self.node, req.into_inner()).await.map(Response::new)
+    }
+
+    async fn del_table_envs(&self, req: Request<DelTableEnvsRequest>) -> Result<Response<TableEnvs>, Status> {
+        table::del_table_envs(&self.node, req.into_inner()).await.map(Response::new)
+    }
+
+    async fn start_bulk_load(
+        &self,
+        req: Request<StartBulkLoadRequest>,
+    ) -> Result<Response<BulkLoadStatusResponse>, Status> {
+        bulk_load::start_bulk_load(&self.node, req.into_inner()).await.map(Response::new)
+    }
+
+    async fn query_bulk_load_status(
+        &self,
+        req: Request<QueryBulkLoadRequest>,
+    ) -> Result<Response<BulkLoadStatusResponse>, Status> {
+        bulk_load::query_bulk_load_status(&self.node, req.into_inner()).await.map(Response::new)
+    }
+
+    async fn control_bulk_load(
+        &self,
+        req: Request<ControlBulkLoadRequest>,
+    ) -> Result<Response<BulkLoadStatusResponse>, Status> {
+        bulk_load::control_bulk_load(&self.node, req.into_inner()).await.map(Response::new)
+    }
+}
