@@ -122,6 +122,8 @@ impl MetaServerConfig {
 
 #[cfg(test)]
 mod tests {
+    use wingkv_common::backoff::BackoffPolicy;
+
     use super::*;
 
     /// The field `validate` names for `c`.
