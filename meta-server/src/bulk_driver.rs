@@ -19,6 +19,7 @@ use futures::future::join_all;
 use tokio_util::sync::CancellationToken;
 use wingkv_common::backoff::Backoff;
 use wingkv_common::{ErrorCode, PartitionId, WingError};
+use wingkv_proto::common::BulkLoadStatus as WireStatus;
 use wingkv_proto::meta::{BulkLoadStatusResponse, PartitionBulkLoadStatus, ReplicaBulkLoadProgress};
 use wingkv_proto::replica_admin::{BulkLoadAction, BulkLoadJobSpec, BulkLoadRequest, BulkLoadResponse};
 
@@ -204,7 +205,7 @@ async fn attempt(
         Ok(r) => r
             .replicas
             .iter()
-            .find(|x| x.status == "BLS_UNKNOWN")
+            .find(|x| x.status() == WireStatus::BlsUnknown)
             .map(|x| WingError::Unavailable(format!("node {}: {}", x.node_id, x.reason))),
         Err(_) => None,
     };
@@ -243,7 +244,7 @@ fn observe(node: &MetaNode, app: &AppState, job: &BulkLoadJob, pidx: u32) {
         let replicas = progress.get(&pid).map(Vec::as_slice).unwrap_or_default();
         let mut f = format!("{}:{status}", job.job_id);
         for r in replicas {
-            f.push_str(&format!(" {}:{}:{}", r.node_id, r.status, r.downloaded_bytes));
+            f.push_str(&format!(" {}:{}:{}", r.node_id, r.status().as_str_name(), r.downloaded_bytes));
         }
         f
     };
@@ -302,12 +303,12 @@ async fn set(
 /// action such as pause or cancel reached the whole group.
 fn answered_by_all(app: &AppState, pidx: u32, r: &BulkLoadResponse) -> bool {
     let members = app.partitions.get(pidx as usize).map(|p| p.members.len()).unwrap_or(0);
-    r.replicas.len() >= members && r.replicas.iter().all(|x| x.status != "BLS_UNKNOWN")
+    r.replicas.len() >= members && r.replicas.iter().all(|x| x.status() != WireStatus::BlsUnknown)
 }
 
 /// The first replica of `r` whose download failed for good, as a job failure reason.
 fn failed_replica(app: &AppState, pidx: u32, r: &BulkLoadResponse) -> Option<String> {
-    let f = r.replicas.iter().find(|x| x.status == "BLS_FAILED")?;
+    let f = r.replicas.iter().find(|x| x.status() == WireStatus::BlsFailed)?;
     Some(format!("partition {}.{pidx} on node {}: {}", app.app_id, f.node_id, f.reason))
 }
 
@@ -337,7 +338,9 @@ pub async fn drive(node: &MetaNode, app: &AppState, job: &BulkLoadJob) {
                 }
                 let members = app.partitions.get(pidx as usize).map(|p| p.members.len()).unwrap_or(0);
                 if r.replicas.len() >= members
-                    && r.replicas.iter().all(|x| x.status == "BLS_DOWNLOADED" || x.status == "BLS_SUCCEED")
+                    && r.replicas
+                        .iter()
+                        .all(|x| x.status() == WireStatus::BlsDownloaded || x.status() == WireStatus::BlsSucceed)
                 {
                     set(node, app, job, Some(pidx), Downloaded, String::new()).await;
                 }
@@ -423,7 +426,7 @@ pub fn status_response(
     let Some(job) = job else {
         return BulkLoadStatusResponse {
             app_name: app.name.clone(),
-            status: "BLS_INVALID".into(),
+            status: WireStatus::BlsInvalid.into(),
             ..Default::default()
         };
     };
@@ -450,13 +453,13 @@ pub fn status_response(
             };
             PartitionBulkLoadStatus {
                 partition_index: i as u32,
-                status: st.as_str().into(),
+                status: WireStatus::from(*st).into(),
                 progress_percent: percent,
                 replicas: if detailed {
                     reps.iter()
                         .map(|r| ReplicaBulkLoadProgress {
                             node_id: r.node_id,
-                            status: r.status.clone(),
+                            status: r.status,
                             downloaded_bytes: r.downloaded_bytes,
                             total_bytes: r.total_bytes,
                             reason: r.reason.clone(),
@@ -478,7 +481,7 @@ pub fn status_response(
     BulkLoadStatusResponse {
         app_name: app.name.clone(),
         job_id: job.job_id,
-        status: job.status.as_str().into(),
+        status: WireStatus::from(job.status).into(),
         reason: job.reason.clone(),
         partitions,
         source: format!("{}://{}/{}/{}", job.provider, job.root.trim_end_matches('/'), job.cluster, app.name),

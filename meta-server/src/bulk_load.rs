@@ -4,6 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 use wingkv_common::WingError;
+use wingkv_proto::common::BulkLoadStatus as WireStatus;
 
 /// Status of a job or of one of its partitions (Pegasus's `BLS_*`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -21,19 +22,9 @@ pub enum BulkLoadStatus {
 }
 
 impl BulkLoadStatus {
-    /// The `BLS_*` name.
+    /// The `BLS_*` name (the proto enum's).
     pub fn as_str(self) -> &'static str {
-        match self {
-            BulkLoadStatus::Invalid => "BLS_INVALID",
-            BulkLoadStatus::Downloading => "BLS_DOWNLOADING",
-            BulkLoadStatus::Downloaded => "BLS_DOWNLOADED",
-            BulkLoadStatus::Ingesting => "BLS_INGESTING",
-            BulkLoadStatus::Succeed => "BLS_SUCCEED",
-            BulkLoadStatus::Failed => "BLS_FAILED",
-            BulkLoadStatus::Pausing => "BLS_PAUSING",
-            BulkLoadStatus::Paused => "BLS_PAUSED",
-            BulkLoadStatus::Canceled => "BLS_CANCELED",
-        }
+        WireStatus::from(self).as_str_name()
     }
 
     /// Whether a job in this status is over (it can be cleared, and a new one started).
@@ -42,6 +33,23 @@ impl BulkLoadStatus {
             self,
             BulkLoadStatus::Succeed | BulkLoadStatus::Failed | BulkLoadStatus::Canceled | BulkLoadStatus::Invalid
         )
+    }
+}
+
+/// The meta's own enum is what its state persists (serde); on the wire it is the proto's.
+impl From<BulkLoadStatus> for WireStatus {
+    fn from(s: BulkLoadStatus) -> Self {
+        match s {
+            BulkLoadStatus::Invalid => WireStatus::BlsInvalid,
+            BulkLoadStatus::Downloading => WireStatus::BlsDownloading,
+            BulkLoadStatus::Downloaded => WireStatus::BlsDownloaded,
+            BulkLoadStatus::Ingesting => WireStatus::BlsIngesting,
+            BulkLoadStatus::Succeed => WireStatus::BlsSucceed,
+            BulkLoadStatus::Failed => WireStatus::BlsFailed,
+            BulkLoadStatus::Pausing => WireStatus::BlsPausing,
+            BulkLoadStatus::Paused => WireStatus::BlsPaused,
+            BulkLoadStatus::Canceled => WireStatus::BlsCanceled,
+        }
     }
 }
 

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use wingkv_common::PartitionId;
 use wingkv_proto::common::ReplicaRole;
-use wingkv_proto::meta::ReplicaReport;
+use wingkv_proto::meta::{NodeStatus, ReplicaReport};
 
 use crate::catalog::AppState;
 
@@ -24,12 +24,18 @@ pub enum NodeState {
 }
 
 impl NodeState {
-    /// The name shown to users.
+    /// The name shown to users (the proto enum's).
     pub fn as_str(self) -> &'static str {
-        match self {
-            NodeState::Alive => "ALIVE",
-            NodeState::Dead => "DEAD",
-            NodeState::Unknown => "UNKNOWN",
+        NodeStatus::from(self).as_str_name()
+    }
+}
+
+impl From<NodeState> for NodeStatus {
+    fn from(s: NodeState) -> Self {
+        match s {
+            NodeState::Alive => NodeStatus::Alive,
+            NodeState::Dead => NodeStatus::Dead,
+            NodeState::Unknown => NodeStatus::Unknown,
         }
     }
 }

@@ -15,7 +15,7 @@ use wingkv_common::raft::network::{leader_address, GrpcNetworkFactory};
 use wingkv_common::raft::read_barrier::{ReadBarrier, ReadLease};
 use wingkv_common::raft::NodeId;
 use wingkv_common::{PartitionId, WingError};
-use wingkv_proto::common::ReplicaRole;
+use wingkv_proto::common::{BulkLoadStatus, ReplicaRole};
 use wingkv_proto::replica_admin::replica_admin_client::ReplicaAdminClient;
 use wingkv_proto::replica_admin::{
     BulkLoadAction, BulkLoadJobSpec, BulkLoadRequest, BulkLoadResponse, Member, ReplicaBulkLoadState, ReplicaStatus,
@@ -447,7 +447,7 @@ impl Replica {
         if crate::state_machine::is_ingested(&self.db, source.job_id)? {
             return Ok(ReplicaBulkLoadState {
                 node_id: self.node_id,
-                status: "BLS_SUCCEED".into(),
+                status: BulkLoadStatus::BlsSucceed.into(),
                 ..Default::default()
             });
         }
@@ -456,7 +456,7 @@ impl Replica {
             // Refused before anything is proposed: RocksDB fixes the option when a DB is created.
             return Ok(ReplicaBulkLoadState {
                 node_id: self.node_id,
-                status: "BLS_FAILED".into(),
+                status: BulkLoadStatus::BlsFailed.into(),
                 reason: format!(
                     "replica {} on node {} was created without rocksdb.allow_ingest_behind; it cannot ingest behind",
                     self.id, self.node_id
@@ -537,7 +537,7 @@ impl Replica {
                 };
                 state.unwrap_or_else(|e| ReplicaBulkLoadState {
                     node_id: voter,
-                    status: "BLS_UNKNOWN".into(),
+                    status: BulkLoadStatus::BlsUnknown.into(),
                     reason: e.to_string(),
                     ..Default::default()
                 })
@@ -547,7 +547,9 @@ impl Replica {
         if ingested || action != BulkLoadAction::BlIngest {
             return Ok(BulkLoadResponse { replicas, ingested });
         }
-        let all_ready = replicas.iter().all(|r| r.status == "BLS_DOWNLOADED" || r.status == "BLS_SUCCEED");
+        let all_ready = replicas
+            .iter()
+            .all(|r| r.status() == BulkLoadStatus::BlsDownloaded || r.status() == BulkLoadStatus::BlsSucceed);
         let files = self.bulk.downloaded_files(source.job_id).await;
         let (true, Some(files)) = (all_ready, files) else {
             return Ok(BulkLoadResponse { replicas, ingested: false });

@@ -503,7 +503,7 @@ mod tests {
         let mut f = state_machine(remote.path(), None);
         // The replica had downloaded and verified its files...
         let state = f.slot.act(1, &source(4), BulkLoadAction::BlDownload).await.unwrap();
-        assert_eq!(state.status, "BLS_DOWNLOADING");
+        assert_eq!(state.status(), wingkv_proto::common::BulkLoadStatus::BlsDownloading);
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         while f.slot.downloaded_files(4).await.is_none() {
             assert!(std::time::Instant::now() < deadline, "no download");

@@ -1,7 +1,9 @@
 //! The RPCs that describe the cluster: its replica servers, the meta group, and this meta.
 
 use tonic::Status;
-use wingkv_proto::meta::{ClusterInfoResponse, ListNodesResponse, NodeAddress, NodeInfo, ServerInfoResponse};
+use wingkv_proto::meta::{
+    ClusterInfoResponse, ListNodesResponse, NodeAddress, NodeInfo, NodeStatus, ServerInfoResponse,
+};
 
 use crate::liveness::NodeState;
 use crate::node::MetaNode;
@@ -25,7 +27,7 @@ pub(super) async fn list_nodes(node: &MetaNode) -> Result<ListNodesResponse, Sta
             NodeInfo {
                 node_id: n.node_id,
                 address: n.address.clone(),
-                status: state.as_str().into(),
+                status: NodeStatus::from(state).into(),
                 replica_count: load.get(&n.node_id).map(|l| l.0).unwrap_or(0),
                 primary_count: primaries.get(&n.node_id).copied().unwrap_or(0),
                 last_heartbeat_ms_ago: node.liveness.silence_ms(n.node_id).unwrap_or(u64::MAX),

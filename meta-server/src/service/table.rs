@@ -12,7 +12,7 @@ use wingkv_common::{PartitionId, WingError};
 use wingkv_proto::meta::{
     CreateTableRequest, DelTableEnvsRequest, DropTableRequest, DropTableResponse, GetTableEnvsRequest,
     ListTablesRequest, ListTablesResponse, NodeAddress, PartitionConfiguration, QueryTableRequest, RecallTableRequest,
-    SetTableEnvsRequest, TableConfiguration, TableEnvs, TableSummary,
+    SetTableEnvsRequest, TableConfiguration, TableEnvs, TableStatus, TableSummary,
 };
 
 use super::app_of;
@@ -153,7 +153,7 @@ pub(super) async fn list_tables(node: &MetaNode, r: ListTablesRequest) -> Result
                 name: a.name.clone(),
                 partition_count: a.partition_count,
                 replica_count: a.replica_count,
-                status: if a.is_dropped() { "DROPPED" } else { "AVAILABLE" }.into(),
+                status: if a.is_dropped() { TableStatus::Dropped } else { TableStatus::Available }.into(),
                 create_time_ms: a.create_time_ms,
                 drop_time_ms: a.dropped.map(|d| d.drop_time_ms).unwrap_or(0),
                 expire_time_ms: a.dropped.map(|d| d.expire_time_ms).unwrap_or(0),

@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 use wingkv_common::bulk_load::FileMeta;
 use wingkv_common::provider::open_provider;
 use wingkv_common::WingError;
+use wingkv_proto::common::BulkLoadStatus;
 use wingkv_proto::replica_admin::{BulkLoadAction, ReplicaBulkLoadState};
 
 use super::download::file_matches;
@@ -91,7 +92,11 @@ impl BulkLoadSlot {
         if let Some(c) = st.current.as_ref().filter(|c| c.for_ingest) {
             // Raft applies in order: an earlier ingestion comes first, whatever the meta asks.
             let s = c.loader.status();
-            let status = if action == BulkLoadAction::BlCancel { "BLS_CANCELED" } else { "BLS_DOWNLOADING" };
+            let status = if action == BulkLoadAction::BlCancel {
+                BulkLoadStatus::BlsCanceled
+            } else {
+                BulkLoadStatus::BlsDownloading
+            };
             return Ok(ReplicaBulkLoadState {
                 node_id,
                 status: status.into(),
@@ -148,23 +153,25 @@ impl BulkLoadSlot {
                 };
                 return Ok(ReplicaBulkLoadState {
                     node_id,
-                    status: "BLS_CANCELED".into(),
+                    status: BulkLoadStatus::BlsCanceled.into(),
                     live_tasks,
                     ..Default::default()
                 });
             }
         }
         Ok(match st.current.as_ref() {
-            None => ReplicaBulkLoadState { node_id, status: "BLS_INVALID".into(), ..Default::default() },
+            None => ReplicaBulkLoadState { node_id, status: BulkLoadStatus::BlsInvalid.into(), ..Default::default() },
             Some(c) => {
                 let s = c.loader.status();
                 let (status, reason) = match s.state {
-                    _ if c.paused => ("BLS_PAUSED", String::new()),
+                    _ if c.paused => (BulkLoadStatus::BlsPaused, String::new()),
                     // Not a failure: why the download waits, for the operator.
-                    LoaderState::Downloading => ("BLS_DOWNLOADING", s.retrying_after.clone().unwrap_or_default()),
-                    LoaderState::Downloaded => ("BLS_DOWNLOADED", String::new()),
-                    LoaderState::Failed(r) => ("BLS_FAILED", r),
-                    LoaderState::Canceled => ("BLS_CANCELED", String::new()),
+                    LoaderState::Downloading => {
+                        (BulkLoadStatus::BlsDownloading, s.retrying_after.clone().unwrap_or_default())
+                    }
+                    LoaderState::Downloaded => (BulkLoadStatus::BlsDownloaded, String::new()),
+                    LoaderState::Failed(r) => (BulkLoadStatus::BlsFailed, r),
+                    LoaderState::Canceled => (BulkLoadStatus::BlsCanceled, String::new()),
                 };
                 ReplicaBulkLoadState {
                     node_id,
