@@ -226,10 +226,13 @@ pub async fn status(admin: &Admin, table: &str, partition: Option<u32>, detailed
 /// A control action on a job.
 #[derive(Clone, Copy)]
 pub enum Control {
+    /// `pause_bulk_load`: stop downloading, keep what was downloaded.
     Pause,
+    /// `restart_bulk_load`: resume a paused job.
     Restart,
-    /// `true`: forced, from any live status.
+    /// `cancel_bulk_load`; `true` (`-f`): forced, from any live status.
     Cancel(bool),
+    /// `clear_bulk_load`: remove a finished job's record.
     Clear,
 }
 

@@ -227,3 +227,66 @@ pub async fn server_info(admin: &Admin) -> Result<ServerInfoView> {
         replica_servers: nodes.into_iter().map(|n| ReplicaServer { address: n.address, status: n.status }).collect(),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(node_id: u64, status: &str) -> NodeInfo {
+        NodeInfo {
+            node_id,
+            address: format!("127.0.0.1:3480{node_id}"),
+            status: status.into(),
+            replica_count: 8,
+            primary_count: 3,
+            version: "0.1.0".into(),
+            uptime_ms: 3_723_000,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn nodes_text_is_headed_by_the_json_names() -> Result<()> {
+        let view = |detailed| NodesView { nodes: vec![node(1, "ALIVE").into(), node(2, "UNKNOWN").into()], detailed };
+        assert_eq!(
+            view(false).text(),
+            "node_id  address          status\n1        127.0.0.1:34801  ALIVE\n2        127.0.0.1:34802  UNKNOWN"
+        );
+        let mut detailed = view(true);
+        detailed.nodes[1].version.clear();
+        detailed.nodes[1].uptime_ms = 0;
+        assert_eq!(
+            detailed.text(),
+            "node_id  address          status   replica_count  primary_count  version  uptime\n\
+             1        127.0.0.1:34801  ALIVE    8              3              0.1.0    1h 2m\n\
+             2        127.0.0.1:34802  UNKNOWN  8              3              -        -"
+        );
+        let json = serde_json::to_value(&detailed)?;
+        assert_eq!(json["nodes"][0]["uptime_ms"], 3_723_000);
+        assert!(json.get("detailed").is_none());
+        Ok(())
+    }
+
+    #[test]
+    fn an_unreachable_meta_has_only_what_is_known() -> Result<()> {
+        let down = ServerView {
+            error: Some("timeout".into()),
+            ..ServerView::new("meta", 2, "127.0.0.1:34602".into(), "UNREACHABLE".into())
+        };
+        let json = serde_json::to_string(&down)?;
+        assert_eq!(
+            json,
+            r#"{"server":"meta2","role":"meta","id":2,"address":"127.0.0.1:34602","status":"UNREACHABLE","error":"timeout"}"#
+        );
+        let view = ServerInfoView {
+            version: String::new(),
+            servers: vec![down],
+            meta_servers: vec![],
+            replica_servers: vec![],
+        };
+        assert!(view
+            .text()
+            .ends_with("meta2   127.0.0.1:34602  UNREACHABLE  -        -       -              -              -"));
+        Ok(())
+    }
+}

@@ -47,7 +47,8 @@ impl Session {
         bulk_load::status(&self.admin, table, partition, detailed).await
     }
 
-    /// Runs `cmd`.
+    /// Runs `cmd` (any but `help` and `exit`, which the shell handles) and renders its answer;
+    /// a data command without a table in use fails with a hint to run `use`.
     pub async fn run(&mut self, cmd: Cmd) -> Result<Output> {
         let admin = &self.admin;
         match cmd {

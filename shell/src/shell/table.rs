@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use anyhow::{anyhow, Result};
 use serde::Serialize;
-use wingkv_client::{Admin, CreateTableOptions, PartitionId, TableSummary};
+use wingkv_client::{Admin, CreateTableOptions, PartitionId, TableConfiguration, TableSummary};
 
 use super::format::{ms_to_time, rows, Col, View};
 
@@ -116,30 +116,35 @@ impl View for AppView {
     }
 }
 
+impl AppView {
+    fn new(cfg: TableConfiguration, detailed: bool) -> Self {
+        let partitions = cfg
+            .partitions
+            .into_iter()
+            .map(|p| PartitionView {
+                partition: PartitionId::new(cfg.app_id, p.partition_index).to_string(),
+                partition_index: p.partition_index,
+                members: p.members.into_iter().map(|m| m.address).collect(),
+                primary: p.primary.map(|x| x.address),
+                term: p.term,
+                ballot: p.ballot,
+            })
+            .collect();
+        Self {
+            app_id: cfg.app_id,
+            name: cfg.name,
+            partition_count: cfg.partition_count,
+            replica_count: cfg.replica_count,
+            envs: cfg.envs,
+            partitions,
+            detailed,
+        }
+    }
+}
+
 /// Runs `app`.
 pub async fn app(admin: &Admin, name: &str, detailed: bool) -> Result<AppView> {
-    let cfg = admin.query_table(name).await?;
-    let partitions = cfg
-        .partitions
-        .into_iter()
-        .map(|p| PartitionView {
-            partition: PartitionId::new(cfg.app_id, p.partition_index).to_string(),
-            partition_index: p.partition_index,
-            members: p.members.into_iter().map(|m| m.address).collect(),
-            primary: p.primary.map(|x| x.address),
-            term: p.term,
-            ballot: p.ballot,
-        })
-        .collect();
-    Ok(AppView {
-        app_id: cfg.app_id,
-        name: cfg.name,
-        partition_count: cfg.partition_count,
-        replica_count: cfg.replica_count,
-        envs: cfg.envs,
-        partitions,
-        detailed,
-    })
+    Ok(AppView::new(admin.query_table(name).await?, detailed))
 }
 
 /// `create`: the new table.
@@ -240,6 +245,8 @@ impl View for UseView {
 
 #[cfg(test)]
 mod tests {
+    use wingkv_proto::meta::{NodeAddress, PartitionConfiguration};
+
     use super::*;
 
     #[test]
@@ -250,5 +257,42 @@ mod tests {
         let err = parse_envs("a=1,nokv").err().map(|e| e.to_string());
         assert_eq!(err.as_deref(), Some("env 'nokv' is not key=value"));
         Ok(())
+    }
+
+    #[test]
+    fn app_detail_shows_each_partition_by_its_id() {
+        let member = |n: u64| NodeAddress { node_id: n, address: format!("127.0.0.1:3480{n}") };
+        let cfg = TableConfiguration {
+            app_id: 3,
+            name: "t".into(),
+            partition_count: 2,
+            replica_count: 2,
+            partitions: vec![
+                PartitionConfiguration {
+                    partition_index: 0,
+                    members: vec![member(1), member(2)],
+                    primary: Some(member(2)),
+                    term: 2,
+                    ballot: 1,
+                },
+                PartitionConfiguration {
+                    partition_index: 1,
+                    members: vec![member(2)],
+                    ballot: 4,
+                    ..Default::default()
+                },
+            ],
+            ..Default::default()
+        };
+        let view = AppView::new(cfg, true);
+        assert_eq!(
+            view.text(),
+            "app_id  name  partition_count  replica_count\n\
+             3       t     2                2\n\
+             \n\
+             partition  primary          members                          ballot\n\
+             3.0        127.0.0.1:34802  127.0.0.1:34801,127.0.0.1:34802  1\n\
+             3.1        -                127.0.0.1:34802                  4"
+        );
     }
 }
