@@ -7,8 +7,9 @@ use wingkv_common::backoff::BackoffPolicy;
 use wingkv_common::channel::ChannelPool;
 use wingkv_common::meta_client::MetaClient;
 use wingkv_common::WingError;
-use wingkv_proto::meta::{ClusterInfoRequest, ClusterInfoResponse, QueryTableRequest, TableConfiguration};
+use wingkv_proto::meta::{ClusterInfoResponse, QueryTableRequest, TableConfiguration};
 
+use crate::admin::Admin;
 use crate::table::Table;
 
 /// Settings of a [`Client`].
@@ -40,6 +41,15 @@ pub(crate) struct ClientInner {
 }
 
 impl ClientInner {
+    /// The connections of `config`, made lazily: nothing is asked yet.
+    pub(crate) fn new(config: ClientConfig) -> Result<Self, WingError> {
+        let pool = ChannelPool::default();
+        let mut meta = MetaClient::new(config.meta_addrs.clone(), pool.clone())?;
+        meta.deadline = config.request_timeout;
+        meta.backoff = config.backoff;
+        Ok(Self { config, meta, pool })
+    }
+
     pub(crate) async fn query_table(&self, name: &str) -> Result<TableConfiguration, WingError> {
         let req = QueryTableRequest { name: name.to_string() };
         self.meta
@@ -65,11 +75,7 @@ impl Client {
 
     /// Connects with `config`; fails when no meta answers within the request timeout.
     pub async fn with_config(config: ClientConfig) -> Result<Self, WingError> {
-        let pool = ChannelPool::default();
-        let mut meta = MetaClient::new(config.meta_addrs.clone(), pool.clone())?;
-        meta.deadline = config.request_timeout;
-        meta.backoff = config.backoff;
-        let client = Self { inner: Arc::new(ClientInner { config, meta, pool }) };
+        let client = Self { inner: Arc::new(ClientInner::new(config)?) };
         client.cluster_info().await?;
         Ok(client)
     }
@@ -80,12 +86,18 @@ impl Client {
         Ok(Table::new(self.inner.clone(), name.to_string(), cfg))
     }
 
-    /// The cluster's summary.
+    /// The cluster's summary (the same as [`Admin::cluster_info`]).
     pub async fn cluster_info(&self) -> Result<ClusterInfoResponse, WingError> {
-        self.inner.meta.call(|mut c| async move { c.cluster_info(ClusterInfoRequest {}).await }).await
+        self.admin().cluster_info().await
     }
 
-    /// The leader-following meta client, for administrative calls.
+    /// Typed administrative calls (tables, envs, nodes, bulk loads) over this client's
+    /// connections and settings.
+    pub fn admin(&self) -> Admin {
+        Admin::from_inner(self.inner.clone())
+    }
+
+    /// The leader-following meta client, for calls [`Admin`] does not cover.
     pub fn meta(&self) -> &MetaClient {
         &self.inner.meta
     }

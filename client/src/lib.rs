@@ -40,12 +40,36 @@
 //! # Ok(())
 //! # }
 //! ```
+//!
+//! Administration (tables, envs, nodes, bulk loads) goes through [`Admin`]:
+//!
+//! ```no_run
+//! use wingkv_client::{Client, CreateTableOptions};
+//!
+//! # async fn example() -> Result<(), wingkv_client::Error> {
+//! let admin = Client::connect(["127.0.0.1:34601"]).await?.admin();
+//! let options = CreateTableOptions { partition_count: Some(8), ..Default::default() };
+//! admin.create_table("temp", options).await?;
+//! admin.set_envs("temp", [("replica.write_throttling", "1000*delay*100")]).await?;
+//! for t in admin.list_tables(false).await? {
+//!     println!("{} {} {}", t.app_id, t.name, t.status);
+//! }
+//! # Ok(())
+//! # }
+//! ```
 
+mod admin;
 mod client;
 mod table;
 
+pub use admin::{Admin, BulkLoadSource, CreateTableOptions};
 pub use client::{Client, ClientConfig};
 pub use table::{CasOutcome, CheckType, MultiGetOptions, Record, ScanOptions, Table, Ttl};
 /// Errors of the SDK: a typed enum whose [`code`](WingError::code) says what went wrong.
 pub use wingkv_common::WingError as Error;
 pub use wingkv_common::{ErrorCode, PartitionId};
+/// The meta's answers that [`Admin`] returns as they are.
+pub use wingkv_proto::meta::{
+    BulkLoadStatusResponse, ClusterInfoResponse, DropTableResponse, NodeInfo, ServerInfoResponse, TableConfiguration,
+    TableSummary,
+};

@@ -322,8 +322,10 @@ fn start(
 
 async fn wait_serving(dir: &Path, metas: &[String], replicas: usize, sup_pid: u32) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(60);
-    let mut client = wingkv_common::meta_client::MetaClient::new(metas.to_vec(), Default::default())?;
-    client.deadline = Duration::from_secs(2);
+    let mut config = wingkv_client::ClientConfig::new(metas.to_vec());
+    config.request_timeout = Duration::from_secs(2);
+    config.backoff = wingkv_common::backoff::BackoffPolicy::new(Duration::from_millis(50), Duration::from_secs(1));
+    let admin = wingkv_client::Admin::new(config)?;
     let mut last = String::from("nothing answered yet");
     while Instant::now() < deadline {
         if !pid_alive(sup_pid) {
@@ -337,11 +339,9 @@ async fn wait_serving(dir: &Path, metas: &[String], replicas: usize, sup_pid: u3
             .map(|n| n.name.as_str())
             .collect();
         if missing.is_empty() {
-            let nodes =
-                client.call(|mut c| async move { c.list_nodes(wingkv_proto::meta::ListNodesRequest {}).await }).await;
-            match nodes {
-                Ok(n) => {
-                    let alive = n.nodes.iter().filter(|x| x.status == "ALIVE").count();
+            match admin.list_nodes().await {
+                Ok(nodes) => {
+                    let alive = nodes.iter().filter(|x| x.status == "ALIVE").count();
                     if alive >= replicas {
                         return Ok(());
                     }

@@ -13,8 +13,7 @@ use clap::Args;
 use serde_json::{json, Value};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
-use wingkv_client::{Client, ClientConfig, Table};
-use wingkv_proto::meta::{DropTableRequest, ListNodesRequest, QueryBulkLoadRequest, StartBulkLoadRequest};
+use wingkv_client::{BulkLoadSource, Client, ClientConfig, Table};
 
 use crate::bulkgen::{BulkgenArgs, GeneratedRows, GENERATED_SORT_KEY};
 
@@ -116,14 +115,7 @@ pub fn run(args: BulkBenchArgs) -> Result<()> {
         let result = measure(&client, &args, &root, &table, &sdk_table).await;
         if !args.keep {
             for t in [&table, &sdk_table] {
-                let name = t.clone();
-                let _ = client
-                    .meta()
-                    .call(|mut c| {
-                        let name = name.clone();
-                        async move { c.drop_table(DropTableRequest { name, reserve_seconds: 1 }).await }
-                    })
-                    .await;
+                let _ = client.admin().drop_table(t, Some(1)).await;
             }
         }
         result
@@ -195,33 +187,15 @@ async fn measure(client: &Client, args: &BulkBenchArgs, root: &Path, table: &str
 /// Starts the bulk load of `table` and polls it to the end; answers the time to success and the
 /// time until the job was first seen past downloading.
 async fn timed_load(client: &Client, args: &BulkBenchArgs, root: &Path, table: &str) -> Result<(Duration, Duration)> {
-    let req = StartBulkLoadRequest {
-        app_name: table.to_string(),
-        cluster: args.cluster.clone(),
-        provider: "local".into(),
-        root: root.display().to_string(),
-        ingest_behind: false,
-    };
+    let admin = client.admin();
+    let source =
+        BulkLoadSource { provider: "local".into(), root: root.display().to_string(), cluster: args.cluster.clone() };
     let started = Instant::now();
-    client
-        .meta()
-        .call_long(wingkv_common::meta_client::LONG_META_CALL, |mut c| {
-            let req = req.clone();
-            async move { c.start_bulk_load(req).await }
-        })
-        .await
-        .context("start_bulk_load")?;
+    admin.start_bulk_load(table, &source, false).await.context("start_bulk_load")?;
     let mut downloaded_at = None;
     let deadline = started + Duration::from_secs(3_600);
     let load = loop {
-        let q = QueryBulkLoadRequest { app_name: table.to_string(), partition_index: None, detailed: false };
-        let s = client
-            .meta()
-            .call(|mut c| {
-                let q = q.clone();
-                async move { c.query_bulk_load_status(q).await }
-            })
-            .await?;
+        let s = admin.bulk_load_status(table, None, false).await?;
         let now = started.elapsed();
         match s.status.as_str() {
             "BLS_DOWNLOADED" | "BLS_INGESTING" => {
@@ -367,14 +341,13 @@ struct RssWatch {
 
 impl RssWatch {
     async fn start(client: &Client) -> Self {
-        let addrs: Vec<String> =
-            match client.meta().call(|mut c| async move { c.list_nodes(ListNodesRequest {}).await }).await {
-                Ok(r) => r.nodes.into_iter().map(|n| n.http_address).filter(|a| !a.is_empty()).collect(),
-                Err(e) => {
-                    eprintln!("cannot list the replica servers, their memory goes unwatched: {e}");
-                    Vec::new()
-                }
-            };
+        let addrs: Vec<String> = match client.admin().list_nodes().await {
+            Ok(nodes) => nodes.into_iter().map(|n| n.http_address).filter(|a| !a.is_empty()).collect(),
+            Err(e) => {
+                eprintln!("cannot list the replica servers, their memory goes unwatched: {e}");
+                Vec::new()
+            }
+        };
         let stop = CancellationToken::new();
         let token = stop.clone();
         let task = tokio::spawn(async move {

@@ -12,8 +12,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
-use wingkv_client::{Client, ErrorCode};
-use wingkv_proto::meta::{CreateTableRequest, QueryTableRequest};
+use wingkv_client::{Client, CreateTableOptions, ErrorCode};
 
 /// Arguments of `wingkv bench`.
 #[derive(Args, Debug)]
@@ -47,33 +46,15 @@ pub fn run(args: BenchArgs) -> Result<ExitCode> {
 
 /// Creates `table` unless it exists (waiting until every partition has a primary).
 async fn ensure_table(client: &Client, table: &str, partitions: u32, replicas: u32) -> Result<()> {
-    let name = table.to_string();
-    let exists = client
-        .meta()
-        .call(|mut c| {
-            let name = name.clone();
-            async move { c.query_table(QueryTableRequest { name }).await }
-        })
-        .await;
-    match exists {
+    let admin = client.admin();
+    match admin.query_table(table).await {
         Ok(_) => return Ok(()),
         Err(e) if e.code() == ErrorCode::TableNotFound => {}
         Err(e) => return Err(e).context("query the table"),
     }
-    let req = CreateTableRequest {
-        name: name.clone(),
-        partition_count: Some(partitions),
-        replica_count: Some(replicas),
-        envs: Default::default(),
-    };
-    client
-        .meta()
-        .call_long(wingkv_common::meta_client::LONG_META_CALL, |mut c| {
-            let req = req.clone();
-            async move { c.create_table(req).await }
-        })
-        .await
-        .with_context(|| format!("create table {name}"))?;
+    let options =
+        CreateTableOptions { partition_count: Some(partitions), replica_count: Some(replicas), ..Default::default() };
+    admin.create_table(table, options).await.with_context(|| format!("create table {table}"))?;
     Ok(())
 }
 

@@ -2,6 +2,26 @@
 
 use clap::{Parser, Subcommand};
 
+/// `help start_bulk_load`: what the command reads and what happens then, kept as written.
+const START_BULK_LOAD_HELP: &str = "\
+Start a bulk load of a table from SST files on a provider.
+
+The files are read from PROVIDER://ROOT/CLUSTER/TABLE/, in the layout that
+`wingkv bulkgen` writes (Pegasus's):
+
+  bulk_load_info             the table name and partition count
+  PIDX/bulk_load_metadata    the partition's files, with their sizes and md5
+  PIDX/NAME.sst              the partition's rows, sorted, as RocksDB SST files
+
+The table must exist with that partition count and have no bulk load under way.
+Every replica downloads and verifies its partition's files; then each
+partition's primary has all its replicas ingest them at the same point of its
+raft log. Watch the job with `query_bulk_load_status -a TABLE [-d]`;
+`pause_bulk_load`, `restart_bulk_load` and `cancel_bulk_load [-f]` control it,
+and `clear_bulk_load` removes the record of a finished job before the next one.
+
+Example: start_bulk_load -a t -c onebox -p local -r /data/bl";
+
 /// One shell line, parsed.
 #[derive(Parser, Debug)]
 #[command(multicall = true, disable_help_subcommand = true)]
@@ -216,7 +236,8 @@ pub enum Cmd {
     },
     /// Count the records of the table.
     CountData,
-    /// Start a bulk load of a table from SST files on a provider (DESIGN §5).
+    /// Start a bulk load of a table from SST files on a provider.
+    #[command(long_about = START_BULK_LOAD_HELP)]
     StartBulkLoad {
         /// Table name.
         #[arg(short = 'a', long = "app_name")]
@@ -230,7 +251,8 @@ pub enum Cmd {
         /// Root directory on the provider.
         #[arg(short = 'r', long = "root_path")]
         root: String,
-        /// Ingest below existing data (needs rocksdb.allow_ingest_behind=true).
+        /// Ingest below existing data: rows already in the table keep their values. Needs the
+        /// table env rocksdb.allow_ingest_behind=true, set when the table was created.
         #[arg(short = 'i', long = "ingest_behind")]
         ingest_behind: bool,
     },

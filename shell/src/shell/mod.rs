@@ -2,9 +2,15 @@
 //! non-interactive with `-e "cmd; cmd"` or commands on stdin (exits non-zero on the first
 //! error); `--json` prints one JSON document per command for scripts.
 
+mod bulk_load;
+mod cluster;
 mod commands;
+mod data;
+mod envs;
 mod escape;
-mod exec;
+mod format;
+mod session;
+mod table;
 mod tokenize;
 
 use std::io::{BufRead, IsTerminal};
@@ -22,7 +28,8 @@ use rustyline::Helper;
 use wingkv_client::{Client, ClientConfig};
 
 use commands::{Cmd, Line};
-use exec::Session;
+use format::View;
+use session::Session;
 
 /// Arguments of `wingkv shell`.
 #[derive(Args, Debug)]
@@ -148,7 +155,9 @@ impl Shell {
             match parsed {
                 Cmd::Exit => return Ok(Outcome::Exit),
                 Cmd::Help { command } => println!("{}", help(command.as_deref())?),
-                cmd @ Cmd::QueryBulkLoadStatus { .. } if self.live => self.watch_bulk_load(cmd)?,
+                Cmd::QueryBulkLoadStatus { app_name, partition_index, detailed } if self.live => {
+                    self.watch_bulk_load(&app_name, partition_index, detailed)?
+                }
                 cmd => {
                     let session = &mut self.session;
                     let out = if self.live {
@@ -178,15 +187,15 @@ impl Shell {
 impl Shell {
     /// Shows a bulk load's status with a progress bar, redrawn every second while the job is
     /// running; returns when the job stops running or on Ctrl-C.
-    fn watch_bulk_load(&mut self, query: Cmd) -> Result<()> {
-        let session = &mut self.session;
+    fn watch_bulk_load(&mut self, table: &str, partition: Option<u32>, detailed: bool) -> Result<()> {
+        let session = &self.session;
         self.rt.block_on(async {
             let ctrl_c = tokio::signal::ctrl_c();
             tokio::pin!(ctrl_c);
             let mut drawn = 0usize;
             loop {
-                let out = match session.run(query.clone()).await {
-                    Ok(out) => out,
+                let view = match session.bulk_load_status(table, partition, detailed).await {
+                    Ok(view) => view,
                     // A lost answer (a meta changing leader) does not end the display.
                     Err(e) => {
                         let note = format!("(query failed, retrying: {e:#})");
@@ -205,15 +214,14 @@ impl Shell {
                     // Back to the first line of the previous frame, and erase it all.
                     print!("\x1b[{drawn}A\x1b[J");
                 }
-                let status = out.json["status"].as_str().unwrap_or_default();
-                if !exec::bulk_load_running(status) {
-                    println!("{}", out.text);
+                if !view.running() {
+                    println!("{}", view.text());
                     return Ok(());
                 }
                 let frame = format!(
                     "{}\n{}\n(live: refreshed every second until the job ends; Ctrl-C stops watching)",
-                    exec::bulk_progress_bar(&out.json, 40),
-                    out.text
+                    view.progress_bar(40),
+                    view.text()
                 );
                 println!("{frame}");
                 drawn = terminal_rows(&frame, terminal_width());
