@@ -68,8 +68,10 @@ pub use table::{CasOutcome, CheckType, MultiGetOptions, Record, ScanOptions, Tab
 /// Errors of the SDK: a typed enum whose [`code`](WingError::code) says what went wrong.
 pub use wingkv_common::WingError as Error;
 pub use wingkv_common::{ErrorCode, PartitionId};
+/// The status of a bulk-load job, a partition of it or a replica's part (`BLS_*`).
+pub use wingkv_proto::common::BulkLoadStatus;
 /// The meta's answers that [`Admin`] returns as they are.
 pub use wingkv_proto::meta::{
-    BulkLoadStatusResponse, ClusterInfoResponse, DropTableResponse, NodeInfo, ServerInfoResponse, TableConfiguration,
-    TableSummary,
+    BulkLoadStatusResponse, ClusterInfoResponse, DropTableResponse, NodeInfo, NodeStatus, ServerInfoResponse,
+    TableConfiguration, TableStatus, TableSummary,
 };

@@ -341,7 +341,7 @@ async fn wait_serving(dir: &Path, metas: &[String], replicas: usize, sup_pid: u3
         if missing.is_empty() {
             match admin.list_nodes().await {
                 Ok(nodes) => {
-                    let alive = nodes.iter().filter(|x| x.status == "ALIVE").count();
+                    let alive = nodes.iter().filter(|x| x.status() == wingkv_client::NodeStatus::Alive).count();
                     if alive >= replicas {
                         return Ok(());
                     }

@@ -12,7 +12,7 @@ use wingkv_common::meta_client::MetaClient;
 use wingkv_common::{ErrorCode, WingError};
 use wingkv_proto::data::data_client::DataClient;
 use wingkv_proto::data::{GetRequest, SetRequest};
-use wingkv_proto::meta::{ListNodesRequest, QueryTableRequest, TableConfiguration};
+use wingkv_proto::meta::{ListNodesRequest, NodeStatus, QueryTableRequest, TableConfiguration};
 
 use crate::{channel, free_port, wait_for, MetaProcess, ReplicaProcess};
 use wingkv_proto::meta::{CreateTableRequest, ListTablesRequest, ListTablesResponse};
@@ -35,7 +35,7 @@ pub async fn query(meta: &MetaClient, table: &str) -> Result<TableConfiguration,
 /// Alive node ids, per the meta.
 pub async fn alive_nodes(meta: &MetaClient) -> Result<BTreeSet<u64>, WingError> {
     let nodes = meta.call(|mut c| async move { c.list_nodes(ListNodesRequest {}).await }).await?;
-    Ok(nodes.nodes.into_iter().filter(|n| n.status == "ALIVE").map(|n| n.node_id).collect())
+    Ok(nodes.nodes.into_iter().filter(|n| n.status() == NodeStatus::Alive).map(|n| n.node_id).collect())
 }
 
 /// Whether every partition of `cfg` has a primary and `replica_count` distinct members, all in

@@ -13,7 +13,7 @@ use clap::Args;
 use serde_json::{json, Value};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
-use wingkv_client::{BulkLoadSource, Client, ClientConfig, Table};
+use wingkv_client::{BulkLoadSource, BulkLoadStatus, Client, ClientConfig, Table};
 
 use crate::bulkgen::{BulkgenArgs, GeneratedRows, GENERATED_SORT_KEY};
 
@@ -197,16 +197,18 @@ async fn timed_load(client: &Client, args: &BulkBenchArgs, root: &Path, table: &
     let load = loop {
         let s = admin.bulk_load_status(table, None, false).await?;
         let now = started.elapsed();
-        match s.status.as_str() {
-            "BLS_DOWNLOADED" | "BLS_INGESTING" => {
+        match s.status() {
+            BulkLoadStatus::BlsDownloaded | BulkLoadStatus::BlsIngesting => {
                 downloaded_at.get_or_insert(now);
             }
-            "BLS_SUCCEED" => break now,
-            "BLS_FAILED" | "BLS_CANCELED" => bail!("the bulk load ended {}: {}", s.status, s.reason),
+            BulkLoadStatus::BlsSucceed => break now,
+            BulkLoadStatus::BlsFailed | BulkLoadStatus::BlsCanceled => {
+                bail!("the bulk load ended {}: {}", s.status().as_str_name(), s.reason)
+            }
             _ => {}
         }
         if Instant::now() > deadline {
-            bail!("the bulk load did not finish within an hour (status {})", s.status);
+            bail!("the bulk load did not finish within an hour (status {})", s.status().as_str_name());
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     };

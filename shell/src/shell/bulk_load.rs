@@ -4,7 +4,7 @@
 
 use anyhow::Result;
 use serde::Serialize;
-use wingkv_client::{Admin, BulkLoadSource, BulkLoadStatusResponse};
+use wingkv_client::{Admin, BulkLoadSource, BulkLoadStatus, BulkLoadStatusResponse};
 
 use super::format::{ms_to_time, rows, Col, View};
 
@@ -28,6 +28,8 @@ struct ReplicaView {
 struct PartitionView {
     partition_index: u32,
     status: String,
+    #[serde(skip)]
+    state: BulkLoadStatus,
     /// Downloaded share of the partition's bytes, over its replicas.
     progress_percent: u32,
     /// The meta's calls to the primary that failed transiently in a row, the backoff before
@@ -92,8 +94,10 @@ pub struct BulkLoadView {
     app_name: String,
     /// 0 when the table has no job.
     job_id: u64,
-    /// `BLS_*`; `BLS_INVALID` when the table has no job.
+    /// The status's name; `BLS_INVALID` when the table has no job.
     pub status: String,
+    #[serde(skip)]
+    state: BulkLoadStatus,
     reason: String,
     /// `provider://root/cluster/table`.
     source: String,
@@ -109,7 +113,8 @@ impl BulkLoadView {
             .into_iter()
             .map(|p| PartitionView {
                 partition_index: p.partition_index,
-                status: p.status,
+                status: p.status().as_str_name().to_string(),
+                state: p.status(),
                 progress_percent: p.progress_percent,
                 drive_attempts: p.drive_attempts,
                 drive_backoff_ms: p.drive_backoff_ms,
@@ -120,7 +125,7 @@ impl BulkLoadView {
                     .into_iter()
                     .map(|x| ReplicaView {
                         node_id: x.node_id,
-                        status: x.status,
+                        status: x.status().as_str_name().to_string(),
                         downloaded_bytes: x.downloaded_bytes,
                         total_bytes: x.total_bytes,
                         reason: x.reason,
@@ -134,7 +139,8 @@ impl BulkLoadView {
         Self {
             app_name: r.app_name,
             job_id: r.job_id,
-            status: r.status,
+            status: r.status().as_str_name().to_string(),
+            state: r.status(),
             reason: r.reason,
             source: r.source,
             partitions,
@@ -144,7 +150,8 @@ impl BulkLoadView {
 
     /// Whether the job is still moving (the live display keeps refreshing it).
     pub fn running(&self) -> bool {
-        matches!(self.status.as_str(), "BLS_DOWNLOADING" | "BLS_DOWNLOADED" | "BLS_INGESTING" | "BLS_PAUSING")
+        use BulkLoadStatus::{BlsDownloaded, BlsDownloading, BlsIngesting, BlsPausing};
+        matches!(self.state, BlsDownloading | BlsDownloaded | BlsIngesting | BlsPausing)
     }
 
     /// One line: a bar of `width` cells for the job's overall progress (the mean of its
@@ -158,7 +165,12 @@ impl BulkLoadView {
         };
         let done = parts
             .iter()
-            .filter(|p| matches!(p.status.as_str(), "BLS_DOWNLOADED" | "BLS_INGESTING" | "BLS_SUCCEED"))
+            .filter(|p| {
+                matches!(
+                    p.state,
+                    BulkLoadStatus::BlsDownloaded | BulkLoadStatus::BlsIngesting | BulkLoadStatus::BlsSucceed
+                )
+            })
             .count();
         let filled = (percent.min(100) as usize * width) / 100;
         format!(
@@ -253,17 +265,21 @@ mod tests {
 
     use super::*;
 
+    fn by_name(name: &str) -> i32 {
+        BulkLoadStatus::from_str_name(name).map_or(-1, i32::from)
+    }
+
     fn job(status: &str, partitions: &[(&str, u32)]) -> BulkLoadView {
         let r = BulkLoadStatusResponse {
             app_name: "t".into(),
             job_id: 1,
-            status: status.into(),
+            status: by_name(status),
             partitions: partitions
                 .iter()
                 .enumerate()
                 .map(|(i, (s, p))| PartitionBulkLoadStatus {
                     partition_index: i as u32,
-                    status: s.to_string(),
+                    status: by_name(s),
                     progress_percent: *p,
                     ..Default::default()
                 })

@@ -72,7 +72,7 @@ impl From<NodeInfo> for NodeView {
         Self {
             node_id: n.node_id,
             address: n.address,
-            status: n.status,
+            status: n.status().as_str_name().to_string(),
             replica_count: n.replica_count,
             primary_count: n.primary_count,
             version: n.version,
@@ -217,14 +217,17 @@ pub async fn server_info(admin: &Admin) -> Result<ServerInfoView> {
             replica_count: Some(n.replica_count),
             primary_count: Some(n.primary_count),
             http_address: Some(n.http_address.clone()),
-            ..ServerView::new("replica", n.node_id, n.address.clone(), n.status.clone())
+            ..ServerView::new("replica", n.node_id, n.address.clone(), n.status().as_str_name().to_string())
         });
     }
     Ok(ServerInfoView {
         version: info.version,
         servers,
         meta_servers: info.meta_members.into_iter().map(|m| m.address).collect(),
-        replica_servers: nodes.into_iter().map(|n| ReplicaServer { address: n.address, status: n.status }).collect(),
+        replica_servers: nodes
+            .into_iter()
+            .map(|n| ReplicaServer { status: n.status().as_str_name().to_string(), address: n.address })
+            .collect(),
     })
 }
 
@@ -236,7 +239,7 @@ mod tests {
         NodeInfo {
             node_id,
             address: format!("127.0.0.1:3480{node_id}"),
-            status: status.into(),
+            status: wingkv_client::NodeStatus::from_str_name(status).map_or(-1, i32::from),
             replica_count: 8,
             primary_count: 3,
             version: "0.1.0".into(),

@@ -2,7 +2,7 @@
 //! command to its group's module, whose answer is rendered by [`super::format`].
 
 use anyhow::{anyhow, Result};
-use wingkv_client::{Admin, BulkLoadSource, Client, Table};
+use wingkv_client::{Admin, BulkLoadSource, Client, Table, TableStatus};
 
 use super::bulk_load::{self, BulkLoadView, Control};
 use super::cluster;
@@ -58,7 +58,7 @@ impl Session {
             Cmd::Ls { detailed } => {
                 let view = table::ls(admin, detailed).await?;
                 self.table_names =
-                    view.tables.iter().filter(|t| t.status == "AVAILABLE").map(|t| t.name.clone()).collect();
+                    view.tables.iter().filter(|t| t.state == TableStatus::Available).map(|t| t.name.clone()).collect();
                 Output::of(&view)
             }
             Cmd::App { name, detailed } => Output::of(&table::app(admin, &name, detailed).await?),

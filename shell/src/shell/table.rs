@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use anyhow::{anyhow, Result};
 use serde::Serialize;
-use wingkv_client::{Admin, CreateTableOptions, PartitionId, TableConfiguration, TableSummary};
+use wingkv_client::{Admin, CreateTableOptions, PartitionId, TableConfiguration, TableStatus, TableSummary};
 
 use super::format::{ms_to_time, rows, Col, View};
 
@@ -15,6 +15,9 @@ pub struct TableView {
     pub name: String,
     /// `AVAILABLE` or `DROPPED`.
     pub status: String,
+    /// The same, typed.
+    #[serde(skip)]
+    pub state: TableStatus,
     partition_count: u32,
     replica_count: u32,
     /// Partitions with a primary and every member healthy.
@@ -30,7 +33,8 @@ impl From<TableSummary> for TableView {
         Self {
             app_id: t.app_id,
             name: t.name,
-            status: t.status,
+            status: t.status().as_str_name().to_string(),
+            state: t.status(),
             partition_count: t.partition_count,
             replica_count: t.replica_count,
             healthy_partitions: t.healthy_partitions,
