@@ -108,6 +108,7 @@ pub struct BulkLoadView {
 
 impl BulkLoadView {
     fn new(r: BulkLoadStatusResponse, shown: Shown) -> Self {
+        let state = r.status();
         let partitions = r
             .partitions
             .into_iter()
@@ -139,8 +140,8 @@ impl BulkLoadView {
         Self {
             app_name: r.app_name,
             job_id: r.job_id,
-            status: r.status().as_str_name().to_string(),
-            state: r.status(),
+            status: state.as_str_name().to_string(),
+            state,
             reason: r.reason,
             source: r.source,
             partitions,

@@ -69,10 +69,11 @@ struct NodeView {
 
 impl From<NodeInfo> for NodeView {
     fn from(n: NodeInfo) -> Self {
+        let status = n.status().as_str_name().to_string();
         Self {
             node_id: n.node_id,
             address: n.address,
-            status: n.status().as_str_name().to_string(),
+            status,
             replica_count: n.replica_count,
             primary_count: n.primary_count,
             version: n.version,

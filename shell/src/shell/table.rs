@@ -30,11 +30,12 @@ pub struct TableView {
 
 impl From<TableSummary> for TableView {
     fn from(t: TableSummary) -> Self {
+        let state = t.status();
         Self {
             app_id: t.app_id,
             name: t.name,
-            status: t.status().as_str_name().to_string(),
-            state: t.status(),
+            status: state.as_str_name().to_string(),
+            state,
             partition_count: t.partition_count,
             replica_count: t.replica_count,
             healthy_partitions: t.healthy_partitions,
