@@ -12,6 +12,7 @@ use tonic::service::Interceptor;
 use tonic::transport::Channel;
 use wingkv_common::error::ERROR_CODE_HEADER;
 use wingkv_common::hash::partition_index;
+use wingkv_common::sync::RwLockExt;
 use wingkv_common::{ErrorCode, PartitionId, WingError};
 use wingkv_proto::data::data_client::DataClient;
 use wingkv_proto::data::*;
@@ -142,7 +143,7 @@ impl Table {
 
     /// The routing the client holds now.
     pub fn configuration(&self) -> Arc<TableConfiguration> {
-        self.config.read().unwrap_or_else(|p| p.into_inner()).clone()
+        self.config.read_locked().clone()
     }
 
     /// Number of partitions.
@@ -167,13 +168,13 @@ impl Table {
                 }
             }
         }
-        *self.config.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(cfg);
+        *self.config.write_locked() = Arc::new(cfg);
         Ok(())
     }
 
     /// Forgets the primary of partition `pidx`.
     fn forget_primary(&self, pidx: u32) {
-        let mut guard = self.config.write().unwrap_or_else(|p| p.into_inner());
+        let mut guard = self.config.write_locked();
         if guard.partitions.get(pidx as usize).is_some_and(|p| p.primary.is_some()) {
             let mut cfg = TableConfiguration::clone(&guard);
             cfg.partitions[pidx as usize].primary = None;
@@ -184,7 +185,7 @@ impl Table {
     /// Points partition `pidx` at `leader`, the primary a replica named in its `NotLeader`
     /// answer: the replicas know their leader better than any meta.
     fn follow_leader_hint(&self, pidx: u32, leader: &str) {
-        let mut guard = self.config.write().unwrap_or_else(|p| p.into_inner());
+        let mut guard = self.config.write_locked();
         let mut cfg = TableConfiguration::clone(&guard);
         if let Some(p) = cfg.partitions.get_mut(pidx as usize) {
             let node_id = p.members.iter().find(|m| m.address == leader).map(|m| m.node_id).unwrap_or(0);

@@ -18,6 +18,8 @@ use std::time::{Duration, Instant};
 use futures::future::join_all;
 use tokio_util::sync::CancellationToken;
 use wingkv_common::backoff::Backoff;
+use wingkv_common::sync::MutexExt;
+use wingkv_common::time::unix_millis;
 use wingkv_common::{ErrorCode, PartitionId, WingError};
 use wingkv_proto::common::BulkLoadStatus as WireStatus;
 use wingkv_proto::meta::{BulkLoadStatusResponse, PartitionBulkLoadStatus, ReplicaBulkLoadProgress};
@@ -25,7 +27,7 @@ use wingkv_proto::replica_admin::{BulkLoadAction, BulkLoadJobSpec, BulkLoadReque
 
 use crate::bulk_load::{BulkLoadJob, BulkLoadStatus};
 use crate::catalog::{AppState, MetaCommand};
-use crate::node::{now_ms, MetaNode};
+use crate::node::MetaNode;
 
 /// The driver's state of one partition of a running job.
 #[derive(Debug, Clone)]
@@ -59,7 +61,7 @@ impl PartitionDrive {
             last_error: String::new(),
             fingerprint: String::new(),
             moved_at: now,
-            moved_at_ms: now_ms(),
+            moved_at_ms: unix_millis(),
             redriven_at: None,
             cleaned: false,
         }
@@ -108,8 +110,8 @@ pub async fn run(node: Arc<MetaNode>, cancel: CancellationToken) {
         if !node.is_leader() {
             if leading {
                 // The next leadership starts afresh: every partition is driven at once.
-                node.bulk_drive.lock().unwrap_or_else(|e| e.into_inner()).clear();
-                node.bulk_cleaned.lock().unwrap_or_else(|e| e.into_inner()).clear();
+                node.bulk_drive.locked().clear();
+                node.bulk_cleaned.locked().clear();
             }
             leading = false;
             continue;
@@ -132,8 +134,8 @@ pub async fn run(node: Arc<MetaNode>, cancel: CancellationToken) {
             _ = join_all(jobs) => {}
         }
         // Forget partitions of jobs that are over (and cleaned up, where that is due).
-        let cleaned = node.bulk_cleaned.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        node.bulk_drive.lock().unwrap_or_else(|e| e.into_inner()).retain(|pid, d| {
+        let cleaned = node.bulk_cleaned.locked().clone();
+        node.bulk_drive.locked().retain(|pid, d| {
             catalog.bulk_loads.get(&pid.app_id).is_some_and(|j| {
                 j.job_id == d.job_id
                     && (!j.status.is_terminal()
@@ -174,7 +176,7 @@ async fn call_primary(
         Duration::from_secs(10)
     });
     let resp = node.admin(primary.node_id)?.bulk_load(req).await.map_err(|s| WingError::from_status(&s))?.into_inner();
-    node.bulk_progress.lock().unwrap_or_else(|e| e.into_inner()).insert(pid, resp.replicas.clone());
+    node.bulk_progress.locked().insert(pid, resp.replicas.clone());
     Ok(resp)
 }
 
@@ -189,7 +191,7 @@ async fn attempt(
 ) -> Option<Result<BulkLoadResponse, WingError>> {
     let pid = PartitionId::new(app.app_id, pidx);
     {
-        let mut drives = node.bulk_drive.lock().unwrap_or_else(|e| e.into_inner());
+        let mut drives = node.bulk_drive.locked();
         let d = drives.entry(pid).or_insert_with(|| PartitionDrive::new(job.job_id, node));
         if d.job_id != job.job_id {
             *d = PartitionDrive::new(job.job_id, node);
@@ -209,7 +211,7 @@ async fn attempt(
             .map(|x| WingError::Unavailable(format!("node {}: {}", x.node_id, x.reason))),
         Err(_) => None,
     };
-    let mut drives = node.bulk_drive.lock().unwrap_or_else(|e| e.into_inner());
+    let mut drives = node.bulk_drive.locked();
     if let Some(d) = drives.get_mut(&pid) {
         match result.as_ref().err().or(unreachable.as_ref()) {
             None => {
@@ -240,7 +242,7 @@ fn observe(node: &MetaNode, app: &AppState, job: &BulkLoadJob, pidx: u32) {
     let pid = PartitionId::new(app.app_id, pidx);
     let status = job.partitions.get(pidx as usize).map(|s| s.as_str()).unwrap_or_default();
     let fingerprint = {
-        let progress = node.bulk_progress.lock().unwrap_or_else(|e| e.into_inner());
+        let progress = node.bulk_progress.locked();
         let replicas = progress.get(&pid).map(Vec::as_slice).unwrap_or_default();
         let mut f = format!("{}:{status}", job.job_id);
         for r in replicas {
@@ -249,7 +251,7 @@ fn observe(node: &MetaNode, app: &AppState, job: &BulkLoadJob, pidx: u32) {
         f
     };
     let stall = Duration::from_millis(node.config.bulk_load_stall_timeout_ms);
-    let mut drives = node.bulk_drive.lock().unwrap_or_else(|e| e.into_inner());
+    let mut drives = node.bulk_drive.locked();
     let Some(d) = drives.get_mut(&pid).filter(|d| d.job_id == job.job_id) else {
         return;
     };
@@ -257,7 +259,7 @@ fn observe(node: &MetaNode, app: &AppState, job: &BulkLoadJob, pidx: u32) {
     if d.fingerprint != fingerprint {
         d.fingerprint = fingerprint;
         d.moved_at = now;
-        d.moved_at_ms = now_ms();
+        d.moved_at_ms = unix_millis();
         d.redriven_at = None;
         return;
     }
@@ -388,25 +390,25 @@ pub async fn drive(node: &MetaNode, app: &AppState, job: &BulkLoadJob) {
         Canceled | Failed => {
             // Every replica stops and removes the job's files; retried with backoff until each
             // partition's primary has done it, once per leadership.
-            if node.bulk_cleaned.lock().unwrap_or_else(|e| e.into_inner()).contains(&job.job_id) {
+            if node.bulk_cleaned.locked().contains(&job.job_id) {
                 return;
             }
             let is_cleaned = |p: u32| {
-                let drives = node.bulk_drive.lock().unwrap_or_else(|e| e.into_inner());
+                let drives = node.bulk_drive.locked();
                 drives.get(&PartitionId::new(app.app_id, p)).is_some_and(|d| d.job_id == job.job_id && d.cleaned)
             };
             let todo: Vec<u32> = (0..job.partitions.len() as u32).filter(|&p| !is_cleaned(p)).collect();
             let calls = todo.iter().map(|&p| attempt(node, app, job, p, BulkLoadAction::BlCancel));
             for (&pidx, r) in todo.iter().zip(join_all(calls).await) {
                 if matches!(&r, Some(Ok(r)) if answered_by_all(app, pidx, r)) {
-                    let mut drives = node.bulk_drive.lock().unwrap_or_else(|e| e.into_inner());
+                    let mut drives = node.bulk_drive.locked();
                     if let Some(d) = drives.get_mut(&PartitionId::new(app.app_id, pidx)) {
                         d.cleaned = true;
                     }
                 }
             }
             if (0..job.partitions.len() as u32).all(is_cleaned) {
-                node.bulk_cleaned.lock().unwrap_or_else(|e| e.into_inner()).insert(job.job_id);
+                node.bulk_cleaned.locked().insert(job.job_id);
             }
         }
         Invalid | Downloaded | Succeed | Paused => {}
@@ -430,8 +432,8 @@ pub fn status_response(
             ..Default::default()
         };
     };
-    let progress = node.bulk_progress.lock().unwrap_or_else(|e| e.into_inner()).clone();
-    let drives = node.bulk_drive.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let progress = node.bulk_progress.locked().clone();
+    let drives = node.bulk_drive.locked().clone();
     let stall = Duration::from_millis(node.config.bulk_load_stall_timeout_ms);
     let partitions = job
         .partitions

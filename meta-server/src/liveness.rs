@@ -6,6 +6,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use wingkv_common::sync::MutexExt;
 use wingkv_common::PartitionId;
 use wingkv_proto::common::ReplicaRole;
 use wingkv_proto::meta::{NodeStatus, ReplicaReport};
@@ -94,7 +95,7 @@ impl Liveness {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+        self.inner.locked()
     }
 
     /// Starts over when `term` (the meta leader's raft term) is new: what was seen under

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use wingkv_common::metrics::{MetricsSource, Scrape};
+use wingkv_common::sync::MutexExt;
 use wingkv_common::PartitionId;
 
 use crate::liveness::NodeState;
@@ -92,7 +93,7 @@ impl MetricsSource for MetaMetricsSource {
         }
 
         let stall = Duration::from_millis(self.node.config.bulk_load_stall_timeout_ms);
-        let drives = self.node.bulk_drive.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let drives = self.node.bulk_drive.locked().clone();
         for (app_id, job) in &catalog.bulk_loads {
             let Some(app) = catalog.apps.get(app_id) else { continue };
             let table = app.name.as_str();

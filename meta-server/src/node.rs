@@ -3,7 +3,7 @@
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::ServerState;
@@ -13,6 +13,7 @@ use tonic::transport::Channel;
 use wingkv_common::channel::ChannelPool;
 use wingkv_common::raft::network::leader_address;
 use wingkv_common::raft::read_barrier::ReadBarrier;
+use wingkv_common::sync::RwLockExt;
 use wingkv_common::{PartitionId, WingError};
 use wingkv_proto::replica_admin::replica_admin_client::ReplicaAdminClient;
 
@@ -24,11 +25,6 @@ use crate::state_machine::SharedMeta;
 
 /// The raft group id the meta group uses on the shared raft transport.
 pub const META_GROUP: PartitionId = PartitionId { app_id: 0, partition_index: 0 };
-
-/// Unix time in milliseconds.
-pub fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
-}
 
 /// One meta server's view of and handle on the meta group.
 pub struct MetaNode {
@@ -145,12 +141,12 @@ impl MetaNode {
 
     /// A copy of the applied catalog.
     pub fn catalog(&self) -> Catalog {
-        self.data.read().unwrap_or_else(|p| p.into_inner()).catalog.clone()
+        self.data.read_locked().catalog.clone()
     }
 
     /// Reads the applied catalog through `f` without copying it.
     pub fn with_catalog<T>(&self, f: impl FnOnce(&Catalog) -> T) -> T {
-        f(&self.data.read().unwrap_or_else(|p| p.into_inner()).catalog)
+        f(&self.data.read_locked().catalog)
     }
 
     /// Proposes `cmd` and answers its result once applied.

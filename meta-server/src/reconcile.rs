@@ -20,6 +20,8 @@ use std::time::{Duration, Instant};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use wingkv_common::report::report_from_status;
+use wingkv_common::sync::MutexExt;
+use wingkv_common::time::unix_millis;
 use wingkv_common::{ErrorCode, PartitionId, WingError};
 use wingkv_proto::replica_admin::{
     AddLearnerRequest, ChangeMembershipRequest, CreateReplicaRequest, Member, StatusRequest,
@@ -27,7 +29,7 @@ use wingkv_proto::replica_admin::{
 
 use crate::catalog::{AppState, MetaCommand};
 use crate::liveness::{NodeState, PrimaryInfo};
-use crate::node::{now_ms, MetaNode};
+use crate::node::MetaNode;
 use crate::placement;
 
 /// How long a learner may take to catch up before a repair is retried.
@@ -195,8 +197,8 @@ pub async fn run(node: Arc<MetaNode>, cancel: CancellationToken) {
 async fn abort_repairs(node: &MetaNode, repairs: &mut JoinSet<()>) {
     repairs.abort_all();
     while repairs.join_next().await.is_some() {}
-    node.repairs.lock().unwrap_or_else(|e| e.into_inner()).clear();
-    node.repairs_done.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    node.repairs.locked().clear();
+    node.repairs_done.locked().clear();
 }
 
 /// One repair of a partition's membership.
@@ -225,17 +227,17 @@ impl Repair {
 async fn reconcile_once(node: &Arc<MetaNode>, repairs: &mut JoinSet<()>, meta_term: u64) {
     // Repairs that ended before this read are in it (their membership record included); only
     // then may their partitions be planned again, never on a read older than their end.
-    let done: Vec<PartitionId> = std::mem::take(&mut *node.repairs_done.lock().unwrap_or_else(|e| e.into_inner()));
+    let done: Vec<PartitionId> = std::mem::take(&mut *node.repairs_done.locked());
     let catalog = node.catalog();
     {
-        let mut in_flight = node.repairs.lock().unwrap_or_else(|e| e.into_inner());
+        let mut in_flight = node.repairs.locked();
         for pid in done {
             in_flight.remove(&pid);
         }
     }
     let alive: Vec<u64> =
         catalog.nodes.keys().copied().filter(|n| node.liveness.state(*n) == NodeState::Alive).collect();
-    let now = now_ms();
+    let now = unix_millis();
     for app in catalog.apps.values() {
         if let Some(drop) = app.dropped {
             if drop.expire_time_ms <= now {
@@ -246,7 +248,7 @@ async fn reconcile_once(node: &Arc<MetaNode>, repairs: &mut JoinSet<()>, meta_te
         bootstrap_app_replicas(node, app, meta_term).await;
         for (idx, p) in app.partitions.iter().enumerate() {
             let pid = PartitionId::new(app.app_id, idx as u32);
-            if node.repairs.lock().unwrap_or_else(|e| e.into_inner()).contains(&pid) {
+            if node.repairs.locked().contains(&pid) {
                 continue;
             }
             let Some(primary) = node.liveness.primary(pid) else {
@@ -270,7 +272,7 @@ async fn reconcile_once(node: &Arc<MetaNode>, repairs: &mut JoinSet<()>, meta_te
             let Some((lost, add)) = plan_repair(node, &alive, &catalog.load_by_node(), app, p, pid) else {
                 continue;
             };
-            node.repairs.lock().unwrap_or_else(|e| e.into_inner()).insert(pid);
+            node.repairs.locked().insert(pid);
             let repair = Repair { pid, ballot: p.ballot, members: p.members.clone(), lost, add, primary, meta_term };
             let node2 = node.clone();
             repairs.spawn(async move {
@@ -282,7 +284,7 @@ async fn reconcile_once(node: &Arc<MetaNode>, repairs: &mut JoinSet<()>, meta_te
                         tracing::warn!(partition = %pid, add = repair.add, "repair failed (will retry): {kind}: {e}")
                     }
                 }
-                node2.repairs_done.lock().unwrap_or_else(|e| e.into_inner()).push(pid);
+                node2.repairs_done.locked().push(pid);
             });
         }
     }

@@ -9,11 +9,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
+use wingkv_common::sync::RwLockExt;
 use wingkv_common::throttling::{DenyKind, TableThrottling};
 use wingkv_common::{PartitionId, WingError};
 
 use crate::write_throttle::{ThrottlingDecision, WriteThrottle};
-use wingkv_common::sync::RwLockExt;
 
 /// Node-wide counters of what admission did (reported in the replica admin `Status`).
 #[derive(Debug, Default)]

@@ -11,11 +11,11 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use wingkv_common::meta_client::MetaClient;
 use wingkv_common::report::report_from_status;
+use wingkv_common::sync::MutexExt;
 use wingkv_common::{PartitionId, WingError};
 use wingkv_proto::meta::{HeartbeatRequest, RegisterNodeRequest};
 
 use crate::manager::ReplicaManager;
-use wingkv_common::sync::MutexExt;
 
 /// Name of the file in the data dir that keeps the node id the meta assigned.
 pub const NODE_ID_FILE: &str = "node_id";

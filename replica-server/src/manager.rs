@@ -7,10 +7,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use openraft::BasicNode;
+use wingkv_common::sync::RwLockExt;
 use wingkv_common::{PartitionId, WingError};
 
 use crate::replica::{Replica, ReplicaContext};
-use wingkv_common::sync::RwLockExt;
 
 /// Owner of every hosted replica.
 pub struct ReplicaManager {

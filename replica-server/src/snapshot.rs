@@ -18,13 +18,13 @@ use std::path::{Path, PathBuf};
 use openraft::{BasicNode, LogId, SnapshotMeta, StoredMembership};
 use rocksdb::{IngestExternalFileOptions, IteratorMode, Options, SstFileWriter, WriteBatch, WriteOptions, DB};
 use wingkv_common::raft::{decode, encode, NodeId};
+use wingkv_common::sync::MutexExt;
 use wingkv_common::time::unix_nanos;
 use wingkv_common::value::{is_expired, now_epoch_seconds, stored_expire_ts};
 use wingkv_common::WingError;
 
 use crate::durable::{sync_dir, write_synced};
 use crate::store::{cf, data_cf, CF_APPLIED};
-use wingkv_common::sync::MutexExt;
 
 /// Applied-state key: last applied log id (`Option<LogId>`).
 pub const KEY_LAST_APPLIED: &[u8] = b"last_applied";

@@ -485,7 +485,7 @@ struct Supervised {
 }
 
 fn log(msg: &str) {
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let now = wingkv_common::time::unix_secs();
     eprintln!("[{now}] supervisor: {msg}");
 }
 

@@ -5,6 +5,7 @@ use object_store::ObjectStore;
 use tonic::Status;
 use wingkv_common::bulk_load::{table_dir, BulkLoadInfo, BULK_LOAD_INFO};
 use wingkv_common::provider::open_provider;
+use wingkv_common::time::unix_millis;
 use wingkv_common::WingError;
 use wingkv_proto::meta::{
     BulkLoadControl, BulkLoadStatusResponse, ControlBulkLoadRequest, QueryBulkLoadRequest, StartBulkLoadRequest,
@@ -13,7 +14,7 @@ use wingkv_proto::meta::{
 use crate::bulk_driver::status_response;
 use crate::bulk_load::{BulkLoadControlAction, BulkLoadJob};
 use crate::catalog::{AppState, Catalog, MetaCommand, MetaValue};
-use crate::node::{now_ms, MetaNode};
+use crate::node::MetaNode;
 
 /// The live table `name`, or `TableDropped` when it was dropped (its job is canceled).
 fn table_for_bulk_load(catalog: &Catalog, name: &str) -> Result<AppState, WingError> {
@@ -70,7 +71,7 @@ pub(super) async fn start_bulk_load(
         provider: r.provider,
         root: r.root,
         ingest_behind: r.ingest_behind,
-        now_ms: now_ms(),
+        now_ms: unix_millis(),
     };
     let job = job_of(node.propose(cmd).await?)?;
     tracing::info!(table = %app.name, job = job.job_id, "bulk load started");

@@ -2,6 +2,7 @@
 //! is answered is decided by [`crate::heartbeat::decide`].
 
 use tonic::Status;
+use wingkv_common::sync::MutexExt;
 use wingkv_common::{PartitionId, WingError};
 use wingkv_proto::meta::{HeartbeatRequest, HeartbeatResponse, RegisterNodeRequest, RegisterNodeResponse};
 
@@ -37,7 +38,7 @@ pub(super) async fn heartbeat(node: &MetaNode, r: HeartbeatRequest) -> Result<He
     node.liveness.record(meta_term, r.node_id, r.replicas);
     let facts = NodeFacts { version: r.version, uptime_ms: r.uptime_ms, http_address: r.http_address };
     node.liveness.record_facts(r.node_id, facts);
-    let repairs = node.repairs.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let repairs = node.repairs.locked().clone();
     let decision = decide(&catalog, r.node_id, &hosted, &repairs, &node.liveness);
     for pid in &decision.remove {
         tracing::info!(partition = %pid, node = r.node_id, meta_term, "telling the node to remove its replica");

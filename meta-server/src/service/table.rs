@@ -8,6 +8,7 @@ use wingkv_common::naming::{
     validate_partition_count, validate_replica_count, validate_table_name, DEFAULT_PARTITION_COUNT,
     DEFAULT_REPLICA_COUNT,
 };
+use wingkv_common::time::unix_millis;
 use wingkv_common::{PartitionId, WingError};
 use wingkv_proto::meta::{
     CreateTableRequest, DelTableEnvsRequest, DropTableRequest, DropTableResponse, GetTableEnvsRequest,
@@ -18,7 +19,7 @@ use wingkv_proto::meta::{
 use super::app_of;
 use crate::catalog::{AppState, Catalog, MetaCommand};
 use crate::liveness::NodeState;
-use crate::node::{now_ms, MetaNode};
+use crate::node::MetaNode;
 use crate::placement;
 use crate::reconcile::{bootstrap_app_replicas, wait_primaries};
 
@@ -94,7 +95,7 @@ pub(super) async fn create_table(node: &MetaNode, r: CreateTableRequest) -> Resu
     let deadline = Instant::now() + timeout;
     let meta_term = node.read_barrier_term().await?;
     let catalog = node.catalog();
-    let now = now_ms();
+    let now = unix_millis();
     catalog.check_name_free(&r.name, now)?;
     let alive = alive_for_placement(node, &catalog, deadline).await;
     let placement = placement::place(&alive, &catalog.load_by_node(), partition_count, replica_count)?;
@@ -119,7 +120,8 @@ pub(super) async fn create_table(node: &MetaNode, r: CreateTableRequest) -> Resu
 /// `drop_reserve_seconds`).
 pub(super) async fn drop_table(node: &MetaNode, r: DropTableRequest) -> Result<DropTableResponse, Status> {
     let reserve_s = if r.reserve_seconds == 0 { node.config.drop_reserve_seconds } else { r.reserve_seconds };
-    let cmd = MetaCommand::DropTable { name: r.name, reserve_ms: reserve_s.saturating_mul(1000), now_ms: now_ms() };
+    let cmd =
+        MetaCommand::DropTable { name: r.name, reserve_ms: reserve_s.saturating_mul(1000), now_ms: unix_millis() };
     let app = app_of(node.propose(cmd).await?)?;
     tracing::info!(app_id = app.app_id, name = %app.name, "table dropped");
     let expire_time_ms = app.dropped.map(|d| d.expire_time_ms).unwrap_or(0);
@@ -132,7 +134,7 @@ pub(super) async fn recall_table(node: &MetaNode, r: RecallTableRequest) -> Resu
     if let Some(n) = &new_name {
         validate_table_name(n)?;
     }
-    let cmd = MetaCommand::RecallTable { app_id: r.app_id, new_name, now_ms: now_ms() };
+    let cmd = MetaCommand::RecallTable { app_id: r.app_id, new_name, now_ms: unix_millis() };
     let app = app_of(node.propose(cmd).await?)?;
     tracing::info!(app_id = app.app_id, name = %app.name, "table recalled");
     let catalog = node.catalog();
@@ -143,7 +145,7 @@ pub(super) async fn recall_table(node: &MetaNode, r: RecallTableRequest) -> Resu
 pub(super) async fn list_tables(node: &MetaNode, r: ListTablesRequest) -> Result<ListTablesResponse, Status> {
     node.read_barrier().await?;
     let include_dropped = r.include_dropped;
-    let now = now_ms();
+    let now = unix_millis();
     let tables = node.with_catalog(|c| {
         c.apps
             .values()

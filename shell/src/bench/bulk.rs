@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
@@ -62,7 +62,7 @@ pub fn run(args: BulkBenchArgs) -> Result<()> {
     if args.rows == 0 || args.sdk_threads == 0 {
         bail!("--rows and --sdk-threads must be at least 1");
     }
-    let stamp = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let stamp = wingkv_common::time::unix_secs();
     let table = format!("bench_bulk_{stamp}");
     let sdk_table = format!("bench_sdk_{stamp}");
     let (root, _temp) = match &args.root {

@@ -4,7 +4,6 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::Result;
 use serde::Serialize;
@@ -214,7 +213,7 @@ pub fn ms_to_time(ms: u64) -> String {
         return "-".into();
     }
     let secs = ms / 1000;
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let now = wingkv_common::time::unix_secs();
     if secs > now {
         format!("in {}s", secs - now)
     } else {

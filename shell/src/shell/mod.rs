@@ -30,6 +30,7 @@ use wingkv_client::{Client, ClientConfig};
 use commands::{Cmd, Line};
 use format::View;
 use session::Session;
+use wingkv_common::sync::MutexExt;
 
 /// Arguments of `wingkv shell`.
 #[derive(Args, Debug)]
@@ -110,7 +111,7 @@ impl Shell {
         self.rt.block_on(self.session.refresh_table_names());
         println!("wingkv shell — `help` lists the commands, `exit` leaves.");
         loop {
-            *names.lock().unwrap_or_else(|p| p.into_inner()) = self.session.table_names.clone();
+            *names.locked() = self.session.table_names.clone();
             let line = match editor.readline(">>> ") {
                 Ok(l) => l,
                 Err(rustyline::error::ReadlineError::Interrupted) => continue,
@@ -291,9 +292,7 @@ impl Completer for ShellHelper {
         let words: Vec<&str> = before[..start].split_whitespace().collect();
         let pool: Vec<String> = match words.as_slice() {
             [] => self.commands.clone(),
-            [cmd] if matches!(*cmd, "use" | "app" | "drop") => {
-                self.tables.lock().unwrap_or_else(|p| p.into_inner()).clone()
-            }
+            [cmd] if matches!(*cmd, "use" | "app" | "drop") => self.tables.locked().clone(),
             _ => Vec::new(),
         };
         Ok((start, pool.into_iter().filter(|c| c.starts_with(word)).collect()))

@@ -11,12 +11,12 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use wingkv_common::backoff::BackoffPolicy;
 use wingkv_common::bulk_load::{validate_file_name, BulkLoadMetadata, FileMeta};
+use wingkv_common::sync::MutexExt;
 use wingkv_common::WingError;
 
 use super::download::{download_file, file_matches, is_transient, RateLimiter};
 use super::job_dir;
 use super::source::FileSource;
-use wingkv_common::sync::MutexExt;
 
 /// Where one partition's files of one job come from.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
