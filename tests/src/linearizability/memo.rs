@@ -1,7 +1,8 @@
 //! The search's memo: which states were explored, keyed compactly by the completed operations
 //! done with and the register value, and compared by coverage rather than equality.
 
-use std::hash::Hasher;
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 
 use super::model::KeyOp;
 
@@ -99,7 +100,7 @@ impl DoneSet {
 /// A fast non-cryptographic hasher for the memo: the keys are not adversarial, and SipHash would
 /// dominate the search's time.
 #[derive(Default)]
-pub(super) struct FastHasher(u64);
+struct FastHasher(u64);
 
 impl FastHasher {
     fn add(&mut self, word: u64) {
@@ -135,5 +136,34 @@ impl Hasher for FastHasher {
     fn finish(&self) -> u64 {
         // Spread the high bits down: the hash table picks buckets from the low bits.
         self.0 ^ (self.0 >> 29)
+    }
+}
+
+/// The states explored, failed or under way, per [`MemoKey`]: a state covered by one of them
+/// (see [`Explored::covers`]) is not explored again (under way, the covering state is an
+/// ancestor that will try what it could).
+#[derive(Default)]
+pub(super) struct Memo {
+    seen: HashMap<MemoKey, Vec<Explored>, BuildHasherDefault<FastHasher>>,
+}
+
+impl Memo {
+    /// Records `explored` under `key` unless a state recorded there covers it (then it is not
+    /// to be explored); returns whether it was recorded. States it covers are forgotten.
+    pub(super) fn record(&mut self, key: &MemoKey, explored: &Explored) -> bool {
+        if self.seen.get(key).is_some_and(|seen| seen.iter().any(|e| e.covers(explored))) {
+            return false;
+        }
+        let explored = explored.clone();
+        match self.seen.get_mut(key) {
+            Some(seen) => {
+                seen.retain(|e| !explored.covers(e));
+                seen.push(explored);
+            }
+            None => {
+                self.seen.insert(key.clone(), vec![explored]);
+            }
+        }
+        true
     }
 }

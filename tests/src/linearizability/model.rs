@@ -93,7 +93,8 @@ pub(super) struct KeyOp {
     pub(super) invoke: u64,
     /// When it completed (never before `invoke`); `None`: unknown outcome.
     pub(super) complete: Option<u64>,
-    /// A completed operation that may also not have happened at all (see [`Shrinker`](super::shrink::Shrinker)).
+    /// A completed operation that may also not have happened at all (a ghost: see
+    /// [`shrink`](super::shrink)).
     pub(super) optional: bool,
     /// Optional operations of one group are alternatives: at most one of them happens.
     pub(super) group: Option<usize>,
@@ -101,9 +102,9 @@ pub(super) struct KeyOp {
     pub(super) event: usize,
 }
 
-/// An optional write standing for ghosts (see [`Shrinker::fails`](super::shrink::Shrinker::fails)): what `event` writes (a cas
-/// as if it were a set), at any time within `invoke..=complete`; at most one write of a group
-/// happens.
+/// An optional write standing for ghosts (see `Shrinker::fails` in [`shrink`](super::shrink)):
+/// what `event` writes (a cas as if it were a set), at any time within `invoke..=complete`; at
+/// most one write of a group happens.
 pub(super) struct Synthetic {
     /// The ghost whose write it is.
     pub(super) event: usize,
@@ -115,9 +116,9 @@ pub(super) struct Synthetic {
     pub(super) group: usize,
 }
 
-/// The operations among `events` at indices `subset`, ready for [`search`](super::search::search); completed ones
-/// flagged true are optional. Gets of unknown outcome are left out: they change nothing and
-/// constrain nothing. Then the `synthetic` writes.
+/// The operations among `events` at indices `subset`, ready for
+/// [`search`](super::search::search); completed ones flagged true are optional. Gets of unknown
+/// outcome are left out: they change nothing and constrain nothing. Then the `synthetic` writes.
 pub(super) fn build_ops<'a>(events: &[&'a Event], subset: &[(usize, bool)], synthetic: &[Synthetic]) -> Vec<KeyOp> {
     let completion = |i: usize| events[i].complete.as_ref();
     // Values no operation compares the register with (a get's result, a cas's expected value)
