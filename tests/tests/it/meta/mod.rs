@@ -12,7 +12,6 @@ use wingkv_tests::wait_for;
 
 use wingkv_tests::cluster::Cluster;
 
-#[path = "meta/partitions.rs"]
 mod partitions;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
