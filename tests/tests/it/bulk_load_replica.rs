@@ -60,7 +60,7 @@ async fn every_replica_downloads_then_ingests_at_the_same_log_index() -> Result<
     let job = spec(&remote, 11);
     wait_for("every replica to download its files", TIMEOUT, || async {
         let r = act(primary, &job, BulkLoadAction::BlDownload).await.ok()?;
-        r.replicas.iter().all(|x| x.status == "BLS_DOWNLOADED").then_some(())
+        r.replicas.iter().all(|x| x.status().as_str_name() == "BLS_DOWNLOADED").then_some(())
     })
     .await?;
     let r = act(primary, &job, BulkLoadAction::BlIngest).await?;
@@ -111,7 +111,7 @@ async fn a_learner_fetches_ingested_files_from_members_when_the_provider_lost_th
     let job = spec(&remote, 21);
     wait_for("every replica to download its files", TIMEOUT, || async {
         let r = act(&nodes[leader], &job, BulkLoadAction::BlDownload).await.ok()?;
-        r.replicas.iter().all(|x| x.status == "BLS_DOWNLOADED").then_some(())
+        r.replicas.iter().all(|x| x.status().as_str_name() == "BLS_DOWNLOADED").then_some(())
     })
     .await?;
     ensure!(act(&nodes[leader], &job, BulkLoadAction::BlIngest).await?.ingested);
@@ -163,13 +163,13 @@ async fn cancel_during_download_ends_every_task_and_removes_every_file() -> Resu
     let job = spec(&remote, 5);
     wait_for("downloads to be under way on every replica", TIMEOUT, || async {
         let r = act(primary, &job, BulkLoadAction::BlDownload).await.ok()?;
-        r.replicas.iter().all(|x| x.status == "BLS_DOWNLOADING" && x.downloaded_bytes > 0).then_some(())
+        r.replicas.iter().all(|x| x.status().as_str_name() == "BLS_DOWNLOADING" && x.downloaded_bytes > 0).then_some(())
     })
     .await?;
     let started = std::time::Instant::now();
     let r = act(primary, &job, BulkLoadAction::BlCancel).await?;
     ensure!(started.elapsed() < Duration::from_secs(5), "cancel took {:?}", started.elapsed());
-    ensure!(r.replicas.iter().all(|x| x.status == "BLS_CANCELED"), "{r:?}");
+    ensure!(r.replicas.iter().all(|x| x.status().as_str_name() == "BLS_CANCELED"), "{r:?}");
     for n in &nodes {
         let dir = n.data_dir().join("replica").join(P.to_string()).join("bulk_load").join("5");
         ensure!(!dir.exists(), "{} is left after cancel", dir.display());
@@ -180,7 +180,7 @@ async fn cancel_during_download_ends_every_task_and_removes_every_file() -> Resu
     let job2 = spec(&small, 6);
     wait_for("the next job to download", Duration::from_secs(60), || async {
         let r = act(primary, &job2, BulkLoadAction::BlDownload).await.ok()?;
-        r.replicas.iter().all(|x| x.status == "BLS_DOWNLOADED").then_some(())
+        r.replicas.iter().all(|x| x.status().as_str_name() == "BLS_DOWNLOADED").then_some(())
     })
     .await?;
     ensure!(act(primary, &job2, BulkLoadAction::BlIngest).await?.ingested);
