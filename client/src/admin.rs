@@ -69,6 +69,16 @@ impl Admin {
         self.inner.meta.call(|mut c| async move { c.cluster_info(ClusterInfoRequest {}).await }).await
     }
 
+    /// The cluster's summary as the meta at `meta_addr` answers it: one attempt, without leader
+    /// following, so it succeeds only on a leader with a quorum (`NotLeader` otherwise). For
+    /// tools that watch one meta through an election.
+    pub async fn cluster_info_at(&self, meta_addr: &str, timeout: Duration) -> Result<ClusterInfoResponse, WingError> {
+        self.inner
+            .meta
+            .call_at(meta_addr, timeout, |mut c| async move { c.cluster_info(ClusterInfoRequest {}).await })
+            .await
+    }
+
     /// About the meta server at `meta_addr` itself (leader or not): its role in the meta
     /// group, version and uptime. One attempt, without leader following: fails with `Timeout`
     /// when that meta does not answer within `timeout`, or `Unavailable` when it cannot be

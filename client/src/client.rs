@@ -97,11 +97,6 @@ impl Client {
         Admin::from_inner(self.inner.clone())
     }
 
-    /// The leader-following meta client, for calls [`Admin`] does not cover.
-    pub fn meta(&self) -> &MetaClient {
-        &self.inner.meta
-    }
-
     /// The client's settings.
     pub fn config(&self) -> &ClientConfig {
         &self.inner.config

@@ -77,7 +77,7 @@ where
 }
 
 /// A server child process (`replica-server` or `meta-server`) with its own data dir.
-pub struct ReplicaProcess {
+pub struct ServerProcess {
     /// Raft node id (for a meta-managed replica server: the id the meta assigned).
     pub node_id: u64,
     /// The directory of this node (data dir and log inside).
@@ -91,15 +91,18 @@ pub struct ReplicaProcess {
     child: Option<Child>,
 }
 
-/// A `meta-server` child process (same handling as a replica server).
-pub type MetaProcess = ReplicaProcess;
+/// A `replica-server` child process: the name tests use for that role.
+pub type ReplicaProcess = ServerProcess;
+
+/// A `meta-server` child process: the name tests use for that role.
+pub type MetaProcess = ServerProcess;
 
 /// A free loopback port (for servers whose address others must know before they start).
 pub fn free_port() -> Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
-impl ReplicaProcess {
+impl ServerProcess {
     /// Starts a standalone replica server with node id `node_id` under `root` on an ephemeral
     /// port; `extra_config` is appended to its TOML config.
     pub async fn start(node_id: u64, root: &Path, extra_config: &str) -> Result<Self> {
@@ -323,7 +326,7 @@ impl ReplicaProcess {
     }
 }
 
-impl Drop for ReplicaProcess {
+impl Drop for ServerProcess {
     fn drop(&mut self) {
         self.kill();
     }

@@ -16,10 +16,10 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
 
-use crate::cluster::{alive_nodes, meta_client, META_CONFIG, REPLICA_CONFIG};
+use crate::cluster::{admin_client, alive_nodes, META_CONFIG, REPLICA_CONFIG};
 use crate::faults::Fault;
 use crate::{wait_for, MetaProcess, ReplicaProcess};
-use wingkv_common::meta_client::MetaClient;
+use wingkv_client::Admin;
 
 fn run(args: &[&str]) -> Result<String> {
     let out = Command::new(args[0])
@@ -184,8 +184,8 @@ pub struct NetCluster {
     pub metas: Vec<MetaProcess>,
     /// The replica servers (host `metas.len() + i` for replica `i`).
     pub replicas: Vec<ReplicaProcess>,
-    /// A client of every meta, from the test's own namespace.
-    pub meta: MetaClient,
+    /// An admin client of every meta, from the test's own namespace.
+    pub admin: Admin,
     /// The hosts.
     pub hosts: Hosts,
     _tmp: tempfile::TempDir,
@@ -207,11 +207,8 @@ impl NetCluster {
             let config = format!("{META_CONFIG}{meta_extra}\n{peers}");
             meta_procs.push(MetaProcess::start_meta_in(&hosts.ns(i), i as u64 + 1, &dir, a, &config).await?);
         }
-        let meta = meta_client(&addrs)?;
-        wait_for("a meta leader", Duration::from_secs(30), || async {
-            meta.call(|mut c| async move { c.cluster_info(wingkv_proto::meta::ClusterInfoRequest {}).await }).await.ok()
-        })
-        .await?;
+        let admin = admin_client(&addrs)?;
+        wait_for("a meta leader", Duration::from_secs(30), || async { admin.cluster_info().await.ok() }).await?;
         let mut replica_procs = Vec::new();
         for i in 0..replicas {
             let host = metas + i;
@@ -221,9 +218,9 @@ impl NetCluster {
             replica_procs
                 .push(ReplicaProcess::start_with_meta_in(&hosts.ns(host), &dir, &listen, &addrs, &config).await?);
         }
-        let c = Self { metas: meta_procs, replicas: replica_procs, meta, hosts, _tmp: tmp };
+        let c = Self { metas: meta_procs, replicas: replica_procs, admin, hosts, _tmp: tmp };
         wait_for("every replica server alive", Duration::from_secs(60), || async {
-            (alive_nodes(&c.meta).await.ok()?.len() == replicas).then_some(())
+            (alive_nodes(&c.admin).await.ok()?.len() == replicas).then_some(())
         })
         .await?;
         Ok(c)
@@ -242,12 +239,7 @@ impl NetCluster {
     /// The index of the meta that is leader now by its own account (`server_info`), if one is.
     pub async fn meta_leader(&self) -> Option<usize> {
         for (i, m) in self.metas.iter().enumerate() {
-            let r = self
-                .meta
-                .call_at(&m.addr, Duration::from_secs(1), |mut c| async move {
-                    c.server_info(wingkv_proto::meta::ServerInfoRequest {}).await
-                })
-                .await;
+            let r = self.admin.server_info(&m.addr, Duration::from_secs(1)).await;
             if r.is_ok_and(|s| s.role == "leader") {
                 return Some(i);
             }
@@ -260,13 +252,7 @@ impl NetCluster {
         let others: BTreeSet<usize> = (0..self.metas.len()).filter(|i| *i != not).collect();
         wait_for("a new meta leader", timeout, || async {
             for &i in &others {
-                let r = self
-                    .meta
-                    .call_at(&self.metas[i].addr, Duration::from_secs(1), |mut c| async move {
-                        c.cluster_info(wingkv_proto::meta::ClusterInfoRequest {}).await
-                    })
-                    .await;
-                if r.is_ok() {
+                if self.admin.cluster_info_at(&self.metas[i].addr, Duration::from_secs(1)).await.is_ok() {
                     return Some(i);
                 }
             }
@@ -275,9 +261,9 @@ impl NetCluster {
         .await
     }
 
-    /// A meta client that talks to meta `i` only.
-    pub fn meta_at(&self, i: usize) -> Result<MetaClient> {
-        meta_client(std::slice::from_ref(&self.metas[i].addr))
+    /// An admin client that talks to meta `i` only.
+    pub fn meta_at(&self, i: usize) -> Result<Admin> {
+        admin_client(std::slice::from_ref(&self.metas[i].addr))
     }
 
     /// Where the cluster's files are.
@@ -343,7 +329,7 @@ impl NetCluster {
                 self.hold_and_heal(*d).await
             }
             Fault::IsolatePrimary(d) => {
-                let Ok(cfg) = crate::cluster::query(&self.meta, table).await else { return Ok(()) };
+                let Ok(cfg) = self.admin.query_table(table).await else { return Ok(()) };
                 let primaries: Vec<u64> =
                     cfg.partitions.iter().filter_map(|p| p.primary.as_ref().map(|pr| pr.node_id)).collect();
                 let Some(node) = primaries.first() else { return Ok(()) };
@@ -395,7 +381,7 @@ pub async fn sample_leaders(
 ) -> LeaderSamples {
     use wingkv_proto::common::ReplicaRole;
     let mut out = LeaderSamples::default();
-    let meta_client = meta_client(&metas).ok();
+    let admin = admin_client(&metas).ok();
     while !stop.load(Ordering::Relaxed) {
         for addr in &replicas {
             let Ok(ch) = crate::channel(addr) else { continue };
@@ -410,12 +396,9 @@ pub async fn sample_leaders(
                 }
             }
         }
-        if let Some(mc) = &meta_client {
+        if let Some(admin) = &admin {
             for addr in &metas {
-                let info = |mut c: wingkv_proto::meta::meta_client::MetaClient<tonic::transport::Channel>| async move {
-                    c.server_info(wingkv_proto::meta::ServerInfoRequest {}).await
-                };
-                if let Ok(s) = mc.call_at(addr, Duration::from_millis(500), info).await {
+                if let Ok(s) = admin.server_info(addr, Duration::from_millis(500)).await {
                     if s.role == "leader" {
                         out.leaders.entry(("meta".into(), s.term)).or_default().insert(s.meta_id);
                     }

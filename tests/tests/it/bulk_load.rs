@@ -449,9 +449,9 @@ async fn ingest_behind_keeps_existing_values_and_adds_new_keys() -> Result<()> {
 /// The members of every partition of `table` agree on their rows (same checksum); answers the
 /// total of rows, or `None` while a partition is short of members or they disagree.
 async fn agreed_rows(c: &wingkv_tests::cluster::Cluster, table: &str) -> Option<u64> {
-    use wingkv_tests::cluster::{alive_nodes, fully_healthy, query};
-    let alive = alive_nodes(&c.meta).await.ok()?;
-    let cfg = query(&c.meta, table).await.ok()?;
+    use wingkv_tests::cluster::{alive_nodes, fully_healthy};
+    let alive = alive_nodes(&c.admin).await.ok()?;
+    let cfg = c.admin.query_table(table).await.ok()?;
     if !fully_healthy(&cfg, &alive) {
         return None;
     }
@@ -476,8 +476,8 @@ async fn agreed_rows(c: &wingkv_tests::cluster::Cluster, table: &str) -> Option<
 /// Every partition of `table` with its members' row counts, applied index and digest (for
 /// failure messages).
 async fn describe_members(c: &wingkv_tests::cluster::Cluster, table: &str) -> String {
-    let alive = wingkv_tests::cluster::alive_nodes(&c.meta).await;
-    let Ok(cfg) = wingkv_tests::cluster::query(&c.meta, table).await else {
+    let alive = wingkv_tests::cluster::alive_nodes(&c.admin).await;
+    let Ok(cfg) = c.admin.query_table(table).await else {
         return "no configuration".into();
     };
     let mut out = format!("alive nodes {alive:?}\n");

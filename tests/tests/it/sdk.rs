@@ -86,18 +86,9 @@ async fn writers_see_no_error_during_onebox_restarts() -> Result<()> {
     let _guard = Guard(dir.clone());
     let meta_addr = wingkv_tests::onebox::start(&dir)?;
     let client = Client::connect([meta_addr]).await?;
-    client
-        .meta()
-        .call_long(wingkv_common::meta_client::LONG_META_CALL, |mut m| async move {
-            m.create_table(wingkv_proto::meta::CreateTableRequest {
-                name: "t".into(),
-                partition_count: Some(8),
-                replica_count: Some(3),
-                envs: Default::default(),
-            })
-            .await
-        })
-        .await?;
+    let options =
+        wingkv_client::CreateTableOptions { partition_count: Some(8), replica_count: Some(3), ..Default::default() };
+    client.admin().create_table("t", options).await?;
     let t = client.open_table("t").await?;
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let progress = Arc::new(std::sync::atomic::AtomicU64::new(0));

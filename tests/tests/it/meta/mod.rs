@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use anyhow::{ensure, Context, Result};
 use wingkv_common::ErrorCode;
 use wingkv_proto::meta::*;
-use wingkv_tests::cluster::{alive_nodes, fully_healthy, query, RoutedTable};
+use wingkv_tests::cluster::{alive_nodes, fully_healthy};
 use wingkv_tests::wait_for;
 
 use wingkv_tests::cluster::Cluster;
@@ -24,7 +24,7 @@ async fn placement_and_repair_after_a_replica_server_dies() -> Result<()> {
         ensure!(members.len() == 3, "partition {} members not distinct: {:?}", p.partition_index, p.members);
         ensure!(p.primary.is_some(), "partition {} has no primary", p.partition_index);
     }
-    let table = RoutedTable::new(&c.meta, "t");
+    let table = c.table("t").await?;
     for i in 0..200 {
         table.set(&format!("user{i}"), "s", format!("v{i}").as_bytes()).await?;
     }
@@ -34,11 +34,11 @@ async fn placement_and_repair_after_a_replica_server_dies() -> Result<()> {
     c.replicas[1].kill();
     let started = Instant::now();
     wait_for("every partition to have 3 healthy members again", Duration::from_secs(3 + 30), || async {
-        let alive = alive_nodes(&c.meta).await.ok()?;
+        let alive = alive_nodes(&c.admin).await.ok()?;
         if alive.contains(&victim) {
             return None;
         }
-        let cfg = query(&c.meta, "t").await.ok()?;
+        let cfg = c.admin.query_table("t").await.ok()?;
         fully_healthy(&cfg, &alive).then_some(())
     })
     .await?;
@@ -65,49 +65,29 @@ async fn catalog_names_drop_and_recall() -> Result<()> {
         assert_eq!(r.code(), ErrorCode::AlreadyExists, "{r}");
     }
     let tables = c.list().await?;
-    assert_eq!(tables.tables.iter().filter(|t| t.name == "race").count(), 1);
+    assert_eq!(tables.iter().filter(|t| t.name == "race").count(), 1);
 
     // Data, drop, query, recall: the data comes back.
-    let table = RoutedTable::new(&c.meta, "t");
+    let table = c.table("t").await?;
     table.set("k", "s", b"kept").await?;
-    let dropped = c
-        .meta
-        .call(|mut m| async move { m.drop_table(DropTableRequest { name: "t".into(), reserve_seconds: 3600 }).await })
-        .await?;
-    let err = query(&c.meta, "t").await.expect_err("query of a dropped table");
+    let dropped = c.admin.drop_table("t", Some(3600)).await?;
+    let err = c.admin.query_table("t").await.expect_err("query of a dropped table");
     assert_eq!(err.code(), ErrorCode::TableNotFound, "{err}");
     let err = c.create("t", 1, 1).await.expect_err("the name is reserved");
     assert_eq!(err.code(), ErrorCode::AlreadyExists, "{err}");
     let app_id = dropped.app_id;
-    c.meta
-        .call(|mut m| async move { m.recall_table(RecallTableRequest { app_id, new_name: String::new() }).await })
-        .await?;
+    c.admin.recall_table(app_id, None).await?;
     assert_eq!(table.get("k", "s").await?.as_deref(), Some(&b"kept"[..]));
 
     // Envs round trip.
-    let set = SetTableEnvsRequest { name: "t".into(), envs: [("a.b".to_string(), "1".to_string())].into() };
-    c.meta
-        .call(|mut m| {
-            let set = set.clone();
-            async move { m.set_table_envs(set).await }
-        })
-        .await?;
-    let envs =
-        c.meta.call(|mut m| async move { m.get_table_envs(GetTableEnvsRequest { name: "t".into() }).await }).await?;
-    assert_eq!(envs.envs.get("a.b").map(String::as_str), Some("1"));
-    let envs = c
-        .meta
-        .call(|mut m| async move {
-            m.del_table_envs(DelTableEnvsRequest { name: "t".into(), keys: vec!["a.b".into()] }).await
-        })
-        .await?;
-    assert!(envs.envs.is_empty());
+    c.admin.set_envs("t", [("a.b", "1")]).await?;
+    let envs = c.admin.get_envs("t").await?;
+    assert_eq!(envs.get("a.b").map(String::as_str), Some("1"));
+    let envs = c.admin.del_envs("t", ["a.b"]).await?;
+    assert!(envs.is_empty());
 
     // A table dropped with a short reserve is purged, and its replicas removed everywhere.
-    let dropped = c
-        .meta
-        .call(|mut m| async move { m.drop_table(DropTableRequest { name: "race".into(), reserve_seconds: 1 }).await })
-        .await?;
+    let dropped = c.admin.drop_table("race", Some(1)).await?;
     wait_for("the expired table's replicas to be removed", Duration::from_secs(30), || async {
         for r in &c.replicas {
             let mut admin = r.admin().await.ok()?;
@@ -129,18 +109,18 @@ async fn meta_restart_loses_nothing() -> Result<()> {
     let mut c = Cluster::start(1, 2).await?;
     let before = c.create("a", 4, 2).await?;
     c.create("b", 2, 1).await?;
-    RoutedTable::new(&c.meta, "a").set("k", "s", b"v").await?;
+    c.table("a").await?.set("k", "s", b"v").await?;
     c.metas[0].kill();
     c.metas[0].restart().await?;
     let tables = c.list().await?;
-    let names: BTreeSet<String> = tables.tables.iter().map(|t| t.name.clone()).collect();
+    let names: BTreeSet<String> = tables.iter().map(|t| t.name.clone()).collect();
     assert_eq!(names, BTreeSet::from(["a".to_string(), "b".to_string()]));
-    let after = query(&c.meta, "a").await?;
+    let after = c.admin.query_table("a").await?;
     let members = |cfg: &TableConfiguration| -> Vec<Vec<u64>> {
         cfg.partitions.iter().map(|p| p.members.iter().map(|m| m.node_id).collect()).collect()
     };
     assert_eq!(members(&before), members(&after));
-    assert_eq!(RoutedTable::new(&c.meta, "a").get("k", "s").await?.as_deref(), Some(&b"v"[..]));
+    assert_eq!(c.table("a").await?.get("k", "s").await?.as_deref(), Some(&b"v"[..]));
     Ok(())
 }
 
@@ -148,11 +128,11 @@ async fn meta_restart_loses_nothing() -> Result<()> {
 async fn three_metas_survive_the_loss_of_the_leader() -> Result<()> {
     let mut c = Cluster::start(3, 2).await?;
     let before = c.create("t", 2, 2).await?;
-    let table = RoutedTable::new(&c.meta, "t");
+    let table = c.table("t").await?;
     for i in 0..50 {
         table.set(&format!("k{i}"), "s", format!("v{i}").as_bytes()).await?;
     }
-    let info = c.meta.call(|mut m| async move { m.cluster_info(ClusterInfoRequest {}).await }).await?;
+    let info = c.admin.cluster_info().await?;
     assert_eq!(info.meta_members.len(), 3);
     let leader = c.metas.iter().position(|m| m.addr == info.meta_leader).context("leader is one of the metas")?;
     c.metas[leader].kill();
@@ -163,11 +143,11 @@ async fn three_metas_survive_the_loss_of_the_leader() -> Result<()> {
     })
     .await?;
     println!("meta failover took {:?}", started.elapsed());
-    ensure!(tables.tables.iter().any(|t| t.name == "t"), "catalog lost the table: {tables:?}");
-    let info = c.meta.call(|mut m| async move { m.cluster_info(ClusterInfoRequest {}).await }).await?;
+    ensure!(tables.iter().any(|t| t.name == "t"), "catalog lost the table: {tables:?}");
+    let info = c.admin.cluster_info().await?;
     ensure!(info.meta_leader != c.metas[leader].addr, "the dead meta still leads");
     // Not only the names: the same replicas, all hosted, with every row.
-    let after = query(&c.meta, "t").await?;
+    let after = c.admin.query_table("t").await?;
     let members = |cfg: &TableConfiguration| -> Vec<Vec<u64>> {
         cfg.partitions.iter().map(|p| p.members.iter().map(|m| m.node_id).collect()).collect()
     };
@@ -204,25 +184,13 @@ async fn bad_input_gets_clear_errors() -> Result<()> {
         assert_eq!(err.code(), ErrorCode::InvalidArgument, "{name}: {err}");
         ensure!(err.to_string().contains(want), "{name}: '{err}' does not say '{want}'");
     }
-    ensure!(c.list().await?.tables.is_empty(), "a refused create left a table behind");
+    ensure!(c.list().await?.is_empty(), "a refused create left a table behind");
 
     let unknown = "nope".to_string();
-    let e1 = query(&c.meta, &unknown).await.expect_err("query");
-    let e2 = c
-        .meta
-        .call(|mut m| async move { m.drop_table(DropTableRequest { name: "nope".into(), reserve_seconds: 0 }).await })
-        .await
-        .expect_err("drop");
-    let e3 = c
-        .meta
-        .call(|mut m| async move { m.get_table_envs(GetTableEnvsRequest { name: "nope".into() }).await })
-        .await
-        .expect_err("get envs");
-    let e4 = c
-        .meta
-        .call(|mut m| async move { m.recall_table(RecallTableRequest { app_id: 999, new_name: String::new() }).await })
-        .await
-        .expect_err("recall");
+    let e1 = c.admin.query_table(&unknown).await.expect_err("query");
+    let e2 = c.admin.drop_table("nope", Some(0)).await.expect_err("drop");
+    let e3 = c.admin.get_envs("nope").await.expect_err("get envs");
+    let e4 = c.admin.recall_table(999, None).await.expect_err("recall");
     for e in [e1, e2, e3, e4] {
         assert_eq!(e.code(), ErrorCode::TableNotFound, "{e}");
     }

@@ -10,29 +10,18 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
 use bytes::Bytes;
-use wingkv_client::{Client, ClientConfig, ErrorCode, PartitionId};
-use wingkv_common::meta_client::{MetaClient, LONG_META_CALL};
+use wingkv_client::{Admin, Client, ClientConfig, CreateTableOptions, ErrorCode, PartitionId};
 use wingkv_proto::common::ReplicaRole;
 use wingkv_proto::data::GetRequest;
-use wingkv_proto::meta::{CreateTableRequest, DropTableRequest, RecallTableRequest, TableConfiguration};
-use wingkv_tests::cluster::query;
+use wingkv_proto::meta::TableConfiguration;
 use wingkv_tests::netns::NetCluster;
 use wingkv_tests::{env_or, wait_for, ReplicaProcess};
 
-/// Creates `name` through `meta`.
-async fn create(meta: &MetaClient, name: &str, partitions: u32, replicas: u32) -> Result<TableConfiguration> {
-    let req = CreateTableRequest {
-        name: name.into(),
-        partition_count: Some(partitions),
-        replica_count: Some(replicas),
-        envs: Default::default(),
-    };
-    Ok(meta
-        .call_long(LONG_META_CALL, |mut c| {
-            let req = req.clone();
-            async move { c.create_table(req).await }
-        })
-        .await?)
+/// Creates `name` through `admin`.
+async fn create(admin: &Admin, name: &str, partitions: u32, replicas: u32) -> Result<TableConfiguration> {
+    let options =
+        CreateTableOptions { partition_count: Some(partitions), replica_count: Some(replicas), ..Default::default() };
+    Ok(admin.create_table(name, options).await?)
 }
 
 /// An SDK client of every meta of `c`.
@@ -128,15 +117,12 @@ async fn scenario_a_a_deposed_meta_leader_deletes_nothing() -> Result<()> {
     c.hosts.heal()?;
     wait_for("one meta leader with a quorum", Duration::from_secs(30), || async {
         let l = c.meta_leader().await?;
-        let info = |mut m: wingkv_proto::meta::meta_client::MetaClient<tonic::transport::Channel>| async move {
-            m.cluster_info(wingkv_proto::meta::ClusterInfoRequest {}).await
-        };
-        c.meta.call_at(&c.metas[l].addr, Duration::from_secs(1), info).await.ok()
+        c.admin.cluster_info_at(&c.metas[l].addr, Duration::from_secs(1)).await.ok()
     })
     .await?;
 
     check_rows(&c, "fresh", 200).await?;
-    let after = query(&c.meta, "fresh").await?;
+    let after = c.admin.query_table("fresh").await?;
     ensure!(after.app_id == cfg.app_id, "the table was re-created: {} != {}", after.app_id, cfg.app_id);
     check_replicas(&c, &after).await?;
     ensure!(removals_logged(&c) == 0, "a replica server removed a replica");
@@ -149,13 +135,10 @@ async fn scenario_a_a_deposed_meta_leader_deletes_nothing() -> Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scenario_b_drop_fail_over_recall_purges_nothing() -> Result<()> {
     let c = NetCluster::start(3, 4, "", "").await?;
-    let cfg = create(&c.meta, "kept", 2, 3).await?;
+    let cfg = create(&c.admin, "kept", 2, 3).await?;
     write_rows(&c, "kept", 100).await?;
     let opened = sdk(&c, Duration::from_secs(5)).await?.open_table("kept").await?;
-    let dropped = c
-        .meta
-        .call(|mut m| async move { m.drop_table(DropTableRequest { name: "kept".into(), reserve_seconds: 4 }).await })
-        .await?;
+    let dropped = c.admin.drop_table("kept", Some(4)).await?;
     // A dropped table stops serving clients that still hold its routing.
     wait_for("the replicas to refuse the dropped table", Duration::from_secs(10), || async {
         match opened.get("k1", "s").await {
@@ -168,16 +151,14 @@ async fn scenario_b_drop_fail_over_recall_purges_nothing() -> Result<()> {
     let expiry = Instant::now() + Duration::from_millis(dropped.expire_time_ms.saturating_sub(now_ms()));
     tokio::time::sleep_until((expiry - Duration::from_millis(600)).into()).await;
     let app_id = dropped.app_id;
-    c.meta
-        .call(|mut m| async move { m.recall_table(RecallTableRequest { app_id, new_name: String::new() }).await })
-        .await?;
+    c.admin.recall_table(app_id, None).await?;
     let old = c.meta_leader().await.context("a meta leader")?;
     c.hosts.isolate(old, (0..3).filter(|i| *i != old))?;
     c.wait_new_meta_leader(old, Duration::from_secs(30)).await?;
     // Well past the expiry, on the new leader: the table is there.
     tokio::time::sleep_until((expiry + Duration::from_secs(3)).into()).await;
     c.hosts.heal()?;
-    let after = query(&c.meta, "kept").await.context("the recalled table is gone")?;
+    let after = c.admin.query_table("kept").await.context("the recalled table is gone")?;
     ensure!(after.app_id == cfg.app_id);
     check_rows(&c, "kept", 100).await?;
     check_replicas(&c, &after).await?;
@@ -195,7 +176,7 @@ fn now_ms() -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scenario_c_a_replica_whose_directory_was_removed_rejoins_as_a_learner() -> Result<()> {
     let mut c = NetCluster::start(3, 4, "", "").await?;
-    let cfg = create(&c.meta, "t", 1, 3).await?;
+    let cfg = create(&c.admin, "t", 1, 3).await?;
     write_rows(&c, "t", 100).await?;
     let pid = PartitionId::new(cfg.app_id, 0);
     let p = &cfg.partitions[0];
@@ -219,7 +200,7 @@ async fn scenario_c_a_replica_whose_directory_was_removed_rejoins_as_a_learner()
         meta_logs.contains("repair done: rejoin as a learner"),
         "no meta logged the rejoin of node {victim} as a learner"
     );
-    let after = query(&c.meta, "t").await?;
+    let after = c.admin.query_table("t").await?;
     check_replicas(&c, &after).await?;
     check_rows(&c, "t", 100).await?;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
@@ -235,7 +216,7 @@ async fn scenario_c_a_replica_whose_directory_was_removed_rejoins_as_a_learner()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scenario_d_an_isolated_primary_serves_no_stale_read() -> Result<()> {
     let c = NetCluster::start(3, 3, "", "").await?;
-    let cfg = create(&c.meta, "t", 1, 3).await?;
+    let cfg = create(&c.admin, "t", 1, 3).await?;
     let pid = PartitionId::new(cfg.app_id, 0);
     let table = sdk(&c, Duration::from_secs(2)).await?.open_table("t").await?;
     table.set("k", "s", "0").await?;
@@ -300,7 +281,7 @@ async fn scenario_d_an_isolated_primary_serves_no_stale_read() -> Result<()> {
 async fn scenario_e_a_meta_partition_costs_the_data_plane_nothing() -> Result<()> {
     let seconds: u64 = std::env::var("WINGKV_META_CUT_SECONDS").ok().and_then(|v| v.parse().ok()).unwrap_or(60);
     let c = NetCluster::start(3, 4, "", "").await?;
-    create(&c.meta, "w", 4, 3).await?;
+    create(&c.admin, "w", 4, 3).await?;
     let client = sdk(&c, Duration::from_secs(5)).await?;
     let old = c.meta_leader().await.context("a meta leader")?;
     c.hosts.isolate(old, (0..3).filter(|i| *i != old))?;
@@ -353,7 +334,7 @@ async fn scenario_e_a_meta_partition_costs_the_data_plane_nothing() -> Result<()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_frozen_meta_leader_costs_the_shell_one_attempt() -> Result<()> {
     let c = NetCluster::start(3, 3, "", "").await?;
-    create(&c.meta, "t", 2, 3).await?;
+    create(&c.admin, "t", 2, 3).await?;
     let old = c.meta_leader().await.context("a meta leader")?;
     let pid = c.metas[old].pid().context("meta pid")? as i32;
     let order: Vec<String> =
@@ -400,8 +381,8 @@ async fn seeded_partition_schedules_lose_nothing() -> Result<()> {
     let seconds: u64 = env_or("WINGKV_PARTITION_SECONDS", 40);
     let c = NetCluster::start(3, 4, "", "").await?;
     let (metas, replicas) = (c.meta_addrs(), c.replica_addrs());
-    create(&c.meta, "lin", 4, 3).await?;
-    create(&c.meta, "rows", 4, 3).await?;
+    create(&c.admin, "lin", 4, 3).await?;
+    create(&c.admin, "rows", 4, 3).await?;
     const ROWS: usize = 300;
     write_rows(&c, "rows", ROWS).await?;
     let c = Arc::new(tokio::sync::Mutex::new(c));
