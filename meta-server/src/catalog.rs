@@ -114,7 +114,7 @@ pub enum MetaCommand {
     },
     /// Drop a live table, recallable for `reserve_ms`.
     DropTable {
-        /// Name.
+        /// The live table to drop.
         name: String,
         /// Reserve time.
         reserve_ms: u64,
@@ -138,14 +138,14 @@ pub enum MetaCommand {
     },
     /// Set envs of a live table.
     SetEnvs {
-        /// Name.
+        /// The live table whose envs change.
         name: String,
         /// Envs to set.
         envs: BTreeMap<String, String>,
     },
     /// Delete envs of a live table.
     DelEnvs {
-        /// Name.
+        /// The live table whose envs change.
         name: String,
         /// Keys to delete.
         keys: Vec<String>,
@@ -156,7 +156,7 @@ pub enum MetaCommand {
         app_name: String,
         /// Cluster name in the remote layout.
         cluster: String,
-        /// Provider.
+        /// Provider of the remote files (`local`, `s3`, ...).
         provider: String,
         /// Root on the provider.
         root: String,
@@ -187,7 +187,7 @@ pub enum MetaCommand {
     },
     /// Record a partition's new members, if its ballot is still `ballot`.
     SetMembers {
-        /// The partition.
+        /// The partition whose members change.
         partition: PartitionId,
         /// Ballot the change was decided on.
         ballot: u64,

@@ -32,7 +32,7 @@ pub struct MetaData {
     pub last_applied: Option<LogId<NodeId>>,
     /// Last applied membership of the meta group.
     pub membership: StoredMembership<NodeId, BasicNode>,
-    /// The catalog.
+    /// Tables, nodes and bulk-load jobs: what every meta agrees on.
     pub catalog: Catalog,
 }
 

@@ -20,7 +20,8 @@ struct Cli {
 enum Command {
     /// Pegasus-style shell on a cluster.
     Shell(shell::ShellArgs),
-    /// Write rows as bulk-load SST files (DESIGN §5) on a provider.
+    /// Write rows as the bulk-load layout on a provider: per-partition sorted SST files, their
+    /// bulk_load_metadata and the table's bulk_load_info, ready for start_bulk_load.
     Bulkgen(bulkgen::BulkgenArgs),
     /// A local cluster of meta and replica servers under one supervisor.
     Onebox(supervisor::OneboxArgs),

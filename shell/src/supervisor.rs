@@ -103,7 +103,7 @@ pub struct NodeState {
 /// The supervisor's state file.
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
 pub struct OneboxState {
-    /// Supervisor pid.
+    /// The process that restarts the onebox's servers; `onebox stop` ends it first.
     pub supervisor_pid: u32,
     /// Meta addresses.
     pub metas: Vec<String>,

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context, Result};
 use wingkv_client::{CheckType, Client, ClientConfig, ErrorCode, PartitionId, Table};
+use wingkv_common::sync::MutexExt;
 use wingkv_proto::replica_admin::replica_admin_client::ReplicaAdminClient;
 use wingkv_proto::replica_admin::PartitionRequest;
 
@@ -381,13 +382,13 @@ where
             match reader.get(&k, SORT_KEY).await {
                 Ok(v) => Some(v.map(|b| b.to_vec())),
                 Err(e) => {
-                    *last_error.lock().unwrap_or_else(|p| p.into_inner()) = e.to_string();
+                    *last_error.locked() = e.to_string();
                     None
                 }
             }
         })
         .await
-        .with_context(|| format!("last error: {}", last_error.lock().unwrap_or_else(|p| p.into_inner())))?;
+        .with_context(|| format!("last error: {}", last_error.locked()))?;
         final_values.insert(k, v);
     }
     Ok(RunRecord { history, faults: injected, final_values })

@@ -163,7 +163,7 @@ pub enum Cmd {
         /// Sort key to check.
         #[arg(short = 'c', long = "check_sort_key", default_value = "")]
         check_sort_key: String,
-        /// Check type (e.g. value_not_exist, match_prefix, bytes_less, int_greater).
+        /// Check type (e.g. value_not_exist, value_match_prefix, value_bytes_less, value_int_greater).
         #[arg(short = 't', long = "check_type", default_value = "no_check")]
         check_type: String,
         /// Check operand.

@@ -28,7 +28,7 @@ fn ttl(seconds: Option<u32>) -> Option<Duration> {
 fn check_type(name: &str) -> Result<CheckType> {
     let wire = format!("CT_{}", name.trim().to_ascii_uppercase());
     CheckType::from_str_name(&wire).ok_or_else(|| {
-        anyhow!("unknown check type '{name}' (e.g. value_not_exist, value_exist, match_prefix, bytes_equal, int_less)")
+        anyhow!("unknown check type '{name}' (e.g. value_not_exist, value_exist, value_match_prefix, value_bytes_equal, value_int_less)")
     })
 }
 

@@ -150,7 +150,12 @@ impl Shell {
                     clap::error::ErrorKind::InvalidSubcommand => {
                         return Err(anyhow!("unknown command '{}'; `help` lists the commands", words[0]))
                     }
-                    _ => return Err(anyhow!("{}", e.to_string().trim_end())),
+                    _ => {
+                        // clap's text starts with its own "error: "; the shell adds one.
+                        let text = e.to_string();
+                        let text = text.trim_end();
+                        return Err(anyhow!("{}", text.strip_prefix("error: ").unwrap_or(text)));
+                    }
                 },
             };
             match parsed {

@@ -103,24 +103,7 @@ async fn bulk_load_end_to_end() -> Result<()> {
     assert_eq!(t.get("before", "bulk").await?.as_deref(), Some(&b"kept"[..]));
 
     // Replicas of each partition hold identical data.
-    let cfg = t.configuration();
-    for p in &cfg.partitions {
-        let pid = PartitionId::new(cfg.app_id, p.partition_index);
-        wait_for("replicas to agree", Duration::from_secs(30), || async {
-            let mut sums = BTreeSet::new();
-            for m in &p.members {
-                let mut admin = ReplicaAdminClient::new(channel(&m.address).ok()?);
-                let s = admin
-                    .checksum(PartitionRequest { partition: Some(pid.to_proto()), ..Default::default() })
-                    .await
-                    .ok()?
-                    .into_inner();
-                sums.insert((s.record_count, s.digest));
-            }
-            (sums.len() == 1).then_some(())
-        })
-        .await?;
-    }
+    wingkv_tests::faults::wait_converged(&meta, "t", Duration::from_secs(30)).await?;
 
     // A finished job: clear works, then a new start is allowed again.
     let (ok, _, err) = shell(&meta, "clear_bulk_load -a t; query_bulk_load_status -a t")?;
