@@ -14,7 +14,7 @@ use wingkv_proto::meta::{
     ServerInfoResponse, SetTableEnvsRequest, StartBulkLoadRequest, TableConfiguration, TableSummary,
 };
 
-use crate::client::{ClientConfig, ClientInner};
+use crate::connection::{ClientConfig, ClientInner};
 
 /// How to create a table: unset counts take the meta's defaults (4 partitions, 3 replicas).
 #[derive(Debug, Clone, Default)]

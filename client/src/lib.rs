@@ -60,10 +60,12 @@
 
 mod admin;
 mod client;
+mod connection;
 mod table;
 
 pub use admin::{Admin, BulkLoadSource, CreateTableOptions};
-pub use client::{Client, ClientConfig};
+pub use client::Client;
+pub use connection::ClientConfig;
 pub use table::{CasOutcome, CheckType, MultiGetOptions, Record, ScanOptions, Table, Ttl};
 /// Errors of the SDK: a typed enum whose [`code`](WingError::code) says what went wrong.
 pub use wingkv_common::WingError as Error;

@@ -18,7 +18,7 @@ use wingkv_proto::data::data_client::DataClient;
 use wingkv_proto::data::*;
 use wingkv_proto::meta::{NodeAddress, TableConfiguration};
 
-use crate::client::ClientInner;
+use crate::connection::ClientInner;
 
 pub use wingkv_proto::data::CheckType;
 

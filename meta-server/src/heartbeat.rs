@@ -109,6 +109,17 @@ fn should_remove(
     !newer_than_primary && !primary.voters.contains(&node_id) && !primary.learners.contains(&node_id)
 }
 
+/// The leader's live view answers the decision's questions.
+impl PartitionFacts for crate::liveness::Liveness {
+    fn primary(&self, pid: PartitionId) -> Option<PrimaryInfo> {
+        crate::liveness::Liveness::primary(self, pid)
+    }
+
+    fn reported_term(&self, node: u64, pid: PartitionId) -> Option<u64> {
+        crate::liveness::Liveness::reported_term(self, node, pid)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::{BTreeMap, HashMap};

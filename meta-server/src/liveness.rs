@@ -231,16 +231,6 @@ pub fn partitions_of(reports: &[ReplicaReport]) -> impl Iterator<Item = Partitio
     reports.iter().filter_map(|r| r.partition.as_ref()).map(|p| PartitionId::new(p.app_id, p.partition_index))
 }
 
-impl crate::heartbeat::PartitionFacts for Liveness {
-    fn primary(&self, pid: PartitionId) -> Option<PrimaryInfo> {
-        Liveness::primary(self, pid)
-    }
-
-    fn reported_term(&self, node: u64, pid: PartitionId) -> Option<u64> {
-        Liveness::reported_term(self, node, pid)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,0 +1,59 @@
+//! What a [`Client`](crate::Client), its [`Table`](crate::Table)s and its
+//! [`Admin`](crate::Admin) share: the settings and the connections (meta client, channel pool).
+
+use std::time::Duration;
+
+use wingkv_common::backoff::BackoffPolicy;
+use wingkv_common::channel::ChannelPool;
+use wingkv_common::meta_client::MetaClient;
+use wingkv_common::WingError;
+use wingkv_proto::meta::{QueryTableRequest, TableConfiguration};
+
+/// Settings of a [`Client`].
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// Meta server addresses (`host:port`).
+    pub meta_addrs: Vec<String>,
+    /// Deadline of one request, retries included.
+    pub request_timeout: Duration,
+    /// Backoff between retries.
+    pub backoff: BackoffPolicy,
+}
+
+impl ClientConfig {
+    /// Defaults (5 s per request; backoff from 20 ms to 1 s) for the given metas.
+    pub fn new(meta_addrs: impl IntoIterator<Item = impl Into<String>>) -> Self {
+        Self {
+            meta_addrs: meta_addrs.into_iter().map(Into::into).collect(),
+            request_timeout: Duration::from_secs(5),
+            backoff: BackoffPolicy::new(Duration::from_millis(20), Duration::from_secs(1)),
+        }
+    }
+}
+
+pub(crate) struct ClientInner {
+    pub(crate) config: ClientConfig,
+    pub(crate) meta: MetaClient,
+    pub(crate) pool: ChannelPool,
+}
+
+impl ClientInner {
+    /// The connections of `config`, made lazily: nothing is asked yet.
+    pub(crate) fn new(config: ClientConfig) -> Result<Self, WingError> {
+        let pool = ChannelPool::default();
+        let mut meta = MetaClient::new(config.meta_addrs.clone(), pool.clone())?;
+        meta.deadline = config.request_timeout;
+        meta.backoff = config.backoff;
+        Ok(Self { config, meta, pool })
+    }
+
+    pub(crate) async fn query_table(&self, name: &str) -> Result<TableConfiguration, WingError> {
+        let req = QueryTableRequest { name: name.to_string() };
+        self.meta
+            .call(|mut c| {
+                let req = req.clone();
+                async move { c.query_table(req).await }
+            })
+            .await
+    }
+}
