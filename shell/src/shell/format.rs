@@ -185,10 +185,26 @@ pub fn map_rows(headers: [&str; 2], map: &BTreeMap<String, String>) -> String {
     table(&headers, &cells)
 }
 
-/// Formats rows as an aligned table under `headers`.
+/// The widest cell a table shows, in characters; a longer one is cut with a marker that says
+/// how long it was (`--json` shows every value whole).
+pub const MAX_CELL_CHARS: usize = 1024;
+
+/// `cell` cut to [`MAX_CELL_CHARS`], with a marker when cut.
+fn fit(cell: &str) -> std::borrow::Cow<'_, str> {
+    let len = cell.chars().count();
+    if len <= MAX_CELL_CHARS {
+        return cell.into();
+    }
+    let kept: String = cell.chars().take(MAX_CELL_CHARS).collect();
+    format!("{kept}...({len} chars; --json shows it whole)").into()
+}
+
+/// Formats rows as an aligned table under `headers`. Cells are padded by hand: `format!`'s
+/// width is capped at 65,535 and panics beyond it.
 fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
-    let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
-    for r in rows {
+    let rows: Vec<Vec<std::borrow::Cow<'_, str>>> = rows.iter().map(|r| r.iter().map(|c| fit(c)).collect()).collect();
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
+    for r in &rows {
         for (i, c) in r.iter().enumerate() {
             if i < widths.len() {
                 widths[i] = widths[i].max(c.chars().count());
@@ -197,12 +213,19 @@ fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
     }
     let mut out = String::new();
     let line = |cells: Vec<&str>, out: &mut String| {
-        let parts: Vec<String> = cells.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect();
-        let _ = writeln!(out, "{}", parts.join("  ").trim_end());
+        let mut text = String::new();
+        for (i, (c, w)) in cells.iter().zip(&widths).enumerate() {
+            if i > 0 {
+                text.push_str("  ");
+            }
+            text.push_str(c);
+            text.extend(std::iter::repeat_n(' ', w.saturating_sub(c.chars().count())));
+        }
+        let _ = writeln!(out, "{}", text.trim_end());
     };
     line(headers.to_vec(), &mut out);
-    for r in rows {
-        line(r.iter().map(String::as_str).collect(), &mut out);
+    for r in &rows {
+        line(r.iter().map(|c| c.as_ref()).collect(), &mut out);
     }
     out.trim_end().to_string()
 }
@@ -278,5 +301,15 @@ mod tests {
         assert_eq!(rows(&[row], &cols), "p   sum\n7%  3");
         assert_eq!(plain(&json!(null)), "-");
         assert_eq!(uptime(61_000), "1m 1s");
+    }
+
+    #[test]
+    fn a_cell_wider_than_any_format_width_is_cut_not_a_panic() {
+        let wide = "x".repeat(70_000);
+        let text = table(&["k", "v"], &[vec!["a".into(), wide.clone()], vec!["b".into(), "short".into()]]);
+        let first = text.lines().nth(1).unwrap_or_default();
+        assert!(first.starts_with(&format!("a  {}", "x".repeat(MAX_CELL_CHARS))), "{first}");
+        assert!(first.ends_with("...(70000 chars; --json shows it whole)"), "{first}");
+        assert_eq!(text.lines().nth(2), Some("b  short"));
     }
 }
