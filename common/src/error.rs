@@ -126,6 +126,10 @@ error_kinds! {
     OperationDisabled => PermissionDenied, retry: false, "operation disabled";
     /// The table was dropped.
     TableDropped => NotFound, retry: false, "table dropped";
+    /// The key hashes to another partition than the one the request was sent to: the sender's
+    /// routing is stale or wrong (the message names the right partition and the count).
+    /// Retryable after the routing is refreshed; the request did nothing.
+    WrongPartition => FailedPrecondition, retry: true, "wrong partition";
     /// Temporarily unable to serve (no quorum, shutting down, starting).
     Unavailable => Unavailable, retry: true, "unavailable";
     /// The deadline passed.

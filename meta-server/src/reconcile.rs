@@ -60,12 +60,16 @@ async fn create_replica(
     meta_term: u64,
 ) -> Result<(), WingError> {
     let mut admin = node.admin(on)?;
-    let allow_ingest_behind = node.catalog().apps.get(&pid.app_id).is_some_and(allows_ingest_behind);
+    let (allow_ingest_behind, partition_count) = match node.catalog().apps.get(&pid.app_id) {
+        Some(app) => (allows_ingest_behind(app), app.partition_count),
+        None => (false, 0),
+    };
     let req = CreateReplicaRequest {
         partition: Some(pid.to_proto()),
         initial_members,
         meta_term: Some(meta_term),
         allow_ingest_behind,
+        partition_count,
     };
     match admin.create_replica(req).await {
         Ok(s) => {

@@ -30,6 +30,8 @@ pub struct AdmissionCounters {
 #[derive(Debug, Default)]
 pub struct TableEnvs {
     tables: RwLock<HashMap<u32, TableThrottling>>,
+    /// Partition count of each table the meta told about.
+    partition_counts: RwLock<HashMap<u32, u32>>,
     /// What admission did on this node.
     pub counters: Arc<AdmissionCounters>,
 }
@@ -40,10 +42,18 @@ impl TableEnvs {
         self.tables.read_locked().get(&app_id).copied().unwrap_or_default()
     }
 
+    /// The partition count of table `app_id`, once the meta has told it.
+    pub fn partition_count(&self, app_id: u32) -> Option<u32> {
+        self.partition_counts.read_locked().get(&app_id).copied()
+    }
+
     /// Records the envs of table `app_id` (of `partition_count` partitions) and answers its
     /// settings, or keeps the previous ones when the envs do not parse (the meta validates them,
     /// so that would be an older meta or a hand-edited catalog: logged, never fatal).
     pub fn set(&self, app_id: u32, partition_count: u32, envs: &BTreeMap<String, String>) -> TableThrottling {
+        if partition_count > 0 {
+            self.partition_counts.write_locked().insert(app_id, partition_count);
+        }
         match TableThrottling::from_envs(envs, partition_count.max(1)) {
             Ok(t) => {
                 self.tables.write_locked().insert(app_id, t);

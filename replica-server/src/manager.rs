@@ -85,6 +85,12 @@ impl ReplicaManager {
         Ok(())
     }
 
+    /// The partition count of `replica`'s table: recorded at its creation, else as the meta
+    /// last told it.
+    pub fn partition_count(&self, replica: &Replica) -> Option<u32> {
+        replica.recorded_partition_count().or_else(|| self.ctx.tables.partition_count(replica.id().app_id))
+    }
+
     /// This node's raft id.
     pub fn node_id(&self) -> u64 {
         self.ctx.node_id
@@ -107,6 +113,13 @@ impl ReplicaManager {
     pub fn get(&self, id: PartitionId) -> Result<Arc<Replica>, WingError> {
         if let Some(r) = self.replicas.read_locked().get(&id) {
             return Ok(r.clone());
+        }
+        if let Some(count) = self.ctx.tables.partition_count(id.app_id).filter(|c| id.partition_index >= *c) {
+            // A positive fact from the meta, not a replica still to come: no retry helps.
+            return Err(WingError::InvalidArgument(format!(
+                "partition {id} does not exist: table {} has {count} partitions",
+                id.app_id
+            )));
         }
         if let Some(reason) = self.failed.read_locked().get(&id) {
             return Err(WingError::Unavailable(format!(

@@ -233,6 +233,12 @@ impl Replica {
         }))
     }
 
+    /// The table's partition count as recorded when this replica was created (`None`: created
+    /// by a meta that did not send it).
+    pub fn recorded_partition_count(&self) -> Option<u32> {
+        Some(self.db_options.partition_count).filter(|c| *c > 0)
+    }
+
     /// The partition this replica belongs to.
     pub fn id(&self) -> PartitionId {
         self.id

@@ -34,6 +34,9 @@ pub fn cf<'a>(db: &'a DB, name: &str) -> Result<&'a ColumnFamily, WingError> {
 pub struct DbOptions {
     /// `rocksdb.allow_ingest_behind`: bulk loads may ingest below existing data.
     pub allow_ingest_behind: bool,
+    /// The table's partition count, which never changes: keys that hash elsewhere are refused.
+    /// 0: not recorded (a replica created by an older meta); heartbeats then tell it.
+    pub partition_count: u32,
 }
 
 /// The file that holds a replica's [`DbOptions`].

@@ -63,7 +63,20 @@ impl ReplicaAdmin for AdminService {
                 return Err(WingError::InvalidArgument(format!("node {} is listed twice", m.node_id)).into());
             }
         }
-        let db_options = crate::store::DbOptions { allow_ingest_behind: req.allow_ingest_behind };
+        if req.partition_count != 0 {
+            wingkv_common::naming::validate_partition_count(req.partition_count)?;
+            if id.partition_index >= req.partition_count {
+                return Err(WingError::InvalidArgument(format!(
+                    "partition {id} does not exist in a table of {} partitions",
+                    req.partition_count
+                ))
+                .into());
+            }
+        }
+        let db_options = crate::store::DbOptions {
+            allow_ingest_behind: req.allow_ingest_behind,
+            partition_count: req.partition_count,
+        };
         let replica = self.manager.create(id, members, db_options).await?;
         Ok(Response::new(replica.status()))
     }

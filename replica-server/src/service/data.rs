@@ -7,6 +7,7 @@ use bytes::Bytes;
 use futures::Stream;
 use tonic::{Request, Response, Status};
 use wingkv_common::check::CheckType;
+use wingkv_common::hash::partition_index;
 use wingkv_common::key::{decode_key, encode_key, validate_hash_key};
 use wingkv_common::metrics::record_partition;
 use wingkv_common::value::{
@@ -40,17 +41,51 @@ impl DataService {
         Self { manager }
     }
 
-    fn replica(&self, p: Option<&ProtoPartitionId>) -> Result<Arc<Replica>, WingError> {
+    /// The replica of `p`, once the request's keys are found to belong to it.
+    fn replica(&self, p: Option<&ProtoPartitionId>, keys: Keys<'_>) -> Result<Arc<Replica>, WingError> {
         let id = PartitionId::from_proto(p)?;
         record_partition(id);
         self.manager.check_table_serves(id)?;
-        self.manager.get(id)
+        let replica = self.manager.get(id)?;
+        self.check_owner(&replica, keys)?;
+        Ok(replica)
+    }
+
+    /// Refuses a request whose keys hash to another partition (DESIGN §2: the hash key's, or
+    /// the sort key's when the hash key is empty): stored there, a record would be invisible to
+    /// every correctly routed read. Operations on a whole hash key need a non-empty one, since
+    /// the records of the empty hash key are spread over the partitions by their sort keys.
+    fn check_owner(&self, replica: &Replica, keys: Keys<'_>) -> Result<(), WingError> {
+        let (hash_key, sort_key) = match keys {
+            Keys::Whole => return Ok(()),
+            Keys::One { hash_key, sort_key } => (hash_key, sort_key),
+            Keys::HashKey { hash_key, op } => {
+                if hash_key.is_empty() {
+                    return Err(WingError::InvalidArgument(format!(
+                        "{op} needs a non-empty hash key: the records of the empty hash key are spread over \
+                         the partitions by their sort keys"
+                    )));
+                }
+                (hash_key, &[][..])
+            }
+        };
+        // Unknown only for a replica created by an older meta, until its first heartbeat.
+        let Some(count) = self.manager.partition_count(replica) else { return Ok(()) };
+        let id = replica.id();
+        let owner = partition_index(hash_key, sort_key, count);
+        if owner != id.partition_index {
+            return Err(WingError::WrongPartition(format!(
+                "the key belongs to partition {}.{owner} of {count}, not to {id}: refresh the routing",
+                id.app_id
+            )));
+        }
+        Ok(())
     }
 
     /// A primary that has confirmed it may serve a linearizable read now (unless the table's
     /// envs deny reads).
-    async fn read_replica(&self, p: Option<&ProtoPartitionId>) -> Result<Arc<Replica>, WingError> {
-        let replica = self.replica(p)?;
+    async fn read_replica(&self, p: Option<&ProtoPartitionId>, keys: Keys<'_>) -> Result<Arc<Replica>, WingError> {
+        let replica = self.replica(p, keys)?;
         replica.admission().check_read(replica.id())?;
         replica.linearizable_read().await?;
         Ok(replica)
@@ -59,8 +94,8 @@ impl DataService {
     /// The replica a write `req` goes to, once the table's envs admit it (it may be held by
     /// write throttling, or refused with `Busy` or `OperationDisabled`). Only a primary counts
     /// writes: a stale client's request to a secondary is turned away first.
-    async fn write_replica(&self, p: Option<&ProtoPartitionId>, admit: WriteAdmission) -> WriteTarget {
-        let replica = self.replica(p)?;
+    async fn write_replica(&self, p: Option<&ProtoPartitionId>, keys: Keys<'_>, admit: WriteAdmission) -> WriteTarget {
+        let replica = self.replica(p, keys)?;
         replica.check_primary()?;
         // Without a client deadline, the server's own write timeout bounds the hold.
         let deadline = admit.deadline.unwrap_or(replica.write_timeout());
@@ -106,6 +141,27 @@ impl WriteAdmission {
     }
 }
 
+/// The keys a request touches, for the partition check.
+#[derive(Clone, Copy)]
+enum Keys<'a> {
+    /// One record.
+    One { hash_key: &'a [u8], sort_key: &'a [u8] },
+    /// Records of one hash key (`op` names the operation in errors).
+    HashKey { hash_key: &'a [u8], op: &'static str },
+    /// Every record of the partition (a full scan).
+    Whole,
+}
+
+impl<'a> Keys<'a> {
+    fn one(hash_key: &'a [u8], sort_key: &'a [u8]) -> Self {
+        Keys::One { hash_key, sort_key }
+    }
+
+    fn hash_key(hash_key: &'a [u8], op: &'static str) -> Self {
+        Keys::HashKey { hash_key, op }
+    }
+}
+
 type ScanStream = Pin<Box<dyn Stream<Item = Result<ScanBatch, Status>> + Send>>;
 
 #[tonic::async_trait]
@@ -113,7 +169,7 @@ impl Data for DataService {
     async fn get(&self, req: Request<GetRequest>) -> Result<Response<GetResponse>, Status> {
         let r = req.into_inner();
         let key = encode_key(&r.hash_key, &r.sort_key)?;
-        let replica = self.read_replica(r.partition.as_ref()).await?;
+        let replica = self.read_replica(r.partition.as_ref(), Keys::one(&r.hash_key, &r.sort_key)).await?;
         let resp = match read_live(&replica, &key, now_epoch_seconds())? {
             Some((_, v)) => GetResponse { found: true, value: v.into() },
             None => GetResponse { found: false, value: Bytes::new() },
@@ -127,7 +183,7 @@ impl Data for DataService {
         let key = encode_key(&r.hash_key, &r.sort_key)?;
         let value = stored_value(now_epoch_seconds(), r.ttl_seconds, &r.value);
         // Validated first: a bad request is refused for what it is, wherever it lands.
-        let replica = self.write_replica(r.partition.as_ref(), admit).await?;
+        let replica = self.write_replica(r.partition.as_ref(), Keys::one(&r.hash_key, &r.sort_key), admit).await?;
         let (_, log_index) = replica.propose(Command::Put { key: key.into(), value }).await?;
         Ok(Response::new(WriteResponse { log_index }))
     }
@@ -137,7 +193,7 @@ impl Data for DataService {
         let r = req.into_inner();
         let key = encode_key(&r.hash_key, &r.sort_key)?;
         // Validated first: a bad request is refused for what it is, wherever it lands.
-        let replica = self.write_replica(r.partition.as_ref(), admit).await?;
+        let replica = self.write_replica(r.partition.as_ref(), Keys::one(&r.hash_key, &r.sort_key), admit).await?;
         let (_, log_index) = replica.propose(Command::Delete { key: key.into() }).await?;
         Ok(Response::new(WriteResponse { log_index }))
     }
@@ -145,7 +201,7 @@ impl Data for DataService {
     async fn exist(&self, req: Request<KeyRequest>) -> Result<Response<ExistResponse>, Status> {
         let r = req.into_inner();
         let key = encode_key(&r.hash_key, &r.sort_key)?;
-        let replica = self.read_replica(r.partition.as_ref()).await?;
+        let replica = self.read_replica(r.partition.as_ref(), Keys::one(&r.hash_key, &r.sort_key)).await?;
         let exists = read_live(&replica, &key, now_epoch_seconds())?.is_some();
         Ok(Response::new(ExistResponse { exists }))
     }
@@ -153,7 +209,7 @@ impl Data for DataService {
     async fn ttl(&self, req: Request<KeyRequest>) -> Result<Response<TtlResponse>, Status> {
         let r = req.into_inner();
         let key = encode_key(&r.hash_key, &r.sort_key)?;
-        let replica = self.read_replica(r.partition.as_ref()).await?;
+        let replica = self.read_replica(r.partition.as_ref(), Keys::one(&r.hash_key, &r.sort_key)).await?;
         let now = now_epoch_seconds();
         let ttl_seconds = match read_live(&replica, &key, now)? {
             None => -2,
@@ -165,7 +221,7 @@ impl Data for DataService {
     async fn multi_get(&self, req: Request<MultiGetRequest>) -> Result<Response<MultiGetResponse>, Status> {
         let r = req.into_inner();
         validate_hash_key(&r.hash_key)?;
-        let replica = self.read_replica(r.partition.as_ref()).await?;
+        let replica = self.read_replica(r.partition.as_ref(), Keys::hash_key(&r.hash_key, "multi_get")).await?;
         let now = now_epoch_seconds();
         let max_count = if r.max_kv_count == 0 { usize::MAX } else { r.max_kv_count as usize };
         let mut kvs = Vec::new();
@@ -216,7 +272,7 @@ impl Data for DataService {
             entries.push((Bytes::from(key), stored_value(now, r.ttl_seconds, &kv.value)));
         }
         // Validated first: a bad request is refused for what it is, wherever it lands.
-        let replica = self.write_replica(r.partition.as_ref(), admit).await?;
+        let replica = self.write_replica(r.partition.as_ref(), Keys::hash_key(&r.hash_key, "multi_set"), admit).await?;
         let (_, log_index) = replica.propose(Command::MultiPut { entries }).await?;
         Ok(Response::new(WriteResponse { log_index }))
     }
@@ -230,7 +286,7 @@ impl Data for DataService {
         let keys =
             r.sort_keys.iter().map(|sk| encode_key(&r.hash_key, sk).map(Bytes::from)).collect::<Result<Vec<_>, _>>()?;
         // Validated first: a bad request is refused for what it is, wherever it lands.
-        let replica = self.write_replica(r.partition.as_ref(), admit).await?;
+        let replica = self.write_replica(r.partition.as_ref(), Keys::hash_key(&r.hash_key, "multi_del"), admit).await?;
         let (resp, log_index) = replica.propose(Command::MultiDelete { keys, now: now_epoch_seconds() }).await?;
         match resp {
             CommandResponse::Deleted(deleted) => Ok(Response::new(MultiDelResponse { log_index, deleted })),
@@ -249,7 +305,7 @@ impl Data for DataService {
         };
         let cmd = Command::Incr { key: key.into(), delta: r.increment, ttl, now: now_epoch_seconds() };
         // Validated first: a bad request is refused for what it is, wherever it lands.
-        let replica = self.write_replica(r.partition.as_ref(), admit).await?;
+        let replica = self.write_replica(r.partition.as_ref(), Keys::one(&r.hash_key, &r.sort_key), admit).await?;
         match replica.propose(cmd).await? {
             (CommandResponse::Incremented(new_value), log_index) => {
                 Ok(Response::new(IncrResponse { new_value, log_index }))
@@ -276,7 +332,8 @@ impl Data for DataService {
             now,
         };
         // Validated first: a bad request is refused for what it is, wherever it lands.
-        let replica = self.write_replica(r.partition.as_ref(), admit).await?;
+        let keys = Keys::hash_key(&r.hash_key, "check_and_set");
+        let replica = self.write_replica(r.partition.as_ref(), keys, admit).await?;
         match replica.propose(cmd).await? {
             (CommandResponse::CheckAndSet { succeeded, check_value }, log_index) => {
                 Ok(Response::new(CheckAndSetResponse {
@@ -297,7 +354,7 @@ impl Data for DataService {
     ) -> Result<Response<SortKeyCountResponse>, Status> {
         let r = req.into_inner();
         let mut range = KeyRange::hash_key(&r.hash_key, b"", true, b"", false)?;
-        let replica = self.read_replica(r.partition.as_ref()).await?;
+        let replica = self.read_replica(r.partition.as_ref(), Keys::hash_key(&r.hash_key, "sort_key_count")).await?;
         let now = now_epoch_seconds();
         // An unbounded count runs on a blocking thread, off the runtime that drives raft.
         let db = replica.db().clone();
@@ -324,7 +381,11 @@ impl Data for DataService {
             }
             None => KeyRange::whole(),
         };
-        let replica = self.read_replica(r.partition.as_ref()).await?;
+        let keys = match &r.hash_key {
+            Some(hk) => Keys::hash_key(hk, "a scan of one hash key"),
+            None => Keys::Whole,
+        };
+        let replica = self.read_replica(r.partition.as_ref(), keys).await?;
         let batch = match r.batch_size as usize {
             0 => DEFAULT_SCAN_BATCH,
             n => n.min(MAX_SCAN_BATCH),

@@ -15,6 +15,7 @@ mod bulkgen;
 mod data_ops;
 mod linearizability;
 mod meta;
+mod misrouted;
 mod observability;
 mod onebox;
 mod replication;
