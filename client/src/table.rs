@@ -108,9 +108,9 @@ impl Interceptor for Deadline {
 
 /// Whether a server's answer says the request surely did not take effect: it was refused
 /// before being proposed (NotLeader — a leadership lost mid-write answers Unavailable instead —,
-/// Busy, NotFound). Timeouts and lost connections are ambiguous.
+/// Busy, NotFound, WrongPartition). Timeouts and lost connections are ambiguous.
 fn surely_not_applied(err: &WingError) -> bool {
-    matches!(err, WingError::NotLeader { .. } | WingError::Busy(_) | WingError::NotFound(_))
+    matches!(err, WingError::NotLeader { .. } | WingError::Busy(_) | WingError::NotFound(_) | WingError::WrongPartition(_))
 }
 
 /// A table of the cluster. Cheap to clone.
