@@ -110,7 +110,10 @@ impl Interceptor for Deadline {
 /// before being proposed (NotLeader — a leadership lost mid-write answers Unavailable instead —,
 /// Busy, NotFound, WrongPartition). Timeouts and lost connections are ambiguous.
 fn surely_not_applied(err: &WingError) -> bool {
-    matches!(err, WingError::NotLeader { .. } | WingError::Busy(_) | WingError::NotFound(_) | WingError::WrongPartition(_))
+    matches!(
+        err,
+        WingError::NotLeader { .. } | WingError::Busy(_) | WingError::NotFound(_) | WingError::WrongPartition(_)
+    )
 }
 
 /// A table of the cluster. Cheap to clone.
