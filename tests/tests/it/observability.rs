@@ -128,7 +128,8 @@ async fn metrics_health_and_server_info_of_a_onebox_after_a_workload() -> Result
     shell_ok(&meta, "create bl -p 4 -r 3")?;
     shell_ok(&meta, &format!("start_bulk_load -a bl -c onebox -p local -r {}", remote.display()))?;
     wait_bulk_load_success(&meta, "bl", Duration::from_secs(120)).await?;
-    // A request for a partition nobody hosts: its failure is logged in the request's span.
+    // A request for a partition the table does not have: refused as such (not "not hosted", which
+    // a client would retry), and its failure is logged in the request's span.
     let mut data =
         wingkv_proto::data::data_client::DataClient::connect(format!("http://{}", onebox_replica(&dir)?)).await?;
     let bad = wingkv_proto::data::GetRequest {
@@ -153,7 +154,9 @@ async fn metrics_health_and_server_info_of_a_onebox_after_a_workload() -> Result
     let slow =
         total("wingkv_request_duration_seconds_bucket", &[("service", "Data"), ("method", "Get"), ("le", "+Inf")]);
     ensure!(slow == gets, "histogram +Inf bucket {slow} != count {gets}");
-    ensure!(total("wingkv_requests_total", &[("service", "Data"), ("method", "Get"), ("code", "NotFound")]) >= 1.0);
+    let refused =
+        total("wingkv_requests_total", &[("service", "Data"), ("method", "Get"), ("code", "InvalidArgument")]);
+    ensure!(refused >= 1.0, "the request for partition 1.99 is not counted as InvalidArgument");
     ensure!(total("wingkv_requests_total", &[("service", "RaftTransport")]) > 0.0, "raft traffic is not counted");
     ensure!(total("wingkv_throttling_delayed_writes_total", &[]) > 0.0, "the delay throttle delayed nothing");
     let (entries, writes) =
@@ -241,7 +244,7 @@ async fn metrics_health_and_server_info_of_a_onebox_after_a_workload() -> Result
         .find(|v| v["span"]["partition"] == "1.99")
         .with_context(|| "no JSON log line in the span of the request for partition 1.99".to_string())?;
     ensure!(line["span"]["name"] == "rpc" && line["span"]["method"] == "Get", "{line}");
-    ensure!(line["fields"]["code"] == "NotFound", "{line}");
+    ensure!(line["fields"]["code"] == "InvalidArgument", "{line}");
     Ok(())
 }
 
