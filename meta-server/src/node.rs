@@ -43,6 +43,10 @@ pub struct MetaNode {
     pub repairs: Mutex<HashSet<PartitionId>>,
     /// Partitions whose repair ended; they leave `repairs` once the catalog is read again.
     pub repairs_done: Mutex<Vec<PartitionId>>,
+    /// Partitions whose group is being bootstrapped (replicas of its members being created, by
+    /// a table creation or the reconcile loop): no repair is planned for them meanwhile, since
+    /// a member whose creation is still on its way has lost nothing.
+    pub bootstrapping: Mutex<HashSet<PartitionId>>,
     /// Latest per-replica bulk-load progress of each partition (volatile, for status queries).
     pub bulk_progress:
         Mutex<std::collections::HashMap<PartitionId, Vec<wingkv_proto::replica_admin::ReplicaBulkLoadState>>>,
@@ -77,6 +81,7 @@ impl MetaNode {
             pool,
             repairs: Mutex::new(HashSet::new()),
             repairs_done: Mutex::new(Vec::new()),
+            bootstrapping: Mutex::new(HashSet::new()),
             bulk_progress: Mutex::new(Default::default()),
             bulk_cleaned: Mutex::new(HashSet::new()),
             bulk_drive: Mutex::new(Default::default()),

@@ -14,7 +14,8 @@
 //! Repairs run concurrently in a `JoinSet` owned by the loop, one per partition at a time, and
 //! are aborted the moment this meta stops leading or its term changes.
 
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::task::JoinSet;
@@ -80,10 +81,36 @@ async fn create_replica(
     }
 }
 
+/// A partition claimed in a set (such as [`MetaNode::bootstrapping`]) for as long as this lives.
+struct Claim<'a> {
+    set: &'a Mutex<HashSet<PartitionId>>,
+    pid: PartitionId,
+}
+
+impl<'a> Claim<'a> {
+    /// Claims `pid` in `set`; `None` if it is claimed already.
+    fn take(set: &'a Mutex<HashSet<PartitionId>>, pid: PartitionId) -> Option<Self> {
+        // The lock is released first, and no claim is built when none is taken: a claim
+        // releases on drop.
+        let claimed = set.locked().insert(pid);
+        claimed.then(|| Self { set, pid })
+    }
+}
+
+impl Drop for Claim<'_> {
+    fn drop(&mut self) {
+        self.set.locked().remove(&self.pid);
+    }
+}
+
 /// Bootstraps the groups of `app`'s partitions that were never formed: only when every member
 /// reported in this term (a positive fact) and none of those hosting the partition ever left
 /// term 0 (nobody ever voted, so nobody can have forgotten a vote). Every missing member is
 /// created with the full voter list, so each holds the membership and may vote.
+///
+/// The partition is claimed until every creation answered: the first members may form the
+/// group (and report a primary) before the last one's replica exists, and that member must not
+/// be taken for one that lost its replica (see [`plan_repair`]).
 pub async fn bootstrap_app_replicas(node: &MetaNode, app: &AppState, meta_term: u64) {
     for (idx, p) in app.partitions.iter().enumerate() {
         let pid = PartitionId::new(app.app_id, idx as u32);
@@ -101,6 +128,9 @@ pub async fn bootstrap_app_replicas(node: &MetaNode, app: &AppState, meta_term: 
         if !never_formed {
             continue;
         }
+        let Some(_claim) = Claim::take(&node.bootstrapping, pid) else {
+            continue;
+        };
         let voters: Vec<Member> =
             p.members.iter().map(|n| Member { node_id: *n, address: node.node_address(*n) }).collect();
         for m in &p.members {
@@ -252,7 +282,7 @@ async fn reconcile_once(node: &Arc<MetaNode>, repairs: &mut JoinSet<()>, meta_te
         bootstrap_app_replicas(node, app, meta_term).await;
         for (idx, p) in app.partitions.iter().enumerate() {
             let pid = PartitionId::new(app.app_id, idx as u32);
-            if node.repairs.locked().contains(&pid) {
+            if node.repairs.locked().contains(&pid) || node.bootstrapping.locked().contains(&pid) {
                 continue;
             }
             let Some(primary) = node.liveness.primary(pid) else {
@@ -401,5 +431,25 @@ async fn purge_app(node: &MetaNode, app: &AppState, now_ms: u64) {
     match node.propose(MetaCommand::PurgeExpiredTable { app_id: app.app_id, now_ms }).await {
         Ok(_) => tracing::info!(app_id = app.app_id, name = %app.name, "expired dropped table purged"),
         Err(e) => tracing::warn!(app_id = app.app_id, "table not purged: {e}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_claim_is_held_once_and_released_on_drop() {
+        let set = Mutex::new(HashSet::new());
+        let pid = PartitionId::new(1, 0);
+        let first = Claim::take(&set, pid).expect("a first claim");
+        assert!(Claim::take(&set, pid).is_none(), "claimed twice");
+        assert!(set.locked().contains(&pid), "a refused claim released the first one");
+        let other = Claim::take(&set, PartitionId::new(1, 1)).expect("another partition");
+        drop(first);
+        assert!(!set.locked().contains(&pid));
+        assert!(Claim::take(&set, pid).is_some());
+        drop(other);
+        assert!(set.locked().is_empty());
     }
 }

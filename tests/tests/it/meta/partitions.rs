@@ -14,6 +14,8 @@ use wingkv_client::{Admin, Client, ClientConfig, CreateTableOptions, ErrorCode, 
 use wingkv_proto::common::ReplicaRole;
 use wingkv_proto::data::GetRequest;
 use wingkv_proto::meta::TableConfiguration;
+use wingkv_proto::replica_admin::replica_admin_client::ReplicaAdminClient;
+use wingkv_proto::replica_admin::StatusRequest;
 use wingkv_tests::netns::NetCluster;
 use wingkv_tests::{env_or, wait_for, ReplicaProcess};
 
@@ -195,17 +197,81 @@ async fn scenario_c_a_replica_whose_directory_was_removed_rejoins_as_a_learner()
         (s.role == ReplicaRole::RoleSecondary as i32 || s.role == ReplicaRole::RolePrimary as i32).then_some(())
     })
     .await?;
-    let meta_logs: String = c.metas.iter().map(|m| std::fs::read_to_string(m.log_path()).unwrap_or_default()).collect();
-    ensure!(
-        meta_logs.contains("repair done: rejoin as a learner"),
-        "no meta logged the rejoin of node {victim} as a learner"
-    );
+    // The victim counts itself a voter as soon as it holds the joint membership, before the
+    // primary's membership change returns to the meta, which logs the repair done only then.
+    wait_for(&format!("a meta to log the rejoin of node {victim} as a learner"), Duration::from_secs(40), || async {
+        c.metas
+            .iter()
+            .any(|m| {
+                std::fs::read_to_string(m.log_path()).unwrap_or_default().contains("repair done: rejoin as a learner")
+            })
+            .then_some(())
+    })
+    .await?;
     let after = c.admin.query_table("t").await?;
     check_replicas(&c, &after).await?;
     check_rows(&c, "t", 100).await?;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let leaders = sampler.await?;
     ensure!(leaders.double_leaders().is_empty(), "two leaders in one term: {:?}", leaders.double_leaders());
+    Ok(())
+}
+
+/// (c2) A table is created while the server of its last member is frozen: the other two
+/// members form the group (a primary is reported) before the last member's replica is even
+/// created. That member has lost nothing: the meta must not take it for one that lost its
+/// replica (a rejoin would take it out of the voters, and with a fourth server it would not
+/// come back).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scenario_c2_a_member_created_late_is_not_taken_for_a_lost_replica() -> Result<()> {
+    let c = NetCluster::start(3, 3, "", "").await?;
+    // With no load yet, the members of the only partition are created in node-id order.
+    let last = c.replicas.iter().max_by_key(|r| r.node_id).context("a replica server")?;
+    let frozen = last.pid().context("the last member's pid")? as i32;
+    // Every primary's voters, sampled until the end of the test: none may lack a member.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let admins = c.replicas.iter().map(|r| Ok(ReplicaAdminClient::new(wingkv_tests::channel(&r.addr)?)));
+    let admins: Vec<_> = admins.collect::<Result<_>>()?;
+    let sampler = {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let mut seen = std::collections::BTreeSet::new();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                for admin in &admins {
+                    let mut admin = admin.clone();
+                    let mut req = tonic::Request::new(StatusRequest { partition: None });
+                    req.set_timeout(Duration::from_millis(200));
+                    let Ok(resp) = admin.status(req).await else { continue };
+                    for s in resp.into_inner().replicas.iter().filter(|s| s.role == ReplicaRole::RolePrimary as i32) {
+                        let mut v: Vec<u64> = s.voters.iter().map(|m| m.node_id).collect();
+                        v.sort();
+                        seen.insert(v);
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            seen
+        })
+    };
+    // Frozen for less than the meta's node timeout (3 s): it stays alive for the meta.
+    let (_, cfg) =
+        tokio::join!(wingkv_tests::faults::pause(frozen, Duration::from_millis(2000)), create(&c.admin, "t", 1, 3));
+    let cfg = cfg?;
+    let mut members: Vec<u64> = cfg.partitions[0].members.iter().map(|m| m.node_id).collect();
+    members.sort();
+    ensure!(members.contains(&last.node_id), "node {} is no member: {members:?}", last.node_id);
+    // Several reconcile ticks and heartbeats later.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let seen = sampler.await?;
+    ensure!(seen.iter().all(|v| *v == members), "the primary's voters were {seen:?}; the members are {members:?}");
+    ensure!(!seen.is_empty(), "no primary was seen");
+    let after = c.admin.query_table("t").await?;
+    let mut now: Vec<u64> = after.partitions[0].members.iter().map(|m| m.node_id).collect();
+    now.sort();
+    ensure!(now == members, "the members changed from {members:?} to {now:?}");
+    ensure!(removals_logged(&c) == 0, "a replica server removed a replica");
+    check_replicas(&c, &after).await?;
     Ok(())
 }
 
