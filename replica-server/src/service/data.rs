@@ -29,6 +29,19 @@ use crate::store::data_cf;
 const DEFAULT_SCAN_BATCH: usize = 1_000;
 /// Most records per streamed scan batch.
 const MAX_SCAN_BATCH: usize = 10_000;
+/// Bytes of keys and values one `multi_get` answer or scan batch carries at most (plus the one
+/// record that crosses the limit): far under the 4 MiB a stock gRPC client accepts. A larger
+/// answer is `incomplete` (multi_get) or goes on in the next batch (scan).
+const MAX_RESPONSE_BYTES: u64 = 1 << 20;
+
+/// The byte limit of one answer: the request's, within [`MAX_RESPONSE_BYTES`] (0 = the cap).
+fn response_bytes(requested: u64) -> u64 {
+    if requested == 0 {
+        MAX_RESPONSE_BYTES
+    } else {
+        requested.min(MAX_RESPONSE_BYTES)
+    }
+}
 
 /// Serves key-value requests for every hosted replica.
 pub struct DataService {
@@ -224,12 +237,13 @@ impl Data for DataService {
         let replica = self.read_replica(r.partition.as_ref(), Keys::hash_key(&r.hash_key, "multi_get")).await?;
         let now = now_epoch_seconds();
         let max_count = if r.max_kv_count == 0 { usize::MAX } else { r.max_kv_count as usize };
+        let max_bytes = response_bytes(r.max_kv_size);
         let mut kvs = Vec::new();
         let mut incomplete = false;
         if !r.sort_keys.is_empty() {
             let mut bytes = 0u64;
             for sk in &r.sort_keys {
-                if kvs.len() >= max_count || (r.max_kv_size > 0 && bytes >= r.max_kv_size) {
+                if kvs.len() >= max_count || bytes >= max_bytes {
                     incomplete = true;
                     break;
                 }
@@ -249,7 +263,7 @@ impl Data for DataService {
                 &r.stop_sort_key,
                 r.stop_inclusive,
             )?;
-            let records = range.read(replica.db(), max_count, r.max_kv_size, now, !r.no_value)?;
+            let records = range.read(replica.db(), max_count, max_bytes, now, !r.no_value)?;
             incomplete = !range.is_exhausted() && !records.is_empty();
             for rec in records {
                 let (_, sk) = decode_key(&rec.key)?;
@@ -399,7 +413,7 @@ impl Data for DataService {
                 return None;
             }
             let want = batch.min(left.min(usize::MAX as u64) as usize);
-            let records = match range.read(replica.db(), want, 0, now, with_values) {
+            let records = match range.read(replica.db(), want, MAX_RESPONSE_BYTES, now, with_values) {
                 Ok(r) => r,
                 Err(e) => return Some((Err(Status::from(e)), (replica, KeyRange::exhausted_marker(), 0))),
             };

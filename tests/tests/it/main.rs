@@ -13,6 +13,7 @@ mod bulk_load_replica;
 mod bulk_load_sources;
 mod bulkgen;
 mod data_ops;
+mod large_values;
 mod linearizability;
 mod meta;
 mod misrouted;
