@@ -4,6 +4,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::WingError;
 
+/// Longest `check_and_set` operand accepted: the check runs inside raft apply on every replica,
+/// so its cost must stay small whatever the stored value. Match checks are linear in the value
+/// and the operand ([`memchr::memmem`]), comparisons in the shorter of the two.
+pub const MAX_CHECK_OPERAND_BYTES: usize = 64 * 1024;
+
 /// What `check_and_set` checks about the current value (Pegasus's `cas_check_type`, same
 /// numbering as the wire enum).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -59,6 +64,18 @@ impl CheckType {
             .ok_or_else(|| WingError::InvalidArgument(format!("unknown check type {v}")))
     }
 
+    /// Refuses an operand longer than [`MAX_CHECK_OPERAND_BYTES`] (checked by the primary
+    /// before the command is proposed).
+    pub fn validate_operand(operand: &[u8]) -> Result<(), WingError> {
+        if operand.len() > MAX_CHECK_OPERAND_BYTES {
+            return Err(WingError::InvalidArgument(format!(
+                "check operand is {} bytes; the limit is {MAX_CHECK_OPERAND_BYTES}",
+                operand.len()
+            )));
+        }
+        Ok(())
+    }
+
     /// Whether the check passes for the current value (`None` = no such record) and the
     /// operand. Integer checks fail with `InvalidArgument` when either side is not an integer.
     pub fn passes(self, current: Option<&[u8]>, operand: &[u8]) -> Result<bool, WingError> {
@@ -94,7 +111,7 @@ impl CheckType {
 }
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    needle.is_empty() || haystack.windows(needle.len()).any(|w| w == needle)
+    memchr::memmem::find(haystack, needle).is_some()
 }
 
 /// Parses a decimal i64 as Pegasus stores integers (used by `incr` and the int checks).
@@ -129,6 +146,28 @@ mod tests {
         assert!(ValueBytesLess.passes(Some(b"a"), b"b").unwrap());
         assert!(ValueBytesEqual.passes(Some(b"b"), b"b").unwrap());
         assert!(!ValueBytesGreater.passes(Some(b"b"), b"b").unwrap());
+    }
+
+    /// The case a naive search makes quadratic: a long run of one byte, an operand of that byte
+    /// and one other at its end. Linear here, so a 32 MiB value is checked at memory speed; a
+    /// naive search (2·10¹² comparisons) runs into the test runner's timeout.
+    #[test]
+    fn match_anywhere_is_linear_in_the_worst_case() {
+        let value = vec![b'a'; 32 << 20];
+        let mut operand = vec![b'a'; MAX_CHECK_OPERAND_BYTES - 1];
+        operand.push(b'b');
+        assert!(!ValueMatchAnywhere.passes(Some(&value), &operand).unwrap());
+        let mut hit = value.clone();
+        hit.extend_from_slice(&operand);
+        assert!(ValueMatchAnywhere.passes(Some(&hit), &operand).unwrap());
+        assert!(ValueMatchAnywhere.passes(Some(b"x"), b"").unwrap(), "the empty operand is everywhere");
+    }
+
+    #[test]
+    fn operands_are_capped() {
+        CheckType::validate_operand(&vec![0; MAX_CHECK_OPERAND_BYTES]).unwrap();
+        let e = CheckType::validate_operand(&vec![0; MAX_CHECK_OPERAND_BYTES + 1]).unwrap_err();
+        assert!(e.to_string().contains("limit is 65536"), "{e}");
     }
 
     #[test]

@@ -66,6 +66,12 @@ impl MetricsSource for ReplicaMetricsSource {
             &[],
             c.requests_denied.load(Ordering::Relaxed),
         );
+        out.counter(
+            "wingkv_range_read_steps_total",
+            "Records examined by scans, counts and range multi_gets (expired ones included)",
+            &[],
+            crate::range::RANGE_STEPS.load(Ordering::Relaxed),
+        );
         let p = self.manager.proposal_counters();
         out.counter(
             "wingkv_raft_proposed_entries_total",

@@ -1,11 +1,30 @@
 //! Reading a key range of a replica in bounded batches that can resume where they stopped.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use rocksdb::{Direction, IteratorMode, DB};
 use wingkv_common::key::{encode_key, hash_key_range};
 use wingkv_common::value::{decode_value, is_expired};
 use wingkv_common::WingError;
 
 use crate::store::data_cf;
+
+/// Records examined by every range read of this process (scans, counts, range `multi_get`s,
+/// expired records included), for `/metrics`: it shows what reads cost and that an abandoned
+/// scan stops.
+pub static RANGE_STEPS: AtomicU64 = AtomicU64::new(0);
+
+/// How much one [`KeyRange::read`] may hand out and examine.
+#[derive(Debug, Clone, Copy)]
+pub struct ReadLimits {
+    /// Most live records handed out (at least 1 to read anything).
+    pub records: usize,
+    /// Stop once this many bytes of keys and values are handed out (0 = no byte limit).
+    pub bytes: u64,
+    /// Most records examined, expired ones included: a run of expired records (waiting for
+    /// compaction) costs as much to skip as to read, so it is bounded too.
+    pub steps: usize,
+}
 
 /// A live record read from a range.
 #[derive(Debug, Clone)]
@@ -65,18 +84,31 @@ impl KeyRange {
         }
     }
 
-    /// Reads up to `max_count` live records (and stops after `max_bytes` of keys and values,
-    /// 0 = no byte limit) at `now`, advancing the range past them.
+    /// Reads the live records at `now` within `limits`, advancing the range past every record
+    /// examined. Fewer records than asked with the range not exhausted means a limit stopped it.
     pub fn read(
         &mut self,
         db: &DB,
-        max_count: usize,
-        max_bytes: u64,
+        limits: ReadLimits,
         now: u32,
         with_values: bool,
     ) -> Result<Vec<RangeRecord>, WingError> {
+        let mut steps = 0usize;
+        let read = self.read_counted(db, limits, now, with_values, &mut steps);
+        RANGE_STEPS.fetch_add(steps as u64, Ordering::Relaxed);
+        read
+    }
+
+    fn read_counted(
+        &mut self,
+        db: &DB,
+        limits: ReadLimits,
+        now: u32,
+        with_values: bool,
+        steps: &mut usize,
+    ) -> Result<Vec<RangeRecord>, WingError> {
         let mut out = Vec::new();
-        if self.exhausted || max_count == 0 {
+        if self.exhausted || limits.records == 0 {
             return Ok(out);
         }
         let mut bytes = 0u64;
@@ -90,6 +122,10 @@ impl KeyRange {
                 self.exhausted = true;
                 return Ok(out);
             }
+            if *steps >= limits.steps {
+                return Ok(out);
+            }
+            *steps += 1;
             self.start = k.to_vec();
             self.start_inclusive = false;
             let (ts, user) = decode_value(&v)?;
@@ -102,7 +138,7 @@ impl KeyRange {
                 expire_ts: ts,
                 value: if with_values { user.to_vec() } else { Vec::new() },
             });
-            if out.len() >= max_count || (max_bytes > 0 && bytes >= max_bytes) {
+            if out.len() >= limits.records || (limits.bytes > 0 && bytes >= limits.bytes) {
                 return Ok(out);
             }
         }
@@ -111,9 +147,40 @@ impl KeyRange {
     }
 }
 
-impl KeyRange {
-    /// A range with nothing left (ends a stream after an error).
-    pub fn exhausted_marker() -> Self {
-        Self { exhausted: true, ..Self::whole() }
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::StorageConfig;
+    use crate::store::SharedStorage;
+    use wingkv_common::value::encode_value;
+
+    /// A run of expired records is skipped in bounded steps: each read stops after its step
+    /// budget, resumes where it stopped, and the live records after the run are all found.
+    #[test]
+    fn expired_runs_are_skipped_within_the_step_budget() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = SharedStorage::new(StorageConfig::default()).open(dir.path()).unwrap();
+        let cf = data_cf(&db).unwrap();
+        for i in 0..250u32 {
+            let expire_ts = if i < 240 { 10 } else { 0 };
+            let key = encode_key(b"hk", format!("{i:04}").as_bytes()).unwrap();
+            db.put_cf(cf, key, encode_value(expire_ts, b"v")).unwrap();
+        }
+        let mut range = KeyRange::hash_key(b"hk", b"", true, b"", false).unwrap();
+        let limits = ReadLimits { records: 1_000, bytes: 0, steps: 100 };
+        let mut reads = 0;
+        let mut live = Vec::new();
+        while !range.is_exhausted() {
+            live.extend(range.read(&db, limits, 1_000, true).unwrap());
+            reads += 1;
+            assert!(reads <= 10, "the range does not advance");
+        }
+        assert_eq!(live.len(), 10);
+        assert_eq!(reads, 3, "100 + 100 + 50 steps");
+        assert_eq!(decode_key_sk(&live[0].key), b"0240");
+    }
+
+    fn decode_key_sk(key: &[u8]) -> &[u8] {
+        wingkv_common::key::decode_key(key).unwrap().1
     }
 }

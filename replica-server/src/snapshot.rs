@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 
 use openraft::{BasicNode, LogId, SnapshotMeta, StoredMembership};
 use rocksdb::{IngestExternalFileOptions, IteratorMode, Options, SstFileWriter, WriteBatch, WriteOptions, DB};
+use tokio_util::sync::CancellationToken;
 use wingkv_common::raft::{decode, encode, NodeId};
 use wingkv_common::sync::MutexExt;
 use wingkv_common::time::unix_nanos;
@@ -301,15 +302,19 @@ impl SnapshotDir {
 }
 
 /// Applied index, record count and an order-sensitive digest of every live record, all read
-/// from one consistent view (blocking). Replicas at the same applied index must agree.
-pub fn checksum(db: &DB) -> Result<(u64, u64, u64), WingError> {
+/// from one consistent view (blocking). Replicas at the same applied index must agree. Stops
+/// with `Unavailable` once `stop` is cancelled (its request was abandoned).
+pub fn checksum(db: &DB, stop: &CancellationToken) -> Result<(u64, u64, u64), WingError> {
     let view = db.snapshot();
     let applied = cf(db, CF_APPLIED)?;
     let (last, _) = decode_applied(view.get_cf(applied, KEY_LAST_APPLIED)?, None)?;
     let mut count = 0u64;
     let mut digest = 0u64;
     let now = now_epoch_seconds();
-    for item in view.iterator_cf(data_cf(db)?, IteratorMode::Start) {
+    for (i, item) in view.iterator_cf(data_cf(db)?, IteratorMode::Start).enumerate() {
+        if i % 4096 == 0 && stop.is_cancelled() {
+            return Err(WingError::Unavailable("checksum abandoned by its caller".into()));
+        }
         let (k, v) = item?;
         // Expired records are invisible; whether one is still on disk depends on compaction.
         if stored_expire_ts(&v).is_some_and(|ts| is_expired(ts, now)) {
@@ -374,9 +379,9 @@ mod tests {
         std::fs::copy(&path, &received).unwrap();
         dst_snaps.install(&dst, &meta, &received).unwrap();
 
-        let (applied, count, _) = checksum(&dst).unwrap();
+        let (applied, count, _) = checksum(&dst, &CancellationToken::new()).unwrap();
         assert_eq!((applied, count), (42, 500));
-        assert_eq!(checksum(&src).unwrap().1, 500, "expired records do not count");
+        assert_eq!(checksum(&src, &CancellationToken::new()).unwrap().1, 500, "expired records do not count");
         assert!(dst.get_cf(data_cf(&dst).unwrap(), &stale).unwrap().is_none());
         let (last, membership) = read_applied(&dst).unwrap();
         assert_eq!(last, meta.last_log_id);
@@ -400,7 +405,10 @@ mod tests {
         let first = wingkv_common::key::encode_key(b"h0", b"s").unwrap();
         db.delete_cf(data_cf(&db).unwrap(), first).unwrap();
         snaps.recover_interrupted_install(&db).unwrap();
-        assert_eq!(checksum(&db).unwrap().1, 10);
+        assert_eq!(checksum(&db, &CancellationToken::new()).unwrap().1, 10);
+        let abandoned = CancellationToken::new();
+        abandoned.cancel();
+        assert_eq!(checksum(&db, &abandoned).unwrap_err().code(), wingkv_common::ErrorCode::Unavailable);
         assert!(db.get_cf(ap, KEY_INSTALLING).unwrap().is_none());
     }
 
@@ -415,6 +423,6 @@ mod tests {
         let received = snaps.receiving_path();
         std::fs::copy(&path, &received).unwrap();
         snaps.install(&db, &meta, &received).unwrap();
-        assert_eq!(checksum(&db).unwrap(), (0, 0, 0));
+        assert_eq!(checksum(&db, &CancellationToken::new()).unwrap(), (0, 0, 0));
     }
 }

@@ -6,6 +6,7 @@ pub mod cli;
 pub mod cluster;
 pub mod faults;
 pub mod linearizability;
+pub mod metrics;
 pub mod netns;
 pub mod onebox;
 pub mod raw;
@@ -177,6 +178,12 @@ impl ServerProcess {
     /// The data directory.
     pub fn data_dir(&self) -> PathBuf {
         self.root.join("data")
+    }
+
+    /// The address of its HTTP endpoint (`/metrics`, `/health`), as it wrote it on start.
+    pub fn http_addr(&self) -> Result<String> {
+        let path = self.data_dir().join("http.addr");
+        Ok(std::fs::read_to_string(&path).with_context(|| format!("read {}", path.display()))?.trim().to_string())
     }
 
     /// The server's log file.

@@ -163,9 +163,13 @@ impl ReplicaAdmin for AdminService {
     async fn checksum(&self, req: Request<PartitionRequest>) -> Result<Response<ChecksumResponse>, Status> {
         let id = PartitionId::from_proto(req.get_ref().partition.as_ref())?;
         let db = self.manager.get(id)?.db().clone();
-        let (applied_index, record_count, digest) = tokio::task::spawn_blocking(move || crate::snapshot::checksum(&db))
-            .await
-            .map_err(|e| WingError::Internal(format!("checksum task failed: {e}")))??;
+        // Dropped with this request's future: an abandoned checksum stops scanning.
+        let stop = tokio_util::sync::CancellationToken::new();
+        let _stop_on_drop = stop.clone().drop_guard();
+        let (applied_index, record_count, digest) =
+            tokio::task::spawn_blocking(move || crate::snapshot::checksum(&db, &stop))
+                .await
+                .map_err(|e| WingError::Internal(format!("checksum task failed: {e}")))??;
         Ok(Response::new(ChecksumResponse { applied_index, record_count, digest }))
     }
 

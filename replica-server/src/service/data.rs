@@ -1,10 +1,12 @@
 //! The data service: the key-value operations, served by partition primaries.
 
+use std::collections::HashSet;
 use std::pin::Pin;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use futures::Stream;
+use rocksdb::DB;
 use tonic::{Request, Response, Status};
 use wingkv_common::check::CheckType;
 use wingkv_common::hash::partition_index;
@@ -21,7 +23,7 @@ use wingkv_proto::data::*;
 use crate::admission::client_timeout;
 use crate::command::{Command, CommandResponse, IncrTtl};
 use crate::manager::ReplicaManager;
-use crate::range::KeyRange;
+use crate::range::{KeyRange, RangeRecord, ReadLimits};
 use crate::replica::Replica;
 use crate::store::data_cf;
 
@@ -33,6 +35,41 @@ const MAX_SCAN_BATCH: usize = 10_000;
 /// record that crosses the limit): far under the 4 MiB a stock gRPC client accepts. A larger
 /// answer is `incomplete` (multi_get) or goes on in the next batch (scan).
 const MAX_RESPONSE_BYTES: u64 = 1 << 20;
+
+/// Records one slice of a scan or count examines (expired ones included) before it yields, so a
+/// cancelled request stops within one slice and other tasks run in between.
+const SLICE_STEPS: usize = 10_000;
+/// Records a range `multi_get` examines at most; past it the answer is `incomplete`.
+const MULTI_GET_STEPS: usize = 100_000;
+/// Most sort keys one `multi_get`, `multi_set` or `multi_del` names.
+pub const MAX_SORT_KEYS_PER_REQUEST: usize = 100_000;
+
+/// Refuses a request naming more than [`MAX_SORT_KEYS_PER_REQUEST`] sort keys.
+fn check_sort_key_count(op: &str, n: usize) -> Result<(), WingError> {
+    if n > MAX_SORT_KEYS_PER_REQUEST {
+        return Err(WingError::InvalidArgument(format!(
+            "{op} names {n} sort keys; the limit is {MAX_SORT_KEYS_PER_REQUEST} per request"
+        )));
+    }
+    Ok(())
+}
+
+/// Reads one slice of `range` on a blocking thread: RocksDB iteration never runs on the
+/// runtime threads that drive every partition's raft.
+async fn read_slice(
+    db: Arc<DB>,
+    mut range: KeyRange,
+    limits: ReadLimits,
+    now: u32,
+    with_values: bool,
+) -> Result<(KeyRange, Vec<RangeRecord>), WingError> {
+    tokio::task::spawn_blocking(move || {
+        let records = range.read(&db, limits, now, with_values)?;
+        Ok((range, records))
+    })
+    .await
+    .map_err(|e| WingError::Internal(format!("range read task failed: {e}")))?
+}
 
 /// The byte limit of one answer: the request's, within [`MAX_RESPONSE_BYTES`] (0 = the cap).
 fn response_bytes(requested: u64) -> u64 {
@@ -118,8 +155,7 @@ impl DataService {
 }
 
 /// The live `(expire_ts, user value)` stored at `key`.
-fn read_live(replica: &Replica, key: &[u8], now: u32) -> Result<Option<(u32, Vec<u8>)>, WingError> {
-    let db = replica.db();
+fn read_live(db: &DB, key: &[u8], now: u32) -> Result<Option<(u32, Vec<u8>)>, WingError> {
     let Some(stored) = db.get_pinned_cf(data_cf(db)?, key)? else {
         return Ok(None);
     };
@@ -183,7 +219,7 @@ impl Data for DataService {
         let r = req.into_inner();
         let key = encode_key(&r.hash_key, &r.sort_key)?;
         let replica = self.read_replica(r.partition.as_ref(), Keys::one(&r.hash_key, &r.sort_key)).await?;
-        let resp = match read_live(&replica, &key, now_epoch_seconds())? {
+        let resp = match read_live(replica.db(), &key, now_epoch_seconds())? {
             Some((_, v)) => GetResponse { found: true, value: v.into() },
             None => GetResponse { found: false, value: Bytes::new() },
         };
@@ -215,7 +251,7 @@ impl Data for DataService {
         let r = req.into_inner();
         let key = encode_key(&r.hash_key, &r.sort_key)?;
         let replica = self.read_replica(r.partition.as_ref(), Keys::one(&r.hash_key, &r.sort_key)).await?;
-        let exists = read_live(&replica, &key, now_epoch_seconds())?.is_some();
+        let exists = read_live(replica.db(), &key, now_epoch_seconds())?.is_some();
         Ok(Response::new(ExistResponse { exists }))
     }
 
@@ -224,7 +260,7 @@ impl Data for DataService {
         let key = encode_key(&r.hash_key, &r.sort_key)?;
         let replica = self.read_replica(r.partition.as_ref(), Keys::one(&r.hash_key, &r.sort_key)).await?;
         let now = now_epoch_seconds();
-        let ttl_seconds = match read_live(&replica, &key, now)? {
+        let ttl_seconds = match read_live(replica.db(), &key, now)? {
             None => -2,
             Some((ts, _)) => remaining_ttl(ts, now).map(i64::from).unwrap_or(-1),
         };
@@ -234,42 +270,58 @@ impl Data for DataService {
     async fn multi_get(&self, req: Request<MultiGetRequest>) -> Result<Response<MultiGetResponse>, Status> {
         let r = req.into_inner();
         validate_hash_key(&r.hash_key)?;
+        check_sort_key_count("multi_get", r.sort_keys.len())?;
         let replica = self.read_replica(r.partition.as_ref(), Keys::hash_key(&r.hash_key, "multi_get")).await?;
         let now = now_epoch_seconds();
         let max_count = if r.max_kv_count == 0 { usize::MAX } else { r.max_kv_count as usize };
         let max_bytes = response_bytes(r.max_kv_size);
-        let mut kvs = Vec::new();
-        let mut incomplete = false;
-        if !r.sort_keys.is_empty() {
-            let mut bytes = 0u64;
-            for sk in &r.sort_keys {
-                if kvs.len() >= max_count || bytes >= max_bytes {
-                    incomplete = true;
-                    break;
+        let (kvs, incomplete) = if !r.sort_keys.is_empty() {
+            // Point reads of up to MAX_SORT_KEYS_PER_REQUEST keys, off the runtime; a sort key
+            // named twice is read and answered once.
+            let db = replica.db().clone();
+            let no_value = r.no_value;
+            tokio::task::spawn_blocking(move || {
+                let mut kvs = Vec::new();
+                let mut seen = HashSet::with_capacity(r.sort_keys.len());
+                let mut bytes = 0u64;
+                for sk in &r.sort_keys {
+                    if !seen.insert(sk) {
+                        continue;
+                    }
+                    if kvs.len() >= max_count || bytes >= max_bytes {
+                        return Ok::<_, WingError>((kvs, true));
+                    }
+                    let key = encode_key(&r.hash_key, sk)?;
+                    if let Some((_, v)) = read_live(&db, &key, now)? {
+                        bytes += (sk.len() + v.len()) as u64;
+                        let value = if no_value { Bytes::new() } else { v.into() };
+                        kvs.push(KeyValue { sort_key: sk.clone(), value });
+                    }
                 }
-                let key = encode_key(&r.hash_key, sk)?;
-                if let Some((_, v)) = read_live(&replica, &key, now)? {
-                    bytes += (sk.len() + v.len()) as u64;
-                    let value = if r.no_value { Bytes::new() } else { v.into() };
-                    kvs.push(KeyValue { sort_key: sk.clone(), value });
-                }
-            }
+                Ok((kvs, false))
+            })
+            .await
+            .map_err(|e| WingError::Internal(format!("multi_get task failed: {e}")))??
         } else {
             let start_inclusive = r.start_inclusive || r.start_sort_key.is_empty();
-            let mut range = KeyRange::hash_key(
+            let range = KeyRange::hash_key(
                 &r.hash_key,
                 &r.start_sort_key,
                 start_inclusive,
                 &r.stop_sort_key,
                 r.stop_inclusive,
             )?;
-            let records = range.read(replica.db(), max_count, max_bytes, now, !r.no_value)?;
-            incomplete = !range.is_exhausted() && !records.is_empty();
+            let limits = ReadLimits { records: max_count, bytes: max_bytes, steps: MULTI_GET_STEPS };
+            let (range, records) = read_slice(replica.db().clone(), range, limits, now, !r.no_value).await?;
+            let mut kvs = Vec::with_capacity(records.len());
             for rec in records {
                 let (_, sk) = decode_key(&rec.key)?;
                 kvs.push(KeyValue { sort_key: Bytes::copy_from_slice(sk), value: rec.value.into() });
             }
-        }
+            // Not exhausted: a limit stopped the read (PROTOCOL.md: with no records, a run of
+            // expired records filled the step budget).
+            (kvs, !range.is_exhausted())
+        };
         Ok(Response::new(MultiGetResponse { kvs, incomplete }))
     }
 
@@ -279,6 +331,7 @@ impl Data for DataService {
         if r.kvs.is_empty() {
             return Err(WingError::InvalidArgument("multi_set needs at least one sort key".into()).into());
         }
+        check_sort_key_count("multi_set", r.kvs.len())?;
         let now = now_epoch_seconds();
         let mut entries = Vec::with_capacity(r.kvs.len());
         for kv in &r.kvs {
@@ -297,6 +350,7 @@ impl Data for DataService {
         if r.sort_keys.is_empty() {
             return Err(WingError::InvalidArgument("multi_del needs at least one sort key".into()).into());
         }
+        check_sort_key_count("multi_del", r.sort_keys.len())?;
         let keys =
             r.sort_keys.iter().map(|sk| encode_key(&r.hash_key, sk).map(Bytes::from)).collect::<Result<Vec<_>, _>>()?;
         // Validated first: a bad request is refused for what it is, wherever it lands.
@@ -314,8 +368,14 @@ impl Data for DataService {
         let key = encode_key(&r.hash_key, &r.sort_key)?;
         let ttl = match r.ttl_seconds {
             0 => IncrTtl::Keep,
+            -1 => IncrTtl::Clear,
             s if s > 0 => IncrTtl::Set(s as u32),
-            _ => IncrTtl::Clear,
+            s => {
+                return Err(WingError::InvalidArgument(format!(
+                    "incr ttl_seconds {s}: 0 keeps the TTL, -1 clears it, a positive number sets it"
+                ))
+                .into())
+            }
         };
         let cmd = Command::Incr { key: key.into(), delta: r.increment, ttl, now: now_epoch_seconds() };
         // Validated first: a bad request is refused for what it is, wherever it lands.
@@ -332,6 +392,7 @@ impl Data for DataService {
         let admit = WriteAdmission::of(&req);
         let r = req.into_inner();
         let check_type = CheckType::from_i32(r.check_type)?;
+        CheckType::validate_operand(&r.check_operand)?;
         let check_key = encode_key(&r.hash_key, &r.check_sort_key)?;
         let set_sk = if r.set_diff_sort_key { &r.set_sort_key } else { &r.check_sort_key };
         let set_key = encode_key(&r.hash_key, set_sk)?;
@@ -370,17 +431,15 @@ impl Data for DataService {
         let mut range = KeyRange::hash_key(&r.hash_key, b"", true, b"", false)?;
         let replica = self.read_replica(r.partition.as_ref(), Keys::hash_key(&r.hash_key, "sort_key_count")).await?;
         let now = now_epoch_seconds();
-        // An unbounded count runs on a blocking thread, off the runtime that drives raft.
-        let db = replica.db().clone();
-        let count = tokio::task::spawn_blocking(move || {
-            let mut count = 0u64;
-            while !range.is_exhausted() {
-                count += range.read(&db, DEFAULT_SCAN_BATCH, 0, now, false)?.len() as u64;
-            }
-            Ok::<_, WingError>(count)
-        })
-        .await
-        .map_err(|e| WingError::Internal(format!("count task failed: {e}")))??;
+        // Counted in slices on blocking threads: a cancelled request (its future dropped)
+        // stops after the slice in progress.
+        let limits = ReadLimits { records: usize::MAX, bytes: 0, steps: SLICE_STEPS };
+        let mut count = 0u64;
+        while !range.is_exhausted() {
+            let (rest, records) = read_slice(replica.db().clone(), range, limits, now, false).await?;
+            range = rest;
+            count += records.len() as u64;
+        }
         Ok(Response::new(SortKeyCountResponse { count }))
     }
 
@@ -407,34 +466,46 @@ impl Data for DataService {
         let limit = if r.limit == 0 { u64::MAX } else { r.limit };
         let now = now_epoch_seconds();
         let with_values = !r.no_value;
-        // Each poll reads one batch; the stream owns nothing that outlives the request.
-        let stream = futures::stream::unfold((replica, range, limit), move |(replica, mut range, left)| async move {
-            if range.is_exhausted() || left == 0 {
-                return None;
-            }
-            let want = batch.min(left.min(usize::MAX as u64) as usize);
-            let records = match range.read(replica.db(), want, MAX_RESPONSE_BYTES, now, with_values) {
-                Ok(r) => r,
-                Err(e) => return Some((Err(Status::from(e)), (replica, KeyRange::exhausted_marker(), 0))),
-            };
-            if records.is_empty() {
-                return None;
-            }
-            let left = left - records.len() as u64;
-            let mut out = Vec::with_capacity(records.len());
-            for rec in records {
-                match decode_key(&rec.key) {
-                    Ok((hk, sk)) => out.push(ScanRecord {
-                        hash_key: Bytes::copy_from_slice(hk),
-                        sort_key: Bytes::copy_from_slice(sk),
-                        value: rec.value.into(),
-                        expire_ts: rec.expire_ts,
-                    }),
-                    Err(e) => return Some((Err(Status::from(e)), (replica, KeyRange::exhausted_marker(), 0))),
+        // Each poll reads slices until one yields records; the stream owns nothing that outlives
+        // the request, and a cancelled request stops within one slice.
+        let stream = futures::stream::unfold(Some((replica, range, limit)), move |state| async move {
+            let (replica, mut range, left) = state?;
+            while !range.is_exhausted() && left > 0 {
+                let want = batch.min(left.min(usize::MAX as u64) as usize);
+                let limits = ReadLimits { records: want, bytes: MAX_RESPONSE_BYTES, steps: SLICE_STEPS };
+                let records = match read_slice(replica.db().clone(), range, limits, now, with_values).await {
+                    Ok((rest, records)) => {
+                        range = rest;
+                        records
+                    }
+                    Err(e) => return Some((Err(Status::from(e)), None)),
+                };
+                if records.is_empty() {
+                    continue; // a run of expired records filled the slice
                 }
+                let left = left - records.len() as u64;
+                return match scan_batch(records) {
+                    Ok(b) => Some((Ok(b), Some((replica, range, left)))),
+                    Err(e) => Some((Err(Status::from(e)), None)),
+                };
             }
-            Some((Ok(ScanBatch { records: out }), (replica, range, left)))
+            None
         });
         Ok(Response::new(Box::pin(stream)))
     }
+}
+
+/// The wire form of records read from a range.
+fn scan_batch(records: Vec<RangeRecord>) -> Result<ScanBatch, WingError> {
+    let mut out = Vec::with_capacity(records.len());
+    for rec in records {
+        let (hk, sk) = decode_key(&rec.key)?;
+        out.push(ScanRecord {
+            hash_key: Bytes::copy_from_slice(hk),
+            sort_key: Bytes::copy_from_slice(sk),
+            value: rec.value.into(),
+            expire_ts: rec.expire_ts,
+        });
+    }
+    Ok(ScanBatch { records: out })
 }

@@ -3,76 +3,16 @@
 //! throttling counters, memory) with sane values, `/health`, gRPC health and reflection,
 //! `server_info`/`nodes -d`, and JSON logs with a span per request naming its partition.
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{bail, ensure, Context, Result};
 use serde_json::Value;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use wingkv_tests::bin_path;
 use wingkv_tests::cli::{shell_ok, wait_bulk_load_success};
+use wingkv_tests::metrics::{find, http_get, scrape, sum};
 use wingkv_tests::onebox::{start_configured_env, Guard};
-
-/// One sample of Prometheus text: name, labels, value.
-#[derive(Debug, Clone)]
-struct Sample {
-    name: String,
-    labels: BTreeMap<String, String>,
-    value: f64,
-}
-
-/// Parses the Prometheus text format (what this test needs of it: no escapes in label values).
-fn parse(text: &str) -> Result<Vec<Sample>> {
-    let mut out = Vec::new();
-    for line in text.lines().filter(|l| !l.starts_with('#') && !l.trim().is_empty()) {
-        let (head, value) = line.rsplit_once(' ').with_context(|| format!("bad metrics line '{line}'"))?;
-        let value: f64 = value.parse().with_context(|| format!("bad value in '{line}'"))?;
-        let (name, labels) = match head.split_once('{') {
-            None => (head.to_string(), BTreeMap::new()),
-            Some((name, rest)) => {
-                let body = rest.strip_suffix('}').with_context(|| format!("bad labels in '{line}'"))?;
-                let mut labels = BTreeMap::new();
-                for pair in body.split("\",").filter(|p| !p.is_empty()) {
-                    let (k, v) = pair.split_once("=\"").with_context(|| format!("bad label in '{line}'"))?;
-                    labels.insert(k.to_string(), v.trim_end_matches('"').to_string());
-                }
-                (name.to_string(), labels)
-            }
-        };
-        out.push(Sample { name, labels, value });
-    }
-    Ok(out)
-}
-
-fn find<'a>(samples: &'a [Sample], name: &str, labels: &[(&str, &str)]) -> Vec<&'a Sample> {
-    samples
-        .iter()
-        .filter(|s| s.name == name && labels.iter().all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v)))
-        .collect()
-}
-
-fn sum(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> f64 {
-    find(samples, name, labels).iter().map(|s| s.value).sum()
-}
-
-async fn http_get(addr: &str, path: &str) -> Result<(u16, String)> {
-    let mut s = tokio::net::TcpStream::connect(addr).await?;
-    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes()).await?;
-    let mut buf = Vec::new();
-    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut buf)).await??;
-    let text = String::from_utf8(buf)?;
-    let (head, body) = text.split_once("\r\n\r\n").context("not an HTTP answer")?;
-    let code = head.split(' ').nth(1).context("no status")?.parse()?;
-    Ok((code, body.to_string()))
-}
-
-async fn scrape(addr: &str) -> Result<Vec<Sample>> {
-    let (code, body) = http_get(addr, "/metrics").await?;
-    ensure!(code == 200, "/metrics of {addr} answered {code}: {body}");
-    parse(&body)
-}
 
 fn http_addr(dir: &Path, node: &str) -> Result<String> {
     let path = dir.join(node).join("data").join("http.addr");
