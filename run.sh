@@ -82,9 +82,14 @@ ensure_test_deps() {
     fi
 }
 
+# The debug build (onebox, tests) compiles the replica server's fail points in: inert unless a
+# test arms them through FAILPOINTS. One feature set for every debug build, so nothing is
+# rebuilt between `start_onebox` and `test`. Release builds (bench) have none.
+DEBUG_FEATURES=(--features wingkv-replica-server/failpoints)
+
 cmd_build() {
     ensure_deps
-    cargo build -j"$JOBS" --workspace --bins "$@"
+    cargo build -j"$JOBS" --workspace --bins "${DEBUG_FEATURES[@]}" "$@"
 }
 
 cmd_lint() {
@@ -104,18 +109,19 @@ cmd_test() {
     fi
     ensure_test_deps
     cmd_lint
-    # Integration tests start the server binaries from the same target dir.
-    cargo build -j"$JOBS" --workspace --bins
-    # The bulk loader's race windows, forced through fail points (compiled in for tests only).
-    local failpoints=(-p wingkv-replica-server --features failpoints --lib failpoint)
+    # Integration tests start the server binaries from the same target dir, built with the
+    # same features (the bulk loader's race windows and a stalled disk are forced through fail
+    # points).
+    cargo build -j"$JOBS" --workspace --bins "${DEBUG_FEATURES[@]}"
     if cargo nextest --version >/dev/null 2>&1; then
-        cargo test -j"$JOBS" --workspace --doc
-        cargo nextest run -j"$JOBS" "${failpoints[@]}"
+        cargo test -j"$JOBS" --workspace --doc "${DEBUG_FEATURES[@]}"
         # Last, so its summary is the closing line of the run.
-        cargo nextest run -j"$JOBS" --workspace --no-fail-fast "$@"
+        cargo nextest run -j"$JOBS" --workspace --no-fail-fast "${DEBUG_FEATURES[@]}" "$@"
     else
-        cargo test -j"$JOBS" "${failpoints[@]}"
-        cargo test -j"$JOBS" --workspace --no-fail-fast "$@"
+        # One process runs many tests at once here: the fail-point tests (which arm process-wide
+        # fail points) run alone first, the rest without them.
+        cargo test -j"$JOBS" -p wingkv-replica-server "${DEBUG_FEATURES[@]}" --lib failpoint -- --test-threads=1
+        cargo test -j"$JOBS" --workspace --no-fail-fast "${DEBUG_FEATURES[@]}" "$@" -- --skip failpoint
     fi
 }
 

@@ -112,7 +112,11 @@ impl Interceptor for Deadline {
 fn surely_not_applied(err: &WingError) -> bool {
     matches!(
         err,
-        WingError::NotLeader { .. } | WingError::Busy(_) | WingError::NotFound(_) | WingError::WrongPartition(_)
+        WingError::NotLeader { .. }
+            | WingError::Busy(_)
+            | WingError::DiskFull(_)
+            | WingError::NotFound(_)
+            | WingError::WrongPartition(_)
     )
 }
 

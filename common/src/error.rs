@@ -122,6 +122,9 @@ error_kinds! {
     InvalidState => FailedPrecondition, retry: false, "invalid state";
     /// Throttled or overloaded; retry later.
     Busy => ResourceExhausted, retry: true, "busy";
+    /// The replica server's disk is nearly full: the write was refused before it was proposed
+    /// (not applied); reads are still served. Retryable once space is freed.
+    DiskFull => ResourceExhausted, retry: true, "disk full";
     /// Writes or reads are denied by a table env.
     OperationDisabled => PermissionDenied, retry: false, "operation disabled";
     /// The table was dropped.

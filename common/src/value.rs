@@ -1,6 +1,8 @@
 //! The RocksDB value layout of DESIGN §2: `u32 BE expire_ts ++ user value`, with `expire_ts` in
 //! seconds since 2016-01-01T00:00:00Z and 0 meaning "never expires".
 
+use std::sync::atomic::{AtomicI64, Ordering};
+
 use crate::error::WingError;
 
 /// Unix time of the epoch of `expire_ts` (2016-01-01T00:00:00Z).
@@ -9,10 +11,21 @@ pub const EPOCH_BEGIN: u64 = 1_451_606_400;
 /// Length of the value header.
 pub const HEADER_LEN: usize = 4;
 
-/// Seconds since [`EPOCH_BEGIN`] now (0 on a clock set before 2016).
+/// Seconds added to this process's clock by [`set_clock_offset_secs`] (tests only).
+static CLOCK_OFFSET_SECS: AtomicI64 = AtomicI64::new(0);
+
+/// Shifts this process's notion of now by `secs`, as if its machine's clock were that far off.
+/// Only tests set it (a replica server's `test_clock_offset_secs`), to show that replicas agree
+/// on TTL expiry whatever their clocks.
+pub fn set_clock_offset_secs(secs: i64) {
+    CLOCK_OFFSET_SECS.store(secs, Ordering::Relaxed);
+}
+
+/// Seconds since [`EPOCH_BEGIN`] now (0 on a clock set before 2016), shifted by the test offset.
 pub fn now_epoch_seconds() -> u32 {
     let unix = crate::time::unix_secs();
-    unix.saturating_sub(EPOCH_BEGIN).min(u32::MAX as u64) as u32
+    let since = unix.saturating_sub(EPOCH_BEGIN).min(u32::MAX as u64) as i64;
+    since.saturating_add(CLOCK_OFFSET_SECS.load(Ordering::Relaxed)).clamp(0, u32::MAX as i64) as u32
 }
 
 /// The `expire_ts` of a record written at `now` with a TTL of `ttl_seconds` (0 = no TTL).

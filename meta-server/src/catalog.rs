@@ -504,6 +504,24 @@ mod tests {
         }
     }
 
+    /// Meta log entries written before format versions (bare commands) decode as today's.
+    #[test]
+    fn commands_written_before_format_versions_still_decode() {
+        use wingkv_common::raft::versioned::Versioned;
+        use wingkv_common::raft::{decode, encode};
+        let commands = vec![
+            create("t", 5),
+            MetaCommand::SetEnvs { name: "t".into(), envs: BTreeMap::from([("k".into(), "v".into())]) },
+            MetaCommand::PurgeTable { app_id: 9 },
+        ];
+        for cmd in commands {
+            let read: Versioned<MetaCommand> = decode(&encode(&cmd).unwrap()).unwrap();
+            assert_eq!(read.0, cmd);
+            let again: Versioned<MetaCommand> = decode(&encode(&read).unwrap()).unwrap();
+            assert_eq!(again.0, cmd);
+        }
+    }
+
     #[test]
     fn names_are_unique_until_a_dropped_table_expires() {
         let mut c = Catalog::default();

@@ -2,8 +2,8 @@
 //! server liveness and re-replication, all kept in an openraft state machine persisted in
 //! RocksDB.
 //!
-//! Only what the `meta-server` binary uses is public (`config`, `server`); everything else is
-//! internal to the crate.
+//! Only what the `meta-server` binary uses is public (`config`, `server`), and the decoders the
+//! fuzz targets drive (`wire`); everything else is internal to the crate.
 
 mod bulk_driver;
 mod bulk_load;
@@ -19,3 +19,4 @@ mod reconcile;
 pub mod server;
 mod service;
 mod state_machine;
+pub mod wire;

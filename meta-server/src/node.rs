@@ -13,6 +13,7 @@ use tonic::transport::Channel;
 use wingkv_common::channel::ChannelPool;
 use wingkv_common::raft::network::leader_address;
 use wingkv_common::raft::read_barrier::ReadBarrier;
+use wingkv_common::raft::versioned::Versioned;
 use wingkv_common::sync::RwLockExt;
 use wingkv_common::{PartitionId, WingError};
 use wingkv_proto::replica_admin::replica_admin_client::ReplicaAdminClient;
@@ -157,7 +158,7 @@ impl MetaNode {
     /// Proposes `cmd` and answers its result once applied.
     pub async fn propose(&self, cmd: MetaCommand) -> Result<MetaValue, WingError> {
         self.check_leader()?;
-        let write = self.raft.client_write(cmd);
+        let write = self.raft.client_write(Versioned(cmd));
         let res = tokio::time::timeout(Duration::from_secs(10), write)
             .await
             .map_err(|_| WingError::Timeout("meta change not committed within 10s".into()))?;

@@ -4,13 +4,15 @@ use std::io::Cursor;
 
 use openraft::BasicNode;
 
+use wingkv_common::raft::versioned::Versioned;
+
 use crate::catalog::{MetaCommand, MetaResponse};
 
 openraft::declare_raft_types!(
-    /// Types of the meta group: catalog commands in, their answers out; the snapshot is the
-    /// serialized catalog (small), held in memory.
+    /// Types of the meta group: catalog commands (with their format version) in, their answers
+    /// out; the snapshot is the serialized catalog (small), held in memory.
     pub MetaRaftConfig:
-        D = MetaCommand,
+        D = Versioned<MetaCommand>,
         R = MetaResponse,
         NodeId = u64,
         Node = BasicNode,

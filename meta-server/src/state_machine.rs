@@ -137,7 +137,7 @@ impl RaftStateMachine<MetaRaftConfig> for MetaStateMachine {
             d.last_applied = Some(entry.log_id);
             out.push(match entry.payload {
                 EntryPayload::Blank => Ok(MetaValue::Done),
-                EntryPayload::Normal(cmd) => d.catalog.apply(&cmd),
+                EntryPayload::Normal(cmd) => d.catalog.apply(&cmd.0),
                 EntryPayload::Membership(m) => {
                     d.membership = StoredMembership::new(Some(entry.log_id), m);
                     Ok(MetaValue::Done)

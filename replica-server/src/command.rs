@@ -93,10 +93,27 @@ pub enum Command {
         /// Ingest below existing data.
         ingest_behind: bool,
     },
-    /// Several client writes proposed as one entry (see [`crate::proposal`]), applied in order
-    /// as if they were consecutive entries; answered with one response each. Never holds an
-    /// `IngestSst` or another `Batch`.
+    /// Several client writes proposed as one entry, applied in order as if they were
+    /// consecutive entries; answered with one response each. Never holds an `IngestSst`, a
+    /// `Batch` or a `Stamped`. Written by releases before [`Command::Stamped`]; still applied.
     Batch(Vec<Command>),
+    /// The client writes of one entry (see [`crate::proposal`]), stamped with the primary's
+    /// clock: applied like a `Batch`, and `now` advances the partition's log clock, by which
+    /// every replica decides TTL expiry in compaction and snapshots (see [`crate::log_clock`]).
+    Stamped {
+        /// The primary's clock when it proposed the entry (seconds since 2016), never behind
+        /// the log clock.
+        now: u32,
+        /// The writes, in order.
+        cmds: Vec<Command>,
+    },
+}
+
+impl Command {
+    /// Whether the command may sit in a `Batch` or `Stamped` entry.
+    fn batchable(&self) -> bool {
+        !matches!(self, Command::IngestSst { .. } | Command::Batch(_) | Command::Stamped { .. })
+    }
 }
 
 /// The result of applying one log entry.
@@ -239,9 +256,9 @@ impl<'a> BatchView<'a> {
                     check_value: if *return_check_value { current } else { None },
                 }
             }
-            Command::Batch(cmds) => {
+            Command::Batch(cmds) | Command::Stamped { cmds, .. } => {
                 // The batcher never builds one; refused alike on every replica if it ever did.
-                if cmds.iter().any(|c| matches!(c, Command::IngestSst { .. } | Command::Batch(_))) {
+                if !cmds.iter().all(Command::batchable) {
                     return Ok(CommandResponse::Refused("a batch of writes holds an IngestSst or a batch".into()));
                 }
                 CommandResponse::Batch(cmds.iter().map(|c| self.apply(c)).collect::<Result<_, _>>()?)
@@ -336,6 +353,51 @@ mod tests {
         assert!(matches!(out[2], CommandResponse::Refused(ref m) if m.contains("overflow")));
         let cf = data_cf(&db).unwrap();
         assert_eq!(decode_value(&db.get_cf(cf, key("t")).unwrap().unwrap()).unwrap().1, b"text");
+    }
+
+    /// A log entry written before format versions (a bare `Command` in the entry) decodes as
+    /// an entry of today's log, and a bare command's bytes, written out by hand from bincode's
+    /// layout, decode too: a node upgraded in place reads its old log and its old peers.
+    #[test]
+    fn entries_written_before_format_versions_still_decode() {
+        use openraft::{BasicNode, CommittedLeaderId, Entry, EntryPayload, LogId};
+        use wingkv_common::raft::versioned::Versioned;
+        use wingkv_common::raft::{decode, encode};
+
+        use crate::raft_types::PartitionRaftConfig;
+
+        openraft::declare_raft_types!(
+            /// The partition type config of the releases before format versions.
+            LegacyConfig:
+                D = Command,
+                R = CommandResponse,
+                NodeId = u64,
+                Node = BasicNode,
+                Entry = openraft::Entry<LegacyConfig>,
+                SnapshotData = tokio::fs::File,
+                AsyncRuntime = openraft::TokioRuntime,
+        );
+        let commands = vec![
+            Command::Put { key: key("a"), value: val(0, "x") },
+            Command::Batch(vec![
+                Command::Delete { key: key("b") },
+                Command::Incr { key: key("n"), delta: -3, ttl: IncrTtl::Set(60), now: 7 },
+            ]),
+        ];
+        for (i, cmd) in commands.into_iter().enumerate() {
+            let log_id = LogId::new(CommittedLeaderId::new(3, 2), 40 + i as u64);
+            let old = Entry::<LegacyConfig> { log_id, payload: EntryPayload::Normal(cmd.clone()) };
+            let read: Entry<PartitionRaftConfig> = decode(&encode(&old).unwrap()).unwrap();
+            assert_eq!(read.log_id, log_id);
+            assert!(matches!(read.payload, EntryPayload::Normal(Versioned(ref c)) if *c == cmd), "{read:?}");
+            // Today's entries carry the version tag and read back alike.
+            let new: Entry<PartitionRaftConfig> = decode(&encode(&read).unwrap()).unwrap();
+            assert!(matches!(new.payload, EntryPayload::Normal(Versioned(ref c)) if *c == cmd));
+        }
+        // Put { key: "k", value: "v" }: variant 0 (u32), then each field's length (u64) and bytes.
+        let bare = [&[0u8, 0, 0, 0][..], &1u64.to_le_bytes(), b"k", &1u64.to_le_bytes(), b"v"].concat();
+        let cmd: Versioned<Command> = decode(&bare).unwrap();
+        assert_eq!(cmd.0, Command::Put { key: Bytes::from_static(b"k"), value: Bytes::from_static(b"v") });
     }
 
     /// The largest `IngestSst` the limits allow (every file of a partition at the default

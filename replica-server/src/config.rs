@@ -14,6 +14,9 @@ pub const MIN_HEARTBEAT_INTERVAL_MS: u64 = 10;
 /// travels to the followers in one raft message, with room to spare.
 pub const MAX_ENTRY_BYTES: usize = MAX_RAFT_MESSAGE_BYTES / 2;
 
+/// The largest `max_concurrent_requests`.
+pub const MAX_CONCURRENT_REQUESTS: usize = 1 << 20;
+
 /// The largest `bulk_load.max_files_per_partition`: the `IngestSst` entry listing that many
 /// files still fits in one raft message (see the test `the_largest_ingestion_fits`).
 pub const MAX_FILES_PER_PARTITION: usize = 100_000;
@@ -52,6 +55,16 @@ pub struct ReplicaServerConfig {
     /// Largest data request accepted, in bytes; default 32 MiB. A write becomes one raft entry,
     /// so at most [`MAX_ENTRY_BYTES`].
     pub max_request_bytes: usize,
+    /// Most data requests the server works on at once (a scan counts until its stream ends);
+    /// past it a request is answered `Busy` at once (load shedding). Default 1,024.
+    pub max_concurrent_requests: usize,
+    /// Most bytes of data requests (their encoded size) the server holds at once; past it a
+    /// request is answered `Busy` at once. Default 256 MiB, at least `max_request_bytes`.
+    pub max_inflight_request_bytes: usize,
+    /// Bytes the filesystem of `data_dir` must keep free: below it client writes are refused
+    /// with `DiskFull` (reads go on) until space is freed, so the raft log never meets a full
+    /// disk. Default 256 MiB; 0 turns the guard off.
+    pub reserved_disk_bytes: u64,
     /// Bulk-load downloads and their limits.
     pub bulk_load: BulkLoadConfig,
     /// How long a removed replica stays in `DATA_DIR/trash/` before it is deleted, so that a
@@ -61,6 +74,10 @@ pub struct ReplicaServerConfig {
     /// handed to raft, before it commits. The fault suite turns it on to prove that its checker
     /// sees a violation. Never set it on a real cluster.
     pub unsafe_ack_before_commit: bool,
+    /// TEST ONLY: seconds added to this server's clock, as if its machine's clock were that far
+    /// off, to show that replicas agree on TTL expiry whatever their clocks. 0 on a real
+    /// cluster.
+    pub test_clock_offset_secs: i64,
 }
 
 /// Bulk-load download settings of a replica server.
@@ -118,8 +135,12 @@ impl Default for ReplicaServerConfig {
             write_timeout_ms: 10_000,
             read_timeout_ms: 5_000,
             max_request_bytes: 32 << 20,
+            max_concurrent_requests: 1_024,
+            max_inflight_request_bytes: 256 << 20,
+            reserved_disk_bytes: 256 << 20,
             bulk_load: BulkLoadConfig::default(),
             unsafe_ack_before_commit: false,
+            test_clock_offset_secs: 0,
         }
     }
 }
@@ -152,6 +173,9 @@ pub struct RaftConfig {
     /// arrive while all are in flight are proposed together as one entry (group commit).
     /// Default 1.
     pub max_inflight_proposals: usize,
+    /// Most client writes of one partition waiting to be proposed; a write that finds the
+    /// queue full is answered `Busy`. Default 1,024.
+    pub max_queued_writes: usize,
     /// Most client writes in one entry; default 512.
     pub max_batch_commands: usize,
     /// Most key and value bytes of client writes in one entry (a larger single write goes
@@ -174,6 +198,7 @@ impl Default for RaftConfig {
             max_payload_entries: 512,
             install_snapshot_timeout_ms: 30_000,
             max_inflight_proposals: 1,
+            max_queued_writes: 1_024,
             max_batch_commands: 512,
             max_batch_bytes: 4 << 20,
             lease_reads: true,
@@ -215,6 +240,14 @@ impl ReplicaServerConfig {
         within("write_timeout_ms", self.write_timeout_ms, 1, MAX_MS)?;
         within("read_timeout_ms", self.read_timeout_ms, 1, MAX_MS)?;
         within("max_request_bytes", self.max_request_bytes, 1, MAX_ENTRY_BYTES)?;
+        within("max_concurrent_requests", self.max_concurrent_requests, 1, MAX_CONCURRENT_REQUESTS)?;
+        // Counted in permits of a semaphore, which takes a `u32` at a time.
+        within(
+            "max_inflight_request_bytes",
+            self.max_inflight_request_bytes,
+            self.max_request_bytes,
+            u32::MAX as usize,
+        )?;
         within("replica_trash_grace_secs", self.replica_trash_grace_secs, 0, MAX_SECS)?;
         self.raft.validate()?;
         self.storage.validate()?;
@@ -243,6 +276,8 @@ impl RaftConfig {
         within("raft.install_snapshot_timeout_ms", self.install_snapshot_timeout_ms, 1, MAX_MS)?;
         within("raft.max_inflight_proposals", self.max_inflight_proposals, 1, usize::MAX)?;
         within("raft.max_batch_commands", self.max_batch_commands, 1, usize::MAX)?;
+        // A tokio channel's capacity.
+        within("raft.max_queued_writes", self.max_queued_writes, 1, tokio::sync::Semaphore::MAX_PERMITS)?;
         within("raft.max_batch_bytes", self.max_batch_bytes, 0, MAX_ENTRY_BYTES)
     }
 }
@@ -314,6 +349,9 @@ mod tests {
             (ReplicaServerConfig { max_request_bytes: 0, ..d() }, "max_request_bytes"),
             (ReplicaServerConfig { max_request_bytes: MAX_RAFT_MESSAGE_BYTES, ..d() }, "max_request_bytes"),
             (ReplicaServerConfig { replica_trash_grace_secs: u64::MAX, ..d() }, "replica_trash_grace_secs"),
+            (ReplicaServerConfig { max_concurrent_requests: 0, ..d() }, "max_concurrent_requests"),
+            (ReplicaServerConfig { max_inflight_request_bytes: 1 << 20, ..d() }, "max_inflight_request_bytes"),
+            (raft(|r| r.max_queued_writes = 0), "raft.max_queued_writes"),
             (raft(|r| r.heartbeat_ms = 0), "raft.heartbeat_ms"),
             (raft(|r| r.election_timeout_min_ms = 150), "raft.election_timeout_min_ms"),
             (raft(|r| r.election_timeout_max_ms = 750), "raft.election_timeout_max_ms"),

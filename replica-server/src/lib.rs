@@ -1,15 +1,18 @@
 //! The wingkv replica server: hosts partition replicas, each one openraft group member with its
 //! own RocksDB, and serves the data, raft transport and replica admin gRPC services.
 //!
-//! Only what the `replica-server` binary uses is public (`config`, `server`); everything else
-//! is internal to the crate.
+//! Only what the `replica-server` binary uses is public (`config`, `server`), and the decoders
+//! the fuzz targets drive (`wire`); everything else is internal to the crate.
 
 mod admission;
 mod bulk_load;
 mod command;
 pub mod config;
+mod disk_space;
 mod durable;
 mod heartbeat;
+mod load_shed;
+mod log_clock;
 mod manager;
 mod metrics;
 mod proposal;
@@ -23,4 +26,5 @@ mod snapshot;
 mod state_machine;
 mod store;
 mod trash;
+pub mod wire;
 mod write_throttle;

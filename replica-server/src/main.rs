@@ -31,9 +31,30 @@ struct Args {
     log_json: bool,
 }
 
+/// Arms the fail points named in `FAILPOINTS` (`name=actions;…`, the `fail` crate's syntax), in
+/// a build that has them (tests only); a build without them refuses the variable rather than
+/// run a test that would silently inject nothing.
+fn arm_failpoints() -> anyhow::Result<()> {
+    let Ok(spec) = std::env::var("FAILPOINTS") else { return Ok(()) };
+    #[cfg(feature = "failpoints")]
+    for point in spec.split(';').filter(|p| !p.trim().is_empty()) {
+        let (name, actions) =
+            point.split_once('=').with_context(|| format!("FAILPOINTS entry '{point}' is not name=actions"))?;
+        fail::cfg(name.trim(), actions.trim()).map_err(|e| anyhow::anyhow!("FAILPOINTS entry '{point}': {e}"))?;
+    }
+    #[cfg(not(feature = "failpoints"))]
+    anyhow::bail!(
+        "FAILPOINTS is set ('{spec}') but this build has no fail points: build with \
+         `--features wingkv-replica-server/failpoints` (the debug build of ./run.sh does)"
+    );
+    #[cfg(feature = "failpoints")]
+    Ok(())
+}
+
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     wingkv_common::telemetry::init_tracing(args.log_json);
+    arm_failpoints()?;
     let mut config: ReplicaServerConfig = match &args.config {
         Some(path) => wingkv_common::config::load_toml(path)?,
         None => ReplicaServerConfig::default(),
@@ -51,6 +72,7 @@ fn main() -> anyhow::Result<()> {
         config.data_dir = v;
     }
     config.validate()?;
+    wingkv_common::value::set_clock_offset_secs(config.test_clock_offset_secs);
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("tokio runtime")?;
     runtime.block_on(async move {
         let server = ReplicaServer::start(config).await?;

@@ -318,7 +318,8 @@ impl ReplicaManager {
         self.set_failed(id, None);
         let moved = tokio::task::spawn_blocking(move || -> Result<PathBuf, WingError> {
             {
-                let db = storage.open_with(&dir.join("db"), &crate::store::DbOptions::load(&dir)?)?;
+                let options = crate::store::DbOptions::load(&dir)?;
+                let db = storage.open_with(&dir.join("db"), &options, &crate::log_clock::LogClock::default())?;
                 log.export_to(id, &db)?;
                 db.flush().map_err(|e| WingError::Storage(format!("flush of {id}: {}", e.into_string())))?;
             }

@@ -8,6 +8,8 @@ use wingkv_common::metrics::{MetricsSource, Scrape};
 use wingkv_proto::common::ReplicaRole;
 
 use crate::bulk_load::loader::LoaderState;
+use crate::disk_space::DiskGuard;
+use crate::load_shed::LoadShedder;
 use crate::manager::ReplicaManager;
 use crate::store::data_cf;
 
@@ -35,12 +37,14 @@ const ROCKSDB_GAUGES: &[(&str, &str, &str)] = &[
 /// Reads a replica server's state for `/metrics`.
 pub struct ReplicaMetricsSource {
     manager: Arc<ReplicaManager>,
+    shed: Arc<LoadShedder>,
+    disk: Arc<DiskGuard>,
 }
 
 impl ReplicaMetricsSource {
-    /// A source over `manager`'s replicas.
-    pub fn new(manager: Arc<ReplicaManager>) -> Self {
-        Self { manager }
+    /// A source over `manager`'s replicas, the server's load shedding and its disk guard.
+    pub fn new(manager: Arc<ReplicaManager>, shed: Arc<LoadShedder>, disk: Arc<DiskGuard>) -> Self {
+        Self { manager, shed, disk }
     }
 }
 
@@ -65,6 +69,42 @@ impl MetricsSource for ReplicaMetricsSource {
             "Client requests refused by a replica.deny_client_request env",
             &[],
             c.requests_denied.load(Ordering::Relaxed),
+        );
+        if let Some(free) = self.disk.free_now() {
+            out.gauge("wingkv_disk_free_bytes", "Free bytes of the data dir's filesystem", &[], free as f64);
+        }
+        out.counter(
+            "wingkv_disk_full_writes_total",
+            "Client writes refused with DiskFull: less than reserved_disk_bytes free",
+            &[],
+            self.disk.refused_writes.load(Ordering::Relaxed),
+        );
+        out.gauge(
+            "wingkv_requests_in_flight",
+            "Data requests in progress (at most max_concurrent_requests)",
+            &[],
+            self.shed.in_flight() as f64,
+        );
+        for (reason, count) in [("requests", &self.shed.shed_by_count), ("bytes", &self.shed.shed_by_bytes)] {
+            out.counter(
+                "wingkv_shed_requests_total",
+                "Data requests refused with Busy by load shedding, by the limit they hit",
+                &[("limit", reason)],
+                count.load(Ordering::Relaxed),
+            );
+        }
+        let p = self.manager.proposal_counters();
+        out.counter(
+            "wingkv_write_queue_full_total",
+            "Client writes refused with Busy because their partition's raft queue was full",
+            &[],
+            p.queue_full.load(Ordering::Relaxed),
+        );
+        out.counter(
+            "wingkv_write_queue_expired_total",
+            "Queued client writes dropped unproposed: their deadline passed or their caller left",
+            &[],
+            p.expired.load(Ordering::Relaxed),
         );
         out.counter(
             "wingkv_range_read_steps_total",

@@ -2,12 +2,15 @@
 
 use openraft::BasicNode;
 
+use wingkv_common::raft::versioned::Versioned;
+
 use crate::command::{Command, CommandResponse};
 
 openraft::declare_raft_types!(
-    /// Types of a partition's raft group: commands in, responses out, snapshots as files.
+    /// Types of a partition's raft group: commands (with their format version) in, responses
+    /// out, snapshots as files.
     pub PartitionRaftConfig:
-        D = Command,
+        D = Versioned<Command>,
         R = CommandResponse,
         NodeId = u64,
         Node = BasicNode,

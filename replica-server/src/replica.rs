@@ -13,6 +13,7 @@ use wingkv_common::channel::ChannelPool;
 use wingkv_common::raft::log_store::{PurgeLimit, RocksLogStore};
 use wingkv_common::raft::network::{leader_address, GrpcNetworkFactory};
 use wingkv_common::raft::read_barrier::{ReadBarrier, ReadLease};
+use wingkv_common::raft::versioned::Versioned;
 use wingkv_common::raft::NodeId;
 use wingkv_common::{PartitionId, WingError};
 use wingkv_proto::common::{BulkLoadStatus, ReplicaRole};
@@ -25,7 +26,8 @@ use crate::bulk_load::loader::BulkLoadSource;
 use crate::bulk_load::slot::BulkLoadSlot;
 use crate::command::{Command, CommandResponse};
 use crate::config::ReplicaServerConfig;
-use crate::proposal::{timed_out, write_entry, BatchLimits, ProposalBatcher};
+use crate::log_clock::{LogClock, ReplicaClock};
+use crate::proposal::{write_entry, BatchLimits, ProposalBatcher};
 use crate::raft_log::log_prefix;
 use crate::raft_types::PartitionRaft;
 use crate::snapshot::{read_applied, SnapshotDir};
@@ -115,15 +117,19 @@ pub struct Replica {
     node_id: NodeId,
     admission: crate::admission::Admission,
     unsafe_ack_before_commit: bool,
+    /// This replica's clock and its partition's log clock.
+    clock: ReplicaClock,
 }
 
 impl Replica {
     /// Opens the replica stored in `dir` (creating it when empty) and starts its raft group.
     pub async fn open(id: PartitionId, dir: &Path, ctx: &ReplicaContext) -> Result<Arc<Self>, WingError> {
         let db_options = DbOptions::load(dir)?;
-        let db = ctx.storage.open_with(&dir.join("db"), &db_options)?;
+        let clock = ReplicaClock { log: LogClock::default() };
+        let db = ctx.storage.open_with(&dir.join("db"), &db_options, &clock.log)?;
         let snapshots = SnapshotDir::open(dir.join("snapshot"))?;
         snapshots.recover_interrupted_install(&db)?;
+        clock.log.reset(crate::snapshot::log_clock(&db)?);
         let rc = &ctx.config.raft;
         let raft_config = openraft::Config {
             cluster_name: format!("partition-{id}"),
@@ -172,7 +178,8 @@ impl Replica {
             allow_ingest_behind: db_options.allow_ingest_behind,
         };
         let state_machine = TaskTracker::new();
-        let sm = PartitionStateMachine::new(db.clone(), snapshots, ingest, state_machine.token());
+        let sm =
+            PartitionStateMachine::new(id, db.clone(), clock.log.clone(), snapshots, ingest, state_machine.token());
         let network = GrpcNetworkFactory::new(id, ctx.pool.clone());
         let raft = match PartitionRaft::new(ctx.node_id, Arc::new(raft_config), network, log_store, sm).await {
             Ok(r) => r,
@@ -198,8 +205,17 @@ impl Replica {
             max_commands: rc.max_batch_commands,
             max_bytes: rc.max_batch_bytes,
             write_timeout,
+            max_queued: rc.max_queued_writes,
         };
-        let proposals = ProposalBatcher::start(id, raft.clone(), limits, ctx.proposals.clone(), &tasks, cancel.clone());
+        let proposals = ProposalBatcher::start(
+            id,
+            raft.clone(),
+            clock.clone(),
+            limits,
+            ctx.proposals.clone(),
+            &tasks,
+            cancel.clone(),
+        );
         tasks.spawn(crate::bulk_load::tidy::run(
             id,
             raft.clone(),
@@ -230,7 +246,14 @@ impl Replica {
             node_id: ctx.node_id,
             admission: crate::admission::Admission::new(ctx.tables.get(id.app_id), ctx.tables.counters.clone()),
             unsafe_ack_before_commit: ctx.config.unsafe_ack_before_commit,
+            clock,
         }))
+    }
+
+    /// The time this replica decides with: what a primary stamps writes and judges expiry by
+    /// (its clock, never behind the partition's log clock; see [`crate::log_clock`]).
+    pub fn now(&self) -> u32 {
+        self.clock.now()
     }
 
     /// The table's partition count as recorded when this replica was created (`None`: created
@@ -367,21 +390,23 @@ impl Replica {
 
     /// Proposes `cmd` through raft and waits for it to be applied; answers the apply result and
     /// the log index. Client writes go through the replica's [`ProposalBatcher`] (group
-    /// commit); an ingestion is an entry of its own.
-    pub async fn propose(&self, cmd: Command) -> Result<(CommandResponse, u64), WingError> {
+    /// commit); an ingestion is an entry of its own. A client write still queued at `deadline`
+    /// (or after the write timeout) is dropped unproposed.
+    pub async fn propose(&self, cmd: Command, deadline: Instant) -> Result<(CommandResponse, u64), WingError> {
         self.check_primary()?;
+        let started = Instant::now();
         if self.unsafe_ack_before_commit && matches!(cmd, Command::Put { .. } | Command::Delete { .. }) {
             // The deliberately broken mode (see the config): the write commits later, or never.
             let raft = self.raft.clone();
-            self.tasks.spawn(async move { raft.client_write(cmd).await.map(|_| ()) });
+            self.tasks.spawn(async move { raft.client_write(Versioned(cmd)).await.map(|_| ()) });
             return Ok((CommandResponse::Done, 0));
         }
         if matches!(cmd, Command::IngestSst { .. }) {
             return write_entry(self.id, &self.raft, self.write_timeout, cmd).await;
         }
-        // The batcher bounds the entry's own wait; this bounds the time queued before it too.
-        let queued_and_written = tokio::time::timeout(self.write_timeout, self.proposals.propose(cmd)).await;
-        queued_and_written.map_err(|_| timed_out(self.id, self.write_timeout))?
+        // The batcher bounds the whole wait, and drops the write if it is still queued at the
+        // deadline.
+        self.proposals.propose(cmd, deadline.min(started + self.write_timeout)).await
     }
 
     /// This replica's bulk-load job and its download progress, if it has one (see
@@ -564,8 +589,12 @@ impl Replica {
         // raft entry that moves verified files into RocksDB (no memtable, no WAL growth), so
         // holding it back would relieve no pressure and only stretch the job. Raft-level pushback
         // (Busy, NotLeader, a timeout) reaches the meta, which retries with backoff.
-        if let (CommandResponse::Refused(reason), _) =
-            self.propose(Command::IngestSst { source: source.clone(), files, ingest_behind }).await?
+        if let (CommandResponse::Refused(reason), _) = self
+            .propose(
+                Command::IngestSst { source: source.clone(), files, ingest_behind },
+                Instant::now() + self.write_timeout,
+            )
+            .await?
         {
             return Err(WingError::Corruption(reason));
         }

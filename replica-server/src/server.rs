@@ -21,7 +21,9 @@ use wingkv_proto::raft::raft_transport_server::RaftTransportServer;
 use wingkv_proto::replica_admin::replica_admin_server::ReplicaAdminServer;
 
 use crate::config::ReplicaServerConfig;
+use crate::disk_space::DiskGuard;
 use crate::heartbeat::{self, register, stored_node_id, ServerIdentity};
+use crate::load_shed::{LoadShedder, ShedService};
 use crate::manager::ReplicaManager;
 use crate::metrics::ReplicaMetricsSource;
 use crate::replica::ReplicaContext;
@@ -75,7 +77,11 @@ impl ReplicaServer {
         }
 
         let max = config.max_request_bytes;
-        let routes = Routes::new(DataServer::new(DataService::new(manager.clone())).max_decoding_message_size(max))
+        let shed = Arc::new(LoadShedder::new(config.max_concurrent_requests, config.max_inflight_request_bytes));
+        let disk = Arc::new(DiskGuard::new(&config.data_dir, config.reserved_disk_bytes));
+        let data = DataServer::new(DataService::new(manager.clone(), shed.clone(), disk.clone()))
+            .max_decoding_message_size(max);
+        let routes = Routes::new(ShedService::new(data, shed.clone()))
             .add_service(
                 RaftTransportServer::new(RaftTransportService::new(HostedGroups::new(manager.clone())))
                     .max_decoding_message_size(MAX_RAFT_MESSAGE_BYTES)
@@ -93,7 +99,7 @@ impl ReplicaServer {
             http_listen,
             data_dir: &config.data_dir,
             metrics,
-            source: Arc::new(ReplicaMetricsSource::new(manager.clone())),
+            source: Arc::new(ReplicaMetricsSource::new(manager.clone(), shed.clone(), disk.clone())),
         };
         let frontend = match Frontend::spawn(spec, shutdown.clone()).await {
             Ok(f) => f,

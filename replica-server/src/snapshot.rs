@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 use wingkv_common::raft::{decode, encode, NodeId};
 use wingkv_common::sync::MutexExt;
 use wingkv_common::time::unix_nanos;
-use wingkv_common::value::{is_expired, now_epoch_seconds, stored_expire_ts};
+use wingkv_common::value::{is_expired, stored_expire_ts};
 use wingkv_common::WingError;
 
 use crate::durable::{sync_dir, write_synced};
@@ -39,16 +39,38 @@ pub const KEY_INSTALLING: &[u8] = b"installing";
 /// a replica that catches up by snapshot still refuses a duplicate `IngestSst`.
 pub const KEY_INGESTED_JOB: &[u8] = b"ingested_job";
 
-/// Reads [`KEY_INGESTED_JOB`] through `get` (the DB or a view of it).
-fn decode_ingested_job(value: Option<Vec<u8>>) -> Result<u64, WingError> {
+/// Applied-state key: the partition's log clock (u32 big-endian, see [`crate::log_clock`]),
+/// carried by snapshots in their id like [`KEY_INGESTED_JOB`].
+pub const KEY_LOG_CLOCK: &[u8] = b"log_clock";
+
+/// Decodes the fixed-size big-endian number stored under `name` (absent: all zeroes).
+fn decode_be<const N: usize>(name: &str, value: Option<Vec<u8>>) -> Result<[u8; N], WingError> {
     match value {
-        None => Ok(0),
-        Some(b) => b
-            .as_slice()
-            .try_into()
-            .map(u64::from_be_bytes)
-            .map_err(|_| WingError::Corruption(format!("ingested_job is {} bytes, not 8", b.len()))),
+        None => Ok([0; N]),
+        Some(b) => {
+            b.as_slice().try_into().map_err(|_| WingError::Corruption(format!("{name} is {} bytes, not {N}", b.len())))
+        }
     }
+}
+
+/// Decodes a stored [`KEY_LOG_CLOCK`] (absent: 0, nothing stamped applied yet).
+pub fn decode_log_clock(value: Option<Vec<u8>>) -> Result<u32, WingError> {
+    decode_be("log_clock", value).map(u32::from_be_bytes)
+}
+
+/// The log clock stored in `db`.
+pub fn log_clock(db: &DB) -> Result<u32, WingError> {
+    decode_log_clock(db.get_cf(cf(db, CF_APPLIED)?, KEY_LOG_CLOCK)?)
+}
+
+/// The log clock a snapshot id carries (`...-c{clock}-...`), 0 when it carries none.
+pub fn log_clock_of_snapshot(snapshot_id: &str) -> u32 {
+    snapshot_id.split('-').find_map(|part| part.strip_prefix('c')?.parse().ok()).unwrap_or(0)
+}
+
+/// Decodes a stored [`KEY_INGESTED_JOB`] (absent: 0).
+fn decode_ingested_job(value: Option<Vec<u8>>) -> Result<u64, WingError> {
+    decode_be("ingested_job", value).map(u64::from_be_bytes)
 }
 
 /// The newest bulk-load job ingested into `db` (0: none).
@@ -76,14 +98,15 @@ pub struct SnapshotDir {
     lock: std::sync::Arc<std::sync::Mutex<()>>,
 }
 
-/// Seconds an expired record is kept before compaction or a snapshot drops it, so a replica
-/// that applies a command a little later than the primary (which decided expiry with its own
-/// clock) still sees the same records.
+/// Seconds an expired record is kept, by the log clock, before compaction or a snapshot drops
+/// it: a write queued before the latest stamp (its own `now` a little older) still sees the
+/// records it would have seen when it was decided.
 pub const EXPIRY_GRACE_SECONDS: u32 = 3_600;
 
-/// Whether a record with `expire_ts` may be physically dropped at `now`.
-pub fn droppable(expire_ts: u32, now: u32) -> bool {
-    is_expired(expire_ts, now.saturating_sub(EXPIRY_GRACE_SECONDS))
+/// Whether a record with `expire_ts` may be physically dropped at log clock `clock` (never at
+/// clock 0: nothing stamped applied yet).
+pub fn droppable(expire_ts: u32, clock: u32) -> bool {
+    clock > EXPIRY_GRACE_SECONDS && is_expired(expire_ts, clock - EXPIRY_GRACE_SECONDS)
 }
 
 fn storage_err(what: &str, e: impl std::fmt::Display) -> WingError {
@@ -199,14 +222,16 @@ impl SnapshotDir {
         let (last_log_id, last_membership) =
             decode_applied(view.get_cf(applied, KEY_LAST_APPLIED)?, view.get_cf(applied, KEY_MEMBERSHIP)?)?;
         let ingested = decode_ingested_job(view.get_cf(applied, KEY_INGESTED_JOB)?)?;
+        // Expiry by the log clock of this very view: every replica builds the same contents
+        // from the same applied state.
+        let clock = decode_log_clock(view.get_cf(applied, KEY_LOG_CLOCK)?)?;
         let tmp = self.dir.join(format!("building-{}.sst", unix_nanos()));
         let mut opts = Options::default();
         opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
         let mut writer: Option<SstFileWriter> = None;
-        let now = now_epoch_seconds();
         for item in view.iterator_cf(data_cf(db)?, IteratorMode::Start) {
             let (k, v) = item?;
-            if stored_expire_ts(&v).is_some_and(|ts| droppable(ts, now)) {
+            if stored_expire_ts(&v).is_some_and(|ts| droppable(ts, clock)) {
                 continue;
             }
             if writer.is_none() {
@@ -225,8 +250,8 @@ impl SnapshotDir {
         }
         drop(writer);
         let id = match &last_log_id {
-            Some(l) => format!("{}-{}-{}-j{ingested}", l.leader_id.term, l.index, unix_nanos()),
-            None => format!("0-0-{}-j{ingested}", unix_nanos()),
+            Some(l) => format!("{}-{}-{}-c{clock}-j{ingested}", l.leader_id.term, l.index, unix_nanos()),
+            None => format!("0-0-{}-c{clock}-j{ingested}", unix_nanos()),
         };
         let meta = PartitionSnapshotMeta { last_log_id, last_membership, snapshot_id: id.clone() };
         self.stage(&meta, &tmp)?;
@@ -295,6 +320,7 @@ impl SnapshotDir {
             0 => batch.delete_cf(applied, KEY_INGESTED_JOB),
             job => batch.put_cf(applied, KEY_INGESTED_JOB, job.to_be_bytes()),
         }
+        batch.put_cf(applied, KEY_LOG_CLOCK, log_clock_of_snapshot(&meta.snapshot_id).to_be_bytes());
         batch.delete_cf(applied, KEY_INSTALLING);
         db.write_opt(batch, &synced)?;
         Ok(())
@@ -310,7 +336,8 @@ pub fn checksum(db: &DB, stop: &CancellationToken) -> Result<(u64, u64, u64), Wi
     let (last, _) = decode_applied(view.get_cf(applied, KEY_LAST_APPLIED)?, None)?;
     let mut count = 0u64;
     let mut digest = 0u64;
-    let now = now_epoch_seconds();
+    // Live by the log clock of this view, the same on every replica at this applied index.
+    let now = decode_log_clock(view.get_cf(applied, KEY_LOG_CLOCK)?)?;
     for (i, item) in view.iterator_cf(data_cf(db)?, IteratorMode::Start).enumerate() {
         if i % 4096 == 0 && stop.is_cancelled() {
             return Err(WingError::Unavailable("checksum abandoned by its caller".into()));
@@ -355,7 +382,11 @@ mod tests {
         let ap = cf(db, CF_APPLIED).unwrap();
         db.put_cf(ap, KEY_LAST_APPLIED, encode(&Some(log_id)).unwrap()).unwrap();
         db.put_cf(ap, KEY_MEMBERSHIP, encode(&membership).unwrap()).unwrap();
+        // A log clock far past the expired record's time and grace.
+        db.put_cf(ap, KEY_LOG_CLOCK, CLOCK.to_be_bytes()).unwrap();
     }
+
+    const CLOCK: u32 = 100_000;
 
     #[test]
     fn build_then_install_reproduces_the_data() {
@@ -387,6 +418,7 @@ mod tests {
         assert_eq!(last, meta.last_log_id);
         assert_eq!(membership, meta.last_membership);
         assert_eq!(ingested_job(&dst).unwrap(), 7, "the ingested-job mark travels with the snapshot");
+        assert_eq!(log_clock(&dst).unwrap(), CLOCK, "the log clock travels with the snapshot");
         // The installed snapshot is kept to be served to other followers.
         assert_eq!(dst_snaps.current().unwrap().unwrap().0, meta);
     }

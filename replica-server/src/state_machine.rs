@@ -14,17 +14,20 @@ use rocksdb::DB;
 use tokio_util::task::task_tracker::TaskTrackerToken;
 use wingkv_common::backoff::BackoffPolicy;
 use wingkv_common::bulk_load::FileMeta;
+use wingkv_common::raft::versioned::Versioned;
 use wingkv_common::raft::{encode, read_err, write_err, NodeId};
-use wingkv_common::WingError;
+use wingkv_common::{PartitionId, WingError};
 
 use crate::bulk_load::ingest::{ingest_files, record_ingested_at};
 use crate::bulk_load::loader::BulkLoadSource;
 use crate::bulk_load::slot::BulkLoadSlot;
 use crate::bulk_load::source::FileSource;
 use crate::command::{BatchView, Command, CommandResponse};
+use crate::log_clock::LogClock;
 use crate::raft_types::PartitionRaftConfig;
 use crate::snapshot::{
-    read_applied, AppliedState, PartitionSnapshotMeta, SnapshotDir, KEY_INGESTED_JOB, KEY_LAST_APPLIED, KEY_MEMBERSHIP,
+    log_clock_of_snapshot, read_applied, AppliedState, PartitionSnapshotMeta, SnapshotDir, KEY_INGESTED_JOB,
+    KEY_LAST_APPLIED, KEY_LOG_CLOCK, KEY_MEMBERSHIP,
 };
 use crate::store::{cf, CF_APPLIED};
 
@@ -49,7 +52,11 @@ pub struct IngestEnv {
 
 /// State machine of one partition replica.
 pub struct PartitionStateMachine {
+    /// The partition, for logs and its fail points.
+    id: PartitionId,
     db: Arc<DB>,
+    /// The partition's log clock, advanced by the stamps this state machine applies.
+    clock: LogClock,
     snapshots: SnapshotDir,
     ingest: IngestEnv,
     /// Held for as long as openraft's state-machine worker owns this state machine: the
@@ -68,29 +75,52 @@ where
 impl PartitionStateMachine {
     /// The state machine over `db`, with snapshots in `snapshots`. `alive` is held by the
     /// state machine and by each snapshot build, so that their owner can await them.
-    pub fn new(db: Arc<DB>, snapshots: SnapshotDir, ingest: IngestEnv, alive: TaskTrackerToken) -> Self {
-        Self { db, snapshots, ingest, alive }
+    pub fn new(
+        id: PartitionId,
+        db: Arc<DB>,
+        clock: LogClock,
+        snapshots: SnapshotDir,
+        ingest: IngestEnv,
+        alive: TaskTrackerToken,
+    ) -> Self {
+        Self { id, db, clock, snapshots, ingest, alive }
     }
 
-    /// Writes `batch` with the applied state up to `last`.
+    /// Applies entries that hold no ingestion on a blocking thread: their reads and their
+    /// write batch (a RocksDB write can stall for seconds) never hold a runtime thread that
+    /// every partition's raft core shares.
     // openraft's StorageError is large by design; it is what the state machine traits return.
     #[allow(clippy::result_large_err)]
-    fn write_applied(
-        &self,
-        mut batch: rocksdb::WriteBatch,
-        last: Option<LogId<NodeId>>,
-        membership: Option<StoredMembership<NodeId, BasicNode>>,
-    ) -> SmResult<()> {
-        let applied = cf(&self.db, CF_APPLIED).map_err(write_err)?;
-        if let Some(l) = last {
-            batch.put_cf(applied, KEY_LAST_APPLIED, encode(&Some(l)).map_err(write_err)?);
+    async fn apply_run(&self, run: Vec<Entry<PartitionRaftConfig>>) -> SmResult<Vec<CommandResponse>> {
+        if run.is_empty() {
+            return Ok(Vec::new());
         }
-        if let Some(m) = membership {
-            batch.put_cf(applied, KEY_MEMBERSHIP, encode(&m).map_err(write_err)?);
+        let (db, id, clock) = (self.db.clone(), self.id, self.clock.clone());
+        tokio::task::spawn_blocking(move || apply_entries(id, &db, &clock, run))
+            .await
+            .map_err(|e| write_err(format!("partition {id}: apply task failed: {e}")))?
+    }
+
+    /// Applies one `IngestSst` entry (everything before it is applied and written already).
+    async fn apply_ingest(&self, entry: Entry<PartitionRaftConfig>) -> SmResult<CommandResponse> {
+        let log_id = entry.log_id;
+        let EntryPayload::Normal(Versioned(Command::IngestSst { source, files, ingest_behind })) = entry.payload else {
+            return Err(write_err(format!("partition {}: entry {log_id} is not an ingestion", self.id)));
+        };
+        let apply_err = |e: WingError| StorageIOError::apply(log_id, AnyError::error(e));
+        // A job is ingested once: a second proposal (a new primary retrying) is a no-op, so it
+        // cannot put old rows over newer writes.
+        let (db, job_id) = (self.db.clone(), source.job_id);
+        if blocking(move || is_ingested(&db, job_id)).await.map_err(apply_err)? {
+            let db = self.db.clone();
+            let recorded =
+                blocking(move || write_applied(&db, rocksdb::WriteBatch::default(), Some(log_id), None, None));
+            recorded.await.map_err(apply_err)?;
+            return Ok(CommandResponse::Done);
         }
-        // Not synced: the raft log is durable, and RocksDB recovers a prefix of the WAL, so a
-        // crash loses at most applied state that is re-applied from the log.
-        self.db.write(batch).map_err(write_err)
+        // Race window: the entry is committed, this replica has not ingested yet.
+        fail::fail_point!("bulk_load::before_ingest_apply");
+        Ok(self.ingest(&source, &files, ingest_behind, log_id).await.map_err(apply_err)?)
     }
 
     /// Ingests a job's files at `log_id` and records it (the ingested-job mark and the applied
@@ -172,6 +202,82 @@ impl PartitionStateMachine {
     }
 }
 
+/// Applies `entries` (none an ingestion) as one write batch with the applied state (blocking).
+// openraft's StorageError is large by design; it is what the state machine traits return.
+#[allow(clippy::result_large_err)]
+fn apply_entries(
+    id: PartitionId,
+    db: &DB,
+    clock: &LogClock,
+    entries: Vec<Entry<PartitionRaftConfig>>,
+) -> SmResult<Vec<CommandResponse>> {
+    // A stalled disk under one partition's client writes, in tests:
+    // `FAILPOINTS='apply::1.0=sleep(3000)'`.
+    #[cfg(feature = "failpoints")]
+    if entries.iter().any(|e| matches!(e.payload, EntryPayload::Normal(_))) {
+        fail::fail_point!(&format!("apply::{id}"));
+    }
+    let mut view = BatchView::new(db);
+    let mut responses = Vec::with_capacity(entries.len());
+    let mut last = None;
+    let mut membership = None;
+    let mut stamp = None;
+    for entry in entries {
+        if let EntryPayload::Normal(Versioned(Command::Stamped { now, .. })) = &entry.payload {
+            stamp = stamp.max(Some(*now)).filter(|s| *s > clock.get());
+        }
+        let resp = match entry.payload {
+            EntryPayload::Blank => CommandResponse::Done,
+            EntryPayload::Normal(cmd) => view
+                .apply(&cmd)
+                .map_err(|e| StorageIOError::apply(entry.log_id, AnyError::error(format!("partition {id}: {e}"))))?,
+            EntryPayload::Membership(m) => {
+                membership = Some(StoredMembership::new(Some(entry.log_id), m));
+                CommandResponse::Done
+            }
+        };
+        last = Some(entry.log_id);
+        responses.push(resp);
+    }
+    write_applied(db, view.into_batch(), last, membership, stamp).map_err(write_err)?;
+    if let Some(stamp) = stamp {
+        clock.advance(stamp);
+    }
+    Ok(responses)
+}
+
+/// Writes `batch` with the applied state up to `last` and the log clock advanced to `stamp`
+/// (blocking).
+fn write_applied(
+    db: &DB,
+    mut batch: rocksdb::WriteBatch,
+    last: Option<LogId<NodeId>>,
+    membership: Option<StoredMembership<NodeId, BasicNode>>,
+    stamp: Option<u32>,
+) -> Result<(), WingError> {
+    let applied = cf(db, CF_APPLIED)?;
+    if let Some(stamp) = stamp {
+        batch.put_cf(applied, KEY_LOG_CLOCK, stamp.to_be_bytes());
+    }
+    if let Some(l) = last {
+        batch.put_cf(
+            applied,
+            KEY_LAST_APPLIED,
+            encode(&Some(l)).map_err(|e| WingError::Internal(format!("encode applied log id: {e}")))?,
+        );
+    }
+    if let Some(m) = membership {
+        batch.put_cf(
+            applied,
+            KEY_MEMBERSHIP,
+            encode(&m).map_err(|e| WingError::Internal(format!("encode membership: {e}")))?,
+        );
+    }
+    // Not synced: the raft log is durable, and RocksDB recovers a prefix of the WAL, so a
+    // crash loses at most applied state that is re-applied from the log.
+    Ok(db.write(batch)?)
+}
+
 /// Whether bulk-load job `job_id` was ingested into this replica, or superseded by a newer job
 /// (whose ingestion makes an older job's late `IngestSst` a no-op on every replica alike).
 pub fn is_ingested(db: &DB, job_id: u64) -> Result<bool, WingError> {
@@ -212,41 +318,19 @@ impl RaftStateMachine<PartitionRaftConfig> for PartitionStateMachine {
         I: IntoIterator<Item = Entry<PartitionRaftConfig>> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        let mut view = BatchView::new(&self.db);
         let mut responses = Vec::new();
-        let mut last = None;
-        let mut membership = None;
+        let mut run = Vec::new();
         for entry in entries {
-            let resp = match entry.payload {
-                EntryPayload::Blank => CommandResponse::Done,
-                EntryPayload::Normal(Command::IngestSst { source, files, ingest_behind }) => {
-                    // Everything before this entry is written first, so the ingested rows land
-                    // after it, at the same log index on every replica.
-                    let before = std::mem::replace(&mut view, BatchView::new(&self.db));
-                    self.write_applied(before.into_batch(), last.take(), membership.take())?;
-                    let apply_err = |e: WingError| StorageIOError::apply(entry.log_id, AnyError::error(e));
-                    // A job is ingested once: a second proposal (a new primary retrying) is a
-                    // no-op, so it cannot put old rows over newer writes.
-                    if is_ingested(&self.db, source.job_id).map_err(apply_err)? {
-                        CommandResponse::Done
-                    } else {
-                        // Race window: the entry is committed, this replica has not ingested yet.
-                        fail::fail_point!("bulk_load::before_ingest_apply");
-                        self.ingest(&source, &files, ingest_behind, entry.log_id).await.map_err(apply_err)?
-                    }
-                }
-                EntryPayload::Normal(cmd) => {
-                    view.apply(&cmd).map_err(|e| StorageIOError::apply(entry.log_id, AnyError::error(e)))?
-                }
-                EntryPayload::Membership(m) => {
-                    membership = Some(StoredMembership::new(Some(entry.log_id), m));
-                    CommandResponse::Done
-                }
-            };
-            last = Some(entry.log_id);
-            responses.push(resp);
+            if matches!(entry.payload, EntryPayload::Normal(Versioned(Command::IngestSst { .. }))) {
+                // Everything before the ingestion is written first, so the ingested rows land
+                // after it, at the same log index on every replica.
+                responses.extend(self.apply_run(std::mem::take(&mut run)).await?);
+                responses.push(self.apply_ingest(entry).await?);
+            } else {
+                run.push(entry);
+            }
         }
-        self.write_applied(view.into_batch(), last, membership)?;
+        responses.extend(self.apply_run(run).await?);
         Ok(responses)
     }
 
@@ -279,6 +363,7 @@ impl RaftStateMachine<PartitionRaftConfig> for PartitionStateMachine {
         drop(snapshot);
         let (db, dir, meta2) = (self.db.clone(), self.snapshots.clone(), meta.clone());
         blocking(move || dir.install(&db, &meta2, &path)).await.map_err(write_err)?;
+        self.clock.reset(log_clock_of_snapshot(&meta.snapshot_id));
         tracing::info!(snapshot = %meta.snapshot_id, last = ?meta.last_log_id, "installed snapshot");
         Ok(())
     }
@@ -312,7 +397,7 @@ mod tests {
     use crate::store::{data_cf, SharedStorage};
 
     fn entry(index: u64, cmd: Command) -> Entry<PartitionRaftConfig> {
-        Entry { log_id: LogId::new(CommittedLeaderId::new(1, 1), index), payload: EntryPayload::Normal(cmd) }
+        Entry { log_id: LogId::new(CommittedLeaderId::new(1, 1), index), payload: EntryPayload::Normal(Versioned(cmd)) }
     }
 
     /// A remote partition directory `bl/onebox/t/0` holding one SST of `keys` (value "bulk"),
@@ -372,7 +457,14 @@ mod tests {
             allow_ingest_behind: false,
         };
         let alive = tokio_util::task::TaskTracker::new();
-        let sm = PartitionStateMachine::new(db.clone(), snapshots, ingest, alive.token());
+        let sm = PartitionStateMachine::new(
+            PartitionId::new(1, 0),
+            db.clone(),
+            LogClock::default(),
+            snapshots,
+            ingest,
+            alive.token(),
+        );
         Fixture { replica, db, sm, slot, alive }
     }
 

@@ -6,10 +6,11 @@ use std::sync::Arc;
 use rocksdb::compaction_filter::Decision;
 use rocksdb::{BlockBasedOptions, Cache, ColumnFamily, ColumnFamilyDescriptor, Options, DB};
 use wingkv_common::raft::{CF_RAFT_LOG, CF_RAFT_META};
-use wingkv_common::value::{now_epoch_seconds, stored_expire_ts};
+use wingkv_common::value::stored_expire_ts;
 use wingkv_common::WingError;
 
 use crate::config::StorageConfig;
+use crate::log_clock::LogClock;
 
 /// Column family of user records (RocksDB's default one, as in Pegasus).
 pub const CF_DATA: &str = "default";
@@ -81,7 +82,7 @@ impl SharedStorage {
 
     /// Options for the user-data column family. `Pegasus`-compatible records: expired ones are
     /// dropped by compaction.
-    pub fn data_options(&self) -> Options {
+    pub fn data_options(&self, clock: &LogClock) -> Options {
         let mut o = Options::default();
         let mut table = BlockBasedOptions::default();
         table.set_block_cache(&self.cache);
@@ -92,20 +93,27 @@ impl SharedStorage {
         o.set_max_write_buffer_number(3);
         o.set_compression_type(rocksdb::DBCompressionType::Lz4);
         o.set_bottommost_compression_type(rocksdb::DBCompressionType::Zstd);
-        o.set_compaction_filter("wingkv_ttl", |_level: u32, _key: &[u8], value: &[u8]| match stored_expire_ts(value) {
-            Some(ts) if crate::snapshot::droppable(ts, now_epoch_seconds()) => Decision::Remove,
-            _ => Decision::Keep,
+        // Expiry by the partition's log clock, not this machine's: every replica drops the same
+        // records (see `crate::log_clock`).
+        let clock = clock.clone();
+        o.set_compaction_filter("wingkv_ttl", move |_level: u32, _key: &[u8], value: &[u8]| {
+            match stored_expire_ts(value) {
+                Some(ts) if crate::snapshot::droppable(ts, clock.get()) => Decision::Remove,
+                _ => Decision::Keep,
+            }
         });
         o
     }
 
-    /// Opens (or creates) the RocksDB of a replica at `path` with the default options.
+    /// Opens (or creates) the RocksDB of a replica at `path` with the default options and a log
+    /// clock of its own (tests and tools).
     pub fn open(&self, path: &Path) -> Result<Arc<DB>, WingError> {
-        self.open_with(path, &DbOptions::default())
+        self.open_with(path, &DbOptions::default(), &LogClock::default())
     }
 
-    /// Opens (or creates) the RocksDB of a replica at `path` with `options`.
-    pub fn open_with(&self, path: &Path, options: &DbOptions) -> Result<Arc<DB>, WingError> {
+    /// Opens (or creates) the RocksDB of a replica at `path` with `options`; compaction drops
+    /// expired records by `clock`.
+    pub fn open_with(&self, path: &Path, options: &DbOptions, clock: &LogClock) -> Result<Arc<DB>, WingError> {
         let mut db_opts = Options::default();
         // Reserves the last level for files ingested behind (RocksDB fixes it at creation).
         db_opts.set_allow_ingest_behind(options.allow_ingest_behind);
@@ -117,7 +125,7 @@ impl SharedStorage {
         let mut small = Options::default();
         small.set_write_buffer_size(4 << 20);
         let cfs = vec![
-            ColumnFamilyDescriptor::new(CF_DATA, self.data_options()),
+            ColumnFamilyDescriptor::new(CF_DATA, self.data_options(clock)),
             ColumnFamilyDescriptor::new(CF_RAFT_LOG, small.clone()),
             ColumnFamilyDescriptor::new(CF_RAFT_META, small.clone()),
             ColumnFamilyDescriptor::new(CF_APPLIED, small),
@@ -133,12 +141,23 @@ mod tests {
     use super::*;
     use wingkv_common::value::encode_value;
 
+    /// Compaction drops what is expired by the log clock (with the grace), whatever the local
+    /// clock says: with no stamped write applied yet it drops nothing.
     #[test]
-    fn compaction_drops_expired_records() {
+    fn compaction_drops_records_expired_by_the_log_clock() {
         let dir = tempfile::tempdir().unwrap();
-        let db = SharedStorage::new(StorageConfig::default()).open(dir.path()).unwrap();
+        let clock = LogClock::default();
+        let db =
+            SharedStorage::new(StorageConfig::default()).open_with(dir.path(), &DbOptions::default(), &clock).unwrap();
         let cf = data_cf(&db).unwrap();
-        let now = now_epoch_seconds();
+        // Long ago by the local clock; the log clock alone decides.
+        let now = 100_000;
+        db.put_cf(cf, b"\x00\x01early", encode_value(1, b"v")).unwrap();
+        db.flush_cf(cf).unwrap();
+        db.compact_range_cf(cf, None::<&[u8]>, None::<&[u8]>);
+        assert_eq!(db.iterator_cf(cf, rocksdb::IteratorMode::Start).count(), 1, "dropped at log clock 0");
+        db.delete_cf(cf, b"\x00\x01early").unwrap();
+        clock.advance(now);
         db.put_cf(cf, b"\x00\x01alive", encode_value(0, b"v")).unwrap();
         db.put_cf(cf, b"\x00\x01later", encode_value(now + 3_600, b"v")).unwrap();
         db.put_cf(cf, b"\x00\x01grace", encode_value(now - 1, b"v")).unwrap();

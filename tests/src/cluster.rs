@@ -62,8 +62,8 @@ impl Cluster {
         Self::start_with(metas, replicas, "").await
     }
 
-    /// Like [`start`](Self::start), appending `replica_config` (TOML) to every replica
-    /// server's config.
+    /// Like [`start`](Self::start), with `replica_config` (TOML: top-level keys and tables
+    /// other than `[raft]`) in every replica server's config.
     pub async fn start_with(metas: usize, replicas: usize, replica_config: &str) -> Result<Self> {
         let mut tmp = tempfile::tempdir()?;
         // For a post-mortem: WINGKV_KEEP_TEST_DIR=1 keeps the servers' data and logs.
@@ -88,7 +88,8 @@ impl Cluster {
                 ReplicaProcess::start_with_meta(
                     &tmp.path().join(format!("replica{}", i + 1)),
                     &addrs,
-                    &format!("{REPLICA_CONFIG}{replica_config}"),
+                    // First, so it may set top-level keys; it must not open a `[raft]` table.
+                    &format!("{replica_config}\n{REPLICA_CONFIG}"),
                 )
                 .await?,
             );

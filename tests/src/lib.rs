@@ -89,6 +89,8 @@ pub struct ServerProcess {
     extra_config: String,
     /// The network namespace it runs in (see [`netns`]), if not the test's own.
     netns: Option<String>,
+    /// Environment variables set for it (besides `RUST_LOG`), e.g. `FAILPOINTS`.
+    env: Vec<(String, String)>,
     child: Option<Child>,
 }
 
@@ -109,6 +111,30 @@ impl ServerProcess {
     pub async fn start(node_id: u64, root: &Path, extra_config: &str) -> Result<Self> {
         let config = format!("node_id = {node_id}\n{extra_config}");
         Self::launch("replica-server", node_id, root, "127.0.0.1:0", &config, None).await
+    }
+
+    /// [`start`](Self::start) with fail points armed from its start: `failpoints` is the
+    /// `FAILPOINTS` value, `name=action;…` (e.g. `apply::1.0=sleep(3000)`). The debug build of
+    /// `./run.sh` compiles them in; a build without them refuses to start and says so.
+    pub async fn start_with_failpoints(
+        node_id: u64,
+        root: &Path,
+        extra_config: &str,
+        failpoints: &str,
+    ) -> Result<Self> {
+        let mut p = Self {
+            node_id,
+            root: root.to_path_buf(),
+            addr: "127.0.0.1:0".to_string(),
+            binary: "replica-server",
+            extra_config: format!("node_id = {node_id}\n{extra_config}"),
+            netns: None,
+            env: vec![("FAILPOINTS".to_string(), failpoints.to_string())],
+            child: None,
+        };
+        std::fs::create_dir_all(root)?;
+        p.spawn().await?;
+        Ok(p)
     }
 
     /// Starts a replica server that registers with the metas at `metas`.
@@ -168,6 +194,7 @@ impl ServerProcess {
             binary,
             extra_config: config.to_string(),
             netns: netns.map(str::to_string),
+            env: Vec::new(),
             child: None,
         };
         std::fs::create_dir_all(root)?;
@@ -215,6 +242,7 @@ impl ServerProcess {
         cmd.arg("--config")
             .arg(&config_path)
             .env("RUST_LOG", std::env::var("WINGKV_TEST_LOG").unwrap_or_else(|_| "info,openraft=warn".into()))
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log);

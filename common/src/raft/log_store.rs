@@ -8,6 +8,10 @@
 //! the appends of every group at once (as Pegasus's shared log and TiKV's raft engine do); the
 //! meta server's group has the DB to itself and an empty prefix. Appends are written unsynced and
 //! acknowledged by the [`WalSyncer`] after one group fsync.
+//!
+//! Every RocksDB call runs on a blocking thread, never on the async runtime: the raft cores of
+//! every group of the process share the runtime's few threads, and one RocksDB write stall or
+//! slow fsync there would delay every group's heartbeats into elections.
 
 use std::fmt::Debug;
 use std::marker::PhantomData;
@@ -129,6 +133,17 @@ where
         self
     }
 
+    /// Runs `f` on a clone of this store on a blocking thread.
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Self) -> Result<T, StorageError<NodeId>> + Send + 'static,
+    ) -> Result<T, StorageError<NodeId>> {
+        let store = self.clone();
+        tokio::task::spawn_blocking(move || f(&store))
+            .await
+            .map_err(|e| write_err(format!("raft log task failed: {e}")))?
+    }
+
     fn entry_log_id(&self, index: u64) -> Result<Option<LogId<NodeId>>, StorageError<NodeId>> {
         let cf = self.log_cf()?;
         match self.db.get_cf(cf, self.index_key(index)).map_err(read_err)? {
@@ -188,6 +203,21 @@ where
         &mut self,
         range: RB,
     ) -> Result<Vec<Entry<C>>, StorageError<NodeId>> {
+        let bounds = (range.start_bound().cloned(), range.end_bound().cloned());
+        self.blocking(move |store| store.read_entries(bounds)).await
+    }
+}
+
+impl<C> RocksLogStore<C>
+where
+    C: RaftTypeConfig<NodeId = NodeId, Entry = Entry<C>>,
+    Entry<C>: Serialize + DeserializeOwned,
+{
+    /// The entries of `range` (blocking).
+    fn read_entries(
+        &self,
+        range: (std::ops::Bound<u64>, std::ops::Bound<u64>),
+    ) -> Result<Vec<Entry<C>>, StorageError<NodeId>> {
         use std::ops::Bound;
         let start = match range.start_bound() {
             Bound::Included(&s) => s,
@@ -230,6 +260,74 @@ where
     type LogReader = Self;
 
     async fn get_log_state(&mut self) -> Result<LogState<C>, StorageError<NodeId>> {
+        self.blocking(|store| store.log_state()).await
+    }
+
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        self.clone()
+    }
+
+    async fn save_vote(&mut self, vote: &Vote<NodeId>) -> Result<(), StorageError<NodeId>> {
+        let vote = *vote;
+        self.blocking(move |store| store.put_meta(KEY_VOTE, &vote, true)).await
+    }
+
+    async fn read_vote(&mut self) -> Result<Option<Vote<NodeId>>, StorageError<NodeId>> {
+        self.blocking(|store| store.get_meta(KEY_VOTE)).await
+    }
+
+    async fn save_committed(&mut self, committed: Option<LogId<NodeId>>) -> Result<(), StorageError<NodeId>> {
+        // Not synced: a lost committed id only means re-applying from the state machine's own
+        // applied index, which is always safe.
+        self.blocking(move |store| store.put_meta(KEY_COMMITTED, &committed, false)).await
+    }
+
+    async fn read_committed(&mut self) -> Result<Option<LogId<NodeId>>, StorageError<NodeId>> {
+        self.blocking(|store| Ok(store.get_meta::<Option<LogId<NodeId>>>(KEY_COMMITTED)?.flatten())).await
+    }
+
+    async fn append<I>(&mut self, entries: I, callback: LogFlushed<C>) -> Result<(), StorageError<NodeId>>
+    where
+        I: IntoIterator<Item = Entry<C>> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let entries: Vec<Entry<C>> = entries.into_iter().collect();
+        self.blocking(move |store| {
+            let cf = store.log_cf()?;
+            let mut batch = WriteBatch::default();
+            for entry in &entries {
+                batch.put_cf(cf, store.index_key(entry.log_id.index), encode(entry).map_err(write_err)?);
+            }
+            store.db.write(batch).map_err(write_err)?;
+            store.syncer.sync_then(move |r| callback.log_io_completed(r));
+            Ok(())
+        })
+        .await
+    }
+
+    async fn truncate(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError<NodeId>> {
+        self.blocking(move |store| {
+            let cf = store.log_cf()?;
+            let mut batch = WriteBatch::default();
+            batch.delete_range_cf(cf, store.index_key(log_id.index), store.index_key(u64::MAX));
+            batch.delete_cf(cf, store.index_key(u64::MAX));
+            store.db.write_opt(batch, &synced()).map_err(write_err)
+        })
+        .await
+    }
+
+    async fn purge(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError<NodeId>> {
+        self.blocking(move |store| store.purge_blocking(log_id)).await
+    }
+}
+
+impl<C> RocksLogStore<C>
+where
+    C: RaftTypeConfig<NodeId = NodeId, Entry = Entry<C>>,
+    Entry<C>: Serialize + DeserializeOwned,
+{
+    /// What [`RaftLogStorage::get_log_state`] answers (blocking).
+    fn log_state(&self) -> Result<LogState<C>, StorageError<NodeId>> {
         // A purge held back by the limit is done now if the state machine has applied that far,
         // so the log on disk starts right after what it says it purged: a replica that installed
         // a snapshot and appended after it must not reopen with a gap before its first entry.
@@ -243,52 +341,8 @@ where
         Ok(LogState { last_purged_log_id: last_purged, last_log_id: last })
     }
 
-    async fn get_log_reader(&mut self) -> Self::LogReader {
-        self.clone()
-    }
-
-    async fn save_vote(&mut self, vote: &Vote<NodeId>) -> Result<(), StorageError<NodeId>> {
-        self.put_meta(KEY_VOTE, vote, true)
-    }
-
-    async fn read_vote(&mut self) -> Result<Option<Vote<NodeId>>, StorageError<NodeId>> {
-        self.get_meta(KEY_VOTE)
-    }
-
-    async fn save_committed(&mut self, committed: Option<LogId<NodeId>>) -> Result<(), StorageError<NodeId>> {
-        // Not synced: a lost committed id only means re-applying from the state machine's own
-        // applied index, which is always safe.
-        self.put_meta(KEY_COMMITTED, &committed, false)
-    }
-
-    async fn read_committed(&mut self) -> Result<Option<LogId<NodeId>>, StorageError<NodeId>> {
-        Ok(self.get_meta::<Option<LogId<NodeId>>>(KEY_COMMITTED)?.flatten())
-    }
-
-    async fn append<I>(&mut self, entries: I, callback: LogFlushed<C>) -> Result<(), StorageError<NodeId>>
-    where
-        I: IntoIterator<Item = Entry<C>> + OptionalSend,
-        I::IntoIter: OptionalSend,
-    {
-        let cf = self.log_cf()?;
-        let mut batch = WriteBatch::default();
-        for entry in entries {
-            batch.put_cf(cf, self.index_key(entry.log_id.index), encode(&entry).map_err(write_err)?);
-        }
-        self.db.write(batch).map_err(write_err)?;
-        self.syncer.sync_then(move |r| callback.log_io_completed(r));
-        Ok(())
-    }
-
-    async fn truncate(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError<NodeId>> {
-        let cf = self.log_cf()?;
-        let mut batch = WriteBatch::default();
-        batch.delete_range_cf(cf, self.index_key(log_id.index), self.index_key(u64::MAX));
-        batch.delete_cf(cf, self.index_key(u64::MAX));
-        self.db.write_opt(batch, &synced()).map_err(write_err)
-    }
-
-    async fn purge(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError<NodeId>> {
+    /// What [`RaftLogStorage::purge`] does (blocking).
+    fn purge_blocking(&self, log_id: LogId<NodeId>) -> Result<(), StorageError<NodeId>> {
         if let Some(limit) = self.purge_limit.as_ref().and_then(|f| f()) {
             if log_id.index > limit {
                 // Purge only what is applied; the rest is remembered and done by a later purge,

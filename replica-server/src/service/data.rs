@@ -3,6 +3,7 @@
 use std::collections::HashSet;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures::Stream;
@@ -12,9 +13,7 @@ use wingkv_common::check::CheckType;
 use wingkv_common::hash::partition_index;
 use wingkv_common::key::{decode_key, encode_key, validate_hash_key};
 use wingkv_common::metrics::record_partition;
-use wingkv_common::value::{
-    decode_value, encode_value, expire_ts_for_ttl, is_expired, now_epoch_seconds, remaining_ttl,
-};
+use wingkv_common::value::{decode_value, encode_value, expire_ts_for_ttl, is_expired, remaining_ttl};
 use wingkv_common::{PartitionId, WingError};
 use wingkv_proto::common::PartitionId as ProtoPartitionId;
 use wingkv_proto::data::data_server::Data;
@@ -22,6 +21,8 @@ use wingkv_proto::data::*;
 
 use crate::admission::client_timeout;
 use crate::command::{Command, CommandResponse, IncrTtl};
+use crate::disk_space::DiskGuard;
+use crate::load_shed::{InFlight, LoadShedder};
 use crate::manager::ReplicaManager;
 use crate::range::{KeyRange, RangeRecord, ReadLimits};
 use crate::replica::Replica;
@@ -83,12 +84,28 @@ fn response_bytes(requested: u64) -> u64 {
 /// Serves key-value requests for every hosted replica.
 pub struct DataService {
     manager: Arc<ReplicaManager>,
+    shed: Arc<LoadShedder>,
+    disk: Arc<DiskGuard>,
 }
 
 impl DataService {
-    /// The service over `manager`'s replicas.
-    pub fn new(manager: Arc<ReplicaManager>) -> Self {
-        Self { manager }
+    /// The service over `manager`'s replicas, admitting requests within `shed`'s limits and
+    /// writes while `disk` has room.
+    pub fn new(manager: Arc<ReplicaManager>, shed: Arc<LoadShedder>, disk: Arc<DiskGuard>) -> Self {
+        Self { manager, shed, disk }
+    }
+
+    /// The time the replica of `p` decides with (see [`Replica::now`]); this server's clock
+    /// when `p` is not hosted here (such a request is refused right after).
+    fn now(&self, p: Option<&ProtoPartitionId>) -> u32 {
+        let replica = PartitionId::from_proto(p).ok().and_then(|id| self.manager.get(id).ok());
+        replica.map(|r| r.now()).unwrap_or_else(wingkv_common::value::now_epoch_seconds)
+    }
+
+    /// Admits `req`'s bytes among those held, or refuses it with `Busy` (the count of requests
+    /// in progress is checked before decoding, by [`crate::load_shed::ShedService`]).
+    fn admit<M: prost::Message>(&self, req: &Request<M>) -> Result<InFlight, WingError> {
+        self.shed.admit_bytes(req.get_ref().encoded_len())
     }
 
     /// The replica of `p`, once the request's keys are found to belong to it.
@@ -147,10 +164,11 @@ impl DataService {
     async fn write_replica(&self, p: Option<&ProtoPartitionId>, keys: Keys<'_>, admit: WriteAdmission) -> WriteTarget {
         let replica = self.replica(p, keys)?;
         replica.check_primary()?;
+        self.disk.check_write()?;
         // Without a client deadline, the server's own write timeout bounds the hold.
-        let deadline = admit.deadline.unwrap_or(replica.write_timeout());
-        replica.admission().admit_write(replica.id(), admit.bytes, Some(deadline)).await?;
-        Ok(replica)
+        let timeout = admit.timeout.unwrap_or(replica.write_timeout());
+        replica.admission().admit_write(replica.id(), admit.bytes, Some(timeout)).await?;
+        Ok(Write { replica, deadline: admit.arrived + timeout })
     }
 }
 
@@ -174,19 +192,34 @@ fn refused(resp: CommandResponse) -> WingError {
     }
 }
 
-type WriteTarget = Result<Arc<Replica>, WingError>;
+type WriteTarget = Result<Write, WingError>;
+
+/// An admitted write: the primary it goes to and when its client stops waiting.
+struct Write {
+    replica: Arc<Replica>,
+    /// A write still queued for raft at this time is dropped unproposed.
+    deadline: Instant,
+}
+
+impl Write {
+    async fn propose(&self, cmd: Command) -> Result<(CommandResponse, u64), WingError> {
+        self.replica.propose(cmd, self.deadline).await
+    }
+}
 
 /// What write admission needs of a request, taken before the request is consumed.
 struct WriteAdmission {
     /// Its size on the wire (what `replica.write_throttling_by_size` counts).
     bytes: u64,
-    /// The client's deadline, if it sent one.
-    deadline: Option<std::time::Duration>,
+    /// The client's timeout (`grpc-timeout`), if it sent one.
+    timeout: Option<Duration>,
+    /// When the request arrived: its deadline counts from here.
+    arrived: Instant,
 }
 
 impl WriteAdmission {
     fn of<M: prost::Message>(req: &Request<M>) -> Self {
-        Self { bytes: req.get_ref().encoded_len() as u64, deadline: client_timeout(req) }
+        Self { bytes: req.get_ref().encoded_len() as u64, timeout: client_timeout(req), arrived: Instant::now() }
     }
 }
 
@@ -216,10 +249,11 @@ type ScanStream = Pin<Box<dyn Stream<Item = Result<ScanBatch, Status>> + Send>>;
 #[tonic::async_trait]
 impl Data for DataService {
     async fn get(&self, req: Request<GetRequest>) -> Result<Response<GetResponse>, Status> {
+        let _in_flight = self.admit(&req)?;
         let r = req.into_inner();
         let key = encode_key(&r.hash_key, &r.sort_key)?;
         let replica = self.read_replica(r.partition.as_ref(), Keys::one(&r.hash_key, &r.sort_key)).await?;
-        let resp = match read_live(replica.db(), &key, now_epoch_seconds())? {
+        let resp = match read_live(replica.db(), &key, replica.now())? {
             Some((_, v)) => GetResponse { found: true, value: v.into() },
             None => GetResponse { found: false, value: Bytes::new() },
         };
@@ -227,39 +261,43 @@ impl Data for DataService {
     }
 
     async fn set(&self, req: Request<SetRequest>) -> Result<Response<WriteResponse>, Status> {
+        let _in_flight = self.admit(&req)?;
         let admit = WriteAdmission::of(&req);
         let r = req.into_inner();
         let key = encode_key(&r.hash_key, &r.sort_key)?;
-        let value = stored_value(now_epoch_seconds(), r.ttl_seconds, &r.value);
+        let value = stored_value(self.now(r.partition.as_ref()), r.ttl_seconds, &r.value);
         // Validated first: a bad request is refused for what it is, wherever it lands.
-        let replica = self.write_replica(r.partition.as_ref(), Keys::one(&r.hash_key, &r.sort_key), admit).await?;
-        let (_, log_index) = replica.propose(Command::Put { key: key.into(), value }).await?;
+        let write = self.write_replica(r.partition.as_ref(), Keys::one(&r.hash_key, &r.sort_key), admit).await?;
+        let (_, log_index) = write.propose(Command::Put { key: key.into(), value }).await?;
         Ok(Response::new(WriteResponse { log_index }))
     }
 
     async fn del(&self, req: Request<DelRequest>) -> Result<Response<WriteResponse>, Status> {
+        let _in_flight = self.admit(&req)?;
         let admit = WriteAdmission::of(&req);
         let r = req.into_inner();
         let key = encode_key(&r.hash_key, &r.sort_key)?;
         // Validated first: a bad request is refused for what it is, wherever it lands.
-        let replica = self.write_replica(r.partition.as_ref(), Keys::one(&r.hash_key, &r.sort_key), admit).await?;
-        let (_, log_index) = replica.propose(Command::Delete { key: key.into() }).await?;
+        let write = self.write_replica(r.partition.as_ref(), Keys::one(&r.hash_key, &r.sort_key), admit).await?;
+        let (_, log_index) = write.propose(Command::Delete { key: key.into() }).await?;
         Ok(Response::new(WriteResponse { log_index }))
     }
 
     async fn exist(&self, req: Request<KeyRequest>) -> Result<Response<ExistResponse>, Status> {
+        let _in_flight = self.admit(&req)?;
         let r = req.into_inner();
         let key = encode_key(&r.hash_key, &r.sort_key)?;
         let replica = self.read_replica(r.partition.as_ref(), Keys::one(&r.hash_key, &r.sort_key)).await?;
-        let exists = read_live(replica.db(), &key, now_epoch_seconds())?.is_some();
+        let exists = read_live(replica.db(), &key, replica.now())?.is_some();
         Ok(Response::new(ExistResponse { exists }))
     }
 
     async fn ttl(&self, req: Request<KeyRequest>) -> Result<Response<TtlResponse>, Status> {
+        let _in_flight = self.admit(&req)?;
         let r = req.into_inner();
         let key = encode_key(&r.hash_key, &r.sort_key)?;
         let replica = self.read_replica(r.partition.as_ref(), Keys::one(&r.hash_key, &r.sort_key)).await?;
-        let now = now_epoch_seconds();
+        let now = replica.now();
         let ttl_seconds = match read_live(replica.db(), &key, now)? {
             None => -2,
             Some((ts, _)) => remaining_ttl(ts, now).map(i64::from).unwrap_or(-1),
@@ -268,11 +306,12 @@ impl Data for DataService {
     }
 
     async fn multi_get(&self, req: Request<MultiGetRequest>) -> Result<Response<MultiGetResponse>, Status> {
+        let _in_flight = self.admit(&req)?;
         let r = req.into_inner();
         validate_hash_key(&r.hash_key)?;
         check_sort_key_count("multi_get", r.sort_keys.len())?;
         let replica = self.read_replica(r.partition.as_ref(), Keys::hash_key(&r.hash_key, "multi_get")).await?;
-        let now = now_epoch_seconds();
+        let now = replica.now();
         let max_count = if r.max_kv_count == 0 { usize::MAX } else { r.max_kv_count as usize };
         let max_bytes = response_bytes(r.max_kv_size);
         let (kvs, incomplete) = if !r.sort_keys.is_empty() {
@@ -326,25 +365,27 @@ impl Data for DataService {
     }
 
     async fn multi_set(&self, req: Request<MultiSetRequest>) -> Result<Response<WriteResponse>, Status> {
+        let _in_flight = self.admit(&req)?;
         let admit = WriteAdmission::of(&req);
         let r = req.into_inner();
         if r.kvs.is_empty() {
             return Err(WingError::InvalidArgument("multi_set needs at least one sort key".into()).into());
         }
         check_sort_key_count("multi_set", r.kvs.len())?;
-        let now = now_epoch_seconds();
+        let now = self.now(r.partition.as_ref());
         let mut entries = Vec::with_capacity(r.kvs.len());
         for kv in &r.kvs {
             let key = encode_key(&r.hash_key, &kv.sort_key)?;
             entries.push((Bytes::from(key), stored_value(now, r.ttl_seconds, &kv.value)));
         }
         // Validated first: a bad request is refused for what it is, wherever it lands.
-        let replica = self.write_replica(r.partition.as_ref(), Keys::hash_key(&r.hash_key, "multi_set"), admit).await?;
-        let (_, log_index) = replica.propose(Command::MultiPut { entries }).await?;
+        let write = self.write_replica(r.partition.as_ref(), Keys::hash_key(&r.hash_key, "multi_set"), admit).await?;
+        let (_, log_index) = write.propose(Command::MultiPut { entries }).await?;
         Ok(Response::new(WriteResponse { log_index }))
     }
 
     async fn multi_del(&self, req: Request<MultiDelRequest>) -> Result<Response<MultiDelResponse>, Status> {
+        let _in_flight = self.admit(&req)?;
         let admit = WriteAdmission::of(&req);
         let r = req.into_inner();
         if r.sort_keys.is_empty() {
@@ -354,8 +395,8 @@ impl Data for DataService {
         let keys =
             r.sort_keys.iter().map(|sk| encode_key(&r.hash_key, sk).map(Bytes::from)).collect::<Result<Vec<_>, _>>()?;
         // Validated first: a bad request is refused for what it is, wherever it lands.
-        let replica = self.write_replica(r.partition.as_ref(), Keys::hash_key(&r.hash_key, "multi_del"), admit).await?;
-        let (resp, log_index) = replica.propose(Command::MultiDelete { keys, now: now_epoch_seconds() }).await?;
+        let write = self.write_replica(r.partition.as_ref(), Keys::hash_key(&r.hash_key, "multi_del"), admit).await?;
+        let (resp, log_index) = write.propose(Command::MultiDelete { keys, now: write.replica.now() }).await?;
         match resp {
             CommandResponse::Deleted(deleted) => Ok(Response::new(MultiDelResponse { log_index, deleted })),
             other => Err(refused(other).into()),
@@ -363,6 +404,7 @@ impl Data for DataService {
     }
 
     async fn incr(&self, req: Request<IncrRequest>) -> Result<Response<IncrResponse>, Status> {
+        let _in_flight = self.admit(&req)?;
         let admit = WriteAdmission::of(&req);
         let r = req.into_inner();
         let key = encode_key(&r.hash_key, &r.sort_key)?;
@@ -377,10 +419,10 @@ impl Data for DataService {
                 .into())
             }
         };
-        let cmd = Command::Incr { key: key.into(), delta: r.increment, ttl, now: now_epoch_seconds() };
+        let cmd = Command::Incr { key: key.into(), delta: r.increment, ttl, now: self.now(r.partition.as_ref()) };
         // Validated first: a bad request is refused for what it is, wherever it lands.
-        let replica = self.write_replica(r.partition.as_ref(), Keys::one(&r.hash_key, &r.sort_key), admit).await?;
-        match replica.propose(cmd).await? {
+        let write = self.write_replica(r.partition.as_ref(), Keys::one(&r.hash_key, &r.sort_key), admit).await?;
+        match write.propose(cmd).await? {
             (CommandResponse::Incremented(new_value), log_index) => {
                 Ok(Response::new(IncrResponse { new_value, log_index }))
             }
@@ -389,6 +431,7 @@ impl Data for DataService {
     }
 
     async fn check_and_set(&self, req: Request<CheckAndSetRequest>) -> Result<Response<CheckAndSetResponse>, Status> {
+        let _in_flight = self.admit(&req)?;
         let admit = WriteAdmission::of(&req);
         let r = req.into_inner();
         let check_type = CheckType::from_i32(r.check_type)?;
@@ -396,7 +439,7 @@ impl Data for DataService {
         let check_key = encode_key(&r.hash_key, &r.check_sort_key)?;
         let set_sk = if r.set_diff_sort_key { &r.set_sort_key } else { &r.check_sort_key };
         let set_key = encode_key(&r.hash_key, set_sk)?;
-        let now = now_epoch_seconds();
+        let now = self.now(r.partition.as_ref());
         let cmd = Command::CheckAndSet {
             check_key: check_key.into(),
             check_type,
@@ -408,8 +451,8 @@ impl Data for DataService {
         };
         // Validated first: a bad request is refused for what it is, wherever it lands.
         let keys = Keys::hash_key(&r.hash_key, "check_and_set");
-        let replica = self.write_replica(r.partition.as_ref(), keys, admit).await?;
-        match replica.propose(cmd).await? {
+        let write = self.write_replica(r.partition.as_ref(), keys, admit).await?;
+        match write.propose(cmd).await? {
             (CommandResponse::CheckAndSet { succeeded, check_value }, log_index) => {
                 Ok(Response::new(CheckAndSetResponse {
                     set_succeeded: succeeded,
@@ -427,10 +470,11 @@ impl Data for DataService {
         &self,
         req: Request<SortKeyCountRequest>,
     ) -> Result<Response<SortKeyCountResponse>, Status> {
+        let _in_flight = self.admit(&req)?;
         let r = req.into_inner();
         let mut range = KeyRange::hash_key(&r.hash_key, b"", true, b"", false)?;
         let replica = self.read_replica(r.partition.as_ref(), Keys::hash_key(&r.hash_key, "sort_key_count")).await?;
-        let now = now_epoch_seconds();
+        let now = replica.now();
         // Counted in slices on blocking threads: a cancelled request (its future dropped)
         // stops after the slice in progress.
         let limits = ReadLimits { records: usize::MAX, bytes: 0, steps: SLICE_STEPS };
@@ -446,6 +490,7 @@ impl Data for DataService {
     type ScanStream = ScanStream;
 
     async fn scan(&self, req: Request<ScanRequest>) -> Result<Response<ScanStream>, Status> {
+        let in_flight = self.admit(&req)?;
         let r = req.into_inner();
         let range = match &r.hash_key {
             Some(hk) => {
@@ -464,12 +509,14 @@ impl Data for DataService {
             n => n.min(MAX_SCAN_BATCH),
         };
         let limit = if r.limit == 0 { u64::MAX } else { r.limit };
-        let now = now_epoch_seconds();
+        let now = replica.now();
         let with_values = !r.no_value;
         // Each poll reads slices until one yields records; the stream owns nothing that outlives
         // the request, and a cancelled request stops within one slice.
-        let stream = futures::stream::unfold(Some((replica, range, limit)), move |state| async move {
-            let (replica, mut range, left) = state?;
+        // The scan's bytes count among those held until its first batch: after that it waits
+        // on its client between batches, and one that stops reading holds nothing.
+        let stream = futures::stream::unfold(Some((replica, range, limit, Some(in_flight))), move |state| async move {
+            let (replica, mut range, left, _in_flight) = state?;
             while !range.is_exhausted() && left > 0 {
                 let want = batch.min(left.min(usize::MAX as u64) as usize);
                 let limits = ReadLimits { records: want, bytes: MAX_RESPONSE_BYTES, steps: SLICE_STEPS };
@@ -485,7 +532,7 @@ impl Data for DataService {
                 }
                 let left = left - records.len() as u64;
                 return match scan_batch(records) {
-                    Ok(b) => Some((Ok(b), Some((replica, range, left)))),
+                    Ok(b) => Some((Ok(b), Some((replica, range, left, None)))),
                     Err(e) => Some((Err(Status::from(e)), None)),
                 };
             }

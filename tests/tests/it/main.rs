@@ -7,12 +7,15 @@
 //! environment through their `Command`, ports from [`wingkv_tests::free_port`] and data under a
 //! temp dir of their own.
 
+mod backpressure;
 mod bad_inputs;
 mod bulk_load;
 mod bulk_load_replica;
 mod bulk_load_sources;
 mod bulkgen;
+mod clock_offset;
 mod data_ops;
+mod disk_full;
 mod large_values;
 mod linearizability;
 mod meta;
@@ -23,4 +26,5 @@ mod replication;
 mod sdk;
 mod seed_scenarios;
 mod shell;
+mod stalled_disk;
 mod throttling;

@@ -14,6 +14,8 @@ use wingkv_common::bulk_load::{validate_file_name, BulkLoadMetadata, FileMeta};
 use wingkv_common::sync::MutexExt;
 use wingkv_common::WingError;
 
+use crate::disk_space::free_disk_bytes;
+
 use super::download::{download_file, file_matches, is_transient, RateLimiter};
 use super::job_dir;
 use super::source::FileSource;
@@ -293,12 +295,6 @@ where
             Err(e) => return Err(e),
         }
     }
-}
-
-fn free_disk_bytes(dir: &Path) -> Option<u64> {
-    let c = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()).ok()?;
-    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
-    (unsafe { libc::statvfs(c.as_ptr(), &mut st) } == 0).then(|| st.f_bavail as u64 * st.f_frsize as u64)
 }
 
 /// Whether `path` already holds `meta`'s content (a file kept across a pause or restart).
