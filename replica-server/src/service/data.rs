@@ -72,6 +72,42 @@ async fn read_slice(
     .map_err(|e| WingError::Internal(format!("range read task failed: {e}")))?
 }
 
+/// Records a `multi_get` reads on the runtime before it moves to a blocking thread: a few
+/// reads hit the memtable or the block cache and cost less than the thread hop.
+const INLINE_STEPS: usize = 64;
+
+/// The point reads of a `multi_get` of `sort_keys` (blocking): the live records, in request
+/// order, each sort key once, until `max_count` records or `max_bytes`; and whether a limit
+/// cut the answer short.
+fn point_reads(
+    db: &DB,
+    hash_key: &[u8],
+    sort_keys: &[Bytes],
+    max_count: usize,
+    max_bytes: u64,
+    now: u32,
+    no_value: bool,
+) -> Result<(Vec<KeyValue>, bool), WingError> {
+    let mut kvs = Vec::new();
+    let mut seen = HashSet::with_capacity(sort_keys.len());
+    let mut bytes = 0u64;
+    for sk in sort_keys {
+        if !seen.insert(sk) {
+            continue;
+        }
+        if kvs.len() >= max_count || bytes >= max_bytes {
+            return Ok((kvs, true));
+        }
+        let key = encode_key(hash_key, sk)?;
+        if let Some((_, v)) = read_live(db, &key, now)? {
+            bytes += (sk.len() + v.len()) as u64;
+            let value = if no_value { Bytes::new() } else { v.into() };
+            kvs.push(KeyValue { sort_key: sk.clone(), value });
+        }
+    }
+    Ok((kvs, false))
+}
+
 /// The byte limit of one answer: the request's, within [`MAX_RESPONSE_BYTES`] (0 = the cap).
 fn response_bytes(requested: u64) -> u64 {
     if requested == 0 {
@@ -315,43 +351,42 @@ impl Data for DataService {
         let max_count = if r.max_kv_count == 0 { usize::MAX } else { r.max_kv_count as usize };
         let max_bytes = response_bytes(r.max_kv_size);
         let (kvs, incomplete) = if !r.sort_keys.is_empty() {
-            // Point reads of up to MAX_SORT_KEYS_PER_REQUEST keys, off the runtime; a sort key
-            // named twice is read and answered once.
+            // A few point reads on the runtime (a memtable or block-cache hit costs less than a
+            // thread hop); more, up to MAX_SORT_KEYS_PER_REQUEST, on a blocking thread.
             let db = replica.db().clone();
-            let no_value = r.no_value;
-            tokio::task::spawn_blocking(move || {
-                let mut kvs = Vec::new();
-                let mut seen = HashSet::with_capacity(r.sort_keys.len());
-                let mut bytes = 0u64;
-                for sk in &r.sort_keys {
-                    if !seen.insert(sk) {
-                        continue;
-                    }
-                    if kvs.len() >= max_count || bytes >= max_bytes {
-                        return Ok::<_, WingError>((kvs, true));
-                    }
-                    let key = encode_key(&r.hash_key, sk)?;
-                    if let Some((_, v)) = read_live(&db, &key, now)? {
-                        bytes += (sk.len() + v.len()) as u64;
-                        let value = if no_value { Bytes::new() } else { v.into() };
-                        kvs.push(KeyValue { sort_key: sk.clone(), value });
-                    }
-                }
-                Ok((kvs, false))
-            })
-            .await
-            .map_err(|e| WingError::Internal(format!("multi_get task failed: {e}")))??
+            let (no_value, inline) = (r.no_value, r.sort_keys.len() <= INLINE_STEPS);
+            let read = move || point_reads(&db, &r.hash_key, &r.sort_keys, max_count, max_bytes, now, no_value);
+            if inline {
+                read()?
+            } else {
+                tokio::task::spawn_blocking(read)
+                    .await
+                    .map_err(|e| WingError::Internal(format!("multi_get task failed: {e}")))??
+            }
         } else {
             let start_inclusive = r.start_inclusive || r.start_sort_key.is_empty();
-            let range = KeyRange::hash_key(
+            let mut range = KeyRange::hash_key(
                 &r.hash_key,
                 &r.start_sort_key,
                 start_inclusive,
                 &r.stop_sort_key,
                 r.stop_inclusive,
             )?;
-            let limits = ReadLimits { records: max_count, bytes: max_bytes, steps: MULTI_GET_STEPS };
-            let (range, records) = read_slice(replica.db().clone(), range, limits, now, !r.no_value).await?;
+            // The first INLINE_STEPS records on the runtime (most multi_gets end there); the
+            // rest of the budget on a blocking thread.
+            let limits = ReadLimits { records: max_count, bytes: max_bytes, steps: INLINE_STEPS };
+            let mut records = range.read(replica.db(), limits, now, !r.no_value)?;
+            let used: u64 = records.iter().map(|rec| (rec.key.len() + rec.value.len()) as u64).sum();
+            if !range.is_exhausted() && records.len() < max_count && used < max_bytes {
+                let rest = ReadLimits {
+                    records: max_count - records.len(),
+                    bytes: max_bytes - used,
+                    steps: MULTI_GET_STEPS - INLINE_STEPS,
+                };
+                let (rest_range, more) = read_slice(replica.db().clone(), range, rest, now, !r.no_value).await?;
+                range = rest_range;
+                records.extend(more);
+            }
             let mut kvs = Vec::with_capacity(records.len());
             for rec in records {
                 let (_, sk) = decode_key(&rec.key)?;

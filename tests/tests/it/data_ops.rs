@@ -373,5 +373,19 @@ async fn a_scan_crosses_a_long_run_of_expired_records() -> Result<()> {
         .await?
         .into_inner();
     assert_eq!((r.kvs.len(), r.incomplete), (10, false));
+    // By name: more names than are read on the runtime (64), so the reads go to a blocking
+    // thread; the 10 live records come back in request order.
+    let names: Vec<Bytes> = (0..100).rev().map(|i| Bytes::from(format!("b{i}"))).collect();
+    let r = c
+        .multi_get(MultiGetRequest {
+            partition: Some(P.to_proto()),
+            hash_key: b("h"),
+            sort_keys: names,
+            ..Default::default()
+        })
+        .await?
+        .into_inner();
+    let got: Vec<Bytes> = r.kvs.into_iter().map(|kv| kv.sort_key).collect();
+    assert_eq!(got, (0..10).rev().map(|i| Bytes::from(format!("b{i}"))).collect::<Vec<_>>());
     Ok(())
 }
