@@ -394,6 +394,15 @@ impl Replica {
     /// (or after the write timeout) is dropped unproposed.
     pub async fn propose(&self, cmd: Command, deadline: Instant) -> Result<(CommandResponse, u64), WingError> {
         self.check_primary()?;
+        // Refused here, not by a follower forever: every entry travels in one raft message.
+        let size = wingkv_common::raft::encoded_len(&cmd)
+            .map_err(|e| WingError::Internal(format!("partition {}: size of a write: {e}", self.id)))?;
+        if size > crate::config::MAX_ENTRY_BYTES as u64 {
+            return Err(WingError::InvalidArgument(format!(
+                "the write takes {size} bytes in the raft log; one entry holds at most {} (split it)",
+                crate::config::MAX_ENTRY_BYTES
+            )));
+        }
         let started = Instant::now();
         if self.unsafe_ack_before_commit && matches!(cmd, Command::Put { .. } | Command::Delete { .. }) {
             // The deliberately broken mode (see the config): the write commits later, or never.

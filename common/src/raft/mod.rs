@@ -37,6 +37,11 @@ pub fn encode<T: serde::Serialize>(v: &T) -> Result<Vec<u8>, bincode::Error> {
     bincode::serialize(v)
 }
 
+/// The size [`encode`] would give `v`, computed without encoding it.
+pub fn encoded_len<T: serde::Serialize>(v: &T) -> Result<u64, bincode::Error> {
+    bincode::serialized_size(v)
+}
+
 /// Decodes a raft payload from storage or the wire.
 pub fn decode<T: serde::de::DeserializeOwned>(b: &[u8]) -> Result<T, bincode::Error> {
     bincode::deserialize(b)

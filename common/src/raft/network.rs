@@ -128,13 +128,15 @@ where
         rpc: AppendEntriesRequest<C>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
-        let payload = encode_req(&rpc)?;
-        if payload.len() > MAX_RAFT_MESSAGE_BYTES && rpc.entries.len() > 1 {
-            // Too big for one message: openraft retries with fewer entries.
+        // Sized before it is encoded: too big for one message, openraft retries with fewer
+        // entries. One entry alone always fits: the servers refuse a write whose entry would
+        // not (a replica's at `MAX_ENTRY_BYTES`, half of the message limit).
+        let size = super::encoded_len(&rpc).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        if size > MAX_RAFT_MESSAGE_BYTES as u64 && rpc.entries.len() > 1 {
             let hint = (rpc.entries.len() / 2).max(1) as u64;
             return Err(RPCError::PayloadTooLarge(openraft::error::PayloadTooLarge::new_entries_hint(hint)));
         }
-        let bytes = self.call(RaftMethod::AppendEntries, payload, option.hard_ttl()).await?;
+        let bytes = self.call(RaftMethod::AppendEntries, encode_req(&rpc)?, option.hard_ttl()).await?;
         self.decode_reply(&bytes)
     }
 

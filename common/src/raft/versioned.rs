@@ -1,8 +1,14 @@
-//! Raft payloads with a format version, so a rolling upgrade can change a command.
+//! Raft payloads with a format version, so a build can change a command's layout and still
+//! read the entries of older builds.
 //!
 //! A replica's `Command` and the meta's `MetaCommand` live in raft logs and travel between
 //! servers of different builds during an upgrade. As plain bincode enums they carry no version:
-//! a build that changed a variant would misread every entry of the old layout. [`Versioned`]
+//! a build that changed a variant would misread every entry of the old layout.
+//!
+//! Reading is covered; writing a newer version while older members run is not: an older build
+//! refuses it (clearly). Until a cluster-wide write-version gate exists (the lowest version
+//! every member reads, raised once all are upgraded), a group whose entries change layout is
+//! upgraded with all its members stopped together. [`Versioned`]
 //! writes the payload as an enum variant whose index is a version tag (`TAG_BASE + version`,
 //! far above any enum's variant count), followed by the command in that version's layout.
 //!
@@ -196,6 +202,16 @@ mod tests {
             let bytes = encode(&Versioned(s.clone())).unwrap();
             assert_eq!(&bytes[..4], &(TAG_BASE + FORMAT_VERSION).to_le_bytes(), "{s:?}");
             assert_eq!(decode::<Versioned<Sample>>(&bytes).unwrap(), Versioned(s));
+        }
+    }
+
+    /// The size computed before encoding (to refuse an entry too large for a raft message
+    /// without building it) is the size encoding gives.
+    #[test]
+    fn the_encoded_length_is_known_before_encoding() {
+        for s in samples() {
+            let v = Versioned(s);
+            assert_eq!(crate::raft::encoded_len(&v).unwrap(), encode(&v).unwrap().len() as u64);
         }
     }
 
