@@ -287,6 +287,12 @@ impl Replica {
         &self.admission
     }
 
+    /// A hold on this replica for work that runs outside its tasks (a blocking read of its
+    /// DB): its close waits for every hold to be dropped.
+    pub fn hold(&self) -> tokio_util::task::task_tracker::TaskTrackerToken {
+        self.tasks.token()
+    }
+
     /// The replica's RocksDB.
     pub fn db(&self) -> &Arc<DB> {
         &self.db

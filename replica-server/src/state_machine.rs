@@ -96,9 +96,15 @@ impl PartitionStateMachine {
             return Ok(Vec::new());
         }
         let (db, id, clock) = (self.db.clone(), self.id, self.clock.clone());
-        tokio::task::spawn_blocking(move || apply_entries(id, &db, &clock, run))
-            .await
-            .map_err(|e| write_err(format!("partition {id}: apply task failed: {e}")))?
+        // Held by the blocking apply itself: should openraft drop this future mid-apply, the
+        // replica's close still waits for the write to end before its files are touched.
+        let alive = self.alive.clone();
+        tokio::task::spawn_blocking(move || {
+            let _alive = alive;
+            apply_entries(id, &db, &clock, run)
+        })
+        .await
+        .map_err(|e| write_err(format!("partition {id}: apply task failed: {e}")))?
     }
 
     /// Applies one `IngestSst` entry (everything before it is applied and written already).

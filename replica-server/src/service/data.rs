@@ -55,16 +55,19 @@ fn check_sort_key_count(op: &str, n: usize) -> Result<(), WingError> {
     Ok(())
 }
 
-/// Reads one slice of `range` on a blocking thread: RocksDB iteration never runs on the
-/// runtime threads that drive every partition's raft.
+/// Reads one slice of `replica`'s `range` on a blocking thread: RocksDB iteration never runs on
+/// the runtime threads that drive every partition's raft. The slice holds the replica (its
+/// close waits for it) even if the request is dropped meanwhile.
 async fn read_slice(
-    db: Arc<DB>,
+    replica: &Replica,
     mut range: KeyRange,
     limits: ReadLimits,
     now: u32,
     with_values: bool,
 ) -> Result<(KeyRange, Vec<RangeRecord>), WingError> {
+    let (db, hold) = (replica.db().clone(), replica.hold());
     tokio::task::spawn_blocking(move || {
+        let _hold = hold;
         let records = range.read(&db, limits, now, with_values)?;
         Ok((range, records))
     })
@@ -353,9 +356,12 @@ impl Data for DataService {
         let (kvs, incomplete) = if !r.sort_keys.is_empty() {
             // A few point reads on the runtime (a memtable or block-cache hit costs less than a
             // thread hop); more, up to MAX_SORT_KEYS_PER_REQUEST, on a blocking thread.
-            let db = replica.db().clone();
+            let (db, hold) = (replica.db().clone(), replica.hold());
             let (no_value, inline) = (r.no_value, r.sort_keys.len() <= INLINE_STEPS);
-            let read = move || point_reads(&db, &r.hash_key, &r.sort_keys, max_count, max_bytes, now, no_value);
+            let read = move || {
+                let _hold = hold;
+                point_reads(&db, &r.hash_key, &r.sort_keys, max_count, max_bytes, now, no_value)
+            };
             if inline {
                 read()?
             } else {
@@ -383,7 +389,7 @@ impl Data for DataService {
                     bytes: max_bytes - used,
                     steps: MULTI_GET_STEPS - INLINE_STEPS,
                 };
-                let (rest_range, more) = read_slice(replica.db().clone(), range, rest, now, !r.no_value).await?;
+                let (rest_range, more) = read_slice(&replica, range, rest, now, !r.no_value).await?;
                 range = rest_range;
                 records.extend(more);
             }
@@ -515,7 +521,7 @@ impl Data for DataService {
         let limits = ReadLimits { records: usize::MAX, bytes: 0, steps: SLICE_STEPS };
         let mut count = 0u64;
         while !range.is_exhausted() {
-            let (rest, records) = read_slice(replica.db().clone(), range, limits, now, false).await?;
+            let (rest, records) = read_slice(&replica, range, limits, now, false).await?;
             range = rest;
             count += records.len() as u64;
         }
@@ -555,7 +561,7 @@ impl Data for DataService {
             while !range.is_exhausted() && left > 0 {
                 let want = batch.min(left.min(usize::MAX as u64) as usize);
                 let limits = ReadLimits { records: want, bytes: MAX_RESPONSE_BYTES, steps: SLICE_STEPS };
-                let records = match read_slice(replica.db().clone(), range, limits, now, with_values).await {
+                let records = match read_slice(&replica, range, limits, now, with_values).await {
                     Ok((rest, records)) => {
                         range = rest;
                         records
