@@ -4,40 +4,69 @@
 //!
 //! Why before proposing: an append that meets ENOSPC fails in the shared raft log, and openraft
 //! stops a group whose log fails; the reserve keeps the log's own writes (heartbeat-free raft
-//! entries, membership changes, RocksDB flushes and compactions) clear of a full disk.
+//! entries, membership changes, RocksDB flushes and compactions) clear of a full disk. A group
+//! that meets ENOSPC anyway is reopened once it can write again ([`crate::restart`]).
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
-use wingkv_common::sync::MutexExt;
+use tokio_util::sync::CancellationToken;
 use wingkv_common::WingError;
 
-/// How long one reading of the free space is trusted: a statvfs per write would cost a syscall
-/// each; this bounds how far writes can overshoot the reserve between two readings.
+/// How often the free space is read. The reading is taken off the runtime (a statvfs can hang
+/// on a sick disk) and writes only look at the last one; this bounds how far writes can
+/// overshoot the reserve between two readings.
 const SAMPLE_EVERY: Duration = Duration::from_millis(100);
+
+/// The last reading's value when the filesystem could not be asked.
+const UNKNOWN: u64 = u64::MAX;
 
 /// The guard of one replica server's data dir.
 #[derive(Debug)]
 pub struct DiskGuard {
     dir: PathBuf,
     reserve: u64,
-    /// The last reading: when, and the free bytes then (`None` = statvfs failed).
-    last: Mutex<Option<(Instant, Option<u64>)>>,
+    /// Free bytes at the last reading ([`UNKNOWN`]: statvfs failed).
+    free: AtomicU64,
     /// Writes refused for want of space.
     pub refused_writes: AtomicU64,
 }
 
 impl DiskGuard {
-    /// A guard that keeps `reserve` bytes free on the filesystem of `dir`.
+    /// A guard that keeps `reserve` bytes free on the filesystem of `dir`, with a first reading
+    /// taken now; [`Self::run`] keeps it current.
     pub fn new(dir: &Path, reserve: u64) -> Self {
-        Self { dir: dir.to_path_buf(), reserve, last: Mutex::new(None), refused_writes: AtomicU64::new(0) }
+        let guard =
+            Self { dir: dir.to_path_buf(), reserve, free: AtomicU64::new(UNKNOWN), refused_writes: AtomicU64::new(0) };
+        guard.read_free_space();
+        guard
     }
 
-    /// Free bytes of the guarded filesystem now, if it can be asked.
-    pub fn free_now(&self) -> Option<u64> {
-        free_disk_bytes(&self.dir)
+    fn read_free_space(&self) {
+        self.free.store(free_disk_bytes(&self.dir).unwrap_or(UNKNOWN), Ordering::Relaxed);
+    }
+
+    /// Reads the free space every [`SAMPLE_EVERY`] on a blocking thread until `cancel` fires.
+    pub async fn run(self: Arc<Self>, cancel: CancellationToken) {
+        let mut tick = tokio::time::interval(SAMPLE_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            let guard = self.clone();
+            if tokio::task::spawn_blocking(move || guard.read_free_space()).await.is_err() {
+                return;
+            }
+        }
+    }
+
+    /// Free bytes of the guarded filesystem at the last reading, if it could be asked.
+    pub fn free(&self) -> Option<u64> {
+        Some(self.free.load(Ordering::Relaxed)).filter(|f| *f != UNKNOWN)
     }
 
     /// Refuses a write with `DiskFull` while less than the reserve is free.
@@ -45,19 +74,8 @@ impl DiskGuard {
         if self.reserve == 0 {
             return Ok(());
         }
-        let free = {
-            let mut last = self.last.locked();
-            match *last {
-                Some((at, free)) if at.elapsed() < SAMPLE_EVERY => free,
-                _ => {
-                    let free = free_disk_bytes(&self.dir);
-                    *last = Some((Instant::now(), free));
-                    free
-                }
-            }
-        };
         // A filesystem that cannot be asked is not taken for a full one.
-        match free {
+        match self.free() {
             Some(free) if free < self.reserve => {
                 self.refused_writes.fetch_add(1, Ordering::Relaxed);
                 Err(WingError::DiskFull(format!(

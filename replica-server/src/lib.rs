@@ -20,6 +20,7 @@ mod raft_log;
 mod raft_types;
 mod range;
 mod replica;
+mod restart;
 pub mod server;
 mod service;
 mod snapshot;

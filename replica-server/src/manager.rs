@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 use openraft::BasicNode;
 use wingkv_common::sync::RwLockExt;
@@ -23,9 +24,12 @@ pub struct ReplicaManager {
     meta_term: AtomicU64,
     /// Tables the meta reported dropped: their replicas answer `TableDropped` to clients.
     dropped: RwLock<HashSet<u32>>,
-    /// Replicas on disk that could not be opened, with the reason: they answer `Unavailable`,
-    /// never "not hosted", so that nobody takes them for lost and re-creates them.
+    /// Replicas on disk that are not open (they could not be opened, or their raft group
+    /// stopped and they wait for a reopen), with the reason: they answer `Unavailable`, never
+    /// "not hosted", so that nobody takes them for lost and re-creates them.
     failed: RwLock<HashMap<PartitionId, String>>,
+    /// Replicas reopened after their raft group stopped.
+    restarts: AtomicU64,
 }
 
 impl ReplicaManager {
@@ -38,6 +42,7 @@ impl ReplicaManager {
             meta_term: AtomicU64::new(0),
             dropped: RwLock::new(HashSet::new()),
             failed: RwLock::new(HashMap::new()),
+            restarts: AtomicU64::new(0),
         }
     }
 
@@ -123,7 +128,7 @@ impl ReplicaManager {
         }
         if let Some(reason) = self.failed.read_locked().get(&id) {
             return Err(WingError::Unavailable(format!(
-                "replica {id} is on node {}'s disk but could not be opened: {reason}",
+                "replica {id} is on node {}'s disk but not serving: {reason}",
                 self.ctx.node_id
             )));
         }
@@ -215,7 +220,7 @@ impl ReplicaManager {
                 Ok(_) => opened += 1,
                 Err(e) => {
                     tracing::error!(partition = %id, "cannot reopen replica: {e}");
-                    self.set_failed(id, Some(e.to_string()));
+                    self.set_failed(id, Some(format!("it could not be opened: {e}")));
                 }
             }
         }
@@ -274,6 +279,29 @@ impl ReplicaManager {
     /// Opens a replica that exists on disk.
     pub async fn open(&self, id: PartitionId) -> Result<Arc<Replica>, WingError> {
         let _guard = self.changes.lock().await;
+        self.open_locked(id).await
+    }
+
+    /// Opens again a replica closed by [`Self::close_stopped`]. When that fails, clients are
+    /// told why and when the next attempt is (`next_attempt`); a replica removed meanwhile
+    /// answers `NotFound` and is forgotten.
+    pub async fn reopen(&self, id: PartitionId, next_attempt: Duration) -> Result<Arc<Replica>, WingError> {
+        let _guard = self.changes.lock().await;
+        let opened = self.open_locked(id).await;
+        match &opened {
+            Ok(_) => {}
+            Err(WingError::NotFound(_)) => self.set_failed(id, None),
+            Err(e) => self.set_failed(
+                id,
+                Some(format!(
+                    "its raft group stopped and it cannot be reopened yet ({e}); next attempt in {next_attempt:?}"
+                )),
+            ),
+        }
+        opened
+    }
+
+    async fn open_locked(&self, id: PartitionId) -> Result<Arc<Replica>, WingError> {
         if let Ok(r) = self.get(id) {
             return Ok(r);
         }
@@ -285,6 +313,34 @@ impl ReplicaManager {
         self.insert(replica.clone());
         self.set_failed(id, None);
         Ok(replica)
+    }
+
+    /// Closes `stopped`, whose raft group stopped for `reason`, if it is still the open replica
+    /// of its partition (not removed or reopened meanwhile); until it is opened again it answers
+    /// `Unavailable` with the reason. Returns whether it was closed.
+    pub async fn close_stopped(&self, stopped: &Arc<Replica>, reason: &str) -> bool {
+        let _guard = self.changes.lock().await;
+        let id = stopped.id();
+        let current = self.replicas.read_locked().get(&id).cloned();
+        if !current.is_some_and(|c| Arc::ptr_eq(&c, stopped)) {
+            return false;
+        }
+        self.take(id);
+        self.set_failed(id, Some(format!("its raft group stopped ({reason}); it is being reopened")));
+        if let Err(e) = stopped.close().await {
+            tracing::error!(partition = %id, "closing the stopped replica: {e}");
+        }
+        true
+    }
+
+    /// Counts a replica reopened after its raft group stopped.
+    pub fn count_restart(&self) {
+        self.restarts.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Replicas reopened after their raft group stopped, since start.
+    pub fn restarts(&self) -> u64 {
+        self.restarts.load(Ordering::Relaxed)
     }
 
     /// Closes a replica, keeping its data.

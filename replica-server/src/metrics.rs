@@ -70,7 +70,7 @@ impl MetricsSource for ReplicaMetricsSource {
             &[],
             c.requests_denied.load(Ordering::Relaxed),
         );
-        if let Some(free) = self.disk.free_now() {
+        if let Some(free) = self.disk.free() {
             out.gauge("wingkv_disk_free_bytes", "Free bytes of the data dir's filesystem", &[], free as f64);
         }
         out.counter(
@@ -78,6 +78,12 @@ impl MetricsSource for ReplicaMetricsSource {
             "Client writes refused with DiskFull: less than reserved_disk_bytes free",
             &[],
             self.disk.refused_writes.load(Ordering::Relaxed),
+        );
+        out.counter(
+            "wingkv_replica_restarts_total",
+            "Replicas reopened after their raft group stopped (a storage error such as a full disk)",
+            &[],
+            self.manager.restarts(),
         );
         out.gauge(
             "wingkv_requests_in_flight",

@@ -272,6 +272,12 @@ impl Replica {
         &self.dir
     }
 
+    /// Why this replica's raft group stopped, if it did: a storage error (see
+    /// [`crate::restart`]); a closed replica's group reports its shutdown.
+    pub fn stopped_reason(&self) -> Option<String> {
+        self.raft.metrics().borrow().running_state.as_ref().err().map(|f| f.to_string())
+    }
+
     /// The raft handle.
     pub fn raft(&self) -> &PartitionRaft {
         &self.raft
@@ -369,11 +375,18 @@ impl Replica {
         }
     }
 
-    /// Fails fast with `NotLeader` when this replica is not the primary.
+    /// Fails fast with `NotLeader` when this replica is not the primary, and with
+    /// `Unavailable` when its raft group stopped (it is reopened shortly, see [`crate::restart`]).
     pub fn check_primary(&self) -> Result<(), WingError> {
         let (leader, quorum_ack_ms) = {
             let m = self.raft.metrics();
             let m = m.borrow();
+            if let Err(stopped) = &m.running_state {
+                return Err(WingError::Unavailable(format!(
+                    "partition {}: its raft group stopped ({stopped}); it is being reopened",
+                    self.id
+                )));
+            }
             (m.state == ServerState::Leader, m.millis_since_quorum_ack)
         };
         if !leader {

@@ -121,6 +121,8 @@ impl ReplicaServer {
             let remover = heartbeat::Remover::start(manager.clone(), &tasks, shutdown.clone());
             tasks.spawn(heartbeat::run(meta, manager.clone(), remover, me, interval, shutdown.clone()));
         }
+        tasks.spawn(crate::restart::run(manager.clone(), shutdown.clone()));
+        tasks.spawn(disk.clone().run(shutdown.clone()));
         tasks.spawn(sweep_trash(manager.trash_dir(), config.replica_trash_grace_secs, shutdown.clone()));
         // Written last: its presence tells supervisors and tests the server is ready.
         let addr_file = config.data_dir.join(ADDRESS_FILE);

@@ -134,13 +134,6 @@ impl DataService {
         Self { manager, shed, disk }
     }
 
-    /// The time the replica of `p` decides with (see [`Replica::now`]); this server's clock
-    /// when `p` is not hosted here (such a request is refused right after).
-    fn now(&self, p: Option<&ProtoPartitionId>) -> u32 {
-        let replica = PartitionId::from_proto(p).ok().and_then(|id| self.manager.get(id).ok());
-        replica.map(|r| r.now()).unwrap_or_else(wingkv_common::value::now_epoch_seconds)
-    }
-
     /// Admits `req`'s bytes among those held, or refuses it with `Busy` (the count of requests
     /// in progress is checked before decoding, by [`crate::load_shed::ShedService`]).
     fn admit<M: prost::Message>(&self, req: &Request<M>) -> Result<InFlight, WingError> {
@@ -304,9 +297,10 @@ impl Data for DataService {
         let admit = WriteAdmission::of(&req);
         let r = req.into_inner();
         let key = encode_key(&r.hash_key, &r.sort_key)?;
-        let value = stored_value(self.now(r.partition.as_ref()), r.ttl_seconds, &r.value);
         // Validated first: a bad request is refused for what it is, wherever it lands.
         let write = self.write_replica(r.partition.as_ref(), Keys::one(&r.hash_key, &r.sort_key), admit).await?;
+        // Stamped once admitted (throttling may have held it): the primary's time of the write.
+        let value = stored_value(write.replica.now(), r.ttl_seconds, &r.value);
         let (_, log_index) = write.propose(Command::Put { key: key.into(), value }).await?;
         Ok(Response::new(WriteResponse { log_index }))
     }
@@ -413,14 +407,16 @@ impl Data for DataService {
             return Err(WingError::InvalidArgument("multi_set needs at least one sort key".into()).into());
         }
         check_sort_key_count("multi_set", r.kvs.len())?;
-        let now = self.now(r.partition.as_ref());
-        let mut entries = Vec::with_capacity(r.kvs.len());
-        for kv in &r.kvs {
-            let key = encode_key(&r.hash_key, &kv.sort_key)?;
-            entries.push((Bytes::from(key), stored_value(now, r.ttl_seconds, &kv.value)));
-        }
+        let keys = r
+            .kvs
+            .iter()
+            .map(|kv| encode_key(&r.hash_key, &kv.sort_key).map(Bytes::from))
+            .collect::<Result<Vec<_>, _>>()?;
         // Validated first: a bad request is refused for what it is, wherever it lands.
         let write = self.write_replica(r.partition.as_ref(), Keys::hash_key(&r.hash_key, "multi_set"), admit).await?;
+        let now = write.replica.now();
+        let entries =
+            keys.into_iter().zip(&r.kvs).map(|(k, kv)| (k, stored_value(now, r.ttl_seconds, &kv.value))).collect();
         let (_, log_index) = write.propose(Command::MultiPut { entries }).await?;
         Ok(Response::new(WriteResponse { log_index }))
     }
@@ -460,9 +456,9 @@ impl Data for DataService {
                 .into())
             }
         };
-        let cmd = Command::Incr { key: key.into(), delta: r.increment, ttl, now: self.now(r.partition.as_ref()) };
         // Validated first: a bad request is refused for what it is, wherever it lands.
         let write = self.write_replica(r.partition.as_ref(), Keys::one(&r.hash_key, &r.sort_key), admit).await?;
+        let cmd = Command::Incr { key: key.into(), delta: r.increment, ttl, now: write.replica.now() };
         match write.propose(cmd).await? {
             (CommandResponse::Incremented(new_value), log_index) => {
                 Ok(Response::new(IncrResponse { new_value, log_index }))
@@ -480,7 +476,10 @@ impl Data for DataService {
         let check_key = encode_key(&r.hash_key, &r.check_sort_key)?;
         let set_sk = if r.set_diff_sort_key { &r.set_sort_key } else { &r.check_sort_key };
         let set_key = encode_key(&r.hash_key, set_sk)?;
-        let now = self.now(r.partition.as_ref());
+        // Validated first: a bad request is refused for what it is, wherever it lands.
+        let keys = Keys::hash_key(&r.hash_key, "check_and_set");
+        let write = self.write_replica(r.partition.as_ref(), keys, admit).await?;
+        let now = write.replica.now();
         let cmd = Command::CheckAndSet {
             check_key: check_key.into(),
             check_type,
@@ -490,9 +489,6 @@ impl Data for DataService {
             return_check_value: r.return_check_value,
             now,
         };
-        // Validated first: a bad request is refused for what it is, wherever it lands.
-        let keys = Keys::hash_key(&r.hash_key, "check_and_set");
-        let write = self.write_replica(r.partition.as_ref(), keys, admit).await?;
         match write.propose(cmd).await? {
             (CommandResponse::CheckAndSet { succeeded, check_value }, log_index) => {
                 Ok(Response::new(CheckAndSetResponse {

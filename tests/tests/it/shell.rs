@@ -112,3 +112,27 @@ async fn every_command_through_the_shell() -> Result<()> {
     ensure!(ok(meta, "use t; get a b")?.contains("\"c\""), "a failed script must not write after its error");
     Ok(())
 }
+
+/// A value wider than `format!`'s width limit (65,535) is printed cut, with a marker, in
+/// tables, and whole with `--json` (and by `get`, which prints it alone); the shell never panics.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_value_wider_than_a_format_width_is_cut_in_tables_and_whole_in_json() -> Result<()> {
+    let c = Cluster::start(1, 1).await?;
+    let meta = c.meta_addrs().join(",");
+    let meta = meta.as_str();
+    ok(meta, "create wide -p 1 -r 1")?;
+    let wide = "w".repeat(70_000);
+    c.table("wide").await?.set("h", "s", &wide).await?;
+    // `get` prints the value alone, not in a table: whole.
+    ensure!(ok(meta, "use wide; get h s")?.contains(&wide), "`get` did not print the whole value");
+    for command in ["multi_get h", "hash_scan h \"\" \"\"", "full_scan"] {
+        let script = format!("use wide; {command}");
+        let out = ok(meta, &script)?;
+        ensure!(out.contains("chars; --json shows it whole"), "`{command}` printed no cut marker: {:.300}", out);
+        ensure!(!out.contains(&wide), "`{command}` printed the whole value in a table");
+        let out = json(meta, &script)?;
+        let printed = out.last().map(|v| v.to_string()).unwrap_or_default();
+        ensure!(printed.contains(&wide), "`{command}` --json lost part of the value: {:.300}", printed);
+    }
+    Ok(())
+}
