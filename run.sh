@@ -177,7 +177,14 @@ case "$cmd" in
     stop_onebox) wingkv onebox stop --dir "$ONEBOX_DIR" ;;
     list_onebox) wingkv onebox status --dir "$ONEBOX_DIR" "$@" ;;
     restart_onebox) wingkv onebox restart --dir "$ONEBOX_DIR" "$@" ;;
-    shell) wingkv shell "$@" ;;
+    shell)
+        # A secure onebox: connect as its admin unless told otherwise.
+        if grep -qs '"secure": true' "$ONEBOX_DIR/state.json" && [ -z "${WINGKV_TLS_DIR:-}${WINGKV_TLS_CA:-}" ]; then
+            wingkv shell --tls-dir "$ONEBOX_DIR/tls" "$@"
+        else
+            wingkv shell "$@"
+        fi
+        ;;
     bench) cmd_bench "$@" ;;
     -h | --help | help | "") usage ;;
     *)

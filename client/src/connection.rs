@@ -18,6 +18,9 @@ pub struct ClientConfig {
     pub request_timeout: Duration,
     /// Backoff between retries.
     pub backoff: BackoffPolicy,
+    /// Mutual TLS for a secure cluster: the cluster's CA and this user's certificate and key
+    /// (`wingkv cert issue-client`). `None`: plaintext, for a cluster without TLS.
+    pub tls: Option<wingkv_security::TlsConfig>,
 }
 
 impl ClientConfig {
@@ -27,6 +30,7 @@ impl ClientConfig {
             meta_addrs: meta_addrs.into_iter().map(Into::into).collect(),
             request_timeout: Duration::from_secs(5),
             backoff: BackoffPolicy::new(Duration::from_millis(20), Duration::from_secs(1)),
+            tls: None,
         }
     }
 }
@@ -38,9 +42,17 @@ pub(crate) struct ClientInner {
 }
 
 impl ClientInner {
-    /// The connections of `config`, made lazily: nothing is asked yet.
+    /// The connections of `config`, made lazily: nothing is asked yet (TLS files are read now:
+    /// a missing or bad one is an `InvalidArgument` naming it).
     pub(crate) fn new(config: ClientConfig) -> Result<Self, WingError> {
-        let pool = ChannelPool::default();
+        let tls = match &config.tls {
+            Some(files) => Some(
+                wingkv_security::client::ClientTls::new(files)
+                    .map_err(|e| WingError::InvalidArgument(format!("TLS settings: {e}")))?,
+            ),
+            None => None,
+        };
+        let pool = ChannelPool::new(tls);
         let mut meta = MetaClient::new(config.meta_addrs.clone(), pool.clone())?;
         meta.deadline = config.request_timeout;
         meta.backoff = config.backoff;

@@ -11,7 +11,7 @@ use tonic::metadata::MetadataValue;
 use tonic::{Code, Status};
 
 /// Metadata key that carries the [`ErrorCode`] name.
-pub const ERROR_CODE_HEADER: &str = "wingkv-error";
+pub use wingkv_proto::ERROR_CODE_HEADER;
 /// Metadata key that carries the leader's address on `NotLeader`.
 pub const LEADER_HEADER: &str = "wingkv-leader";
 
@@ -127,6 +127,11 @@ error_kinds! {
     DiskFull => ResourceExhausted, retry: true, "disk full";
     /// Writes or reads are denied by a table env.
     OperationDisabled => PermissionDenied, retry: false, "operation disabled";
+    /// A secure cluster's peer (a user or a server, by its certificate) may not do this: the
+    /// message names who, what and why (`admin_users`, a table's allowed users, a server role).
+    PermissionDenied => PermissionDenied, retry: false, "permission denied";
+    /// A secure server got no certificate: a plaintext connection, told that TLS is required.
+    Unauthenticated => Unauthenticated, retry: false, "unauthenticated";
     /// The table was dropped.
     TableDropped => NotFound, retry: false, "table dropped";
     /// The key hashes to another partition than the one the request was sent to: the sender's
@@ -204,7 +209,8 @@ impl WingError {
             Code::AlreadyExists => ErrorCode::AlreadyExists,
             Code::FailedPrecondition => ErrorCode::InvalidState,
             Code::ResourceExhausted => ErrorCode::Busy,
-            Code::PermissionDenied => ErrorCode::OperationDisabled,
+            Code::PermissionDenied => ErrorCode::PermissionDenied,
+            Code::Unauthenticated => ErrorCode::Unauthenticated,
             Code::Unavailable | Code::Cancelled | Code::Aborted => ErrorCode::Unavailable,
             Code::DeadlineExceeded => ErrorCode::Timeout,
             Code::DataLoss => ErrorCode::Corruption,

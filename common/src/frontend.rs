@@ -8,8 +8,19 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 use tonic::service::Routes;
 
-use crate::metrics::{MetricsHttpServer, MetricsSource, RpcMetricsLayer, ServerMetrics, HTTP_ADDRESS_FILE};
+use wingkv_security::authorize::{AuthorizeLayer, Policy, Refusals};
+use wingkv_security::server::ServerTls;
+
+use crate::metrics::{MetricsHttpServer, MetricsSource, RpcMetricsLayer, Scrape, ServerMetrics, HTTP_ADDRESS_FILE};
 use crate::WingError;
+
+/// What makes a server secure: mutual TLS on its listener, and who may call what.
+pub struct Security {
+    /// The TLS acceptor (the server's certificate, the cluster's CA).
+    pub tls: ServerTls,
+    /// Who may call which method.
+    pub policy: Arc<dyn Policy>,
+}
 
 /// Where and what a [`Frontend`] serves.
 pub struct FrontendSpec<'a> {
@@ -28,6 +39,46 @@ pub struct FrontendSpec<'a> {
     pub metrics: Arc<ServerMetrics>,
     /// What a scrape reads.
     pub source: Arc<dyn MetricsSource>,
+    /// Mutual TLS and authorization; `None` serves plaintext to anyone (development).
+    pub security: Option<Security>,
+    /// Whether gRPC reflection is served (it lists the whole API to every peer).
+    pub reflection: bool,
+}
+
+impl Security {
+    /// The TLS sides of a server whose config has `tls`: the connector its own calls use, and
+    /// its listener's security with `policy` deciding who calls what. Without `tls`: plaintext,
+    /// nothing checked. A missing or bad file is an `InvalidArgument` naming it.
+    pub fn from_config(
+        tls: Option<&wingkv_security::TlsConfig>,
+        policy: Arc<dyn Policy>,
+    ) -> Result<(Option<wingkv_security::client::ClientTls>, Option<Security>), WingError> {
+        let Some(tls) = tls else { return Ok((None, None)) };
+        let bad = |e: wingkv_security::SecurityError| WingError::InvalidArgument(format!("[tls]: {e}"));
+        let client = wingkv_security::client::ClientTls::new(tls).map_err(bad)?;
+        let server = ServerTls::new(tls).map_err(bad)?;
+        Ok((Some(client), Some(Security { tls: server, policy })))
+    }
+}
+
+/// A server's metrics source plus the count of requests its authorization refused.
+struct WithRefusals {
+    inner: Arc<dyn MetricsSource>,
+    refusals: Arc<Refusals>,
+}
+
+impl MetricsSource for WithRefusals {
+    fn collect(&self, out: &mut Scrape) {
+        self.inner.collect(out);
+        for (reason, count) in [("plaintext", &self.refusals.plaintext), ("denied", &self.refusals.denied)] {
+            out.counter(
+                "wingkv_refused_requests_total",
+                "Requests refused by authorization: plaintext on a secure server, or a peer its policy denies",
+                &[("reason", reason)],
+                count.load(std::sync::atomic::Ordering::Relaxed),
+            );
+        }
+    }
 }
 
 /// The running gRPC server and HTTP endpoint; stopping it stops the accept loops and lets
@@ -43,8 +94,10 @@ pub struct Frontend {
 impl Frontend {
     /// Starts serving until `shutdown` fires.
     pub async fn spawn(spec: FrontendSpec<'_>, shutdown: CancellationToken) -> Result<Self, WingError> {
-        let (routes, health) = add_introspection(spec.routes, spec.service_names).await?;
-        let http = MetricsHttpServer::spawn(&spec.http_listen, spec.metrics.clone(), spec.source, shutdown.clone())?;
+        let (routes, health) = add_introspection(spec.routes, spec.service_names, spec.reflection).await?;
+        let refusals = Arc::new(Refusals::default());
+        let source = Arc::new(WithRefusals { inner: spec.source, refusals: refusals.clone() });
+        let http = MetricsHttpServer::spawn(&spec.http_listen, spec.metrics.clone(), source, shutdown.clone())?;
         let http_file = spec.data_dir.join(HTTP_ADDRESS_FILE);
         if let Err(e) = std::fs::write(&http_file, http.local_addr().to_string()) {
             // The endpoint already runs: stop it and wait for it before failing.
@@ -53,18 +106,15 @@ impl Frontend {
             return Err(WingError::Storage(format!("cannot write {}: {e}", http_file.display())));
         }
         let service_names = spec.service_names.iter().map(|s| s.to_string()).collect();
-        let router = tonic::transport::Server::builder().layer(RpcMetricsLayer::new(spec.metrics)).add_routes(routes);
-        // `Server::tcp_nodelay` only reaches sockets tonic accepts itself; these are ours. With
-        // Nagle on, a response written in two pieces waits for the client's delayed ACK (40 ms).
-        let incoming =
-            tokio_stream::StreamExt::map(tokio_stream::wrappers::TcpListenerStream::new(spec.listener), |s| {
-                if let Ok(s) = &s {
-                    if let Err(e) = s.set_nodelay(true) {
-                        tracing::debug!("cannot set TCP_NODELAY: {e}");
-                    }
-                }
-                s
-            });
+        let (tls, policy) = match spec.security {
+            Some(s) => (Some(s.tls), Some(s.policy)),
+            None => (None, None),
+        };
+        let router = tonic::transport::Server::builder()
+            .layer(RpcMetricsLayer::new(spec.metrics))
+            .layer(AuthorizeLayer::new(policy, refusals))
+            .add_routes(routes);
+        let incoming = wingkv_security::server::incoming(spec.listener, tls);
         let grpc = tokio::spawn(router.serve_with_incoming_shutdown(incoming, shutdown.clone().cancelled_owned()));
         tracing::info!(http = %http.local_addr(), "serving /metrics and /health");
         Ok(Self { shutdown, health, service_names, grpc, http })
@@ -117,11 +167,15 @@ const STOP_GRACE: std::time::Duration = std::time::Duration::from_secs(3);
 async fn add_introspection(
     routes: Routes,
     services: &[&str],
+    with_reflection: bool,
 ) -> Result<(Routes, tonic_health::server::HealthReporter), WingError> {
     let (reporter, health) = tonic_health::server::health_reporter();
     // The empty name is the whole server, which health probes ask about by default.
     for name in services.iter().copied().chain([""]) {
         reporter.set_service_status(name, tonic_health::ServingStatus::Serving).await;
+    }
+    if !with_reflection {
+        return Ok((routes.add_service(health), reporter));
     }
     // Only what this server serves is listed (the wingkv descriptor holds every service).
     let mut reflection = tonic_reflection::server::Builder::configure()

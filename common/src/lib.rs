@@ -29,6 +29,7 @@ pub mod provider;
 pub mod raft;
 pub mod report;
 pub mod sync;
+pub mod table_acl;
 #[cfg(feature = "telemetry")]
 pub mod telemetry;
 pub mod throttling;

@@ -27,7 +27,7 @@ impl Default for ProviderConfig {
 }
 
 /// The `s3` provider; unset fields come from the standard `AWS_*` environment variables.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Clone, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct S3Config {
     /// Endpoint URL (e.g. `http://127.0.0.1:9000` for a local server).
@@ -43,6 +43,20 @@ pub struct S3Config {
     pub secret_access_key: Option<String>,
     /// Allow plain HTTP (local test servers).
     pub allow_http: bool,
+}
+
+impl std::fmt::Debug for S3Config {
+    // Configs end up in logs: the secret never does.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("S3Config")
+            .field("endpoint", &self.endpoint)
+            .field("bucket", &self.bucket)
+            .field("region", &self.region)
+            .field("access_key_id", &self.access_key_id)
+            .field("secret_access_key", &self.secret_access_key.as_ref().map(|_| "<redacted>"))
+            .field("allow_http", &self.allow_http)
+            .finish()
+    }
 }
 
 /// Size of the chunks a `local` provider reads files in.
@@ -89,6 +103,13 @@ pub fn open_provider(kind: &str, config: &ProviderConfig) -> Result<Arc<dyn Obje
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_s3_secret_never_shows_in_debug_output() {
+        let s3 = S3Config { secret_access_key: Some("hunter2-secret".into()), ..Default::default() };
+        let shown = format!("{:?}", ProviderConfig { s3, ..Default::default() });
+        assert!(!shown.contains("hunter2-secret") && shown.contains("<redacted>"), "{shown}");
+    }
 
     #[test]
     fn providers() {

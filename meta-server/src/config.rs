@@ -65,6 +65,15 @@ pub struct MetaServerConfig {
     /// A partition of a running bulk load whose status and progress have not moved this long
     /// is shown as stalled and re-driven at once; default 60 s.
     pub bulk_load_stall_timeout_ms: u64,
+    /// Mutual TLS (`[tls]`: `ca_file`, `cert_file`, `key_file`; the certificate of a meta
+    /// server, see `wingkv cert issue-server --role meta`). Unset: plaintext, nothing checked.
+    pub tls: Option<wingkv_security::TlsConfig>,
+    /// Serve gRPC reflection (method listing for grpcurl). Default: on without TLS, off with
+    /// TLS (it shows every certified peer the whole API).
+    pub grpc_reflection: Option<bool>,
+    /// Users (certificate common names) allowed the control plane on a secure cluster: create,
+    /// drop, recall, envs, bulk-load control. Every certified user may read (list, query).
+    pub admin_users: Vec<String>,
 }
 
 impl Default for MetaServerConfig {
@@ -86,6 +95,9 @@ impl Default for MetaServerConfig {
             bulk_load_provider: Default::default(),
             bulk_load_retry: Default::default(),
             bulk_load_stall_timeout_ms: 60_000,
+            tls: None,
+            grpc_reflection: None,
+            admin_users: Vec::new(),
         }
     }
 }

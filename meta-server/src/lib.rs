@@ -5,6 +5,7 @@
 //! Only what the `meta-server` binary uses is public (`config`, `server`), and the decoders the
 //! fuzz targets drive (`wire`); everything else is internal to the crate.
 
+mod access;
 mod bulk_driver;
 mod bulk_load;
 mod catalog;

@@ -76,7 +76,11 @@ impl MetaServer {
         }
         .validate()
         .map_err(|e| WingError::InvalidArgument(format!("meta raft config: {e}")))?;
-        let pool = ChannelPool::default();
+        let (client_tls, security) = wingkv_common::frontend::Security::from_config(
+            config.tls.as_ref(),
+            Arc::new(crate::access::MetaAccess::new(&config.admin_users)),
+        )?;
+        let pool = ChannelPool::new(client_tls);
         let network = GrpcNetworkFactory::new(META_GROUP, pool.clone());
         let raft = match MetaRaft::new(config.id, Arc::new(raft_config), network, log_store, sm).await {
             Ok(r) => r,
@@ -118,6 +122,8 @@ impl MetaServer {
             http_listen,
             data_dir: &config.data_dir,
             metrics,
+            security,
+            reflection: config.grpc_reflection.unwrap_or(config.tls.is_none()),
             source: Arc::new(MetaMetricsSource::new(node.clone())),
         };
         let frontend = match Frontend::spawn(spec, shutdown.clone()).await {

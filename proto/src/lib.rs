@@ -28,3 +28,7 @@ pub mod replica_admin {
 
 /// The encoded `FileDescriptorSet` of every wingkv service, for gRPC server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/wingkv_descriptor.bin"));
+
+/// Metadata key of every error a wingkv server answers: its `wingkv-error` code (see
+/// `docs/PROTOCOL.md`), which the gRPC code alone does not determine.
+pub const ERROR_CODE_HEADER: &str = "wingkv-error";

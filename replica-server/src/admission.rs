@@ -4,7 +4,7 @@
 //! every hosted table's envs with each heartbeat answer; [`TableEnvs`] keeps them and every
 //! replica's [`Admission`] is updated live, without a restart.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use wingkv_common::sync::RwLockExt;
 use wingkv_common::throttling::{DenyKind, TableThrottling};
 use wingkv_common::{PartitionId, WingError};
+use wingkv_security::Peer;
 
 use crate::write_throttle::{ThrottlingDecision, WriteThrottle};
 
@@ -24,6 +25,8 @@ pub struct AdmissionCounters {
     pub writes_rejected: AtomicU64,
     /// Requests refused by a deny env.
     pub requests_denied: AtomicU64,
+    /// Requests of users a table's `replica_access_controller.allowed_users` leaves out.
+    pub requests_refused_by_acl: AtomicU64,
 }
 
 /// The settings of every table this node hosts, as the meta last sent them.
@@ -32,6 +35,8 @@ pub struct TableEnvs {
     tables: RwLock<HashMap<u32, TableThrottling>>,
     /// Partition count of each table the meta told about.
     partition_counts: RwLock<HashMap<u32, u32>>,
+    /// The users each table allows, when it lists them (absent: every authenticated user).
+    allowed_users: RwLock<HashMap<u32, Arc<BTreeSet<String>>>>,
     /// What admission did on this node.
     pub counters: Arc<AdmissionCounters>,
 }
@@ -54,6 +59,16 @@ impl TableEnvs {
         if partition_count > 0 {
             self.partition_counts.write_locked().insert(app_id, partition_count);
         }
+        match wingkv_common::table_acl::allowed_users(envs) {
+            Ok(Some(users)) => {
+                self.allowed_users.write_locked().insert(app_id, Arc::new(users));
+            }
+            Ok(None) => {
+                self.allowed_users.write_locked().remove(&app_id);
+            }
+            // Kept as it was, like the other envs: the meta refuses such a value.
+            Err(e) => tracing::warn!(app_id, "ignoring a table access list that does not parse: {e}"),
+        }
         match TableThrottling::from_envs(envs, partition_count.max(1)) {
             Ok(t) => {
                 self.tables.write_locked().insert(app_id, t);
@@ -64,6 +79,25 @@ impl TableEnvs {
                 self.get(app_id)
             }
         }
+    }
+}
+
+impl TableEnvs {
+    /// Refuses `peer` on table `app_id` when the table lists its allowed users and the peer is
+    /// not one of them. Without TLS ([`Peer::Unsecured`]) nobody is identified, and nothing is
+    /// checked.
+    pub fn check_access(&self, app_id: u32, peer: &Peer) -> Result<(), WingError> {
+        let Peer::Certified(identity) = peer else { return Ok(()) };
+        let Some(users) = self.allowed_users.read_locked().get(&app_id).cloned() else { return Ok(()) };
+        if identity.user().is_some_and(|u| users.contains(u)) {
+            return Ok(());
+        }
+        self.counters.requests_refused_by_acl.fetch_add(1, Ordering::Relaxed);
+        Err(WingError::PermissionDenied(format!(
+            "{identity} may not use the table with app_id {app_id}: it is not in the table's {} ({})",
+            wingkv_common::table_acl::ALLOWED_USERS,
+            users.iter().cloned().collect::<Vec<_>>().join(",")
+        )))
     }
 }
 

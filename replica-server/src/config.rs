@@ -78,6 +78,12 @@ pub struct ReplicaServerConfig {
     /// off, to show that replicas agree on TTL expiry whatever their clocks. 0 on a real
     /// cluster.
     pub test_clock_offset_secs: i64,
+    /// Mutual TLS (`[tls]`: `ca_file`, `cert_file`, `key_file`; the certificate of a replica
+    /// server, see `wingkv cert issue-server --role replica`). Unset: plaintext, nothing checked.
+    pub tls: Option<wingkv_security::TlsConfig>,
+    /// Serve gRPC reflection (method listing for grpcurl). Default: on without TLS, off with
+    /// TLS (it shows every certified peer the whole API).
+    pub grpc_reflection: Option<bool>,
 }
 
 /// Bulk-load download settings of a replica server.
@@ -141,6 +147,8 @@ impl Default for ReplicaServerConfig {
             bulk_load: BulkLoadConfig::default(),
             unsafe_ack_before_commit: false,
             test_clock_offset_secs: 0,
+            tls: None,
+            grpc_reflection: None,
         }
     }
 }

@@ -4,6 +4,7 @@
 //! Only what the `replica-server` binary uses is public (`config`, `server`), and the decoders
 //! the fuzz targets drive (`wire`); everything else is internal to the crate.
 
+mod access;
 mod admission;
 mod bulk_load;
 mod command;

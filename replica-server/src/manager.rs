@@ -90,6 +90,11 @@ impl ReplicaManager {
         Ok(())
     }
 
+    /// Refuses `peer` on table `app_id` unless the table's access list allows it.
+    pub fn check_access(&self, app_id: u32, peer: &wingkv_security::Peer) -> Result<(), WingError> {
+        self.ctx.tables.check_access(app_id, peer)
+    }
+
     /// The partition count of `replica`'s table: recorded at its creation, else as the meta
     /// last told it.
     pub fn partition_count(&self, replica: &Replica) -> Option<u32> {

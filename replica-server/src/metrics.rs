@@ -70,6 +70,12 @@ impl MetricsSource for ReplicaMetricsSource {
             &[],
             c.requests_denied.load(Ordering::Relaxed),
         );
+        out.counter(
+            "wingkv_acl_refused_requests_total",
+            "Data requests of users a table's replica_access_controller.allowed_users leaves out",
+            &[],
+            c.requests_refused_by_acl.load(Ordering::Relaxed),
+        );
         if let Some(free) = self.disk.free() {
             out.gauge("wingkv_disk_free_bytes", "Free bytes of the data dir's filesystem", &[], free as f64);
         }

@@ -54,7 +54,11 @@ impl ReplicaServer {
         let http_listen = http_listen_address(config.http_listen.as_deref(), &config.listen, addr)?;
         let metrics = ServerMetrics::new("replica")?;
         let advertise = config.advertise.clone().unwrap_or_else(|| addr.to_string());
-        let pool = ChannelPool::default();
+        let (client_tls, security) = wingkv_common::frontend::Security::from_config(
+            config.tls.as_ref(),
+            Arc::new(crate::access::ReplicaAccess),
+        )?;
+        let pool = ChannelPool::new(client_tls);
         let (node_id, meta) = resolve_node_id(&config, &advertise, &pool).await?;
         let shutdown = CancellationToken::new();
         let raft_log = Arc::new(crate::raft_log::RaftLogDb::open(&config.data_dir.join("raft-log"))?);
@@ -99,6 +103,8 @@ impl ReplicaServer {
             http_listen,
             data_dir: &config.data_dir,
             metrics,
+            security,
+            reflection: config.grpc_reflection.unwrap_or(config.tls.is_none()),
             source: Arc::new(ReplicaMetricsSource::new(manager.clone(), shed.clone(), disk.clone())),
         };
         let frontend = match Frontend::spawn(spec, shutdown.clone()).await {

@@ -3,8 +3,10 @@
 
 mod bench;
 mod bulkgen;
+mod cert;
 mod shell;
 mod supervisor;
+mod tls_args;
 
 use clap::{Parser, Subcommand};
 
@@ -27,6 +29,8 @@ enum Command {
     Onebox(supervisor::OneboxArgs),
     /// Benchmarks: YCSB workloads and bulk load, against any cluster.
     Bench(bench::BenchArgs),
+    /// Certificates of a secure cluster: a CA, server and user certificates.
+    Cert(cert::CertArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -36,6 +40,7 @@ fn main() -> std::process::ExitCode {
         Command::Onebox(args) => supervisor::run(args),
         Command::Bulkgen(args) => bulkgen::run(args),
         Command::Bench(args) => bench::run(args),
+        Command::Cert(args) => cert::run(args),
     };
     match result {
         Ok(code) => code,

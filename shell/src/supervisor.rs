@@ -57,6 +57,11 @@ enum OneboxCommand {
         /// any free port (`onebox status` shows where).
         #[arg(long, default_value_t = 10_000)]
         http_port_offset: u16,
+        /// Mutual TLS everywhere: a CA and certificates for every server and for the users
+        /// `admin` (in the metas' `admin_users`) and `user1` are made under `DIR/tls/` (kept
+        /// across starts); the shell connects with `--tls-dir DIR/tls`.
+        #[arg(long)]
+        secure: bool,
     },
     /// Stop the cluster and wait until no process of it is left.
     Stop,
@@ -109,6 +114,9 @@ pub struct OneboxState {
     pub metas: Vec<String>,
     /// Every node.
     pub nodes: Vec<NodeState>,
+    /// Whether the servers run with mutual TLS (certificates under `DIR/tls/`).
+    #[serde(default)]
+    pub secure: bool,
 }
 
 /// Runs `wingkv onebox`.
@@ -123,13 +131,18 @@ pub fn run(args: OneboxArgs) -> Result<ExitCode> {
             replica_config,
             meta_config,
             http_port_offset,
+            secure,
         } => {
             let read_extra = |file: Option<PathBuf>| match file {
                 Some(p) => std::fs::read_to_string(&p).with_context(|| format!("read {}", p.display())),
                 None => Ok(String::new()),
             };
-            let extra =
-                ExtraConfig { meta: read_extra(meta_config)?, replica: read_extra(replica_config)?, http_port_offset };
+            let extra = ExtraConfig {
+                meta: read_extra(meta_config)?,
+                replica: read_extra(replica_config)?,
+                http_port_offset,
+                secure,
+            };
             start(&dir, metas, replicas, base_port_meta, base_port_replica, &extra)
         }
         OneboxCommand::Stop => stop(&dir),
@@ -188,11 +201,49 @@ fn sibling_binary(name: &str) -> Result<PathBuf> {
     Ok(path)
 }
 
-/// TOML appended to the generated configs of the nodes.
+/// TOML appended to the generated configs of the nodes, and whether they run with TLS.
 struct ExtraConfig {
     meta: String,
     replica: String,
     http_port_offset: u16,
+    secure: bool,
+}
+
+/// The users a secure onebox makes certificates for; the first is its admin.
+const ONEBOX_USERS: [&str; 2] = ["admin", "user1"];
+
+/// `s` as a TOML string (quoted and escaped: a path may hold quotes or backslashes).
+fn toml_str(s: &str) -> String {
+    // A JSON string is a valid TOML basic string for every character serde_json emits.
+    serde_json::to_string(s).unwrap_or_else(|_| format!("{s:?}"))
+}
+
+/// The `[tls]` section of a node of a secure onebox named `name`, issuing its certificate
+/// (role `role`) with the onebox's CA.
+fn tls_section(tls_dir: &Path, role: wingkv_security::Role, name: &str) -> Result<String> {
+    use wingkv_security::certs;
+    let ca = certs::load(&tls_dir.join("ca.crt"), &tls_dir.join("ca.key"))?;
+    let (cert, key) =
+        certs::write(&certs::issue_server(&ca, role, name, &["localhost".into(), "127.0.0.1".into()])?, tls_dir, name)?;
+    Ok(format!(
+        "[tls]\nca_file = {}\ncert_file = {}\nkey_file = {}\n",
+        toml_str(&tls_dir.join("ca.crt").to_string_lossy()),
+        toml_str(&cert.to_string_lossy()),
+        toml_str(&key.to_string_lossy())
+    ))
+}
+
+/// Makes the CA (unless the onebox has one) and the users' certificates of a secure onebox.
+fn make_onebox_ca(tls_dir: &Path) -> Result<()> {
+    use wingkv_security::certs;
+    if !tls_dir.join("ca.key").exists() {
+        certs::write(&certs::new_ca("wingkv onebox CA")?, tls_dir, "ca")?;
+    }
+    let ca = certs::load(&tls_dir.join("ca.crt"), &tls_dir.join("ca.key"))?;
+    for user in ONEBOX_USERS {
+        certs::write(&certs::issue_user(&ca, user)?, tls_dir, user)?;
+    }
+    Ok(())
 }
 
 impl ExtraConfig {
@@ -237,18 +288,32 @@ fn start(
     } else {
         String::new()
     };
+    let tls_dir = dir.join("tls");
+    if extra.secure {
+        make_onebox_ca(&tls_dir).context("make the onebox's certificates")?;
+    }
     let mut nodes = Vec::new();
     for i in 0..metas {
         let name = format!("meta{}", i + 1);
         let ndir = dir.join(&name);
         std::fs::create_dir_all(&ndir)?;
+        let security = if extra.secure {
+            format!(
+                "admin_users = [{}]\n{}",
+                toml_str(ONEBOX_USERS[0]),
+                tls_section(&tls_dir, wingkv_security::Role::Meta, &name)?
+            )
+        } else {
+            String::new()
+        };
         let config = format!(
-            // The extra TOML goes before `[[peers]]`, so its top-level keys stay top-level.
-            "id = {}\nlisten = \"{}\"\n{}\ndata_dir = \"{}\"\ncluster_name = \"onebox\"\n{}\n{peers}",
+            // The extra TOML goes before `[tls]` and `[[peers]]`, so its top-level keys stay
+            // top-level.
+            "id = {}\nlisten = \"{}\"\n{}\ndata_dir = {}\ncluster_name = \"onebox\"\n{}\n{security}{peers}",
             i + 1,
             meta_addrs[i as usize],
             extra.http_listen(base_meta + i as u16)?,
-            ndir.join("data").display(),
+            toml_str(&ndir.join("data").to_string_lossy()),
             extra.meta
         );
         std::fs::write(ndir.join("config.toml"), config)?;
@@ -268,10 +333,12 @@ fn start(
         let ndir = dir.join(&name);
         std::fs::create_dir_all(&ndir)?;
         let port = base_replica + i as u16;
+        let security =
+            if extra.secure { tls_section(&tls_dir, wingkv_security::Role::Replica, &name)? } else { String::new() };
         let config = format!(
-            "listen = \"127.0.0.1:{port}\"\n{}\ndata_dir = \"{}\"\nmeta_servers = [{}]\n{}\n",
+            "listen = \"127.0.0.1:{port}\"\n{}\ndata_dir = {}\nmeta_servers = [{}]\n{}\n{security}",
             extra.http_listen(port)?,
-            ndir.join("data").display(),
+            toml_str(&ndir.join("data").to_string_lossy()),
             meta_list.join(","),
             extra.replica
         );
@@ -286,7 +353,7 @@ fn start(
             restarts: 0,
         });
     }
-    write_state(&dir, &OneboxState { supervisor_pid: 0, metas: meta_addrs.clone(), nodes })?;
+    write_state(&dir, &OneboxState { supervisor_pid: 0, metas: meta_addrs.clone(), nodes, secure: extra.secure })?;
     let _ = std::fs::remove_file(dir.join("supervisor.pid"));
 
     let log = File::options().create(true).append(true).open(dir.join("supervisor.log"))?;
@@ -305,9 +372,17 @@ fn start(
     drop(child);
 
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    match rt.block_on(wait_serving(&dir, &meta_addrs, replicas as usize, sup_pid)) {
+    let admin_tls = extra.secure.then(|| wingkv_security::TlsConfig {
+        ca_file: tls_dir.join("ca.crt"),
+        cert_file: tls_dir.join(format!("{}.crt", ONEBOX_USERS[0])),
+        key_file: tls_dir.join(format!("{}.key", ONEBOX_USERS[0])),
+    });
+    match rt.block_on(wait_serving(&dir, &meta_addrs, replicas as usize, sup_pid, admin_tls)) {
         Ok(()) => {
             println!("onebox started in {}: meta {}, {replicas} replica servers", dir.display(), meta_addrs.join(","));
+            if extra.secure {
+                println!("mutual TLS: connect with `wingkv shell --tls-dir {}` (user admin)", tls_dir.display());
+            }
             Ok(ExitCode::SUCCESS)
         }
         Err(e) => {
@@ -320,9 +395,16 @@ fn start(
     }
 }
 
-async fn wait_serving(dir: &Path, metas: &[String], replicas: usize, sup_pid: u32) -> Result<()> {
+async fn wait_serving(
+    dir: &Path,
+    metas: &[String],
+    replicas: usize,
+    sup_pid: u32,
+    tls: Option<wingkv_security::TlsConfig>,
+) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut config = wingkv_client::ClientConfig::new(metas.to_vec());
+    config.tls = tls;
     config.request_timeout = Duration::from_secs(2);
     config.backoff = wingkv_common::backoff::BackoffPolicy::new(Duration::from_millis(50), Duration::from_secs(1));
     let admin = wingkv_client::Admin::new(config)?;

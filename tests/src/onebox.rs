@@ -77,7 +77,24 @@ pub fn start_configured_env(
     replica_config: &str,
     env: &[(&str, &str)],
 ) -> Result<String> {
+    start_onebox(dir, meta_config, replica_config, env, &[])
+}
+
+/// Starts a secure onebox (`--secure`: mutual TLS, certificates under `DIR/tls`, users `admin`
+/// and `user1`) on free ports; returns the meta address.
+pub fn start_secure(dir: &Path) -> Result<String> {
+    start_onebox(dir, "", "", &[], &["--secure"])
+}
+
+fn start_onebox(
+    dir: &Path,
+    meta_config: &str,
+    replica_config: &str,
+    env: &[(&str, &str)],
+    flags: &[&str],
+) -> Result<String> {
     let meta = free_ports(1)?;
+    let meta_port = meta.to_string();
     let replica = free_ports(3)?.to_string();
     std::fs::create_dir_all(dir)?;
     let meta_extra = dir.join("meta-extra.toml");
@@ -85,23 +102,21 @@ pub fn start_configured_env(
     let replica_extra = dir.join("replica-extra.toml");
     std::fs::write(&replica_extra, replica_config)?;
     let (meta_extra, replica_extra) = (meta_extra.display().to_string(), replica_extra.display().to_string());
-    onebox_env(
-        dir,
-        &[
-            "start",
-            "--base-port-meta",
-            &meta.to_string(),
-            "--base-port-replica",
-            &replica,
-            "--meta-config",
-            &meta_extra,
-            "--replica-config",
-            &replica_extra,
-            // Tests find the HTTP endpoints through `http.addr`: no port clash with anything.
-            "--http-port-offset",
-            "0",
-        ],
-        env,
-    )?;
+    let mut args = vec![
+        "start",
+        "--base-port-meta",
+        &meta_port,
+        "--base-port-replica",
+        &replica,
+        "--meta-config",
+        &meta_extra,
+        "--replica-config",
+        &replica_extra,
+        // Tests find the HTTP endpoints through `http.addr`: no port clash with anything.
+        "--http-port-offset",
+        "0",
+    ];
+    args.extend_from_slice(flags);
+    onebox_env(dir, &args, env)?;
     Ok(format!("127.0.0.1:{meta}"))
 }

@@ -79,6 +79,7 @@ fn validate_envs<'a>(envs: impl IntoIterator<Item = (&'a String, &'a String)>) -
         }
         known.insert(k.clone(), v.clone());
     }
+    wingkv_common::table_acl::allowed_users(&known).map_err(WingError::InvalidArgument)?;
     wingkv_common::throttling::validate_envs(&known).map_err(|e| WingError::InvalidArgument(e.to_string()))
 }
 

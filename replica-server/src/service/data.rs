@@ -136,7 +136,12 @@ impl DataService {
 
     /// Admits `req`'s bytes among those held, or refuses it with `Busy` (the count of requests
     /// in progress is checked before decoding, by [`crate::load_shed::ShedService`]).
-    fn admit<M: prost::Message>(&self, req: &Request<M>) -> Result<InFlight, WingError> {
+    fn admit<M: prost::Message + Routed>(&self, req: &Request<M>) -> Result<InFlight, WingError> {
+        // The table's access list first: a refused user costs no budget. A request without a
+        // readable partition is refused right after, for what it is.
+        if let Ok(id) = PartitionId::from_proto(req.get_ref().partition()) {
+            self.manager.check_access(id.app_id, &wingkv_security::identity::peer_of(req))?;
+        }
         self.shed.admit_bytes(req.get_ref().encoded_len())
     }
 
@@ -203,6 +208,35 @@ impl DataService {
         Ok(Write { replica, deadline: admit.arrived + timeout })
     }
 }
+
+/// A data request, by the partition it is sent to (whose table's access list applies).
+trait Routed {
+    fn partition(&self) -> Option<&ProtoPartitionId>;
+}
+
+macro_rules! routed {
+    ($($request:ty),* $(,)?) => {
+        $(impl Routed for $request {
+            fn partition(&self) -> Option<&ProtoPartitionId> {
+                self.partition.as_ref()
+            }
+        })*
+    };
+}
+
+routed!(
+    GetRequest,
+    SetRequest,
+    DelRequest,
+    KeyRequest,
+    MultiGetRequest,
+    MultiSetRequest,
+    MultiDelRequest,
+    IncrRequest,
+    CheckAndSetRequest,
+    ScanRequest,
+    SortKeyCountRequest,
+);
 
 /// The live `(expire_ts, user value)` stored at `key`.
 fn read_live(db: &DB, key: &[u8], now: u32) -> Result<Option<(u32, Vec<u8>)>, WingError> {

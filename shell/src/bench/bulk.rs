@@ -23,6 +23,8 @@ pub struct BulkBenchArgs {
     /// Meta server addresses, comma separated.
     #[arg(long, default_value = "127.0.0.1:34601", value_delimiter = ',')]
     pub meta: Vec<String>,
+    #[command(flatten)]
+    pub tls: crate::tls_args::TlsArgs,
     /// Rows to generate and load.
     #[arg(long, default_value_t = 1_000_000)]
     pub rows: u64,
@@ -111,7 +113,9 @@ pub fn run(args: BulkBenchArgs) -> Result<()> {
 
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let report = rt.block_on(async {
-        let client = Client::with_config(ClientConfig::new(args.meta.clone())).await?;
+        let mut config = ClientConfig::new(args.meta.clone());
+        config.tls = args.tls.config()?;
+        let client = Client::with_config(config).await?;
         let result = measure(&client, &args, &root, &table, &sdk_table).await;
         if !args.keep {
             for t in [&table, &sdk_table] {

@@ -72,6 +72,8 @@ pub struct YcsbArgs {
     /// Meta server addresses, comma separated.
     #[arg(long, default_value = "127.0.0.1:34601", value_delimiter = ',')]
     pub meta: Vec<String>,
+    #[command(flatten)]
+    pub tls: crate::tls_args::TlsArgs,
     /// Target table.
     #[arg(long, default_value = "usertable")]
     pub table: String,
@@ -228,6 +230,7 @@ pub async fn run(args: YcsbArgs) -> Result<Value> {
     let mut tables = Vec::with_capacity(args.connections);
     for _ in 0..args.connections {
         let mut config = ClientConfig::new(args.meta.clone());
+        config.tls = args.tls.config()?;
         config.request_timeout = Duration::from_secs(10);
         let client = Client::with_config(config).await?;
         if tables.is_empty() && args.create {

@@ -47,6 +47,8 @@ pub struct ShellArgs {
     /// Deadline of one request, in seconds.
     #[arg(long, default_value_t = 10)]
     timeout: u64,
+    #[command(flatten)]
+    tls: crate::tls_args::TlsArgs,
 }
 
 /// Runs `wingkv shell`.
@@ -54,6 +56,7 @@ pub fn run(args: ShellArgs) -> Result<ExitCode> {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     let mut config = ClientConfig::new(args.meta.clone());
     config.request_timeout = Duration::from_secs(args.timeout.max(1));
+    config.tls = args.tls.config()?;
     let client = rt
         .block_on(Client::with_config(config))
         .map_err(|e| anyhow!("cannot reach the meta servers {}: {e}", args.meta.join(",")))?;

@@ -24,6 +24,7 @@ mod observability;
 mod onebox;
 mod replication;
 mod sdk;
+mod security;
 mod seed_scenarios;
 mod shell;
 mod stalled_disk;
