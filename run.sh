@@ -134,15 +134,21 @@ cmd_bench() {
     local meta="127.0.0.1:35601"
     "$bin" onebox stop --dir "$dir" >/dev/null 2>&1 || true
     rm -rf "$dir"
-    "$bin" onebox start --dir "$dir" --base-port-meta 35601 --base-port-replica 35801
+    # WINGKV_BENCH_SECURE=1: the same run over mutual TLS, as the onebox's admin.
+    local secure=() tls=()
+    if [ -n "${WINGKV_BENCH_SECURE:-}" ]; then
+        secure=(--secure)
+        tls=(--tls-dir "$dir/tls")
+    fi
+    "$bin" onebox start --dir "$dir" --base-port-meta 35601 --base-port-replica 35801 "${secure[@]}"
     # Expanded now: the trap runs after this function's locals are gone.
     trap "\"$bin\" onebox stop --dir \"$dir\" >/dev/null 2>&1 || true" EXIT
     if [ $# -gt 0 ]; then
-        "$bin" bench "$@" --meta "$meta"
+        "$bin" bench "$@" --meta "$meta" "${tls[@]}"
         return
     fi
     local records="${WINGKV_BENCH_RECORDS:-500000}" ops="${WINGKV_BENCH_OPS:-300000}"
-    local common=(--meta "$meta" --records "$records" --threads 64 --value-size 100)
+    local common=(--meta "$meta" "${tls[@]}" --records "$records" --threads 64 --value-size 100)
     echo "== YCSB load: $records records"
     "$bin" bench ycsb load "${common[@]}" --create --partitions 8 --replicas 3
     for w in a b c e; do
@@ -150,7 +156,7 @@ cmd_bench() {
         "$bin" bench ycsb run "${common[@]}" --workload "$w" --operations "$ops"
     done
     echo "== Bulk load: ${WINGKV_BENCH_BULK_ROWS:-10000000} rows, 8 partitions x 3 replicas"
-    "$bin" bench bulkload --meta "$meta" --rows "${WINGKV_BENCH_BULK_ROWS:-10000000}" \
+    "$bin" bench bulkload --meta "$meta" "${tls[@]}" --rows "${WINGKV_BENCH_BULK_ROWS:-10000000}" \
         --sdk-rows "${WINGKV_BENCH_SDK_ROWS:-300000}"
 }
 

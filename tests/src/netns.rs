@@ -62,7 +62,10 @@ impl Hosts {
         for k in 0..200u32 {
             let subnet = ((id + k) % 200 + 20) as u8;
             let bridge = format!("wkbr{subnet}");
-            if run(&["ip", "link", "show", &bridge]).is_ok() {
+            // Creating the bridge claims the subnet: the kernel refuses a second link of the
+            // name, so two test processes never share one. (Checking that it is absent first
+            // and creating it after let two of them pick the same subnet.)
+            if run(&["ip", "link", "add", &bridge, "type", "bridge"]).is_err() {
                 continue;
             }
             hosts = Some(Self { tag: format!("wk{subnet}"), subnet, count, bridge, forward_rule: false });
@@ -75,13 +78,14 @@ impl Hosts {
 
     fn build(&mut self) -> Result<()> {
         let br = self.bridge.clone();
-        // Leftovers of a test run that was killed before it could clean up (its bridge is gone,
-        // so no live run uses this subnet).
+        // Leftovers of a test run that was killed before it could clean up (its bridge was gone
+        // and this run holds it now, so no live run uses this subnet).
         for i in 0..self.count {
             let _ = run(&["ip", "netns", "del", &self.ns(i)]);
+            // A namespace a leaked process still lives in outlives its name: its veth too.
+            let _ = run(&["ip", "link", "del", &format!("{}v{i}", self.tag)]);
         }
         while run(&["iptables", "-D", "FORWARD", "-i", &br, "-o", &br, "-j", "ACCEPT"]).is_ok() {}
-        run(&["ip", "link", "add", &br, "type", "bridge"])?;
         run(&["ip", "addr", "add", &format!("10.201.{}.1/24", self.subnet), "dev", &br])?;
         run(&["ip", "link", "set", &br, "up"])?;
         // Bridged frames may pass the root namespace's FORWARD chain (br_netfilter).
