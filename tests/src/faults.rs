@@ -67,6 +67,8 @@ pub struct Workload {
     pub cas_percent: u64,
     /// SDK request deadline.
     pub request_timeout: Duration,
+    /// The clients' TLS files on a secure cluster (a user's certificate).
+    pub tls: Option<wingkv_security::TlsConfig>,
 }
 
 impl Default for Workload {
@@ -79,6 +81,7 @@ impl Default for Workload {
             del_percent: 5,
             cas_percent: 20,
             request_timeout: Duration::from_secs(2),
+            tls: None,
         }
     }
 }
@@ -300,8 +303,19 @@ pub async fn open_table(meta: &str, table: &str, timeout: Duration) -> Result<Ta
 
 /// [`open_table`] on a cluster of several metas.
 pub async fn open_table_on(metas: &[String], table: &str, timeout: Duration) -> Result<Table> {
+    open_table_as(metas, table, timeout, None).await
+}
+
+/// [`open_table_on`] over TLS with `tls` (a user's files) on a secure cluster.
+pub async fn open_table_as(
+    metas: &[String],
+    table: &str,
+    timeout: Duration,
+    tls: Option<wingkv_security::TlsConfig>,
+) -> Result<Table> {
     let mut config = ClientConfig::new(metas.to_vec());
     config.request_timeout = timeout;
+    config.tls = tls;
     Ok(Client::with_config(config).await?.open_table(table).await?)
 }
 
@@ -344,7 +358,7 @@ where
     let stop = Arc::new(AtomicBool::new(false));
     let mut clients = tokio::task::JoinSet::new();
     for id in 0..workload.clients {
-        let t = open_table_on(metas, table, workload.request_timeout).await?;
+        let t = open_table_as(metas, table, workload.request_timeout, workload.tls.clone()).await?;
         clients.spawn(client_loop(id, t, workload.clone(), seed, base, stop.clone()));
     }
     // Faults, one at a time, within the run's duration.
@@ -373,7 +387,7 @@ where
     fault_result?;
 
     // Faults over: every key must be served again; its value is what the checks compare.
-    let reader = open_table_on(metas, table, Duration::from_secs(5)).await?;
+    let reader = open_table_as(metas, table, Duration::from_secs(5), workload.tls.clone()).await?;
     let mut final_values = BTreeMap::new();
     for i in 0..workload.keys {
         let k = key(seed, i);
@@ -402,9 +416,28 @@ pub async fn wait_converged(meta: &str, table: &str, timeout: Duration) -> Resul
 
 /// [`wait_converged`] on a cluster of several metas.
 pub async fn wait_converged_on(metas: &[String], table: &str, timeout: Duration) -> Result<()> {
+    wait_converged_as(metas, table, timeout, None).await
+}
+
+/// [`wait_converged_on`] on a secure cluster: `server` are the files of a server certificate
+/// of the cluster (checksums are replica administration, for servers only), used for the meta
+/// too.
+pub async fn wait_converged_as(
+    metas: &[String],
+    table: &str,
+    timeout: Duration,
+    server: Option<wingkv_security::TlsConfig>,
+) -> Result<()> {
     let mut config = ClientConfig::new(metas.to_vec());
     config.request_timeout = Duration::from_secs(5);
+    config.tls = server.clone();
     let client = Client::with_config(config).await?;
+    let pool = match &server {
+        Some(files) => {
+            Some(wingkv_common::channel::ChannelPool::new(Some(wingkv_security::client::ClientTls::new(files)?)))
+        }
+        None => None,
+    };
     wait_for(&format!("every replica of '{table}' to converge"), timeout, || async {
         // A fresh routing table each time: repairs may have moved replicas.
         let cfg = client.open_table(table).await.ok()?.configuration();
@@ -412,7 +445,11 @@ pub async fn wait_converged_on(metas: &[String], table: &str, timeout: Duration)
             let pid = PartitionId::new(cfg.app_id, p.partition_index);
             let mut sums = BTreeSet::new();
             for m in &p.members {
-                let mut admin = ReplicaAdminClient::new(channel(&m.address).ok()?);
+                let ch = match &pool {
+                    Some(pool) => pool.get(&m.address).ok()?,
+                    None => channel(&m.address).ok()?,
+                };
+                let mut admin = ReplicaAdminClient::new(ch);
                 let s = admin
                     .checksum(PartitionRequest { partition: Some(pid.to_proto()), ..Default::default() })
                     .await

@@ -87,3 +87,44 @@ async fn the_checker_catches_a_build_that_acknowledges_before_commit() -> Result
         other => bail!("the checker did not see the broken build: {other:?}"),
     }
 }
+
+/// One schedule on a secure onebox (mutual TLS, the workload as `user1`): kills, restarts and
+/// pauses reconnect over TLS, and the history stays linearizable with nothing lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_secure_onebox_stays_linearizable_under_faults() -> Result<()> {
+    let seconds: u64 = env_or("WINGKV_FAULT_SECONDS", 40) / 2;
+    let seed = env_or("WINGKV_FAULT_SEED", 20_261_124u64) + 1_000;
+    let tmp = tempfile::tempdir()?;
+    let dir = tmp.path().join("onebox");
+    let _guard = Guard(dir.clone());
+    let meta = wingkv_tests::onebox::start_secure(&dir)?;
+    let tls = dir.join("tls");
+    let as_user = |user: &str| wingkv_security::TlsConfig {
+        ca_file: tls.join("ca.crt"),
+        cert_file: tls.join(format!("{user}.crt")),
+        key_file: tls.join(format!("{user}.key")),
+    };
+    let mut admin_config = wingkv_client::ClientConfig::new([meta.clone()]);
+    admin_config.tls = Some(as_user("admin"));
+    let opts =
+        wingkv_client::CreateTableOptions { partition_count: Some(4), replica_count: Some(3), ..Default::default() };
+    wingkv_client::Admin::new(admin_config)?.create_table("lin", opts).await?;
+    let nodes: Vec<String> = ["meta1", "replica1", "replica2", "replica3"].map(String::from).to_vec();
+    let workload = Workload { tls: Some(as_user("user1")), ..Default::default() };
+    let schedule = faults::schedule(seed, &nodes, 100);
+    let run = faults::run(&dir, &meta, "lin", &workload, seed, Duration::from_secs(seconds), &schedule).await?;
+    let report = linearizability::check(&run.history, CHECK_BUDGET);
+    let lost = linearizability::lost_acknowledged_writes(&run.history, &run.final_values);
+    let metas = [meta.clone()];
+    faults::wait_converged_as(&metas, "lin", Duration::from_secs(120), Some(as_user("meta1"))).await?;
+    println!("secure schedule seed {seed}: {} ops, {} faults: {report}", run.history.events.len(), run.faults.len());
+    match report.verdict {
+        Verdict::Ok => {}
+        Verdict::Violation(v) => bail!("secure schedule seed {seed}: not linearizable:\n{v}"),
+        Verdict::Unknown => bail!("secure schedule seed {seed}: the checker ran out of budget: {report}"),
+    }
+    ensure!(lost.is_empty(), "secure schedule seed {seed}: acknowledged writes lost on keys {lost:?}");
+    ensure!(!run.faults.is_empty(), "secure schedule seed {seed}: no fault was injected");
+    ensure!(run.history.events.len() > 100, "secure schedule seed {seed}: too few operations to mean anything");
+    Ok(())
+}

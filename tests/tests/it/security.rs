@@ -172,3 +172,70 @@ async fn a_secure_onebox_admits_by_certificate() -> Result<()> {
     fresh.open_table("b").await?.set("after", "rotation", "ok").await.context("a write after the rotation")?;
     Ok(())
 }
+
+/// `wingkv shell --json --tls-dir TLS --tls-user USER -e SCRIPT`: (success, stdout + stderr).
+fn secure_shell(meta: &str, tls: &Path, user: &str, script: &str) -> Result<(bool, String)> {
+    let tls = tls.to_string_lossy().to_string();
+    wingkv(&["shell", "--json", "--meta", meta, "--tls-dir", &tls, "--tls-user", user, "-e", script])
+}
+
+/// A bulk load on a secure onebox: the meta drives the replicas with its server certificate,
+/// only an admin may start it, and every row arrives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bulk_load_on_a_secure_onebox() -> Result<()> {
+    const ROWS: u64 = 20_000;
+    let tmp = tempfile::tempdir()?;
+    let dir = tmp.path().join("onebox");
+    let meta = start_secure(&dir)?;
+    let _guard = Guard(dir.clone());
+    let tls = dir.join("tls");
+    let remote = tmp.path().join("remote");
+    wingkv_tests::cli::bulkgen(
+        &remote,
+        &[
+            "--table",
+            "t",
+            "--partitions",
+            "4",
+            "--cluster",
+            "onebox",
+            "--provider",
+            "local",
+            "--generate",
+            &ROWS.to_string(),
+        ],
+    )?;
+    let root = remote.to_string_lossy().to_string();
+    let (ok, out) = secure_shell(&meta, &tls, "admin", "create t -p 4 -r 3")?;
+    ensure!(ok, "create: {out}");
+
+    let start = format!("start_bulk_load -a t -c onebox -p local -r {root}");
+    let (ok, out) = secure_shell(&meta, &tls, "user1", &start)?;
+    ensure!(
+        !ok && out.contains("permission denied") && out.contains("user 'user1'"),
+        "user1 started a bulk load: {out}"
+    );
+    let (ok, out) = secure_shell(&meta, &tls, "admin", &start)?;
+    ensure!(ok, "start_bulk_load: {out}");
+    let end = wait_for("the secure bulk load to end", Duration::from_secs(120), || {
+        let (meta, tls) = (meta.clone(), tls.clone());
+        async move {
+            let (ok, out) = secure_shell(&meta, &tls, "user1", "query_bulk_load_status -a t").ok()?;
+            let v: serde_json::Value = serde_json::from_str(out.lines().next()?).ok().filter(|_| ok)?;
+            matches!(v["status"].as_str()?, "BLS_SUCCEED" | "BLS_FAILED" | "BLS_CANCELED").then_some(v)
+        }
+    })
+    .await?;
+    ensure!(end["status"] == "BLS_SUCCEED", "the secure bulk load ended {end}");
+
+    let client = Client::with_config(config(&meta, Some(files(&tls, &tls, "user1")))).await?;
+    let t = client.open_table("t").await?;
+    let mut scan = t.full_scan(wingkv_client::ScanOptions { batch_size: 5_000, ..Default::default() });
+    let mut rows = 0u64;
+    while let Some(r) = futures::StreamExt::next(&mut scan).await {
+        r?;
+        rows += 1;
+    }
+    ensure!(rows == ROWS, "user1 scanned {rows} rows of {ROWS} loaded");
+    Ok(())
+}
