@@ -9,9 +9,10 @@ use wingkv_common::meta_client::LONG_META_CALL;
 use wingkv_common::WingError;
 use wingkv_proto::meta::{
     BulkLoadControl, BulkLoadStatusResponse, ClusterInfoRequest, ClusterInfoResponse, ControlBulkLoadRequest,
-    CreateTableRequest, DelTableEnvsRequest, DropTableRequest, DropTableResponse, GetTableEnvsRequest,
-    ListNodesRequest, ListTablesRequest, NodeInfo, QueryBulkLoadRequest, RecallTableRequest, ServerInfoRequest,
-    ServerInfoResponse, SetTableEnvsRequest, StartBulkLoadRequest, TableConfiguration, TableSummary,
+    CreateTableRequest, DecommissionRequest, DelTableEnvsRequest, DropTableRequest, DropTableResponse,
+    GetMetaLevelRequest, GetTableEnvsRequest, ListNodesRequest, ListTablesRequest, NodeInfo, ProposeRequest,
+    ProposeResponse, QueryBulkLoadRequest, RecallTableRequest, ServerInfoRequest, ServerInfoResponse,
+    SetMetaLevelRequest, SetTableEnvsRequest, StartBulkLoadRequest, TableConfiguration, TableSummary,
 };
 
 use crate::connection::{ClientConfig, ClientInner};
@@ -67,6 +68,58 @@ impl Admin {
     /// The cluster's summary: name, meta leader and members, node and table counts, version.
     pub async fn cluster_info(&self) -> Result<ClusterInfoResponse, WingError> {
         self.inner.meta.call(|mut c| async move { c.cluster_info(ClusterInfoRequest {}).await }).await
+    }
+
+    /// Sets what the meta does by itself: `freezed` (nothing), `steady` (repairs; the
+    /// default) or `lively` (repairs and balancing). Answers the level in force.
+    pub async fn set_meta_level(&self, level: &str) -> Result<String, WingError> {
+        let level = level.to_string();
+        let r = self
+            .inner
+            .meta
+            .call(|mut c| {
+                let level = level.clone();
+                async move { c.set_meta_level(SetMetaLevelRequest { level }).await }
+            })
+            .await?;
+        Ok(r.level)
+    }
+
+    /// Moves one replica (`move_replica`: a new one on node `to`, then node `from`'s leaves) or
+    /// the primary (`move_primary`: to the member on node `to`) of partition `partition_index`
+    /// of `table`; answers the partition's members and primary after the move.
+    pub async fn propose(
+        &self,
+        table: &str,
+        partition_index: u32,
+        action: &str,
+        from: u64,
+        to: u64,
+    ) -> Result<ProposeResponse, WingError> {
+        let req = ProposeRequest { table: table.into(), partition_index, action: action.into(), from, to };
+        self.inner
+            .meta
+            .call(|mut c| {
+                let req = req.clone();
+                async move { c.propose(req).await }
+            })
+            .await
+    }
+
+    /// Starts draining replica server `node_id` (or stops, with `recommission`): it gets no
+    /// new replica, and its primaries then its replicas move away. Answers the node as
+    /// [`Self::list_nodes`] shows it: its `drain` is `drained` once it holds nothing.
+    pub async fn decommission(&self, node_id: u64, recommission: bool) -> Result<NodeInfo, WingError> {
+        self.inner
+            .meta
+            .call(|mut c| async move { c.decommission(DecommissionRequest { node_id, recommission }).await })
+            .await
+    }
+
+    /// The meta level (see [`Self::set_meta_level`]).
+    pub async fn get_meta_level(&self) -> Result<String, WingError> {
+        let r = self.inner.meta.call(|mut c| async move { c.get_meta_level(GetMetaLevelRequest {}).await }).await?;
+        Ok(r.level)
     }
 
     /// The cluster's summary as the meta at `meta_addr` answers it: one attempt, without leader

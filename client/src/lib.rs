@@ -74,6 +74,6 @@ pub use wingkv_common::{ErrorCode, PartitionId};
 pub use wingkv_proto::common::BulkLoadStatus;
 /// The meta's answers that [`Admin`] returns as they are.
 pub use wingkv_proto::meta::{
-    BulkLoadStatusResponse, ClusterInfoResponse, DropTableResponse, NodeInfo, NodeStatus, ServerInfoResponse,
-    TableConfiguration, TableStatus, TableSummary,
+    BalanceStatus, BulkLoadStatusResponse, ClusterInfoResponse, DropTableResponse, NodeInfo, NodeStatus,
+    ServerInfoResponse, TableConfiguration, TableStatus, TableSummary,
 };

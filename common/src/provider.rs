@@ -1,5 +1,6 @@
-//! Remote stores that bulk-load files come from, through `object_store`: `local` (a directory,
-//! by default `/`), `s3` (any S3-compatible endpoint) and `memory` (tests).
+//! Remote stores that bulk-load files come from, through `object_store`: `local` (a directory:
+//! `/` by default on a plaintext cluster, named by the operator on a secure one), `s3` (any
+//! S3-compatible endpoint) and `memory` (tests).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -10,19 +11,30 @@ use serde::{Deserialize, Serialize};
 use crate::WingError;
 
 /// Where the providers point.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ProviderConfig {
     /// Directory the `local` provider's paths are relative to (`/`: `-r /data/bl` reads
-    /// `/data/bl/...`).
-    pub local_root: PathBuf,
+    /// `/data/bl/...`). Unset: `/` on a plaintext server; a secure server has no default (it
+    /// would let any admin read every file the server can), so its `local` provider refuses
+    /// until this is set.
+    pub local_root: Option<PathBuf>,
     /// The `s3` provider.
     pub s3: S3Config,
 }
 
-impl Default for ProviderConfig {
-    fn default() -> Self {
-        Self { local_root: PathBuf::from("/"), s3: S3Config::default() }
+impl ProviderConfig {
+    /// A config whose `local` provider reads under `root`.
+    pub fn local(root: impl Into<PathBuf>) -> Self {
+        Self { local_root: Some(root.into()), ..Default::default() }
+    }
+
+    /// Gives an unset `local_root` its plaintext default, `/`; a `secure` server keeps it
+    /// unset, so that only a root the operator named is ever read.
+    pub fn default_local_root(&mut self, secure: bool) {
+        if !secure && self.local_root.is_none() {
+            self.local_root = Some(PathBuf::from("/"));
+        }
     }
 }
 
@@ -67,10 +79,16 @@ pub fn open_provider(kind: &str, config: &ProviderConfig) -> Result<Arc<dyn Obje
     let err = |e: object_store::Error| WingError::InvalidArgument(format!("provider '{kind}': {e}"));
     match kind {
         "local" => {
-            std::fs::create_dir_all(&config.local_root).map_err(|e| {
-                WingError::InvalidArgument(format!("local provider root {}: {e}", config.local_root.display()))
+            let root = config.local_root.as_ref().ok_or_else(|| {
+                WingError::InvalidArgument(
+                    "the local provider has no root on this secure cluster: set local_root in the server's \
+                     provider config ([bulk_load_provider] of a meta, [bulk_load.provider] of a replica)"
+                        .into(),
+                )
             })?;
-            let local = object_store::local::LocalFileSystem::new_with_prefix(&config.local_root).map_err(err)?;
+            std::fs::create_dir_all(root)
+                .map_err(|e| WingError::InvalidArgument(format!("local provider root {}: {e}", root.display())))?;
+            let local = object_store::local::LocalFileSystem::new_with_prefix(root).map_err(err)?;
             // Read in 1 MiB chunks: the default 8 KiB makes a blocking-pool trip per 8 KiB,
             // which bounded bulk-load downloads at a fraction of the disk's speed.
             Ok(Arc::new(object_store::chunked::ChunkedStore::new(Arc::new(local), LOCAL_READ_CHUNK_BYTES)))
@@ -112,9 +130,23 @@ mod tests {
     }
 
     #[test]
+    fn a_secure_server_reads_no_local_root_it_was_not_given() {
+        let mut secure = ProviderConfig::default();
+        secure.default_local_root(true);
+        let e = open_provider("local", &secure).err().unwrap().to_string();
+        assert!(e.contains("no root") && e.contains("local_root"), "{e}");
+        let mut plaintext = ProviderConfig::default();
+        plaintext.default_local_root(false);
+        assert_eq!(plaintext.local_root.as_deref(), Some(std::path::Path::new("/")));
+        let mut named = ProviderConfig::local("/srv/bulk");
+        named.default_local_root(true);
+        assert_eq!(named.local_root.as_deref(), Some(std::path::Path::new("/srv/bulk")));
+    }
+
+    #[test]
     fn providers() {
         let dir = tempfile::tempdir().unwrap();
-        let cfg = ProviderConfig { local_root: dir.path().to_path_buf(), ..Default::default() };
+        let cfg = ProviderConfig::local(dir.path());
         open_provider("local", &cfg).unwrap();
         open_provider("memory", &cfg).unwrap();
         let e = open_provider("ftp", &cfg).err().unwrap();

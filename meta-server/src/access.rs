@@ -15,8 +15,16 @@ use wingkv_security::authorize::Policy;
 use wingkv_security::{Identity, Role};
 
 /// Meta methods every certified peer may call: they read, never change.
-const READ_METHODS: &[&str] =
-    &["ListTables", "QueryTable", "ListNodes", "ClusterInfo", "ServerInfo", "GetTableEnvs", "QueryBulkLoadStatus"];
+const READ_METHODS: &[&str] = &[
+    "ListTables",
+    "QueryTable",
+    "ListNodes",
+    "ClusterInfo",
+    "ServerInfo",
+    "GetTableEnvs",
+    "QueryBulkLoadStatus",
+    "GetMetaLevel",
+];
 
 /// The meta server's [`Policy`].
 pub struct MetaAccess {

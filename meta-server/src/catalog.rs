@@ -85,6 +85,58 @@ pub struct Catalog {
     pub next_job_id: u64,
     /// Bulk-load jobs by table id (at most one per table).
     pub bulk_loads: BTreeMap<u32, BulkLoadJob>,
+    /// Settings added after the first releases. Not in this struct's encoding: a snapshot
+    /// stores them after it (see `MetaData::to_bytes`), so that snapshots of earlier builds,
+    /// which end before them, still load.
+    #[serde(skip)]
+    pub settings: ClusterSettings,
+}
+
+/// What the meta does by itself, with Pegasus's names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum MetaLevel {
+    /// Nothing automatic: no repair, no balancing (an operator is working on the cluster).
+    Freezed,
+    /// Repairs only: dead members replaced, partitions topped up to their replica count.
+    #[default]
+    Steady,
+    /// Repairs, and the balancer moves replicas and primaries until every node holds its share.
+    Lively,
+}
+
+impl MetaLevel {
+    /// The name users type and see.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MetaLevel::Freezed => "freezed",
+            MetaLevel::Steady => "steady",
+            MetaLevel::Lively => "lively",
+        }
+    }
+
+    /// The level named `name` (as [`Self::as_str`], any case).
+    pub fn parse(name: &str) -> Result<Self, WingError> {
+        match name.to_ascii_lowercase().as_str() {
+            "freezed" => Ok(MetaLevel::Freezed),
+            "steady" => Ok(MetaLevel::Steady),
+            "lively" => Ok(MetaLevel::Lively),
+            other => {
+                Err(WingError::InvalidArgument(format!("unknown meta level '{other}' (use freezed, steady or lively)")))
+            }
+        }
+    }
+}
+
+/// Cluster-wide settings an operator changes at run time (JSON in snapshots: a field added
+/// later reads as its default from an older snapshot).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ClusterSettings {
+    /// What the meta does by itself.
+    pub meta_level: MetaLevel,
+    /// Nodes being decommissioned: they get no new replica, and their primaries, then their
+    /// replicas, move to other nodes (at meta levels steady and lively).
+    pub draining: std::collections::BTreeSet<u64>,
 }
 
 /// A change of the meta state.
@@ -201,6 +253,18 @@ pub enum MetaCommand {
         app_id: u32,
         /// Unix ms at the leader when it decided.
         now_ms: u64,
+    },
+    /// Set what the meta does by itself.
+    SetMetaLevel {
+        /// The new level.
+        level: MetaLevel,
+    },
+    /// Start (`draining`) or stop decommissioning a registered node.
+    SetDraining {
+        /// The node.
+        node_id: u64,
+        /// Whether it drains.
+        draining: bool,
     },
 }
 
@@ -476,6 +540,21 @@ impl Catalog {
                 }
                 p.members = members.clone();
                 p.ballot += 1;
+                Ok(MetaValue::Done)
+            }
+            MetaCommand::SetMetaLevel { level } => {
+                self.settings.meta_level = *level;
+                Ok(MetaValue::Done)
+            }
+            MetaCommand::SetDraining { node_id, draining } => {
+                if !self.nodes.contains_key(node_id) {
+                    return Err(WingError::NotFound(format!("node {node_id} is not registered in this cluster")));
+                }
+                if *draining {
+                    self.settings.draining.insert(*node_id);
+                } else {
+                    self.settings.draining.remove(node_id);
+                }
                 Ok(MetaValue::Done)
             }
         }

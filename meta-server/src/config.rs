@@ -10,6 +10,10 @@ use wingkv_common::config::{check_backoff, require, within, InvalidConfig, MAX_M
 /// The shortest period of the leader's reconcile loop and bulk-load driver, in milliseconds.
 pub const MIN_RECONCILE_INTERVAL_MS: u64 = 50;
 
+/// Most balancer moves a config may allow at once (each holds a task and, for a replica move,
+/// a partition copy).
+pub const MAX_BALANCE_MOVES: usize = 64;
+
 /// A member of the meta group.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MetaPeer {
@@ -51,6 +55,13 @@ pub struct MetaServerConfig {
     /// Period of the leader's reconcile loop (replica creation, repair, garbage collection) and
     /// of its bulk-load driver; default 500 ms, at least 50 ms.
     pub reconcile_interval_ms: u64,
+    /// Balancer moves (replica or primary) running at once in the cluster, at meta level
+    /// `lively`; default 4.
+    pub balance_max_moves: usize,
+    /// Balancer moves running at once that involve one node (as source or target); default 2.
+    /// A replica move copies the partition to its target: this bounds what a new node takes in
+    /// at once.
+    pub balance_max_moves_per_node: usize,
     /// Raft heartbeat period of the meta group; default 200 ms.
     pub raft_heartbeat_ms: u64,
     /// Raft election timeout (lower bound; the upper bound is twice this), above
@@ -90,6 +101,8 @@ impl Default for MetaServerConfig {
             create_table_timeout_ms: 30_000,
             drop_reserve_seconds: 7 * 24 * 3600,
             reconcile_interval_ms: 500,
+            balance_max_moves: 4,
+            balance_max_moves_per_node: 2,
             raft_heartbeat_ms: 200,
             raft_election_timeout_ms: 1_000,
             bulk_load_provider: Default::default(),
@@ -119,6 +132,8 @@ impl MetaServerConfig {
         within("create_table_timeout_ms", self.create_table_timeout_ms, 1, MAX_MS)?;
         within("drop_reserve_seconds", self.drop_reserve_seconds, 0, MAX_SECS)?;
         within("reconcile_interval_ms", self.reconcile_interval_ms, MIN_RECONCILE_INTERVAL_MS, MAX_MS)?;
+        within("balance_max_moves", self.balance_max_moves, 1, MAX_BALANCE_MOVES)?;
+        within("balance_max_moves_per_node", self.balance_max_moves_per_node, 1, MAX_BALANCE_MOVES)?;
         within("raft_heartbeat_ms", self.raft_heartbeat_ms, 1, MAX_MS)?;
         require(
             self.raft_heartbeat_ms < self.raft_election_timeout_ms && self.raft_election_timeout_ms <= MAX_MS,
@@ -165,6 +180,8 @@ mod tests {
             (MetaServerConfig { create_table_timeout_ms: 0, ..d() }, "create_table_timeout_ms"),
             (MetaServerConfig { drop_reserve_seconds: u64::MAX, ..d() }, "drop_reserve_seconds"),
             (MetaServerConfig { reconcile_interval_ms: 49, ..d() }, "reconcile_interval_ms"),
+            (MetaServerConfig { balance_max_moves: 0, ..d() }, "balance_max_moves"),
+            (MetaServerConfig { balance_max_moves_per_node: 0, ..d() }, "balance_max_moves_per_node"),
             (MetaServerConfig { raft_heartbeat_ms: 0, ..d() }, "raft_heartbeat_ms"),
             (MetaServerConfig { raft_election_timeout_ms: 200, ..d() }, "raft_election_timeout_ms"),
             (MetaServerConfig { raft_election_timeout_ms: u64::MAX, ..d() }, "raft_election_timeout_ms"),

@@ -6,6 +6,8 @@
 //! fuzz targets drive (`wire`); everything else is internal to the crate.
 
 mod access;
+mod balance;
+mod balancer;
 mod bulk_driver;
 mod bulk_load;
 mod catalog;

@@ -92,6 +92,19 @@ impl MetricsSource for MetaMetricsSource {
             }
         }
 
+        if leader {
+            let (replica_moves, primary_moves, failed) = self.node.balancer.counts();
+            let help = "Balancer moves since this meta became leader, by kind and result";
+            out.counter("wingkv_balance_moves_total", help, &[("kind", "replica"), ("result", "done")], replica_moves);
+            out.counter("wingkv_balance_moves_total", help, &[("kind", "primary"), ("result", "done")], primary_moves);
+            out.counter("wingkv_balance_moves_total", help, &[("kind", "any"), ("result", "failed")], failed);
+            out.gauge(
+                "wingkv_balance_moves_in_flight",
+                "Balancer moves running",
+                &[],
+                f64::from(self.node.balancer.in_flight()),
+            );
+        }
         let stall = Duration::from_millis(self.node.config.bulk_load_stall_timeout_ms);
         let drives = self.node.bulk_drive.locked().clone();
         for (app_id, job) in &catalog.bulk_loads {

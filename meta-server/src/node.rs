@@ -56,6 +56,8 @@ pub struct MetaNode {
     /// The driver's retry and stall state of each partition of a running job (volatile: a new
     /// leader starts afresh, and re-drives every partition at once).
     pub bulk_drive: Mutex<std::collections::HashMap<PartitionId, crate::bulk_driver::PartitionDrive>>,
+    /// The balancer's moves in flight and its counts.
+    pub balancer: crate::balancer::Progress,
     /// When this meta server started.
     pub started: std::time::Instant,
     /// Where this meta serves `/metrics` (set once the endpoint is bound).
@@ -86,6 +88,7 @@ impl MetaNode {
             bulk_progress: Mutex::new(Default::default()),
             bulk_cleaned: Mutex::new(HashSet::new()),
             bulk_drive: Mutex::new(Default::default()),
+            balancer: Default::default(),
             started: std::time::Instant::now(),
             http_address: std::sync::OnceLock::new(),
             reads,

@@ -9,7 +9,9 @@
 //!   voters first, then a fresh replica, caught up, then a voter again — never as a voter with
 //!   an empty vote;
 //! - adopt memberships a primary reports that the catalog missed;
-//! - purge expired dropped tables (a conditional command: nothing happens if a recall committed).
+//! - purge expired dropped tables (a conditional command: nothing happens if a recall committed);
+//! - drain decommissioned nodes, and at meta level `lively` balance (see [`crate::balancer`]);
+//!   at `freezed`, none of the above but bootstraps and adoptions.
 //!
 //! Repairs run concurrently in a `JoinSet` owned by the loop, one per partition at a time, and
 //! are aborted the moment this meta stops leading or its term changes.
@@ -28,7 +30,7 @@ use wingkv_proto::replica_admin::{
     AddLearnerRequest, ChangeMembershipRequest, CreateReplicaRequest, Member, StatusRequest,
 };
 
-use crate::catalog::{AppState, MetaCommand};
+use crate::catalog::{AppState, MetaCommand, MetaLevel};
 use crate::liveness::{NodeState, PrimaryInfo};
 use crate::node::MetaNode;
 use crate::placement;
@@ -233,14 +235,17 @@ async fn abort_repairs(node: &MetaNode, repairs: &mut JoinSet<()>) {
     while repairs.join_next().await.is_some() {}
     node.repairs.locked().clear();
     node.repairs_done.locked().clear();
+    node.balancer.reset();
 }
 
-/// One repair of a partition's membership.
-struct Repair {
+/// One repair of a partition's membership (or a balancer's replica move, which is run the same
+/// way: see [`Repair::moving`]).
+pub(crate) struct Repair {
     pid: PartitionId,
     ballot: u64,
     members: Vec<u64>,
-    /// The member that goes (a dead node), or that rejoins when it equals `add`.
+    /// The member that goes (a dead node, or a live one the balancer moves away from), or that
+    /// rejoins when it equals `add`.
     lost: Option<u64>,
     /// The node that gets a fresh replica and becomes a voter.
     add: u64,
@@ -252,9 +257,34 @@ impl Repair {
     fn kind(&self) -> &'static str {
         match self.lost {
             Some(l) if l == self.add => "rejoin as a learner",
-            Some(_) => "replace a dead member",
+            Some(_) => "replace a member",
             None => "add a member",
         }
+    }
+
+    /// The move of `pid`'s replica from `from` to `to`, on the catalog as it is now; `None` if
+    /// the partition no longer has `from` and not `to` among its members.
+    pub(crate) fn moving(
+        pid: PartitionId,
+        node: &MetaNode,
+        from: u64,
+        to: u64,
+        primary: PrimaryInfo,
+        meta_term: u64,
+    ) -> Option<Self> {
+        let (members, ballot) = node.with_catalog(|c| {
+            let p = c.apps.get(&pid.app_id)?.partitions.get(pid.partition_index as usize)?;
+            Some((p.members.clone(), p.ballot))
+        })?;
+        (members.contains(&from) && !members.contains(&to)).then_some(Self {
+            pid,
+            ballot,
+            members,
+            lost: Some(from),
+            add: to,
+            primary,
+            meta_term,
+        })
     }
 }
 
@@ -269,12 +299,21 @@ async fn reconcile_once(node: &Arc<MetaNode>, repairs: &mut JoinSet<()>, meta_te
             in_flight.remove(&pid);
         }
     }
-    let alive: Vec<u64> =
-        catalog.nodes.keys().copied().filter(|n| node.liveness.state(*n) == NodeState::Alive).collect();
+    // Where replacements may go: alive nodes that are not draining.
+    let alive: Vec<u64> = catalog
+        .nodes
+        .keys()
+        .copied()
+        .filter(|n| node.liveness.state(*n) == NodeState::Alive && !catalog.settings.draining.contains(n))
+        .collect();
     let now = unix_millis();
+    // Freezed: nothing automatic but what creations need (bootstraps) and keeping the catalog
+    // in step with the groups (adopting memberships they report).
+    let level = catalog.settings.meta_level;
+    let freezed = level == MetaLevel::Freezed;
     for app in catalog.apps.values() {
         if let Some(drop) = app.dropped {
-            if drop.expire_time_ms <= now {
+            if drop.expire_time_ms <= now && !freezed {
                 purge_app(node, app, now).await;
             }
             continue;
@@ -303,6 +342,9 @@ async fn reconcile_once(node: &Arc<MetaNode>, repairs: &mut JoinSet<()>, meta_te
                 }
                 continue;
             }
+            if freezed {
+                continue;
+            }
             let Some((lost, add)) = plan_repair(node, &alive, &catalog.load_by_node(), app, p, pid) else {
                 continue;
             };
@@ -321,6 +363,9 @@ async fn reconcile_once(node: &Arc<MetaNode>, repairs: &mut JoinSet<()>, meta_te
                 node2.repairs_done.locked().push(pid);
             });
         }
+    }
+    if !freezed {
+        crate::balancer::balance_once(node, repairs, &catalog, meta_term, level == MetaLevel::Lively);
     }
 }
 
@@ -363,7 +408,7 @@ fn status_err(s: tonic::Status) -> WingError {
     WingError::from_status(&s)
 }
 
-async fn run_repair(node: &MetaNode, r: &Repair) -> Result<(), WingError> {
+pub(crate) async fn run_repair(node: &MetaNode, r: &Repair) -> Result<(), WingError> {
     let p = Some(r.pid.to_proto());
     let fence = Some(r.meta_term);
     let mut primary_admin = node.admin(r.primary.node_id)?;

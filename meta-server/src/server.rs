@@ -42,8 +42,9 @@ pub struct MetaServer {
 impl MetaServer {
     /// Starts a meta server; fails with `InvalidArgument` on a config that does not
     /// [validate](MetaServerConfig::validate).
-    pub async fn start(config: MetaServerConfig) -> Result<Self, WingError> {
+    pub async fn start(mut config: MetaServerConfig) -> Result<Self, WingError> {
         config.validate().map_err(|e| WingError::InvalidArgument(e.to_string()))?;
+        config.bulk_load_provider.default_local_root(config.tls.is_some());
         std::fs::create_dir_all(&config.data_dir)
             .map_err(|e| WingError::Storage(format!("cannot create {}: {e}", config.data_dir.display())))?;
         let listener = bind(&config.listen)?;

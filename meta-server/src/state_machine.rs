@@ -36,6 +36,28 @@ pub struct MetaData {
     pub catalog: Catalog,
 }
 
+impl MetaData {
+    /// The snapshot encoding: the struct (bincode), then the sections added since the first
+    /// releases (`Catalog::settings`) as JSON, whose fields may grow with defaults. An older
+    /// build reads the struct and ignores what follows.
+    pub fn to_bytes(&self) -> Result<Vec<u8>, String> {
+        let mut bytes = encode(self).map_err(|e| e.to_string())?;
+        bytes.extend(serde_json::to_vec(&self.catalog.settings).map_err(|e| e.to_string())?);
+        Ok(bytes)
+    }
+
+    /// Reads [`Self::to_bytes`]'s encoding, or an older build's (defaults for what it lacks).
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, String> {
+        let mut rest = bytes;
+        let mut data: MetaData = bincode::deserialize_from(&mut rest).map_err(|e| e.to_string())?;
+        if !rest.is_empty() {
+            data.catalog.settings =
+                serde_json::from_slice(rest).map_err(|e| format!("the settings after the catalog: {e}"))?;
+        }
+        Ok(data)
+    }
+}
+
 /// The catalog as every part of the meta server reads it.
 pub type SharedMeta = Arc<RwLock<MetaData>>;
 
@@ -66,7 +88,9 @@ impl MetaStateMachine {
     /// Loads the last persisted snapshot (if any) into memory.
     pub fn open(db: Arc<DB>) -> Result<(Self, SharedMeta), WingError> {
         let data = match load_snapshot(&db)? {
-            Some(s) => decode::<MetaData>(&s.data).map_err(|e| WingError::Corruption(format!("meta snapshot: {e}")))?,
+            Some(s) => {
+                MetaData::from_bytes(&s.data).map_err(|e| WingError::Corruption(format!("meta snapshot: {e}")))?
+            }
             None => MetaData::default(),
         };
         let shared = Arc::new(RwLock::new(data));
@@ -102,7 +126,7 @@ impl RaftSnapshotBuilder<MetaRaftConfig> for MetaSnapshotBuilder {
     async fn build_snapshot(&mut self) -> SmResult<Snapshot<MetaRaftConfig>> {
         let (bytes, meta) = {
             let d = self.data.read().map_err(|_| read_err("meta state lock poisoned"))?;
-            let bytes = encode(&*d).map_err(read_err)?;
+            let bytes = d.to_bytes().map_err(read_err)?;
             let id = match d.last_applied {
                 Some(l) => format!("{}-{}", l.leader_id.term, l.index),
                 None => "0-0".into(),
@@ -161,7 +185,7 @@ impl RaftStateMachine<MetaRaftConfig> for MetaStateMachine {
         snapshot: Box<Cursor<Vec<u8>>>,
     ) -> SmResult<()> {
         let bytes = snapshot.into_inner();
-        let data: MetaData = decode(&bytes).map_err(read_err)?;
+        let data = MetaData::from_bytes(&bytes).map_err(read_err)?;
         save_snapshot(&self.db, &StoredSnapshot { meta: meta.clone(), data: bytes })?;
         *self.data.write().map_err(|_| write_err("meta state lock poisoned"))? = data;
         Ok(())
@@ -171,5 +195,31 @@ impl RaftStateMachine<MetaRaftConfig> for MetaStateMachine {
         Ok(load_snapshot(&self.db)
             .map_err(read_err)?
             .map(|s| Snapshot { meta: s.meta, snapshot: Box::new(Cursor::new(s.data)) }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::MetaLevel;
+
+    #[test]
+    fn snapshots_of_earlier_builds_load_and_later_sections_round_trip() {
+        let mut data = MetaData::default();
+        data.catalog.next_app_id = 7;
+        // An earlier build's snapshot: the struct alone.
+        let earlier = encode(&data).unwrap();
+        let read = MetaData::from_bytes(&earlier).unwrap();
+        assert_eq!(read.catalog, data.catalog);
+        assert_eq!(read.catalog.settings.meta_level, MetaLevel::Steady);
+
+        data.catalog.settings.meta_level = MetaLevel::Lively;
+        let bytes = data.to_bytes().unwrap();
+        let read = MetaData::from_bytes(&bytes).unwrap();
+        assert_eq!(read.catalog.settings.meta_level, MetaLevel::Lively);
+        assert_eq!(read.catalog.next_app_id, 7);
+        // An earlier build reads the struct and ignores the sections after it.
+        let by_earlier: MetaData = decode(&bytes).unwrap();
+        assert_eq!(by_earlier.catalog.next_app_id, 7);
     }
 }

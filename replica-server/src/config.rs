@@ -72,11 +72,11 @@ pub struct ReplicaServerConfig {
     pub replica_trash_grace_secs: u64,
     /// TEST ONLY, breaks linearizability on purpose: acknowledge a set or del as soon as it is
     /// handed to raft, before it commits. The fault suite turns it on to prove that its checker
-    /// sees a violation. Never set it on a real cluster.
+    /// sees a violation. Only builds with the `failpoints` feature accept it.
     pub unsafe_ack_before_commit: bool,
     /// TEST ONLY: seconds added to this server's clock, as if its machine's clock were that far
-    /// off, to show that replicas agree on TTL expiry whatever their clocks. 0 on a real
-    /// cluster.
+    /// off, to show that replicas agree on TTL expiry whatever their clocks. Only builds with
+    /// the `failpoints` feature accept a value other than 0.
     pub test_clock_offset_secs: i64,
     /// Mutual TLS (`[tls]`: `ca_file`, `cert_file`, `key_file`; the certificate of a replica
     /// server, see `wingkv cert issue-server --role replica`). Unset: plaintext, nothing checked.
@@ -257,6 +257,14 @@ impl ReplicaServerConfig {
             u32::MAX as usize,
         )?;
         within("replica_trash_grace_secs", self.replica_trash_grace_secs, 0, MAX_SECS)?;
+        // The test switches exist only in builds for tests, so that a production binary cannot
+        // be configured into breaking linearizability or trusting a wrong clock.
+        let test_build = cfg!(feature = "failpoints");
+        let test_only = "(a test switch; this build has none, build with the failpoints feature)";
+        let ack = self.unsafe_ack_before_commit;
+        require(test_build || !ack, "unsafe_ack_before_commit", ack, format!("false {test_only}"))?;
+        let offset = self.test_clock_offset_secs;
+        require(test_build || offset == 0, "test_clock_offset_secs", offset, format!("0 {test_only}"))?;
         self.raft.validate()?;
         self.storage.validate()?;
         self.bulk_load.validate()
@@ -329,6 +337,21 @@ mod tests {
         let with_metas = ReplicaServerConfig { meta_servers: vec!["127.0.0.1:34601".into()], ..Default::default() };
         with_metas.validate().unwrap();
         ReplicaServerConfig { node_id: 1, ..Default::default() }.validate().unwrap();
+    }
+
+    /// A production build (no `failpoints`) refuses the switches that break guarantees on
+    /// purpose; a test build takes them.
+    #[test]
+    fn test_switches_are_accepted_only_by_a_test_build() {
+        let ack = ReplicaServerConfig { node_id: 1, unsafe_ack_before_commit: true, ..Default::default() };
+        let clock = ReplicaServerConfig { node_id: 1, test_clock_offset_secs: 3_600, ..Default::default() };
+        if cfg!(feature = "failpoints") {
+            ack.validate().unwrap();
+            clock.validate().unwrap();
+        } else {
+            assert_eq!(rejected(ack), "unsafe_ack_before_commit");
+            assert_eq!(rejected(clock), "test_clock_offset_secs");
+        }
     }
 
     #[test]

@@ -13,7 +13,6 @@ use wingkv_common::channel::ChannelPool;
 use wingkv_common::raft::log_store::{PurgeLimit, RocksLogStore};
 use wingkv_common::raft::network::{leader_address, GrpcNetworkFactory};
 use wingkv_common::raft::read_barrier::{ReadBarrier, ReadLease};
-use wingkv_common::raft::versioned::Versioned;
 use wingkv_common::raft::NodeId;
 use wingkv_common::{PartitionId, WingError};
 use wingkv_proto::common::{BulkLoadStatus, ReplicaRole};
@@ -33,6 +32,8 @@ use crate::raft_types::PartitionRaft;
 use crate::snapshot::{read_applied, SnapshotDir};
 use crate::state_machine::{IngestEnv, PartitionStateMachine, PeerSource};
 use crate::store::{DbOptions, SharedStorage};
+
+mod transfer;
 
 /// How long `close` waits for openraft's state-machine worker and snapshot builds to stop.
 const STATE_MACHINE_STOP: Duration = Duration::from_secs(60);
@@ -116,9 +117,12 @@ pub struct Replica {
     pool: ChannelPool,
     node_id: NodeId,
     admission: crate::admission::Admission,
+    #[cfg(feature = "failpoints")]
     unsafe_ack_before_commit: bool,
     /// This replica's clock and its partition's log clock.
     clock: ReplicaClock,
+    /// The voter this primary is handing its role to (0: none); see [`transfer`].
+    handing_to: std::sync::atomic::AtomicU64,
 }
 
 impl Replica {
@@ -245,8 +249,10 @@ impl Replica {
             pool: ctx.pool.clone(),
             node_id: ctx.node_id,
             admission: crate::admission::Admission::new(ctx.tables.get(id.app_id), ctx.tables.counters.clone()),
+            #[cfg(feature = "failpoints")]
             unsafe_ack_before_commit: ctx.config.unsafe_ack_before_commit,
             clock,
+            handing_to: std::sync::atomic::AtomicU64::new(0),
         }))
     }
 
@@ -398,6 +404,12 @@ impl Replica {
         if quorum_ack_ms.is_none_or(|ms| ms >= self.quorum_lost_after.as_millis() as u64) {
             return Err(WingError::NotLeader { partition: self.id.to_string(), leader: None });
         }
+        // Handing over: nothing new is admitted (its log must stay where the target caught up,
+        // and a write's append would renew the followers' lease the target waits out). The
+        // client retries and finds the new primary.
+        if self.handing_to.load(std::sync::atomic::Ordering::SeqCst) != 0 {
+            return Err(WingError::NotLeader { partition: self.id.to_string(), leader: None });
+        }
         Ok(())
     }
 
@@ -423,10 +435,13 @@ impl Replica {
             )));
         }
         let started = Instant::now();
+        #[cfg(feature = "failpoints")]
         if self.unsafe_ack_before_commit && matches!(cmd, Command::Put { .. } | Command::Delete { .. }) {
             // The deliberately broken mode (see the config): the write commits later, or never.
             let raft = self.raft.clone();
-            self.tasks.spawn(async move { raft.client_write(Versioned(cmd)).await.map(|_| ()) });
+            self.tasks.spawn(async move {
+                raft.client_write(wingkv_common::raft::versioned::Versioned(cmd)).await.map(|_| ())
+            });
             return Ok((CommandResponse::Done, 0));
         }
         if matches!(cmd, Command::IngestSst { .. }) {

@@ -44,9 +44,10 @@ pub struct ReplicaServer {
 impl ReplicaServer {
     /// Starts a server: reopens every replica in the data dir, then serves. Fails with
     /// `InvalidArgument` on a config that does not [validate](ReplicaServerConfig::validate).
-    pub async fn start(config: ReplicaServerConfig) -> Result<Self, WingError> {
+    pub async fn start(mut config: ReplicaServerConfig) -> Result<Self, WingError> {
         let started = std::time::Instant::now();
         config.validate().map_err(|e| WingError::InvalidArgument(e.to_string()))?;
+        config.bulk_load.provider.default_local_root(config.tls.is_some());
         std::fs::create_dir_all(&config.data_dir)
             .map_err(|e| WingError::Storage(format!("cannot create {}: {e}", config.data_dir.display())))?;
         let listener = bind(&config.listen)?;

@@ -443,11 +443,8 @@ mod tests {
     fn state_machine(remote: &std::path::Path, peers: Option<Arc<dyn FileSource>>) -> Fixture {
         let replica = tempfile::tempdir().unwrap();
         let db = SharedStorage::new(StorageConfig::default()).open(&replica.path().join("db")).unwrap();
-        let mut config = BulkLoadConfig {
-            provider: ProviderConfig { local_root: remote.to_path_buf(), ..Default::default() },
-            min_free_disk_bytes: 0,
-            ..Default::default()
-        };
+        let mut config =
+            BulkLoadConfig { provider: ProviderConfig::local(remote), min_free_disk_bytes: 0, ..Default::default() };
         config.retry = BackoffPolicy::new(Duration::from_millis(10), Duration::from_millis(100));
         let env = Arc::new(BulkLoadEnv::new(&config));
         let snapshots = SnapshotDir::open(replica.path().join("snapshot")).unwrap();
@@ -661,9 +658,7 @@ mod tests {
         // download task was still held.
         let released = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let early = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let store =
-            open_provider("local", &ProviderConfig { local_root: remote.path().to_path_buf(), ..Default::default() })
-                .unwrap();
+        let store = open_provider("local", &ProviderConfig::local(remote.path())).unwrap();
         let peers = Arc::new(Watched {
             inner: ProviderFiles::new(store, "bl/onebox/t/0").unwrap(),
             released: released.clone(),

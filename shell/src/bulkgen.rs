@@ -70,10 +70,12 @@ type Row = (Vec<u8>, Vec<u8>);
 pub fn run(args: BulkgenArgs) -> Result<ExitCode> {
     validate_table_name(&args.table)?;
     validate_partition_count(args.partitions)?;
-    let config: ProviderConfig = match &args.provider_config {
+    let mut config: ProviderConfig = match &args.provider_config {
         Some(p) => wingkv_common::config::load_toml(p)?,
         None => ProviderConfig::default(),
     };
+    // The generator writes as its user, with that user's rights: `/` is the natural root.
+    config.default_local_root(false);
     let store = open_provider(&args.provider, &config)?;
     let started = Instant::now();
     let parts = match (&args.input, args.generate) {

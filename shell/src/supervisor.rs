@@ -81,6 +81,19 @@ enum OneboxCommand {
         /// Node name.
         node: String,
     },
+    /// Add replica servers to the running onebox, with the next names and ports; they register
+    /// with the meta, and at meta level `lively` get their share of replicas and primaries.
+    Add {
+        /// How many replica servers.
+        #[arg(long, default_value_t = 1)]
+        replicas: u32,
+    },
+    /// Stop a replica server for good and forget it, once it is decommissioned and drained
+    /// (`decommission ADDRESS` in the shell; `nodes -d` shows it `drained`).
+    Remove {
+        /// Node name (replica4, ...).
+        node: String,
+    },
     /// Run the supervisor (started by `start`).
     #[command(hide = true)]
     Supervise,
@@ -117,6 +130,13 @@ pub struct OneboxState {
     /// Whether the servers run with mutual TLS (certificates under `DIR/tls/`).
     #[serde(default)]
     pub secure: bool,
+    /// The TOML added to every replica server's config (`--replica-config`), for the ones
+    /// `onebox add` starts later.
+    #[serde(default)]
+    pub replica_config: String,
+    /// `--http-port-offset` of the start.
+    #[serde(default)]
+    pub http_port_offset: u16,
 }
 
 /// Runs `wingkv onebox`.
@@ -149,6 +169,8 @@ pub fn run(args: OneboxArgs) -> Result<ExitCode> {
         OneboxCommand::Status { json } => status(&dir, json),
         OneboxCommand::Restart { node } => restart(&dir, node.as_deref()),
         OneboxCommand::Kill { node } => kill_node(&dir, &node),
+        OneboxCommand::Add { replicas } => add(&dir, replicas),
+        OneboxCommand::Remove { node } => remove(&dir, &node),
         OneboxCommand::Supervise => supervise(&dir),
     }
 }
@@ -158,14 +180,27 @@ fn pid_alive(pid: u32) -> bool {
     if unsafe { libc::kill(pid as i32, 0) } != 0 {
         return false;
     }
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        // The state letter follows the command name in parentheses.
-        Ok(stat) => stat
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.trim_start().chars().next())
-            .is_some_and(|c| c != 'Z' && c != 'X'),
-        Err(_) => false,
-    }
+    proc_stat(pid).is_some_and(|(state, _)| state != 'Z' && state != 'X')
+}
+
+/// The state letter and the parent pid of `pid`, from `/proc/PID/stat`.
+fn proc_stat(pid: u32) -> Option<(char, u32)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // They follow the command name, in parentheses (which may hold spaces and parentheses).
+    let mut fields = stat.rsplit_once(')')?.1.split_whitespace();
+    let state = fields.next()?.chars().next()?;
+    let parent = fields.next()?.parse().ok()?;
+    Some((state, parent))
+}
+
+/// Whether the live process `pid` runs `wingkv onebox supervise` (a pid in a stale file may
+/// name another program by now).
+fn is_supervisor(pid: u32) -> bool {
+    let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+        return false;
+    };
+    let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+    args.windows(2).any(|w| w == [b"onebox".as_slice(), b"supervise".as_slice()])
 }
 
 fn signal(pid: u32, sig: i32) {
@@ -189,7 +224,7 @@ fn write_state(dir: &Path, state: &OneboxState) -> Result<()> {
 
 fn supervisor_pid(dir: &Path) -> Option<u32> {
     let pid: u32 = std::fs::read_to_string(dir.join("supervisor.pid")).ok()?.trim().parse().ok()?;
-    pid_alive(pid).then_some(pid)
+    (pid_alive(pid) && is_supervisor(pid)).then_some(pid)
 }
 
 fn sibling_binary(name: &str) -> Result<PathBuf> {
@@ -233,6 +268,15 @@ fn tls_section(tls_dir: &Path, role: wingkv_security::Role, name: &str) -> Resul
     ))
 }
 
+/// The provider section `section` of a secure onebox's server, naming the `local` provider's
+/// root, which a secure server does not default.
+fn local_root_section(section: &str) -> String {
+    format!(
+        "[{section}]\n# One developer's machine: bulk-load files may be anywhere on it. A real secure\n\
+         # cluster names the directory its bulk-load files are under.\nlocal_root = \"/\"\n"
+    )
+}
+
 /// Makes the CA (unless the onebox has one) and the users' certificates of a secure onebox.
 fn make_onebox_ca(tls_dir: &Path) -> Result<()> {
     use wingkv_security::certs;
@@ -257,6 +301,30 @@ impl ExtraConfig {
         };
         Ok(format!("http_listen = \"127.0.0.1:{http}\""))
     }
+}
+
+/// Writes the config of replica server `replicaN` (gRPC port `port`) under `dir` and answers
+/// its state, stopped.
+fn replica_node(dir: &Path, n: u32, port: u16, metas: &[String], extra: &ExtraConfig) -> Result<NodeState> {
+    let name = format!("replica{n}");
+    let ndir = dir.join(&name);
+    std::fs::create_dir_all(&ndir)?;
+    let security = if extra.secure {
+        local_root_section("bulk_load.provider")
+            + &tls_section(&dir.join("tls"), wingkv_security::Role::Replica, &name)?
+    } else {
+        String::new()
+    };
+    let meta_list: Vec<String> = metas.iter().map(|a| toml_str(a)).collect();
+    let config = format!(
+        "listen = \"127.0.0.1:{port}\"\n{}\ndata_dir = {}\nmeta_servers = [{}]\n{}\n{security}",
+        extra.http_listen(port)?,
+        toml_str(&ndir.join("data").to_string_lossy()),
+        meta_list.join(","),
+        extra.replica
+    );
+    std::fs::write(ndir.join("config.toml"), config)?;
+    Ok(NodeState { name, role: "replica".into(), port, dir: ndir, pid: None, state: "stopped".into(), restarts: 0 })
 }
 
 fn start(
@@ -299,8 +367,9 @@ fn start(
         std::fs::create_dir_all(&ndir)?;
         let security = if extra.secure {
             format!(
-                "admin_users = [{}]\n{}",
+                "admin_users = [{}]\n{}{}",
                 toml_str(ONEBOX_USERS[0]),
+                local_root_section("bulk_load_provider"),
                 tls_section(&tls_dir, wingkv_security::Role::Meta, &name)?
             )
         } else {
@@ -327,33 +396,18 @@ fn start(
             restarts: 0,
         });
     }
-    let meta_list: Vec<String> = meta_addrs.iter().map(|a| format!("\"{a}\"")).collect();
     for i in 0..replicas {
-        let name = format!("replica{}", i + 1);
-        let ndir = dir.join(&name);
-        std::fs::create_dir_all(&ndir)?;
-        let port = base_replica + i as u16;
-        let security =
-            if extra.secure { tls_section(&tls_dir, wingkv_security::Role::Replica, &name)? } else { String::new() };
-        let config = format!(
-            "listen = \"127.0.0.1:{port}\"\n{}\ndata_dir = {}\nmeta_servers = [{}]\n{}\n{security}",
-            extra.http_listen(port)?,
-            toml_str(&ndir.join("data").to_string_lossy()),
-            meta_list.join(","),
-            extra.replica
-        );
-        std::fs::write(ndir.join("config.toml"), config)?;
-        nodes.push(NodeState {
-            name,
-            role: "replica".into(),
-            port,
-            dir: ndir,
-            pid: None,
-            state: "stopped".into(),
-            restarts: 0,
-        });
+        nodes.push(replica_node(&dir, i + 1, base_replica + i as u16, &meta_addrs, extra)?);
     }
-    write_state(&dir, &OneboxState { supervisor_pid: 0, metas: meta_addrs.clone(), nodes, secure: extra.secure })?;
+    let state = OneboxState {
+        supervisor_pid: 0,
+        metas: meta_addrs.clone(),
+        nodes,
+        secure: extra.secure,
+        replica_config: extra.replica.clone(),
+        http_port_offset: extra.http_port_offset,
+    };
+    write_state(&dir, &state)?;
     let _ = std::fs::remove_file(dir.join("supervisor.pid"));
 
     let log = File::options().create(true).append(true).open(dir.join("supervisor.log"))?;
@@ -372,11 +426,7 @@ fn start(
     drop(child);
 
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    let admin_tls = extra.secure.then(|| wingkv_security::TlsConfig {
-        ca_file: tls_dir.join("ca.crt"),
-        cert_file: tls_dir.join(format!("{}.crt", ONEBOX_USERS[0])),
-        key_file: tls_dir.join(format!("{}.key", ONEBOX_USERS[0])),
-    });
+    let admin_tls = admin_tls(&dir, extra.secure);
     match rt.block_on(wait_serving(&dir, &meta_addrs, replicas as usize, sup_pid, admin_tls)) {
         Ok(()) => {
             println!("onebox started in {}: meta {}, {replicas} replica servers", dir.display(), meta_addrs.join(","));
@@ -393,6 +443,16 @@ fn start(
             )))
         }
     }
+}
+
+/// The onebox admin's TLS files, on a secure onebox.
+fn admin_tls(dir: &Path, secure: bool) -> Option<wingkv_security::TlsConfig> {
+    let tls_dir = dir.join("tls");
+    secure.then(|| wingkv_security::TlsConfig {
+        ca_file: tls_dir.join("ca.crt"),
+        cert_file: tls_dir.join(format!("{}.crt", ONEBOX_USERS[0])),
+        key_file: tls_dir.join(format!("{}.key", ONEBOX_USERS[0])),
+    })
 }
 
 async fn wait_serving(
@@ -529,13 +589,153 @@ fn restart(dir: &Path, node: Option<&str>) -> Result<ExitCode> {
 }
 
 fn kill_node(dir: &Path, name: &str) -> Result<ExitCode> {
-    supervisor_pid(dir).ok_or_else(|| anyhow!("no onebox is running in {}", dir.display()))?;
+    let sup = supervisor_pid(dir).ok_or_else(|| anyhow!("no onebox is running in {}", dir.display()))?;
     let state = read_state(dir)?;
     let node = find_node(&state, name)?;
     let pid = node.pid.ok_or_else(|| anyhow!("{name} is not running"))?;
+    // The state file may be older than the process table: never signal a pid the supervisor
+    // does not own.
+    ensure_child(name, pid, sup)?;
     signal(pid, libc::SIGKILL);
     println!("killed {name} (pid {pid}); the supervisor will restart it");
     Ok(ExitCode::SUCCESS)
+}
+
+/// Fails unless `pid` (recorded for node `name`) is a child of the supervisor `sup`.
+fn ensure_child(name: &str, pid: u32, sup: u32) -> Result<()> {
+    match proc_stat(pid) {
+        Some((_, parent)) if parent == sup => Ok(()),
+        _ => bail!(
+            "{name}'s recorded pid {pid} is not a child of the onebox's supervisor (pid {sup}): \
+             it exited and the state is stale; nothing was signalled"
+        ),
+    }
+}
+
+/// Most replica servers a onebox runs.
+const MAX_ONEBOX_REPLICAS: usize = 32;
+
+/// Runs `onebox add`: writes the new servers' configs, hands them to the supervisor (a file
+/// per server under `control/`, then SIGHUP) and waits until each serves.
+fn add(dir: &Path, replicas: u32) -> Result<ExitCode> {
+    let sup = supervisor_pid(dir).ok_or_else(|| anyhow!("no onebox is running in {}", dir.display()))?;
+    let state = read_state(dir)?;
+    let existing: Vec<&NodeState> = state.nodes.iter().filter(|n| n.role == "replica").collect();
+    if replicas == 0 || existing.len() + replicas as usize > MAX_ONEBOX_REPLICAS {
+        bail!(
+            "--replicas must be between 1 and {} (the onebox runs {} of at most {MAX_ONEBOX_REPLICAS})",
+            MAX_ONEBOX_REPLICAS - existing.len(),
+            existing.len()
+        );
+    }
+    let dir = dir.canonicalize()?;
+    let next_index = existing.iter().filter_map(|n| n.name.strip_prefix("replica")?.parse::<u32>().ok()).max();
+    let next_port = existing.iter().map(|n| n.port).max();
+    let (Some(index), Some(port)) = (next_index, next_port) else {
+        bail!("the onebox in {} has no replica server to follow", dir.display());
+    };
+    let extra = ExtraConfig {
+        meta: String::new(),
+        replica: state.replica_config.clone(),
+        http_port_offset: state.http_port_offset,
+        secure: state.secure,
+    };
+    let control = dir.join("control");
+    std::fs::create_dir_all(&control)?;
+    let mut names = Vec::new();
+    for i in 1..=replicas {
+        let port = port.checked_add(i as u16).ok_or_else(|| anyhow!("no port left after {port}"))?;
+        if state.nodes.iter().any(|n| n.port == port) {
+            bail!("port {port} is taken by another node of the onebox");
+        }
+        let node = replica_node(&dir, index + i, port, &state.metas, &extra)?;
+        // Whole or absent when the supervisor reads it.
+        let file = control.join(format!("add-{}", node.name));
+        let tmp = control.join(format!(".add-{}.tmp", node.name));
+        std::fs::write(&tmp, serde_json::to_vec(&node)?)?;
+        std::fs::rename(&tmp, &file)?;
+        names.push(node.name);
+    }
+    signal(sup, libc::SIGHUP);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let s = read_state(&dir)?;
+        let serving = |name: &String| {
+            s.nodes
+                .iter()
+                .any(|n| &n.name == name && n.state == "running" && n.dir.join("data").join("server.addr").exists())
+        };
+        if names.iter().all(serving) {
+            break;
+        }
+        if Instant::now() >= deadline {
+            bail!("the added servers {} did not come up within 60 s (see their server.log)", names.join(","));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    println!("added {}", names.join(", "));
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Runs `onebox remove NODE`: checks with the meta that the node holds nothing, then has the
+/// supervisor stop it and forget it.
+fn remove(dir: &Path, name: &str) -> Result<ExitCode> {
+    let sup = supervisor_pid(dir).ok_or_else(|| anyhow!("no onebox is running in {}", dir.display()))?;
+    let state = read_state(dir)?;
+    let node = find_node(&state, name)?;
+    if node.role != "replica" {
+        bail!("{name} is a {} server; only replica servers can be removed", node.role);
+    }
+    let address = format!("127.0.0.1:{}", node.port);
+    let mut config = wingkv_client::ClientConfig::new(state.metas.clone());
+    config.tls = admin_tls(dir, state.secure);
+    config.request_timeout = Duration::from_secs(5);
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let nodes = rt.block_on(async { wingkv_client::Admin::new(config)?.list_nodes().await })?;
+    let info = nodes.iter().find(|n| n.address == address);
+    match info.map(|n| n.drain.as_str()) {
+        Some("drained") => {}
+        Some(drain) => bail!(
+            "{name} ({address}) is not drained (drain: '{drain}'): run `decommission {address}` in the shell \
+             and wait until `nodes -d` shows it drained; nothing was stopped"
+        ),
+        None => bail!("the meta does not know {name} ({address}); nothing was stopped"),
+    }
+    let control = dir.join("control");
+    std::fs::create_dir_all(&control)?;
+    std::fs::write(control.join(format!("remove-{name}")), b"")?;
+    signal(sup, libc::SIGHUP);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while read_state(dir)?.nodes.iter().any(|n| n.name == name) {
+        if Instant::now() >= deadline {
+            bail!("the supervisor did not stop {name} within 60 s (see supervisor.log)");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    println!("removed {name} ({address})");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The nodes `onebox add` handed to the supervisor (their `control/add-NAME` files, removed).
+fn take_added(dir: &Path) -> Vec<NodeState> {
+    let Ok(entries) = std::fs::read_dir(dir.join("control")) else {
+        return Vec::new();
+    };
+    let mut added = Vec::new();
+    for e in entries.flatten() {
+        if !e.file_name().to_string_lossy().starts_with("add-") {
+            continue;
+        }
+        let parsed = std::fs::read(e.path())
+            .map_err(anyhow::Error::from)
+            .and_then(|b| serde_json::from_slice::<NodeState>(&b).map_err(anyhow::Error::from));
+        let _ = std::fs::remove_file(e.path());
+        match parsed {
+            Ok(node) => added.push(node),
+            Err(err) => log(&format!("ignoring {}: {err:#}", e.path().display())),
+        }
+    }
+    added
 }
 
 static STOP: AtomicBool = AtomicBool::new(false);
@@ -627,6 +827,33 @@ fn supervise(dir: &Path) -> Result<ExitCode> {
     while !STOP.load(Ordering::SeqCst) {
         let mut changed = false;
         if CONTROL.swap(false, Ordering::SeqCst) {
+            nodes.retain_mut(|n| {
+                let req = dir.join("control").join(format!("remove-{}", n.state.name));
+                if std::fs::remove_file(&req).is_err() {
+                    return true;
+                }
+                log(&format!("removing {} on request", n.state.name));
+                if let Some(mut c) = n.child.take() {
+                    stop_child(&mut c, Duration::from_secs(15));
+                }
+                changed = true;
+                false
+            });
+            for node in take_added(dir) {
+                if nodes.iter().any(|n| n.state.name == node.name) {
+                    log(&format!("{} is supervised already; not added again", node.name));
+                    continue;
+                }
+                log(&format!("adding {} on request", node.name));
+                nodes.push(Supervised {
+                    state: node,
+                    child: None,
+                    started: Instant::now(),
+                    backoff: policy.start(),
+                    next_start: Some(Instant::now()),
+                });
+                changed = true;
+            }
             for n in nodes.iter_mut() {
                 let req = dir.join("control").join(format!("restart-{}", n.state.name));
                 if std::fs::remove_file(&req).is_ok() {
@@ -696,4 +923,24 @@ fn supervise(dir: &Path) -> Result<ExitCode> {
     let _ = std::fs::remove_file(dir.join("supervisor.pid"));
     log("stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_child_of_the_supervisor_is_signalled() {
+        let mut child = Command::new("sleep").arg("30").spawn().unwrap();
+        let me = std::process::id();
+        let result = (ensure_child("replica1", child.id(), me), ensure_child("replica1", child.id(), me + 1));
+        let _ = child.kill();
+        let _ = child.wait();
+        result.0.unwrap();
+        let e = result.1.unwrap_err().to_string();
+        assert!(e.contains("not a child") && e.contains("nothing was signalled"), "{e}");
+        // A pid that is gone.
+        assert!(ensure_child("replica1", child.id(), me).is_err());
+        assert!(!is_supervisor(me));
+    }
 }

@@ -105,6 +105,9 @@ pub enum Fault {
     /// The primary of one partition of the moment cut off from the other replica servers, not
     /// from clients or metas, for this long (multi-host only).
     IsolatePrimary(Duration),
+    /// An operator's action, named; only the injector a test passes to [`run_with`] knows how
+    /// to run it (adding servers and balancing, say).
+    Action(String),
 }
 
 impl std::fmt::Display for Fault {
@@ -117,6 +120,7 @@ impl std::fmt::Display for Fault {
             Fault::OneWay(a, b, d) => write!(f, "drop {a}->{b} for {d:?}"),
             Fault::IsolateMetaLeader(d) => write!(f, "isolate the meta leader from the metas for {d:?}"),
             Fault::IsolatePrimary(d) => write!(f, "isolate a primary from its group for {d:?}"),
+            Fault::Action(a) => write!(f, "{a}"),
         }
     }
 }
@@ -228,9 +232,10 @@ async fn client_loop(
     seed: u64,
     base: Instant,
     stop: Arc<AtomicBool>,
-) -> Vec<Event> {
+) -> (Vec<Event>, Vec<String>) {
     let mut rng = Rng::new(seed ^ (id as u64).wrapping_mul(0xA24B_AED4_963E_E407));
     let mut events = Vec::new();
+    let mut failures = Vec::new();
     let now = || base.elapsed().as_nanos() as u64;
     // The last value this client read per key: the expected value of its next CAS there.
     let mut seen: BTreeMap<String, Option<Vec<u8>>> = BTreeMap::new();
@@ -274,15 +279,21 @@ async fn client_loop(
                 events.push(Event { client: id, key: k, op, invoke, complete: Some((complete, result)) });
             }
             // A failed read changed nothing; a write refused before it was proposed neither.
-            Err(_) if matches!(op, Op::Get) => {}
+            Err(e) if matches!(op, Op::Get) => failures.push(format!("{k}: {e}")),
             Err(e)
                 if matches!(e.code(), ErrorCode::NotLeader | ErrorCode::Busy | ErrorCode::NotFound)
-                    && matches!(op, Op::Cas { .. }) => {}
+                    && matches!(op, Op::Cas { .. }) =>
+            {
+                failures.push(format!("{k}: {e}"))
+            }
             // Anything else: the write may or may not have happened, at any time from now on.
-            Err(_) => events.push(Event { client: id, key: k, op, invoke, complete: None }),
+            Err(e) => {
+                failures.push(format!("{k}: {e}"));
+                events.push(Event { client: id, key: k, op, invoke, complete: None })
+            }
         }
     }
-    events
+    (events, failures)
 }
 
 /// What one run did.
@@ -294,6 +305,9 @@ pub struct RunRecord {
     pub faults: Vec<Fault>,
     /// The value of every key read after the faults stopped.
     pub final_values: BTreeMap<String, Option<Vec<u8>>>,
+    /// Every request of the workload that failed (after the SDK's own retries), as
+    /// `key: error`.
+    pub failures: Vec<String>,
 }
 
 /// A client of `table` with `timeout` as its request deadline.
@@ -381,8 +395,11 @@ where
     }
     stop.store(true, Ordering::Relaxed);
     let mut history = History::default();
+    let mut failures = Vec::new();
     while let Some(joined) = clients.join_next().await {
-        history.events.extend(joined.map_err(|e| anyhow!("a workload client failed: {e}"))?);
+        let (events, failed) = joined.map_err(|e| anyhow!("a workload client failed: {e}"))?;
+        history.events.extend(events);
+        failures.extend(failed);
     }
     fault_result?;
 
@@ -405,7 +422,7 @@ where
         .with_context(|| format!("last error: {}", last_error.locked()))?;
         final_values.insert(k, v);
     }
-    Ok(RunRecord { history, faults: injected, final_values })
+    Ok(RunRecord { history, faults: injected, final_values, failures })
 }
 
 /// Waits until every replica of every partition of `table` holds the same content (same

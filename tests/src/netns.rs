@@ -332,6 +332,7 @@ impl NetCluster {
                 self.hosts.isolate(leader, 0..self.metas.len())?;
                 self.hold_and_heal(*d).await
             }
+            Fault::Action(a) => anyhow::bail!("the multi-host harness cannot run the action '{a}'"),
             Fault::IsolatePrimary(d) => {
                 let Ok(cfg) = self.admin.query_table(table).await else { return Ok(()) };
                 let primaries: Vec<u64> =

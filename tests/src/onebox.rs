@@ -86,6 +86,12 @@ pub fn start_secure(dir: &Path) -> Result<String> {
     start_onebox(dir, "", "", &[], &["--secure"])
 }
 
+/// Starts a onebox of 3 replica servers whose ports are the first of `replica_ports` free
+/// ones, so that `onebox add` finds the next ones free; returns the meta address.
+pub fn start_reserving(dir: &Path, replica_ports: u16, replica_config: &str) -> Result<String> {
+    start_onebox_on(dir, "", replica_config, &[], &[], replica_ports)
+}
+
 fn start_onebox(
     dir: &Path,
     meta_config: &str,
@@ -93,9 +99,20 @@ fn start_onebox(
     env: &[(&str, &str)],
     flags: &[&str],
 ) -> Result<String> {
+    start_onebox_on(dir, meta_config, replica_config, env, flags, 3)
+}
+
+fn start_onebox_on(
+    dir: &Path,
+    meta_config: &str,
+    replica_config: &str,
+    env: &[(&str, &str)],
+    flags: &[&str],
+    replica_ports: u16,
+) -> Result<String> {
     let meta = free_ports(1)?;
     let meta_port = meta.to_string();
-    let replica = free_ports(3)?.to_string();
+    let replica = free_ports(replica_ports.max(3))?.to_string();
     std::fs::create_dir_all(dir)?;
     let meta_extra = dir.join("meta-extra.toml");
     std::fs::write(&meta_extra, meta_config)?;

@@ -12,6 +12,7 @@ use wingkv_proto::meta::*;
 use crate::catalog::{AppState, MetaValue};
 use crate::node::MetaNode;
 
+mod balance;
 mod bulk_load;
 mod cluster;
 mod heartbeat;
@@ -111,5 +112,21 @@ impl Meta for MetaService {
         req: Request<ControlBulkLoadRequest>,
     ) -> Result<Response<BulkLoadStatusResponse>, Status> {
         bulk_load::control_bulk_load(&self.node, req.into_inner()).await.map(Response::new)
+    }
+
+    async fn set_meta_level(&self, req: Request<SetMetaLevelRequest>) -> Result<Response<MetaLevelResponse>, Status> {
+        balance::set_meta_level(&self.node, req.into_inner()).await.map(Response::new)
+    }
+
+    async fn get_meta_level(&self, req: Request<GetMetaLevelRequest>) -> Result<Response<MetaLevelResponse>, Status> {
+        balance::get_meta_level(&self.node, req.into_inner()).await.map(Response::new)
+    }
+
+    async fn propose(&self, req: Request<ProposeRequest>) -> Result<Response<ProposeResponse>, Status> {
+        balance::propose(&self.node, req.into_inner()).await.map(Response::new)
+    }
+
+    async fn decommission(&self, req: Request<DecommissionRequest>) -> Result<Response<NodeInfo>, Status> {
+        cluster::decommission(&self.node, req.into_inner()).await.map(Response::new)
     }
 }

@@ -60,7 +60,12 @@ fn table_configuration(node: &MetaNode, catalog: &Catalog, app: &AppState) -> Ta
 async fn alive_for_placement(node: &MetaNode, catalog: &Catalog, deadline: Instant) -> Vec<u64> {
     loop {
         let states: Vec<(u64, NodeState)> = catalog.nodes.keys().map(|n| (*n, node.liveness.state(*n))).collect();
-        let alive: Vec<u64> = states.iter().filter(|(_, s)| *s == NodeState::Alive).map(|(n, _)| *n).collect();
+        // A draining node takes nothing new.
+        let alive: Vec<u64> = states
+            .iter()
+            .filter(|(n, s)| *s == NodeState::Alive && !catalog.settings.draining.contains(n))
+            .map(|(n, _)| *n)
+            .collect();
         let unknown = states.iter().any(|(_, s)| *s == NodeState::Unknown);
         if !unknown || Instant::now() >= deadline {
             return alive;

@@ -11,13 +11,19 @@ use wingkv_common::raft::NodeId;
 use wingkv_common::{PartitionId, WingError};
 use wingkv_proto::replica_admin::replica_admin_server::ReplicaAdmin;
 use wingkv_proto::replica_admin::{
-    AddLearnerRequest, BulkLoadAction, BulkLoadRequest, BulkLoadResponse, ChangeMembershipRequest, ChecksumResponse,
-    CreateReplicaRequest, Empty, FetchBulkLoadFileRequest, PartitionRequest, ReplicaBulkLoadState, ReplicaStatus,
-    StatusRequest, StatusResponse,
+    AddLearnerRequest, BulkLoadAction, BulkLoadRequest, BulkLoadResponse, CampaignRequest, ChangeMembershipRequest,
+    ChecksumResponse, CreateReplicaRequest, Empty, FetchBulkLoadFileRequest, PartitionRequest, ReplicaBulkLoadState,
+    ReplicaStatus, StatusRequest, StatusResponse, TransferPrimaryRequest,
 };
 
 use crate::manager::ReplicaManager;
 use crate::replica::bulk_load_source;
+
+/// How long the target of a primary handover campaigns: its voters' leases (the election
+/// timeout) must run out first, and a competing candidate may cost it a round or two. Short
+/// enough that the partition's pause (writes refused while the primary is quiet) stays well
+/// inside a client's deadline when the target does not win.
+const TRANSFER_CAMPAIGN: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Serves replica administration.
 pub struct AdminService {
@@ -129,6 +135,24 @@ impl ReplicaAdmin for AdminService {
         }
         let replica = self.manager.get(id)?;
         replica.raft().change_membership(voters, false).await.map_err(|e| membership_error(id, e))?;
+        Ok(Response::new(replica.status()))
+    }
+
+    async fn transfer_primary(&self, req: Request<TransferPrimaryRequest>) -> Result<Response<ReplicaStatus>, Status> {
+        let req = req.into_inner();
+        let id = PartitionId::from_proto(req.partition.as_ref())?;
+        self.manager.check_meta_term(req.meta_term)?;
+        let replica = self.manager.get(id)?;
+        replica.transfer_primary(req.to, req.meta_term, TRANSFER_CAMPAIGN).await?;
+        Ok(Response::new(replica.status()))
+    }
+
+    async fn campaign(&self, req: Request<CampaignRequest>) -> Result<Response<ReplicaStatus>, Status> {
+        let req = req.into_inner();
+        let id = PartitionId::from_proto(req.partition.as_ref())?;
+        self.manager.check_meta_term(req.meta_term)?;
+        let replica = self.manager.get(id)?;
+        replica.campaign(req.from, std::time::Duration::from_millis(req.timeout_ms)).await?;
         Ok(Response::new(replica.status()))
     }
 

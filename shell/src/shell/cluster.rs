@@ -1,10 +1,10 @@
-//! The cluster commands: `cluster_info`, `nodes`, `server_info`.
+//! The cluster commands: `cluster_info`, `nodes`, `server_info`, the meta level and `propose`.
 
 use std::time::Duration;
 
 use anyhow::Result;
 use serde::Serialize;
-use wingkv_client::{Admin, NodeInfo};
+use wingkv_client::{Admin, BalanceStatus, NodeInfo};
 
 use super::format::{fields, rows, Col, View};
 
@@ -19,6 +19,56 @@ pub struct ClusterInfoView {
     dead_nodes: u32,
     table_count: u32,
     version: String,
+    meta_level: String,
+    /// One line: balanced or not, moves in flight and done.
+    balance: String,
+    /// The balancer's figures, for scripts.
+    balance_status: BalanceView,
+}
+
+/// The balancer's progress in `cluster_info --json`.
+#[derive(Serialize, Default)]
+struct BalanceView {
+    replicas_balanced: bool,
+    primaries_balanced: bool,
+    moves_in_flight: u32,
+    replica_moves_done: u64,
+    primary_moves_done: u64,
+    moves_failed: u64,
+    skipped_tables: Vec<String>,
+}
+
+impl From<BalanceStatus> for BalanceView {
+    fn from(b: BalanceStatus) -> Self {
+        Self {
+            replicas_balanced: b.replicas_balanced,
+            primaries_balanced: b.primaries_balanced,
+            moves_in_flight: b.moves_in_flight,
+            replica_moves_done: b.replica_moves_done,
+            primary_moves_done: b.primary_moves_done,
+            moves_failed: b.moves_failed,
+            skipped_tables: b.skipped_tables,
+        }
+    }
+}
+
+impl BalanceView {
+    fn line(&self) -> String {
+        let state = match (self.replicas_balanced, self.primaries_balanced) {
+            (true, true) => "balanced".to_string(),
+            (false, true) => "replicas unbalanced".to_string(),
+            (true, false) => "primaries unbalanced".to_string(),
+            (false, false) => "replicas and primaries unbalanced".to_string(),
+        };
+        let mut line = format!(
+            "{state}; {} moves in flight, {} replica and {} primary moves done, {} failed",
+            self.moves_in_flight, self.replica_moves_done, self.primary_moves_done, self.moves_failed
+        );
+        if !self.skipped_tables.is_empty() {
+            line.push_str(&format!("; bulk loading, left alone: {}", self.skipped_tables.join(",")));
+        }
+        line
+    }
 }
 
 impl View for ClusterInfoView {
@@ -34,6 +84,8 @@ impl View for ClusterInfoView {
                 Col::plain("dead_nodes"),
                 Col::plain("table_count"),
                 Col::plain("version"),
+                Col::plain("meta_level"),
+                Col::plain("balance"),
             ],
         )
     }
@@ -42,6 +94,7 @@ impl View for ClusterInfoView {
 /// Runs `cluster_info`.
 pub async fn cluster_info(admin: &Admin) -> Result<ClusterInfoView> {
     let i = admin.cluster_info().await?;
+    let balance = BalanceView::from(i.balance.unwrap_or_default());
     Ok(ClusterInfoView {
         cluster_name: i.cluster_name,
         meta_leader: i.meta_leader,
@@ -51,7 +104,89 @@ pub async fn cluster_info(admin: &Admin) -> Result<ClusterInfoView> {
         dead_nodes: i.dead_nodes,
         table_count: i.table_count,
         version: i.version,
+        meta_level: i.meta_level,
+        balance: balance.line(),
+        balance_status: balance,
     })
+}
+
+/// `set_meta_level` / `get_meta_level`: the level in force.
+#[derive(Serialize)]
+pub struct MetaLevelView {
+    meta_level: String,
+}
+
+impl View for MetaLevelView {
+    fn text(&self) -> String {
+        fields(self, &[Col::plain("meta_level")])
+    }
+}
+
+/// Runs `set_meta_level LEVEL`.
+pub async fn set_meta_level(admin: &Admin, level: &str) -> Result<MetaLevelView> {
+    Ok(MetaLevelView { meta_level: admin.set_meta_level(level).await? })
+}
+
+/// `propose`: the partition after the move.
+#[derive(Serialize)]
+pub struct ProposeView {
+    partition: String,
+    members: Vec<String>,
+    primary: String,
+}
+
+impl View for ProposeView {
+    fn text(&self) -> String {
+        fields(self, &[Col::plain("partition"), Col::plain("members"), Col::plain("primary")])
+    }
+}
+
+/// The node id that `node` names: an id, or the address of a registered replica server.
+fn node_id(nodes: &[NodeInfo], node: &str) -> Result<u64> {
+    if let Ok(id) = node.parse::<u64>() {
+        return Ok(id);
+    }
+    nodes
+        .iter()
+        .find(|n| n.address == node)
+        .map(|n| n.node_id)
+        .ok_or_else(|| anyhow::anyhow!("no replica server has the id or address '{node}' (see `nodes`)"))
+}
+
+/// Runs `propose -g TABLE.PIDX -p ACTION -t NODE [-f NODE]`.
+pub async fn propose(admin: &Admin, gpid: &str, action: &str, target: &str, from: Option<&str>) -> Result<ProposeView> {
+    let (table, index) = gpid
+        .rsplit_once('.')
+        .and_then(|(t, i)| Some((t, i.parse::<u32>().ok()?)))
+        .ok_or_else(|| anyhow::anyhow!("-g takes TABLE.PARTITION_INDEX (e.g. t.3), not '{gpid}'"))?;
+    let nodes = admin.list_nodes().await?;
+    let to = node_id(&nodes, target)?;
+    let from = match (action, from) {
+        ("move_replica", None) => anyhow::bail!("move_replica needs -f NODE, the member that leaves"),
+        (_, Some(f)) => node_id(&nodes, f)?,
+        (_, None) => 0,
+    };
+    let r = admin.propose(table, index, action, from, to).await?;
+    let address = |id: u64| {
+        nodes.iter().find(|n| n.node_id == id).map(|n| n.address.clone()).unwrap_or_else(|| format!("node {id}"))
+    };
+    Ok(ProposeView {
+        partition: gpid.to_string(),
+        members: r.members.iter().map(|m| address(*m)).collect(),
+        primary: address(r.primary),
+    })
+}
+
+/// Runs `decommission NODE` (or `recommission NODE`): the node as `nodes -d` shows it.
+pub async fn decommission(admin: &Admin, node: &str, recommission: bool) -> Result<NodesView> {
+    let id = node_id(&admin.list_nodes().await?, node)?;
+    let n = admin.decommission(id, recommission).await?;
+    Ok(NodesView { nodes: vec![NodeView::from(n)], detailed: true })
+}
+
+/// Runs `get_meta_level`.
+pub async fn get_meta_level(admin: &Admin) -> Result<MetaLevelView> {
+    Ok(MetaLevelView { meta_level: admin.get_meta_level().await? })
 }
 
 /// One replica server of `nodes`.
@@ -65,6 +200,8 @@ struct NodeView {
     version: String,
     uptime_ms: u64,
     http_address: String,
+    /// `draining` or `drained` once decommissioned, empty in service.
+    drain: String,
 }
 
 impl From<NodeInfo> for NodeView {
@@ -79,6 +216,7 @@ impl From<NodeInfo> for NodeView {
             version: n.version,
             uptime_ms: n.uptime_ms,
             http_address: n.http_address,
+            drain: n.drain,
         }
     }
 }
@@ -95,8 +233,13 @@ pub struct NodesView {
 impl View for NodesView {
     fn text(&self) -> String {
         const BRIEF: [Col<NodeView>; 3] = [Col::plain("node_id"), Col::plain("address"), Col::plain("status")];
-        const DETAILED: [Col<NodeView>; 4] =
-            [Col::plain("replica_count"), Col::plain("primary_count"), Col::dash("version"), Col::uptime("uptime_ms")];
+        const DETAILED: [Col<NodeView>; 5] = [
+            Col::plain("replica_count"),
+            Col::plain("primary_count"),
+            Col::dash("drain"),
+            Col::dash("version"),
+            Col::uptime("uptime_ms"),
+        ];
         let cols = if self.detailed { [&BRIEF[..], &DETAILED[..]].concat() } else { BRIEF.to_vec() };
         rows(&self.nodes, &cols)
     }
@@ -259,11 +402,12 @@ mod tests {
         let mut detailed = view(true);
         detailed.nodes[1].version.clear();
         detailed.nodes[1].uptime_ms = 0;
+        detailed.nodes[0].drain = "draining".into();
         assert_eq!(
             detailed.text(),
-            "node_id  address          status   replica_count  primary_count  version  uptime\n\
-             1        127.0.0.1:34801  ALIVE    8              3              0.1.0    1h 2m\n\
-             2        127.0.0.1:34802  UNKNOWN  8              3              -        -"
+            "node_id  address          status   replica_count  primary_count  drain     version  uptime\n\
+             1        127.0.0.1:34801  ALIVE    8              3              draining  0.1.0    1h 2m\n\
+             2        127.0.0.1:34802  UNKNOWN  8              3              -         -        -"
         );
         let json = serde_json::to_value(&detailed)?;
         assert_eq!(json["nodes"][0]["uptime_ms"], 3_723_000);

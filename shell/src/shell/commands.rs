@@ -107,6 +107,40 @@ pub enum Cmd {
     },
     /// Show server versions and nodes.
     ServerInfo,
+    /// Set what the meta does by itself: freezed (nothing), steady (repairs; the default) or
+    /// lively (repairs and balancing of replicas and primaries).
+    SetMetaLevel {
+        /// freezed, steady or lively.
+        level: String,
+    },
+    /// Show the meta level.
+    GetMetaLevel,
+    /// Take a replica server out of service: its primaries, then its replicas, move to other
+    /// servers; `nodes -d` shows it `drained` once it holds nothing (then it may be stopped).
+    Decommission {
+        /// Node id or address.
+        node: String,
+    },
+    /// Put a decommissioned replica server back in service.
+    Recommission {
+        /// Node id or address.
+        node: String,
+    },
+    /// Move one replica or the primary of a partition now (at any meta level).
+    Propose {
+        /// The partition, as TABLE.PARTITION_INDEX.
+        #[arg(short = 'g', long = "gpid")]
+        gpid: String,
+        /// move_primary (to the member -t) or move_replica (from the member -f to the node -t).
+        #[arg(short = 'p', long = "type")]
+        action: String,
+        /// The node that gets the replica or the primary (node id or address).
+        #[arg(short = 't', long = "target")]
+        target: String,
+        /// The member that leaves (move_replica; node id or address).
+        #[arg(short = 'f', long = "from")]
+        from: Option<String>,
+    },
     /// Set a record.
     Set {
         /// Hash key.

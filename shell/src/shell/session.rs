@@ -55,6 +55,13 @@ impl Session {
             Cmd::ClusterInfo => Output::of(&cluster::cluster_info(admin).await?),
             Cmd::Nodes { detailed } => Output::of(&cluster::nodes(admin, detailed).await?),
             Cmd::ServerInfo => Output::of(&cluster::server_info(admin).await?),
+            Cmd::SetMetaLevel { level } => Output::of(&cluster::set_meta_level(admin, &level).await?),
+            Cmd::GetMetaLevel => Output::of(&cluster::get_meta_level(admin).await?),
+            Cmd::Decommission { node } => Output::of(&cluster::decommission(admin, &node, false).await?),
+            Cmd::Recommission { node } => Output::of(&cluster::decommission(admin, &node, true).await?),
+            Cmd::Propose { gpid, action, target, from } => {
+                Output::of(&cluster::propose(admin, &gpid, &action, &target, from.as_deref()).await?)
+            }
             Cmd::Ls { detailed } => {
                 let view = table::ls(admin, detailed).await?;
                 self.table_names =

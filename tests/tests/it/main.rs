@@ -9,6 +9,7 @@
 
 mod backpressure;
 mod bad_inputs;
+mod balance;
 mod bulk_load;
 mod bulk_load_replica;
 mod bulk_load_sources;

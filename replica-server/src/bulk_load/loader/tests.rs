@@ -45,7 +45,7 @@ fn sst_of(content: &[u8]) -> Vec<u8> {
 /// metadata that describes them, as `tamper` leaves it.
 async fn remote(files: &[(&str, Vec<u8>)], tamper: impl Fn(&mut BulkLoadMetadata)) -> Remote {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = ProviderConfig { local_root: dir.path().to_path_buf(), ..Default::default() };
+    let cfg = ProviderConfig::local(dir.path());
     let store = open_provider("local", &cfg).unwrap();
     let pdir = object_store::path::Path::from("bl/c/t/0");
     let mut meta = BulkLoadMetadata::default();
@@ -134,7 +134,7 @@ async fn bad_files_fail_with_a_reason_and_leave_no_partial_file() {
     assert!(matches!(settle(&loader).await.state, LoaderState::Failed(ref m) if m.contains("..")));
 
     let empty = tempfile::tempdir().unwrap();
-    let cfg = ProviderConfig { local_root: empty.path().to_path_buf(), ..Default::default() };
+    let cfg = ProviderConfig::local(empty.path());
     let store = open_provider("local", &cfg).unwrap();
     let loader = start(source(4), replica.path(), store, limits(0));
     assert!(matches!(settle(&loader).await.state, LoaderState::Failed(ref m) if m.contains("does not exist")));
@@ -332,7 +332,7 @@ async fn failpoint_a_new_job_during_an_old_jobs_clear_keeps_its_files() {
 #[tokio::test]
 async fn a_file_that_is_not_an_sst_is_refused_at_download() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = ProviderConfig { local_root: dir.path().to_path_buf(), ..Default::default() };
+    let cfg = ProviderConfig::local(dir.path());
     let store = open_provider("local", &cfg).unwrap();
     let pdir = object_store::path::Path::from("bl/c/t/0");
     let junk = b"this is not a table file at all".to_vec();

@@ -1,0 +1,210 @@
+//! Runs the balancer of the `lively` meta level from the reconcile loop: each tick, after the
+//! repairs were planned on the same linearizable catalog, it plans moves with
+//! [`crate::balance`] and runs them in the loop's task set (aborted with the leadership that
+//! decided them; every request carries its meta term).
+//!
+//! - A replica move is a repair whose leaving member is alive: the new replica is created,
+//!   caught up as a learner, and swapped in by one membership change, so the partition never
+//!   has fewer voters than before; the old replica is removed by its node's next heartbeat,
+//!   once the group and the catalog both say it is out (see `heartbeat`).
+//! - A primary move asks the primary to hand over (`TransferPrimary`).
+//!
+//! Moves are throttled per node and cluster-wide, never touch a partition with a repair or
+//! another move in flight, nor a table whose bulk load runs, and wait while any node is in
+//! its grace period after a meta failover (its replicas are not known yet).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::task::JoinSet;
+use wingkv_common::report::report_from_status;
+use wingkv_common::sync::MutexExt;
+use wingkv_common::{PartitionId, WingError};
+use wingkv_proto::replica_admin::{StatusRequest, TransferPrimaryRequest};
+
+use crate::balance::{Assessment, Move, View};
+use crate::catalog::Catalog;
+use crate::liveness::{NodeState, PrimaryInfo};
+use crate::node::MetaNode;
+
+/// How long a primary handover may take on the primary (its campaign is at most 10 s).
+const TRANSFER: Duration = Duration::from_secs(20);
+
+/// The balancer's moves in flight and its counts since this meta became leader.
+#[derive(Default)]
+pub struct Progress {
+    in_flight: Mutex<HashMap<PartitionId, Move>>,
+    replica_moves: AtomicU64,
+    primary_moves: AtomicU64,
+    failed: AtomicU64,
+}
+
+/// A snapshot of [`Progress`] and of how balanced the cluster is.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Status {
+    /// How far from balanced.
+    pub assessment: Assessment,
+    /// Moves running.
+    pub in_flight: u32,
+    /// Replica moves done.
+    pub replica_moves: u64,
+    /// Primary moves done.
+    pub primary_moves: u64,
+    /// Moves that failed (retried on a later tick if still needed).
+    pub failed: u64,
+    /// Tables left alone (a bulk load runs).
+    pub skipped_tables: Vec<String>,
+}
+
+impl Progress {
+    /// Forgets the moves in flight (their tasks were aborted) and the counts.
+    pub fn reset(&self) {
+        self.in_flight.locked().clear();
+        for c in [&self.replica_moves, &self.primary_moves, &self.failed] {
+            c.store(0, Ordering::Relaxed);
+        }
+    }
+
+    /// Moves done, by kind (`replica`, `primary`), and failed.
+    pub fn counts(&self) -> (u64, u64, u64) {
+        (
+            self.replica_moves.load(Ordering::Relaxed),
+            self.primary_moves.load(Ordering::Relaxed),
+            self.failed.load(Ordering::Relaxed),
+        )
+    }
+
+    /// Moves running now.
+    pub fn in_flight(&self) -> u32 {
+        self.in_flight.locked().len() as u32
+    }
+}
+
+/// The planner's view of `catalog` now, and the names of the tables it leaves alone.
+fn view(node: &MetaNode, catalog: &Catalog) -> (View, Vec<String>) {
+    let alive = |n: &u64| node.liveness.state(*n) == NodeState::Alive;
+    let draining: Vec<u64> = catalog.settings.draining.iter().copied().filter(alive).collect();
+    let nodes: Vec<u64> =
+        catalog.nodes.keys().copied().filter(|n| alive(n) && !catalog.settings.draining.contains(n)).collect();
+    let mut skipped = Vec::new();
+    let mut apps = Vec::new();
+    let mut primaries = HashMap::new();
+    for app in catalog.apps.values().filter(|a| !a.is_dropped()) {
+        if catalog.bulk_loads.get(&app.app_id).is_some_and(|j| !j.status.is_terminal()) {
+            skipped.push(app.name.clone());
+            continue;
+        }
+        for i in 0..app.partition_count {
+            let pid = PartitionId::new(app.app_id, i);
+            if let Some(p) = node.liveness.primary(pid) {
+                primaries.insert(pid, p.node_id);
+            }
+        }
+        apps.push(app.clone());
+    }
+    let mut busy: HashSet<PartitionId> = node.repairs.locked().clone();
+    busy.extend(node.bootstrapping.locked().iter().copied());
+    (View { nodes, draining, apps, primaries, busy }, skipped)
+}
+
+/// How balanced the cluster is and what the balancer is doing.
+pub fn status(node: &MetaNode, catalog: &Catalog) -> Status {
+    let (view, skipped_tables) = view(node, catalog);
+    let (replica_moves, primary_moves, failed) = node.balancer.counts();
+    Status {
+        assessment: view.assess(),
+        in_flight: node.balancer.in_flight(),
+        replica_moves,
+        primary_moves,
+        failed,
+        skipped_tables,
+    }
+}
+
+/// Plans and starts the moves the throttle allows, on `catalog` read in `meta_term`: draining
+/// nodes' moves, and with `balance` the balancing ones.
+pub fn balance_once(node: &Arc<MetaNode>, tasks: &mut JoinSet<()>, catalog: &Catalog, meta_term: u64, balance: bool) {
+    if catalog.nodes.keys().any(|n| node.liveness.state(*n) == NodeState::Unknown) {
+        return;
+    }
+    let (max_moves, per_node) = (node.config.balance_max_moves, node.config.balance_max_moves_per_node);
+    let (mut view, _) = view(node, catalog);
+    let mut in_flight = node.balancer.in_flight.locked();
+    let mut load: HashMap<u64, usize> = HashMap::new();
+    for m in in_flight.values() {
+        for n in m.nodes() {
+            *load.entry(n).or_default() += 1;
+        }
+    }
+    while in_flight.len() < max_moves {
+        let loaded: HashSet<u64> = load.iter().filter(|(_, c)| **c >= per_node).map(|(n, _)| *n).collect();
+        let Some(m) = view.next_move(&loaded, balance) else {
+            break;
+        };
+        view.apply(&m);
+        for n in m.nodes() {
+            *load.entry(n).or_default() += 1;
+        }
+        let pid = m.pid();
+        let Some(primary) = node.liveness.primary(pid) else {
+            continue;
+        };
+        in_flight.insert(pid, m);
+        node.repairs.locked().insert(pid);
+        let node2 = node.clone();
+        tasks.spawn(async move {
+            tracing::info!(partition = %pid, ?m, meta_term, "balance: move a {}", m.kind());
+            let result = run_move(&node2, m, primary, meta_term).await;
+            let progress = &node2.balancer;
+            match result {
+                Ok(()) => {
+                    tracing::info!(partition = %pid, ?m, "balance: {} moved", m.kind());
+                    let done = match m {
+                        Move::Replica { .. } => &progress.replica_moves,
+                        Move::Primary { .. } => &progress.primary_moves,
+                    };
+                    done.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(e) => {
+                    tracing::warn!(partition = %pid, ?m, "balance: {} move failed (replanned later): {e}", m.kind());
+                    progress.failed.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            progress.in_flight.locked().remove(&pid);
+            node2.repairs_done.locked().push(pid);
+        });
+    }
+}
+
+/// Runs move `m`, decided in `meta_term` when `primary` led its partition.
+pub async fn run_move(node: &MetaNode, m: Move, primary: PrimaryInfo, meta_term: u64) -> Result<(), WingError> {
+    match m {
+        Move::Replica { pid, from, to } => {
+            match crate::reconcile::Repair::moving(pid, node, from, to, primary, meta_term) {
+                Some(r) => crate::reconcile::run_repair(node, &r).await,
+                None => Err(WingError::InvalidState(format!(
+                    "partition {pid} no longer has node {from} and not node {to} among its members"
+                ))),
+            }
+        }
+        Move::Primary { pid, from, to } => move_primary(node, pid, from, to, meta_term).await,
+    }
+}
+
+/// Hands `pid`'s primary from `from` to `to`, and records both nodes' answers, so that the
+/// next plan sees the new primary before its heartbeat arrives.
+async fn move_primary(node: &MetaNode, pid: PartitionId, from: u64, to: u64, meta_term: u64) -> Result<(), WingError> {
+    let mut req =
+        tonic::Request::new(TransferPrimaryRequest { partition: Some(pid.to_proto()), to, meta_term: Some(meta_term) });
+    req.set_timeout(TRANSFER);
+    let status = node.admin(from)?.transfer_primary(req).await.map_err(|s| WingError::from_status(&s))?;
+    node.liveness.record_one(meta_term, from, report_from_status(status.get_ref()));
+    let req = StatusRequest { partition: Some(pid.to_proto()) };
+    let status = node.admin(to)?.status(req).await.map_err(|s| WingError::from_status(&s))?;
+    for r in &status.get_ref().replicas {
+        node.liveness.record_one(meta_term, to, report_from_status(r));
+    }
+    Ok(())
+}
