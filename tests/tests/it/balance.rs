@@ -221,7 +221,9 @@ async fn balancing_leaves_a_bulk_loading_table_alone_and_resumes_after() -> Resu
 
     // While the load runs, the table is left alone, and says so.
     let mut seen_skipped = false;
+    let deadline = std::time::Instant::now() + Duration::from_secs(180);
     loop {
+        ensure!(std::time::Instant::now() < deadline, "the bulk load did not end within 180 s");
         let status = wingkv_tests::cli::bulk_load_status(&meta, "t").context("query_bulk_load_status")?;
         let info = json(&meta, "cluster_info")?;
         let running = !matches!(status["status"].as_str(), Some("BLS_SUCCEED" | "BLS_FAILED" | "BLS_CANCELED"));
