@@ -10,9 +10,10 @@ use wingkv_common::WingError;
 use wingkv_proto::meta::{
     BulkLoadControl, BulkLoadStatusResponse, ClusterInfoRequest, ClusterInfoResponse, ControlBulkLoadRequest,
     CreateTableRequest, DecommissionRequest, DelTableEnvsRequest, DropTableRequest, DropTableResponse,
-    GetMetaLevelRequest, GetTableEnvsRequest, ListNodesRequest, ListTablesRequest, NodeInfo, ProposeRequest,
-    ProposeResponse, QueryBulkLoadRequest, RecallTableRequest, ServerInfoRequest, ServerInfoResponse,
-    SetMetaLevelRequest, SetTableEnvsRequest, StartBulkLoadRequest, TableConfiguration, TableSummary,
+    GetMetaLevelRequest, GetReplicaCountRequest, GetTableEnvsRequest, ListNodesRequest, ListTablesRequest, NodeInfo,
+    ProposeRequest, ProposeResponse, QueryBulkLoadRequest, RecallTableRequest, ReplicaCountResponse, ServerInfoRequest,
+    ServerInfoResponse, SetMetaLevelRequest, SetReplicaCountRequest, SetTableEnvsRequest, StartBulkLoadRequest,
+    TableConfiguration, TableSummary,
 };
 
 use crate::connection::{ClientConfig, ClientInner};
@@ -113,6 +114,32 @@ impl Admin {
         self.inner
             .meta
             .call(|mut c| async move { c.decommission(DecommissionRequest { node_id, recommission }).await })
+            .await
+    }
+
+    /// Changes how many replicas each partition of `table` keeps (1..=5); the meta then adds
+    /// or removes members (at meta level `steady` or `lively`). Answers the count and how many
+    /// partitions have it already; [`Self::get_replica_count`] follows the change.
+    pub async fn set_replica_count(&self, table: &str, replica_count: u32) -> Result<ReplicaCountResponse, WingError> {
+        let req = SetReplicaCountRequest { table: table.into(), replica_count };
+        self.inner
+            .meta
+            .call(|mut c| {
+                let req = req.clone();
+                async move { c.set_replica_count(req).await }
+            })
+            .await
+    }
+
+    /// `table`'s replica count and its partitions' member counts now.
+    pub async fn get_replica_count(&self, table: &str) -> Result<ReplicaCountResponse, WingError> {
+        let req = GetReplicaCountRequest { table: table.into() };
+        self.inner
+            .meta
+            .call(|mut c| {
+                let req = req.clone();
+                async move { c.get_replica_count(req).await }
+            })
             .await
     }
 

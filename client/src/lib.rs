@@ -75,5 +75,5 @@ pub use wingkv_proto::common::BulkLoadStatus;
 /// The meta's answers that [`Admin`] returns as they are.
 pub use wingkv_proto::meta::{
     BalanceStatus, BulkLoadStatusResponse, ClusterInfoResponse, DropTableResponse, NodeInfo, NodeStatus,
-    ServerInfoResponse, TableConfiguration, TableStatus, TableSummary,
+    ReplicaCountResponse, ServerInfoResponse, TableConfiguration, TableStatus, TableSummary,
 };

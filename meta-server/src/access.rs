@@ -24,6 +24,7 @@ const READ_METHODS: &[&str] = &[
     "GetTableEnvs",
     "QueryBulkLoadStatus",
     "GetMetaLevel",
+    "GetReplicaCount",
 ];
 
 /// The meta server's [`Policy`].

@@ -18,6 +18,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
 use wingkv_common::report::report_from_status;
 use wingkv_common::sync::MutexExt;
@@ -80,6 +81,72 @@ impl Progress {
     pub fn in_flight(&self) -> u32 {
         self.in_flight.locked().len() as u32
     }
+}
+
+/// How many manual moves may wait for the reconcile loop to take them.
+const MANUAL_QUEUE: usize = 16;
+
+/// A manual move (`propose`), handed to the reconcile loop so that it has one owner: the loop
+/// runs it with its repairs, and aborts it with them when its leadership ends.
+pub struct ManualMove {
+    /// The move.
+    pub m: Move,
+    /// Its partition's primary when it was decided.
+    pub primary: PrimaryInfo,
+    /// The meta term it was decided in; the loop refuses it in any other.
+    pub meta_term: u64,
+    /// Answered when the move ends; dropped unanswered if it is aborted.
+    pub done: oneshot::Sender<Result<(), WingError>>,
+}
+
+/// The bounded queue of [`ManualMove`]s from the service to the reconcile loop.
+pub struct ManualMoves {
+    tx: mpsc::Sender<ManualMove>,
+    rx: Mutex<Option<mpsc::Receiver<ManualMove>>>,
+}
+
+impl Default for ManualMoves {
+    fn default() -> Self {
+        let (tx, rx) = mpsc::channel(MANUAL_QUEUE);
+        Self { tx, rx: Mutex::new(Some(rx)) }
+    }
+}
+
+impl ManualMoves {
+    /// Queues `mv`; `Busy` when the queue is full.
+    pub fn submit(&self, mv: ManualMove) -> Result<(), WingError> {
+        self.tx.try_send(mv).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => {
+                WingError::Busy(format!("{MANUAL_QUEUE} manual moves wait already; try again"))
+            }
+            mpsc::error::TrySendError::Closed(_) => WingError::Unavailable("this meta is shutting down".into()),
+        })
+    }
+
+    /// The receiving end, for the one reconcile loop that takes it.
+    pub fn take_receiver(&self) -> Option<mpsc::Receiver<ManualMove>> {
+        self.rx.locked().take()
+    }
+}
+
+/// Starts manual move `mv` in the loop's task set if it was decided in `led_term` (the term the
+/// loop acts in now); the partition was claimed by its submitter and is released when it ends.
+pub fn start_manual(node: &Arc<MetaNode>, tasks: &mut JoinSet<()>, mv: ManualMove, led_term: Option<u64>) {
+    let pid = mv.m.pid();
+    if led_term != Some(mv.meta_term) || !node.is_leader() {
+        node.repairs_done.locked().push(pid);
+        let _ = mv.done.send(Err(WingError::NotLeader { partition: "meta".into(), leader: node.leader_address() }));
+        return;
+    }
+    let node2 = node.clone();
+    tasks.spawn(async move {
+        let ManualMove { m, primary, meta_term, done } = mv;
+        tracing::info!(partition = %pid, ?m, meta_term, "manual move: a {}", m.kind());
+        let result = run_move(&node2, m, primary, meta_term).await;
+        node2.repairs_done.locked().push(pid);
+        // The caller may have gone (its RPC timed out): the move ran all the same.
+        let _ = done.send(result);
+    });
 }
 
 /// The planner's view of `catalog` now, and the names of the tables it leaves alone.

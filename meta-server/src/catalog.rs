@@ -266,6 +266,14 @@ pub enum MetaCommand {
         /// Whether it drains.
         draining: bool,
     },
+    /// Change how many replicas each partition of a live table keeps; the reconcile loop adds
+    /// or removes members until every partition has that many.
+    SetReplicaCount {
+        /// The live table.
+        name: String,
+        /// The new count (validated).
+        replica_count: u32,
+    },
 }
 
 /// The answer to a command.
@@ -557,6 +565,22 @@ impl Catalog {
                 }
                 Ok(MetaValue::Done)
             }
+            MetaCommand::SetReplicaCount { name, replica_count } => {
+                wingkv_common::naming::validate_replica_count(*replica_count)?;
+                let app_id = self.live_app(name)?.app_id;
+                // Checked here, not only by the service: a bulk load started between the
+                // service's read and this apply must not see members come and go under it.
+                if let Some(job) = self.bulk_loads.get(&app_id).filter(|j| !j.status.is_terminal()) {
+                    return Err(WingError::InvalidState(format!(
+                        "table '{name}' has a bulk load running (job {}, {}): change its replica count after it ends",
+                        job.job_id,
+                        job.status.as_str()
+                    )));
+                }
+                let app = self.live_app_mut(name)?;
+                app.replica_count = *replica_count;
+                Ok(MetaValue::App(Box::new(app.clone())))
+            }
         }
     }
 }
@@ -666,5 +690,40 @@ mod tests {
         c.apply(&MetaCommand::SetMembers { partition: p, ballot: 1, members: vec![1] }).unwrap();
         assert!(c.apply(&MetaCommand::SetMembers { partition: p, ballot: 1, members: vec![2] }).is_err());
         assert_eq!(c.apps[&id].partitions[1], PartitionState { members: vec![1], ballot: 2 });
+    }
+
+    #[test]
+    fn a_replica_count_changes_only_on_a_live_table_without_a_running_bulk_load() {
+        let mut c = Catalog::default();
+        let id = app_id(c.apply(&create("t", 0)));
+        let set = |n| MetaCommand::SetReplicaCount { name: "t".into(), replica_count: n };
+        assert!(matches!(c.apply(&set(0)), Err(WingError::InvalidArgument(_))));
+        assert!(matches!(
+            c.apply(&MetaCommand::SetReplicaCount { name: "u".into(), replica_count: 3 }),
+            Err(WingError::TableNotFound(_))
+        ));
+        assert_eq!(c.apps[&id].replica_count, 1, "a refused change changed the table");
+        c.apply(&set(3)).unwrap();
+        assert_eq!(c.apps[&id].replica_count, 3);
+        let start = MetaCommand::StartBulkLoad {
+            app_name: "t".into(),
+            cluster: "c".into(),
+            provider: "local".into(),
+            root: "/r".into(),
+            ingest_behind: false,
+            now_ms: 1,
+        };
+        c.apply(&start).unwrap();
+        assert!(matches!(c.apply(&set(5)), Err(WingError::InvalidState(_))));
+        assert_eq!(c.apps[&id].replica_count, 3);
+        c.apply(&MetaCommand::ControlBulkLoad {
+            app_name: "t".into(),
+            action: BulkLoadControlAction::Cancel { force: false },
+        })
+        .unwrap();
+        c.apply(&set(5)).unwrap();
+        assert_eq!(c.apps[&id].replica_count, 5);
+        c.apply(&MetaCommand::DropTable { name: "t".into(), reserve_ms: 100, now_ms: 10 }).unwrap();
+        assert!(matches!(c.apply(&set(3)), Err(WingError::TableNotFound(_))));
     }
 }

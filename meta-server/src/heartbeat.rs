@@ -6,8 +6,9 @@
 //! linearizably (the caller passes the read barrier first), never on the absence of one:
 //! - the replica's table was purged: its id was handed out (`app_id < next_app_id`; ids are never
 //!   reused) and is gone from the catalog, which only a committed `PurgeTable` does;
-//! - or the partition's primary, in a term at least the replica's own, reports a membership
-//!   that has this node neither as voter nor as learner, and the catalog does not list it either.
+//! - or the partition's primary, in a term at least the replica's own (the last in which the
+//!   replica knew a leader), reports a membership that has this node neither as voter nor as
+//!   learner, and the catalog does not list it either.
 //!
 //! A table the meta does not know (a newer table whose creation this meta has not applied, a
 //! catalog restored from an older state) is never a reason to remove anything.
@@ -40,8 +41,11 @@ pub struct HeartbeatDecision {
 pub trait PartitionFacts {
     /// The partition's primary as reported in the current meta term.
     fn primary(&self, pid: PartitionId) -> Option<PrimaryInfo>;
-    /// The raft term `node` reported for its replica of `pid`.
-    fn reported_term(&self, node: u64, pid: PartitionId) -> Option<u64>;
+    /// The raft term `node` reported for its replica of `pid`, if it knew a leader in that term
+    /// (itself or another). A replica campaigning alone raises its term with no leader — a
+    /// member the group removed before it heard so does that forever — which says nothing
+    /// about the group.
+    fn led_term(&self, node: u64, pid: PartitionId) -> Option<u64>;
 }
 
 /// Decides the answer to node `node_id`, which hosts `hosted`; `repairs` are the partitions
@@ -105,7 +109,7 @@ fn should_remove(
     if primary.node_id == node_id || primary.voters.is_empty() {
         return false;
     }
-    let newer_than_primary = facts.reported_term(node_id, pid).is_some_and(|t| t > primary.term);
+    let newer_than_primary = facts.led_term(node_id, pid).is_some_and(|t| t > primary.term);
     !newer_than_primary && !primary.voters.contains(&node_id) && !primary.learners.contains(&node_id)
 }
 
@@ -115,8 +119,8 @@ impl PartitionFacts for crate::liveness::Liveness {
         crate::liveness::Liveness::primary(self, pid)
     }
 
-    fn reported_term(&self, node: u64, pid: PartitionId) -> Option<u64> {
-        crate::liveness::Liveness::reported_term(self, node, pid)
+    fn led_term(&self, node: u64, pid: PartitionId) -> Option<u64> {
+        crate::liveness::Liveness::led_term(self, node, pid)
     }
 }
 
@@ -137,7 +141,7 @@ mod tests {
         fn primary(&self, pid: PartitionId) -> Option<PrimaryInfo> {
             self.primaries.get(&pid).cloned()
         }
-        fn reported_term(&self, node: u64, pid: PartitionId) -> Option<u64> {
+        fn led_term(&self, node: u64, pid: PartitionId) -> Option<u64> {
             self.terms.get(&(node, pid)).copied()
         }
     }
@@ -225,10 +229,14 @@ mod tests {
         assert!(decide(&c, 9, &[pid], &HashSet::new(), &f).remove.is_empty());
         f.primaries.insert(pid, PrimaryInfo { learners: vec![9], ..primary(1, 5, vec![1, 2, 3]) });
         assert!(decide(&c, 9, &[pid], &HashSet::new(), &f).remove.is_empty());
-        // The node has seen a newer term than that primary's report: kept.
+        // The node knew a leader in a newer term than that primary's report: kept.
         f.primaries.insert(pid, primary(1, 5, vec![1, 2, 3]));
         f.terms.insert((9, pid), 6);
         assert!(decide(&c, 9, &[pid], &HashSet::new(), &f).remove.is_empty());
+        // A newer term in which it knew no leader (it campaigns alone, removed before it heard
+        // so): no led term newer than the primary's, removed.
+        f.terms.remove(&(9, pid));
+        assert_eq!(decide(&c, 9, &[pid], &HashSet::new(), &f).remove, vec![pid]);
         // A repair in flight: kept.
         f.terms.insert((9, pid), 5);
         assert!(decide(&c, 9, &[pid], &HashSet::from([pid]), &f).remove.is_empty());

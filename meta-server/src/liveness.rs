@@ -206,14 +206,26 @@ impl Liveness {
         best
     }
 
-    /// The raft term `node` last reported for its replica of `p`, if it reported one.
-    pub fn reported_term(&self, node: u64, p: PartitionId) -> Option<u64> {
+    /// What `node` last reported of its replica of `p`, through `f`.
+    fn with_report<T>(&self, node: u64, p: PartitionId, f: impl FnOnce(&ReplicaReport) -> Option<T>) -> Option<T> {
         let i = self.lock();
         i.reports
             .get(&node)?
             .iter()
             .find(|r| r.partition.is_some_and(|q| PartitionId::new(q.app_id, q.partition_index) == p))
-            .map(|r| r.term)
+            .and_then(f)
+    }
+
+    /// The raft term `node` last reported for its replica of `p`, if it reported one.
+    pub fn reported_term(&self, node: u64, p: PartitionId) -> Option<u64> {
+        self.with_report(node, p, |r| Some(r.term))
+    }
+
+    /// The raft term `node` last reported for its replica of `p`, if it knew a leader in it.
+    pub fn led_term(&self, node: u64, p: PartitionId) -> Option<u64> {
+        self.with_report(node, p, |r| {
+            (r.leader_id.is_some() || r.role == ReplicaRole::RolePrimary as i32).then_some(r.term)
+        })
     }
 
     /// Number of primaries each node reported.

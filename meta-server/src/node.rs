@@ -58,6 +58,8 @@ pub struct MetaNode {
     pub bulk_drive: Mutex<std::collections::HashMap<PartitionId, crate::bulk_driver::PartitionDrive>>,
     /// The balancer's moves in flight and its counts.
     pub balancer: crate::balancer::Progress,
+    /// Manual moves on their way to the reconcile loop, which runs them.
+    pub manual_moves: crate::balancer::ManualMoves,
     /// When this meta server started.
     pub started: std::time::Instant,
     /// Where this meta serves `/metrics` (set once the endpoint is bound).
@@ -89,6 +91,7 @@ impl MetaNode {
             bulk_cleaned: Mutex::new(HashSet::new()),
             bulk_drive: Mutex::new(Default::default()),
             balancer: Default::default(),
+            manual_moves: Default::default(),
             started: std::time::Instant::now(),
             http_address: std::sync::OnceLock::new(),
             reads,

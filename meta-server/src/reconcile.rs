@@ -4,17 +4,20 @@
 //! and every request it sends carries the term it confirmed, so replica servers can refuse a
 //! deposed leader's orders):
 //! - bootstrap the groups of new partitions (every member initialized with the same voters);
-//! - repair: replace members on dead nodes, top up partitions below their replica count, and let
-//!   a member that lost its replica (a wiped directory) **rejoin as a learner** — out of the
-//!   voters first, then a fresh replica, caught up, then a voter again — never as a voter with
-//!   an empty vote;
-//! - adopt memberships a primary reports that the catalog missed;
+//! - repair: replace members on dead nodes, top up partitions below their replica count, take
+//!   members out of partitions above it (never the primary; `set_replica_count`), and let a
+//!   member that lost its replica (a wiped directory) **rejoin as a learner** — out of the voters
+//!   first, then a fresh replica, caught up, then a voter again — never as a voter with an empty
+//!   vote;
+//! - adopt memberships a primary reports that the catalog missed, and take out learners that
+//!   an aborted change left behind;
 //! - purge expired dropped tables (a conditional command: nothing happens if a recall committed);
 //! - drain decommissioned nodes, and at meta level `lively` balance (see [`crate::balancer`]);
 //!   at `freezed`, none of the above but bootstraps and adoptions.
 //!
-//! Repairs run concurrently in a `JoinSet` owned by the loop, one per partition at a time, and
-//! are aborted the moment this meta stops leading or its term changes.
+//! Repairs, balancing moves and manual moves (`propose`, queued to the loop) run concurrently
+//! in a `JoinSet` owned by the loop, one per partition at a time, and are aborted the moment
+//! this meta stops leading or its term changes.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -27,7 +30,7 @@ use wingkv_common::sync::MutexExt;
 use wingkv_common::time::unix_millis;
 use wingkv_common::{ErrorCode, PartitionId, WingError};
 use wingkv_proto::replica_admin::{
-    AddLearnerRequest, ChangeMembershipRequest, CreateReplicaRequest, Member, StatusRequest,
+    AddLearnerRequest, ChangeMembershipRequest, CreateReplicaRequest, Member, RemoveLearnersRequest, StatusRequest,
 };
 
 use crate::catalog::{AppState, MetaCommand, MetaLevel};
@@ -190,10 +193,19 @@ pub async fn run(node: Arc<MetaNode>, cancel: CancellationToken) {
     let mut led_term: Option<u64> = None;
     let mut tick = tokio::time::interval(Duration::from_millis(node.config.reconcile_interval_ms));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let Some(mut manual) = node.manual_moves.take_receiver() else {
+        tracing::error!("a second reconcile loop for one meta node: not started");
+        return;
+    };
     loop {
         tokio::select! {
             _ = cancel.cancelled() => break,
             _ = tick.tick() => {}
+            Some(mv) = manual.recv() => {
+                while repairs.try_join_next().is_some() {}
+                crate::balancer::start_manual(&node, &mut repairs, mv, led_term.filter(|t| *t == node.term()));
+                continue;
+            }
         }
         while repairs.try_join_next().is_some() {}
         let term = node.term();
@@ -238,30 +250,67 @@ async fn abort_repairs(node: &MetaNode, repairs: &mut JoinSet<()>) {
     node.balancer.reset();
 }
 
+/// What one repair changes in a partition's membership.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Change {
+    /// A member that lost its replica (a wiped directory) gets a fresh one, as a learner first.
+    Rejoin(u64),
+    /// `lost` (a dead node, or a live one the balancer moves away from) is replaced by `add`.
+    Replace {
+        /// The member that goes.
+        lost: u64,
+        /// The node that gets a fresh replica and becomes a voter.
+        add: u64,
+    },
+    /// A partition below its replica count gets a member.
+    Add(u64),
+    /// A partition above its replica count loses a member (never its primary).
+    Remove(u64),
+    /// A learner no repair or move of this leadership added (one an aborted or failed change
+    /// left behind) leaves the group, so that its replica is removed.
+    DropLearner(u64),
+}
+
+impl Change {
+    fn kind(&self) -> &'static str {
+        match self {
+            Change::Rejoin(_) => "rejoin as a learner",
+            Change::Replace { .. } => "replace a member",
+            Change::Add(_) => "add a member",
+            Change::Remove(_) => "remove a member",
+            Change::DropLearner(_) => "drop a stray learner",
+        }
+    }
+
+    /// The node that gets a fresh replica, if any.
+    fn added(&self) -> Option<u64> {
+        match *self {
+            Change::Rejoin(n) | Change::Add(n) | Change::Replace { add: n, .. } => Some(n),
+            Change::Remove(_) | Change::DropLearner(_) => None,
+        }
+    }
+
+    /// The member that leaves the voters for good, if any.
+    fn leaving(&self) -> Option<u64> {
+        match *self {
+            Change::Replace { lost: n, .. } | Change::Remove(n) => Some(n),
+            Change::Rejoin(_) | Change::Add(_) | Change::DropLearner(_) => None,
+        }
+    }
+}
+
 /// One repair of a partition's membership (or a balancer's replica move, which is run the same
 /// way: see [`Repair::moving`]).
 pub(crate) struct Repair {
     pid: PartitionId,
     ballot: u64,
     members: Vec<u64>,
-    /// The member that goes (a dead node, or a live one the balancer moves away from), or that
-    /// rejoins when it equals `add`.
-    lost: Option<u64>,
-    /// The node that gets a fresh replica and becomes a voter.
-    add: u64,
+    change: Change,
     primary: PrimaryInfo,
     meta_term: u64,
 }
 
 impl Repair {
-    fn kind(&self) -> &'static str {
-        match self.lost {
-            Some(l) if l == self.add => "rejoin as a learner",
-            Some(_) => "replace a member",
-            None => "add a member",
-        }
-    }
-
     /// The move of `pid`'s replica from `from` to `to`, on the catalog as it is now; `None` if
     /// the partition no longer has `from` and not `to` among its members.
     pub(crate) fn moving(
@@ -280,8 +329,7 @@ impl Repair {
             pid,
             ballot,
             members,
-            lost: Some(from),
-            add: to,
+            change: Change::Replace { lost: from, add: to },
             primary,
             meta_term,
         })
@@ -306,6 +354,8 @@ async fn reconcile_once(node: &Arc<MetaNode>, repairs: &mut JoinSet<()>, meta_te
         .copied()
         .filter(|n| node.liveness.state(*n) == NodeState::Alive && !catalog.settings.draining.contains(n))
         .collect();
+    // Replicas per node, kept up to date with the repairs planned below.
+    let mut load = catalog.load_by_node();
     let now = unix_millis();
     // Freezed: nothing automatic but what creations need (bootstraps) and keeping the catalog
     // in step with the groups (adopting memberships they report).
@@ -345,20 +395,26 @@ async fn reconcile_once(node: &Arc<MetaNode>, repairs: &mut JoinSet<()>, meta_te
             if freezed {
                 continue;
             }
-            let Some((lost, add)) = plan_repair(node, &alive, &catalog.load_by_node(), app, p, pid) else {
+            let Some(change) = plan_repair(node, &alive, &load, &catalog, app, p, pid, &primary) else {
                 continue;
             };
+            // What later plans of this tick see: the replicas this one adds and removes.
+            if let Some(n) = change.added() {
+                load.entry(n).or_default().0 += 1;
+            }
+            if let Some(n) = change.leaving() {
+                let l = load.entry(n).or_default();
+                l.0 = l.0.saturating_sub(1);
+            }
             node.repairs.locked().insert(pid);
-            let repair = Repair { pid, ballot: p.ballot, members: p.members.clone(), lost, add, primary, meta_term };
+            let repair = Repair { pid, ballot: p.ballot, members: p.members.clone(), change, primary, meta_term };
             let node2 = node.clone();
             repairs.spawn(async move {
-                let (kind, pid) = (repair.kind(), repair.pid);
-                tracing::info!(partition = %pid, lost = ?repair.lost, add = repair.add, meta_term, "repair: {kind}");
+                let (kind, pid) = (change.kind(), repair.pid);
+                tracing::info!(partition = %pid, ?change, meta_term, "repair: {kind}");
                 match run_repair(&node2, &repair).await {
-                    Ok(()) => tracing::info!(partition = %pid, add = repair.add, "repair done: {kind}"),
-                    Err(e) => {
-                        tracing::warn!(partition = %pid, add = repair.add, "repair failed (will retry): {kind}: {e}")
-                    }
+                    Ok(()) => tracing::info!(partition = %pid, ?change, "repair done: {kind}"),
+                    Err(e) => tracing::warn!(partition = %pid, ?change, "repair failed (will retry): {kind}: {e}"),
                 }
                 node2.repairs_done.locked().push(pid);
             });
@@ -369,31 +425,57 @@ async fn reconcile_once(node: &Arc<MetaNode>, repairs: &mut JoinSet<()>, meta_te
     }
 }
 
-/// What a partition with a known primary needs, if anything: `(lost, add)` of a [`Repair`].
+/// What a partition led by `primary` needs, if anything.
+#[allow(clippy::too_many_arguments)]
 fn plan_repair(
     node: &MetaNode,
     alive: &[u64],
     load: &placement::Load,
+    catalog: &crate::catalog::Catalog,
     app: &AppState,
     p: &crate::catalog::PartitionState,
     pid: PartitionId,
-) -> Option<(Option<u64>, u64)> {
+    primary: &PrimaryInfo,
+) -> Option<Change> {
     let state = |m: &u64| node.liveness.state(*m);
+    // Learners exist only while a change of the partition runs, and none runs (the partition
+    // is not claimed): the primary holding one is a positive fact it was left behind. The
+    // primary itself refuses if the node is a voter by now.
+    if let Some(l) = primary.learners.first() {
+        return Some(Change::DropLearner(*l));
+    }
+    if p.members.len() as u32 > app.replica_count {
+        // The committed count says one goes. Never the primary; of the others, what serves the
+        // least: a dead member, one that lost its replica, a draining one, then the busiest.
+        let rank = |m: &u64| {
+            let class = if state(m) == NodeState::Dead {
+                0
+            } else if !node.liveness.hosted(*m).contains(&pid) {
+                1
+            } else if catalog.settings.draining.contains(m) {
+                2
+            } else {
+                3
+            };
+            (class, std::cmp::Reverse(load.get(m).map_or(0, |l| l.0)), *m)
+        };
+        return p.members.iter().filter(|m| **m != primary.node_id).min_by_key(|m| rank(m)).map(|m| Change::Remove(*m));
+    }
     if let Some(dead) = p.members.iter().copied().find(|m| state(m) == NodeState::Dead) {
         let Some(replacement) = placement::replacement(alive, load, &p.members) else {
             tracing::warn!(partition = %pid, "member {dead} is dead and no node can replace it");
             return None;
         };
-        return Some((Some(dead), replacement));
+        return Some(Change::Replace { lost: dead, add: replacement });
     }
     // A live member that reported in this term and does not host the replica lost it.
     // Rejoin only while every other member is alive: the group runs one voter short meanwhile.
     let all_alive = p.members.iter().all(|m| state(m) == NodeState::Alive);
     if let Some(m) = p.members.iter().copied().find(|m| !node.liveness.hosted(*m).contains(&pid)) {
-        return all_alive.then_some((Some(m), m));
+        return all_alive.then_some(Change::Rejoin(m));
     }
     if (p.members.len() as u32) < app.replica_count && all_alive {
-        return placement::replacement(alive, load, &p.members).map(|n| (None, n));
+        return placement::replacement(alive, load, &p.members).map(Change::Add);
     }
     None
 }
@@ -409,44 +491,49 @@ fn status_err(s: tonic::Status) -> WingError {
 }
 
 pub(crate) async fn run_repair(node: &MetaNode, r: &Repair) -> Result<(), WingError> {
+    let add = match r.change {
+        Change::Remove(_) => return remove_member(node, r).await,
+        Change::DropLearner(l) => return drop_learner(node, r, l).await,
+        Change::Rejoin(n) | Change::Add(n) | Change::Replace { add: n, .. } => n,
+    };
     let p = Some(r.pid.to_proto());
     let fence = Some(r.meta_term);
     let mut primary_admin = node.admin(r.primary.node_id)?;
-    let rejoin = r.lost == Some(r.add);
+    let rejoin = matches!(r.change, Change::Rejoin(_));
     if rejoin {
         // A heartbeat that does not list the replica may only be older than its creation: the
         // node itself must say, now, that it does not host it.
         let req = StatusRequest { partition: p };
-        match node.admin(r.add)?.status(req).await {
+        match node.admin(add)?.status(req).await {
             Ok(s) => {
                 for rep in &s.get_ref().replicas {
-                    node.liveness.record_one(r.meta_term, r.add, report_from_status(rep));
+                    node.liveness.record_one(r.meta_term, add, report_from_status(rep));
                 }
-                return Err(WingError::InvalidState(format!("node {} hosts {} after all", r.add, r.pid)));
+                return Err(WingError::InvalidState(format!("node {} hosts {} after all", add, r.pid)));
             }
             Err(s) if WingError::from_status(&s).code() == ErrorCode::NotFound => {}
             Err(s) => return Err(status_err(s)),
         }
     }
-    if rejoin && (r.primary.voters.contains(&r.add) || r.primary.learners.contains(&r.add)) {
+    if rejoin && (r.primary.voters.contains(&add) || r.primary.learners.contains(&add)) {
         // Out of the group first: the fresh replica must never count as a voter that forgot its
         // vote, and the primary must never see a member's log go back to empty.
-        let voters: Vec<u64> = r.primary.voters.iter().copied().filter(|v| *v != r.add).collect();
+        let voters: Vec<u64> = r.primary.voters.iter().copied().filter(|v| *v != add).collect();
         let mut req = tonic::Request::new(ChangeMembershipRequest { partition: p, voters, meta_term: fence });
         req.set_timeout(MEMBERSHIP_CHANGE);
         primary_admin.change_membership(req).await.map_err(status_err)?;
     }
-    let created = create_replica(node, r.add, r.pid, Vec::new(), r.meta_term).await;
+    let created = create_replica(node, add, r.pid, Vec::new(), r.meta_term).await;
     if rejoin {
         // The node reported it does not host the replica: if it has one on disk after all (one
         // it could not open), it stays out of the group until an operator looks.
         created.map_err(|e| {
-            WingError::InvalidState(format!("node {} cannot host a fresh replica of {}: {e}", r.add, r.pid))
+            WingError::InvalidState(format!("node {} cannot host a fresh replica of {}: {e}", add, r.pid))
         })?;
     } else {
         ok_if_exists(created)?;
     }
-    let learner = Member { node_id: r.add, address: node.node_address(r.add) };
+    let learner = Member { node_id: add, address: node.node_address(add) };
     let mut req = tonic::Request::new(AddLearnerRequest {
         partition: p,
         learner: Some(learner),
@@ -456,8 +543,9 @@ pub(crate) async fn run_repair(node: &MetaNode, r: &Repair) -> Result<(), WingEr
     req.set_timeout(LEARNER_CATCH_UP);
     let status = primary_admin.add_learner(req).await.map_err(status_err)?;
     record_primary(node, r, status.get_ref());
+    let lost = r.change.leaving();
     let voters: Vec<u64> =
-        r.members.iter().copied().filter(|m| Some(*m) != r.lost || rejoin).chain((!rejoin).then_some(r.add)).collect();
+        r.members.iter().copied().filter(|m| Some(*m) != lost).chain((!rejoin).then_some(add)).collect();
     let mut req =
         tonic::Request::new(ChangeMembershipRequest { partition: p, voters: voters.clone(), meta_term: fence });
     req.set_timeout(MEMBERSHIP_CHANGE);
@@ -466,6 +554,41 @@ pub(crate) async fn run_repair(node: &MetaNode, r: &Repair) -> Result<(), WingEr
     if voters != r.members {
         node.propose(MetaCommand::SetMembers { partition: r.pid, ballot: r.ballot, members: voters }).await?;
     }
+    Ok(())
+}
+
+/// Takes the leaving member of a [`Change::Remove`] out of the group, then out of the catalog.
+/// Its replica is removed by its node's next heartbeat, once both say it is out.
+async fn remove_member(node: &MetaNode, r: &Repair) -> Result<(), WingError> {
+    let Some(leaving) = r.change.leaving() else {
+        return Err(WingError::Internal(format!("partition {}: {:?} removes no member", r.pid, r.change)));
+    };
+    let voters: Vec<u64> = r.members.iter().copied().filter(|m| *m != leaving).collect();
+    let req = ChangeMembershipRequest {
+        partition: Some(r.pid.to_proto()),
+        voters: voters.clone(),
+        meta_term: Some(r.meta_term),
+    };
+    let mut req = tonic::Request::new(req);
+    req.set_timeout(MEMBERSHIP_CHANGE);
+    let status = node.admin(r.primary.node_id)?.change_membership(req).await.map_err(status_err)?;
+    record_primary(node, r, status.get_ref());
+    node.propose(MetaCommand::SetMembers { partition: r.pid, ballot: r.ballot, members: voters }).await?;
+    Ok(())
+}
+
+/// Takes `learner` out of the group; its replica is removed by its node's next heartbeat, once
+/// the primary's report no longer lists it.
+async fn drop_learner(node: &MetaNode, r: &Repair, learner: u64) -> Result<(), WingError> {
+    let req = RemoveLearnersRequest {
+        partition: Some(r.pid.to_proto()),
+        learners: vec![learner],
+        meta_term: Some(r.meta_term),
+    };
+    let mut req = tonic::Request::new(req);
+    req.set_timeout(MEMBERSHIP_CHANGE);
+    let status = node.admin(r.primary.node_id)?.remove_learners(req).await.map_err(status_err)?;
+    record_primary(node, r, status.get_ref());
     Ok(())
 }
 

@@ -368,7 +368,14 @@ impl RaftStateMachine<PartitionRaftConfig> for PartitionStateMachine {
         };
         drop(snapshot);
         let (db, dir, meta2) = (self.db.clone(), self.snapshots.clone(), meta.clone());
-        blocking(move || dir.install(&db, &meta2, &path)).await.map_err(write_err)?;
+        blocking(move || {
+            // A slow copy to a new replica, in tests: `FAILPOINTS='snapshot::install=sleep(4000)'`
+            // (on a blocking thread, as the install itself).
+            fail::fail_point!("snapshot::install");
+            dir.install(&db, &meta2, &path)
+        })
+        .await
+        .map_err(write_err)?;
         self.clock.reset(log_clock_of_snapshot(&meta.snapshot_id));
         tracing::info!(snapshot = %meta.snapshot_id, last = ?meta.last_log_id, "installed snapshot");
         Ok(())

@@ -92,6 +92,17 @@ pub fn start_reserving(dir: &Path, replica_ports: u16, replica_config: &str) -> 
     start_onebox_on(dir, "", replica_config, &[], &[], replica_ports)
 }
 
+/// [`start_reserving`] with `env` set for the onebox (its servers inherit it, e.g. `FAILPOINTS`,
+/// including those `onebox add` starts later).
+pub fn start_reserving_with_env(
+    dir: &Path,
+    replica_ports: u16,
+    replica_config: &str,
+    env: &[(&str, &str)],
+) -> Result<String> {
+    start_onebox_on(dir, "", replica_config, env, &[], replica_ports)
+}
+
 fn start_onebox(
     dir: &Path,
     meta_config: &str,

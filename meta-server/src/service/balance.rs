@@ -11,6 +11,7 @@ use wingkv_proto::meta::{
 };
 
 use crate::balance::Move;
+use crate::balancer::ManualMove;
 use crate::catalog::{MetaCommand, MetaLevel};
 use crate::liveness::NodeState;
 use crate::node::MetaNode;
@@ -103,16 +104,28 @@ pub(super) async fn propose(node: &Arc<MetaNode>, req: ProposeRequest) -> Result
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    // Its own task: a caller that goes away does not leave the move half done, and the claim
-    // is released however the move ends (within its timeout).
-    let task_node = node.clone();
-    let task = tokio::spawn(async move {
-        let moved = tokio::time::timeout(PROPOSE_TIMEOUT, crate::balancer::run_move(&task_node, m, primary, meta_term));
-        let result = moved.await;
-        task_node.repairs_done.locked().push(pid);
-        result.map_err(|_| WingError::Timeout(format!("the move of {pid} did not end within {PROPOSE_TIMEOUT:?}")))?
-    });
-    task.await.map_err(|e| WingError::Internal(format!("the move of {pid} failed: {e}")))??;
+    // The reconcile loop owns the move (it is aborted with the loop's leadership); a caller
+    // that goes away does not leave it half done. The claim is released however it ends.
+    let (done, answer) = tokio::sync::oneshot::channel();
+    if let Err(e) = node.manual_moves.submit(ManualMove { m, primary, meta_term, done }) {
+        node.repairs_done.locked().push(pid);
+        return Err(e.into());
+    }
+    match tokio::time::timeout(PROPOSE_TIMEOUT, answer).await {
+        Ok(Ok(result)) => result?,
+        Ok(Err(_)) => {
+            return Err(WingError::Unavailable(format!(
+                "the move of {pid} was aborted: this meta stopped leading; check the partition and try again"
+            ))
+            .into())
+        }
+        Err(_) => {
+            return Err(WingError::Timeout(format!(
+                "the move of {pid} did not end within {PROPOSE_TIMEOUT:?}; it goes on in the meta"
+            ))
+            .into())
+        }
+    }
     let members = node.with_catalog(|c| {
         c.apps.get(&pid.app_id).and_then(|a| a.partitions.get(pid.partition_index as usize)).map(|p| p.members.clone())
     });

@@ -129,4 +129,18 @@ impl Meta for MetaService {
     async fn decommission(&self, req: Request<DecommissionRequest>) -> Result<Response<NodeInfo>, Status> {
         cluster::decommission(&self.node, req.into_inner()).await.map(Response::new)
     }
+
+    async fn set_replica_count(
+        &self,
+        req: Request<SetReplicaCountRequest>,
+    ) -> Result<Response<ReplicaCountResponse>, Status> {
+        table::set_replica_count(&self.node, req.into_inner()).await.map(Response::new)
+    }
+
+    async fn get_replica_count(
+        &self,
+        req: Request<GetReplicaCountRequest>,
+    ) -> Result<Response<ReplicaCountResponse>, Status> {
+        table::get_replica_count(&self.node, req.into_inner()).await.map(Response::new)
+    }
 }

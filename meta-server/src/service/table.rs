@@ -1,4 +1,4 @@
-//! The table RPCs: create, drop, recall, list and query tables, and their envs.
+//! The table RPCs: create, drop, recall, list and query tables, their envs and replica counts.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -11,9 +11,10 @@ use wingkv_common::naming::{
 use wingkv_common::time::unix_millis;
 use wingkv_common::{PartitionId, WingError};
 use wingkv_proto::meta::{
-    CreateTableRequest, DelTableEnvsRequest, DropTableRequest, DropTableResponse, GetTableEnvsRequest,
-    ListTablesRequest, ListTablesResponse, NodeAddress, PartitionConfiguration, QueryTableRequest, RecallTableRequest,
-    SetTableEnvsRequest, TableConfiguration, TableEnvs, TableStatus, TableSummary,
+    CreateTableRequest, DelTableEnvsRequest, DropTableRequest, DropTableResponse, GetReplicaCountRequest,
+    GetTableEnvsRequest, ListTablesRequest, ListTablesResponse, NodeAddress, PartitionConfiguration, QueryTableRequest,
+    RecallTableRequest, ReplicaCountResponse, SetReplicaCountRequest, SetTableEnvsRequest, TableConfiguration,
+    TableEnvs, TableStatus, TableSummary,
 };
 
 use super::app_of;
@@ -206,4 +207,57 @@ pub(super) async fn del_table_envs(node: &MetaNode, r: DelTableEnvsRequest) -> R
     }
     let app = app_of(node.propose(MetaCommand::DelEnvs { name: r.name, keys: r.keys }).await?)?;
     Ok(TableEnvs { envs: app.envs })
+}
+
+/// How many replicas `app`'s partitions keep, and how many they have now.
+fn replica_count_of(app: &AppState) -> ReplicaCountResponse {
+    let sizes = app.partitions.iter().map(|p| p.members.len() as u32);
+    ReplicaCountResponse {
+        table: app.name.clone(),
+        replica_count: app.replica_count,
+        partition_count: app.partition_count,
+        partitions_at_count: sizes.clone().filter(|n| *n == app.replica_count).count() as u32,
+        min_members: sizes.clone().min().unwrap_or(0),
+        max_members: sizes.max().unwrap_or(0),
+    }
+}
+
+/// Changes a live table's replica count; the reconcile loop then adds or removes members.
+/// A larger count needs that many alive servers that are not draining, so that every partition
+/// can reach it.
+pub(super) async fn set_replica_count(
+    node: &MetaNode,
+    r: SetReplicaCountRequest,
+) -> Result<ReplicaCountResponse, Status> {
+    validate_replica_count(r.replica_count)?;
+    node.read_barrier().await?;
+    let catalog = node.catalog();
+    let app = catalog.live_app(&r.table)?;
+    if r.replica_count > app.replica_count {
+        let hosts = catalog
+            .nodes
+            .keys()
+            .filter(|n| node.liveness.state(**n) == NodeState::Alive && !catalog.settings.draining.contains(n))
+            .count();
+        if (hosts as u32) < r.replica_count {
+            return Err(WingError::InvalidArgument(format!(
+                "table '{}' cannot keep {} replicas: {hosts} replica servers are alive and not draining",
+                r.table, r.replica_count
+            ))
+            .into());
+        }
+    }
+    let cmd = MetaCommand::SetReplicaCount { name: r.table.clone(), replica_count: r.replica_count };
+    let app = app_of(node.propose(cmd).await?)?;
+    tracing::info!(app_id = app.app_id, name = %app.name, replica_count = app.replica_count, "replica count set");
+    Ok(replica_count_of(&app))
+}
+
+/// A live table's replica count and its partitions' member counts, read linearizably.
+pub(super) async fn get_replica_count(
+    node: &MetaNode,
+    r: GetReplicaCountRequest,
+) -> Result<ReplicaCountResponse, Status> {
+    node.read_barrier().await?;
+    Ok(node.with_catalog(|c| c.live_app(&r.table).map(replica_count_of))?)
 }

@@ -5,15 +5,15 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use openraft::error::{ChangeMembershipError, ClientWriteError, RaftError};
-use openraft::BasicNode;
+use openraft::{BasicNode, ChangeMembers};
 use tonic::{Request, Response, Status};
 use wingkv_common::raft::NodeId;
 use wingkv_common::{PartitionId, WingError};
 use wingkv_proto::replica_admin::replica_admin_server::ReplicaAdmin;
 use wingkv_proto::replica_admin::{
     AddLearnerRequest, BulkLoadAction, BulkLoadRequest, BulkLoadResponse, CampaignRequest, ChangeMembershipRequest,
-    ChecksumResponse, CreateReplicaRequest, Empty, FetchBulkLoadFileRequest, PartitionRequest, ReplicaBulkLoadState,
-    ReplicaStatus, StatusRequest, StatusResponse, TransferPrimaryRequest,
+    ChecksumResponse, CreateReplicaRequest, Empty, FetchBulkLoadFileRequest, PartitionRequest, RemoveLearnersRequest,
+    ReplicaBulkLoadState, ReplicaStatus, StatusRequest, StatusResponse, TransferPrimaryRequest,
 };
 
 use crate::manager::ReplicaManager;
@@ -135,6 +135,33 @@ impl ReplicaAdmin for AdminService {
         }
         let replica = self.manager.get(id)?;
         replica.raft().change_membership(voters, false).await.map_err(|e| membership_error(id, e))?;
+        Ok(Response::new(replica.status()))
+    }
+
+    async fn remove_learners(&self, req: Request<RemoveLearnersRequest>) -> Result<Response<ReplicaStatus>, Status> {
+        let req = req.into_inner();
+        let id = PartitionId::from_proto(req.partition.as_ref())?;
+        self.manager.check_meta_term(req.meta_term)?;
+        let learners: BTreeSet<u64> = req.learners.into_iter().collect();
+        if learners.is_empty() {
+            return Err(WingError::InvalidArgument(format!("partition {id}: remove_learners names no learner")).into());
+        }
+        let replica = self.manager.get(id)?;
+        // Checked against the membership now (openraft would refuse too: a voter keeps its
+        // node), so that the error names what is wrong.
+        let membership = replica.raft().metrics().borrow().membership_config.clone();
+        let voters: BTreeSet<u64> = membership.membership().get_joint_config().iter().flatten().copied().collect();
+        if let Some(v) = learners.iter().find(|l| voters.contains(l)) {
+            return Err(WingError::InvalidState(format!(
+                "partition {id}: node {v} is a voter, not a learner; it leaves by a membership change"
+            ))
+            .into());
+        }
+        replica
+            .raft()
+            .change_membership(ChangeMembers::RemoveNodes(learners), false)
+            .await
+            .map_err(|e| membership_error(id, e))?;
         Ok(Response::new(replica.status()))
     }
 

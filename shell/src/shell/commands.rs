@@ -85,6 +85,19 @@ pub enum Cmd {
         /// A new name (needed when the old one is taken).
         new_name: Option<String>,
     },
+    /// Change how many replicas each partition of a table keeps (1..=5); the meta adds or
+    /// removes members until every partition has that many (`get_replica_count` follows it).
+    SetReplicaCount {
+        /// Table name.
+        name: String,
+        /// The new count.
+        replica_count: u32,
+    },
+    /// Show a table's replica count and how many partitions have it now.
+    GetReplicaCount {
+        /// Table name.
+        name: String,
+    },
     /// Select the table the data commands use.
     Use {
         /// Table name.

@@ -83,6 +83,10 @@ impl Session {
                 Output::of(&view)
             }
             Cmd::Recall { app_id, new_name } => Output::of(&table::recall(admin, app_id, new_name.as_deref()).await?),
+            Cmd::SetReplicaCount { name, replica_count } => {
+                Output::of(&table::set_replica_count(admin, &name, replica_count).await?)
+            }
+            Cmd::GetReplicaCount { name } => Output::of(&table::get_replica_count(admin, &name).await?),
             Cmd::Use { name } => {
                 self.table = Some(self.client.open_table(&name).await?);
                 Output::of(&table::UseView { table: name })

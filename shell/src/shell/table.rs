@@ -4,7 +4,9 @@ use std::collections::BTreeMap;
 
 use anyhow::{anyhow, Result};
 use serde::Serialize;
-use wingkv_client::{Admin, CreateTableOptions, PartitionId, TableConfiguration, TableStatus, TableSummary};
+use wingkv_client::{
+    Admin, CreateTableOptions, PartitionId, ReplicaCountResponse, TableConfiguration, TableStatus, TableSummary,
+};
 
 use super::format::{ms_to_time, rows, Col, View};
 
@@ -234,6 +236,53 @@ impl View for RecalledView {
 pub async fn recall(admin: &Admin, app_id: u32, new_name: Option<&str>) -> Result<RecalledView> {
     let cfg = admin.recall_table(app_id, new_name).await?;
     Ok(RecalledView { app_id: cfg.app_id, name: cfg.name })
+}
+
+/// `set_replica_count` / `get_replica_count`: the count and how far the partitions are.
+#[derive(Serialize)]
+pub struct ReplicaCountView {
+    table: String,
+    replica_count: u32,
+    partition_count: u32,
+    partitions_at_count: u32,
+    min_members: u32,
+    max_members: u32,
+}
+
+impl View for ReplicaCountView {
+    fn text(&self) -> String {
+        let mut text = format!(
+            "table \"{}\": replica_count {}, {}/{} partitions at it",
+            self.table, self.replica_count, self.partitions_at_count, self.partition_count
+        );
+        if self.partitions_at_count < self.partition_count {
+            text.push_str(&format!(" (members now {}..={})", self.min_members, self.max_members));
+        }
+        text
+    }
+}
+
+impl From<ReplicaCountResponse> for ReplicaCountView {
+    fn from(r: ReplicaCountResponse) -> Self {
+        Self {
+            table: r.table,
+            replica_count: r.replica_count,
+            partition_count: r.partition_count,
+            partitions_at_count: r.partitions_at_count,
+            min_members: r.min_members,
+            max_members: r.max_members,
+        }
+    }
+}
+
+/// Runs `set_replica_count TABLE N`.
+pub async fn set_replica_count(admin: &Admin, name: &str, replica_count: u32) -> Result<ReplicaCountView> {
+    Ok(admin.set_replica_count(name, replica_count).await?.into())
+}
+
+/// Runs `get_replica_count TABLE`.
+pub async fn get_replica_count(admin: &Admin, name: &str) -> Result<ReplicaCountView> {
+    Ok(admin.get_replica_count(name).await?.into())
 }
 
 /// `use`: the table the data commands now use.

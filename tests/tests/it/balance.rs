@@ -390,3 +390,359 @@ async fn a_decommissioned_server_drains_under_load_and_leaves() -> Result<()> {
     check_rows(&meta, "dec", "row", ROWS).await?;
     Ok(())
 }
+
+/// `get_replica_count TABLE`: the catalog's count and the fewest and most members any
+/// partition has now.
+fn replica_count(meta: &str, table: &str) -> Result<Value> {
+    json(meta, &format!("get_replica_count {table}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replica_count_goes_from_3_to_5_and_back_under_load() -> Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let dir = tmp.path().join("onebox");
+    let _guard = Guard(dir.clone());
+    let meta = wingkv_tests::onebox::start_reserving(&dir, 5, "")?;
+    shell_ok(&meta, "create rc -p 8 -r 3")?;
+    write_rows(&meta, "rc", "row", ROWS).await?;
+
+    // Refused with what is wrong, and nothing changed.
+    let (ok, _, err) = shell(&meta, "set_replica_count rc 5")?;
+    ensure!(!ok && err.contains("3 replica servers are alive and not draining"), "{err}");
+    let (ok, _, err) = shell(&meta, "set_replica_count rc 6")?;
+    ensure!(!ok && err.contains("between 1 and 5"), "{err}");
+    let (ok, _, err) = shell(&meta, "set_replica_count nope 3")?;
+    ensure!(!ok && err.contains("no table named 'nope'"), "{err}");
+    let count = replica_count(&meta, "rc")?;
+    ensure!(count["replica_count"] == 3 && count["partitions_at_count"] == 8, "{count}");
+
+    onebox(&dir, &["add", "--replicas", "2"])?;
+    wait_for("5 alive replica servers", Duration::from_secs(60), || async {
+        (json(&meta, "cluster_info").ok()?["alive_nodes"] == 5).then_some(())
+    })
+    .await?;
+    let workload = Workload { clients: 4, keys: 32, request_timeout: Duration::from_secs(10), ..Default::default() };
+    let action = Fault::Action("set_replica_count rc 5, wait, set_replica_count rc 3, wait".into());
+    let meta2 = meta.clone();
+    let run = faults::run_with(
+        std::slice::from_ref(&meta),
+        "rc",
+        &workload,
+        20_261_206,
+        Duration::from_secs(15),
+        &[(Duration::from_secs(2), action)],
+        move |_| {
+            let meta = meta2.clone();
+            async move {
+                for target in [5u64, 3] {
+                    let set = json(&meta, &format!("set_replica_count rc {target}"))?;
+                    ensure!(set["replica_count"] == target, "{set}");
+                    // Sampled until every partition has the count: none ever under 3.
+                    let under = wait_for(
+                        &format!("every partition of rc to have {target} members"),
+                        Duration::from_secs(240),
+                        || async {
+                            let count = replica_count(&meta, "rc").ok()?;
+                            if count["min_members"].as_u64()? < 3 {
+                                return Some(Some(count.to_string()));
+                            }
+                            (count["partitions_at_count"] == 8 && count["max_members"] == target).then_some(None)
+                        },
+                    )
+                    .await?;
+                    ensure!(under.is_none(), "a partition went under 3 members: {}", under.unwrap_or_default());
+                }
+                Ok(())
+            }
+        },
+    )
+    .await?;
+    let report = linearizability::check(&run.history, 20_000_000);
+    ensure!(matches!(report.verdict, Verdict::Ok), "not linearizable: {report}");
+    let lost = linearizability::lost_acknowledged_writes(&run.history, &run.final_values);
+    ensure!(lost.is_empty(), "acknowledged writes lost on keys {lost:?}");
+    ensure!(run.faults.len() == 1, "the change did not run: {:?}", run.faults);
+    ensure!(run.failures.is_empty(), "{} requests failed, e.g. {:?}", run.failures.len(), run.failures.first());
+
+    let count = replica_count(&meta, "rc")?;
+    ensure!(count["replica_count"] == 3 && count["partitions_at_count"] == 8 && count["max_members"] == 3, "{count}");
+    faults::wait_converged(&meta, "rc", Duration::from_secs(120)).await?;
+    // The members taken out lose their replicas: 24 left over 5 servers.
+    wait_left_replicas_removed(&meta, "rc").await?;
+    let (replicas, _) = shares(&meta, "rc")?;
+    ensure!(replicas.values().sum::<i64>() == 24, "{replicas:?}");
+    check_rows(&meta, "rc", "row", ROWS).await?;
+    Ok(())
+}
+
+/// The id and address of every replica server `nodes` lists.
+fn node_ids(meta: &str) -> Result<Vec<(u64, String)>> {
+    let nodes = json(meta, "nodes")?;
+    nodes["nodes"]
+        .as_array()
+        .context("nodes")?
+        .iter()
+        .map(|n| Ok((n["node_id"].as_u64().context("node_id")?, n["address"].as_str().context("address")?.to_string())))
+        .collect()
+}
+
+/// Partition 0 of `table` once it has a primary: its id, primary and members (addresses).
+async fn first_partition(meta: &str, table: &str) -> Result<(wingkv_common::PartitionId, String, Vec<String>)> {
+    let app = wait_for(&format!("{table}.0 to have a primary"), Duration::from_secs(30), || async {
+        let app = json(meta, &format!("app {table} -d")).ok()?;
+        app["partitions"][0]["primary"].as_str().is_some().then_some(app)
+    })
+    .await?;
+    let pid = wingkv_common::PartitionId::new(app["app_id"].as_u64().context("app_id")? as u32, 0);
+    let p = &app["partitions"][0];
+    let primary = p["primary"].as_str().context("primary")?.to_string();
+    let members =
+        p["members"].as_array().context("members")?.iter().filter_map(|m| m.as_str()).map(String::from).collect();
+    Ok((pid, primary, members))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_learner_left_behind_is_taken_out_and_its_replica_removed() -> Result<()> {
+    use wingkv_proto::replica_admin::{AddLearnerRequest, CreateReplicaRequest, Member};
+    let tmp = tempfile::tempdir()?;
+    let dir = tmp.path().join("onebox");
+    let _guard = Guard(dir.clone());
+    let meta = wingkv_tests::onebox::start_reserving(&dir, 4, "")?;
+    onebox(&dir, &["add", "--replicas", "1"])?;
+    shell_ok(&meta, "create sl -p 2 -r 3")?;
+    write_rows(&meta, "sl", "k", 100).await?;
+    let (pid, primary, members) = first_partition(&meta, "sl").await?;
+    let (outsider_id, outsider) =
+        node_ids(&meta)?.into_iter().find(|(_, a)| !members.contains(a)).context("a node outside sl.0")?;
+
+    // What a repair or move cut short (its meta killed) leaves: a learner in the group, with a
+    // replica on its node. (The replica may be removed before the meta hears of the learner:
+    // the meta's last report of the group does not list it. The learner stays all the same.)
+    let mut primary_admin = ReplicaAdminClient::new(channel(&primary)?);
+    let learner = Member { node_id: outsider_id, address: outsider.clone() };
+    let added = primary_admin
+        .add_learner(AddLearnerRequest {
+            partition: Some(pid.to_proto()),
+            learner: Some(learner),
+            blocking: false,
+            meta_term: None,
+        })
+        .await?
+        .into_inner();
+    ensure!(added.learners.iter().any(|l| l.node_id == outsider_id), "the learner was not added: {added:?}");
+    let mut outsider_admin = ReplicaAdminClient::new(channel(&outsider)?);
+    let created = outsider_admin
+        .create_replica(CreateReplicaRequest {
+            partition: Some(pid.to_proto()),
+            partition_count: 2,
+            ..Default::default()
+        })
+        .await;
+    ensure!(created.is_ok(), "cannot create the learner's replica: {created:?}");
+
+    wait_for("the left-behind learner and its replica to be removed", Duration::from_secs(60), || async {
+        let (mut primary_admin, mut outsider_admin) = (primary_admin.clone(), outsider_admin.clone());
+        let status = primary_admin.status(StatusRequest { partition: Some(pid.to_proto()) }).await.ok()?.into_inner();
+        let listed = status.replicas.first()?.learners.iter().any(|l| l.node_id == outsider_id);
+        let hosted = outsider_admin.status(StatusRequest { partition: None }).await.ok()?.into_inner();
+        let hosts = hosted.replicas.iter().any(|r| r.partition.as_ref() == Some(&pid.to_proto()));
+        (!listed && !hosts).then_some(())
+    })
+    .await?;
+    let after = json(&meta, "app sl -d")?;
+    ensure!(after["partitions"][0]["members"] == serde_json::json!(members), "the members changed: {after}");
+    check_rows(&meta, "sl", "k", 100).await?;
+    Ok(())
+}
+
+/// The onebox name and address of the replica server that hosts a replica of `table` it is
+/// not a member of (a learner being copied to), among `names`.
+async fn receiving(dir: &std::path::Path, meta: &str, table: &str, names: &[&str]) -> Option<(String, String)> {
+    let app = json(meta, &format!("app {table} -d")).ok()?;
+    let app_id = app["app_id"].as_u64()? as u32;
+    let partitions = app["partitions"].as_array()?;
+    let state = wingkv_tests::cli::onebox_state(dir).ok()?;
+    for n in state["nodes"].as_array()? {
+        let name = n["name"].as_str()?;
+        if !names.contains(&name) {
+            continue;
+        }
+        let addr = format!("127.0.0.1:{}", n["port"].as_u64()?);
+        let Ok(ch) = channel(&addr) else { continue };
+        let Ok(status) = ReplicaAdminClient::new(ch).status(StatusRequest { partition: None }).await else {
+            continue;
+        };
+        for r in &status.into_inner().replicas {
+            let Some(p) = r.partition.as_ref().filter(|p| p.app_id == app_id) else { continue };
+            let members = partitions.get(p.partition_index as usize)?["members"].as_array()?;
+            if !members.iter().any(|m| m == addr.as_str()) {
+                return Some((name.to_string(), addr));
+            }
+        }
+    }
+    None
+}
+
+// Known failing about one run in four (issue #19 stays open): after the kills, the reconcile
+// loop decides a member "lost its replica" from a heartbeat older than the move that created
+// it, and its rejoin takes the group to 2 voters; it also adopts a joint membership (4 voters)
+// a primary reports mid-change. Run it with `--run-ignored all` while fixing those.
+#[ignore = "fails about 1 run in 4: rejoin on a stale heartbeat after a move, joint membership adopted"]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn moves_survive_kills_of_the_receiving_server_and_of_the_meta() -> Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let dir = tmp.path().join("onebox");
+    let _guard = Guard(dir.clone());
+    // Snapshots early and a short log behind them: a new replica is copied by a snapshot, and
+    // every install takes 4 s, so a copy is in flight long enough to be killed in.
+    let config = "[raft]\nsnapshot_after_logs = 100\nlogs_to_keep_after_snapshot = 10\n";
+    let meta = wingkv_tests::onebox::start_reserving_with_env(
+        &dir,
+        5,
+        config,
+        &[("FAILPOINTS", "snapshot::install=sleep(4000)")],
+    )?;
+    shell_ok(&meta, "create km -p 8 -r 3")?;
+    write_rows(&meta, "km", "row", 3_000).await?;
+    onebox(&dir, &["add", "--replicas", "2"])?;
+
+    let workload = Workload { clients: 4, keys: 32, request_timeout: Duration::from_secs(10), ..Default::default() };
+    let action = Fault::Action(
+        "set_meta_level lively; kill -9 a server receiving a replica mid-copy; kill -9 the meta mid-move; \
+         wait until balanced"
+            .into(),
+    );
+    let (dir2, meta2) = (dir.clone(), meta.clone());
+    let run = faults::run_with(
+        std::slice::from_ref(&meta),
+        "km",
+        &workload,
+        20_261_207,
+        Duration::from_secs(15),
+        &[(Duration::from_secs(2), action)],
+        move |_| {
+            let (dir, meta) = (dir2.clone(), meta2.clone());
+            async move {
+                shell_ok(&meta, "set_meta_level lively")?;
+                let added = ["replica4", "replica5"];
+                let (name, addr) = wait_for("a replica copied to an added server", Duration::from_secs(60), || {
+                    receiving(&dir, &meta, "km", &added)
+                })
+                .await?;
+                onebox(&dir, &["kill", &name])?;
+                println!("killed {name} ({addr}) while it received a replica");
+                wait_for("another replica copied to an added server", Duration::from_secs(120), || {
+                    receiving(&dir, &meta, "km", &added)
+                })
+                .await?;
+                onebox(&dir, &["kill", "meta1"])?;
+                println!("killed meta1 while a replica was being copied");
+                // Sampled until balanced: no partition ever below 3 members.
+                let under = wait_for("replicas and primaries to be balanced", Duration::from_secs(300), || async {
+                    let count = replica_count(&meta, "km").ok()?;
+                    if count["min_members"].as_u64()? < 3 {
+                        return Some(Some(count.to_string()));
+                    }
+                    let info = json(&meta, "cluster_info").ok()?;
+                    let b = &info["balance_status"];
+                    let done = info["alive_nodes"] == 5
+                        && b["replicas_balanced"] == true
+                        && b["primaries_balanced"] == true
+                        && b["moves_in_flight"] == 0;
+                    done.then_some(None)
+                })
+                .await?;
+                ensure!(under.is_none(), "a partition went under 3 members: {}", under.unwrap_or_default());
+                Ok(())
+            }
+        },
+    )
+    .await?;
+    let report = linearizability::check(&run.history, 20_000_000);
+    ensure!(matches!(report.verdict, Verdict::Ok), "not linearizable: {report}");
+    let lost = linearizability::lost_acknowledged_writes(&run.history, &run.final_values);
+    ensure!(lost.is_empty(), "acknowledged writes lost on keys {lost:?}");
+    ensure!(run.faults.len() == 1, "the schedule did not run: {:?}", run.faults);
+    // A write in flight on a primary killed with its server may or may not have been applied:
+    // the SDK answers so rather than retry it, and the checker takes it as either.
+    println!("{} requests failed (a primary was killed under them): {:?}", run.failures.len(), run.failures);
+
+    let (replicas, primaries) = shares(&meta, "km")?;
+    ensure!(replicas.len() == 5 && spread(&replicas) <= 1, "replicas per node: {replicas:?}");
+    ensure!(spread(&primaries) <= 1, "primaries per node: {primaries:?}");
+    faults::wait_converged(&meta, "km", Duration::from_secs(120)).await?;
+    // Nothing left behind by the moves cut short: every node hosts what the catalog says.
+    wait_left_replicas_removed(&meta, "km").await?;
+    check_rows(&meta, "km", "row", 3_000).await?;
+    Ok(())
+}
+
+/// Resumes a `SIGSTOP`ped process when dropped, whatever the test's outcome.
+struct Resume(i32);
+
+impl Drop for Resume {
+    fn drop(&mut self) {
+        // SAFETY: kill(2) on the pid of a server of the test's onebox; no memory involved.
+        unsafe { libc::kill(self.0, libc::SIGCONT) };
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_moved_away_while_paused_loses_its_replica_when_it_returns() -> Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let dir = tmp.path().join("onebox");
+    let _guard = Guard(dir.clone());
+    let meta = wingkv_tests::onebox::start_reserving(&dir, 4, "")?;
+    onebox(&dir, &["add", "--replicas", "1"])?;
+    shell_ok(&meta, "create pm -p 1 -r 3")?;
+    write_rows(&meta, "pm", "k", 50).await?;
+    let (pid, primary, members) = first_partition(&meta, "pm").await?;
+    let leaving = members.iter().find(|m| **m != primary).context("a secondary")?.clone();
+    let outsider = node_ids(&meta)?.into_iter().map(|(_, a)| a).find(|a| !members.contains(a)).context("outsider")?;
+    let state = wingkv_tests::cli::onebox_state(&dir)?;
+    let name = state["nodes"]
+        .as_array()
+        .context("nodes")?
+        .iter()
+        .find(|n| n["port"].as_u64().is_some_and(|port| leaving.ends_with(&format!(":{port}"))))
+        .and_then(|n| n["name"].as_str())
+        .context("the leaving member's onebox name")?
+        .to_string();
+    let pid_of = wingkv_tests::cli::onebox_node(&dir, &name)?.1.context("its pid")? as i32;
+
+    // The member is moved away while it is stopped: it never hears that it left, and once
+    // resumed it campaigns alone, at ever higher terms, with no leader.
+    // SAFETY: kill(2) on the pid of a server of this onebox; no memory involved.
+    unsafe { libc::kill(pid_of, libc::SIGSTOP) };
+    let resume = Resume(pid_of);
+    let moved = json(&meta, &format!("propose -g pm.0 -p move_replica -f {leaving} -t {outsider}"))?;
+    ensure!(!moved["members"].as_array().context("members")?.iter().any(|m| m == leaving.as_str()), "{moved}");
+    let group_term = {
+        let mut admin = ReplicaAdminClient::new(channel(&primary)?);
+        admin.status(StatusRequest { partition: Some(pid.to_proto()) }).await?.into_inner().replicas[0].term
+    };
+    let status = |addr: String| async move {
+        let mut admin = ReplicaAdminClient::new(channel(&addr).ok()?);
+        admin.status(StatusRequest { partition: Some(pid.to_proto()) }).await.ok().map(|s| s.into_inner())
+    };
+    // The meta stopped meanwhile, so that the member's first report after it resumes is one of
+    // a term past the group's (it campaigns within an election timeout; the meta's pause stays
+    // well under its node timeout).
+    let meta_pid = wingkv_tests::cli::onebox_node(&dir, "meta1")?.1.context("meta1's pid")? as i32;
+    // SAFETY: as above.
+    unsafe { libc::kill(meta_pid, libc::SIGSTOP) };
+    let resume_meta = Resume(meta_pid);
+    drop(resume);
+    let campaigned = wait_for("the left member to campaign past the group's term", Duration::from_secs(8), || async {
+        status(leaving.clone()).await?.replicas.first().is_some_and(|r| r.term > group_term).then_some(())
+    })
+    .await;
+    drop(resume_meta);
+    campaigned?;
+    wait_for("the left member's replica to be removed", Duration::from_secs(60), || async {
+        status(leaving.clone()).await.is_none().then_some(())
+    })
+    .await?;
+    check_rows(&meta, "pm", "k", 50).await?;
+    Ok(())
+}
