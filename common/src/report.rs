@@ -14,5 +14,6 @@ pub fn report_from_status(s: &ReplicaStatus) -> ReplicaReport {
         last_log_index: s.last_log_index,
         voters: s.voters.iter().map(|m| m.node_id).collect(),
         learners: s.learners.iter().map(|m| m.node_id).collect(),
+        settled: s.settled,
     }
 }

@@ -20,7 +20,6 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
-use wingkv_common::report::report_from_status;
 use wingkv_common::sync::MutexExt;
 use wingkv_common::{PartitionId, WingError};
 use wingkv_proto::replica_admin::{StatusRequest, TransferPrimaryRequest};
@@ -201,6 +200,10 @@ pub fn balance_once(node: &Arc<MetaNode>, tasks: &mut JoinSet<()>, catalog: &Cat
     let mut in_flight = node.balancer.in_flight.locked();
     let mut load: HashMap<u64, usize> = HashMap::new();
     for m in in_flight.values() {
+        // Planned as if done: the view (reports, catalog) shows a move only once it ended, and
+        // a plan that does not count the moves still running repeats their work, then undoes
+        // it (seen as two primaries handed back and forth between two nodes for good).
+        view.apply(m);
         for n in m.nodes() {
             *load.entry(n).or_default() += 1;
         }
@@ -215,9 +218,18 @@ pub fn balance_once(node: &Arc<MetaNode>, tasks: &mut JoinSet<()>, catalog: &Cat
             *load.entry(n).or_default() += 1;
         }
         let pid = m.pid();
-        let Some(primary) = node.liveness.primary(pid) else {
+        // Not while a change of the group runs (see `PrimaryInfo::settled`), and never onto a
+        // node that still has a replica of the partition (one whose removal is pending).
+        let Some(primary) = node.liveness.primary(pid).filter(|p| p.settled) else {
+            tracing::debug!(partition = %pid, ?m, "balance: no settled primary reported; move not started");
             continue;
         };
+        if let Move::Replica { to, .. } = m {
+            if node.liveness.hosts(to, pid) {
+                tracing::debug!(partition = %pid, ?m, "balance: the target still has a replica; move not started");
+                continue;
+            }
+        }
         in_flight.insert(pid, m);
         node.repairs.locked().insert(pid);
         let node2 = node.clone();
@@ -267,11 +279,11 @@ async fn move_primary(node: &MetaNode, pid: PartitionId, from: u64, to: u64, met
         tonic::Request::new(TransferPrimaryRequest { partition: Some(pid.to_proto()), to, meta_term: Some(meta_term) });
     req.set_timeout(TRANSFER);
     let status = node.admin(from)?.transfer_primary(req).await.map_err(|s| WingError::from_status(&s))?;
-    node.liveness.record_one(meta_term, from, report_from_status(status.get_ref()));
+    node.liveness.record_one(meta_term, from, status.get_ref());
     let req = StatusRequest { partition: Some(pid.to_proto()) };
     let status = node.admin(to)?.status(req).await.map_err(|s| WingError::from_status(&s))?;
     for r in &status.get_ref().replicas {
-        node.liveness.record_one(meta_term, to, report_from_status(r));
+        node.liveness.record_one(meta_term, to, r);
     }
     Ok(())
 }

@@ -56,7 +56,8 @@ pub struct MetaServerConfig {
     /// of its bulk-load driver; default 500 ms, at least 50 ms.
     pub reconcile_interval_ms: u64,
     /// Balancer moves (replica or primary) running at once in the cluster, at meta level
-    /// `lively`; default 4.
+    /// `lively`; default 4. Also bounds the members added at once to partitions below their
+    /// replica count.
     pub balance_max_moves: usize,
     /// Balancer moves running at once that involve one node (as source or target); default 2.
     /// A replica move copies the partition to its target: this bounds what a new node takes in

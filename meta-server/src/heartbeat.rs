@@ -7,8 +7,8 @@
 //! - the replica's table was purged: its id was handed out (`app_id < next_app_id`; ids are never
 //!   reused) and is gone from the catalog, which only a committed `PurgeTable` does;
 //! - or the partition's primary, in a term at least the replica's own (the last in which the
-//!   replica knew a leader), reports a membership that has this node neither as voter nor as
-//!   learner, and the catalog does not list it either.
+//!   replica knew a leader), reports a settled membership (one config, committed) that has this
+//!   node neither as voter nor as learner, and the catalog does not list it either.
 //!
 //! A table the meta does not know (a newer table whose creation this meta has not applied, a
 //! catalog restored from an older state) is never a reason to remove anything.
@@ -106,7 +106,9 @@ fn should_remove(
     let Some(primary) = facts.primary(pid) else {
         return false;
     };
-    if primary.node_id == node_id || primary.voters.is_empty() {
+    // A joint or uncommitted membership may still change back (a primary deposed before it
+    // committed): only a settled one says the node is out.
+    if primary.node_id == node_id || primary.voters.is_empty() || !primary.settled {
         return false;
     }
     let newer_than_primary = facts.led_term(node_id, pid).is_some_and(|t| t > primary.term);
@@ -165,7 +167,7 @@ mod tests {
     }
 
     fn primary(node_id: u64, term: u64, voters: Vec<u64>) -> PrimaryInfo {
-        PrimaryInfo { node_id, term, voters, learners: vec![] }
+        PrimaryInfo { node_id, term, voters, learners: vec![], settled: true }
     }
 
     #[test]
@@ -237,6 +239,10 @@ mod tests {
         // so): no led term newer than the primary's, removed.
         f.terms.remove(&(9, pid));
         assert_eq!(decide(&c, 9, &[pid], &HashSet::new(), &f).remove, vec![pid]);
+        // A membership not settled (joint, or not committed: it may still change back): kept.
+        f.primaries.insert(pid, PrimaryInfo { settled: false, ..primary(1, 5, vec![1, 2, 3]) });
+        assert!(decide(&c, 9, &[pid], &HashSet::new(), &f).remove.is_empty());
+        f.primaries.insert(pid, primary(1, 5, vec![1, 2, 3]));
         // A repair in flight: kept.
         f.terms.insert((9, pid), 5);
         assert!(decide(&c, 9, &[pid], &HashSet::from([pid]), &f).remove.is_empty());

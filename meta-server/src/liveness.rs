@@ -6,10 +6,12 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use wingkv_common::report::report_from_status;
 use wingkv_common::sync::MutexExt;
 use wingkv_common::PartitionId;
-use wingkv_proto::common::ReplicaRole;
+use wingkv_proto::common::{ReplicaRole, ReportStamp};
 use wingkv_proto::meta::{NodeStatus, ReplicaReport};
+use wingkv_proto::replica_admin::ReplicaStatus;
 
 use crate::catalog::AppState;
 
@@ -52,6 +54,27 @@ pub struct PrimaryInfo {
     pub voters: Vec<u64>,
     /// Learners the primary reported.
     pub learners: Vec<u64>,
+    /// Its membership is one config and committed (see `ReplicaStatus.settled`): only then may
+    /// it be recorded in the catalog, changed again, or tell that a node is out of the group.
+    pub settled: bool,
+}
+
+/// The order of one server's reports: (start, sequence) on its own clock (`ReportStamp`).
+type Stamp = (u64, u64);
+
+/// Whether a report stamped `a` is known to be newer than one stamped `b`: only within one
+/// start of the server. Across starts the later arrival wins: a server whose data dir was
+/// wiped counts its starts from 1 again, and its reports must not look old for good.
+fn newer(a: Stamp, b: Stamp) -> bool {
+    a.0 == b.0 && a.1 > b.1
+}
+
+fn stamp_of(s: Option<&ReportStamp>) -> Option<Stamp> {
+    s.filter(|s| s.boot > 0).map(|s| (s.boot, s.seq))
+}
+
+fn partition_of(r: &ReplicaReport) -> Option<PartitionId> {
+    r.partition.map(|q| PartitionId::new(q.app_id, q.partition_index))
 }
 
 struct Inner {
@@ -59,6 +82,10 @@ struct Inner {
     since: Instant,
     last_seen: HashMap<u64, Instant>,
     reports: HashMap<u64, Vec<ReplicaReport>>,
+    /// The stamp of each node's last list of replicas (its heartbeat).
+    list_stamps: HashMap<u64, Stamp>,
+    /// The stamps of single reports (status answers) newer than their node's last list.
+    one_stamps: HashMap<(u64, PartitionId), Stamp>,
     facts: HashMap<u64, (NodeFacts, Instant)>,
 }
 
@@ -89,6 +116,8 @@ impl Liveness {
                 since: Instant::now(),
                 last_seen: HashMap::new(),
                 reports: HashMap::new(),
+                list_stamps: HashMap::new(),
+                one_stamps: HashMap::new(),
                 facts: HashMap::new(),
             }),
         }
@@ -110,15 +139,37 @@ impl Liveness {
             i.since = Instant::now();
             i.last_seen.clear();
             i.reports.clear();
+            i.list_stamps.clear();
+            i.one_stamps.clear();
             i.facts.clear();
         }
     }
 
-    /// Records a heartbeat (or a status poll) of `node`, seen as leader of `term`.
-    pub fn record(&self, term: u64, node: u64, reports: Vec<ReplicaReport>) {
-        let mut i = self.lock();
-        Self::enter(&mut i, term);
+    /// Records the list of replicas `node` sent (a heartbeat), taken at `stamp`, seen as leader
+    /// of `term`. A list older than what is known of a partition does not replace it: a
+    /// heartbeat can arrive after the answer to a replica's creation it was taken before, and
+    /// that replica must not look lost. A list older than the last one is dropped.
+    pub fn record(&self, term: u64, node: u64, mut reports: Vec<ReplicaReport>, stamp: Option<&ReportStamp>) {
+        let mut guard = self.lock();
+        let i = &mut *guard;
+        Self::enter(i, term);
         i.last_seen.insert(node, Instant::now());
+        let Some(stamp) = stamp_of(stamp) else {
+            i.list_stamps.remove(&node);
+            i.one_stamps.retain(|(n, _), _| *n != node);
+            i.reports.insert(node, reports);
+            return;
+        };
+        if i.list_stamps.get(&node).is_some_and(|last| *last == stamp || newer(*last, stamp)) {
+            return;
+        }
+        let old = i.reports.remove(&node).unwrap_or_default();
+        for ((_, pid), _) in i.one_stamps.iter().filter(|((n, _), s)| *n == node && newer(**s, stamp)) {
+            reports.retain(|r| partition_of(r) != Some(*pid));
+            reports.extend(old.iter().filter(|r| partition_of(r) == Some(*pid)).cloned());
+        }
+        i.one_stamps.retain(|(n, _), s| *n != node || newer(*s, stamp));
+        i.list_stamps.insert(node, stamp);
         i.reports.insert(node, reports);
     }
 
@@ -134,11 +185,25 @@ impl Liveness {
         Some(NodeFacts { uptime_ms: f.uptime_ms + at.elapsed().as_millis() as u64, ..f.clone() })
     }
 
-    /// Replaces one partition's report of `node` (from a direct status poll) in `term`.
-    pub fn record_one(&self, term: u64, node: u64, report: ReplicaReport) {
-        let mut i = self.lock();
-        Self::enter(&mut i, term);
+    /// Replaces one partition's report of `node` with `status` (an answer to a status poll or
+    /// an admin order) in `term`, unless `node` already reported something newer.
+    pub fn record_one(&self, term: u64, node: u64, status: &ReplicaStatus) {
+        let report = report_from_status(status);
+        let Some(pid) = partition_of(&report) else {
+            return;
+        };
+        let mut guard = self.lock();
+        let i = &mut *guard;
+        Self::enter(i, term);
         i.last_seen.insert(node, Instant::now());
+        if let Some(stamp) = stamp_of(status.stamp.as_ref()) {
+            let newer_list = i.list_stamps.get(&node).is_some_and(|s| newer(*s, stamp));
+            let newer_one = i.one_stamps.get(&(node, pid)).is_some_and(|s| newer(*s, stamp));
+            if newer_list || newer_one {
+                return;
+            }
+            i.one_stamps.insert((node, pid), stamp);
+        }
         let list = i.reports.entry(node).or_default();
         list.retain(|r| r.partition != report.partition);
         list.push(report);
@@ -158,6 +223,11 @@ impl Liveness {
     /// Milliseconds since `node` was last heard from.
     pub fn silence_ms(&self, node: u64) -> Option<u64> {
         self.lock().last_seen.get(&node).map(|t| t.elapsed().as_millis() as u64)
+    }
+
+    /// Whether `node` reported hosting a replica of `p`.
+    pub fn hosts(&self, node: u64, p: PartitionId) -> bool {
+        self.with_report(node, p, |_| Some(())).is_some()
     }
 
     /// Partitions `node` reported hosting.
@@ -199,6 +269,7 @@ impl Liveness {
                         term: r.term,
                         voters: r.voters.clone(),
                         learners: r.learners.clone(),
+                        settled: r.settled,
                     });
                 }
             }
@@ -209,11 +280,7 @@ impl Liveness {
     /// What `node` last reported of its replica of `p`, through `f`.
     fn with_report<T>(&self, node: u64, p: PartitionId, f: impl FnOnce(&ReplicaReport) -> Option<T>) -> Option<T> {
         let i = self.lock();
-        i.reports
-            .get(&node)?
-            .iter()
-            .find(|r| r.partition.is_some_and(|q| PartitionId::new(q.app_id, q.partition_index) == p))
-            .and_then(f)
+        i.reports.get(&node)?.iter().find(|r| partition_of(r) == Some(p)).and_then(f)
     }
 
     /// The raft term `node` last reported for its replica of `p`, if it reported one.
@@ -262,11 +329,12 @@ mod tests {
         let l = Liveness::new(Duration::from_secs(60));
         assert_eq!(l.state(1), NodeState::Unknown);
         let p = PartitionId::new(1, 0);
-        l.record(1, 1, vec![report(p, ReplicaRole::RolePrimary, 2)]);
+        l.record(1, 1, vec![report(p, ReplicaRole::RolePrimary, 2)], None);
         l.record(
             1,
             2,
             vec![report(p, ReplicaRole::RolePrimary, 3), report(PartitionId::new(1, 1), ReplicaRole::RoleSecondary, 3)],
+            None,
         );
         assert_eq!(l.state(1), NodeState::Alive);
         assert_eq!(l.primary(p).unwrap().node_id, 2, "the higher term wins");
@@ -281,8 +349,40 @@ mod tests {
     #[test]
     fn silence_past_the_timeout_is_death() {
         let l = Liveness::new(Duration::ZERO);
-        l.record(1, 1, vec![]);
+        l.record(1, 1, vec![], None);
         assert_eq!(l.state(1), NodeState::Dead);
         assert_eq!(l.state(2), NodeState::Dead);
+    }
+
+    fn stamp(boot: u64, seq: u64) -> ReportStamp {
+        ReportStamp { boot, seq }
+    }
+
+    fn status(p: PartitionId, at: ReportStamp) -> ReplicaStatus {
+        ReplicaStatus { partition: Some(p.to_proto()), stamp: Some(at), ..Default::default() }
+    }
+
+    #[test]
+    fn a_heartbeat_taken_before_a_creation_does_not_hide_the_created_replica() {
+        let l = Liveness::new(Duration::from_secs(60));
+        let (p, q) = (PartitionId::new(1, 0), PartitionId::new(1, 1));
+        l.record(1, 4, vec![report(q, ReplicaRole::RoleSecondary, 1)], Some(&stamp(1, 5)));
+        // The creation's answer (stamped 7), then a heartbeat listed at 6 that arrives late.
+        l.record_one(1, 4, &status(p, stamp(1, 7)));
+        l.record(1, 4, vec![report(q, ReplicaRole::RoleSecondary, 1)], Some(&stamp(1, 6)));
+        assert!(l.hosts(4, p), "a list older than the creation hid the replica");
+        assert!(l.hosts(4, q));
+        // A heartbeat listed after the creation is the truth (the replica was removed since).
+        l.record(1, 4, vec![report(q, ReplicaRole::RoleSecondary, 1)], Some(&stamp(1, 8)));
+        assert!(!l.hosts(4, p));
+        // An answer older than that list, or a list older than it, changes nothing.
+        l.record_one(1, 4, &status(p, stamp(1, 7)));
+        l.record(1, 4, vec![report(p, ReplicaRole::RoleSecondary, 1)], Some(&stamp(1, 3)));
+        assert!(!l.hosts(4, p) && l.hosts(4, q));
+        // Another start: the later arrival wins, even with a lower start count (a wiped dir).
+        l.record(1, 4, vec![report(p, ReplicaRole::RoleSecondary, 1)], Some(&stamp(2, 1)));
+        assert!(l.hosts(4, p) && !l.hosts(4, q));
+        l.record(1, 4, vec![report(q, ReplicaRole::RoleSecondary, 1)], Some(&stamp(1, 1)));
+        assert!(!l.hosts(4, p) && l.hosts(4, q), "a server that counts its starts again was ignored");
     }
 }

@@ -48,6 +48,10 @@ pub struct MetaNode {
     /// a table creation or the reconcile loop): no repair is planned for them meanwhile, since
     /// a member whose creation is still on its way has lost nothing.
     pub bootstrapping: Mutex<HashSet<PartitionId>>,
+    /// Partitions a repair is adding a member to because they are below their replica count
+    /// (`set_replica_count` grew it): each copies a whole partition, so at most
+    /// `balance_max_moves` run at once, like balancing moves.
+    pub adding: Mutex<HashSet<PartitionId>>,
     /// Latest per-replica bulk-load progress of each partition (volatile, for status queries).
     pub bulk_progress:
         Mutex<std::collections::HashMap<PartitionId, Vec<wingkv_proto::replica_admin::ReplicaBulkLoadState>>>,
@@ -87,6 +91,7 @@ impl MetaNode {
             repairs: Mutex::new(HashSet::new()),
             repairs_done: Mutex::new(Vec::new()),
             bootstrapping: Mutex::new(HashSet::new()),
+            adding: Mutex::new(HashSet::new()),
             bulk_progress: Mutex::new(Default::default()),
             bulk_cleaned: Mutex::new(HashSet::new()),
             bulk_drive: Mutex::new(Default::default()),

@@ -4,8 +4,9 @@
 //! and every request it sends carries the term it confirmed, so replica servers can refuse a
 //! deposed leader's orders):
 //! - bootstrap the groups of new partitions (every member initialized with the same voters);
-//! - repair: replace members on dead nodes, top up partitions below their replica count, take
-//!   members out of partitions above it (never the primary; `set_replica_count`), and let a
+//! - repair: replace members on dead nodes, top up partitions below their replica count (as
+//!   many at once as balancing moves), take members out of partitions above it (never the
+//!   primary; `set_replica_count`), and let a
 //!   member that lost its replica (a wiped directory) **rejoin as a learner** — out of the voters
 //!   first, then a fresh replica, caught up, then a voter again — never as a voter with an empty
 //!   vote;
@@ -25,7 +26,6 @@ use std::time::{Duration, Instant};
 
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
-use wingkv_common::report::report_from_status;
 use wingkv_common::sync::MutexExt;
 use wingkv_common::time::unix_millis;
 use wingkv_common::{ErrorCode, PartitionId, WingError};
@@ -79,7 +79,7 @@ async fn create_replica(
     };
     match admin.create_replica(req).await {
         Ok(s) => {
-            node.liveness.record_one(meta_term, on, report_from_status(s.get_ref()));
+            node.liveness.record_one(meta_term, on, s.get_ref());
             Ok(())
         }
         Err(s) => Err(WingError::from_status(&s)),
@@ -164,7 +164,7 @@ pub async fn wait_primaries(node: &MetaNode, app: &AppState, timeout: Duration) 
                     let req = StatusRequest { partition: Some(pid.to_proto()) };
                     if let Ok(resp) = admin.status(req).await {
                         for s in &resp.get_ref().replicas {
-                            node.liveness.record_one(node.term(), *m, report_from_status(s));
+                            node.liveness.record_one(node.term(), *m, s);
                         }
                     }
                 }
@@ -247,6 +247,7 @@ async fn abort_repairs(node: &MetaNode, repairs: &mut JoinSet<()>) {
     while repairs.join_next().await.is_some() {}
     node.repairs.locked().clear();
     node.repairs_done.locked().clear();
+    node.adding.locked().clear();
     node.balancer.reset();
 }
 
@@ -377,6 +378,12 @@ async fn reconcile_once(node: &Arc<MetaNode>, repairs: &mut JoinSet<()>, meta_te
             let Some(primary) = node.liveness.primary(pid) else {
                 continue;
             };
+            // A joint or uncommitted membership is a change still running (or one a deposed
+            // primary may never commit): neither recorded nor changed again until it settles.
+            if !primary.settled {
+                tracing::debug!(partition = %pid, primary = primary.node_id, "membership not settled: left alone");
+                continue;
+            }
             // The primary's voters are the truth; adopt a change the catalog missed (a meta
             // failover between a membership change and its record).
             let mut reported = primary.voters.clone();
@@ -398,6 +405,13 @@ async fn reconcile_once(node: &Arc<MetaNode>, repairs: &mut JoinSet<()>, meta_te
             let Some(change) = plan_repair(node, &alive, &load, &catalog, app, p, pid, &primary) else {
                 continue;
             };
+            if let Change::Add(_) = change {
+                let mut adding = node.adding.locked();
+                if adding.len() >= node.config.balance_max_moves {
+                    continue;
+                }
+                adding.insert(pid);
+            }
             // What later plans of this tick see: the replicas this one adds and removes.
             if let Some(n) = change.added() {
                 load.entry(n).or_default().0 += 1;
@@ -416,6 +430,7 @@ async fn reconcile_once(node: &Arc<MetaNode>, repairs: &mut JoinSet<()>, meta_te
                     Ok(()) => tracing::info!(partition = %pid, ?change, "repair done: {kind}"),
                     Err(e) => tracing::warn!(partition = %pid, ?change, "repair failed (will retry): {kind}: {e}"),
                 }
+                node2.adding.locked().remove(&pid);
                 node2.repairs_done.locked().push(pid);
             });
         }
@@ -461,8 +476,11 @@ fn plan_repair(
         };
         return p.members.iter().filter(|m| **m != primary.node_id).min_by_key(|m| rank(m)).map(|m| Change::Remove(*m));
     }
+    // A new member goes only where no replica of the partition is: one there (a removal not
+    // done yet, one left by a cut-short change) is the heartbeat rule's to remove first.
+    let candidates: Vec<u64> = alive.iter().copied().filter(|n| !node.liveness.hosts(*n, pid)).collect();
     if let Some(dead) = p.members.iter().copied().find(|m| state(m) == NodeState::Dead) {
-        let Some(replacement) = placement::replacement(alive, load, &p.members) else {
+        let Some(replacement) = placement::replacement(&candidates, load, &p.members) else {
             tracing::warn!(partition = %pid, "member {dead} is dead and no node can replace it");
             return None;
         };
@@ -475,7 +493,7 @@ fn plan_repair(
         return all_alive.then_some(Change::Rejoin(m));
     }
     if (p.members.len() as u32) < app.replica_count && all_alive {
-        return placement::replacement(alive, load, &p.members).map(Change::Add);
+        return placement::replacement(&candidates, load, &p.members).map(Change::Add);
     }
     None
 }
@@ -483,7 +501,7 @@ fn plan_repair(
 /// Records what the primary answered to a membership change as its latest report: its next
 /// heartbeat may be older than the change, and the loop must not adopt the old voters back.
 fn record_primary(node: &MetaNode, r: &Repair, status: &wingkv_proto::replica_admin::ReplicaStatus) {
-    node.liveness.record_one(r.meta_term, r.primary.node_id, report_from_status(status));
+    node.liveness.record_one(r.meta_term, r.primary.node_id, status);
 }
 
 fn status_err(s: tonic::Status) -> WingError {
@@ -507,7 +525,7 @@ pub(crate) async fn run_repair(node: &MetaNode, r: &Repair) -> Result<(), WingEr
         match node.admin(add)?.status(req).await {
             Ok(s) => {
                 for rep in &s.get_ref().replicas {
-                    node.liveness.record_one(r.meta_term, add, report_from_status(rep));
+                    node.liveness.record_one(r.meta_term, add, rep);
                 }
                 return Err(WingError::InvalidState(format!("node {} hosts {} after all", add, r.pid)));
             }
@@ -531,7 +549,15 @@ pub(crate) async fn run_repair(node: &MetaNode, r: &Repair) -> Result<(), WingEr
             WingError::InvalidState(format!("node {} cannot host a fresh replica of {}: {e}", add, r.pid))
         })?;
     } else {
-        ok_if_exists(created)?;
+        // Planned where the node reported no replica of the partition: one found there now is
+        // not this repair's (a removal the node has not done yet), and must not join the group.
+        created.map_err(|e| match e.code() {
+            ErrorCode::AlreadyExists => WingError::InvalidState(format!(
+                "node {add} already has a replica of {} that is not a member (a removal not done yet): {e}",
+                r.pid
+            )),
+            _ => e,
+        })?;
     }
     let learner = Member { node_id: add, address: node.node_address(add) };
     let mut req = tonic::Request::new(AddLearnerRequest {

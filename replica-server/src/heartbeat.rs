@@ -148,8 +148,11 @@ pub async fn run(
                 }
             }
         }
+        // Stamped before the replicas are listed (see `ReportStamp`).
+        let stamp = manager.report_stamp();
         let replicas = manager.all().iter().map(|r| report_from_status(&r.status())).collect();
         let req = HeartbeatRequest {
+            stamp: Some(stamp),
             node_id,
             address: address.clone(),
             replicas,

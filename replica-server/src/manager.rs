@@ -3,11 +3,12 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use openraft::BasicNode;
+use tokio_util::task::TaskTracker;
 use wingkv_common::sync::RwLockExt;
 use wingkv_common::{PartitionId, WingError};
 
@@ -30,6 +31,10 @@ pub struct ReplicaManager {
     failed: RwLock<HashMap<PartitionId, String>>,
     /// Replicas reopened after their raft group stopped.
     restarts: AtomicU64,
+    /// The changes requests asked for (see [`Self::run_to_end`]); awaited by [`Self::close_all`].
+    lifecycle: TaskTracker,
+    /// Set by [`Self::close_all`]: no replica is created, opened or removed after it.
+    closed: AtomicBool,
 }
 
 impl ReplicaManager {
@@ -43,7 +48,33 @@ impl ReplicaManager {
             dropped: RwLock::new(HashSet::new()),
             failed: RwLock::new(HashMap::new()),
             restarts: AtomicU64::new(0),
+            lifecycle: TaskTracker::new(),
+            closed: AtomicBool::new(false),
         }
+    }
+
+    /// Runs `change` (a create, open, close or removal a request asked for) on a task of its
+    /// own and waits for it. The change ends even if the caller stops waiting: a request dropped
+    /// by its client (a meta killed or timing out) must not leave a replica half made — a
+    /// directory on disk that no map knows and whose raft group nobody owns.
+    pub async fn run_to_end<T, F>(self: &Arc<Self>, change: impl FnOnce(Arc<Self>) -> F) -> Result<T, WingError>
+    where
+        F: std::future::Future<Output = Result<T, WingError>> + Send + 'static,
+        T: Send + 'static,
+    {
+        self.lifecycle
+            .spawn(change(self.clone()))
+            .await
+            .map_err(|e| WingError::Internal(format!("a replica change on node {} failed: {e}", self.ctx.node_id)))?
+    }
+
+    /// The lock of replica changes, refused once the manager closed.
+    async fn lock_changes(&self) -> Result<tokio::sync::MutexGuard<'_, ()>, WingError> {
+        let guard = self.changes.lock().await;
+        if self.closed.load(Ordering::SeqCst) {
+            return Err(WingError::Unavailable(format!("node {} is shutting down", self.ctx.node_id)));
+        }
+        Ok(guard)
     }
 
     /// Fences an order decided by a meta leader of `term`: refused when a newer meta term was
@@ -101,6 +132,11 @@ impl ReplicaManager {
         replica.recorded_partition_count().or_else(|| self.ctx.tables.partition_count(replica.id().app_id))
     }
 
+    /// A stamp of a report taken now (see [`crate::report_clock`]).
+    pub fn report_stamp(&self) -> wingkv_proto::common::ReportStamp {
+        self.ctx.reports.stamp()
+    }
+
     /// This node's raft id.
     pub fn node_id(&self) -> u64 {
         self.ctx.node_id
@@ -138,6 +174,20 @@ impl ReplicaManager {
             )));
         }
         Err(WingError::NotFound(format!("partition {id} is not hosted on node {}", self.ctx.node_id)))
+    }
+
+    /// The open replica of `id` for an admin status: "not hosted" only when nothing of it is on
+    /// disk. A directory without an open replica (being created or removed right now) is
+    /// `Unavailable`: whoever asks must not take the replica for lost (a rejoin would take the
+    /// member out of its group and then fail to create it).
+    pub fn get_for_status(&self, id: PartitionId) -> Result<Arc<Replica>, WingError> {
+        match self.get(id) {
+            Err(WingError::NotFound(e)) if self.dir_of(id).exists() => Err(WingError::Unavailable(format!(
+                "replica {id} is on node {}'s disk but not open (being created or removed): {e}",
+                self.ctx.node_id
+            ))),
+            other => other,
+        }
     }
 
     fn set_failed(&self, id: PartitionId, reason: Option<String>) {
@@ -239,7 +289,7 @@ impl ReplicaManager {
         initial_members: BTreeMap<u64, BasicNode>,
         db_options: crate::store::DbOptions,
     ) -> Result<Arc<Replica>, WingError> {
-        let _guard = self.changes.lock().await;
+        let _guard = self.lock_changes().await?;
         if self.get(id).is_ok() || self.dir_of(id).exists() {
             return Err(WingError::AlreadyExists(format!("replica {id} already exists on node {}", self.ctx.node_id)));
         }
@@ -254,6 +304,17 @@ impl ReplicaManager {
         let dir = self.dir_of(id);
         std::fs::create_dir_all(&dir)
             .map_err(|e| WingError::Storage(format!("cannot create {}: {e}", dir.display())))?;
+        #[cfg(feature = "failpoints")]
+        {
+            // A slow creation, for tests of a caller that gives up in the middle of one.
+            let pause = (|| {
+                fail::fail_point!("replica::create", |ms| ms.and_then(|v| v.parse::<u64>().ok()));
+                None
+            })();
+            if let Some(ms) = pause {
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+            }
+        }
         let opened = match db_options.save(&dir) {
             Ok(()) => Replica::open(id, &dir, &self.ctx).await,
             Err(e) => Err(e),
@@ -283,7 +344,7 @@ impl ReplicaManager {
 
     /// Opens a replica that exists on disk.
     pub async fn open(&self, id: PartitionId) -> Result<Arc<Replica>, WingError> {
-        let _guard = self.changes.lock().await;
+        let _guard = self.lock_changes().await?;
         self.open_locked(id).await
     }
 
@@ -291,7 +352,7 @@ impl ReplicaManager {
     /// told why and when the next attempt is (`next_attempt`); a replica removed meanwhile
     /// answers `NotFound` and is forgotten.
     pub async fn reopen(&self, id: PartitionId, next_attempt: Duration) -> Result<Arc<Replica>, WingError> {
-        let _guard = self.changes.lock().await;
+        let _guard = self.lock_changes().await?;
         let opened = self.open_locked(id).await;
         match &opened {
             Ok(_) => {}
@@ -350,7 +411,7 @@ impl ReplicaManager {
 
     /// Closes a replica, keeping its data.
     pub async fn close(&self, id: PartitionId) -> Result<(), WingError> {
-        let _guard = self.changes.lock().await;
+        let _guard = self.lock_changes().await?;
         let replica = self.take(id).ok_or_else(|| WingError::NotFound(format!("replica {id} is not open")))?;
         replica.close().await
     }
@@ -363,7 +424,7 @@ impl ReplicaManager {
     /// Closes a replica (if open), awaiting everything it runs, and moves its directory, with
     /// its raft log folded in, to the trash, where it stays for `replica_trash_grace_secs`.
     pub async fn remove(&self, id: PartitionId) -> Result<(), WingError> {
-        let _guard = self.changes.lock().await;
+        let _guard = self.lock_changes().await?;
         let dir = self.dir_of(id);
         let replica = self.take(id);
         if replica.is_none() && !dir.exists() {
@@ -404,6 +465,10 @@ impl ReplicaManager {
 
     /// Closes every replica (at shutdown), waiting for each.
     pub async fn close_all(&self) {
+        // Changes already asked for end first; those still waiting for the lock are refused.
+        self.closed.store(true, Ordering::SeqCst);
+        self.lifecycle.close();
+        self.lifecycle.wait().await;
         let _guard = self.changes.lock().await;
         let all: Vec<_> = self.replicas.write_locked().drain().map(|(_, r)| r).collect();
         for r in all {

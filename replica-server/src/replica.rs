@@ -93,6 +93,8 @@ pub struct ReplicaContext {
     pub proposals: Arc<crate::proposal::ProposalCounters>,
     /// The meta's latest facts about bulk-load jobs (which are finished), from heartbeats.
     pub bulk_jobs: Arc<tokio::sync::watch::Sender<Option<crate::bulk_load::JobFacts>>>,
+    /// Stamps every report of a replica this server gives (heartbeats, statuses).
+    pub reports: Arc<crate::report_clock::ReportClock>,
 }
 
 /// A hosted partition replica.
@@ -123,6 +125,9 @@ pub struct Replica {
     clock: ReplicaClock,
     /// The voter this primary is handing its role to (0: none); see [`transfer`].
     handing_to: std::sync::atomic::AtomicU64,
+    reports: Arc<crate::report_clock::ReportClock>,
+    /// Membership changes asked of this replica that are running (see [`Self::change_membership`]).
+    membership_changes: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl Replica {
@@ -253,6 +258,8 @@ impl Replica {
             unsafe_ack_before_commit: ctx.config.unsafe_ack_before_commit,
             clock,
             handing_to: std::sync::atomic::AtomicU64::new(0),
+            reports: ctx.reports.clone(),
+            membership_changes: Arc::default(),
         }))
     }
 
@@ -347,6 +354,48 @@ impl Replica {
         }
         tracing::info!(partition = %self.id, "replica closed");
         Ok(())
+    }
+
+    /// Applies `changes` to the group's membership (see [`Self::start_membership_change`]).
+    pub async fn change_membership(
+        &self,
+        changes: openraft::ChangeMembers<NodeId, BasicNode>,
+        retain: bool,
+    ) -> Result<(), WingError> {
+        let id = self.id;
+        self.start_membership_change(changes, retain)
+            .await
+            .map_err(|e| WingError::Internal(format!("membership change of {id} failed: {e}")))?
+    }
+
+    /// Starts `changes` on a task the replica owns: it runs to its end (both phases of a voter
+    /// change) even if whoever asked stops waiting, and stops only when the replica closes
+    /// (see [`crate::membership`]).
+    pub fn start_membership_change(
+        &self,
+        changes: openraft::ChangeMembers<NodeId, BasicNode>,
+        retain: bool,
+    ) -> tokio::task::JoinHandle<Result<(), WingError>> {
+        use std::sync::atomic::Ordering;
+        let (raft, cancel, id) = (self.raft.clone(), self.cancel.clone(), self.id);
+        let running = self.membership_changes.clone();
+        running.fetch_add(1, Ordering::SeqCst);
+        self.tasks.spawn(async move {
+            let result = tokio::select! {
+                _ = cancel.cancelled() => Err(WingError::Unavailable(format!("replica {id} is closing"))),
+                r = raft.change_membership(changes, retain) => r.map(|_| ()).map_err(|e| crate::membership::error(id, e)),
+            };
+            running.fetch_sub(1, Ordering::SeqCst);
+            if let Err(e) = &result {
+                tracing::debug!(partition = %id, "membership change not done: {e}");
+            }
+            result
+        })
+    }
+
+    /// Whether a membership change asked of this replica runs now.
+    pub fn changing_membership(&self) -> bool {
+        self.membership_changes.load(std::sync::atomic::Ordering::SeqCst) > 0
     }
 
     /// The current leader's address, if known.
@@ -460,8 +509,14 @@ impl Replica {
 
     /// The replica's state as the admin service reports it.
     pub fn status(&self) -> ReplicaStatus {
+        // Stamped before the metrics are read: a report stamped later reflects at least these.
+        let stamp = self.reports.stamp();
         let m = self.raft.metrics().borrow().clone();
         let membership = m.membership_config.membership();
+        // Applied means committed; a joint config is a change still running.
+        let applied = m.last_applied.map(|l| l.index);
+        let settled = membership.get_joint_config().len() == 1
+            && m.membership_config.log_id().is_none_or(|l| applied.is_some_and(|a| l.index <= a));
         let members = |ids: Vec<NodeId>| -> Vec<Member> {
             ids.into_iter()
                 .map(|id| Member {
@@ -491,6 +546,8 @@ impl Replica {
             purged_index: m.purged.map(|l| l.index).unwrap_or(0),
             voters: members(voters),
             learners: members(learners),
+            settled,
+            stamp: Some(stamp),
         }
     }
 }

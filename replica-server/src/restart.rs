@@ -38,6 +38,8 @@ pub async fn run(manager: Arc<ReplicaManager>, cancel: CancellationToken) {
     let mut stops: HashMap<PartitionId, Stops> = HashMap::new();
     // Closed replicas waiting for their reopen, and when it is due.
     let mut due: HashMap<PartitionId, Instant> = HashMap::new();
+    // Groups this server leads that were seen joint with no change running.
+    let mut joint = HashMap::new();
     let mut tick = tokio::time::interval(CHECK_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -45,6 +47,7 @@ pub async fn run(manager: Arc<ReplicaManager>, cancel: CancellationToken) {
             _ = cancel.cancelled() => return,
             _ = tick.tick() => {}
         }
+        crate::membership::finish_joint_changes(&manager, &mut joint);
         for replica in manager.all() {
             let Some(reason) = replica.stopped_reason() else { continue };
             let id = replica.id();

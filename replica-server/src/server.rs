@@ -69,6 +69,7 @@ impl ReplicaServer {
             bulk_jobs: Arc::new(tokio::sync::watch::channel(None).0),
             tables: Arc::new(crate::admission::TableEnvs::default()),
             proposals: Arc::default(),
+            reports: Arc::new(crate::report_clock::ReportClock::start(&config.data_dir)?),
             node_id,
             storage: SharedStorage::new(config.storage.clone()),
             pool,

@@ -208,11 +208,27 @@ pub async fn inject(dir: &Path, fault: &Fault) -> Result<()> {
 
 /// `SIGSTOP`s process `pid` for `d`, then `SIGCONT`s it.
 pub async fn pause(pid: i32, d: Duration) {
-    // SAFETY: kill(2) on the pid of a child of the test (or of its onebox); no memory involved.
-    unsafe { libc::kill(pid, libc::SIGSTOP) };
+    let _stopped = Stopped::stop(pid);
     tokio::time::sleep(d).await;
-    // SAFETY: as above.
-    unsafe { libc::kill(pid, libc::SIGCONT) };
+}
+
+/// A process stopped (`SIGSTOP`) until this is dropped (`SIGCONT`), whatever the test's outcome.
+pub struct Stopped(i32);
+
+impl Stopped {
+    /// Stops process `pid`, a child of the test or of its onebox.
+    pub fn stop(pid: i32) -> Self {
+        // SAFETY: kill(2) on the pid of a child of the test (or of its onebox); no memory involved.
+        unsafe { libc::kill(pid, libc::SIGSTOP) };
+        Self(pid)
+    }
+}
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        // SAFETY: as in `stop`.
+        unsafe { libc::kill(self.0, libc::SIGCONT) };
+    }
 }
 
 /// Key `i` of the schedule `seed`: every schedule has keys of its own, so each starts from

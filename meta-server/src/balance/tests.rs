@@ -172,3 +172,28 @@ fn a_drain_runs_without_balancing_and_balancing_skips_no_drain() {
     assert_eq!(view.next_move(&HashSet::new(), false), None);
     assert!(view.next_move(&HashSet::new(), true).is_some());
 }
+
+#[test]
+fn a_plan_that_counts_the_running_moves_does_not_undo_them() {
+    // Node 1 leads two primaries, node 2 one, node 3 none: one move balances them.
+    let apps = vec![table(1, 3, 3, &[1, 2, 3])];
+    let primaries: HashMap<PartitionId, u64> =
+        [(0, 1), (1, 1), (2, 2)].into_iter().map(|(i, n)| (PartitionId::new(1, i), n)).collect();
+    let fresh = || View {
+        draining: Vec::new(),
+        nodes: vec![1, 2, 3],
+        apps: apps.clone(),
+        primaries: primaries.clone(),
+        busy: HashSet::new(),
+    };
+    let first = fresh().next_move(&HashSet::new(), true).expect("a primary move");
+    assert!(matches!(first, Move::Primary { from: 1, to: 3, .. }), "{first:?}");
+    // The next round, while that move runs: the reports still show node 1 leading it.
+    let mut next = fresh();
+    next.busy.insert(first.pid());
+    let overshoot = next.next_move(&HashSet::new(), true);
+    assert!(matches!(overshoot, Some(Move::Primary { from: 1, to: 3, .. })), "{overshoot:?}");
+    // Counted as done, the running move leaves nothing to do.
+    next.apply(&first);
+    assert_eq!(next.next_move(&HashSet::new(), true), None);
+}

@@ -20,7 +20,7 @@ pub(super) async fn register_node(node: &MetaNode, r: RegisterNodeRequest) -> Re
     let MetaValue::NodeId(node_id) = value else {
         return Err(WingError::Internal("registration answered no node id".into()).into());
     };
-    node.liveness.record(node.term(), node_id, Vec::new());
+    node.liveness.record(node.term(), node_id, Vec::new(), None);
     tracing::info!(node_id, "replica server registered");
     Ok(RegisterNodeResponse { node_id })
 }
@@ -35,7 +35,7 @@ pub(super) async fn heartbeat(node: &MetaNode, r: HeartbeatRequest) -> Result<He
         return Err(WingError::NotFound(format!("node {} is not registered", r.node_id)).into());
     }
     let hosted: Vec<PartitionId> = partitions_of(&r.replicas).collect();
-    node.liveness.record(meta_term, r.node_id, r.replicas);
+    node.liveness.record(meta_term, r.node_id, r.replicas, r.stamp.as_ref());
     let facts = NodeFacts { version: r.version, uptime_ms: r.uptime_ms, http_address: r.http_address };
     node.liveness.record_facts(r.node_id, facts);
     let repairs = node.repairs.locked().clone();

@@ -24,8 +24,14 @@ use super::Replica;
 /// How long the target may take to hold the primary's whole log once writes stopped.
 const CATCH_UP: Duration = Duration::from_secs(2);
 
-/// How long a candidate waits for one election's outcome before it campaigns again.
+/// How long a candidate waits for its first election's outcome before it campaigns again; each
+/// later round waits twice as long, up to [`MAX_ELECTION_ROUND`]. A new round makes the answers
+/// to the last one void, so under load (vote answers slower than a round) a fixed short round
+/// never wins: seen as a 5 s stall of a partition while replicas were being copied.
 const ELECTION_ROUND: Duration = Duration::from_millis(200);
+
+/// The longest wait for one election's outcome.
+const MAX_ELECTION_ROUND: Duration = Duration::from_millis(800);
 
 /// Longest campaign a request may ask for.
 pub const MAX_CAMPAIGN: Duration = Duration::from_secs(30);
@@ -131,6 +137,7 @@ impl Replica {
     pub async fn campaign(&self, from: NodeId, timeout: Duration) -> Result<(), WingError> {
         let deadline = Instant::now() + timeout.min(MAX_CAMPAIGN);
         let mut metrics = self.raft.metrics();
+        let mut round = ELECTION_ROUND;
         loop {
             {
                 let m = metrics.borrow_and_update();
@@ -161,9 +168,10 @@ impl Replica {
                 .elect()
                 .await
                 .map_err(|e| WingError::Unavailable(format!("partition {}: its raft group stopped: {e}", self.id)))?;
-            let round = (Instant::now() + ELECTION_ROUND).min(deadline);
+            let round_end = (Instant::now() + round).min(deadline);
             let elected = metrics.wait_for(|m| m.state == ServerState::Leader);
-            let _ = tokio::time::timeout_at(round.into(), elected).await;
+            let _ = tokio::time::timeout_at(round_end.into(), elected).await;
+            round = (round * 2).min(MAX_ELECTION_ROUND);
         }
     }
 }

@@ -4,10 +4,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use openraft::error::{ChangeMembershipError, ClientWriteError, RaftError};
 use openraft::{BasicNode, ChangeMembers};
 use tonic::{Request, Response, Status};
-use wingkv_common::raft::NodeId;
 use wingkv_common::{PartitionId, WingError};
 use wingkv_proto::replica_admin::replica_admin_server::ReplicaAdmin;
 use wingkv_proto::replica_admin::{
@@ -34,19 +32,6 @@ impl AdminService {
     /// The service over `manager`'s replicas.
     pub fn new(manager: Arc<ReplicaManager>) -> Self {
         Self { manager }
-    }
-}
-
-fn membership_error(id: PartitionId, e: RaftError<NodeId, ClientWriteError<NodeId, BasicNode>>) -> WingError {
-    match e {
-        RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => {
-            WingError::NotLeader { partition: id.to_string(), leader: f.leader_node.map(|n| n.addr) }
-        }
-        RaftError::APIError(ClientWriteError::ChangeMembershipError(c)) => match c {
-            ChangeMembershipError::InProgress(_) => WingError::Busy(format!("partition {id}: {c}")),
-            other => WingError::InvalidArgument(format!("partition {id}: {other}")),
-        },
-        RaftError::Fatal(f) => WingError::Unavailable(format!("partition {id}: raft stopped: {f}")),
     }
 }
 
@@ -83,25 +68,26 @@ impl ReplicaAdmin for AdminService {
             allow_ingest_behind: req.allow_ingest_behind,
             partition_count: req.partition_count,
         };
-        let replica = self.manager.create(id, members, db_options).await?;
+        let replica = self.manager.run_to_end(move |m| async move { m.create(id, members, db_options).await }).await?;
         Ok(Response::new(replica.status()))
     }
 
     async fn open_replica(&self, req: Request<PartitionRequest>) -> Result<Response<ReplicaStatus>, Status> {
         let id = PartitionId::from_proto(req.get_ref().partition.as_ref())?;
-        Ok(Response::new(self.manager.open(id).await?.status()))
+        let replica = self.manager.run_to_end(move |m| async move { m.open(id).await }).await?;
+        Ok(Response::new(replica.status()))
     }
 
     async fn close_replica(&self, req: Request<PartitionRequest>) -> Result<Response<Empty>, Status> {
         let id = PartitionId::from_proto(req.get_ref().partition.as_ref())?;
-        self.manager.close(id).await?;
+        self.manager.run_to_end(move |m| async move { m.close(id).await }).await?;
         Ok(Response::new(Empty {}))
     }
 
     async fn remove_replica(&self, req: Request<PartitionRequest>) -> Result<Response<Empty>, Status> {
         let id = PartitionId::from_proto(req.get_ref().partition.as_ref())?;
         self.manager.check_meta_term(req.get_ref().meta_term)?;
-        self.manager.remove(id).await?;
+        self.manager.run_to_end(move |m| async move { m.remove(id).await }).await?;
         Ok(Response::new(Empty {}))
     }
 
@@ -116,7 +102,7 @@ impl ReplicaAdmin for AdminService {
             .raft()
             .add_learner(learner.node_id, BasicNode { addr: learner.address }, req.blocking)
             .await
-            .map_err(|e| membership_error(id, e))?;
+            .map_err(|e| crate::membership::error(id, e))?;
         Ok(Response::new(replica.status()))
     }
 
@@ -134,7 +120,7 @@ impl ReplicaAdmin for AdminService {
             );
         }
         let replica = self.manager.get(id)?;
-        replica.raft().change_membership(voters, false).await.map_err(|e| membership_error(id, e))?;
+        replica.change_membership(ChangeMembers::ReplaceAllVoters(voters), false).await?;
         Ok(Response::new(replica.status()))
     }
 
@@ -157,11 +143,7 @@ impl ReplicaAdmin for AdminService {
             ))
             .into());
         }
-        replica
-            .raft()
-            .change_membership(ChangeMembers::RemoveNodes(learners), false)
-            .await
-            .map_err(|e| membership_error(id, e))?;
+        replica.change_membership(ChangeMembers::RemoveNodes(learners), false).await?;
         Ok(Response::new(replica.status()))
     }
 
@@ -197,7 +179,7 @@ impl ReplicaAdmin for AdminService {
 
     async fn status(&self, req: Request<StatusRequest>) -> Result<Response<StatusResponse>, Status> {
         let replicas = match req.get_ref().partition.as_ref() {
-            Some(p) => vec![self.manager.get(PartitionId::from_proto(Some(p))?)?.status()],
+            Some(p) => vec![self.manager.get_for_status(PartitionId::from_proto(Some(p))?)?.status()],
             None => self.manager.all().iter().map(|r| r.status()).collect(),
         };
         let c = self.manager.admission_counters();

@@ -1,9 +1,10 @@
 //! `wingkv bench`: measure a cluster the way the field does — YCSB's core workloads through the
-//! SDK (`ycsb`), and a bulk load against the same rows written through the SDK and against a
-//! raw copy of the files (`bulkload`).
+//! SDK (`ycsb`), a bulk load against the same rows written through the SDK and against a raw
+//! copy of the files (`bulkload`), and the balancer's moves after servers joined (`rebalance`).
 
 mod bulk;
 mod keys;
+mod rebalance;
 mod stats;
 mod ycsb;
 
@@ -28,6 +29,9 @@ enum BenchCommand {
     /// Bulk-load N generated rows; time each phase against a raw copy of the files and against
     /// writing the same rows through the SDK.
     Bulkload(bulk::BulkBenchArgs),
+    /// After servers joined (at meta level steady): time to balance at level lively, and a
+    /// steady workload's throughput and latency while the balancer moves, against before.
+    Rebalance(rebalance::RebalanceArgs),
 }
 
 /// Runs `wingkv bench`.
@@ -39,6 +43,10 @@ pub fn run(args: BenchArgs) -> Result<ExitCode> {
         }
         BenchCommand::Bulkload(a) => {
             bulk::run(a)?;
+        }
+        BenchCommand::Rebalance(a) => {
+            let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            rt.block_on(rebalance::run(a))?;
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -15,6 +15,7 @@ use clap::{Args, ValueEnum};
 use rand::{Rng, RngCore, SeedableRng};
 use serde_json::{json, Value};
 use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
 use wingkv_client::{Client, ClientConfig, MultiGetOptions, ScanOptions, Table};
 
 use super::keys::{Distribution, KeyChooser, KeyLayout};
@@ -137,6 +138,13 @@ pub struct YcsbArgs {
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
+    /// Print nothing (a caller reports).
+    #[arg(skip)]
+    pub quiet: bool,
+    /// Also report, per second of the run, the operations that ended in it and their longest
+    /// latency and service time (from the request's send).
+    #[arg(skip)]
+    pub timeline: bool,
 }
 
 impl YcsbArgs {
@@ -221,10 +229,19 @@ struct Plan {
     stop: AtomicBool,
     /// Delay between two operations of one worker (0 = none), from `--target`.
     pace: Duration,
+    /// When the run started, and per second since: (operations, longest latency µs, longest
+    /// service time µs), if asked for.
+    started: Instant,
+    timeline: Option<std::sync::Mutex<Vec<[u64; 3]>>>,
 }
 
 /// Runs `wingkv bench ycsb`; prints the report and answers it as JSON.
 pub async fn run(args: YcsbArgs) -> Result<Value> {
+    run_until(args, CancellationToken::new()).await
+}
+
+/// Like [`run`], ending early (requests in flight finished) when `stop` fires.
+pub async fn run_until(args: YcsbArgs, stop: CancellationToken) -> Result<Value> {
     args.validate()?;
     let mix = args.mix()?;
     let mut tables = Vec::with_capacity(args.connections);
@@ -259,6 +276,8 @@ pub async fn run(args: YcsbArgs) -> Result<Value> {
         deadline: args.duration_secs.map(|s| Instant::now() + Duration::from_secs(s)),
         stop: AtomicBool::new(false),
         pace,
+        started: Instant::now(),
+        timeline: args.timeline.then(|| std::sync::Mutex::new(Vec::new())),
     });
     let started = Instant::now();
     let mut workers = JoinSet::new();
@@ -282,6 +301,10 @@ pub async fn run(args: YcsbArgs) -> Result<Value> {
                 plan.stop.store(true, Ordering::Relaxed);
                 eprintln!("interrupted: waiting for requests in flight");
             }
+            _ = stop.cancelled(), if !interrupted => {
+                interrupted = true;
+                plan.stop.store(true, Ordering::Relaxed);
+            }
         }
     }
     let elapsed = started.elapsed();
@@ -290,6 +313,10 @@ pub async fn run(args: YcsbArgs) -> Result<Value> {
         Phase::Run => "run",
     };
     let mut report = stats.to_json(phase, elapsed);
+    if let Some(t) = &plan.timeline {
+        let t = t.lock().map_err(|_| anyhow::anyhow!("a worker panicked while it held the timeline"))?;
+        report["timeline"] = json!(*t);
+    }
     report["config"] = json!({
         "table": args.table, "records": args.records, "operations": args.operations,
         "workload": format!("{:?}", args.workload), "mix": mix, "distribution": args.distribution,
@@ -297,9 +324,9 @@ pub async fn run(args: YcsbArgs) -> Result<Value> {
         "target": args.target, "records_per_hash_key": args.records_per_hash_key,
         "max_scan_length": args.max_scan_length, "interrupted": interrupted,
     });
-    if args.json {
+    if args.json && !args.quiet {
         println!("{}", serde_json::to_string_pretty(&report)?);
-    } else {
+    } else if !args.quiet {
         println!("{}", stats.to_text(phase, elapsed));
     }
     Ok(report)
@@ -335,7 +362,8 @@ async fn worker(table: Table, plan: Arc<Plan>, seed: u64, offset: Duration) -> R
             (Phase::Run, _) => plan.chooser.next(&mut rng),
         };
         let (hk, sk) = plan.layout.key(record);
-        let started = if plan.pace.is_zero() { Instant::now() } else { due };
+        let sent = Instant::now();
+        let started = if plan.pace.is_zero() { sent } else { due };
         let outcome = match op {
             Op::Read => table.get(&hk, &sk).await.map(|v| v.is_some()),
             Op::Update | Op::Insert => {
@@ -352,6 +380,19 @@ async fn worker(table: Table, plan: Arc<Plan>, seed: u64, offset: Duration) -> R
                 table.multi_get_opts(&hk, None, opts).await.map(|(kvs, _)| !kvs.is_empty())
             }
         };
+        if let Some(t) = &plan.timeline {
+            let second = plan.started.elapsed().as_secs() as usize;
+            let (latency, service) = (started.elapsed().as_micros() as u64, sent.elapsed().as_micros() as u64);
+            if let Ok(mut t) = t.lock() {
+                if t.len() <= second {
+                    t.resize(second + 1, [0; 3]);
+                }
+                let slot = &mut t[second];
+                slot[0] += 1;
+                slot[1] = slot[1].max(latency);
+                slot[2] = slot[2].max(service);
+            }
+        }
         match outcome {
             Ok(true) => stats.ok(op.name(), started.elapsed())?,
             Ok(false) => {

@@ -11,7 +11,7 @@ use serde_json::Value;
 use wingkv_proto::replica_admin::replica_admin_client::ReplicaAdminClient;
 use wingkv_proto::replica_admin::StatusRequest;
 use wingkv_tests::cli::{shell, shell_ok};
-use wingkv_tests::faults::{self, Fault, Workload};
+use wingkv_tests::faults::{self, Fault, Stopped, Workload};
 use wingkv_tests::linearizability::{self, Verdict};
 use wingkv_tests::onebox::{onebox, Guard};
 use wingkv_tests::{channel, wait_for};
@@ -583,11 +583,6 @@ async fn receiving(dir: &std::path::Path, meta: &str, table: &str, names: &[&str
     None
 }
 
-// Known failing about one run in four (issue #19 stays open): after the kills, the reconcile
-// loop decides a member "lost its replica" from a heartbeat older than the move that created
-// it, and its rejoin takes the group to 2 voters; it also adopts a joint membership (4 voters)
-// a primary reports mid-change. Run it with `--run-ignored all` while fixing those.
-#[ignore = "fails about 1 run in 4: rejoin on a stale heartbeat after a move, joint membership adopted"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn moves_survive_kills_of_the_receiving_server_and_of_the_meta() -> Result<()> {
     let tmp = tempfile::tempdir()?;
@@ -677,16 +672,6 @@ async fn moves_survive_kills_of_the_receiving_server_and_of_the_meta() -> Result
     Ok(())
 }
 
-/// Resumes a `SIGSTOP`ped process when dropped, whatever the test's outcome.
-struct Resume(i32);
-
-impl Drop for Resume {
-    fn drop(&mut self) {
-        // SAFETY: kill(2) on the pid of a server of the test's onebox; no memory involved.
-        unsafe { libc::kill(self.0, libc::SIGCONT) };
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_member_moved_away_while_paused_loses_its_replica_when_it_returns() -> Result<()> {
     let tmp = tempfile::tempdir()?;
@@ -712,9 +697,7 @@ async fn a_member_moved_away_while_paused_loses_its_replica_when_it_returns() ->
 
     // The member is moved away while it is stopped: it never hears that it left, and once
     // resumed it campaigns alone, at ever higher terms, with no leader.
-    // SAFETY: kill(2) on the pid of a server of this onebox; no memory involved.
-    unsafe { libc::kill(pid_of, libc::SIGSTOP) };
-    let resume = Resume(pid_of);
+    let resume = Stopped::stop(pid_of);
     let moved = json(&meta, &format!("propose -g pm.0 -p move_replica -f {leaving} -t {outsider}"))?;
     ensure!(!moved["members"].as_array().context("members")?.iter().any(|m| m == leaving.as_str()), "{moved}");
     let group_term = {
@@ -729,9 +712,7 @@ async fn a_member_moved_away_while_paused_loses_its_replica_when_it_returns() ->
     // a term past the group's (it campaigns within an election timeout; the meta's pause stays
     // well under its node timeout).
     let meta_pid = wingkv_tests::cli::onebox_node(&dir, "meta1")?.1.context("meta1's pid")? as i32;
-    // SAFETY: as above.
-    unsafe { libc::kill(meta_pid, libc::SIGSTOP) };
-    let resume_meta = Resume(meta_pid);
+    let resume_meta = Stopped::stop(meta_pid);
     drop(resume);
     let campaigned = wait_for("the left member to campaign past the group's term", Duration::from_secs(8), || async {
         status(leaving.clone()).await?.replicas.first().is_some_and(|r| r.term > group_term).then_some(())

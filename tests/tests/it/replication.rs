@@ -6,11 +6,13 @@ use std::time::Duration;
 use anyhow::{ensure, Context, Result};
 use bytes::Bytes;
 use wingkv_common::{ErrorCode, PartitionId};
+use wingkv_proto::common::ReplicaRole;
 use wingkv_proto::data::{GetRequest, IncrRequest, SetRequest};
 use wingkv_proto::raft::raft_transport_client::RaftTransportClient;
 use wingkv_proto::raft::RaftMessage;
-use wingkv_proto::replica_admin::{CreateReplicaRequest, PartitionRequest};
-use wingkv_tests::{create_group, wait_for, wait_leader, wing_error, ReplicaProcess};
+use wingkv_proto::replica_admin::{AddLearnerRequest, ChangeMembershipRequest, CreateReplicaRequest, PartitionRequest};
+use wingkv_tests::faults::Stopped;
+use wingkv_tests::{create_group, members, wait_for, wait_leader, wing_error, ReplicaProcess};
 
 const TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -370,5 +372,78 @@ async fn a_restarted_replica_holds_its_votes_for_a_lease() -> Result<()> {
     .await?;
     put(&refs(&nodes), p, "k", b"v2").await?;
     wait_converged(&refs(&nodes), p).await?;
+    Ok(())
+}
+
+/// A creation whose caller gives up (a meta killed, or its request timing out) still ends: the
+/// replica is open and answers, never a directory on disk that no map knows, answering "not
+/// hosted" while a new creation says "already exists" (what sent a rejoin into a loop).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_creation_its_caller_gave_up_on_still_ends_open() -> Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let p = PartitionId::new(6, 0);
+    let node =
+        ReplicaProcess::start_with_failpoints(1, &tmp.path().join("node1"), "", "replica::create=return(2000)").await?;
+    let mut req = tonic::Request::new(CreateReplicaRequest { partition: Some(p.to_proto()), ..Default::default() });
+    req.set_timeout(Duration::from_millis(300));
+    let gave_up = node.admin().await?.create_replica(req).await;
+    ensure!(gave_up.is_err(), "answered within 300 ms despite a 2 s creation: {gave_up:?}");
+    wait_for("the abandoned creation to end with the replica open", TIMEOUT, || async {
+        node.status(p).await.filter(|s| s.partition.is_some()).map(|_| ())
+    })
+    .await?;
+    let again = CreateReplicaRequest { partition: Some(p.to_proto()), ..Default::default() };
+    let s = node.admin().await?.create_replica(again).await.err().context("a second creation succeeded")?;
+    ensure!(wing_error(&s).code() == ErrorCode::AlreadyExists, "{s:?}");
+    Ok(())
+}
+
+/// A voter change its caller gave up on before the joint config committed still ends in the
+/// new uniform config: openraft 0.9 proposes that second phase from the caller's future, so a
+/// meta killed or timing out mid-change used to leave the group joint, refusing every change.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_voter_change_its_caller_gave_up_on_still_ends_uniform() -> Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let nodes = start_nodes(tmp.path(), 5).await?;
+    let p = PartitionId::new(7, 0);
+    let (group, joining) = (refs(&nodes[..3]), refs(&nodes[3..]));
+    create_group(&group, 0, p).await?;
+    let leader = wait_leader(&group, p, TIMEOUT).await?;
+    put(&group, p, "k", b"v").await?;
+    for n in &joining {
+        let req = CreateReplicaRequest { partition: Some(p.to_proto()), ..Default::default() };
+        n.admin().await?.create_replica(req).await?;
+        let learner = members(&[*n]).pop();
+        let add = AddLearnerRequest { partition: Some(p.to_proto()), learner, blocking: true, ..Default::default() };
+        group[leader].admin().await?.add_learner(add).await?;
+    }
+    // The new voters: the leader and the two learners. With the learners paused the joint
+    // config cannot commit, so the caller's deadline passes in the first phase.
+    let goal: Vec<u64> = vec![group[leader].node_id, joining[0].node_id, joining[1].node_id];
+    let pid = |n: &ReplicaProcess| n.pid().map(|p| p as i32).context("the node runs no process");
+    let paused = (Stopped::stop(pid(joining[0])?), Stopped::stop(pid(joining[1])?));
+    let mut req = tonic::Request::new(ChangeMembershipRequest {
+        partition: Some(p.to_proto()),
+        voters: goal.clone(),
+        ..Default::default()
+    });
+    req.set_timeout(Duration::from_millis(500));
+    let gave_up = group[leader].admin().await?.change_membership(req).await;
+    ensure!(gave_up.is_err(), "the change answered with its new voters paused: {gave_up:?}");
+    drop(paused);
+    let mut want = goal.clone();
+    want.sort();
+    wait_for("the change to end in the new uniform config", TIMEOUT, || async {
+        for n in &nodes {
+            let Some(s) = n.status(p).await.filter(|s| s.role == ReplicaRole::RolePrimary as i32) else {
+                continue;
+            };
+            let mut voters: Vec<u64> = s.voters.iter().map(|m| m.node_id).collect();
+            voters.sort();
+            return (s.settled && voters == want).then_some(());
+        }
+        None
+    })
+    .await?;
     Ok(())
 }

@@ -1,0 +1,240 @@
+//! `wingkv bench rebalance`: how long the meta takes to balance a cluster after servers joined,
+//! and what a steady workload sees while it does, against the same workload just before.
+//!
+//! Add the servers first with the meta level at `steady`, where nothing moves to them. The bench
+//! runs the workload for `--before-secs`, sets the level to `lively`, runs the same workload
+//! until the balancer reports replicas and primaries balanced with no move in flight, and puts
+//! the level back to what it was.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use serde_json::{json, Value};
+use tokio_util::sync::CancellationToken;
+use wingkv_client::{BalanceStatus, Client, ClientConfig};
+
+use super::keys::Distribution;
+use super::ycsb::{self, Phase, Workload, YcsbArgs};
+
+/// Arguments of `wingkv bench rebalance`.
+#[derive(Args, Debug)]
+pub struct RebalanceArgs {
+    /// Meta server addresses, comma separated.
+    #[arg(long, default_value = "127.0.0.1:34601", value_delimiter = ',')]
+    meta: Vec<String>,
+    #[command(flatten)]
+    tls: crate::tls_args::TlsArgs,
+    /// The table of the steady workload (loaded before, e.g. by `bench ycsb load`).
+    #[arg(long, default_value = "usertable")]
+    table: String,
+    /// Records in that table.
+    #[arg(long, default_value_t = 100_000)]
+    records: u64,
+    /// Workload preset.
+    #[arg(long, value_enum, default_value = "a")]
+    workload: Workload,
+    /// Operations per second the workload aims at: a steady load, so that latency before and
+    /// during the moves compare (0 = as fast as possible).
+    #[arg(long, default_value_t = 2_000)]
+    target: u64,
+    /// Concurrent requests.
+    #[arg(long, default_value_t = 32)]
+    threads: usize,
+    /// Value size in bytes.
+    #[arg(long, default_value_t = 100)]
+    value_size: usize,
+    /// Seconds of workload before balancing starts.
+    #[arg(long, default_value_t = 60)]
+    before_secs: u64,
+    /// Give up when the cluster is not balanced after this many seconds.
+    #[arg(long, default_value_t = 3_600)]
+    timeout_secs: u64,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+impl RebalanceArgs {
+    fn workload(&self, duration_secs: u64) -> YcsbArgs {
+        YcsbArgs {
+            phase: Phase::Run,
+            meta: self.meta.clone(),
+            tls: self.tls.clone(),
+            table: self.table.clone(),
+            create: false,
+            partitions: 0,
+            replicas: 0,
+            records: self.records,
+            operations: u64::MAX,
+            duration_secs: Some(duration_secs),
+            workload: self.workload,
+            read: None,
+            update: None,
+            insert: None,
+            scan: None,
+            distribution: Distribution::Zipfian,
+            value_size: self.value_size,
+            threads: self.threads,
+            connections: 2,
+            target: self.target,
+            max_scan_length: 10,
+            records_per_hash_key: 10,
+            seed: 1,
+            json: false,
+            quiet: true,
+            timeline: true,
+        }
+    }
+}
+
+fn balanced(b: &BalanceStatus) -> bool {
+    b.replicas_balanced && b.primaries_balanced && b.moves_in_flight == 0
+}
+
+/// Runs `wingkv bench rebalance`.
+pub async fn run(args: RebalanceArgs) -> Result<()> {
+    let mut config = ClientConfig::new(args.meta.clone());
+    config.tls = args.tls.config()?;
+    let client = Client::with_config(config).await?;
+    let admin = client.admin();
+    let level = admin.get_meta_level().await.context("get the meta level")?;
+    let info = admin.cluster_info().await.context("cluster_info")?;
+    let start = info.balance.unwrap_or_default();
+    if balanced(&start) {
+        bail!("the cluster is balanced already: add servers (at meta level steady) before this bench");
+    }
+    if level == "lively" {
+        bail!("the meta level is lively already: set it to steady, add the servers, then run this bench");
+    }
+
+    eprintln!("workload for {} s before balancing", args.before_secs);
+    let before = ycsb::run(args.workload(args.before_secs)).await.context("the workload before balancing")?;
+
+    admin.set_meta_level("lively").await.context("set_meta_level lively")?;
+    let started = Instant::now();
+    let lively_at = wingkv_common::time::unix_millis();
+    let stop = CancellationToken::new();
+    let during = tokio::spawn(ycsb::run_until(args.workload(args.timeout_secs), stop.clone()));
+    let timeout = Duration::from_secs(args.timeout_secs);
+    let waited = wait_balanced(&client, timeout).await;
+    let took = started.elapsed();
+    stop.cancel();
+    let during = during.await.context("the workload during balancing")?;
+    // The level goes back whatever happened, so that a failed run leaves the cluster as it was.
+    let restored = admin.set_meta_level(&level).await;
+    let end = waited?;
+    let during = during.context("the workload during balancing")?;
+    restored.with_context(|| format!("set_meta_level {level}"))?;
+    // A moved replica joins once it holds the log; applying it (a bulk load's ingestion fetches
+    // its files from the other members) can take longer: the data has moved when every replica
+    // of every partition applied the same entry.
+    let applied = wait_applied_alike(&client, timeout.saturating_sub(took)).await?;
+    let caught_up = started.elapsed();
+
+    let report = json!({
+        // When balancing started (unix ms), to match the servers' logs.
+        "lively_at_unix_ms": lively_at,
+        "rebalance_sec": took.as_secs_f64(),
+        "caught_up_sec": caught_up.as_secs_f64(),
+        "replicas_checked": applied,
+        "replica_moves": end.replica_moves_done.saturating_sub(start.replica_moves_done),
+        "primary_moves": end.primary_moves_done.saturating_sub(start.primary_moves_done),
+        "moves_failed": end.moves_failed.saturating_sub(start.moves_failed),
+        "alive_nodes": info.alive_nodes,
+        "before": summary(&before),
+        "during": summary(&during),
+    });
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!(
+            "balanced in {:.1} s, every replica applied alike at {:.1} s: {} replica moves, {} primary moves, {} failed",
+            took.as_secs_f64(),
+            caught_up.as_secs_f64(),
+            report["replica_moves"],
+            report["primary_moves"],
+            report["moves_failed"]
+        );
+        for phase in ["before", "during"] {
+            let s = &report[phase];
+            println!(
+                "{phase:>6}: {:.0} ops/s, errors {}, read p99 {} us, update p99 {} us",
+                s["ops_per_sec"].as_f64().unwrap_or(0.0),
+                s["errors"],
+                s["read_p99_us"],
+                s["update_p99_us"]
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Polls the balancer until it reports the cluster balanced; answers its last status.
+async fn wait_balanced(client: &Client, timeout: Duration) -> Result<BalanceStatus> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let last = match client.admin().cluster_info().await {
+            Ok(info) => {
+                let b = info.balance.unwrap_or_default();
+                if balanced(&b) {
+                    return Ok(b);
+                }
+                format!("{b:?}")
+            }
+            Err(e) => e.to_string(),
+        };
+        if Instant::now() >= deadline {
+            bail!("not balanced after {timeout:?}; the balancer last said: {last}");
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// Polls every replica server's `/metrics` until all replicas of each partition report the same
+/// applied index; answers how many replicas it compared.
+async fn wait_applied_alike(client: &Client, timeout: Duration) -> Result<usize> {
+    let deadline = Instant::now() + timeout;
+    let nodes = client.admin().list_nodes().await.context("list the replica servers")?;
+    let addrs: Vec<String> = nodes.into_iter().map(|n| n.http_address).filter(|a| !a.is_empty()).collect();
+    loop {
+        let mut applied: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+        for a in &addrs {
+            let text = super::http_get(a, "/metrics").await?;
+            for line in text.lines() {
+                let Some(rest) = line.strip_prefix("wingkv_raft_applied_index{") else { continue };
+                let Some((labels, value)) = rest.split_once("} ") else { continue };
+                let Ok(value) = value.trim().parse::<f64>() else { continue };
+                applied.entry(labels.to_string()).or_default().push(value as u64);
+            }
+        }
+        let behind: Vec<&String> =
+            applied.iter().filter(|(_, v)| v.iter().any(|x| *x != v[0])).map(|(p, _)| p).collect();
+        if behind.is_empty() {
+            return Ok(applied.values().map(Vec::len).sum());
+        }
+        if Instant::now() >= deadline {
+            bail!("replicas still apart after {timeout:?}: {behind:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// Throughput, errors and per-operation p99 of a workload report.
+fn summary(report: &Value) -> Value {
+    let mut s = json!({
+        "ops_per_sec": report["ops_per_sec"],
+        "errors": report["errors"],
+        "elapsed_sec": report["elapsed_sec"],
+        // Per second: [operations, longest latency µs, longest service time µs].
+        "timeline": report["timeline"],
+    });
+    if let Some(ops) = report["per_operation"].as_object() {
+        for (op, o) in ops {
+            s[format!("{op}_p50_us")] = o["p50_us"].clone();
+            s[format!("{op}_p99_us")] = o["p99_us"].clone();
+        }
+    }
+    s
+}
