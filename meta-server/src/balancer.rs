@@ -137,11 +137,14 @@ pub fn start_manual(node: &Arc<MetaNode>, tasks: &mut JoinSet<()>, mv: ManualMov
         let _ = mv.done.send(Err(WingError::NotLeader { partition: "meta".into(), leader: node.leader_address() }));
         return;
     }
+    // Counted with the balancer's moves: its plans see it as done, and it takes a slot.
+    node.balancer.in_flight.locked().insert(pid, mv.m);
     let node2 = node.clone();
     tasks.spawn(async move {
         let ManualMove { m, primary, meta_term, done } = mv;
         tracing::info!(partition = %pid, ?m, meta_term, "manual move: a {}", m.kind());
         let result = run_move(&node2, m, primary, meta_term).await;
+        node2.balancer.in_flight.locked().remove(&pid);
         node2.repairs_done.locked().push(pid);
         // The caller may have gone (its RPC timed out): the move ran all the same.
         let _ = done.send(result);
@@ -213,22 +216,25 @@ pub fn balance_once(node: &Arc<MetaNode>, tasks: &mut JoinSet<()>, catalog: &Cat
         let Some(m) = view.next_move(&loaded, balance) else {
             break;
         };
-        view.apply(&m);
-        for n in m.nodes() {
-            *load.entry(n).or_default() += 1;
-        }
         let pid = m.pid();
         // Not while a change of the group runs (see `PrimaryInfo::settled`), and never onto a
-        // node that still has a replica of the partition (one whose removal is pending).
+        // node that still has a replica of the partition (one whose removal is pending, or one
+        // that refused a creation). A move not started leaves the plan as it was.
         let Some(primary) = node.liveness.primary(pid).filter(|p| p.settled) else {
             tracing::debug!(partition = %pid, ?m, "balance: no settled primary reported; move not started");
+            view.busy.insert(pid);
             continue;
         };
         if let Move::Replica { to, .. } = m {
-            if node.liveness.hosts(to, pid) {
+            if node.liveness.hosts(to, pid) || node.refused_target(pid, to) {
                 tracing::debug!(partition = %pid, ?m, "balance: the target still has a replica; move not started");
+                view.busy.insert(pid);
                 continue;
             }
+        }
+        view.apply(&m);
+        for n in m.nodes() {
+            *load.entry(n).or_default() += 1;
         }
         in_flight.insert(pid, m);
         node.repairs.locked().insert(pid);

@@ -269,7 +269,8 @@ impl Liveness {
                         term: r.term,
                         voters: r.voters.clone(),
                         learners: r.learners.clone(),
-                        settled: r.settled,
+                        // An older server does not say: as every meta did before it asked.
+                        settled: r.settled.unwrap_or(true),
                     });
                 }
             }
@@ -352,6 +353,20 @@ mod tests {
         l.record(1, 1, vec![], None);
         assert_eq!(l.state(1), NodeState::Dead);
         assert_eq!(l.state(2), NodeState::Dead);
+    }
+
+    #[test]
+    fn only_a_server_that_says_so_reports_a_membership_unsettled() {
+        let l = Liveness::new(Duration::from_secs(60));
+        let p = PartitionId::new(1, 0);
+        let primary = |settled| ReplicaReport { settled, ..report(p, ReplicaRole::RolePrimary, 2) };
+        l.record(1, 1, vec![primary(Some(false))], None);
+        assert!(!l.primary(p).unwrap().settled);
+        l.record(1, 1, vec![primary(Some(true))], None);
+        assert!(l.primary(p).unwrap().settled);
+        // A server older than the field: as before it, settled.
+        l.record(1, 1, vec![primary(None)], None);
+        assert!(l.primary(p).unwrap().settled);
     }
 
     fn stamp(boot: u64, seq: u64) -> ReportStamp {

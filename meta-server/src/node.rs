@@ -1,9 +1,9 @@
 //! [`MetaNode`]: one meta server's handle on the meta group — raft, the catalog, the liveness
 //! view — with the operations the service and the reconciler share.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::ServerState;
@@ -14,6 +14,7 @@ use wingkv_common::channel::ChannelPool;
 use wingkv_common::raft::network::leader_address;
 use wingkv_common::raft::read_barrier::ReadBarrier;
 use wingkv_common::raft::versioned::Versioned;
+use wingkv_common::sync::MutexExt;
 use wingkv_common::sync::RwLockExt;
 use wingkv_common::{PartitionId, WingError};
 use wingkv_proto::replica_admin::replica_admin_client::ReplicaAdminClient;
@@ -26,6 +27,9 @@ use crate::state_machine::SharedMeta;
 
 /// The raft group id the meta group uses on the shared raft transport.
 pub const META_GROUP: PartitionId = PartitionId { app_id: 0, partition_index: 0 };
+
+/// How long a node that refused a creation of a partition is not a target for it.
+pub const REFUSED_TARGET_FOR: Duration = Duration::from_secs(120);
 
 /// One meta server's view of and handle on the meta group.
 pub struct MetaNode {
@@ -50,8 +54,12 @@ pub struct MetaNode {
     pub bootstrapping: Mutex<HashSet<PartitionId>>,
     /// Partitions a repair is adding a member to because they are below their replica count
     /// (`set_replica_count` grew it): each copies a whole partition, so at most
-    /// `balance_max_moves` run at once, like balancing moves.
+    /// `balance_max_moves` run at once (a budget apart from the balancer's moves).
     pub adding: Mutex<HashSet<PartitionId>>,
+    /// Nodes that answered a creation of a partition with "already exists" though they report no
+    /// replica of it (a directory that is not open), and when: not a target for that partition
+    /// for [`REFUSED_TARGET_FOR`], so that a repair or move picks another node.
+    pub refused_targets: Mutex<HashMap<(PartitionId, u64), Instant>>,
     /// Latest per-replica bulk-load progress of each partition (volatile, for status queries).
     pub bulk_progress:
         Mutex<std::collections::HashMap<PartitionId, Vec<wingkv_proto::replica_admin::ReplicaBulkLoadState>>>,
@@ -92,6 +100,7 @@ impl MetaNode {
             repairs_done: Mutex::new(Vec::new()),
             bootstrapping: Mutex::new(HashSet::new()),
             adding: Mutex::new(HashSet::new()),
+            refused_targets: Mutex::new(HashMap::new()),
             bulk_progress: Mutex::new(Default::default()),
             bulk_cleaned: Mutex::new(HashSet::new()),
             bulk_drive: Mutex::new(Default::default()),
@@ -101,6 +110,19 @@ impl MetaNode {
             http_address: std::sync::OnceLock::new(),
             reads,
         }
+    }
+
+    /// Records that `node` refused a creation of `pid` ("already exists" with no replica of
+    /// it reported); see [`Self::refused_targets`].
+    pub fn refuse_target(&self, pid: PartitionId, node: u64) {
+        let mut refused = self.refused_targets.locked();
+        refused.retain(|_, at| at.elapsed() < REFUSED_TARGET_FOR);
+        refused.insert((pid, node), Instant::now());
+    }
+
+    /// Whether `node` refused a creation of `pid` lately.
+    pub fn refused_target(&self, pid: PartitionId, node: u64) -> bool {
+        self.refused_targets.locked().get(&(pid, node)).is_some_and(|at| at.elapsed() < REFUSED_TARGET_FOR)
     }
 
     /// Whether this meta is the leader now: raft says so **and** a quorum acknowledged it

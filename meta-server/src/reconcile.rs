@@ -4,8 +4,8 @@
 //! and every request it sends carries the term it confirmed, so replica servers can refuse a
 //! deposed leader's orders):
 //! - bootstrap the groups of new partitions (every member initialized with the same voters);
-//! - repair: replace members on dead nodes, top up partitions below their replica count (as
-//!   many at once as balancing moves), take members out of partitions above it (never the
+//! - repair: replace members on dead nodes, top up partitions below their replica count (at
+//!   most `balance_max_moves` at once, a budget apart from the balancer's), take members out of partitions above it (never the
 //!   primary; `set_replica_count`), and let a
 //!   member that lost its replica (a wiped directory) **rejoin as a learner** — out of the voters
 //!   first, then a fresh replica, caught up, then a voter again — never as a voter with an empty
@@ -478,7 +478,8 @@ fn plan_repair(
     }
     // A new member goes only where no replica of the partition is: one there (a removal not
     // done yet, one left by a cut-short change) is the heartbeat rule's to remove first.
-    let candidates: Vec<u64> = alive.iter().copied().filter(|n| !node.liveness.hosts(*n, pid)).collect();
+    let candidates: Vec<u64> =
+        alive.iter().copied().filter(|n| !node.liveness.hosts(*n, pid) && !node.refused_target(pid, *n)).collect();
     if let Some(dead) = p.members.iter().copied().find(|m| state(m) == NodeState::Dead) {
         let Some(replacement) = placement::replacement(&candidates, load, &p.members) else {
             tracing::warn!(partition = %pid, "member {dead} is dead and no node can replace it");
@@ -552,10 +553,15 @@ pub(crate) async fn run_repair(node: &MetaNode, r: &Repair) -> Result<(), WingEr
         // Planned where the node reported no replica of the partition: one found there now is
         // not this repair's (a removal the node has not done yet), and must not join the group.
         created.map_err(|e| match e.code() {
-            ErrorCode::AlreadyExists => WingError::InvalidState(format!(
-                "node {add} already has a replica of {} that is not a member (a removal not done yet): {e}",
-                r.pid
-            )),
+            ErrorCode::AlreadyExists => {
+                // Another node is picked for a while: this one may keep a directory it cannot
+                // open, which no report shows.
+                node.refuse_target(r.pid, add);
+                WingError::InvalidState(format!(
+                    "node {add} already has a replica of {} that is not a member (a removal not done yet): {e}",
+                    r.pid
+                ))
+            }
             _ => e,
         })?;
     }

@@ -365,7 +365,12 @@ impl Replica {
         let id = self.id;
         self.start_membership_change(changes, retain)
             .await
-            .map_err(|e| WingError::Internal(format!("membership change of {id} failed: {e}")))?
+            .map_err(|e| WingError::Internal(format!("membership change of {id} failed: {e}")))??;
+        // openraft answers once the entry is applied but may publish its metrics a moment later:
+        // the status the caller gets next must show the change settled, not the state before.
+        let mut metrics = self.raft.metrics();
+        let _ = tokio::time::timeout(SETTLE_WAIT, metrics.wait_for(membership_settled)).await;
+        Ok(())
     }
 
     /// Starts `changes` on a task the replica owns: it runs to its end (both phases of a voter
@@ -381,7 +386,9 @@ impl Replica {
         let running = self.membership_changes.clone();
         running.fetch_add(1, Ordering::SeqCst);
         self.tasks.spawn(async move {
+            // A replica being closed starts no change (its task tracker may be awaited already).
             let result = tokio::select! {
+                biased;
                 _ = cancel.cancelled() => Err(WingError::Unavailable(format!("replica {id} is closing"))),
                 r = raft.change_membership(changes, retain) => r.map(|_| ()).map_err(|e| crate::membership::error(id, e)),
             };
@@ -513,10 +520,7 @@ impl Replica {
         let stamp = self.reports.stamp();
         let m = self.raft.metrics().borrow().clone();
         let membership = m.membership_config.membership();
-        // Applied means committed; a joint config is a change still running.
-        let applied = m.last_applied.map(|l| l.index);
-        let settled = membership.get_joint_config().len() == 1
-            && m.membership_config.log_id().is_none_or(|l| applied.is_some_and(|a| l.index <= a));
+        let settled = membership_settled(&m);
         let members = |ids: Vec<NodeId>| -> Vec<Member> {
             ids.into_iter()
                 .map(|id| Member {
@@ -546,10 +550,21 @@ impl Replica {
             purged_index: m.purged.map(|l| l.index).unwrap_or(0),
             voters: members(voters),
             learners: members(learners),
-            settled,
+            settled: Some(settled),
             stamp: Some(stamp),
         }
     }
+}
+
+/// How long a finished membership change waits for its metrics to show it settled.
+const SETTLE_WAIT: Duration = Duration::from_secs(1);
+
+/// Whether the membership of `m` is one config (a joint one is a change still running) and
+/// applied (so committed).
+fn membership_settled(m: &openraft::RaftMetrics<NodeId, BasicNode>) -> bool {
+    let applied = m.last_applied.map(|l| l.index);
+    m.membership_config.membership().get_joint_config().len() == 1
+        && m.membership_config.log_id().is_none_or(|l| applied.is_some_and(|a| l.index <= a))
 }
 
 /// The job a bulk-load request names.

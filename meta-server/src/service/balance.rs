@@ -59,6 +59,9 @@ pub(super) async fn propose(node: &Arc<MetaNode>, req: ProposeRequest) -> Result
         .liveness
         .primary(pid)
         .ok_or_else(|| WingError::Unavailable(format!("partition {pid} has no primary now; try again")))?;
+    if !primary.settled {
+        return Err(WingError::Busy(format!("partition {pid} is changing its membership now; try again")).into());
+    }
     let m = match req.action.as_str() {
         "move_primary" => {
             if !members.contains(&req.to) {
@@ -75,6 +78,14 @@ pub(super) async fn propose(node: &Arc<MetaNode>, req: ProposeRequest) -> Result
                 return Err(WingError::InvalidArgument(format!(
                     "move_replica needs a member to leave (-f) and a node that is not one to join (-t); \
                      partition {pid} has members {members:?}"
+                ))
+                .into());
+            }
+            if node.liveness.hosts(req.to, pid) {
+                return Err(WingError::InvalidState(format!(
+                    "node {} still has a replica of partition {pid} that is not a member (its removal \
+                     is pending); try again once it is gone",
+                    req.to
                 ))
                 .into());
             }

@@ -440,7 +440,7 @@ async fn a_voter_change_its_caller_gave_up_on_still_ends_uniform() -> Result<()>
             };
             let mut voters: Vec<u64> = s.voters.iter().map(|m| m.node_id).collect();
             voters.sort();
-            return (s.settled && voters == want).then_some(());
+            return (s.settled == Some(true) && voters == want).then_some(());
         }
         None
     })
