@@ -132,6 +132,8 @@ pub async fn run(args: RebalanceArgs) -> Result<()> {
     // of every partition applied the same entry.
     let applied = wait_applied_alike(&client, timeout.saturating_sub(took)).await?;
     let caught_up = started.elapsed();
+    // The move counters start over with a meta leadership: a change of term makes them partial.
+    let end_term = admin.cluster_info().await.context("cluster_info")?.meta_term;
 
     let report = json!({
         // When balancing started (unix ms), to match the servers' logs.
@@ -143,6 +145,7 @@ pub async fn run(args: RebalanceArgs) -> Result<()> {
         "primary_moves": end.primary_moves_done.saturating_sub(start.primary_moves_done),
         "moves_failed": end.moves_failed.saturating_sub(start.moves_failed),
         "alive_nodes": info.alive_nodes,
+        "meta_term_changed": end_term != info.meta_term,
         "before": summary(&before),
         "during": summary(&during),
     });
@@ -192,33 +195,68 @@ async fn wait_balanced(client: &Client, timeout: Duration) -> Result<BalanceStat
     }
 }
 
-/// Polls every replica server's `/metrics` until all replicas of each partition report the same
-/// applied index; answers how many replicas it compared.
+/// Polls the replica servers' `/metrics` until every member of each partition (by the catalog:
+/// a replica left on a node it moved from, not removed yet, does not count) reports the same
+/// applied index; answers how many replicas it compared. A failed poll is tried again.
 async fn wait_applied_alike(client: &Client, timeout: Duration) -> Result<usize> {
     let deadline = Instant::now() + timeout;
-    let nodes = client.admin().list_nodes().await.context("list the replica servers")?;
-    let addrs: Vec<String> = nodes.into_iter().map(|n| n.http_address).filter(|a| !a.is_empty()).collect();
     loop {
-        let mut applied: BTreeMap<String, Vec<u64>> = BTreeMap::new();
-        for a in &addrs {
-            let text = super::http_get(a, "/metrics").await?;
-            for line in text.lines() {
-                let Some(rest) = line.strip_prefix("wingkv_raft_applied_index{") else { continue };
-                let Some((labels, value)) = rest.split_once("} ") else { continue };
-                let Ok(value) = value.trim().parse::<f64>() else { continue };
-                applied.entry(labels.to_string()).or_default().push(value as u64);
+        let last = match applied_by_members(client).await {
+            Ok(applied) => {
+                let behind: Vec<String> = applied
+                    .iter()
+                    .filter(|(_, v)| v.iter().any(|x| *x != v[0]))
+                    .map(|((t, p), v)| format!("{t}.{p}: {v:?}"))
+                    .collect();
+                if behind.is_empty() {
+                    return Ok(applied.values().map(Vec::len).sum());
+                }
+                format!("replicas apart: {behind:?}")
             }
-        }
-        let behind: Vec<&String> =
-            applied.iter().filter(|(_, v)| v.iter().any(|x| *x != v[0])).map(|(p, _)| p).collect();
-        if behind.is_empty() {
-            return Ok(applied.values().map(Vec::len).sum());
-        }
+            Err(e) => format!("{e:#}"),
+        };
         if Instant::now() >= deadline {
-            bail!("replicas still apart after {timeout:?}: {behind:?}");
+            bail!("replicas not applied alike after {timeout:?}: {last}");
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+}
+
+/// The applied index of every member replica, per (table id, partition index).
+async fn applied_by_members(client: &Client) -> Result<BTreeMap<(u32, u32), Vec<u64>>> {
+    let admin = client.admin();
+    let mut members: BTreeMap<(u32, u32), Vec<String>> = BTreeMap::new();
+    for t in admin.list_tables(false).await.context("list the tables")? {
+        let conf = admin.query_table(&t.name).await.with_context(|| format!("query table {}", t.name))?;
+        for p in conf.partitions {
+            members.insert((conf.app_id, p.partition_index), p.members.into_iter().map(|m| m.address).collect());
+        }
+    }
+    let mut applied: BTreeMap<(u32, u32), Vec<u64>> = BTreeMap::new();
+    for n in admin.list_nodes().await.context("list the replica servers")? {
+        if n.http_address.is_empty() {
+            continue;
+        }
+        let text = super::http_get(&n.http_address, "/metrics").await?;
+        for line in text.lines() {
+            let Some(rest) = line.strip_prefix("wingkv_raft_applied_index{") else { continue };
+            let Some((labels, value)) = rest.split_once("} ") else { continue };
+            let label = |name: &str| -> Option<u32> {
+                labels
+                    .split(',')
+                    .find_map(|kv| kv.strip_prefix(name)?.strip_prefix("=\"")?.strip_suffix('"')?.parse().ok())
+            };
+            let (Some(table), Some(partition), Ok(value)) =
+                (label("table_id"), label("partition"), value.trim().parse::<f64>())
+            else {
+                continue;
+            };
+            if members.get(&(table, partition)).is_some_and(|m| m.contains(&n.address)) {
+                applied.entry((table, partition)).or_default().push(value as u64);
+            }
+        }
+    }
+    Ok(applied)
 }
 
 /// Throughput, errors and per-operation p99 of a workload report.
