@@ -3,7 +3,8 @@
 //! openraft 0.9 changes voters in two phases, a joint config and then the uniform one, and it
 //! proposes the second phase from the future of the call that asked for the change. A caller
 //! that stops waiting between the two (a meta killed or timing out, a request dropped) leaves
-//! the group joint, and a joint group refuses every later change. So a change asked of a replica
+//! the group joint, and nothing finishes it: the meta plans changes only on settled memberships
+//! (and a change still running is refused "in progress"). So a change asked of a replica
 //! runs on a task the replica owns ([`Replica::change_membership`]), and a primary that finds its
 //! group joint with no change running finishes it ([`finish_joint_changes`]): the previous
 //! primary may have crashed between the phases.

@@ -400,7 +400,7 @@ async fn a_replica_creation_its_caller_gave_up_on_still_ends_open() -> Result<()
 
 /// A voter change its caller gave up on before the joint config committed still ends in the
 /// new uniform config: openraft 0.9 proposes that second phase from the caller's future, so a
-/// meta killed or timing out mid-change used to leave the group joint, refusing every change.
+/// meta killed or timing out mid-change used to leave the group joint, and nothing finished it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_voter_change_its_caller_gave_up_on_still_ends_uniform() -> Result<()> {
     let tmp = tempfile::tempdir()?;
