@@ -11,27 +11,12 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use openraft::error::{ChangeMembershipError, ClientWriteError, RaftError};
-use openraft::{BasicNode, ChangeMembers, ServerState};
+use openraft::{ChangeMembers, ServerState};
 use wingkv_common::raft::NodeId;
-use wingkv_common::{PartitionId, WingError};
+use wingkv_common::PartitionId;
 
 use crate::manager::ReplicaManager;
 use crate::replica::Replica;
-
-/// The error a client gets for a membership change openraft refused.
-pub fn error(id: PartitionId, e: RaftError<NodeId, ClientWriteError<NodeId, BasicNode>>) -> WingError {
-    match e {
-        RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => {
-            WingError::NotLeader { partition: id.to_string(), leader: f.leader_node.map(|n| n.addr) }
-        }
-        RaftError::APIError(ClientWriteError::ChangeMembershipError(c)) => match c {
-            ChangeMembershipError::InProgress(_) => WingError::Busy(format!("partition {id}: {c}")),
-            other => WingError::InvalidArgument(format!("partition {id}: {other}")),
-        },
-        RaftError::Fatal(f) => WingError::Unavailable(format!("partition {id}: raft stopped: {f}")),
-    }
-}
 
 /// The voters a joint group of `replica` is going to (its second config), if this replica leads
 /// it and no change asked of it runs now.

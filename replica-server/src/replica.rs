@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use openraft::error::{ChangeMembershipError, ClientWriteError, RaftError};
 use openraft::storage::RaftLogStorage;
 use openraft::{BasicNode, ServerState, SnapshotPolicy};
 use rocksdb::DB;
@@ -390,7 +391,7 @@ impl Replica {
             let result = tokio::select! {
                 biased;
                 _ = cancel.cancelled() => Err(WingError::Unavailable(format!("replica {id} is closing"))),
-                r = raft.change_membership(changes, retain) => r.map(|_| ()).map_err(|e| crate::membership::error(id, e)),
+                r = raft.change_membership(changes, retain) => r.map(|_| ()).map_err(|e| membership_error(id, e)),
             };
             running.fetch_sub(1, Ordering::SeqCst);
             if let Err(e) = &result {
@@ -553,6 +554,20 @@ impl Replica {
             settled: Some(settled),
             stamp: Some(stamp),
         }
+    }
+}
+
+/// The error a client gets for a membership change openraft refused.
+pub fn membership_error(id: PartitionId, e: RaftError<NodeId, ClientWriteError<NodeId, BasicNode>>) -> WingError {
+    match e {
+        RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => {
+            WingError::NotLeader { partition: id.to_string(), leader: f.leader_node.map(|n| n.addr) }
+        }
+        RaftError::APIError(ClientWriteError::ChangeMembershipError(c)) => match c {
+            ChangeMembershipError::InProgress(_) => WingError::Busy(format!("partition {id}: {c}")),
+            other => WingError::InvalidArgument(format!("partition {id}: {other}")),
+        },
+        RaftError::Fatal(f) => WingError::Unavailable(format!("partition {id}: raft stopped: {f}")),
     }
 }
 

@@ -102,7 +102,7 @@ impl ReplicaAdmin for AdminService {
             .raft()
             .add_learner(learner.node_id, BasicNode { addr: learner.address }, req.blocking)
             .await
-            .map_err(|e| crate::membership::error(id, e))?;
+            .map_err(|e| crate::replica::membership_error(id, e))?;
         Ok(Response::new(replica.status()))
     }
 
