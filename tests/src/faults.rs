@@ -326,6 +326,19 @@ pub struct RunRecord {
     pub failures: Vec<String>,
 }
 
+impl RunRecord {
+    /// Fails unless the history is linearizable (checked with `budget`), no acknowledged write
+    /// was lost, and the one scheduled action ran.
+    pub fn ensure_linearizable_with_its_action(&self, budget: usize) -> Result<()> {
+        let report = crate::linearizability::check(&self.history, budget);
+        anyhow::ensure!(matches!(report.verdict, crate::linearizability::Verdict::Ok), "not linearizable: {report}");
+        let lost = crate::linearizability::lost_acknowledged_writes(&self.history, &self.final_values);
+        anyhow::ensure!(lost.is_empty(), "acknowledged writes lost on keys {lost:?}");
+        anyhow::ensure!(self.faults.len() == 1, "the scheduled action did not run: {:?}", self.faults);
+        Ok(())
+    }
+}
+
 /// A client of `table` with `timeout` as its request deadline.
 pub async fn open_table(meta: &str, table: &str, timeout: Duration) -> Result<Table> {
     open_table_on(&[meta.to_string()], table, timeout).await

@@ -12,7 +12,6 @@ use wingkv_proto::replica_admin::replica_admin_client::ReplicaAdminClient;
 use wingkv_proto::replica_admin::StatusRequest;
 use wingkv_tests::cli::{shell, shell_ok};
 use wingkv_tests::faults::{self, Fault, Stopped, Workload};
-use wingkv_tests::linearizability::{self, Verdict};
 use wingkv_tests::onebox::{onebox, Guard};
 use wingkv_tests::{channel, wait_for};
 
@@ -142,11 +141,7 @@ async fn added_servers_get_their_share_under_a_linearizable_workload() -> Result
     )
     .await?;
 
-    let report = linearizability::check(&run.history, 20_000_000);
-    ensure!(matches!(report.verdict, Verdict::Ok), "not linearizable: {report}");
-    let lost = linearizability::lost_acknowledged_writes(&run.history, &run.final_values);
-    ensure!(lost.is_empty(), "acknowledged writes lost on keys {lost:?}");
-    ensure!(run.faults.len() == 1, "the scale-out did not run: {:?}", run.faults);
+    run.ensure_linearizable_with_its_action(20_000_000)?;
     ensure!(
         run.failures.is_empty(),
         "{} requests failed during the moves, e.g. {:?}",
@@ -371,11 +366,7 @@ async fn a_decommissioned_server_drains_under_load_and_leaves() -> Result<()> {
         },
     )
     .await?;
-    let report = linearizability::check(&run.history, 20_000_000);
-    ensure!(matches!(report.verdict, Verdict::Ok), "not linearizable: {report}");
-    let lost = linearizability::lost_acknowledged_writes(&run.history, &run.final_values);
-    ensure!(lost.is_empty(), "acknowledged writes lost on keys {lost:?}");
-    ensure!(run.faults.len() == 1, "the decommission did not run: {:?}", run.faults);
+    run.ensure_linearizable_with_its_action(20_000_000)?;
     ensure!(run.failures.is_empty(), "{} requests failed, e.g. {:?}", run.failures.len(), run.failures.first());
 
     // Stopped and gone: the table stays whole on the four others.
@@ -457,11 +448,7 @@ async fn replica_count_goes_from_3_to_5_and_back_under_load() -> Result<()> {
         },
     )
     .await?;
-    let report = linearizability::check(&run.history, 20_000_000);
-    ensure!(matches!(report.verdict, Verdict::Ok), "not linearizable: {report}");
-    let lost = linearizability::lost_acknowledged_writes(&run.history, &run.final_values);
-    ensure!(lost.is_empty(), "acknowledged writes lost on keys {lost:?}");
-    ensure!(run.faults.len() == 1, "the change did not run: {:?}", run.faults);
+    run.ensure_linearizable_with_its_action(20_000_000)?;
     ensure!(run.failures.is_empty(), "{} requests failed, e.g. {:?}", run.failures.len(), run.failures.first());
 
     let count = replica_count(&meta, "rc")?;
@@ -653,11 +640,7 @@ async fn moves_survive_kills_of_the_receiving_server_and_of_the_meta() -> Result
         },
     )
     .await?;
-    let report = linearizability::check(&run.history, 20_000_000);
-    ensure!(matches!(report.verdict, Verdict::Ok), "not linearizable: {report}");
-    let lost = linearizability::lost_acknowledged_writes(&run.history, &run.final_values);
-    ensure!(lost.is_empty(), "acknowledged writes lost on keys {lost:?}");
-    ensure!(run.faults.len() == 1, "the schedule did not run: {:?}", run.faults);
+    run.ensure_linearizable_with_its_action(20_000_000)?;
     // A write in flight on a primary killed with its server may or may not have been applied:
     // the SDK answers so rather than retry it, and the checker takes it as either.
     println!("{} requests failed (a primary was killed under them): {:?}", run.failures.len(), run.failures);
