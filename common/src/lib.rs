@@ -23,6 +23,7 @@ pub mod metrics;
 pub mod naming;
 pub mod net;
 pub mod partition;
+pub mod process;
 #[cfg(feature = "bulk-load")]
 pub mod provider;
 #[cfg(feature = "raft")]

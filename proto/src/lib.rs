@@ -26,6 +26,12 @@ pub mod replica_admin {
     tonic::include_proto!("wingkv.replica_admin");
 }
 
+/// A client of the part of etcd v3's KV service the benchmark measures etcd with (not served
+/// by wingkv).
+pub mod etcd {
+    tonic::include_proto!("etcdserverpb");
+}
+
 /// The encoded `FileDescriptorSet` of every wingkv service, for gRPC server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/wingkv_descriptor.bin"));
 

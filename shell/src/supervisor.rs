@@ -643,11 +643,9 @@ fn add(dir: &Path, replicas: u32) -> Result<ExitCode> {
     let control = dir.join("control");
     std::fs::create_dir_all(&control)?;
     let mut names = Vec::new();
+    let mut port = port;
     for i in 1..=replicas {
-        let port = port.checked_add(i as u16).ok_or_else(|| anyhow!("no port left after {port}"))?;
-        if state.nodes.iter().any(|n| n.port == port) {
-            bail!("port {port} is taken by another node of the onebox");
-        }
+        port = next_free_port(port, &state, &extra)?;
         let node = replica_node(&dir, index + i, port, &state.metas, &extra)?;
         // Whole or absent when the supervisor reads it.
         let file = control.join(format!("add-{}", node.name));
@@ -669,12 +667,57 @@ fn add(dir: &Path, replicas: u32) -> Result<ExitCode> {
             break;
         }
         if Instant::now() >= deadline {
-            bail!("the added servers {} did not come up within 60 s (see their server.log)", names.join(","));
+            let down: Vec<&String> = names.iter().filter(|n| !serving(n)).collect();
+            let logs: String = down
+                .iter()
+                .map(|name| {
+                    let log = dir.join(name).join("server.log");
+                    format!("\n--- last lines of {} ---\n{}", log.display(), tail_lines(&log, 20))
+                })
+                .collect();
+            bail!(
+                "the added servers {} did not come up within 60 s{logs}",
+                down.iter().map(|n| n.as_str()).collect::<Vec<_>>().join(",")
+            );
         }
         std::thread::sleep(Duration::from_millis(100));
     }
     println!("added {}", names.join(", "));
     Ok(ExitCode::SUCCESS)
+}
+
+/// The first port after `after` that no node of the onebox uses and that can be bound now (with
+/// its HTTP port, when that is fixed by an offset): "the next port" unless a process outside
+/// the onebox, e.g. an outgoing connection's ephemeral port, holds it.
+fn next_free_port(after: u16, state: &OneboxState, extra: &ExtraConfig) -> Result<u16> {
+    let bindable = |p: u16| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok();
+    let mut port = after;
+    for _ in 0..1000 {
+        port = port.checked_add(1).ok_or_else(|| anyhow!("no free port left after {after}"))?;
+        if state.nodes.iter().any(|n| n.port == port) {
+            continue;
+        }
+        let http_free = match extra.http_port_offset {
+            0 => true,
+            off => port.checked_add(off).is_some_and(bindable),
+        };
+        if http_free && bindable(port) {
+            return Ok(port);
+        }
+    }
+    bail!("no free port among the 1000 after {after}")
+}
+
+/// The last `n` lines of the file at `path`, or why it cannot be read.
+fn tail_lines(path: &Path, n: usize) -> String {
+    match std::fs::read(path) {
+        Ok(bytes) => {
+            let text = String::from_utf8_lossy(&bytes);
+            let lines: Vec<&str> = text.lines().collect();
+            lines[lines.len().saturating_sub(n)..].join("\n")
+        }
+        Err(e) => format!("(cannot read it: {e})"),
+    }
 }
 
 /// Runs `onebox remove NODE`: checks with the meta that the node holds nothing, then has the

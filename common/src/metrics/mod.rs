@@ -89,6 +89,13 @@ impl ServerMetrics {
             1.0,
         );
         scrape.gauge("wingkv_uptime_seconds", "Seconds since the server started", &[], self.uptime().as_secs_f64());
+        // process_cpu_seconds_total counts whole seconds: too coarse for CPU per operation.
+        scrape.gauge(
+            "wingkv_process_cpu_seconds",
+            "User and system CPU seconds of the process, to the microsecond",
+            &[],
+            crate::process::cpu_seconds(),
+        );
         source.collect(&mut scrape);
         let mut families = self.registry.gather();
         families.extend(scrape.gather());

@@ -1,11 +1,14 @@
 //! `wingkv bench`: measure a cluster the way the field does — YCSB's core workloads through the
 //! SDK (`ycsb`), a bulk load against the same rows written through the SDK and against a raw
 //! copy of the files (`bulkload`), and the balancer's moves after servers joined (`rebalance`).
+//! `ycsb --system etcd` measures etcd v3 with the same workload, for a side-by-side figure.
 
 mod bulk;
+mod cpu;
 mod keys;
 mod rebalance;
 mod stats;
+mod system;
 mod ycsb;
 
 use std::process::ExitCode;

@@ -61,6 +61,7 @@ impl RebalanceArgs {
         YcsbArgs {
             phase: Phase::Run,
             meta: self.meta.clone(),
+            system: super::system::SystemKind::Wingkv,
             tls: self.tls.clone(),
             table: self.table.clone(),
             create: false,

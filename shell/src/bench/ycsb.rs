@@ -4,22 +4,25 @@
 //! records share a hash key, because wingkv (like Pegasus) scans within one hash key. A YCSB
 //! scan reads up to `--max-scan-length` records of a hash key from a chosen record on, in one
 //! `multi_get` request. Reads are linearizable gets; updates and inserts are replicated sets.
+//! `--system etcd` runs the same phases against etcd v3 (see [`super::system`]), and every
+//! phase reports the CPU the servers and this client spent per operation.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
-use bytes::Bytes;
 use clap::{Args, ValueEnum};
 use rand::{Rng, RngCore, SeedableRng};
 use serde_json::{json, Value};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
-use wingkv_client::{Client, ClientConfig, MultiGetOptions, ScanOptions, Table};
+use wingkv_client::{Client, ClientConfig};
 
+use super::cpu::CpuProbe;
 use super::keys::{Distribution, KeyChooser, KeyLayout};
 use super::stats::Stats;
+use super::system::{EtcdKv, System, SystemKind};
 
 /// Which phase to run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -70,9 +73,12 @@ pub struct YcsbArgs {
     /// `load` inserts the records; `run` runs the workload on them.
     #[arg(value_enum)]
     pub phase: Phase,
-    /// Meta server addresses, comma separated.
+    /// Meta server addresses, comma separated (with `--system etcd`: etcd's client endpoints).
     #[arg(long, default_value = "127.0.0.1:34601", value_delimiter = ',')]
     pub meta: Vec<String>,
+    /// The system measured.
+    #[arg(long, value_enum, default_value = "wingkv")]
+    pub system: SystemKind,
     #[command(flatten)]
     pub tls: crate::tls_args::TlsArgs,
     /// Target table.
@@ -245,16 +251,34 @@ pub async fn run_until(args: YcsbArgs, stop: CancellationToken) -> Result<Value>
     args.validate()?;
     let mix = args.mix()?;
     let mut tables = Vec::with_capacity(args.connections);
-    for _ in 0..args.connections {
-        let mut config = ClientConfig::new(args.meta.clone());
-        config.tls = args.tls.config()?;
-        config.request_timeout = Duration::from_secs(10);
-        let client = Client::with_config(config).await?;
-        if tables.is_empty() && args.create {
-            super::ensure_table(&client, &args.table, args.partitions, args.replicas).await?;
+    let mut probe: Result<CpuProbe> = Err(anyhow::anyhow!("no client was opened"));
+    match args.system {
+        SystemKind::Wingkv => {
+            for _ in 0..args.connections {
+                let mut config = ClientConfig::new(args.meta.clone());
+                config.tls = args.tls.config()?;
+                config.request_timeout = Duration::from_secs(10);
+                let client = Client::with_config(config).await?;
+                if tables.is_empty() {
+                    if args.create {
+                        super::ensure_table(&client, &args.table, args.partitions, args.replicas).await?;
+                    }
+                    probe = CpuProbe::wingkv(&client, &args.meta).await;
+                }
+                tables.push(System::Wingkv(client.open_table(&args.table).await?));
+            }
         }
-        tables.push(client.open_table(&args.table).await?);
+        SystemKind::Etcd => {
+            tables.push(System::Etcd(EtcdKv::connect(&args.meta, args.connections).await?));
+            probe = Ok(CpuProbe::etcd(&args.meta));
+        }
     }
+    // CPU per operation is reported when every server's /metrics answers; the phase runs
+    // either way.
+    let cpu_before = match &probe {
+        Ok(p) => p.sample().await,
+        Err(e) => Err(anyhow::anyhow!("{e:#}")),
+    };
     let limit = match args.phase {
         Phase::Load => args.records,
         Phase::Run => args.operations,
@@ -313,13 +337,22 @@ pub async fn run_until(args: YcsbArgs, stop: CancellationToken) -> Result<Value>
         Phase::Run => "run",
     };
     let mut report = stats.to_json(phase, elapsed);
+    let cpu = match (&probe, cpu_before) {
+        (Ok(p), Ok(before)) => p.sample().await.map(|after| before.report(&after, stats.total_ok())),
+        (_, Err(e)) => Err(e),
+        (Err(e), _) => Err(anyhow::anyhow!("{e:#}")),
+    };
+    report["cpu"] = match &cpu {
+        Ok(c) => c.clone(),
+        Err(e) => json!({ "error": format!("{e:#}") }),
+    };
     if let Some(t) = &plan.timeline {
         let t = t.lock().map_err(|_| anyhow::anyhow!("a worker panicked while it held the timeline"))?;
         report["timeline"] = json!(*t);
     }
     report["config"] = json!({
         "table": args.table, "records": args.records, "operations": args.operations,
-        "workload": format!("{:?}", args.workload), "mix": mix, "distribution": args.distribution,
+        "system": args.system, "workload": format!("{:?}", args.workload), "mix": mix, "distribution": args.distribution,
         "value_size": args.value_size, "threads": args.threads, "connections": args.connections,
         "target": args.target, "records_per_hash_key": args.records_per_hash_key,
         "max_scan_length": args.max_scan_length, "interrupted": interrupted,
@@ -328,11 +361,15 @@ pub async fn run_until(args: YcsbArgs, stop: CancellationToken) -> Result<Value>
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else if !args.quiet {
         println!("{}", stats.to_text(phase, elapsed));
+        match &cpu {
+            Ok(c) => println!("{}", super::cpu::text(c)),
+            Err(e) => println!("  cpu per op: unknown ({e:#})"),
+        }
     }
     Ok(report)
 }
 
-async fn worker(table: Table, plan: Arc<Plan>, seed: u64, offset: Duration) -> Result<Stats> {
+async fn worker(table: System, plan: Arc<Plan>, seed: u64, offset: Duration) -> Result<Stats> {
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let mut stats = Stats::default();
     let mut value = vec![0u8; plan.value_size];
@@ -365,20 +402,12 @@ async fn worker(table: Table, plan: Arc<Plan>, seed: u64, offset: Duration) -> R
         let sent = Instant::now();
         let started = if plan.pace.is_zero() { sent } else { due };
         let outcome = match op {
-            Op::Read => table.get(&hk, &sk).await.map(|v| v.is_some()),
+            Op::Read => table.get(&hk, &sk).await,
             Op::Update | Op::Insert => {
                 rng.fill_bytes(&mut value);
                 table.set(&hk, &sk, &value).await.map(|_| true)
             }
-            Op::Scan => {
-                let len = rng.gen_range(1..=plan.max_scan);
-                let opts = MultiGetOptions {
-                    range: ScanOptions { start_sort_key: Bytes::from(sk.clone()), ..Default::default() },
-                    max_count: len as u32,
-                    ..Default::default()
-                };
-                table.multi_get_opts(&hk, None, opts).await.map(|(kvs, _)| !kvs.is_empty())
-            }
+            Op::Scan => table.scan(&hk, &sk, rng.gen_range(1..=plan.max_scan) as u32).await,
         };
         if let Some(t) = &plan.timeline {
             let second = plan.started.elapsed().as_secs() as usize;

@@ -59,6 +59,9 @@ async fn metrics_health_and_server_info_of_a_onebox_after_a_workload() -> Result
     ensure!(run["operations"] == 3000 && run["errors"] == 0, "run: {run}");
     ensure!(run["per_operation"]["read"]["misses"] == 0, "reads missed loaded records: {run}");
     ensure!(run["per_operation"]["read"]["p99_us"].as_u64().is_some_and(|p| p > 0), "{run}");
+    // CPU per operation: every server's wingkv_process_cpu_seconds and the bench's own, in the run.
+    let positive = |k: &str| run["cpu"][k].as_f64().is_some_and(|v| v > 0.0);
+    ensure!(positive("servers_us_per_op") && positive("client_us_per_op"), "cpu per op: {}", run["cpu"]);
     let remote = tmp.path().join("remote");
     let out = Command::new(bin_path("wingkv"))
         .args(["bulkgen", "--table", "bl", "--partitions", "4", "--generate", "5000", "--root"])
@@ -98,6 +101,7 @@ async fn metrics_health_and_server_info_of_a_onebox_after_a_workload() -> Result
         total("wingkv_requests_total", &[("service", "Data"), ("method", "Get"), ("code", "InvalidArgument")]);
     ensure!(refused >= 1.0, "the request for partition 1.99 is not counted as InvalidArgument");
     ensure!(total("wingkv_requests_total", &[("service", "RaftTransport")]) > 0.0, "raft traffic is not counted");
+    ensure!(total("wingkv_process_cpu_seconds", &[]) > 0.0, "no CPU seconds exported");
     ensure!(total("wingkv_throttling_delayed_writes_total", &[]) > 0.0, "the delay throttle delayed nothing");
     let (entries, writes) =
         (total("wingkv_raft_proposed_entries_total", &[]), total("wingkv_raft_proposed_writes_total", &[]));

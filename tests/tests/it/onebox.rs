@@ -84,3 +84,25 @@ async fn supervisor_restarts_crashed_children_and_leaves_no_orphans() -> Result<
     .await?;
     Ok(())
 }
+
+/// `onebox add` takes the next port, unless something outside the onebox holds it (another
+/// test's server, an outgoing connection's ephemeral port): then the next free one, and the
+/// server comes up instead of failing to bind until the command gives up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_added_server_skips_a_port_another_process_holds() -> Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let dir = tmp.path().join("onebox");
+    let _guard = Guard(dir.clone());
+    wingkv_tests::onebox::start_reserving(&dir, 6, "")?;
+    let port_of = |s: &Value, node: &str| {
+        s["nodes"].as_array().and_then(|a| a.iter().find(|n| n["name"] == node)).and_then(|n| n["port"].as_u64())
+    };
+    let last = port_of(&state(&dir)?, "replica3").context("replica3's port")?;
+    let next = u16::try_from(last + 1)?;
+    let _held = std::net::TcpListener::bind(("127.0.0.1", next)).with_context(|| format!("hold port {next}"))?;
+    onebox(&dir, &["add", "--replicas", "1"])?;
+    let port = port_of(&state(&dir)?, "replica4").context("replica4's port")?;
+    ensure!(port == last + 2, "replica4 took port {port}, not {} (after the held {next})", last + 2);
+    ensure!(dir.join("replica4/data/server.addr").exists(), "replica4 is not serving");
+    Ok(())
+}
