@@ -21,16 +21,21 @@ pub struct ClientConfig {
     /// Mutual TLS for a secure cluster: the cluster's CA and this user's certificate and key
     /// (`wingkv cert issue-client`). `None`: plaintext, for a cluster without TLS.
     pub tls: Option<wingkv_security::TlsConfig>,
+    /// Send gets, sets and dels of up to 64 KiB on one `Batch` stream per replica server, many
+    /// per message (default), instead of one unary call each. Servers that do not serve
+    /// `Batch` get unary calls either way.
+    pub batching: bool,
 }
 
 impl ClientConfig {
-    /// Defaults (5 s per request; backoff from 20 ms to 1 s) for the given metas.
+    /// Defaults (5 s per request; backoff from 20 ms to 1 s; batching on) for the given metas.
     pub fn new(meta_addrs: impl IntoIterator<Item = impl Into<String>>) -> Self {
         Self {
             meta_addrs: meta_addrs.into_iter().map(Into::into).collect(),
             request_timeout: Duration::from_secs(5),
             backoff: BackoffPolicy::new(Duration::from_millis(20), Duration::from_secs(1)),
             tls: None,
+            batching: true,
         }
     }
 }
@@ -39,6 +44,7 @@ pub(crate) struct ClientInner {
     pub(crate) config: ClientConfig,
     pub(crate) meta: MetaClient,
     pub(crate) pool: ChannelPool,
+    pub(crate) batchers: std::sync::Arc<crate::batch::Batchers>,
 }
 
 impl ClientInner {
@@ -56,7 +62,7 @@ impl ClientInner {
         let mut meta = MetaClient::new(config.meta_addrs.clone(), pool.clone())?;
         meta.deadline = config.request_timeout;
         meta.backoff = config.backoff;
-        Ok(Self { config, meta, pool })
+        Ok(Self { config, meta, pool, batchers: Default::default() })
     }
 
     pub(crate) async fn query_table(&self, name: &str) -> Result<TableConfiguration, WingError> {

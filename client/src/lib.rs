@@ -59,6 +59,7 @@
 //! ```
 
 mod admin;
+mod batch;
 mod client;
 mod connection;
 mod table;

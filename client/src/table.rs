@@ -18,7 +18,10 @@ use wingkv_proto::data::data_client::DataClient;
 use wingkv_proto::data::*;
 use wingkv_proto::meta::{NodeAddress, TableConfiguration};
 
+use crate::batch::MAX_BATCHED_OP_BYTES;
 use crate::connection::ClientInner;
+use wingkv_proto::data::batch_op::Op as BatchedOp;
+use wingkv_proto::data::batch_result::Result as Answer;
 
 pub use wingkv_proto::data::CheckType;
 
@@ -120,6 +123,20 @@ fn surely_not_applied(err: &WingError) -> bool {
     )
 }
 
+/// `op` as its unary call, answered as the `Batch` stream would answer it.
+async fn unary(mut client: Data, op: BatchedOp) -> Result<Answer, tonic::Status> {
+    Ok(match op {
+        BatchedOp::Get(r) => Answer::Get(client.get(r).await?.into_inner()),
+        BatchedOp::Set(r) => Answer::Write(client.set(r).await?.into_inner()),
+        BatchedOp::Del(r) => Answer::Write(client.del(r).await?.into_inner()),
+    })
+}
+
+/// A request's answer that is not of its kind (a server bug): said, not guessed.
+fn mismatched(op: &str, answer: &Answer) -> WingError {
+    WingError::Internal(format!("a {op} was answered as another request: {answer:?}"))
+}
+
 /// A table of the cluster. Cheap to clone.
 #[derive(Clone)]
 pub struct Table {
@@ -219,6 +236,45 @@ impl Table {
         F: FnMut(Data, PartitionId) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
+        self.route(pidx, idempotence, |_, channel, pid, left| {
+            // The server learns the deadline too (grpc-timeout), so a throttling hold stays
+            // within half of what is left.
+            let call = op(DataClient::with_interceptor(channel, Deadline(left)), pid);
+            async move { call.await.map(tonic::Response::into_inner) }
+        })
+        .await
+    }
+
+    /// The get, set or del `request(pid)` on the primary of partition `pidx`: on the server's
+    /// `Batch` stream (many requests per message) when batching is on, the request is small and
+    /// the server serves the stream; as a unary call otherwise. Retried like
+    /// [`Self::on_partition`] (all three are idempotent).
+    async fn one_record(&self, pidx: u32, request: impl Fn(PartitionId) -> BatchedOp) -> Result<Answer, WingError> {
+        let batchers = &self.client.batchers;
+        self.route(pidx, Idempotence::Idempotent, |address, channel, pid, left| {
+            let op = request(pid);
+            let on_stream = self.client.config.batching
+                && op.encoded_len() <= MAX_BATCHED_OP_BYTES
+                && batchers.serves_batches(&address);
+            async move {
+                if on_stream {
+                    batchers.call(&address, channel, op, left).await
+                } else {
+                    unary(DataClient::with_interceptor(channel, Deadline(left)), op).await
+                }
+            }
+        })
+        .await
+    }
+
+    /// Runs `call(primary address, its channel, partition, time left)` on the primary of
+    /// partition `pidx`, retrying retryable failures (with a routing refresh) until the
+    /// request deadline; a non-idempotent one only after failures that say it was not applied.
+    async fn route<T, A, Fut>(&self, pidx: u32, idempotence: Idempotence, mut call: A) -> Result<T, WingError>
+    where
+        A: FnMut(String, Channel, PartitionId, Duration) -> Fut,
+        Fut: Future<Output = Result<T, tonic::Status>>,
+    {
         let timeout = self.client.config.request_timeout;
         let deadline = Instant::now() + timeout;
         let mut backoff = self.client.config.backoff.start();
@@ -242,11 +298,8 @@ impl Table {
                     Err(e) => (WingError::Unavailable(format!("bad primary address {}: {e}", primary.address)), false),
                     Ok(channel) => {
                         let left = deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(1));
-                        // The server learns the deadline too (grpc-timeout), so a throttling hold
-                        // stays within half of what is left.
-                        let client = DataClient::with_interceptor(channel, Deadline(left));
-                        let err = match tokio::time::timeout(left, op(client, pid)).await {
-                            Ok(Ok(resp)) => return Ok(resp.into_inner()),
+                        let err = match tokio::time::timeout(left, call(primary.address, channel, pid, left)).await {
+                            Ok(Ok(resp)) => return Ok(resp),
                             Ok(Err(status)) => {
                                 // Only an answer of the server itself says what happened to the request.
                                 server_answered = status.metadata().contains_key(ERROR_CODE_HEADER);
@@ -342,9 +395,14 @@ impl Table {
         F: FnMut(Data, PartitionId) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
-        wingkv_common::key::validate_hash_key(hk)?;
-        let pidx = partition_index(hk, sk, self.partition_count());
+        let pidx = self.partition_of(hk, sk)?;
         self.on_partition_with(pidx, idempotence, op).await
+    }
+
+    /// The partition of a record, once its hash key is found valid.
+    fn partition_of(&self, hk: &[u8], sk: &[u8]) -> Result<u32, WingError> {
+        wingkv_common::key::validate_hash_key(hk)?;
+        Ok(partition_index(hk, sk, self.partition_count()))
     }
 
     /// The value of `(hash_key, sort_key)`, or `None`.
@@ -354,13 +412,14 @@ impl Table {
         sort_key: impl AsRef<[u8]>,
     ) -> Result<Option<Bytes>, WingError> {
         let (hk, sk) = (bytes(hash_key), bytes(sort_key));
-        let r = self
-            .on_key(&hk, &sk, |mut c, p| {
-                let req = GetRequest { partition: Some(p.to_proto()), hash_key: hk.clone(), sort_key: sk.clone() };
-                async move { c.get(req).await }
-            })
-            .await?;
-        Ok(r.found.then_some(r.value))
+        let pidx = self.partition_of(&hk, &sk)?;
+        let get = |p: PartitionId| {
+            BatchedOp::Get(GetRequest { partition: Some(p.to_proto()), hash_key: hk.clone(), sort_key: sk.clone() })
+        };
+        match self.one_record(pidx, get).await? {
+            Answer::Get(r) => Ok(r.found.then_some(r.value)),
+            other => Err(mismatched("get", &other)),
+        }
     }
 
     /// Sets `(hash_key, sort_key)` to `value`, with no TTL.
@@ -383,29 +442,33 @@ impl Table {
     ) -> Result<(), WingError> {
         let (hk, sk, v) = (bytes(hash_key), bytes(sort_key), bytes(value));
         let ttl_seconds = ttl_seconds(ttl);
-        self.on_key(&hk, &sk, |mut c, p| {
-            let req = SetRequest {
+        let pidx = self.partition_of(&hk, &sk)?;
+        let set = |p: PartitionId| {
+            BatchedOp::Set(SetRequest {
                 partition: Some(p.to_proto()),
                 hash_key: hk.clone(),
                 sort_key: sk.clone(),
                 value: v.clone(),
                 ttl_seconds,
-            };
-            async move { c.set(req).await }
-        })
-        .await?;
-        Ok(())
+            })
+        };
+        match self.one_record(pidx, set).await? {
+            Answer::Write(_) => Ok(()),
+            other => Err(mismatched("set", &other)),
+        }
     }
 
     /// Deletes `(hash_key, sort_key)` (no error when it does not exist).
     pub async fn del(&self, hash_key: impl AsRef<[u8]>, sort_key: impl AsRef<[u8]>) -> Result<(), WingError> {
         let (hk, sk) = (bytes(hash_key), bytes(sort_key));
-        self.on_key(&hk, &sk, |mut c, p| {
-            let req = DelRequest { partition: Some(p.to_proto()), hash_key: hk.clone(), sort_key: sk.clone() };
-            async move { c.del(req).await }
-        })
-        .await?;
-        Ok(())
+        let pidx = self.partition_of(&hk, &sk)?;
+        let del = |p: PartitionId| {
+            BatchedOp::Del(DelRequest { partition: Some(p.to_proto()), hash_key: hk.clone(), sort_key: sk.clone() })
+        };
+        match self.one_record(pidx, del).await? {
+            Answer::Write(_) => Ok(()),
+            other => Err(mismatched("del", &other)),
+        }
     }
 
     /// Whether `(hash_key, sort_key)` exists.

@@ -248,6 +248,33 @@ impl From<WingError> for Status {
     }
 }
 
+/// One request's error in a `Batch` stream: what its status would carry as a unary call.
+impl From<&WingError> for wingkv_proto::data::BatchError {
+    fn from(err: &WingError) -> Self {
+        Self {
+            code: err.code().as_str().to_string(),
+            message: err.message().to_string(),
+            leader: err.leader().unwrap_or_default().to_string(),
+        }
+    }
+}
+
+/// The status a unary call would have answered for the batched request that got `err`, so a
+/// client handles both answers alike (the wingkv code in the metadata marks it as the server's
+/// own answer). A code this client does not know reads as `Internal`.
+pub fn batch_error_status(err: &wingkv_proto::data::BatchError) -> Status {
+    let code = err.code.parse::<ErrorCode>().unwrap_or(ErrorCode::Internal);
+    let mut status = Status::new(code.grpc_code(), err.message.clone());
+    let md = status.metadata_mut();
+    md.insert(ERROR_CODE_HEADER, MetadataValue::from_static(code.as_str()));
+    if !err.leader.is_empty() {
+        if let Ok(v) = MetadataValue::try_from(err.leader.as_str()) {
+            md.insert(LEADER_HEADER, v);
+        }
+    }
+    status
+}
+
 #[cfg(feature = "storage")]
 impl From<rocksdb::Error> for WingError {
     fn from(e: rocksdb::Error) -> Self {
@@ -258,6 +285,25 @@ impl From<rocksdb::Error> for WingError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_batched_error_reads_back_as_the_unary_status_would() {
+        for err in [
+            WingError::NotLeader { partition: "1.2".into(), leader: Some("127.0.0.1:5".into()) },
+            WingError::NotLeader { partition: "1.2".into(), leader: None },
+            WingError::Busy("throttled".into()),
+            WingError::WrongPartition("1.3".into()),
+        ] {
+            let batched = wingkv_proto::data::BatchError::from(&err);
+            let status = batch_error_status(&batched);
+            assert_eq!(WingError::from_status(&status), err);
+            assert!(status.metadata().contains_key(ERROR_CODE_HEADER));
+        }
+        // A code this client does not know reads as Internal, not as a retryable error.
+        let unknown =
+            wingkv_proto::data::BatchError { code: "Sideways".into(), message: "m".into(), leader: String::new() };
+        assert_eq!(WingError::from_status(&batch_error_status(&unknown)).code(), ErrorCode::Internal);
+    }
 
     #[test]
     fn status_round_trip_keeps_code_and_leader() {

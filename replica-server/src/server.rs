@@ -85,8 +85,14 @@ impl ReplicaServer {
         let max = config.max_request_bytes;
         let shed = Arc::new(LoadShedder::new(config.max_concurrent_requests, config.max_inflight_request_bytes));
         let disk = Arc::new(DiskGuard::new(&config.data_dir, config.reserved_disk_bytes));
-        let data = DataServer::new(DataService::new(manager.clone(), shed.clone(), disk.clone()))
-            .max_decoding_message_size(max);
+        let data = DataServer::new(DataService::new(
+            manager.clone(),
+            shed.clone(),
+            disk.clone(),
+            metrics.clone(),
+            shutdown.clone(),
+        ))
+        .max_decoding_message_size(max);
         let routes = Routes::new(ShedService::new(data, shed.clone()))
             .add_service(
                 RaftTransportServer::new(RaftTransportService::new(HostedGroups::new(manager.clone())))

@@ -427,6 +427,15 @@ pub async fn wait_leader(nodes: &[&ReplicaProcess], partition: PartitionId, time
     .await
 }
 
+/// A hash key (with an empty sort key) that a table of `partitions` partitions puts in
+/// partition `pidx` (found by counting up).
+pub fn hash_key_in(pidx: u32, partitions: u32) -> Result<String> {
+    (0..10_000)
+        .map(|i| format!("user{i}"))
+        .find(|hk| wingkv_common::hash::partition_index(hk.as_bytes(), b"", partitions) == pidx)
+        .with_context(|| format!("no hash key of partition {pidx} of {partitions} among user0..user9999"))
+}
+
 /// Turns a gRPC status into the wingkv error it carries.
 pub fn wing_error(status: &tonic::Status) -> WingError {
     WingError::from_status(status)

@@ -8,11 +8,12 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures::Stream;
 use rocksdb::DB;
+use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 use wingkv_common::check::CheckType;
 use wingkv_common::hash::partition_index;
 use wingkv_common::key::{decode_key, encode_key, validate_hash_key};
-use wingkv_common::metrics::record_partition;
+use wingkv_common::metrics::{record_partition, ServerMetrics};
 use wingkv_common::value::{decode_value, encode_value, expire_ts_for_ttl, is_expired, remaining_ttl};
 use wingkv_common::{PartitionId, WingError};
 use wingkv_proto::common::PartitionId as ProtoPartitionId;
@@ -120,29 +121,96 @@ fn response_bytes(requested: u64) -> u64 {
     }
 }
 
-/// Serves key-value requests for every hosted replica.
+/// Serves key-value requests for every hosted replica. Cheap to clone (a `Batch` stream holds
+/// a clone while it is served).
+#[derive(Clone)]
 pub struct DataService {
     manager: Arc<ReplicaManager>,
     shed: Arc<LoadShedder>,
     disk: Arc<DiskGuard>,
+    /// Where the requests of a `Batch` stream are counted one by one, like unary calls.
+    metrics: Arc<ServerMetrics>,
+    /// Fires when the server stops: a `Batch` stream then takes no more requests and ends once
+    /// those it took are answered, as a unary call in progress would (graceful stop waits for
+    /// open streams, and the client's stream would never end by itself).
+    stopping: CancellationToken,
 }
 
 impl DataService {
     /// The service over `manager`'s replicas, admitting requests within `shed`'s limits and
     /// writes while `disk` has room.
-    pub fn new(manager: Arc<ReplicaManager>, shed: Arc<LoadShedder>, disk: Arc<DiskGuard>) -> Self {
-        Self { manager, shed, disk }
+    pub fn new(
+        manager: Arc<ReplicaManager>,
+        shed: Arc<LoadShedder>,
+        disk: Arc<DiskGuard>,
+        metrics: Arc<ServerMetrics>,
+        stopping: CancellationToken,
+    ) -> Self {
+        Self { manager, shed, disk, metrics, stopping }
+    }
+
+    /// Fires when the server stops taking requests.
+    pub(super) fn stopping(&self) -> &CancellationToken {
+        &self.stopping
     }
 
     /// Admits `req`'s bytes among those held, or refuses it with `Busy` (the count of requests
     /// in progress is checked before decoding, by [`crate::load_shed::ShedService`]).
     fn admit<M: prost::Message + Routed>(&self, req: &Request<M>) -> Result<InFlight, WingError> {
+        self.admit_routed(req.get_ref(), &wingkv_security::identity::peer_of(req))
+    }
+
+    /// [`Self::admit`] of a request that came in a `Batch` stream of `peer`.
+    pub(super) fn admit_routed<M: prost::Message + Routed>(
+        &self,
+        req: &M,
+        peer: &wingkv_security::Peer,
+    ) -> Result<InFlight, WingError> {
         // The table's access list first: a refused user costs no budget. A request without a
         // readable partition is refused right after, for what it is.
-        if let Ok(id) = PartitionId::from_proto(req.get_ref().partition()) {
-            self.manager.check_access(id.app_id, &wingkv_security::identity::peer_of(req))?;
+        if let Ok(id) = PartitionId::from_proto(req.partition()) {
+            self.manager.check_access(id.app_id, peer)?;
         }
-        self.shed.admit_bytes(req.get_ref().encoded_len())
+        self.shed.admit_bytes(req.encoded_len())
+    }
+
+    /// Counts one request of a `Batch` stream as the unary call would have been counted.
+    pub(super) fn observe(&self, method: &str, outcome: Result<(), &WingError>, elapsed: Duration) {
+        let code = match outcome {
+            Ok(()) => "OK".to_string(),
+            Err(e) => format!("{:?}", e.code().grpc_code()),
+        };
+        self.metrics.observe("Data", method, &code, elapsed);
+    }
+
+    /// A get: the record's live value, read on a primary that may serve a linearizable read.
+    pub(super) async fn serve_get(&self, r: GetRequest) -> Result<GetResponse, WingError> {
+        let key = encode_key(&r.hash_key, &r.sort_key)?;
+        let replica = self.read_replica(r.partition.as_ref(), Keys::one(&r.hash_key, &r.sort_key)).await?;
+        Ok(match read_live(replica.db(), &key, replica.now())? {
+            Some((_, v)) => GetResponse { found: true, value: v.into() },
+            None => GetResponse { found: false, value: Bytes::new() },
+        })
+    }
+
+    /// A set, once write admission let it through.
+    pub(super) async fn serve_set(&self, r: SetRequest, admit: WriteAdmission) -> Result<WriteResponse, WingError> {
+        let key = encode_key(&r.hash_key, &r.sort_key)?;
+        // Validated first: a bad request is refused for what it is, wherever it lands.
+        let write = self.write_replica(r.partition.as_ref(), Keys::one(&r.hash_key, &r.sort_key), admit).await?;
+        // Stamped once admitted (throttling may have held it): the primary's time of the write.
+        let value = stored_value(write.replica.now(), r.ttl_seconds, &r.value);
+        let (_, log_index) = write.propose(Command::Put { key: key.into(), value }).await?;
+        Ok(WriteResponse { log_index })
+    }
+
+    /// A del, once write admission let it through.
+    pub(super) async fn serve_del(&self, r: DelRequest, admit: WriteAdmission) -> Result<WriteResponse, WingError> {
+        let key = encode_key(&r.hash_key, &r.sort_key)?;
+        // Validated first: a bad request is refused for what it is, wherever it lands.
+        let write = self.write_replica(r.partition.as_ref(), Keys::one(&r.hash_key, &r.sort_key), admit).await?;
+        let (_, log_index) = write.propose(Command::Delete { key: key.into() }).await?;
+        Ok(WriteResponse { log_index })
     }
 
     /// The replica of `p`, once the request's keys are found to belong to it.
@@ -210,7 +278,7 @@ impl DataService {
 }
 
 /// A data request, by the partition it is sent to (whose table's access list applies).
-trait Routed {
+pub(super) trait Routed {
     fn partition(&self) -> Option<&ProtoPartitionId>;
 }
 
@@ -274,7 +342,7 @@ impl Write {
 }
 
 /// What write admission needs of a request, taken before the request is consumed.
-struct WriteAdmission {
+pub(super) struct WriteAdmission {
     /// Its size on the wire (what `replica.write_throttling_by_size` counts).
     bytes: u64,
     /// The client's timeout (`grpc-timeout`), if it sent one.
@@ -286,6 +354,11 @@ struct WriteAdmission {
 impl WriteAdmission {
     fn of<M: prost::Message>(req: &Request<M>) -> Self {
         Self { bytes: req.get_ref().encoded_len() as u64, timeout: client_timeout(req), arrived: Instant::now() }
+    }
+
+    /// A request of a `Batch` stream, read just now, whose client waits `timeout` (if it said).
+    pub(super) fn batched<M: prost::Message>(req: &M, timeout: Option<Duration>) -> Self {
+        Self { bytes: req.encoded_len() as u64, timeout, arrived: Instant::now() }
     }
 }
 
@@ -316,38 +389,25 @@ type ScanStream = Pin<Box<dyn Stream<Item = Result<ScanBatch, Status>> + Send>>;
 impl Data for DataService {
     async fn get(&self, req: Request<GetRequest>) -> Result<Response<GetResponse>, Status> {
         let _in_flight = self.admit(&req)?;
-        let r = req.into_inner();
-        let key = encode_key(&r.hash_key, &r.sort_key)?;
-        let replica = self.read_replica(r.partition.as_ref(), Keys::one(&r.hash_key, &r.sort_key)).await?;
-        let resp = match read_live(replica.db(), &key, replica.now())? {
-            Some((_, v)) => GetResponse { found: true, value: v.into() },
-            None => GetResponse { found: false, value: Bytes::new() },
-        };
-        Ok(Response::new(resp))
+        Ok(Response::new(self.serve_get(req.into_inner()).await?))
     }
 
     async fn set(&self, req: Request<SetRequest>) -> Result<Response<WriteResponse>, Status> {
         let _in_flight = self.admit(&req)?;
         let admit = WriteAdmission::of(&req);
-        let r = req.into_inner();
-        let key = encode_key(&r.hash_key, &r.sort_key)?;
-        // Validated first: a bad request is refused for what it is, wherever it lands.
-        let write = self.write_replica(r.partition.as_ref(), Keys::one(&r.hash_key, &r.sort_key), admit).await?;
-        // Stamped once admitted (throttling may have held it): the primary's time of the write.
-        let value = stored_value(write.replica.now(), r.ttl_seconds, &r.value);
-        let (_, log_index) = write.propose(Command::Put { key: key.into(), value }).await?;
-        Ok(Response::new(WriteResponse { log_index }))
+        Ok(Response::new(self.serve_set(req.into_inner(), admit).await?))
     }
 
     async fn del(&self, req: Request<DelRequest>) -> Result<Response<WriteResponse>, Status> {
         let _in_flight = self.admit(&req)?;
         let admit = WriteAdmission::of(&req);
-        let r = req.into_inner();
-        let key = encode_key(&r.hash_key, &r.sort_key)?;
-        // Validated first: a bad request is refused for what it is, wherever it lands.
-        let write = self.write_replica(r.partition.as_ref(), Keys::one(&r.hash_key, &r.sort_key), admit).await?;
-        let (_, log_index) = write.propose(Command::Delete { key: key.into() }).await?;
-        Ok(Response::new(WriteResponse { log_index }))
+        Ok(Response::new(self.serve_del(req.into_inner(), admit).await?))
+    }
+
+    type BatchStream = super::batch::BatchStream;
+
+    async fn batch(&self, req: Request<tonic::Streaming<BatchRequest>>) -> Result<Response<Self::BatchStream>, Status> {
+        Ok(Response::new(super::batch::serve(self.clone(), req)))
     }
 
     async fn exist(&self, req: Request<KeyRequest>) -> Result<Response<ExistResponse>, Status> {

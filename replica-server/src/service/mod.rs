@@ -1,5 +1,6 @@
 //! The gRPC services of a replica server.
 
 pub mod admin;
+mod batch;
 pub mod data;
 pub mod raft;

@@ -10,6 +10,7 @@
 mod backpressure;
 mod bad_inputs;
 mod balance;
+mod batch;
 mod bulk_load;
 mod bulk_load_replica;
 mod bulk_load_sources;

@@ -17,12 +17,8 @@ use wingkv_tests::{channel, wait_for, wing_error};
 
 const PARTITIONS: u32 = 4;
 
-/// A hash key that `partition_index` puts in `pidx` (found by counting up).
 fn hash_key_in(pidx: u32) -> Result<String> {
-    (0..10_000)
-        .map(|i| format!("user{i}"))
-        .find(|hk| partition_index(hk.as_bytes(), b"", PARTITIONS) == pidx)
-        .context("no hash key found for the partition")
+    wingkv_tests::hash_key_in(pidx, PARTITIONS)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,0 +1,129 @@
+//! The `Batch` stream: many requests per message, each answered on its own (an error is the
+//! request's, never the stream's), and the stream ends cleanly when the client ends it.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use anyhow::{bail, ensure, Context, Result};
+use bytes::Bytes;
+use futures::SinkExt;
+use wingkv_common::{ErrorCode, PartitionId, WingError};
+use wingkv_proto::data::batch_op::Op;
+use wingkv_proto::data::batch_result::Result as Answer;
+use wingkv_proto::data::data_client::DataClient;
+use wingkv_proto::data::*;
+use wingkv_tests::channel;
+use wingkv_tests::cluster::Cluster;
+
+const PARTITIONS: u32 = 4;
+
+fn hash_key_in(pidx: u32) -> Result<Bytes> {
+    wingkv_tests::hash_key_in(pidx, PARTITIONS).map(Bytes::from)
+}
+
+/// The answers of `ops`, by id, read off `inbound` until each is answered once.
+async fn answers(
+    outbound: &mut futures::channel::mpsc::Sender<BatchRequest>,
+    inbound: &mut tonic::Streaming<BatchResponse>,
+    ops: Vec<BatchOp>,
+) -> Result<BTreeMap<u64, Answer>> {
+    let ids: Vec<u64> = ops.iter().map(|o| o.id).collect();
+    outbound.send(BatchRequest { ops }).await?;
+    let mut got = BTreeMap::new();
+    while got.len() < ids.len() {
+        let msg = tokio::time::timeout(Duration::from_secs(10), inbound.message())
+            .await
+            .context("no answer within 10 s")??
+            .context("the server ended the stream with requests unanswered")?;
+        for r in msg.results {
+            ensure!(ids.contains(&r.id), "an answer to request {} nobody sent", r.id);
+            let answer = r.result.with_context(|| format!("request {} answered with nothing", r.id))?;
+            ensure!(got.insert(r.id, answer).is_none(), "request {} answered twice", r.id);
+        }
+    }
+    Ok(got)
+}
+
+fn error_of(answer: &Answer) -> Result<WingError> {
+    match answer {
+        Answer::Error(e) => Ok(WingError::from_status(&wingkv_common::error::batch_error_status(e))),
+        other => bail!("expected an error, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_batched_request_gets_its_own_answer_and_errors_stay_per_request() -> Result<()> {
+    let c = Cluster::start(1, 1).await?;
+    let cfg = c.create("t", PARTITIONS, 1).await?;
+    let p0 = PartitionId::new(cfg.app_id, 0);
+    let primary = cfg.partitions[0].primary.as_ref().context("partition 0 has a primary")?;
+    let mut data = DataClient::new(channel(&primary.address)?);
+    let (mut outbound, requests) = futures::channel::mpsc::channel::<BatchRequest>(4);
+    let mut inbound = data.batch(requests).await?.into_inner();
+    let (home, elsewhere) = (hash_key_in(0)?, hash_key_in(1)?);
+    let set = |id, hash_key: &Bytes, value: &'static str| BatchOp {
+        id,
+        timeout_ms: 5_000,
+        op: Some(Op::Set(SetRequest {
+            partition: Some(p0.to_proto()),
+            hash_key: hash_key.clone(),
+            sort_key: Bytes::from_static(b"s"),
+            value: Bytes::from_static(value.as_bytes()),
+            ttl_seconds: 0,
+        })),
+    };
+    let get = |id, partition: PartitionId| BatchOp {
+        id,
+        timeout_ms: 5_000,
+        op: Some(Op::Get(GetRequest {
+            partition: Some(partition.to_proto()),
+            hash_key: home.clone(),
+            sort_key: Bytes::from_static(b"s"),
+        })),
+    };
+
+    // One message: a good write among bad requests; each bad one is refused for what it is.
+    let got = answers(
+        &mut outbound,
+        &mut inbound,
+        vec![
+            set(1, &home, "v1"),
+            set(2, &elsewhere, "misrouted"),
+            BatchOp { id: 3, timeout_ms: 5_000, op: None },
+            BatchOp {
+                id: 4,
+                timeout_ms: 5_000,
+                op: Some(Op::Get(GetRequest { partition: None, ..Default::default() })),
+            },
+            set(5, &Bytes::from(vec![b'h'; 70_000]), "long hash key"),
+        ],
+    )
+    .await?;
+    ensure!(matches!(got[&1], Answer::Write(ref w) if w.log_index > 0), "{:?}", got[&1]);
+    ensure!(error_of(&got[&2])?.code() == ErrorCode::WrongPartition, "{:?}", got[&2]);
+    let e = error_of(&got[&3])?;
+    ensure!(e.code() == ErrorCode::InvalidArgument && e.to_string().contains("names no operation"), "{e}");
+    ensure!(error_of(&got[&4])?.code() == ErrorCode::InvalidArgument, "{:?}", got[&4]);
+    let e = error_of(&got[&5])?;
+    ensure!(e.code() == ErrorCode::InvalidArgument && e.to_string().contains("hash_key is 70000 bytes"), "{e}");
+
+    // The stream goes on after the errors: the write is read back, and the misrouted one
+    // stored nothing.
+    let got = answers(&mut outbound, &mut inbound, vec![get(6, p0)]).await?;
+    ensure!(matches!(got[&6], Answer::Get(ref g) if g.found && g.value == "v1"), "{:?}", got[&6]);
+    let misrouted = c.client.open_table("t").await?.get(&elsewhere, "s").await?;
+    ensure!(misrouted.is_none(), "the misrouted write was stored: {misrouted:?}");
+
+    // Many requests in one message, several partitions' keys through the SDK's routing
+    // elsewhere: here, 200 writes of one partition, each answered once.
+    let ops: Vec<BatchOp> = (100..300).map(|id| set(id, &home, "many")).collect();
+    let got = answers(&mut outbound, &mut inbound, ops).await?;
+    ensure!(got.values().all(|a| matches!(a, Answer::Write(_))), "{got:?}");
+
+    // The client ends its half: the server ends the stream, with nothing left unanswered.
+    drop(outbound);
+    let end =
+        tokio::time::timeout(Duration::from_secs(10), inbound.message()).await.context("the stream did not end")?;
+    ensure!(matches!(end, Ok(None)), "the stream ended with {end:?}");
+    Ok(())
+}
