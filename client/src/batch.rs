@@ -9,8 +9,9 @@
 //! to that server starts a new one.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::channel::mpsc as stream_channel;
 use futures::SinkExt;
@@ -18,7 +19,7 @@ use prost::Message;
 use tokio::sync::{mpsc, oneshot};
 use tonic::transport::Channel;
 use tonic::Status;
-use wingkv_common::error::batch_error_status;
+use wingkv_common::error::{batch_error_status, ERROR_CODE_HEADER};
 use wingkv_common::sync::MutexExt;
 use wingkv_proto::data::batch_op::Op;
 use wingkv_proto::data::batch_result::Result as Answer;
@@ -38,8 +39,16 @@ const QUEUE: usize = 4_096;
 /// A request waiting for its stream, and where its answer goes.
 struct Queued {
     op: Op,
-    timeout: Duration,
+    /// When its caller stops waiting: the server is told what is left when it is sent.
+    deadline: Instant,
     reply: oneshot::Sender<Result<Answer, Status>>,
+}
+
+/// A request sent and not answered yet.
+struct Waiting {
+    reply: oneshot::Sender<Result<Answer, Status>>,
+    /// A get: retrying it is safe whatever became of it.
+    read: bool,
 }
 
 /// The streams of one client, by server address.
@@ -68,7 +77,7 @@ impl Batchers {
         let queue = self.queue(address, channel);
         let (reply, answer) = oneshot::channel();
         queue
-            .send(Queued { op, timeout, reply })
+            .send(Queued { op, deadline: Instant::now() + timeout, reply })
             .await
             .map_err(|_| Status::unavailable(format!("the batch stream to {address} closed")))?;
         answer.await.map_err(|_| Status::unavailable(format!("the batch stream to {address} broke")))?
@@ -88,144 +97,217 @@ impl Batchers {
     }
 }
 
-/// Owns one stream: sends what is queued, hands each answer to its caller.
+/// Owns one stream: sends what is queued, hands each answer to its caller. Sending and
+/// receiving run side by side, so a send held by flow control never stops the answers from
+/// being read (the server stops reading requests while its answers are not read).
 async fn drive(batchers: Weak<Batchers>, address: String, channel: Channel, mut queue: mpsc::Receiver<Queued>) {
-    let mut stream = Stream { address, waiting: HashMap::new(), next_id: 0 };
+    let stream = Stream { address, waiting: Mutex::new(HashMap::new()), next_id: AtomicU64::new(0) };
     // Started by a request: it is queued already.
     let Some(first) = queue.recv().await else { return };
     let (mut outbound, requests) = stream_channel::channel::<BatchRequest>(4);
-    let message = stream.take_message(first, &mut queue);
+    let mut unsent = Vec::new();
     let mut end = End::Unread;
-    if outbound.send(message).await.is_ok() {
+    let (message, ids) = stream.take_message(first, &mut queue);
+    if outbound.send(message).await.is_err() {
+        unsent = ids;
+    } else {
         let mut client = DataClient::new(channel).max_decoding_message_size(64 << 20);
         match client.batch(requests).await {
-            Ok(resp) => end = stream.serve(resp.into_inner(), &mut queue, &mut outbound).await,
-            // Refused before it began: nothing it carried was read.
+            Ok(resp) => {
+                let mut inbound = resp.into_inner();
+                let sending = stream.send_queued(&mut queue, &mut outbound);
+                tokio::pin!(sending);
+                let mut sending_done = false;
+                end = loop {
+                    tokio::select! {
+                        e = stream.receive(&mut inbound) => break e,
+                        sent = &mut sending, if !sending_done => {
+                            sending_done = true;
+                            match sent {
+                                // The client is gone: no one waits for an answer.
+                                Sent::ClientGone => return,
+                                // The request half closed: how the stream ends says whether
+                                // the server read what it sent; that message was not sent.
+                                Sent::Failed(ids) => unsent = ids,
+                            }
+                        }
+                    }
+                };
+            }
             Err(status) if status.code() == tonic::Code::Unimplemented => {
                 tracing::info!(server = %stream.address, "the server does not serve Batch: unary calls from now on");
                 if let Some(b) = batchers.upgrade() {
                     b.unary_only.locked().insert(stream.address.clone());
                 }
             }
-            Err(status) => {
+            // Refused before it began (no connection, Busy, not admitted): the handler did not
+            // run, nothing it carried was read. The server's own answer goes to each request.
+            Err(status)
+                if status.code() == tonic::Code::Unavailable || status.metadata().contains_key(ERROR_CODE_HEADER) =>
+            {
                 tracing::debug!(server = %stream.address, "batch stream refused: {status}");
-                // Unavailable: no connection (a unary call would be retried alike).
-                if status.code() != tonic::Code::Unavailable {
-                    end = End::Broken;
-                }
+                end = End::Refused(status);
+            }
+            Err(status) => {
+                tracing::debug!(server = %stream.address, "batch stream failed: {status}");
+                end = End::Broken;
             }
         }
     }
-    stream.fail_all(&mut queue, end);
+    stream.fail_all(&mut queue, unsent, end);
 }
 
 /// How a stream ended, which says what became of the requests it did not answer.
-#[derive(Clone, Copy, PartialEq, Eq)]
 enum End {
     /// The server ended it (it stops): it answered every request it read, so the others were
     /// not read, and a retry is safe.
     Unread,
+    /// The server refused the stream with this status before reading anything.
+    Refused(Status),
     /// The connection broke: a request sent may have been applied, and its fate is unknown, as
     /// a unary call's is when its connection breaks.
     Broken,
 }
 
-/// One stream's requests in flight, by id.
+/// Why the sending half stopped.
+enum Sent {
+    /// The client was dropped (its queue closed).
+    ClientGone,
+    /// The request half closed; these requests (one message) were not sent.
+    Failed(Vec<u64>),
+}
+
+/// One stream's requests in flight, by id (shared by its sending and receiving halves).
 struct Stream {
     address: String,
-    waiting: HashMap<u64, oneshot::Sender<Result<Answer, Status>>>,
-    next_id: u64,
+    waiting: Mutex<HashMap<u64, Waiting>>,
+    next_id: AtomicU64,
 }
 
 impl Stream {
-    /// Sends what is queued and hands out answers until the stream ends or the client is gone.
-    async fn serve(
-        &mut self,
-        mut inbound: tonic::Streaming<BatchResponse>,
+    /// Sends what is queued, a message at a time, until the client is gone or the request half
+    /// closes.
+    async fn send_queued(
+        &self,
         queue: &mut mpsc::Receiver<Queued>,
         outbound: &mut stream_channel::Sender<BatchRequest>,
-    ) -> End {
+    ) -> Sent {
         loop {
-            tokio::select! {
-                q = queue.recv() => match q {
-                    Some(q) => {
-                        let message = self.take_message(q, queue);
-                        if outbound.send(message).await.is_err() {
-                            return End::Broken;
-                        }
-                    }
-                    // The client is gone: no one waits for an answer.
-                    None => return End::Unread,
-                },
-                m = inbound.message() => match m {
-                    Ok(Some(resp)) => self.answer(resp),
-                    Ok(None) => return End::Unread,
-                    Err(status) => {
-                        tracing::debug!(server = %self.address, "batch stream broke: {status}");
-                        return End::Broken;
-                    }
-                },
+            let Some(first) = queue.recv().await else { return Sent::ClientGone };
+            let (message, ids) = self.take_message(first, queue);
+            if message.ops.is_empty() {
+                continue;
+            }
+            if outbound.send(message).await.is_err() {
+                return Sent::Failed(ids);
             }
         }
     }
 
-    fn answer(&mut self, resp: BatchResponse) {
+    /// Hands out answers until the stream ends; says how it ended.
+    async fn receive(&self, inbound: &mut tonic::Streaming<BatchResponse>) -> End {
+        loop {
+            match inbound.message().await {
+                Ok(Some(resp)) => self.answer(resp),
+                Ok(None) => return End::Unread,
+                Err(status) => {
+                    tracing::debug!(server = %self.address, "batch stream broke: {status}");
+                    return End::Broken;
+                }
+            }
+        }
+    }
+
+    fn answer(&self, resp: BatchResponse) {
+        let mut waiting = self.waiting.locked();
         for BatchResult { id, result } in resp.results {
-            let Some(reply) = self.waiting.remove(&id) else { continue };
+            let Some(w) = waiting.remove(&id) else { continue };
             let answer = match result {
                 Some(Answer::Error(e)) => Err(batch_error_status(&e)),
                 Some(answer) => Ok(answer),
                 None => Err(Status::internal(format!("{} answered request {id} with nothing", self.address))),
             };
             // The caller may have given up (its deadline): nothing to do then.
-            let _ = reply.send(answer);
+            let _ = w.reply.send(answer);
         }
     }
 
     /// One message: `first` and what else is queued now, within the message's limits; each
-    /// request is registered under a fresh id.
-    fn take_message(&mut self, first: Queued, queue: &mut mpsc::Receiver<Queued>) -> BatchRequest {
+    /// request is registered under a fresh id (returned too). A request whose caller gave up
+    /// is not sent: a write must not land after its caller was told it timed out.
+    fn take_message(&self, first: Queued, queue: &mut mpsc::Receiver<Queued>) -> (BatchRequest, Vec<u64>) {
         let mut ops = Vec::new();
-        let mut bytes = self.add(first, &mut ops);
-        while ops.len() < MAX_OPS_PER_MESSAGE && bytes < MAX_MESSAGE_BYTES - MAX_BATCHED_OP_BYTES {
-            match queue.try_recv() {
-                Ok(q) => bytes += self.add(q, &mut ops),
-                Err(_) => break,
+        let mut ids = Vec::new();
+        let mut bytes = 0usize;
+        let mut waiting = self.waiting.locked();
+        let mut next = Some(first);
+        while let Some(q) = next.take() {
+            let now = Instant::now();
+            if !q.reply.is_closed() && q.deadline > now {
+                let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
+                let left = q.deadline - now;
+                let timeout_ms = u32::try_from(left.as_millis()).unwrap_or(u32::MAX).max(1);
+                let read = matches!(q.op, Op::Get(_));
+                let op = BatchOp { id, timeout_ms, op: Some(q.op) };
+                bytes += op.encoded_len();
+                waiting.insert(id, Waiting { reply: q.reply, read });
+                ops.push(op);
+                ids.push(id);
+            }
+            if ops.len() < MAX_OPS_PER_MESSAGE && bytes < MAX_MESSAGE_BYTES - MAX_BATCHED_OP_BYTES {
+                next = queue.try_recv().ok();
             }
         }
-        BatchRequest { ops }
+        (BatchRequest { ops }, ids)
     }
 
-    fn add(&mut self, q: Queued, ops: &mut Vec<BatchOp>) -> usize {
-        self.next_id += 1;
-        let timeout_ms = u32::try_from(q.timeout.as_millis()).unwrap_or(u32::MAX).max(1);
-        let op = BatchOp { id: self.next_id, timeout_ms, op: Some(q.op) };
-        let bytes = op.encoded_len();
-        self.waiting.insert(self.next_id, q.reply);
-        ops.push(op);
-        bytes
-    }
-
-    /// The stream ended (`end` says how). A request still queued was never sent: it fails as
-    /// `Unavailable`, which callers retry. A request sent and not answered fails the same way
-    /// when the server ended the stream (it did not read it), and as `Unknown` when the
-    /// connection broke: its fate is unknown, as a unary call's whose connection breaks, and
-    /// retrying a write then could apply it twice around another client's write.
-    fn fail_all(&mut self, queue: &mut mpsc::Receiver<Queued>, end: End) {
+    /// The stream ended (`end` says how). A request still queued, or in the message that could
+    /// not be sent (`unsent`), was never sent: it fails as `Unavailable`, which callers retry.
+    /// A request sent and not answered fails the same way when the server ended the stream (it
+    /// did not read it) or refused it (with the server's own status then); when the connection
+    /// broke, a get still fails as `Unavailable` (reading again is safe) but a write as
+    /// `Unknown`: its fate is unknown, as a unary call's whose connection breaks, and retrying
+    /// it could apply it twice around another client's write.
+    fn fail_all(&self, queue: &mut mpsc::Receiver<Queued>, unsent: Vec<u64>, end: End) {
         queue.close();
         let address = &self.address;
-        let unsent = || Status::unavailable(format!("the batch stream to {address} ended before the request was sent"));
-        for (_, reply) in self.waiting.drain() {
-            let status = match end {
+        let not_sent =
+            || Status::unavailable(format!("the batch stream to {address} ended before the request was sent"));
+        let mut waiting = self.waiting.locked();
+        for id in unsent {
+            if let Some(w) = waiting.remove(&id) {
+                let _ = w.reply.send(Err(not_sent()));
+            }
+        }
+        for (_, w) in waiting.drain() {
+            let status = match &end {
                 End::Unread => Status::unavailable(format!("the batch stream to {address} ended unread")),
+                End::Refused(status) => status.clone(),
+                End::Broken if w.read => Status::unavailable(format!("the connection to {address} broke")),
                 End::Broken => {
-                    Status::unknown(format!("the connection to {address} broke; the request's fate is unknown"))
+                    Status::unknown(format!("the connection to {address} broke; the write's fate is unknown"))
                 }
             };
-            let _ = reply.send(Err(status));
+            let _ = w.reply.send(Err(status));
         }
         while let Ok(q) = queue.try_recv() {
-            let _ = q.reply.send(Err(unsent()));
+            let _ = q.reply.send(Err(not_sent()));
+        }
+    }
+}
+
+impl Drop for Stream {
+    /// A stream dropped without [`Stream::fail_all`] (its task panicked, the runtime shut down):
+    /// a write sent then has an unknown fate, never a retryable one.
+    fn drop(&mut self) {
+        let waiting = std::mem::take(&mut *self.waiting.locked());
+        for (_, w) in waiting {
+            let status = if w.read {
+                Status::unavailable("the batch stream ended")
+            } else {
+                Status::unknown("the batch stream ended; the write's fate is unknown")
+            };
+            let _ = w.reply.send(Err(status));
         }
     }
 }

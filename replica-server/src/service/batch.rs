@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use futures::stream::FuturesUnordered;
 use futures::{FutureExt, Stream, StreamExt};
+use prost::Message;
 use tonic::{Request, Status, Streaming};
 use wingkv_common::WingError;
 use wingkv_proto::data::batch_op::Op;
@@ -27,22 +28,24 @@ use super::data::{DataService, WriteAdmission};
 /// The response stream of `Batch`.
 pub type BatchStream = Pin<Box<dyn Stream<Item = Result<BatchResponse, Status>> + Send>>;
 
-/// Requests of one stream in progress at once; past it a request is answered `Busy` at once
-/// (the stream itself counts as one request against `max_concurrent_requests`).
+/// Requests of one stream in progress at once; past it a request is answered `Busy` at once.
+/// Each also takes a place among the server's `max_concurrent_requests`, as a unary call does.
 const MAX_IN_FLIGHT: usize = 4_096;
-/// Answers one response message carries at most.
+/// Answers one response message carries at most, and their bytes at most (one answer alone
+/// may be larger: a value up to the server's limits).
 const MAX_ANSWERS_PER_MESSAGE: usize = 1_024;
-/// How long a request whose client sent no timeout may run (a unary call without
-/// `grpc-timeout` is bounded by the server's limits alike: write admission, lease waits).
-const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
+const MAX_ANSWER_BYTES_PER_MESSAGE: usize = 4 << 20;
+/// The longest a batched request may run, and how long one whose client sent no timeout may
+/// (a unary call without `grpc-timeout` is bounded by the server's limits alike).
+const MAX_TIMEOUT: Duration = Duration::from_secs(60);
 
 type Running = FuturesUnordered<Pin<Box<dyn Future<Output = BatchResult> + Send>>>;
 
 /// Serves one `Batch` stream of `svc`.
 pub fn serve(svc: DataService, req: Request<Streaming<BatchRequest>>) -> BatchStream {
     let peer = Arc::new(wingkv_security::identity::peer_of(&req));
-    let driver = Driver { svc, peer, inbound: Some(req.into_inner()), running: Running::new() };
-    Box::pin(futures::stream::unfold(driver, |mut d| async move { d.next_message().await.map(|m| (Ok(m), d)) }))
+    let driver = Driver { svc, peer, inbound: Some(req.into_inner()), running: Running::new(), failed: false };
+    Box::pin(futures::stream::unfold(driver, |mut d| async move { d.next_message().await.map(|m| (m, d)) }))
 }
 
 /// The state of one stream: the requests still to read and those running.
@@ -52,6 +55,10 @@ struct Driver {
     /// `None` once the client finished sending (or its half broke): what runs still answers.
     inbound: Option<Streaming<BatchRequest>>,
     running: Running,
+    /// Reading the client's half failed: the stream ended with that error (the requests that
+    /// were running were dropped, so their fate is unknown, and the client must not take the
+    /// end for a clean one).
+    failed: bool,
 }
 
 enum Event {
@@ -62,17 +69,24 @@ enum Event {
 
 impl Driver {
     /// The next message of answers; `None` ends the stream (nothing left to read or answer).
-    async fn next_message(&mut self) -> Option<BatchResponse> {
+    async fn next_message(&mut self) -> Option<Result<BatchResponse, Status>> {
+        if self.failed {
+            return None;
+        }
         let mut results = Vec::new();
+        let mut bytes = 0;
         loop {
-            while results.len() < MAX_ANSWERS_PER_MESSAGE {
+            while results.len() < MAX_ANSWERS_PER_MESSAGE && bytes < MAX_ANSWER_BYTES_PER_MESSAGE {
                 match self.running.next().now_or_never() {
-                    Some(Some(r)) => results.push(r),
+                    Some(Some(r)) => {
+                        bytes += r.encoded_len();
+                        results.push(r);
+                    }
                     _ => break,
                 }
             }
             if !results.is_empty() {
-                return Some(BatchResponse { results });
+                return Some(Ok(BatchResponse { results }));
             }
             if self.inbound.is_none() && self.running.is_empty() {
                 return None;
@@ -86,14 +100,19 @@ impl Driver {
                 // The server stops: the requests taken are answered, then the stream ends (the
                 // client opens a new one, to wherever the partition is served next).
                 Event::Stopping => self.inbound = None,
-                Event::Answered(r) => results.push(r),
+                Event::Answered(r) => {
+                    bytes += r.encoded_len();
+                    results.push(r);
+                }
                 Event::Received(Ok(Some(batch))) => {
                     for op in batch.ops {
                         if self.running.len() >= MAX_IN_FLIGHT {
                             let busy = WingError::Busy(format!(
                                 "{MAX_IN_FLIGHT} requests of this stream are in progress already; retry with backoff"
                             ));
-                            results.push(BatchResult { id: op.id, result: Some(Answer::Error((&busy).into())) });
+                            let r = BatchResult { id: op.id, result: Some(Answer::Error((&busy).into())) };
+                            bytes += r.encoded_len();
+                            results.push(r);
                         } else {
                             self.running.push(Box::pin(run(self.svc.clone(), self.peer.clone(), op)));
                         }
@@ -101,10 +120,13 @@ impl Driver {
                 }
                 // The client is done sending: the requests it sent are still answered.
                 Event::Received(Ok(None)) => self.inbound = None,
-                // Its connection broke: no answer can reach it.
+                // Its half broke or could not be read (e.g. a message over `max_request_bytes`):
+                // the stream ends with the error, so the client does not take the requests it
+                // sent for unread.
                 Event::Received(Err(status)) => {
                     tracing::debug!("batch stream ended: {status}");
-                    return None;
+                    self.failed = true;
+                    return Some(Err(status));
                 }
             }
         }
@@ -122,12 +144,12 @@ async fn receive(inbound: &mut Option<Streaming<BatchRequest>>) -> Result<Option
 /// Runs one request as its unary call would run, within its timeout; counts it as that call.
 async fn run(svc: DataService, peer: Arc<Peer>, op: BatchOp) -> BatchResult {
     let started = Instant::now();
-    let timeout = (op.timeout_ms > 0).then(|| Duration::from_millis(op.timeout_ms.into()));
-    let limit = timeout.unwrap_or(DEFAULT_TIMEOUT);
+    let timeout = (op.timeout_ms > 0).then(|| Duration::from_millis(op.timeout_ms.into()).min(MAX_TIMEOUT));
+    let limit = timeout.unwrap_or(MAX_TIMEOUT);
     let (method, outcome) = match op.op {
         Some(Op::Get(r)) => {
             let serve = async {
-                let _in_flight = svc.admit_routed(&r, &peer)?;
+                let _in_flight = svc.admit_batched(&r, &peer)?;
                 svc.serve_get(r).await.map(Answer::Get)
             };
             ("Get", within(limit, serve).await)
@@ -135,7 +157,7 @@ async fn run(svc: DataService, peer: Arc<Peer>, op: BatchOp) -> BatchResult {
         Some(Op::Set(r)) => {
             let admit = WriteAdmission::batched(&r, timeout);
             let serve = async {
-                let _in_flight = svc.admit_routed(&r, &peer)?;
+                let _in_flight = svc.admit_batched(&r, &peer)?;
                 svc.serve_set(r, admit).await.map(Answer::Write)
             };
             ("Set", within(limit, serve).await)
@@ -143,7 +165,7 @@ async fn run(svc: DataService, peer: Arc<Peer>, op: BatchOp) -> BatchResult {
         Some(Op::Del(r)) => {
             let admit = WriteAdmission::batched(&r, timeout);
             let serve = async {
-                let _in_flight = svc.admit_routed(&r, &peer)?;
+                let _in_flight = svc.admit_batched(&r, &peer)?;
                 svc.serve_del(r, admit).await.map(Answer::Write)
             };
             ("Del", within(limit, serve).await)

@@ -174,11 +174,24 @@ impl DataService {
         self.shed.admit_bytes(req.encoded_len())
     }
 
+    /// [`Self::admit_routed`] of a request of a `Batch` stream, which also takes a place among
+    /// the requests in progress, as its unary call would (the stream's own place is given back
+    /// once it answers its headers).
+    pub(super) fn admit_batched<M: prost::Message + Routed>(
+        &self,
+        req: &M,
+        peer: &wingkv_security::Peer,
+    ) -> Result<(InFlight, InFlight), WingError> {
+        let place = self.shed.admit_request()?;
+        Ok((place, self.admit_routed(req, peer)?))
+    }
+
     /// Counts one request of a `Batch` stream as the unary call would have been counted.
     pub(super) fn observe(&self, method: &str, outcome: Result<(), &WingError>, elapsed: Duration) {
         let code = match outcome {
             Ok(()) => "OK".to_string(),
-            Err(e) => format!("{:?}", e.code().grpc_code()),
+            // As the unary calls are counted: by the wingkv error code.
+            Err(e) => e.code().as_str().to_string(),
         };
         self.metrics.observe("Data", method, &code, elapsed);
     }

@@ -127,3 +127,38 @@ async fn each_batched_request_gets_its_own_answer_and_errors_stay_per_request() 
     ensure!(matches!(end, Ok(None)), "the stream ended with {end:?}");
     Ok(())
 }
+
+/// Many large answers and large requests in flight on one client's stream at once: sending is
+/// held by flow control while megabytes of answers wait to be read, and neither side may stop
+/// the other (the stream's task reads answers while a send waits).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_answers_and_requests_in_flight_together_all_finish() -> Result<()> {
+    let c = Cluster::start(1, 1).await?;
+    c.create("big", PARTITIONS, 1).await?;
+    let table = c.client.open_table("big").await?;
+    let value = Bytes::from(vec![b'v'; 60_000]);
+    for i in 0..64 {
+        table.set(format!("h{i}"), "s", &value).await?;
+    }
+    let mut tasks = tokio::task::JoinSet::new();
+    for t in 0..256 {
+        let (table, value) = (table.clone(), value.clone());
+        tasks.spawn(async move {
+            for i in 0..8 {
+                let hk = format!("h{}", (t * 8 + i) % 64);
+                let got = table.get(&hk, "s").await?;
+                ensure!(got.as_ref().is_some_and(|v| v.len() == 60_000), "{hk}: {:?}", got.map(|v| v.len()));
+                table.set(&hk, "s", &value).await?;
+            }
+            Ok::<_, anyhow::Error>(())
+        });
+    }
+    let all = tokio::time::timeout(Duration::from_secs(120), async {
+        while let Some(r) = tasks.join_next().await {
+            r??;
+        }
+        Ok::<_, anyhow::Error>(())
+    });
+    all.await.context("256 clients of 60 KB gets and sets did not finish within 120 s")??;
+    Ok(())
+}
