@@ -51,10 +51,11 @@ struct Waiting {
     read: bool,
 }
 
-/// The streams of one client, by server address.
+/// The streams of one client, by server address. It owns their tasks: dropping it (the
+/// client) aborts them, and each fails the requests it still holds (see [`Stream`]'s `Drop`).
 #[derive(Default)]
 pub(crate) struct Batchers {
-    by_server: Mutex<HashMap<String, mpsc::Sender<Queued>>>,
+    by_server: Mutex<HashMap<String, (mpsc::Sender<Queued>, tokio::task::AbortHandle)>>,
     /// Servers that answered `Unimplemented` to `Batch` (an older version): unary calls only.
     unary_only: Mutex<HashSet<String>>,
 }
@@ -86,14 +87,22 @@ impl Batchers {
     /// The queue of `address`'s stream, starting its task if there is none or the last ended.
     fn queue(self: &Arc<Self>, address: &str, channel: Channel) -> mpsc::Sender<Queued> {
         let mut map = self.by_server.locked();
-        if let Some(q) = map.get(address).filter(|q| !q.is_closed()) {
+        if let Some((q, _)) = map.get(address).filter(|(q, _)| !q.is_closed()) {
             return q.clone();
         }
         let (tx, rx) = mpsc::channel(QUEUE);
-        // The task holds the batchers weakly: dropping the client ends it.
-        tokio::spawn(drive(Arc::downgrade(self), address.to_string(), channel, rx));
-        map.insert(address.to_string(), tx.clone());
+        // The task holds the batchers weakly, so that dropping the client aborts it.
+        let task = tokio::spawn(drive(Arc::downgrade(self), address.to_string(), channel, rx));
+        map.insert(address.to_string(), (tx.clone(), task.abort_handle()));
         tx
+    }
+}
+
+impl Drop for Batchers {
+    fn drop(&mut self) {
+        for (_, (_, task)) in self.by_server.locked().drain() {
+            task.abort();
+        }
     }
 }
 
