@@ -110,7 +110,12 @@ impl Drop for Batchers {
 /// receiving run side by side, so a send held by flow control never stops the answers from
 /// being read (the server stops reading requests while its answers are not read).
 async fn drive(batchers: Weak<Batchers>, address: String, channel: Channel, mut queue: mpsc::Receiver<Queued>) {
-    let stream = Stream { address, waiting: Mutex::new(HashMap::new()), next_id: AtomicU64::new(0) };
+    let stream = Stream {
+        address,
+        waiting: Mutex::new(HashMap::new()),
+        next_id: AtomicU64::new(0),
+        closing: tokio::sync::Notify::new(),
+    };
     // Started by a request: it is queued already.
     let Some(first) = queue.recv().await else { return };
     let (mut outbound, requests) = stream_channel::channel::<BatchRequest>(4);
@@ -124,7 +129,7 @@ async fn drive(batchers: Weak<Batchers>, address: String, channel: Channel, mut 
         match client.batch(requests).await {
             Ok(resp) => {
                 let mut inbound = resp.into_inner();
-                let sending = stream.send_queued(&mut queue, &mut outbound);
+                let sending = stream.send_queued(&mut queue, outbound);
                 tokio::pin!(sending);
                 let mut sending_done = false;
                 end = loop {
@@ -135,6 +140,9 @@ async fn drive(batchers: Weak<Batchers>, address: String, channel: Channel, mut 
                             match sent {
                                 // The client is gone: no one waits for an answer.
                                 Sent::ClientGone => return,
+                                // The server stops: the request half is ended; its answers
+                                // are still read until it ends the stream.
+                                Sent::Closing => {}
                                 // The request half closed: how the stream ends says whether
                                 // the server read what it sent; that message was not sent.
                                 Sent::Failed(ids) => unsent = ids,
@@ -149,21 +157,39 @@ async fn drive(batchers: Weak<Batchers>, address: String, channel: Channel, mut 
                     b.unary_only.locked().insert(stream.address.clone());
                 }
             }
-            // Refused before it began (no connection, Busy, not admitted): the handler did not
-            // run, nothing it carried was read. The server's own answer goes to each request.
+            // Refused before it began (no connection, Busy, not admitted, or never sent because
+            // its connection was closing, e.g. after a stopping server's GOAWAY): the handler
+            // did not run, nothing it carried was read. The server's own answer goes to each
+            // request.
             Err(status)
-                if status.code() == tonic::Code::Unavailable || status.metadata().contains_key(ERROR_CODE_HEADER) =>
+                if status.code() == tonic::Code::Unavailable
+                    || status.metadata().contains_key(ERROR_CODE_HEADER)
+                    || never_sent(&status) =>
             {
                 tracing::debug!(server = %stream.address, "batch stream refused: {status}");
                 end = End::Refused(status);
             }
             Err(status) => {
                 tracing::debug!(server = %stream.address, "batch stream failed: {status}");
-                end = End::Broken;
+                end = End::Broken(status);
             }
         }
     }
     stream.fail_all(&mut queue, unsent, end);
+}
+
+/// Whether `status` is hyper's "canceled": the call was never written, because its connection
+/// closed first (a server that stops sends GOAWAY, and a call started on that connection then is
+/// dropped unsent), so the server read nothing of it.
+fn never_sent(status: &Status) -> bool {
+    let mut source = std::error::Error::source(status);
+    while let Some(e) = source {
+        if e.downcast_ref::<hyper::Error>().is_some_and(hyper::Error::is_canceled) {
+            return true;
+        }
+        source = e.source();
+    }
+    false
 }
 
 /// How a stream ended, which says what became of the requests it did not answer.
@@ -175,13 +201,16 @@ enum End {
     Refused(Status),
     /// The connection broke: a request sent may have been applied, and its fate is unknown, as
     /// a unary call's is when its connection breaks.
-    Broken,
+    Broken(Status),
 }
 
 /// Why the sending half stopped.
 enum Sent {
     /// The client was dropped (its queue closed).
     ClientGone,
+    /// The server said it stops: the request half was ended, and the queue closed (requests
+    /// still in it fail as not sent; new ones start a new stream).
+    Closing,
     /// The request half closed; these requests (one message) were not sent.
     Failed(Vec<u64>),
 }
@@ -191,18 +220,29 @@ struct Stream {
     address: String,
     waiting: Mutex<HashMap<u64, Waiting>>,
     next_id: AtomicU64,
+    /// Notified when the server says it stops (`BatchResponse::closing`).
+    closing: tokio::sync::Notify,
 }
 
 impl Stream {
-    /// Sends what is queued, a message at a time, until the client is gone or the request half
-    /// closes.
+    /// Sends what is queued, a message at a time, until the client is gone, the request half
+    /// closes or the server says it stops. Returning drops `outbound`, which ends the request half.
     async fn send_queued(
         &self,
         queue: &mut mpsc::Receiver<Queued>,
-        outbound: &mut stream_channel::Sender<BatchRequest>,
+        mut outbound: stream_channel::Sender<BatchRequest>,
     ) -> Sent {
         loop {
-            let Some(first) = queue.recv().await else { return Sent::ClientGone };
+            let first = tokio::select! {
+                q = queue.recv() => match q {
+                    Some(q) => q,
+                    None => return Sent::ClientGone,
+                },
+                _ = self.closing.notified() => {
+                    queue.close();
+                    return Sent::Closing;
+                }
+            };
             let (message, ids) = self.take_message(first, queue);
             if message.ops.is_empty() {
                 continue;
@@ -221,13 +261,16 @@ impl Stream {
                 Ok(None) => return End::Unread,
                 Err(status) => {
                     tracing::debug!(server = %self.address, "batch stream broke: {status}");
-                    return End::Broken;
+                    return End::Broken(status);
                 }
             }
         }
     }
 
     fn answer(&self, resp: BatchResponse) {
+        if resp.closing {
+            self.closing.notify_one();
+        }
         let mut waiting = self.waiting.locked();
         for BatchResult { id, result } in resp.results {
             let Some(w) = waiting.remove(&id) else { continue };
@@ -292,10 +335,13 @@ impl Stream {
             let status = match &end {
                 End::Unread => Status::unavailable(format!("the batch stream to {address} ended unread")),
                 End::Refused(status) => status.clone(),
-                End::Broken if w.read => Status::unavailable(format!("the connection to {address} broke")),
-                End::Broken => {
-                    Status::unknown(format!("the connection to {address} broke; the write's fate is unknown"))
+                End::Broken(why) if w.read => {
+                    Status::unavailable(format!("the connection to {address} broke ({})", why.message()))
                 }
+                End::Broken(why) => Status::unknown(format!(
+                    "the connection to {address} broke ({}); the write's fate is unknown",
+                    why.message()
+                )),
             };
             let _ = w.reply.send(Err(status));
         }

@@ -280,7 +280,13 @@ pub async fn run_move(node: &MetaNode, m: Move, primary: PrimaryInfo, meta_term:
 
 /// Hands `pid`'s primary from `from` to `to`, and records both nodes' answers, so that the
 /// next plan sees the new primary before its heartbeat arrives.
-async fn move_primary(node: &MetaNode, pid: PartitionId, from: u64, to: u64, meta_term: u64) -> Result<(), WingError> {
+pub(crate) async fn move_primary(
+    node: &MetaNode,
+    pid: PartitionId,
+    from: u64,
+    to: u64,
+    meta_term: u64,
+) -> Result<(), WingError> {
     let mut req =
         tonic::Request::new(TransferPrimaryRequest { partition: Some(pid.to_proto()), to, meta_term: Some(meta_term) });
     req.set_timeout(TRANSFER);

@@ -1,6 +1,6 @@
 //! Where the replicas of a new table go: each partition's replicas on distinct alive nodes,
-//! replicas and would-be primaries (the first member, which bootstraps the group) spread evenly
-//! by always picking the least loaded nodes.
+//! replicas and would-be primaries (the first member, which the meta makes the group's primary)
+//! spread evenly by always picking the least loaded nodes; would-be primaries per table first.
 
 use std::collections::BTreeMap;
 
@@ -20,18 +20,22 @@ pub fn place(alive: &[u64], load: &Load, partition_count: u32, replica_count: u3
     }
     let mut load: BTreeMap<u64, (u32, u32)> =
         alive.iter().map(|n| (*n, load.get(n).copied().unwrap_or((0, 0)))).collect();
+    // First places of this table: primaries are balanced per table first (a table's requests
+    // go to its primaries), then over the cluster.
+    let mut table_firsts: BTreeMap<u64, u32> = BTreeMap::new();
     let mut placement = Vec::with_capacity(partition_count as usize);
     for _ in 0..partition_count {
         let mut by_load: Vec<u64> = load.keys().copied().collect();
         by_load.sort_by_key(|n| (load[n].0, load[n].1, *n));
         let mut members: Vec<u64> = by_load[..replica_count as usize].to_vec();
-        // The member with the fewest first places bootstraps (and usually leads) the group.
-        members.sort_by_key(|n| (load[n].1, load[n].0, *n));
+        // The member with the fewest first places leads the group (see the meta's bootstrap).
+        members.sort_by_key(|n| (table_firsts.get(n).copied().unwrap_or(0), load[n].1, load[n].0, *n));
         for (i, m) in members.iter().enumerate() {
             let e = load.entry(*m).or_default();
             e.0 += 1;
             if i == 0 {
                 e.1 += 1;
+                *table_firsts.entry(*m).or_default() += 1;
             }
         }
         placement.push(members);
@@ -75,6 +79,19 @@ mod tests {
         load.insert(1, (10, 5));
         let p = place(&[1, 2, 3], &load, 2, 2).unwrap();
         assert!(p.iter().all(|m| !m.contains(&1)), "{p:?}");
+    }
+
+    #[test]
+    fn first_places_are_spread_per_table_before_the_cluster() {
+        // Node 3 already has the most first places; a new table still gives it its share.
+        let load: Load = [(1, (8, 2)), (2, (8, 3)), (3, (8, 5))].into_iter().collect();
+        let p = place(&[1, 2, 3], &load, 8, 3).unwrap();
+        let mut firsts: BTreeMap<u64, u32> = BTreeMap::new();
+        for m in &p {
+            *firsts.entry(m[0]).or_default() += 1;
+        }
+        let (min, max) = (firsts.values().min().copied(), firsts.values().max().copied());
+        assert!(firsts.len() == 3 && max.zip(min).is_some_and(|(a, b)| a - b <= 1), "{firsts:?}");
     }
 
     #[test]

@@ -16,6 +16,7 @@ use wingkv_common::metrics::{http_advertise_address, http_listen_address, Server
 use wingkv_common::net::{bind, ADDRESS_FILE};
 use wingkv_common::raft::log_store::RocksLogStore;
 use wingkv_common::raft::network::{GrpcNetworkFactory, RaftTransportService, MAX_RAFT_MESSAGE_BYTES};
+use wingkv_common::raft::stream::RaftPeers;
 use wingkv_common::raft::wal_sync::WalSyncer;
 use wingkv_common::WingError;
 use wingkv_proto::meta::meta_server::MetaServer as MetaGrpcServer;
@@ -82,7 +83,7 @@ impl MetaServer {
             Arc::new(crate::access::MetaAccess::new(&config.admin_users)),
         )?;
         let pool = ChannelPool::new(client_tls);
-        let network = GrpcNetworkFactory::new(META_GROUP, pool.clone());
+        let network = GrpcNetworkFactory::new(META_GROUP, RaftPeers::new(pool.clone(), true));
         let raft = match MetaRaft::new(config.id, Arc::new(raft_config), network, log_store, sm).await {
             Ok(r) => r,
             Err(e) => {
@@ -109,7 +110,7 @@ impl MetaServer {
         tasks.spawn(crate::bulk_driver::run(node.clone(), shutdown.clone()));
 
         let routes = Routes::new(MetaGrpcServer::new(MetaService::new(node.clone()))).add_service(
-            RaftTransportServer::new(RaftTransportService::new(MetaGroup::new(node.clone())))
+            RaftTransportServer::new(RaftTransportService::new(MetaGroup::new(node.clone()), shutdown.clone()))
                 .max_decoding_message_size(MAX_RAFT_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_RAFT_MESSAGE_BYTES),
         );

@@ -90,7 +90,8 @@ pub struct ReplicaServerConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct BulkLoadConfig {
-    /// Files downloaded at once by this node, over all its replicas; default 4.
+    /// Files downloaded at once by this node, over all its replicas; default 4. Also the
+    /// number of low-priority threads that write, hash and verify them (`bulk_load::io_pool`).
     pub max_concurrent_downloads: usize,
     /// Download bandwidth of this node, bytes/s (0 = unlimited, the default).
     pub download_bytes_per_sec: u64,
@@ -192,6 +193,9 @@ pub struct RaftConfig {
     /// Serve linearizable reads under a leader lease (half of `election_timeout_min_ms` after
     /// each confirmed heartbeat round) instead of one round per batch of reads; default on.
     pub lease_reads: bool,
+    /// Send appends and votes to each peer on one stream shared by every group, many per
+    /// message, instead of one unary call each; default on. Off is for comparing the two.
+    pub streams: bool,
 }
 
 impl Default for RaftConfig {
@@ -210,6 +214,7 @@ impl Default for RaftConfig {
             max_batch_commands: 512,
             max_batch_bytes: 4 << 20,
             lease_reads: true,
+            streams: true,
         }
     }
 }

@@ -5,6 +5,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use wingkv_common::metrics::{MetricsSource, Scrape};
+use wingkv_common::raft::stream::{STREAM_CALLS_SENT, STREAM_MESSAGES_SENT};
 use wingkv_proto::common::ReplicaRole;
 
 use crate::bulk_load::loader::LoaderState;
@@ -136,6 +137,18 @@ impl MetricsSource for ReplicaMetricsSource {
             "Client writes the primaries proposed",
             &[],
             p.writes.load(Ordering::Relaxed),
+        );
+        out.counter(
+            "wingkv_raft_stream_calls_total",
+            "Raft appends and votes this server sent on its streams to peers",
+            &[],
+            STREAM_CALLS_SENT.load(Ordering::Relaxed),
+        );
+        out.counter(
+            "wingkv_raft_stream_messages_total",
+            "Stream messages that carried them (calls per message: how much the streams batch)",
+            &[],
+            STREAM_MESSAGES_SENT.load(Ordering::Relaxed),
         );
         out.counter(
             "wingkv_bulk_load_download_retries_total",

@@ -14,6 +14,7 @@ use wingkv_common::channel::ChannelPool;
 use wingkv_common::raft::log_store::{PurgeLimit, RocksLogStore};
 use wingkv_common::raft::network::{leader_address, GrpcNetworkFactory};
 use wingkv_common::raft::read_barrier::{ReadBarrier, ReadLease};
+use wingkv_common::raft::stream::RaftPeers;
 use wingkv_common::raft::NodeId;
 use wingkv_common::{PartitionId, WingError};
 use wingkv_proto::common::{BulkLoadStatus, ReplicaRole};
@@ -84,6 +85,8 @@ pub struct ReplicaContext {
     pub storage: SharedStorage,
     /// Connections to peers.
     pub pool: ChannelPool,
+    /// The raft connections to peers (a stream per peer), shared by every group.
+    pub raft_peers: Arc<RaftPeers>,
     /// Bulk-load downloads and ingestion.
     pub bulk: Arc<crate::bulk_load::BulkLoadEnv>,
     /// The hosted tables' envs, as the meta last sent them.
@@ -190,7 +193,7 @@ impl Replica {
         let state_machine = TaskTracker::new();
         let sm =
             PartitionStateMachine::new(id, db.clone(), clock.log.clone(), snapshots, ingest, state_machine.token());
-        let network = GrpcNetworkFactory::new(id, ctx.pool.clone());
+        let network = GrpcNetworkFactory::new(id, ctx.raft_peers.clone());
         let raft = match PartitionRaft::new(ctx.node_id, Arc::new(raft_config), network, log_store, sm).await {
             Ok(r) => r,
             Err(e) => return Err(WingError::Storage(format!("cannot start raft for {id}: {e}"))),

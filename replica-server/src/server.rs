@@ -15,6 +15,7 @@ use wingkv_common::meta_client::MetaClient;
 use wingkv_common::metrics::{http_advertise_address, http_listen_address, ServerMetrics};
 use wingkv_common::net::{bind, ADDRESS_FILE};
 use wingkv_common::raft::network::{RaftTransportService, MAX_RAFT_MESSAGE_BYTES};
+use wingkv_common::raft::stream::RaftPeers;
 use wingkv_common::WingError;
 use wingkv_proto::data::data_server::DataServer;
 use wingkv_proto::raft::raft_transport_server::RaftTransportServer;
@@ -65,13 +66,17 @@ impl ReplicaServer {
         let raft_log = Arc::new(crate::raft_log::RaftLogDb::open(&config.data_dir.join("raft-log"))?);
         let ctx = ReplicaContext {
             raft_log,
-            bulk: Arc::new(crate::bulk_load::BulkLoadEnv::new(&config.bulk_load)),
+            bulk: Arc::new(
+                crate::bulk_load::BulkLoadEnv::new(&config.bulk_load)
+                    .map_err(|e| WingError::Internal(format!("cannot start the bulk-load I/O threads: {e}")))?,
+            ),
             bulk_jobs: Arc::new(tokio::sync::watch::channel(None).0),
             tables: Arc::new(crate::admission::TableEnvs::default()),
             proposals: Arc::default(),
             reports: Arc::new(crate::report_clock::ReportClock::start(&config.data_dir)?),
             node_id,
             storage: SharedStorage::new(config.storage.clone()),
+            raft_peers: RaftPeers::new(pool.clone(), config.raft.streams),
             pool,
             config: Arc::new(config.clone()),
         };
@@ -95,9 +100,12 @@ impl ReplicaServer {
         .max_decoding_message_size(max);
         let routes = Routes::new(ShedService::new(data, shed.clone()))
             .add_service(
-                RaftTransportServer::new(RaftTransportService::new(HostedGroups::new(manager.clone())))
-                    .max_decoding_message_size(MAX_RAFT_MESSAGE_BYTES)
-                    .max_encoding_message_size(MAX_RAFT_MESSAGE_BYTES),
+                RaftTransportServer::new(RaftTransportService::new(
+                    HostedGroups::new(manager.clone()),
+                    shutdown.clone(),
+                ))
+                .max_decoding_message_size(MAX_RAFT_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_RAFT_MESSAGE_BYTES),
             )
             .add_service(ReplicaAdminServer::new(AdminService::new(manager.clone())));
         let spec = FrontendSpec {

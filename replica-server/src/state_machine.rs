@@ -453,7 +453,7 @@ mod tests {
         let mut config =
             BulkLoadConfig { provider: ProviderConfig::local(remote), min_free_disk_bytes: 0, ..Default::default() };
         config.retry = BackoffPolicy::new(Duration::from_millis(10), Duration::from_millis(100));
-        let env = Arc::new(BulkLoadEnv::new(&config));
+        let env = Arc::new(BulkLoadEnv::new(&config).unwrap());
         let snapshots = SnapshotDir::open(replica.path().join("snapshot")).unwrap();
         let slot = Arc::new(BulkLoadSlot::new(replica.path().to_path_buf(), env.clone()));
         let peers = peers.unwrap_or_else(|| {

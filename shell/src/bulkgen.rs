@@ -25,6 +25,9 @@ use wingkv_common::value::{encode_value, expire_ts_for_ttl, now_epoch_seconds};
 /// Arguments of `wingkv bulkgen`.
 #[derive(Args, Debug)]
 pub struct BulkgenArgs {
+    /// Its closing summary goes to stderr (a caller whose stdout is its own report).
+    #[arg(skip)]
+    pub summary_to_stderr: bool,
     /// Table name (must match the table the files are loaded into).
     #[arg(long)]
     pub table: String,
@@ -107,13 +110,18 @@ pub fn run(args: BulkgenArgs) -> Result<ExitCode> {
     }
     let info = BulkLoadInfo { app_id: args.app_id, app_name: args.table.clone(), partition_count: args.partitions };
     rt.block_on(put(&store, &dir.child(BULK_LOAD_INFO), serde_json::to_vec(&info)?))?;
-    println!(
+    let summary = format!(
         "bulkgen: wrote {rows} rows in {} partitions ({total_bytes} bytes of SST) to {}://{} in {:.1?}",
         args.partitions,
         args.provider,
         dir,
         started.elapsed()
     );
+    if args.summary_to_stderr {
+        eprintln!("{summary}");
+    } else {
+        println!("{summary}");
+    }
     Ok(ExitCode::SUCCESS)
 }
 

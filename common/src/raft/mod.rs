@@ -8,6 +8,7 @@
 pub mod log_store;
 pub mod network;
 pub mod read_barrier;
+pub mod stream;
 pub mod versioned;
 #[cfg(feature = "storage")]
 pub mod wal_sync;

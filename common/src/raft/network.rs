@@ -1,9 +1,13 @@
 //! The gRPC raft network: one `RaftTransport` service per process carries the messages of every
 //! raft group it hosts; each message names its group ([`PartitionId`]), and the payload is the
-//! bincode of the openraft request (and of the `Result` on the way back).
+//! bincode of the openraft request (and of the `Result` on the way back). Appends and votes go
+//! on one stream per peer ([`super::stream`]), snapshots as unary calls.
 
 use std::error::Error;
+use std::sync::Arc;
 use std::time::Duration;
+
+use bytes::Bytes;
 
 use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable};
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
@@ -14,12 +18,13 @@ use openraft::raft::{
 use openraft::{BasicNode, Raft, RaftTypeConfig};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use tokio_util::sync::CancellationToken;
 use tonic::{Code, Status};
 use wingkv_proto::raft::raft_transport_client::RaftTransportClient;
-use wingkv_proto::raft::RaftMessage;
+use wingkv_proto::raft::{RaftCalls, RaftMessage};
 
+use super::stream::RaftPeers;
 use super::{decode, encode, NodeId};
-use crate::channel::ChannelPool;
 use crate::partition::PartitionId;
 
 /// Largest gRPC message of the raft transport (log batches and snapshot chunks).
@@ -28,13 +33,14 @@ pub const MAX_RAFT_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 /// Creates the network client of one raft group.
 pub struct GrpcNetworkFactory {
     group: PartitionId,
-    pool: ChannelPool,
+    peers: Arc<RaftPeers>,
 }
 
 impl GrpcNetworkFactory {
-    /// A factory for the group `group`, connecting through `pool`.
-    pub fn new(group: PartitionId, pool: ChannelPool) -> Self {
-        Self { group, pool }
+    /// A factory for the group `group`, reaching its peers through `peers` (shared by every
+    /// group of the process, so all of them share one stream per peer).
+    pub fn new(group: PartitionId, peers: Arc<RaftPeers>) -> Self {
+        Self { group, peers }
     }
 }
 
@@ -43,7 +49,7 @@ pub struct GrpcNetwork {
     group: PartitionId,
     target: NodeId,
     addr: String,
-    pool: ChannelPool,
+    peers: Arc<RaftPeers>,
 }
 
 impl<C> RaftNetworkFactory<C> for GrpcNetworkFactory
@@ -55,40 +61,42 @@ where
     type Network = GrpcNetwork;
 
     async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> GrpcNetwork {
-        GrpcNetwork { group: self.group, target, addr: node.addr.clone(), pool: self.pool.clone() }
+        GrpcNetwork { group: self.group, target, addr: node.addr.clone(), peers: self.peers.clone() }
     }
 }
 
 impl GrpcNetwork {
+    /// Sends one call: on the peer's stream when it fits there (see [`super::stream`]), else
+    /// (a snapshot, a large append, a peer without streams) as a unary call.
     async fn call<E>(
         &self,
         method: RaftMethod,
         payload: Vec<u8>,
         timeout: Duration,
-    ) -> Result<Vec<u8>, RPCError<NodeId, BasicNode, E>>
+    ) -> Result<Bytes, RPCError<NodeId, BasicNode, E>>
     where
         E: Error,
     {
-        let channel = self.pool.get(&self.addr).map_err(|e| RPCError::Unreachable(Unreachable::new(&e)))?;
+        let payload = Bytes::from(payload);
+        if method != RaftMethod::InstallSnapshot && self.peers.streams_to(&self.addr, payload.len()) {
+            match self.peers.call(&self.addr, method, self.group, payload.clone(), timeout).await {
+                // An older peer: this call (and the next ones) unary.
+                Err(s) if s.code() == Code::Unimplemented => {}
+                other => return other.map_err(rpc_error),
+            }
+        }
+        let channel = self.peers.pool().get(&self.addr).map_err(|e| RPCError::Unreachable(Unreachable::new(&e)))?;
         let mut client = RaftTransportClient::new(channel)
             .max_decoding_message_size(MAX_RAFT_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_RAFT_MESSAGE_BYTES);
-        let mut req =
-            tonic::Request::new(RaftMessage { partition: Some(self.group.to_proto()), payload: payload.into() });
+        let mut req = tonic::Request::new(RaftMessage { partition: Some(self.group.to_proto()), payload });
         req.set_timeout(timeout);
         let resp = match method {
             RaftMethod::AppendEntries => client.append_entries(req).await,
             RaftMethod::Vote => client.vote(req).await,
             RaftMethod::InstallSnapshot => client.install_snapshot(req).await,
         };
-        match resp {
-            Ok(r) => Ok(r.into_inner().payload.to_vec()),
-            // Connection-level failures: openraft backs off before retrying an unreachable peer.
-            Err(s) if matches!(s.code(), Code::Unavailable | Code::Unknown) => {
-                Err(RPCError::Unreachable(Unreachable::new(&s)))
-            }
-            Err(s) => Err(RPCError::Network(NetworkError::new(&s))),
-        }
+        resp.map(|r| r.into_inner().payload).map_err(rpc_error)
     }
 
     fn decode_reply<R, E>(&self, bytes: &[u8]) -> Result<R, RPCError<NodeId, BasicNode, RaftError<NodeId, E>>>
@@ -99,6 +107,16 @@ impl GrpcNetwork {
         let reply: Result<R, RaftError<NodeId, E>> =
             decode(bytes).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         reply.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+    }
+}
+
+/// A failed call in openraft's terms. Connection-level failures are `Unreachable`: openraft
+/// backs off before retrying an unreachable peer.
+fn rpc_error<E: Error>(s: Status) -> RPCError<NodeId, BasicNode, E> {
+    if matches!(s.code(), Code::Unavailable | Code::Unknown) {
+        RPCError::Unreachable(Unreachable::new(&s))
+    } else {
+        RPCError::Network(NetworkError::new(&s))
     }
 }
 
@@ -187,13 +205,14 @@ pub trait RaftGroups: Send + Sync + 'static {
 
 /// The `RaftTransport` gRPC service over the groups of a process.
 pub struct RaftTransportService<G> {
-    groups: G,
+    groups: Arc<G>,
+    stopping: CancellationToken,
 }
 
 impl<G: RaftGroups> RaftTransportService<G> {
-    /// The service for `groups`.
-    pub fn new(groups: G) -> Self {
-        Self { groups }
+    /// The service for `groups`; its streams end once `stopping` is cancelled (the server stops).
+    pub fn new(groups: G, stopping: CancellationToken) -> Self {
+        Self { groups: Arc::new(groups), stopping }
     }
 
     async fn route(
@@ -220,6 +239,19 @@ impl<G: RaftGroups> wingkv_proto::raft::raft_transport_server::RaftTransport for
 
     async fn install_snapshot(&self, req: tonic::Request<RaftMessage>) -> Result<tonic::Response<RaftMessage>, Status> {
         self.route(RaftMethod::InstallSnapshot, req).await
+    }
+
+    type StreamStream = super::stream::AnswerStream;
+
+    async fn stream(
+        &self,
+        req: tonic::Request<tonic::Streaming<RaftCalls>>,
+    ) -> Result<tonic::Response<Self::StreamStream>, Status> {
+        Ok(tonic::Response::new(super::stream::serve_stream(
+            self.groups.clone(),
+            req.into_inner(),
+            self.stopping.clone(),
+        )))
     }
 }
 

@@ -7,11 +7,12 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use md5::Digest;
-use tokio::io::AsyncWriteExt;
 use tokio_util::sync::CancellationToken;
 use wingkv_common::bulk_load::{hex, FileMeta};
 use wingkv_common::WingError;
 
+use super::io_pool::BulkIoPool;
+use super::loader::DownloadLimits;
 use super::source::FileSource;
 
 /// Bytes gathered before one write to the downloaded file.
@@ -68,14 +69,14 @@ pub async fn download_file(
     name: &str,
     dest: &Path,
     expected: &FileMeta,
-    limiter: &RateLimiter,
+    limits: &DownloadLimits,
     progress: &AtomicU64,
     cancel: &CancellationToken,
 ) -> Result<(), WingError> {
     let seq = TEMP_SEQ.fetch_add(1, Ordering::Relaxed);
     let tmp = dest.with_file_name(format!("{}.{}.{seq}.tmp", name, std::process::id()));
     let mut counted = 0;
-    let result = fetch(source, name, &tmp, expected, limiter, progress, &mut counted, cancel).await;
+    let result = fetch(source, name, &tmp, expected, limits, progress, &mut counted, cancel).await;
     if result.is_err() {
         // The partial file goes, and so do its bytes in the progress (a retry counts them again).
         progress.fetch_sub(counted, Ordering::Relaxed);
@@ -97,7 +98,7 @@ async fn fetch(
     name: &str,
     tmp: &Path,
     expected: &FileMeta,
-    limiter: &RateLimiter,
+    limits: &DownloadLimits,
     progress: &AtomicU64,
     counted: &mut u64,
     cancel: &CancellationToken,
@@ -108,12 +109,16 @@ async fn fetch(
         _ = cancel.cancelled() => return Err(canceled()),
         r = source.open(name) => r?,
     };
-    let file =
-        tokio::fs::File::create(tmp).await.map_err(|e| WingError::Storage(format!("create {}: {e}", tmp.display())))?;
-    // Providers stream small chunks (8 KiB from a local store); each tokio file write is a trip
-    // to the blocking pool, so writes are gathered into large ones.
-    let mut file = tokio::io::BufWriter::with_capacity(WRITE_BUFFER_BYTES, file);
-    let mut md5 = md5::Md5::new();
+    let file = tokio::fs::File::create(tmp)
+        .await
+        .map_err(|e| WingError::Storage(format!("create {}: {e}", tmp.display())))?
+        .into_std()
+        .await;
+    // Providers stream small chunks (8 KiB from a local store): they are gathered, then written
+    // and hashed off the runtime in large pieces.
+    let mut writer = Some(PacedWriter::new(file, tmp));
+    let mut pending: Vec<bytes::Bytes> = Vec::new();
+    let mut pending_bytes = 0;
     let mut size = 0u64;
     loop {
         let chunk = tokio::select! {
@@ -131,34 +136,133 @@ async fn fetch(
         }
         tokio::select! {
             _ = cancel.cancelled() => return Err(canceled()),
-            _ = limiter.acquire(chunk.len() as u64) => {}
+            _ = limits.limiter.acquire(chunk.len() as u64) => {}
         }
-        md5.update(&chunk);
-        file.write_all(&chunk).await.map_err(|e| WingError::Storage(format!("write {}: {e}", tmp.display())))?;
+        pending_bytes += chunk.len();
         progress.fetch_add(chunk.len() as u64, Ordering::Relaxed);
         *counted += chunk.len() as u64;
+        pending.push(chunk);
+        if pending_bytes >= WRITE_BUFFER_BYTES {
+            // Awaited even on a cancel: the write ends before its file can be removed.
+            PacedWriter::write(&limits.io, &mut writer, std::mem::take(&mut pending), false).await?;
+            pending_bytes = 0;
+        }
         // Race window: a clear, pause or close arriving while a task is between two chunks.
         fail::fail_point!("bulk_load::between_chunks");
     }
-    file.flush().await.map_err(|e| WingError::Storage(format!("write {}: {e}", tmp.display())))?;
-    file.get_ref().sync_all().await.map_err(|e| WingError::Storage(format!("sync {}: {e}", tmp.display())))?;
-    drop(file);
+    let md5 = PacedWriter::write(&limits.io, &mut writer, pending, true).await?;
     if size != expected.size {
         return Err(WingError::Corruption(format!("{remote} has {size} bytes; its metadata says {}", expected.size)));
     }
-    let got = hex(&md5.finalize());
+    let got = hex(&md5);
     if !got.eq_ignore_ascii_case(&expected.md5) {
         return Err(WingError::Corruption(format!("{remote} has md5 {got}; its metadata says {}", expected.md5)));
     }
     // What is ingested is the file on disk, not the stream: read it back.
     let (path, want) = (tmp.to_path_buf(), expected.clone());
-    let on_disk = tokio::task::spawn_blocking(move || file_matches(&path, &want))
-        .await
-        .map_err(|e| WingError::Internal(format!("md5 task failed: {e}")))?;
+    let on_disk = limits.io.run(move || file_matches(&path, &want)).await?;
     if !on_disk {
         return Err(WingError::Storage(format!("{} does not read back as written (size or md5)", tmp.display())));
     }
     check_sst_footer(tmp, &remote).await
+}
+
+/// A downloaded file being written on the bulk-load I/O threads: hashed as written, and
+/// flushed to the disk as it goes, so that a download never holds more than two pieces of
+/// [`WRITEBACK_BYTES`] of dirty pages. Left to the page cache, gigabytes of them would be flushed at once, by the file's
+/// `fsync` or by the kernel, and every other `fsync` of the node (the raft log's, which each
+/// write of every table waits for) would queue behind that flush for seconds.
+struct PacedWriter {
+    file: std::fs::File,
+    path: std::path::PathBuf,
+    md5: md5::Md5,
+    /// Bytes written so far; the offset up to which writeback was started; and the offset up
+    /// to which it is known done.
+    written: u64,
+    started: u64,
+    done: u64,
+}
+
+/// Dirty bytes a download leaves to the page cache before it starts their writeback.
+const WRITEBACK_BYTES: u64 = 8 << 20;
+
+impl PacedWriter {
+    fn new(file: std::fs::File, path: &Path) -> Self {
+        Self { file, path: path.to_path_buf(), md5: md5::Md5::new(), written: 0, started: 0, done: 0 }
+    }
+
+    /// Writes `chunks` on one of `io`'s threads (and, when `last`, syncs the file); answers the
+    /// md5 of everything written so far. The writer travels to the thread and back; it is
+    /// gone (and every later call fails) if that thread failed.
+    async fn write(
+        io: &BulkIoPool,
+        slot: &mut Option<Self>,
+        chunks: Vec<bytes::Bytes>,
+        last: bool,
+    ) -> Result<Vec<u8>, WingError> {
+        let mut w = slot.take().ok_or_else(|| WingError::Internal("a failed download write is not retried".into()))?;
+        let (w, result) = io
+            .run(move || {
+                let r = w.write_blocking(&chunks, last);
+                (w, r)
+            })
+            .await?;
+        let digest = result.map(|()| w.md5.clone().finalize().to_vec());
+        *slot = Some(w);
+        digest
+    }
+
+    fn write_blocking(&mut self, chunks: &[bytes::Bytes], last: bool) -> Result<(), WingError> {
+        use std::io::Write;
+        let err = |what: &str, e: std::io::Error| WingError::Storage(format!("{what} {}: {e}", self.path.display()));
+        for c in chunks {
+            self.md5.update(c);
+            self.file.write_all(c).map_err(|e| err("write", e))?;
+            self.written += c.len() as u64;
+        }
+        if last {
+            return self.file.sync_all().map_err(|e| err("sync", e));
+        }
+        if self.written - self.started >= WRITEBACK_BYTES {
+            // Starts the writeback of what was just written, then waits for the one started
+            // last time: at most two pieces of this file are dirty at once, and the download
+            // goes at the disk's pace.
+            self.writeback(self.started, self.written - self.started, false).map_err(|e| err("flush", e))?;
+            self.writeback(self.done, self.started - self.done, true).map_err(|e| err("flush", e))?;
+            self.done = self.started;
+            self.started = self.written;
+        }
+        Ok(())
+    }
+
+    /// Starts the writeback of `len` bytes at `offset`; with `wait`, also waits until they are
+    /// on the disk (their data; the file's size and metadata are synced at the end).
+    #[cfg(target_os = "linux")]
+    fn writeback(&self, offset: u64, len: u64, wait: bool) -> std::io::Result<()> {
+        use std::os::fd::AsRawFd;
+        if len == 0 {
+            return Ok(());
+        }
+        let mut flags = libc::SYNC_FILE_RANGE_WRITE;
+        if wait {
+            flags |= libc::SYNC_FILE_RANGE_WAIT_BEFORE | libc::SYNC_FILE_RANGE_WAIT_AFTER;
+        }
+        // SAFETY: a valid open descriptor; the call only reads its arguments.
+        let rc = unsafe { libc::sync_file_range(self.file.as_raw_fd(), offset as i64, len as i64, flags) };
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(std::io::Error::last_os_error())
+        }
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    fn writeback(&self, _offset: u64, len: u64, wait: bool) -> std::io::Result<()> {
+        if wait && len > 0 {
+            self.file.sync_data()?;
+        }
+        Ok(())
+    }
 }
 
 /// Whether the file at `path` has `meta`'s size and md5 (blocking: reads it whole).

@@ -11,6 +11,7 @@
 
 pub mod download;
 pub mod ingest;
+pub mod io_pool;
 pub mod loader;
 pub mod slot;
 pub mod source;
@@ -50,9 +51,9 @@ impl JobFacts {
 }
 
 impl BulkLoadEnv {
-    /// The environment described by `config`.
-    pub fn new(config: &crate::config::BulkLoadConfig) -> Self {
-        Self {
+    /// The environment described by `config`; fails only if its I/O threads cannot start.
+    pub fn new(config: &crate::config::BulkLoadConfig) -> std::io::Result<Self> {
+        Ok(Self {
             provider: config.provider.clone(),
             limits: std::sync::Arc::new(loader::DownloadLimits {
                 limiter: download::RateLimiter::new(config.download_bytes_per_sec),
@@ -62,7 +63,8 @@ impl BulkLoadEnv {
                 retries: Default::default(),
                 max_metadata_bytes: config.max_metadata_bytes,
                 max_files: config.max_files_per_partition,
+                io: io_pool::BulkIoPool::new(config.max_concurrent_downloads)?,
             }),
-        }
+        })
     }
 }

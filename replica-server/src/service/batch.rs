@@ -5,8 +5,11 @@
 //!
 //! No task is spawned: the requests run inside the response stream, which the connection polls,
 //! so they end with the stream (the client's end, a broken connection) exactly as a unary call
-//! ends with its request. When the server stops, the stream takes no more requests and ends
-//! once those it took are answered.
+//! ends with its request. When the server stops, it tells the client (`closing`), answers what
+//! it still reads `Busy` (not applied) until the client ends its half, and ends the stream once
+//! the requests it took are answered. Ending it while the client still sends would leave unread
+//! bytes at the close, and the kernel then resets the connection, which can throw away answers
+//! already written: the client would see writes of unknown fate.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -44,7 +47,14 @@ type Running = FuturesUnordered<Pin<Box<dyn Future<Output = BatchResult> + Send>
 /// Serves one `Batch` stream of `svc`.
 pub fn serve(svc: DataService, req: Request<Streaming<BatchRequest>>) -> BatchStream {
     let peer = Arc::new(wingkv_security::identity::peer_of(&req));
-    let driver = Driver { svc, peer, inbound: Some(req.into_inner()), running: Running::new(), failed: false };
+    let driver = Driver {
+        svc,
+        peer,
+        inbound: Some(req.into_inner()),
+        running: Running::new(),
+        failed: false,
+        closing: Closing::No,
+    };
     Box::pin(futures::stream::unfold(driver, |mut d| async move { d.next_message().await.map(|m| (m, d)) }))
 }
 
@@ -59,6 +69,18 @@ struct Driver {
     /// were running were dropped, so their fate is unknown, and the client must not take the
     /// end for a clean one).
     failed: bool,
+    closing: Closing,
+}
+
+/// Where a stopping server is in closing the stream.
+#[derive(PartialEq)]
+enum Closing {
+    /// Not stopping.
+    No,
+    /// Stopping: the next message tells the client.
+    Tell,
+    /// The client was told; what it still sends is answered `Busy`.
+    Told,
 }
 
 enum Event {
@@ -85,8 +107,12 @@ impl Driver {
                     _ => break,
                 }
             }
-            if !results.is_empty() {
-                return Some(Ok(BatchResponse { results }));
+            if !results.is_empty() || self.closing == Closing::Tell {
+                let closing = self.closing != Closing::No;
+                if closing {
+                    self.closing = Closing::Told;
+                }
+                return Some(Ok(BatchResponse { results, closing }));
             }
             if self.inbound.is_none() && self.running.is_empty() {
                 return None;
@@ -94,19 +120,26 @@ impl Driver {
             let event = tokio::select! {
                 m = receive(&mut self.inbound) => Event::Received(m),
                 Some(r) = self.running.next(), if !self.running.is_empty() => Event::Answered(r),
-                _ = self.svc.stopping().cancelled(), if self.inbound.is_some() => Event::Stopping,
+                _ = self.svc.stopping().cancelled(), if self.inbound.is_some() && self.closing == Closing::No => Event::Stopping,
             };
             match event {
-                // The server stops: the requests taken are answered, then the stream ends (the
-                // client opens a new one, to wherever the partition is served next).
-                Event::Stopping => self.inbound = None,
+                // The server stops: the client is told to end its half; the requests taken are
+                // answered, then the stream ends (the client opens a new one, to wherever the
+                // partition is served next).
+                Event::Stopping => self.closing = Closing::Tell,
                 Event::Answered(r) => {
                     bytes += r.encoded_len();
                     results.push(r);
                 }
                 Event::Received(Ok(Some(batch))) => {
                     for op in batch.ops {
-                        if self.running.len() >= MAX_IN_FLIGHT {
+                        if self.closing != Closing::No {
+                            let busy =
+                                WingError::Busy("the server is stopping: the request was not applied; retry it".into());
+                            let r = BatchResult { id: op.id, result: Some(Answer::Error((&busy).into())) };
+                            bytes += r.encoded_len();
+                            results.push(r);
+                        } else if self.running.len() >= MAX_IN_FLIGHT {
                             let busy = WingError::Busy(format!(
                                 "{MAX_IN_FLIGHT} requests of this stream are in progress already; retry with backoff"
                             ));

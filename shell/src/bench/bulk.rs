@@ -15,7 +15,12 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use wingkv_client::{BulkLoadSource, BulkLoadStatus, Client, ClientConfig, Table};
 
+use super::steady::{summary, SteadyWorkload};
+use super::ycsb::{self, Workload};
 use crate::bulkgen::{BulkgenArgs, GeneratedRows, GENERATED_SORT_KEY};
+
+/// The longest the workload alongside a load runs: it is stopped when the load ends.
+const ALONGSIDE_AT_MOST_SECS: u64 = 24 * 3_600;
 
 /// Arguments of `wingkv bench bulkload`.
 #[derive(Args, Debug, Clone)]
@@ -54,6 +59,26 @@ pub struct BulkBenchArgs {
     /// Keep the tables and the files afterwards.
     #[arg(long)]
     pub keep: bool,
+    /// A table (loaded before, e.g. by `bench ycsb load`) on which a steady YCSB workload runs
+    /// for `--alongside-before-secs` before the bulk load and then all along it; both are
+    /// reported, so that what the load costs the serving side shows.
+    #[arg(long)]
+    pub alongside: Option<String>,
+    /// Records in the `--alongside` table.
+    #[arg(long, default_value_t = 100_000)]
+    pub alongside_records: u64,
+    /// The workload's YCSB preset.
+    #[arg(long, value_enum, default_value = "b")]
+    pub alongside_workload: Workload,
+    /// Operations per second the workload aims at (0: as fast as possible).
+    #[arg(long, default_value_t = 2_000)]
+    pub alongside_target: u64,
+    /// The workload's concurrent requests.
+    #[arg(long, default_value_t = 32)]
+    pub alongside_threads: usize,
+    /// Seconds of workload before the bulk load starts.
+    #[arg(long, default_value_t = 30)]
+    pub alongside_before_secs: u64,
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
@@ -85,6 +110,7 @@ pub fn run(args: BulkBenchArgs) -> Result<()> {
     // 1. Generate: partition, sort and write the SSTs, as a producer would.
     let started = Instant::now();
     crate::bulkgen::run(BulkgenArgs {
+        summary_to_stderr: true,
         table: table.clone(),
         partitions: args.partitions,
         cluster: args.cluster.clone(),
@@ -148,10 +174,32 @@ pub fn run(args: BulkBenchArgs) -> Result<()> {
 
 async fn measure(client: &Client, args: &BulkBenchArgs, root: &Path, table: &str, sdk_table: &str) -> Result<Value> {
     super::ensure_table(client, table, args.partitions, args.replicas).await?;
-    // 3. Load, the replica servers' memory watched meanwhile (the watch ends either way).
+    let steady = args.alongside.as_ref().map(|t| SteadyWorkload {
+        meta: args.meta.clone(),
+        tls: args.tls.clone(),
+        table: t.clone(),
+        records: args.alongside_records,
+        workload: args.alongside_workload,
+        target: args.alongside_target,
+        threads: args.alongside_threads,
+        value_size: args.value_size,
+    });
+    let before = match &steady {
+        Some(w) => Some(ycsb::run(w.ycsb(args.alongside_before_secs)).await.context("the workload before the load")?),
+        None => None,
+    };
+    // 3. Load, the replica servers' memory watched meanwhile (the watch ends either way), and
+    // the workload alongside, stopped and awaited whatever the load's outcome.
+    let stop = CancellationToken::new();
+    let during = steady.as_ref().map(|w| tokio::spawn(ycsb::run_until(w.ycsb(ALONGSIDE_AT_MOST_SECS), stop.clone())));
     let rss = RssWatch::start(client).await;
     let timed = timed_load(client, args, root, table).await;
     let max_rss = rss.stop().await;
+    stop.cancel();
+    let during = match during {
+        Some(h) => Some(h.await.context("the workload during the load")?.context("the workload during the load")?),
+        None => None,
+    };
     let (load, download) = timed?;
 
     // 4. Every sampled row reads back as generated.
@@ -168,6 +216,15 @@ async fn measure(client: &Client, args: &BulkBenchArgs, root: &Path, table: &str
         "rows_checked": checked,
         "max_replica_rss_bytes": max_rss,
     });
+    if let (Some(w), Some(before), Some(during)) = (&steady, before, during) {
+        report["alongside"] = json!({
+            "table": w.table,
+            "workload": format!("{:?}", w.workload),
+            "target_ops_per_sec": w.target,
+            "before": summary(&before),
+            "during": summary(&during),
+        });
+    }
     if sdk_rows > 0 {
         super::ensure_table(client, sdk_table, args.partitions, args.replicas).await?;
         let sdk = client.open_table(sdk_table).await?;
@@ -237,6 +294,11 @@ fn print_report(r: &Value) {
     println!("    ingest                    {:>9.2} s", f("ingest_sec"));
     println!("  rows checked after the load {:>9}", r["rows_checked"]);
     println!("  max replica server RSS      {:>9.1} MiB", f("max_replica_rss_bytes") / 1048576.0);
+    if let Some(a) = r.get("alongside") {
+        println!("  workload {} on {} alongside:", a["workload"], a["table"]);
+        println!("    before the load           {}", super::steady::line(&a["before"]));
+        println!("    during the load           {}", super::steady::line(&a["during"]));
+    }
     if r.get("sdk_rows").is_some() {
         let how = if r["sdk_extrapolated"] == true { " (extrapolated from the rows written)" } else { "" };
         println!(

@@ -8,6 +8,7 @@ mod cpu;
 mod keys;
 mod rebalance;
 mod stats;
+mod steady;
 mod system;
 mod ycsb;
 

@@ -11,12 +11,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use serde_json::{json, Value};
+use serde_json::json;
 use tokio_util::sync::CancellationToken;
 use wingkv_client::{BalanceStatus, Client, ClientConfig};
 
-use super::keys::Distribution;
-use super::ycsb::{self, Phase, Workload, YcsbArgs};
+use super::steady::{summary, SteadyWorkload};
+use super::ycsb::{self, Workload, YcsbArgs};
 
 /// Arguments of `wingkv bench rebalance`.
 #[derive(Args, Debug)]
@@ -58,35 +58,17 @@ pub struct RebalanceArgs {
 
 impl RebalanceArgs {
     fn workload(&self, duration_secs: u64) -> YcsbArgs {
-        YcsbArgs {
-            phase: Phase::Run,
+        SteadyWorkload {
             meta: self.meta.clone(),
-            system: super::system::SystemKind::Wingkv,
             tls: self.tls.clone(),
             table: self.table.clone(),
-            create: false,
-            partitions: 0,
-            replicas: 0,
             records: self.records,
-            operations: u64::MAX,
-            duration_secs: Some(duration_secs),
             workload: self.workload,
-            read: None,
-            update: None,
-            insert: None,
-            scan: None,
-            distribution: Distribution::Zipfian,
-            value_size: self.value_size,
-            threads: self.threads,
-            connections: 2,
             target: self.target,
-            max_scan_length: 10,
-            records_per_hash_key: 10,
-            seed: 1,
-            json: false,
-            quiet: true,
-            timeline: true,
+            threads: self.threads,
+            value_size: self.value_size,
         }
+        .ycsb(duration_secs)
     }
 }
 
@@ -162,14 +144,7 @@ pub async fn run(args: RebalanceArgs) -> Result<()> {
             report["moves_failed"]
         );
         for phase in ["before", "during"] {
-            let s = &report[phase];
-            println!(
-                "{phase:>6}: {:.0} ops/s, errors {}, read p99 {} us, update p99 {} us",
-                s["ops_per_sec"].as_f64().unwrap_or(0.0),
-                s["errors"],
-                s["read_p99_us"],
-                s["update_p99_us"]
-            );
+            println!("{phase:>6}: {}", super::steady::line(&report[phase]));
         }
     }
     Ok(())
@@ -258,22 +233,4 @@ async fn applied_by_members(client: &Client) -> Result<BTreeMap<(u32, u32), Vec<
         }
     }
     Ok(applied)
-}
-
-/// Throughput, errors and per-operation p99 of a workload report.
-fn summary(report: &Value) -> Value {
-    let mut s = json!({
-        "ops_per_sec": report["ops_per_sec"],
-        "errors": report["errors"],
-        "elapsed_sec": report["elapsed_sec"],
-        // Per second: [operations, longest latency µs, longest service time µs].
-        "timeline": report["timeline"],
-    });
-    if let Some(ops) = report["per_operation"].as_object() {
-        for (op, o) in ops {
-            s[format!("{op}_p50_us")] = o["p50_us"].clone();
-            s[format!("{op}_p99_us")] = o["p99_us"].clone();
-        }
-    }
-    s
 }

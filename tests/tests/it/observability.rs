@@ -189,6 +189,36 @@ async fn metrics_health_and_server_info_of_a_onebox_after_a_workload() -> Result
         .with_context(|| "no JSON log line in the span of the request for partition 1.99".to_string())?;
     ensure!(line["span"]["name"] == "rpc" && line["span"]["method"] == "Get", "{line}");
     ensure!(line["fields"]["code"] == "InvalidArgument", "{line}");
+    // Last (its dropped table keeps replicas the counts above exclude): the bulk-load bench
+    // with a workload on another table alongside, both reported.
+    let bulk = bench(&[
+        "bulkload",
+        "--meta",
+        &meta,
+        "--rows",
+        "20000",
+        "--partitions",
+        "4",
+        "--sdk-rows",
+        "0",
+        "--alongside",
+        "usertable",
+        "--alongside-records",
+        "2000",
+        "--alongside-target",
+        "200",
+        "--alongside-threads",
+        "4",
+        "--alongside-before-secs",
+        "2",
+        "--json",
+    ])?;
+    ensure!(bulk["rows_checked"].as_u64().is_some_and(|n| n > 0), "bulk bench: {bulk}");
+    for phase in ["before", "during"] {
+        let s = &bulk["alongside"][phase];
+        ensure!(s["ops_per_sec"].as_f64().is_some_and(|r| r > 0.0) && s["errors"] == 0, "{phase}: {bulk}");
+        ensure!(s["read_p99_us"].as_u64().is_some_and(|p| p > 0), "{phase}: {bulk}");
+    }
     Ok(())
 }
 

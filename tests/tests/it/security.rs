@@ -101,6 +101,8 @@ async fn a_secure_onebox_admits_by_certificate() -> Result<()> {
     let mut raft = RaftTransportClient::new(pool.get(&replica)?);
     let status = raft.vote(RaftMessage::default()).await.expect_err("a user's raft vote was taken");
     ensure!(status.code() == tonic::Code::PermissionDenied, "raft vote by user1: {status:?}");
+    let status = raft.stream(futures::stream::empty()).await.expect_err("a user's raft stream was taken");
+    ensure!(status.code() == tonic::Code::PermissionDenied, "raft stream by user1: {status:?}");
     let mut replica_admin = ReplicaAdminClient::new(pool.get(&replica)?);
     let removed = replica_admin.remove_replica(PartitionRequest::default()).await;
     let e = wing_error(&removed.expect_err("user1 removed a replica"));

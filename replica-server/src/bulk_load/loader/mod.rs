@@ -47,6 +47,8 @@ pub struct DownloadLimits {
     pub max_metadata_bytes: u64,
     /// Most files in one partition's job.
     pub max_files: usize,
+    /// Where downloads are written, hashed and read back (low-priority threads).
+    pub io: super::io_pool::BulkIoPool,
 }
 
 /// Where a loader is.
@@ -298,8 +300,8 @@ where
 }
 
 /// Whether `path` already holds `meta`'s content (a file kept across a pause or restart).
-async fn already_there(path: PathBuf, meta: FileMeta) -> bool {
-    tokio::task::spawn_blocking(move || file_matches(&path, &meta)).await.unwrap_or(false)
+async fn already_there(limits: &DownloadLimits, path: PathBuf, meta: FileMeta) -> bool {
+    limits.io.run(move || file_matches(&path, &meta)).await.unwrap_or(false)
 }
 
 /// Reads and checks the job's file list from its `bulk_load_metadata`.
@@ -396,7 +398,7 @@ async fn download_all(
                     return Ok(());
                 };
                 let dest = dir.join(&f.name);
-                if already_there(dest.clone(), f.clone()).await {
+                if already_there(&limits, dest.clone(), f.clone()).await {
                     shared.downloaded.fetch_add(f.size, Ordering::Relaxed);
                     continue;
                 }
@@ -408,7 +410,7 @@ async fn download_all(
                             p.map_err(|_| WingError::InvalidState("download slots closed".into()))?
                         }
                     };
-                    download_file(&*from, &f.name, &dest, &f, &limits.limiter, &shared.downloaded, &cancel).await
+                    download_file(&*from, &f.name, &dest, &f, &limits, &shared.downloaded, &cancel).await
                 })
                 .await?;
             }

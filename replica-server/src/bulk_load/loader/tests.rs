@@ -74,6 +74,7 @@ fn limits(bytes_per_sec: u64) -> Arc<DownloadLimits> {
         retries: AtomicU64::new(0),
         max_metadata_bytes: 64 << 10,
         max_files: 100,
+        io: crate::bulk_load::io_pool::BulkIoPool::new(2).unwrap(),
     })
 }
 
