@@ -1,5 +1,6 @@
-//! [`Admin`]: typed administrative calls on the meta servers — tables, envs, nodes and bulk
-//! loads — with the same leader following and retries as the data path's routing lookups.
+//! [`Admin`]: typed administrative calls on the meta servers — tables, envs, nodes, bulk
+//! loads, cold backups, restores and backup policies — with the same leader following and
+//! retries as the data path's routing lookups.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -8,12 +9,14 @@ use std::time::Duration;
 use wingkv_common::meta_client::LONG_META_CALL;
 use wingkv_common::WingError;
 use wingkv_proto::meta::{
-    BulkLoadControl, BulkLoadStatusResponse, ClusterInfoRequest, ClusterInfoResponse, ControlBulkLoadRequest,
-    CreateTableRequest, DecommissionRequest, DelTableEnvsRequest, DropTableRequest, DropTableResponse,
-    GetMetaLevelRequest, GetReplicaCountRequest, GetTableEnvsRequest, ListNodesRequest, ListTablesRequest, NodeInfo,
-    ProposeRequest, ProposeResponse, QueryBulkLoadRequest, RecallTableRequest, ReplicaCountResponse, ServerInfoRequest,
-    ServerInfoResponse, SetMetaLevelRequest, SetReplicaCountRequest, SetTableEnvsRequest, StartBulkLoadRequest,
-    TableConfiguration, TableSummary,
+    AddBackupPolicyRequest, BackupPolicy, BackupStatusResponse, BulkLoadControl, BulkLoadStatusResponse,
+    CancelBackupRequest, ClusterInfoRequest, ClusterInfoResponse, ControlBulkLoadRequest, CreateTableRequest,
+    DecommissionRequest, DelTableEnvsRequest, DropTableRequest, DropTableResponse, GetMetaLevelRequest,
+    GetReplicaCountRequest, GetTableEnvsRequest, ListBackupPoliciesRequest, ListNodesRequest, ListTablesRequest,
+    ModifyBackupPolicyRequest, NodeInfo, ProposeRequest, ProposeResponse, QueryBackupStatusRequest,
+    QueryBulkLoadRequest, QueryRestoreStatusRequest, RecallTableRequest, ReplicaCountResponse, RestoreAppRequest,
+    RestoreStatusResponse, ServerInfoRequest, ServerInfoResponse, SetMetaLevelRequest, SetReplicaCountRequest,
+    SetTableEnvsRequest, StartBackupRequest, StartBulkLoadRequest, TableConfiguration, TableSummary,
 };
 
 use crate::connection::{ClientConfig, ClientInner};
@@ -30,7 +33,8 @@ pub struct CreateTableOptions {
 }
 
 /// Where a bulk load reads its files: `provider://root/cluster/table` in the layout that
-/// `wingkv bulkgen` writes.
+/// `wingkv bulkgen` writes. [`Admin::restore_app`] takes one too, naming where a cold backup
+/// was written: `provider://root/cluster/table/backup/backup_id`.
 #[derive(Debug, Clone)]
 pub struct BulkLoadSource {
     /// Provider name known to the meta and replica servers (`local`, `s3`).
@@ -393,6 +397,169 @@ impl Admin {
             .call(|mut c| {
                 let req = req.clone();
                 async move { c.control_bulk_load(req).await }
+            })
+            .await
+    }
+
+    /// Starts a cold backup of the live table `table` to `provider` under `root`: every
+    /// partition's primary exports its data at one log index into
+    /// `root/cluster/table/backup/backup_id/`, and the meta writes `backup_info` there last.
+    /// Answers at once with the new backup (its id, status `BK_RUNNING`, location);
+    /// [`Self::backup_status`] follows it. Fails with `TableNotFound`, `InvalidState` when a
+    /// backup of the table is already running (or the table is being restored), and when the
+    /// meta cannot list `root` on the provider. Each attempt may last up to 40 s (the meta
+    /// checks the provider).
+    pub async fn start_backup(
+        &self,
+        table: &str,
+        provider: &str,
+        root: &str,
+    ) -> Result<BackupStatusResponse, WingError> {
+        let req =
+            StartBackupRequest { app_name: table.to_string(), provider: provider.to_string(), root: root.to_string() };
+        self.inner
+            .meta
+            .call_long(LONG_META_CALL, |mut c| {
+                let req = req.clone();
+                async move { c.start_backup(req).await }
+            })
+            .await
+    }
+
+    /// The backups of table `table` (live or dropped: its backups outlive it), newest first, or
+    /// only backup `backup_id`. With `detailed` each carries its partitions' progress (log
+    /// index, bytes uploaded, node, retries). A table without backups answers an empty list;
+    /// `backup_id` that is not one of them fails with `NotFound`.
+    pub async fn backup_status(
+        &self,
+        table: &str,
+        backup_id: Option<u64>,
+        detailed: bool,
+    ) -> Result<Vec<BackupStatusResponse>, WingError> {
+        let req = QueryBackupStatusRequest { app_name: table.to_string(), backup_id, detailed };
+        let r = self
+            .inner
+            .meta
+            .call(|mut c| {
+                let req = req.clone();
+                async move { c.query_backup_status(req).await }
+            })
+            .await?;
+        Ok(r.backups)
+    }
+
+    /// Cancels the running backup `backup_id` of table `table`; its files are removed from the
+    /// provider. Answers the backup after the cancel (status `BK_CANCELED`). Fails with
+    /// `NotFound` when there is no such backup and `InvalidState` when it is over already.
+    pub async fn cancel_backup(&self, table: &str, backup_id: u64) -> Result<BackupStatusResponse, WingError> {
+        let req = CancelBackupRequest { app_name: table.to_string(), backup_id };
+        self.inner
+            .meta
+            .call_long(LONG_META_CALL, |mut c| {
+                let req = req.clone();
+                async move { c.cancel_backup(req).await }
+            })
+            .await
+    }
+
+    /// Creates the table `new_name` from backup `backup_id` of table `old_name`, as written in
+    /// `source` (its `cluster` is the cluster the backup was taken in). The new table has the
+    /// backup's partition count and `replica_count` replicas per partition (`None`: the
+    /// backup's count); its replicas download, verify and ingest the backup's files, and it
+    /// refuses data requests until every partition is restored. Answers once the table is
+    /// created (status `RS_RUNNING`); [`Self::restore_status`] follows it. Fails with
+    /// `AlreadyExists` when `new_name` is taken and `InvalidArgument` when the backup is missing
+    /// or incomplete. Each attempt may last up to 40 s (the meta reads the provider and waits
+    /// for the new table's primaries).
+    pub async fn restore_app(
+        &self,
+        source: &BulkLoadSource,
+        old_name: &str,
+        backup_id: u64,
+        new_name: &str,
+        replica_count: Option<u32>,
+    ) -> Result<RestoreStatusResponse, WingError> {
+        let req = RestoreAppRequest {
+            cluster: source.cluster.clone(),
+            old_app_name: old_name.to_string(),
+            backup_id,
+            new_app_name: new_name.to_string(),
+            provider: source.provider.clone(),
+            root: source.root.clone(),
+            replica_count,
+        };
+        self.inner
+            .meta
+            .call_long(LONG_META_CALL, |mut c| {
+                let req = req.clone();
+                async move { c.restore_app(req).await }
+            })
+            .await
+    }
+
+    /// The restore that created table `table`: its status (`RS_*`), source and, in `load`, the
+    /// bulk load that moves the backup's files in; `detailed` adds each replica's download
+    /// progress there. Fails when no table of that name was created by a restore.
+    pub async fn restore_status(&self, table: &str, detailed: bool) -> Result<RestoreStatusResponse, WingError> {
+        let req = QueryRestoreStatusRequest { app_name: table.to_string(), detailed };
+        self.inner
+            .meta
+            .call(|mut c| {
+                let req = req.clone();
+                async move { c.query_restore_status(req).await }
+            })
+            .await
+    }
+
+    /// Adds the backup policy `policy`: its tables (`app_ids`) are backed up to its provider
+    /// and root at `start_time` ("HH:MM", UTC) and every `interval_seconds` after, keeping the
+    /// latest `backup_history_count` backups of each. Its last/next start times and `backups`
+    /// are the meta's to set. Answers the policy as stored. Fails with `AlreadyExists` when the
+    /// name is taken, `TableNotFound` when an app id is not a live table, and
+    /// `InvalidArgument` on a bad field (an interval below the meta's minimum, a count of 0, a
+    /// start time not `HH:MM`). Each attempt may last up to 40 s (the meta checks the
+    /// provider).
+    pub async fn add_backup_policy(&self, policy: BackupPolicy) -> Result<BackupPolicy, WingError> {
+        let req = AddBackupPolicyRequest { policy: Some(policy) };
+        self.inner
+            .meta
+            .call_long(LONG_META_CALL, |mut c| {
+                let req = req.clone();
+                async move { c.add_backup_policy(req).await }
+            })
+            .await
+    }
+
+    /// The backup policies named in `names` (every policy when empty), each with its backups
+    /// (newest first) when `with_backups`. Fails with `NotFound` when a name is not a policy's.
+    pub async fn list_backup_policies(
+        &self,
+        names: &[String],
+        with_backups: bool,
+    ) -> Result<Vec<BackupPolicy>, WingError> {
+        let req = ListBackupPoliciesRequest { names: names.to_vec(), with_backups };
+        let r = self
+            .inner
+            .meta
+            .call(|mut c| {
+                let req = req.clone();
+                async move { c.list_backup_policies(req).await }
+            })
+            .await?;
+        Ok(r.policies)
+    }
+
+    /// Changes the backup policy `change.name`: adds and removes tables, and sets each field
+    /// that is `Some` (interval, start time, history count, enabled); the rest is kept.
+    /// Answers the policy after the change. Fails with `NotFound` when no policy has that name,
+    /// `TableNotFound` when an added app id is not a live table, and `InvalidArgument` on a
+    /// field the meta refuses (as [`Self::add_backup_policy`]).
+    pub async fn modify_backup_policy(&self, change: ModifyBackupPolicyRequest) -> Result<BackupPolicy, WingError> {
+        self.inner
+            .meta
+            .call(|mut c| {
+                let req = change.clone();
+                async move { c.modify_backup_policy(req).await }
             })
             .await
     }

@@ -71,10 +71,13 @@ pub use table::{CasOutcome, CheckType, MultiGetOptions, Record, ScanOptions, Tab
 /// Errors of the SDK: a typed enum whose [`code`](WingError::code) says what went wrong.
 pub use wingkv_common::WingError as Error;
 pub use wingkv_common::{ErrorCode, PartitionId};
+/// The status of a backup, a partition of it or a replica's export (`BK_*`).
+pub use wingkv_proto::common::BackupStatus;
 /// The status of a bulk-load job, a partition of it or a replica's part (`BLS_*`).
 pub use wingkv_proto::common::BulkLoadStatus;
 /// The meta's answers that [`Admin`] returns as they are.
 pub use wingkv_proto::meta::{
-    BalanceStatus, BulkLoadStatusResponse, ClusterInfoResponse, DropTableResponse, NodeInfo, NodeStatus,
-    ReplicaCountResponse, ServerInfoResponse, TableConfiguration, TableStatus, TableSummary,
+    BackupPolicy, BackupStatusResponse, BalanceStatus, BulkLoadStatusResponse, ClusterInfoResponse, DropTableResponse,
+    ModifyBackupPolicyRequest, NodeInfo, NodeStatus, PartitionBackupStatus, ReplicaCountResponse, RestoreStatus,
+    RestoreStatusResponse, ServerInfoResponse, TableConfiguration, TableStatus, TableSummary,
 };

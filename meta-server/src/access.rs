@@ -25,6 +25,9 @@ const READ_METHODS: &[&str] = &[
     "QueryBulkLoadStatus",
     "GetMetaLevel",
     "GetReplicaCount",
+    "QueryBackupStatus",
+    "QueryRestoreStatus",
+    "ListBackupPolicies",
 ];
 
 /// The meta server's [`Policy`].

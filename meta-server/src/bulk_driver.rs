@@ -17,7 +17,6 @@ use std::time::{Duration, Instant};
 
 use futures::future::join_all;
 use tokio_util::sync::CancellationToken;
-use wingkv_common::backoff::Backoff;
 use wingkv_common::sync::MutexExt;
 use wingkv_common::time::unix_millis;
 use wingkv_common::{ErrorCode, PartitionId, WingError};
@@ -26,6 +25,7 @@ use wingkv_proto::meta::{BulkLoadStatusResponse, PartitionBulkLoadStatus, Replic
 use wingkv_proto::replica_admin::{BulkLoadAction, BulkLoadJobSpec, BulkLoadRequest, BulkLoadResponse};
 
 use crate::bulk_load::{BulkLoadJob, BulkLoadStatus};
+use crate::call_retry::CallRetry;
 use crate::catalog::{AppState, MetaCommand};
 use crate::node::MetaNode;
 
@@ -33,13 +33,8 @@ use crate::node::MetaNode;
 #[derive(Debug, Clone)]
 pub struct PartitionDrive {
     job_id: u64,
-    backoff: Backoff,
-    /// No call before this instant (the backoff after a failure).
-    next_at: Instant,
-    /// The delay before `next_at` (0 after a success).
-    delay: Duration,
-    /// The last failure, cleared by a success.
-    last_error: String,
+    /// Calls to the primary: backoff and last failure.
+    retry: CallRetry,
     /// What the partition looked like when it last moved, and when that was.
     fingerprint: String,
     moved_at: Instant,
@@ -55,10 +50,7 @@ impl PartitionDrive {
         let now = Instant::now();
         Self {
             job_id,
-            backoff: node.config.bulk_load_retry.start(),
-            next_at: now,
-            delay: Duration::ZERO,
-            last_error: String::new(),
+            retry: CallRetry::new(&node.config.bulk_load_retry),
             fingerprint: String::new(),
             moved_at: now,
             moved_at_ms: unix_millis(),
@@ -72,23 +64,9 @@ impl PartitionDrive {
         self.job_id
     }
 
-    /// Transient failures in a row.
-    pub fn attempts(&self) -> u32 {
-        self.backoff.attempts()
-    }
-
-    /// The backoff before the next call (0 when none is pending).
-    pub fn backoff_ms(&self) -> u64 {
-        if Instant::now() < self.next_at {
-            self.delay.as_millis() as u64
-        } else {
-            0
-        }
-    }
-
-    /// The last transient failure.
-    pub fn last_error(&self) -> &str {
-        &self.last_error
+    /// Calls to the primary: transient failures in a row, backoff, last failure.
+    pub fn retry(&self) -> &CallRetry {
+        &self.retry
     }
 
     /// Unix ms since which the partition has not moved, when that is longer than `stall`.
@@ -158,10 +136,16 @@ async fn call_primary(
         .liveness
         .primary(pid)
         .ok_or_else(|| WingError::Unavailable(format!("partition {pid} has no primary now")))?;
+    // A restore's load reads the backup's directory; any other job, the table's.
+    let restore_dir =
+        node.with_catalog(|c| c.backups.restore_of_job(app.app_id, job.job_id).map(|r| r.partition_dir(pidx)));
     let spec = BulkLoadJobSpec {
         job_id: job.job_id,
         provider: job.provider.clone(),
-        partition_dir: job.partition_dir(&app.name, pidx)?,
+        partition_dir: match restore_dir {
+            Some(dir) => dir?,
+            None => job.partition_dir(&app.name, pidx)?,
+        },
         ingest_behind: job.ingest_behind,
     };
     let mut req = tonic::Request::new(BulkLoadRequest {
@@ -196,7 +180,7 @@ async fn attempt(
         if d.job_id != job.job_id {
             *d = PartitionDrive::new(job.job_id, node);
         }
-        if Instant::now() < d.next_at {
+        if !d.retry.due() {
             return None;
         }
     }
@@ -214,20 +198,14 @@ async fn attempt(
     let mut drives = node.bulk_drive.locked();
     if let Some(d) = drives.get_mut(&pid) {
         match result.as_ref().err().or(unreachable.as_ref()) {
-            None => {
-                d.backoff.reset();
-                d.delay = Duration::ZERO;
-                d.last_error.clear();
-            }
+            None => d.retry.succeeded(),
             Some(e) => {
-                d.delay = d.backoff.next_delay();
-                d.next_at = Instant::now() + d.delay;
-                d.last_error = e.to_string();
+                let backoff = d.retry.failed(e.to_string());
                 tracing::info!(
                     partition = %pid,
                     job = job.job_id,
-                    attempt = d.backoff.attempts(),
-                    backoff = ?d.delay,
+                    attempt = d.retry.attempts(),
+                    ?backoff,
                     "bulk-load call to the primary failed; retrying after the backoff: {e}"
                 );
             }
@@ -274,7 +252,7 @@ fn observe(node: &MetaNode, app: &AppState, job: &BulkLoadJob, pidx: u32) {
         );
         // Cut the wait short; the attempt count stays, so the status still shows the history.
         d.redriven_at = Some(now);
-        d.next_at = now;
+        d.retry.due_now();
     }
 }
 
@@ -473,9 +451,9 @@ pub fn status_response(
                 } else {
                     Vec::new()
                 },
-                drive_attempts: drive.map(|d| d.attempts()).unwrap_or(0),
-                drive_backoff_ms: drive.map(|d| d.backoff_ms()).unwrap_or(0),
-                last_error: drive.map(|d| d.last_error().to_string()).unwrap_or_default(),
+                drive_attempts: drive.map(|d| d.retry().attempts()).unwrap_or(0),
+                drive_backoff_ms: drive.map(|d| d.retry().backoff_ms()).unwrap_or(0),
+                last_error: drive.map(|d| d.retry().last_error().to_string()).unwrap_or_default(),
                 stalled_since_ms: drive.and_then(|d| d.stalled_since_ms(stall)).unwrap_or(0),
             }
         })

@@ -8,6 +8,9 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use wingkv_common::{PartitionId, WingError};
 
+use crate::backup::{
+    BackupCatalog, BackupPolicy, BackupRecord, BackupStatus, PartitionBackup, RestoreRecord, RestoreStatus,
+};
 use crate::bulk_load::{BulkLoadControlAction, BulkLoadJob, BulkLoadStatus};
 
 /// A registered replica server.
@@ -90,6 +93,9 @@ pub struct Catalog {
     /// which end before them, still load.
     #[serde(skip)]
     pub settings: ClusterSettings,
+    /// Backups, restores and backup policies: also stored after the struct (JSON).
+    #[serde(skip)]
+    pub backups: BackupCatalog,
 }
 
 /// What the meta does by itself, with Pegasus's names.
@@ -274,6 +280,124 @@ pub enum MetaCommand {
         /// The new count (validated).
         replica_count: u32,
     },
+    /// Start a backup of a live table (the provider was checked before proposing).
+    StartBackup {
+        /// Table name.
+        app_name: String,
+        /// Provider name.
+        provider: String,
+        /// Root on the provider.
+        root: String,
+        /// Cluster name in the provider layout.
+        cluster: String,
+        /// The policy that starts it, if one does.
+        policy: Option<String>,
+        /// Unix ms at the leader.
+        now_ms: u64,
+    },
+    /// Record that a partition of a running backup is uploaded.
+    SetBackupPartition {
+        /// The backup.
+        backup_id: u64,
+        /// The partition.
+        partition: u32,
+        /// What its primary reported.
+        done: PartitionBackup,
+    },
+    /// End a running backup (every partition done, a failure, or an operator's cancel).
+    FinishBackup {
+        /// The backup.
+        backup_id: u64,
+        /// Succeed, Failed or Canceled.
+        status: BackupStatus,
+        /// Why (failures, cancels).
+        reason: String,
+        /// Unix ms at the leader.
+        now_ms: u64,
+    },
+    /// Record that a backup's files are gone from the provider.
+    SetBackupCleaned {
+        /// The backup.
+        backup_id: u64,
+    },
+    /// Mark a finished backup for removal (beyond its policy's history count).
+    RetireBackup {
+        /// The backup.
+        backup_id: u64,
+    },
+    /// Forget a backup whose files were removed.
+    RemoveBackup {
+        /// The backup.
+        backup_id: u64,
+    },
+    /// Create a table from a backup: the table, its restore record and the bulk load that
+    /// moves the backup's files in, in one change (the table never serves before the load).
+    CreateRestoredTable {
+        /// The new table's name (validated).
+        name: String,
+        /// The backup's partition count.
+        partition_count: u32,
+        /// Replicas per partition.
+        replica_count: u32,
+        /// The backup's envs.
+        envs: BTreeMap<String, String>,
+        /// Members per partition.
+        placement: Vec<Vec<u64>>,
+        /// The backup restored.
+        backup_id: u64,
+        /// The backed-up table's name.
+        old_app_name: String,
+        /// Provider name.
+        provider: String,
+        /// Root on the provider.
+        root: String,
+        /// Cluster name in the provider layout.
+        cluster: String,
+        /// Unix ms at the leader.
+        now_ms: u64,
+    },
+    /// End the restore of table `app_id` whose load is job `job_id`.
+    FinishRestore {
+        /// The restored table.
+        app_id: u32,
+        /// Its load.
+        job_id: u64,
+        /// Succeed or Failed.
+        status: RestoreStatus,
+        /// Why it failed.
+        reason: String,
+        /// Unix ms at the leader.
+        now_ms: u64,
+    },
+    /// Add a backup policy (validated before proposing).
+    AddBackupPolicy {
+        /// The policy (its `last_start_ms` is 0).
+        policy: BackupPolicy,
+    },
+    /// Change a backup policy.
+    ModifyBackupPolicy {
+        /// Its name.
+        name: String,
+        /// Tables to add.
+        add_app_ids: Vec<u32>,
+        /// Tables to remove.
+        remove_app_ids: Vec<u32>,
+        /// New interval.
+        interval_s: Option<u64>,
+        /// New minute of the day.
+        start_minute: Option<u32>,
+        /// New history count.
+        history_count: Option<u32>,
+        /// Enable or disable.
+        enabled: Option<bool>,
+    },
+    /// Record that a policy started its backups at `now_ms`.
+    BackupPolicyStarted {
+        /// Its name.
+        name: String,
+        /// Unix ms at the leader.
+        now_ms: u64,
+    },
 }
 
 /// The answer to a command.
@@ -288,6 +412,12 @@ pub enum MetaValue {
     App(Box<AppState>),
     /// A bulk-load job after the change.
     BulkLoad(Box<BulkLoadJob>),
+    /// A backup after the change.
+    Backup(Box<BackupRecord>),
+    /// A restore after the change.
+    Restore(Box<RestoreRecord>),
+    /// A backup policy after the change.
+    BackupPolicy(Box<BackupPolicy>),
 }
 
 /// The result of applying a command.
@@ -339,6 +469,269 @@ impl Catalog {
         load
     }
 
+    /// Adds a live table (the `CreateTable` change).
+    fn create_app(
+        &mut self,
+        name: &str,
+        partition_count: u32,
+        replica_count: u32,
+        envs: &BTreeMap<String, String>,
+        placement: &[Vec<u64>],
+        now_ms: u64,
+    ) -> Result<AppState, WingError> {
+        self.check_name_free(name, now_ms)?;
+        if placement.len() != partition_count as usize {
+            return Err(WingError::Internal("placement does not cover every partition".into()));
+        }
+        self.next_app_id = self.next_app_id.max(1);
+        let app_id = self.next_app_id;
+        self.next_app_id += 1;
+        let app = AppState {
+            app_id,
+            name: name.to_string(),
+            partition_count,
+            replica_count,
+            envs: envs.clone(),
+            create_time_ms: now_ms,
+            dropped: None,
+            partitions: placement.iter().map(|m| PartitionState { members: m.clone(), ballot: 1 }).collect(),
+        };
+        self.apps.insert(app_id, app.clone());
+        Ok(app)
+    }
+
+    /// Adds a bulk-load job of `app_id`, downloading (the `StartBulkLoad` change), reading from
+    /// `(cluster, provider, root)`.
+    fn start_job(
+        &mut self,
+        app_id: u32,
+        partition_count: u32,
+        (cluster, provider, root): (&str, &str, &str),
+        ingest_behind: bool,
+        now_ms: u64,
+    ) -> BulkLoadJob {
+        self.next_job_id = self.next_job_id.max(1);
+        let job = BulkLoadJob {
+            job_id: self.next_job_id,
+            cluster: cluster.to_string(),
+            provider: provider.to_string(),
+            root: root.to_string(),
+            ingest_behind,
+            status: BulkLoadStatus::Downloading,
+            reason: String::new(),
+            partitions: vec![BulkLoadStatus::Downloading; partition_count as usize],
+            start_time_ms: now_ms,
+        };
+        self.next_job_id += 1;
+        self.bulk_loads.insert(app_id, job.clone());
+        job
+    }
+
+    /// The backup `backup_id`.
+    fn backup_mut(&mut self, backup_id: u64) -> Result<&mut BackupRecord, WingError> {
+        self.backups.backups.get_mut(&backup_id).ok_or_else(|| WingError::NotFound(format!("no backup {backup_id}")))
+    }
+
+    /// Applies a backup, restore or policy change.
+    fn apply_backup(&mut self, cmd: &MetaCommand) -> MetaResponse {
+        let backup = |b: &BackupRecord| Ok(MetaValue::Backup(Box::new(b.clone())));
+        match cmd {
+            MetaCommand::StartBackup { app_name, provider, root, cluster, policy, now_ms } => {
+                let app = self.live_app(app_name)?.clone();
+                if self.backups.blocks_serving(app.app_id) {
+                    return Err(WingError::InvalidState(format!(
+                        "table '{app_name}' is being restored (or its restore failed); it cannot be backed up"
+                    )));
+                }
+                if let Some(b) = self.backups.running_backup(app.app_id) {
+                    return Err(WingError::InvalidState(format!(
+                        "table '{app_name}' already has a backup running (backup {})",
+                        b.backup_id
+                    )));
+                }
+                let backup_id = self.backups.next_backup_id(*now_ms);
+                let record = BackupRecord {
+                    backup_id,
+                    app_id: app.app_id,
+                    app_name: app.name.clone(),
+                    partition_count: app.partition_count,
+                    replica_count: app.replica_count,
+                    envs: app.envs.clone(),
+                    provider: provider.clone(),
+                    root: root.clone(),
+                    cluster: cluster.clone(),
+                    policy: policy.clone(),
+                    status: BackupStatus::Running,
+                    reason: String::new(),
+                    start_time_ms: *now_ms,
+                    end_time_ms: 0,
+                    partitions: vec![PartitionBackup::default(); app.partition_count as usize],
+                    cleaned: false,
+                    retired: false,
+                };
+                self.backups.backups.insert(backup_id, record.clone());
+                Ok(MetaValue::Backup(Box::new(record)))
+            }
+            MetaCommand::SetBackupPartition { backup_id, partition, done } => {
+                let b = self.backup_mut(*backup_id)?;
+                if b.status == BackupStatus::Running {
+                    let slot = b.partitions.get_mut(*partition as usize).ok_or_else(|| {
+                        WingError::InvalidArgument(format!("backup {backup_id} has no partition {partition}"))
+                    })?;
+                    *slot = done.clone();
+                }
+                backup(b)
+            }
+            MetaCommand::FinishBackup { backup_id, status, reason, now_ms } => {
+                let b = self.backup_mut(*backup_id)?;
+                if b.status.is_terminal() {
+                    return Err(WingError::InvalidState(format!(
+                        "backup {backup_id} already ended ({:?}); it cannot be canceled or ended again",
+                        b.status
+                    )));
+                }
+                if *status == BackupStatus::Succeed && !b.partitions.iter().all(|p| p.done) {
+                    return Err(WingError::Internal(format!("backup {backup_id} has partitions not uploaded")));
+                }
+                b.status = *status;
+                b.reason = reason.clone();
+                b.end_time_ms = *now_ms;
+                backup(b)
+            }
+            MetaCommand::SetBackupCleaned { backup_id } => {
+                let b = self.backup_mut(*backup_id)?;
+                b.cleaned = true;
+                backup(b)
+            }
+            MetaCommand::RetireBackup { backup_id } => {
+                if self.backups.pinned(*backup_id) {
+                    return Err(WingError::InvalidState(format!(
+                        "backup {backup_id} is being restored; it is retired after the restore"
+                    )));
+                }
+                let b = self.backup_mut(*backup_id)?;
+                if !b.status.is_terminal() {
+                    return Err(WingError::InvalidState(format!("backup {backup_id} still runs")));
+                }
+                b.retired = true;
+                backup(b)
+            }
+            MetaCommand::RemoveBackup { backup_id } => {
+                let b = self.backup_mut(*backup_id)?;
+                if !b.cleaned {
+                    return Err(WingError::InvalidState(format!("backup {backup_id} still has files on its provider")));
+                }
+                self.backups.backups.remove(backup_id);
+                Ok(MetaValue::Done)
+            }
+            MetaCommand::CreateRestoredTable {
+                name,
+                partition_count,
+                replica_count,
+                envs,
+                placement,
+                backup_id,
+                old_app_name,
+                provider,
+                root,
+                cluster,
+                now_ms,
+            } => {
+                // A backup this cluster knows must be whole and kept (a cancel may have won
+                // against its end after `backup_info` was written).
+                if let Some(b) = self.backups.backups.get(backup_id).filter(|b| b.app_name == *old_app_name) {
+                    if b.status != BackupStatus::Succeed || b.retired {
+                        return Err(WingError::InvalidState(format!(
+                            "backup {backup_id} of table '{old_app_name}' is {:?}{}; it cannot be restored",
+                            b.status,
+                            if b.retired { " and retired" } else { "" }
+                        )));
+                    }
+                }
+                let app = self.create_app(name, *partition_count, *replica_count, envs, placement, *now_ms)?;
+                let job = self.start_job(app.app_id, *partition_count, (cluster, provider, root), false, *now_ms);
+                let restore = RestoreRecord {
+                    app_id: app.app_id,
+                    backup_id: *backup_id,
+                    old_app_name: old_app_name.clone(),
+                    provider: provider.clone(),
+                    root: root.clone(),
+                    cluster: cluster.clone(),
+                    job_id: job.job_id,
+                    status: RestoreStatus::Running,
+                    reason: String::new(),
+                    start_time_ms: *now_ms,
+                    end_time_ms: 0,
+                };
+                self.backups.restores.insert(app.app_id, restore);
+                Ok(MetaValue::App(Box::new(app)))
+            }
+            MetaCommand::FinishRestore { app_id, job_id, status, reason, now_ms } => {
+                let r = self
+                    .backups
+                    .restores
+                    .get_mut(app_id)
+                    .filter(|r| r.job_id == *job_id)
+                    .ok_or_else(|| WingError::NotFound(format!("no restore of app {app_id} by job {job_id}")))?;
+                if r.status == RestoreStatus::Running {
+                    r.status = *status;
+                    r.reason = reason.clone();
+                    r.end_time_ms = *now_ms;
+                }
+                Ok(MetaValue::Restore(Box::new(r.clone())))
+            }
+            MetaCommand::AddBackupPolicy { policy } => {
+                if self.backups.policies.contains_key(&policy.name) {
+                    return Err(WingError::AlreadyExists(format!("backup policy '{}' exists", policy.name)));
+                }
+                self.backups.policies.insert(policy.name.clone(), policy.clone());
+                Ok(MetaValue::BackupPolicy(Box::new(policy.clone())))
+            }
+            MetaCommand::ModifyBackupPolicy {
+                name,
+                add_app_ids,
+                remove_app_ids,
+                interval_s,
+                start_minute,
+                history_count,
+                enabled,
+            } => {
+                let p = self
+                    .backups
+                    .policies
+                    .get_mut(name)
+                    .ok_or_else(|| WingError::NotFound(format!("no backup policy named '{name}'")))?;
+                p.app_ids.extend(add_app_ids);
+                for id in remove_app_ids {
+                    p.app_ids.remove(id);
+                }
+                if let Some(v) = interval_s {
+                    p.interval_s = *v;
+                }
+                if let Some(v) = start_minute {
+                    p.start_minute = *v;
+                }
+                if let Some(v) = history_count {
+                    p.history_count = *v;
+                }
+                if let Some(v) = enabled {
+                    p.enabled = *v;
+                }
+                Ok(MetaValue::BackupPolicy(Box::new(p.clone())))
+            }
+            MetaCommand::BackupPolicyStarted { name, now_ms } => {
+                let p = self
+                    .backups
+                    .policies
+                    .get_mut(name)
+                    .ok_or_else(|| WingError::NotFound(format!("no backup policy named '{name}'")))?;
+                p.last_start_ms = p.last_start_ms.max(*now_ms);
+                Ok(MetaValue::BackupPolicy(Box::new(p.clone())))
+            }
+            other => Err(WingError::Internal(format!("not a backup command: {other:?}"))),
+        }
+    }
+
     /// Applies `cmd`.
     pub fn apply(&mut self, cmd: &MetaCommand) -> MetaResponse {
         match cmd {
@@ -357,24 +750,7 @@ impl Catalog {
                 Ok(MetaValue::NodeId(id))
             }
             MetaCommand::CreateTable { name, partition_count, replica_count, envs, placement, now_ms } => {
-                self.check_name_free(name, *now_ms)?;
-                if placement.len() != *partition_count as usize {
-                    return Err(WingError::Internal("placement does not cover every partition".into()));
-                }
-                self.next_app_id = self.next_app_id.max(1);
-                let app_id = self.next_app_id;
-                self.next_app_id += 1;
-                let app = AppState {
-                    app_id,
-                    name: name.clone(),
-                    partition_count: *partition_count,
-                    replica_count: *replica_count,
-                    envs: envs.clone(),
-                    create_time_ms: *now_ms,
-                    dropped: None,
-                    partitions: placement.iter().map(|m| PartitionState { members: m.clone(), ballot: 1 }).collect(),
-                };
-                self.apps.insert(app_id, app.clone());
+                let app = self.create_app(name, *partition_count, *replica_count, envs, placement, *now_ms)?;
                 Ok(MetaValue::App(Box::new(app)))
             }
             MetaCommand::DropTable { name, reserve_ms, now_ms } => {
@@ -445,11 +821,17 @@ impl Catalog {
                 }
                 self.apps.remove(app_id);
                 self.bulk_loads.remove(app_id);
+                self.backups.restores.remove(app_id);
                 Ok(MetaValue::Done)
             }
             MetaCommand::StartBulkLoad { app_name, cluster, provider, root, ingest_behind, now_ms } => {
                 let app = self.live_app(app_name)?;
                 let (app_id, partition_count) = (app.app_id, app.partition_count);
+                if self.backups.blocks_serving(app_id) {
+                    return Err(WingError::InvalidState(format!(
+                        "table '{app_name}' is being restored (or its restore failed); it takes no bulk load"
+                    )));
+                }
                 if let Some(job) = self.bulk_loads.get(&app_id).filter(|j| !j.status.is_terminal()) {
                     return Err(WingError::InvalidState(format!(
                         "table '{app_name}' already has a bulk load running (job {}, {})",
@@ -457,20 +839,7 @@ impl Catalog {
                         job.status.as_str()
                     )));
                 }
-                self.next_job_id = self.next_job_id.max(1);
-                let job = BulkLoadJob {
-                    job_id: self.next_job_id,
-                    cluster: cluster.clone(),
-                    provider: provider.clone(),
-                    root: root.clone(),
-                    ingest_behind: *ingest_behind,
-                    status: BulkLoadStatus::Downloading,
-                    reason: String::new(),
-                    partitions: vec![BulkLoadStatus::Downloading; partition_count as usize],
-                    start_time_ms: *now_ms,
-                };
-                self.next_job_id += 1;
-                self.bulk_loads.insert(app_id, job.clone());
+                let job = self.start_job(app_id, partition_count, (cluster, provider, root), *ingest_behind, *now_ms);
                 Ok(MetaValue::BulkLoad(Box::new(job)))
             }
             MetaCommand::SetBulkLoadStatus { app_id, job_id, partition, status, reason } => {
@@ -581,6 +950,17 @@ impl Catalog {
                 app.replica_count = *replica_count;
                 Ok(MetaValue::App(Box::new(app.clone())))
             }
+            MetaCommand::StartBackup { .. }
+            | MetaCommand::SetBackupPartition { .. }
+            | MetaCommand::FinishBackup { .. }
+            | MetaCommand::SetBackupCleaned { .. }
+            | MetaCommand::RetireBackup { .. }
+            | MetaCommand::RemoveBackup { .. }
+            | MetaCommand::CreateRestoredTable { .. }
+            | MetaCommand::FinishRestore { .. }
+            | MetaCommand::AddBackupPolicy { .. }
+            | MetaCommand::ModifyBackupPolicy { .. }
+            | MetaCommand::BackupPolicyStarted { .. } => self.apply_backup(cmd),
         }
     }
 }
@@ -725,5 +1105,142 @@ mod tests {
         assert_eq!(c.apps[&id].replica_count, 5);
         c.apply(&MetaCommand::DropTable { name: "t".into(), reserve_ms: 100, now_ms: 10 }).unwrap();
         assert!(matches!(c.apply(&set(3)), Err(WingError::TableNotFound(_))));
+    }
+
+    #[test]
+    fn a_restore_creates_the_table_its_load_and_its_record_in_one_change() {
+        let mut c = Catalog::default();
+        let restore = MetaCommand::CreateRestoredTable {
+            name: "t2".into(),
+            partition_count: 2,
+            replica_count: 1,
+            envs: BTreeMap::from([("k".into(), "v".into())]),
+            placement: vec![vec![1], vec![2]],
+            backup_id: 1_000,
+            old_app_name: "t".into(),
+            provider: "s3".into(),
+            root: "b".into(),
+            cluster: "onebox".into(),
+            now_ms: 5,
+        };
+        let id = app_id(c.apply(&restore));
+        let job = c.bulk_loads[&id].clone();
+        assert_eq!(job.status, BulkLoadStatus::Downloading);
+        let r = c.backups.restore_of_job(id, job.job_id).unwrap();
+        assert_eq!(r.partition_dir(1).unwrap(), "b/onebox/t/backup/1000/1");
+        assert!(c.backups.blocks_serving(id));
+        // The name is taken like any table's, and the table takes no other load meanwhile.
+        assert!(matches!(c.apply(&restore), Err(WingError::AlreadyExists(_))));
+        let bulk = MetaCommand::StartBulkLoad {
+            app_name: "t2".into(),
+            cluster: "c".into(),
+            provider: "local".into(),
+            root: "/r".into(),
+            ingest_behind: false,
+            now_ms: 6,
+        };
+        assert!(matches!(c.apply(&bulk), Err(WingError::InvalidState(_))));
+        let finish = |job_id| MetaCommand::FinishRestore {
+            app_id: id,
+            job_id,
+            status: RestoreStatus::Succeed,
+            reason: String::new(),
+            now_ms: 9,
+        };
+        assert!(c.apply(&finish(job.job_id + 1)).is_err(), "a stale job ends no restore");
+        c.apply(&finish(job.job_id)).unwrap();
+        assert!(!c.backups.blocks_serving(id));
+        c.apply(&MetaCommand::DropTable { name: "t2".into(), reserve_ms: 0, now_ms: 10 }).unwrap();
+        c.apply(&MetaCommand::PurgeExpiredTable { app_id: id, now_ms: 11 }).unwrap();
+        assert!(c.backups.restores.is_empty(), "a purge forgets the table's restore");
+    }
+
+    #[test]
+    fn backups_run_one_at_a_time_end_once_and_are_forgotten_only_once_cleaned() {
+        let mut c = Catalog::default();
+        app_id(c.apply(&create("t", 0)));
+        let start = MetaCommand::StartBackup {
+            app_name: "t".into(),
+            provider: "local".into(),
+            root: "/r".into(),
+            cluster: "c".into(),
+            policy: None,
+            now_ms: 100,
+        };
+        let id = match c.apply(&start).unwrap() {
+            MetaValue::Backup(b) => b.backup_id,
+            other => panic!("{other:?}"),
+        };
+        assert!(matches!(c.apply(&start), Err(WingError::InvalidState(_))), "one backup of a table at a time");
+        let finish = |status| MetaCommand::FinishBackup { backup_id: id, status, reason: String::new(), now_ms: 200 };
+        assert!(c.apply(&finish(BackupStatus::Succeed)).is_err(), "not every partition is uploaded");
+        for p in 0..2 {
+            let done = PartitionBackup { done: true, log_index: 5, size: 10, file_count: 1, node_id: 1 };
+            c.apply(&MetaCommand::SetBackupPartition { backup_id: id, partition: p, done }).unwrap();
+        }
+        c.apply(&finish(BackupStatus::Succeed)).unwrap();
+        assert!(c.apply(&finish(BackupStatus::Canceled)).is_err(), "a finished backup ends once");
+        assert!(c.apply(&MetaCommand::RemoveBackup { backup_id: id }).is_err(), "its files are still there");
+        c.apply(&MetaCommand::RetireBackup { backup_id: id }).unwrap();
+        assert!(c.backups.backups[&id].needs_cleanup());
+        c.apply(&MetaCommand::SetBackupCleaned { backup_id: id }).unwrap();
+        c.apply(&MetaCommand::RemoveBackup { backup_id: id }).unwrap();
+        assert!(c.backups.backups.is_empty());
+        // A restore never reads a backup this cluster knows is not whole, and a backup a
+        // running restore reads is not retired.
+        let restore_of = |backup_id, name: &str| MetaCommand::CreateRestoredTable {
+            name: name.into(),
+            partition_count: 2,
+            replica_count: 1,
+            envs: BTreeMap::new(),
+            placement: vec![vec![1], vec![2]],
+            backup_id,
+            old_app_name: "t".into(),
+            provider: "local".into(),
+            root: "/r".into(),
+            cluster: "c".into(),
+            now_ms: 300,
+        };
+        let canceled = match c.apply(&MetaCommand::StartBackup {
+            app_name: "t".into(),
+            provider: "local".into(),
+            root: "/r".into(),
+            cluster: "c".into(),
+            policy: None,
+            now_ms: 250,
+        }) {
+            Ok(MetaValue::Backup(b)) => b.backup_id,
+            other => panic!("{other:?}"),
+        };
+        c.apply(&MetaCommand::FinishBackup {
+            backup_id: canceled,
+            status: BackupStatus::Canceled,
+            reason: "op".into(),
+            now_ms: 260,
+        })
+        .unwrap();
+        assert!(matches!(c.apply(&restore_of(canceled, "r1")), Err(WingError::InvalidState(_))));
+        let mut whole = c.backups.backups[&canceled].clone();
+        whole.backup_id = 7;
+        whole.status = BackupStatus::Succeed;
+        c.backups.backups.insert(7, whole);
+        c.apply(&restore_of(7, "r1")).unwrap();
+        assert!(c.backups.pinned(7));
+        assert!(matches!(c.apply(&MetaCommand::RetireBackup { backup_id: 7 }), Err(WingError::InvalidState(_))));
+        c.backups.backups.remove(&canceled);
+        c.backups.backups.remove(&7);
+        // A new backup gets a new id even at the same time.
+        let again = MetaCommand::StartBackup {
+            app_name: "t".into(),
+            provider: "local".into(),
+            root: "/r".into(),
+            cluster: "c".into(),
+            policy: None,
+            now_ms: 100,
+        };
+        match c.apply(&again).unwrap() {
+            MetaValue::Backup(b) => assert!(b.backup_id > id),
+            other => panic!("{other:?}"),
+        }
     }
 }

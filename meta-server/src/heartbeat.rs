@@ -28,6 +28,8 @@ pub struct HeartbeatDecision {
     pub remove: Vec<PartitionId>,
     /// Hosted tables that are dropped (recallable).
     pub dropped: Vec<u32>,
+    /// Hosted tables being restored (or whose restore failed): they must not serve.
+    pub restoring: Vec<u32>,
     /// Hosted live tables with their envs.
     pub tables: Vec<HostedTable>,
     /// Bulk-load jobs not yet over, of any table: every other job id below
@@ -68,11 +70,16 @@ pub fn decide(
     for id in apps {
         match catalog.apps.get(&id) {
             Some(app) if app.is_dropped() => out.dropped.push(id),
-            Some(app) => out.tables.push(HostedTable {
-                app_id: app.app_id,
-                partition_count: app.partition_count,
-                envs: app.envs.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
-            }),
+            Some(app) => {
+                if catalog.backups.blocks_serving(id) {
+                    out.restoring.push(id);
+                }
+                out.tables.push(HostedTable {
+                    app_id: app.app_id,
+                    partition_count: app.partition_count,
+                    envs: app.envs.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+                })
+            }
             None => {}
         }
     }

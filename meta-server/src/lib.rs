@@ -6,10 +6,13 @@
 //! fuzz targets drive (`wire`); everything else is internal to the crate.
 
 mod access;
+mod backup;
+mod backup_driver;
 mod balance;
 mod balancer;
 mod bulk_driver;
 mod bulk_load;
+mod call_retry;
 mod catalog;
 pub mod config;
 mod heartbeat;

@@ -134,7 +134,7 @@ impl MetricsSource for MetaMetricsSource {
                 let Some(d) = drives.get(&PartitionId::new(*app_id, pidx)).filter(|d| d.job_id() == job.job_id) else {
                     continue;
                 };
-                attempts += u64::from(d.attempts());
+                attempts += u64::from(d.retry().attempts());
                 stalled += u64::from(!job.status.is_terminal() && d.stalled_since_ms(stall).is_some());
             }
             out.gauge(

@@ -68,6 +68,10 @@ pub struct MetaNode {
     /// The driver's retry and stall state of each partition of a running job (volatile: a new
     /// leader starts afresh, and re-drives every partition at once).
     pub bulk_drive: Mutex<std::collections::HashMap<PartitionId, crate::bulk_driver::PartitionDrive>>,
+    /// The backup driver's retry state and the primaries' last answers, per partition of each
+    /// running backup (volatile).
+    pub backup_drive:
+        Mutex<std::collections::HashMap<crate::backup_driver::DriveKey, crate::backup_driver::BackupDrive>>,
     /// The balancer's moves in flight and its counts.
     pub balancer: crate::balancer::Progress,
     /// Manual moves on their way to the reconcile loop, which runs them.
@@ -104,6 +108,7 @@ impl MetaNode {
             bulk_progress: Mutex::new(Default::default()),
             bulk_cleaned: Mutex::new(HashSet::new()),
             bulk_drive: Mutex::new(Default::default()),
+            backup_drive: Mutex::new(Default::default()),
             balancer: Default::default(),
             manual_moves: Default::default(),
             started: std::time::Instant::now(),

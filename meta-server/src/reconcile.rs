@@ -67,7 +67,8 @@ async fn create_replica(
     meta_term: u64,
 ) -> Result<(), WingError> {
     let mut admin = node.admin(on)?;
-    let (allow_ingest_behind, partition_count) = match node.catalog().apps.get(&pid.app_id) {
+    let catalog = node.catalog();
+    let (allow_ingest_behind, partition_count) = match catalog.apps.get(&pid.app_id) {
         Some(app) => (allows_ingest_behind(app), app.partition_count),
         None => (false, 0),
     };
@@ -77,6 +78,7 @@ async fn create_replica(
         meta_term: Some(meta_term),
         allow_ingest_behind,
         partition_count,
+        restoring: catalog.backups.blocks_serving(pid.app_id),
     };
     match admin.create_replica(req).await {
         Ok(s) => {

@@ -108,6 +108,7 @@ impl MetaServer {
         tasks.spawn(reconcile::run(node.clone(), shutdown.clone()));
         // Its own loop: a slow primary (an ingestion takes long) never delays repairs.
         tasks.spawn(crate::bulk_driver::run(node.clone(), shutdown.clone()));
+        tasks.spawn(crate::backup_driver::run(node.clone(), shutdown.clone()));
 
         let routes = Routes::new(MetaGrpcServer::new(MetaService::new(node.clone()))).add_service(
             RaftTransportServer::new(RaftTransportService::new(MetaGroup::new(node.clone()), shutdown.clone()))

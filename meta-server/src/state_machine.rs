@@ -16,7 +16,8 @@ use serde::{Deserialize, Serialize};
 use wingkv_common::raft::{decode, encode, read_err, write_err, NodeId, CF_RAFT_LOG, CF_RAFT_META};
 use wingkv_common::WingError;
 
-use crate::catalog::{Catalog, MetaResponse, MetaValue};
+use crate::backup::BackupCatalog;
+use crate::catalog::{Catalog, ClusterSettings, MetaResponse, MetaValue};
 use crate::raft_types::MetaRaftConfig;
 
 /// Column family of the state machine's persisted snapshot.
@@ -37,12 +38,14 @@ pub struct MetaData {
 }
 
 impl MetaData {
-    /// The snapshot encoding: the struct (bincode), then the sections added since the first
-    /// releases (`Catalog::settings`) as JSON, whose fields may grow with defaults. An older
-    /// build reads the struct and ignores what follows.
+    /// The snapshot encoding: the struct (bincode), then what was added since the first
+    /// releases as one JSON object: `Catalog::settings`' fields, and `backups` (backups,
+    /// restores, policies). Fields may grow with defaults; an older build reads the struct and
+    /// the fields it knows, and ignores the others.
     pub fn to_bytes(&self) -> Result<Vec<u8>, String> {
         let mut bytes = encode(self).map_err(|e| e.to_string())?;
-        bytes.extend(serde_json::to_vec(&self.catalog.settings).map_err(|e| e.to_string())?);
+        let after = SectionsRef { settings: &self.catalog.settings, backups: &self.catalog.backups };
+        bytes.extend(serde_json::to_vec(&after).map_err(|e| e.to_string())?);
         Ok(bytes)
     }
 
@@ -51,11 +54,30 @@ impl MetaData {
         let mut rest = bytes;
         let mut data: MetaData = bincode::deserialize_from(&mut rest).map_err(|e| e.to_string())?;
         if !rest.is_empty() {
-            data.catalog.settings =
-                serde_json::from_slice(rest).map_err(|e| format!("the settings after the catalog: {e}"))?;
+            let after: Sections =
+                serde_json::from_slice(rest).map_err(|e| format!("the sections after the catalog: {e}"))?;
+            data.catalog.settings = after.settings;
+            data.catalog.backups = after.backups;
         }
         Ok(data)
     }
+}
+
+/// What a snapshot stores after the catalog's struct (written).
+#[derive(Serialize)]
+struct SectionsRef<'a> {
+    #[serde(flatten)]
+    settings: &'a ClusterSettings,
+    backups: &'a BackupCatalog,
+}
+
+/// What a snapshot stores after the catalog's struct (read).
+#[derive(Deserialize)]
+struct Sections {
+    #[serde(flatten)]
+    settings: ClusterSettings,
+    #[serde(default)]
+    backups: BackupCatalog,
 }
 
 /// The catalog as every part of the meta server reads it.
@@ -218,6 +240,21 @@ mod tests {
         let read = MetaData::from_bytes(&bytes).unwrap();
         assert_eq!(read.catalog.settings.meta_level, MetaLevel::Lively);
         assert_eq!(read.catalog.next_app_id, 7);
+        // The settings-only encoding of the build before backups still loads.
+        let mut settings_only = encode(&data).unwrap();
+        settings_only.extend(serde_json::to_vec(&data.catalog.settings).unwrap());
+        let read = MetaData::from_bytes(&settings_only).unwrap();
+        assert_eq!(read.catalog.settings.meta_level, MetaLevel::Lively);
+        assert_eq!(read.catalog.backups, Default::default());
+        data.catalog.backups.last_backup_id = 42;
+        let bytes = data.to_bytes().unwrap();
+        let read = MetaData::from_bytes(&bytes).unwrap();
+        assert_eq!(read.catalog.backups.last_backup_id, 42);
+        assert_eq!(read.catalog.settings.meta_level, MetaLevel::Lively);
+        // The build before backups reads its settings from the same bytes.
+        let rest = &bytes[encode(&data).unwrap().len()..];
+        let settings: ClusterSettings = serde_json::from_slice(rest).unwrap();
+        assert_eq!(settings.meta_level, MetaLevel::Lively);
         // An earlier build reads the struct and ignores the sections after it.
         let by_earlier: MetaData = decode(&bytes).unwrap();
         assert_eq!(by_earlier.catalog.next_app_id, 7);

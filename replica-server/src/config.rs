@@ -110,6 +110,16 @@ pub struct BulkLoadConfig {
     /// `IngestSst` raft entry too (each file is a name of at most 255 bytes, a size and an md5).
     /// Default 10 000, at most [`MAX_FILES_PER_PARTITION`].
     pub max_files_per_partition: usize,
+    /// Backup upload bandwidth of this node, bytes/s (0 = unlimited, the default).
+    pub upload_bytes_per_sec: u64,
+    /// Backup files uploaded at once by this node; default 4.
+    pub max_concurrent_uploads: usize,
+    /// Partitions exported for backups at once by this node (each reads its whole partition
+    /// and writes a copy to local disk before uploading it); default 2.
+    pub max_concurrent_exports: usize,
+    /// Size at which a backup's exported file is closed and the next one started; default
+    /// 64 MiB (as pegasus-spark's bulk-load files).
+    pub backup_file_bytes: u64,
 }
 
 impl Default for BulkLoadConfig {
@@ -122,6 +132,10 @@ impl Default for BulkLoadConfig {
             retry: Default::default(),
             max_metadata_bytes: 4 << 20,
             max_files_per_partition: 10_000,
+            upload_bytes_per_sec: 0,
+            max_concurrent_uploads: 4,
+            max_concurrent_exports: 2,
+            backup_file_bytes: 64 << 20,
         }
     }
 }
@@ -321,6 +335,9 @@ impl BulkLoadConfig {
         within("bulk_load.max_concurrent_downloads", self.max_concurrent_downloads, 1, most)?;
         check_backoff("bulk_load.retry", &self.retry)?;
         within("bulk_load.max_metadata_bytes", self.max_metadata_bytes, 1, u64::MAX)?;
+        within("bulk_load.max_concurrent_uploads", self.max_concurrent_uploads, 1, most)?;
+        within("bulk_load.max_concurrent_exports", self.max_concurrent_exports, 1, most)?;
+        within("bulk_load.backup_file_bytes", self.backup_file_bytes, 1 << 20, 4 << 30)?;
         within("bulk_load.max_files_per_partition", self.max_files_per_partition, 1, MAX_FILES_PER_PARTITION)
     }
 }

@@ -150,6 +150,7 @@ pub async fn run(
         }
         // Stamped before the replicas are listed (see `ReportStamp`).
         let stamp = manager.report_stamp();
+        let epoch = manager.heartbeat_epoch();
         let replicas = manager.all().iter().map(|r| report_from_status(&r.status())).collect();
         let req = HeartbeatRequest {
             stamp: Some(stamp),
@@ -176,6 +177,7 @@ pub async fn run(
                 }
                 manager.apply_table_envs(&resp.tables);
                 manager.set_dropped_tables(&resp.dropped_tables);
+                manager.set_restoring_tables(&resp.restoring_tables, epoch);
                 manager.set_bulk_load_jobs(crate::bulk_load::JobFacts {
                     live: resp.live_bulk_load_jobs.iter().copied().collect(),
                     next_job_id: resp.next_bulk_load_job_id,

@@ -6,6 +6,7 @@
 
 mod access;
 mod admission;
+mod backup;
 mod bulk_load;
 mod command;
 pub mod config;

@@ -14,6 +14,33 @@ use wingkv_common::{PartitionId, WingError};
 
 use crate::replica::{Replica, ReplicaContext};
 
+/// Tables being restored, as the replica server knows it: the meta's heartbeat answers name
+/// them all, but a replica created for a restore is marked at its creation, and the mark stays
+/// through the answer to any heartbeat sent before it (decided without that replica).
+#[derive(Debug, Default)]
+struct Restoring {
+    tables: HashSet<u32>,
+    /// Creation marks: table and the epoch they were made at.
+    marks: HashMap<u32, u64>,
+}
+
+impl Restoring {
+    fn mark(&mut self, app_id: u32, epoch: u64) {
+        self.marks.insert(app_id, epoch);
+        self.tables.insert(app_id);
+    }
+
+    /// Takes the answer to the heartbeat sent at `epoch`; answers whether the set changed.
+    fn apply_answer(&mut self, restoring: &[u32], epoch: u64) -> bool {
+        self.marks.retain(|_, m| *m >= epoch);
+        let mut new: HashSet<u32> = restoring.iter().copied().collect();
+        new.extend(self.marks.keys().copied());
+        let changed = self.tables != new;
+        self.tables = new;
+        changed
+    }
+}
+
 /// Owner of every hosted replica.
 pub struct ReplicaManager {
     ctx: ReplicaContext,
@@ -25,6 +52,10 @@ pub struct ReplicaManager {
     meta_term: AtomicU64,
     /// Tables the meta reported dropped: their replicas answer `TableDropped` to clients.
     dropped: RwLock<HashSet<u32>>,
+    /// Tables being restored: their replicas refuse clients until it is done.
+    restoring: RwLock<Restoring>,
+    /// Orders heartbeats and creations of replicas of restored tables (see [`Restoring`]).
+    restoring_epoch: AtomicU64,
     /// Replicas on disk that are not open (they could not be opened, or their raft group
     /// stopped and they wait for a reopen), with the reason: they answer `Unavailable`, never
     /// "not hosted", so that nobody takes them for lost and re-creates them.
@@ -46,6 +77,8 @@ impl ReplicaManager {
             changes: tokio::sync::Mutex::new(()),
             meta_term: AtomicU64::new(0),
             dropped: RwLock::new(HashSet::new()),
+            restoring: RwLock::new(Restoring::default()),
+            restoring_epoch: AtomicU64::new(0),
             failed: RwLock::new(HashMap::new()),
             restarts: AtomicU64::new(0),
             lifecycle: TaskTracker::new(),
@@ -110,11 +143,42 @@ impl ReplicaManager {
         }
     }
 
-    /// Refuses client requests to a table the meta reported dropped (recall lifts it).
+    /// Marks the start of a heartbeat: answers its epoch, for [`Self::set_restoring_tables`].
+    pub fn heartbeat_epoch(&self) -> u64 {
+        self.restoring_epoch.fetch_add(1, Ordering::SeqCst)
+    }
+
+    /// Marks table `app_id` as being restored (a replica of it is created for a restore).
+    pub fn mark_restoring(&self, app_id: u32) {
+        let epoch = self.restoring_epoch.fetch_add(1, Ordering::SeqCst) + 1;
+        self.restoring.write_locked().mark(app_id, epoch);
+    }
+
+    /// Records which hosted tables are being restored, from the answer to the heartbeat of
+    /// `epoch` (it names all of them); marks made by creations since that heartbeat was sent
+    /// stay (the meta decided the answer without knowing of those replicas).
+    pub fn set_restoring_tables(&self, restoring: &[u32], epoch: u64) {
+        let mut cur = self.restoring.write_locked();
+        if cur.apply_answer(restoring, epoch) {
+            tracing::info!(restoring = ?cur.tables, "tables being restored: their replicas refuse clients until it is done");
+        }
+    }
+
+    /// Refuses client requests to a table the meta reported dropped (recall lifts it), or being
+    /// restored (a half-restored table never serves).
     pub fn check_table_serves(&self, id: PartitionId) -> Result<(), WingError> {
         if self.dropped.read_locked().contains(&id.app_id) {
             return Err(WingError::TableDropped(format!(
                 "table with app_id {} was dropped; recall it to serve it again",
+                id.app_id
+            )));
+        }
+        // Unavailable (clients retry): once the restore succeeds, every replica hears so within a
+        // heartbeat.
+        if self.restoring.read_locked().tables.contains(&id.app_id) {
+            return Err(WingError::Unavailable(format!(
+                "table with app_id {} is being restored from a backup (or its restore failed); it serves once \
+                 the restore succeeds (query_restore_status)",
                 id.app_id
             )));
         }
@@ -479,5 +543,28 @@ impl ReplicaManager {
         // Last: what the replicas appended is synced before the thread stops.
         let log = self.ctx.raft_log.clone();
         let _ = tokio::task::spawn_blocking(move || log.close()).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Restoring;
+
+    #[test]
+    fn a_creation_mark_outlives_the_answer_to_an_earlier_heartbeat_only() {
+        let mut r = Restoring::default();
+        // Heartbeat of epoch 0 sent; then a replica of table 7 is created for a restore.
+        r.mark(7, 2);
+        // The answer to heartbeat 0 (or to heartbeat 2, sent before the replica was listed)
+        // was decided without it: the mark stays.
+        r.apply_answer(&[], 0);
+        assert!(r.tables.contains(&7));
+        r.apply_answer(&[], 2);
+        assert!(r.tables.contains(&7));
+        // The next heartbeat listed it: the meta's answer rules.
+        r.apply_answer(&[7], 3);
+        assert!(r.tables.contains(&7));
+        assert!(r.apply_answer(&[], 4), "the restore ended: lifted");
+        assert!(r.tables.is_empty());
     }
 }

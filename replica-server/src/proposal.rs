@@ -108,6 +108,17 @@ pub struct ProposalBatcher {
     tx: mpsc::Sender<Proposal>,
     counters: Arc<ProposalCounters>,
     max_queued: usize,
+    /// Writes handed to the batcher whose callers still wait (queued or in flight).
+    pending: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+/// Counts a write as pending for as long as its caller waits.
+struct Pending<'a>(&'a std::sync::atomic::AtomicUsize);
+
+impl Drop for Pending<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl ProposalBatcher {
@@ -124,7 +135,12 @@ impl ProposalBatcher {
     ) -> Self {
         let (tx, rx) = mpsc::channel(limits.max_queued);
         tracker.spawn(run(partition, raft, clock, limits, counters.clone(), rx, cancel));
-        Self { partition, tx, counters, max_queued: limits.max_queued }
+        Self { partition, tx, counters, max_queued: limits.max_queued, pending: Arc::default() }
+    }
+
+    /// Writes whose callers still wait for an answer (queued or proposed, not answered).
+    pub fn pending(&self) -> usize {
+        self.pending.load(Ordering::SeqCst)
     }
 
     /// Proposes `cmd` (never an `IngestSst` or a `Batch`) and waits until it is applied, at
@@ -135,6 +151,8 @@ impl ProposalBatcher {
         let started = Instant::now();
         let (reply, rx) = oneshot::channel();
         let claim = Arc::new(Claim::default());
+        self.pending.fetch_add(1, Ordering::SeqCst);
+        let _pending = Pending(&self.pending);
         match self.tx.try_send(Proposal { cmd, reply, deadline, claim: claim.clone() }) {
             Ok(()) => {}
             Err(mpsc::error::TrySendError::Full(_)) => {

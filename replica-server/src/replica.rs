@@ -89,6 +89,8 @@ pub struct ReplicaContext {
     pub raft_peers: Arc<RaftPeers>,
     /// Bulk-load downloads and ingestion.
     pub bulk: Arc<crate::bulk_load::BulkLoadEnv>,
+    /// Backup exports and uploads.
+    pub backup: Arc<crate::backup::BackupLimits>,
     /// The hosted tables' envs, as the meta last sent them.
     pub tables: Arc<crate::admission::TableEnvs>,
     /// The raft logs of every replica of the process.
@@ -119,6 +121,10 @@ pub struct Replica {
     /// until they let go.
     state_machine: TaskTracker,
     bulk: Arc<BulkLoadSlot>,
+    /// This replica's backup exports (see [`crate::backup`]).
+    backups: crate::backup::BackupSlot,
+    bulk_env: Arc<crate::bulk_load::BulkLoadEnv>,
+    backup_limits: Arc<crate::backup::BackupLimits>,
     db_options: DbOptions,
     pool: ChannelPool,
     node_id: NodeId,
@@ -254,6 +260,9 @@ impl Replica {
             tasks,
             state_machine,
             bulk,
+            backups: crate::backup::BackupSlot::new(ctx.node_id, dir),
+            bulk_env: ctx.bulk.clone(),
+            backup_limits: ctx.backup.clone(),
             db_options,
             pool: ctx.pool.clone(),
             node_id: ctx.node_id,
@@ -329,6 +338,8 @@ impl Replica {
     pub async fn close(&self) -> Result<(), WingError> {
         // The slot closes first: its downloads are stopped and awaited (verified files stay for a
         // reopen), and an ingestion waiting for files gives up, so the apply below can end.
+        // Backup exports stop too, their local files removed.
+        self.backups.close().await;
         self.bulk.close().await;
         self.cancel.cancel();
         self.tasks.close();
@@ -512,6 +523,37 @@ impl Replica {
         self.proposals.propose(cmd, deadline.min(started + self.write_timeout)).await
     }
 
+    /// Starts exporting this primary's data for backup `backup_id` to `partition_dir` on
+    /// `provider`, or answers the export that runs or succeeded (see [`crate::backup`]). The
+    /// export is taken after a linearizable read: it holds every write acknowledged before.
+    pub async fn start_backup(
+        self: &Arc<Self>,
+        backup_id: u64,
+        provider: &str,
+        partition_dir: &str,
+    ) -> Result<wingkv_proto::replica_admin::BackupPartitionState, WingError> {
+        if let Some(state) = self.backups.existing(backup_id)? {
+            return Ok(state);
+        }
+        let partition_dir = object_store::path::Path::parse(partition_dir)
+            .map_err(|e| WingError::InvalidArgument(format!("backup partition dir '{partition_dir}': {e}")))?;
+        let store = wingkv_common::provider::open_provider(provider, &self.bulk_env.provider)?;
+        self.linearizable_read().await?;
+        let job = crate::backup::ExportJob {
+            backup_id,
+            store,
+            partition_dir,
+            env: self.bulk_env.clone(),
+            limits: self.backup_limits.clone(),
+        };
+        self.backups.start(self.clone(), job).await
+    }
+
+    /// Stops this replica's export for backup `backup_id` and awaits it.
+    pub async fn cancel_backup(&self, backup_id: u64) -> wingkv_proto::replica_admin::BackupPartitionState {
+        self.backups.cancel(backup_id).await
+    }
+
     /// This replica's bulk-load job and its download progress, if it has one (see
     /// [`crate::bulk_load::slot::BulkLoadSlot::progress`]).
     pub fn bulk_load_progress(&self) -> Option<(u64, crate::bulk_load::loader::LoaderStatus)> {
@@ -583,6 +625,16 @@ fn membership_settled(m: &openraft::RaftMetrics<NodeId, BasicNode>) -> bool {
     let applied = m.last_applied.map(|l| l.index);
     m.membership_config.membership().get_joint_config().len() == 1
         && m.membership_config.log_id().is_none_or(|l| applied.is_some_and(|a| l.index <= a))
+}
+
+impl crate::backup::ExportSource for Replica {
+    fn db(&self) -> Arc<DB> {
+        self.db.clone()
+    }
+
+    fn check_primary(&self) -> Result<(), WingError> {
+        Replica::check_primary(self)
+    }
 }
 
 /// The job a bulk-load request names.

@@ -70,6 +70,10 @@ impl ReplicaServer {
                 crate::bulk_load::BulkLoadEnv::new(&config.bulk_load)
                     .map_err(|e| WingError::Internal(format!("cannot start the bulk-load I/O threads: {e}")))?,
             ),
+            backup: Arc::new(
+                crate::backup::BackupLimits::new(&config.bulk_load)
+                    .map_err(|e| WingError::Internal(format!("cannot start the backup export threads: {e}")))?,
+            ),
             bulk_jobs: Arc::new(tokio::sync::watch::channel(None).0),
             tables: Arc::new(crate::admission::TableEnvs::default()),
             proposals: Arc::default(),

@@ -7,6 +7,7 @@ pub mod cluster;
 pub mod faults;
 pub mod linearizability;
 pub mod metrics;
+pub mod moto;
 pub mod netns;
 pub mod onebox;
 pub mod raw;

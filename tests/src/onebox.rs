@@ -121,9 +121,11 @@ fn start_onebox_on(
     flags: &[&str],
     replica_ports: u16,
 ) -> Result<String> {
-    let meta = free_ports(1)?;
-    let meta_port = meta.to_string();
-    let replica = free_ports(replica_ports.max(3))?.to_string();
+    // One run of free ports for all: two runs chosen apart could overlap (the meta's port is not
+    // bound yet when the replicas' are chosen), and a replica server would then never come up.
+    let base = free_ports(replica_ports.max(3) + 1)?;
+    let meta_port = base.to_string();
+    let replica = (base + 1).to_string();
     std::fs::create_dir_all(dir)?;
     let meta_extra = dir.join("meta-extra.toml");
     std::fs::write(&meta_extra, meta_config)?;
@@ -146,5 +148,5 @@ fn start_onebox_on(
     ];
     args.extend_from_slice(flags);
     onebox_env(dir, &args, env)?;
-    Ok(format!("127.0.0.1:{meta}"))
+    Ok(format!("127.0.0.1:{base}"))
 }

@@ -48,6 +48,7 @@ pub(super) async fn heartbeat(node: &MetaNode, r: HeartbeatRequest) -> Result<He
         tables: decision.tables,
         meta_term,
         dropped_tables: decision.dropped,
+        restoring_tables: decision.restoring,
         live_bulk_load_jobs: decision.live_bulk_load_jobs,
         next_bulk_load_job_id: decision.next_bulk_load_job_id,
     })

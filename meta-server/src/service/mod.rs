@@ -12,6 +12,7 @@ use wingkv_proto::meta::*;
 use crate::catalog::{AppState, MetaValue};
 use crate::node::MetaNode;
 
+mod backup;
 mod balance;
 mod bulk_load;
 mod cluster;
@@ -142,5 +143,49 @@ impl Meta for MetaService {
         req: Request<GetReplicaCountRequest>,
     ) -> Result<Response<ReplicaCountResponse>, Status> {
         table::get_replica_count(&self.node, req.into_inner()).await.map(Response::new)
+    }
+
+    async fn start_backup(&self, req: Request<StartBackupRequest>) -> Result<Response<BackupStatusResponse>, Status> {
+        backup::start_backup(&self.node, req.into_inner()).await.map(Response::new)
+    }
+
+    async fn query_backup_status(
+        &self,
+        req: Request<QueryBackupStatusRequest>,
+    ) -> Result<Response<QueryBackupStatusResponse>, Status> {
+        backup::query_backup_status(&self.node, req.into_inner()).await.map(Response::new)
+    }
+
+    async fn cancel_backup(&self, req: Request<CancelBackupRequest>) -> Result<Response<BackupStatusResponse>, Status> {
+        backup::cancel_backup(&self.node, req.into_inner()).await.map(Response::new)
+    }
+
+    async fn restore_app(&self, req: Request<RestoreAppRequest>) -> Result<Response<RestoreStatusResponse>, Status> {
+        backup::restore_app(&self.node, req.into_inner()).await.map(Response::new)
+    }
+
+    async fn query_restore_status(
+        &self,
+        req: Request<QueryRestoreStatusRequest>,
+    ) -> Result<Response<RestoreStatusResponse>, Status> {
+        backup::query_restore_status(&self.node, req.into_inner()).await.map(Response::new)
+    }
+
+    async fn add_backup_policy(&self, req: Request<AddBackupPolicyRequest>) -> Result<Response<BackupPolicy>, Status> {
+        backup::add_backup_policy(&self.node, req.into_inner()).await.map(Response::new)
+    }
+
+    async fn list_backup_policies(
+        &self,
+        req: Request<ListBackupPoliciesRequest>,
+    ) -> Result<Response<ListBackupPoliciesResponse>, Status> {
+        backup::list_backup_policies(&self.node, req.into_inner()).await.map(Response::new)
+    }
+
+    async fn modify_backup_policy(
+        &self,
+        req: Request<ModifyBackupPolicyRequest>,
+    ) -> Result<Response<BackupPolicy>, Status> {
+        backup::modify_backup_policy(&self.node, req.into_inner()).await.map(Response::new)
     }
 }

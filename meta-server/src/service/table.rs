@@ -77,7 +77,7 @@ async fn alive_for_placement(node: &MetaNode, catalog: &Catalog, deadline: Insta
 
 /// Refuses empty keys, and values of the envs replicas act on (throttling, denial) that do not
 /// parse: a bad value is refused here, never half-applied by the replicas.
-fn validate_envs<'a>(envs: impl IntoIterator<Item = (&'a String, &'a String)>) -> Result<(), WingError> {
+pub(super) fn validate_envs<'a>(envs: impl IntoIterator<Item = (&'a String, &'a String)>) -> Result<(), WingError> {
     let mut known = BTreeMap::new();
     for (k, v) in envs {
         if k.trim().is_empty() {
@@ -98,29 +98,39 @@ pub(super) async fn create_table(node: &MetaNode, r: CreateTableRequest) -> Resu
     validate_partition_count(partition_count)?;
     validate_replica_count(replica_count)?;
     validate_envs(&r.envs)?;
+    let (name, envs) = (r.name.clone(), r.envs.into_iter().collect());
+    let app = create_placed(node, &r.name, partition_count, replica_count, |placement, now_ms| {
+        MetaCommand::CreateTable { name, partition_count, replica_count, envs, placement, now_ms }
+    })
+    .await?;
+    let catalog = node.catalog();
+    Ok(table_configuration(node, &catalog, &app))
+}
+
+/// Places the replicas of a new table `name` on the alive nodes, proposes
+/// `command(placement, now_ms)` (which creates it), creates its replicas and waits (up to
+/// `create_table_timeout_ms`) until every partition has a primary.
+pub(super) async fn create_placed(
+    node: &MetaNode,
+    name: &str,
+    partition_count: u32,
+    replica_count: u32,
+    command: impl FnOnce(Vec<Vec<u64>>, u64) -> MetaCommand,
+) -> Result<AppState, Status> {
     let timeout = Duration::from_millis(node.config.create_table_timeout_ms);
     let deadline = Instant::now() + timeout;
     let meta_term = node.read_barrier_term().await?;
     let catalog = node.catalog();
     let now = unix_millis();
-    catalog.check_name_free(&r.name, now)?;
+    catalog.check_name_free(name, now)?;
     let alive = alive_for_placement(node, &catalog, deadline).await;
     let placement = placement::place(&alive, &catalog.load_by_node(), partition_count, replica_count)?;
-    let cmd = MetaCommand::CreateTable {
-        name: r.name.clone(),
-        partition_count,
-        replica_count,
-        envs: r.envs.into_iter().collect(),
-        placement,
-        now_ms: now,
-    };
-    let app = app_of(node.propose(cmd).await?)?;
+    let app = app_of(node.propose(command(placement, now)).await?)?;
     tracing::info!(app_id = app.app_id, name = %app.name, partition_count, replica_count, "table created");
     bootstrap_app_replicas(node, &app, meta_term).await;
     let left = deadline.saturating_duration_since(Instant::now()).max(Duration::from_secs(1));
     wait_primaries(node, &app, left).await?;
-    let catalog = node.catalog();
-    Ok(table_configuration(node, &catalog, &app))
+    Ok(app)
 }
 
 /// Drops a live table; it stays recallable for the request's reserve time (0: the configured

@@ -106,29 +106,37 @@ impl Replica {
         Ok(())
     }
 
-    /// Waits until `to` holds every entry of this primary's log (no new write is admitted
-    /// meanwhile), at most [`CATCH_UP`].
+    /// Waits until every write admitted before the handover is answered (no new one is admitted
+    /// meanwhile: a write in flight when the target takes over could only answer "may or may not
+    /// be applied") and `to` holds every entry of this primary's log, at most [`CATCH_UP`].
     async fn wait_caught_up(&self, to: NodeId) -> Result<(), WingError> {
-        let mut metrics = self.raft.metrics();
-        let caught_up = metrics.wait_for(|m| {
-            let matched = m.replication.as_ref().and_then(|r| r.get(&to).copied().flatten()).map(|l| l.index);
-            m.state != ServerState::Leader || matched >= m.last_log_index
-        });
-        let leads = match tokio::time::timeout(CATCH_UP, caught_up).await {
-            Ok(Ok(m)) => Ok(m.state == ServerState::Leader),
-            Ok(Err(_)) => Err(()),
-            Err(_) => {
-                return Err(WingError::Busy(format!(
-                    "partition {}: node {to} did not catch up with the primary's log within {CATCH_UP:?}; \
-                 the primary stays",
-                    self.id
-                )))
+        let deadline = Instant::now() + CATCH_UP;
+        loop {
+            let (leads, stopped, done) = {
+                let m = self.raft.metrics();
+                let m = m.borrow();
+                let matched = m.replication.as_ref().and_then(|r| r.get(&to).copied().flatten()).map(|l| l.index);
+                let applied = m.last_applied.map(|l| l.index);
+                let done = matched >= m.last_log_index && applied >= m.last_log_index;
+                (m.state == ServerState::Leader, m.running_state.is_err(), done)
+            };
+            if stopped {
+                return Err(WingError::Unavailable(format!("partition {}: its raft group stopped", self.id)));
             }
-        };
-        match leads {
-            Ok(true) => Ok(()),
-            Ok(false) => Err(self.not_leader()),
-            Err(()) => Err(WingError::Unavailable(format!("partition {}: its raft group stopped", self.id))),
+            if !leads {
+                return Err(self.not_leader());
+            }
+            if done && self.proposals.pending() == 0 {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(WingError::Busy(format!(
+                    "partition {}: node {to} did not catch up with the primary's log (or writes in flight did \
+                     not end) within {CATCH_UP:?}; the primary stays",
+                    self.id
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
         }
     }
 

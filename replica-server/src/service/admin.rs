@@ -9,9 +9,10 @@ use tonic::{Request, Response, Status};
 use wingkv_common::{PartitionId, WingError};
 use wingkv_proto::replica_admin::replica_admin_server::ReplicaAdmin;
 use wingkv_proto::replica_admin::{
-    AddLearnerRequest, BulkLoadAction, BulkLoadRequest, BulkLoadResponse, CampaignRequest, ChangeMembershipRequest,
-    ChecksumResponse, CreateReplicaRequest, Empty, FetchBulkLoadFileRequest, PartitionRequest, RemoveLearnersRequest,
-    ReplicaBulkLoadState, ReplicaStatus, StatusRequest, StatusResponse, TransferPrimaryRequest,
+    AddLearnerRequest, BackupAction, BackupPartitionRequest, BackupPartitionState, BulkLoadAction, BulkLoadRequest,
+    BulkLoadResponse, CampaignRequest, ChangeMembershipRequest, ChecksumResponse, CreateReplicaRequest, Empty,
+    FetchBulkLoadFileRequest, PartitionRequest, RemoveLearnersRequest, ReplicaBulkLoadState, ReplicaStatus,
+    StatusRequest, StatusResponse, TransferPrimaryRequest,
 };
 
 use crate::manager::ReplicaManager;
@@ -68,7 +69,16 @@ impl ReplicaAdmin for AdminService {
             allow_ingest_behind: req.allow_ingest_behind,
             partition_count: req.partition_count,
         };
+        if req.restoring {
+            // Before the replica exists: a restored table never serves before its restore ends.
+            self.manager.mark_restoring(id.app_id);
+        }
         let replica = self.manager.run_to_end(move |m| async move { m.create(id, members, db_options).await }).await?;
+        if req.restoring {
+            // Again once it exists: an answer to a heartbeat sent while it was being created did
+            // not name the table (the meta names only tables a heartbeat lists).
+            self.manager.mark_restoring(id.app_id);
+        }
         Ok(Response::new(replica.status()))
     }
 
@@ -224,6 +234,22 @@ impl ReplicaAdmin for AdminService {
             .map_err(|_| WingError::InvalidArgument(format!("unknown bulk-load action {}", r.action)))?;
         let replica = self.manager.get(id)?;
         Ok(Response::new(replica.bulk_load_local(&source, ingest_behind, action).await?))
+    }
+
+    async fn backup_partition(
+        &self,
+        req: Request<BackupPartitionRequest>,
+    ) -> Result<Response<BackupPartitionState>, Status> {
+        let r = req.into_inner();
+        let id = PartitionId::from_proto(r.partition.as_ref())?;
+        self.manager.check_meta_term(r.meta_term)?;
+        let replica = self.manager.get(id)?;
+        let state = match BackupAction::try_from(r.action) {
+            Ok(BackupAction::BkStart) => replica.start_backup(r.backup_id, &r.provider, &r.partition_dir).await?,
+            Ok(BackupAction::BkCancel) => replica.cancel_backup(r.backup_id).await,
+            Err(_) => return Err(WingError::InvalidArgument(format!("unknown backup action {}", r.action)).into()),
+        };
+        Ok(Response::new(state))
     }
 
     type FetchBulkLoadFileStream = crate::bulk_load::source::FileChunks;

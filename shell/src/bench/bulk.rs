@@ -25,30 +25,8 @@ const ALONGSIDE_AT_MOST_SECS: u64 = 24 * 3_600;
 /// Arguments of `wingkv bench bulkload`.
 #[derive(Args, Debug, Clone)]
 pub struct BulkBenchArgs {
-    /// Meta server addresses, comma separated.
-    #[arg(long, default_value = "127.0.0.1:34601", value_delimiter = ',')]
-    pub meta: Vec<String>,
     #[command(flatten)]
-    pub tls: crate::tls_args::TlsArgs,
-    /// Rows to generate and load.
-    #[arg(long, default_value_t = 1_000_000)]
-    pub rows: u64,
-    /// Partitions of the tables.
-    #[arg(long, default_value_t = 8)]
-    pub partitions: u32,
-    /// Replicas per partition.
-    #[arg(long, default_value_t = 3)]
-    pub replicas: u32,
-    /// Value size in bytes.
-    #[arg(long, default_value_t = 100)]
-    pub value_size: usize,
-    /// Where the files go (the `local` provider's root; must be an absolute path the replica
-    /// servers can read). Default: a new directory under the system temp dir.
-    #[arg(long)]
-    pub root: Option<PathBuf>,
-    /// Cluster name of the bulk-load layout (the onebox's is `onebox`).
-    #[arg(long, default_value = "onebox")]
-    pub cluster: String,
+    pub load: GeneratedLoadArgs,
     /// Rows written through the SDK for comparison (default: all of them; 0: skip). With fewer,
     /// the time for all rows is extrapolated from their rate, and the report says so.
     #[arg(long)]
@@ -84,15 +62,68 @@ pub struct BulkBenchArgs {
     pub json: bool,
 }
 
+/// What the bulk-load and backup benches share: the cluster, and the rows generated and
+/// bulk-loaded into a table of their own.
+#[derive(Args, Debug, Clone)]
+pub struct GeneratedLoadArgs {
+    /// Meta server addresses, comma separated.
+    #[arg(long, default_value = "127.0.0.1:34601", value_delimiter = ',')]
+    pub meta: Vec<String>,
+    #[command(flatten)]
+    pub tls: crate::tls_args::TlsArgs,
+    /// Rows to generate.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub rows: u64,
+    /// Partitions of the table.
+    #[arg(long, default_value_t = 8)]
+    pub partitions: u32,
+    /// Replicas per partition.
+    #[arg(long, default_value_t = 3)]
+    pub replicas: u32,
+    /// Value size in bytes.
+    #[arg(long, default_value_t = 100)]
+    pub value_size: usize,
+    /// Where the files go (the `local` provider's root; an absolute path the servers can read,
+    /// and write for a backup). Default: a new directory under the system temp dir.
+    #[arg(long)]
+    pub root: Option<PathBuf>,
+    /// Cluster name of the bulk-load layout (the onebox's is `onebox`).
+    #[arg(long, default_value = "onebox")]
+    pub cluster: String,
+}
+
+impl GeneratedLoadArgs {
+    /// Writes the rows as table `table`'s bulk-load layout under `root` (`bulkgen`, local
+    /// provider, 64 MiB files, seed 1: the same rows every run).
+    pub fn generate(&self, table: &str, root: &Path) -> Result<()> {
+        crate::bulkgen::run(BulkgenArgs {
+            summary_to_stderr: true,
+            table: table.to_string(),
+            partitions: self.partitions,
+            cluster: self.cluster.clone(),
+            provider: "local".into(),
+            root: root.display().to_string(),
+            input: None,
+            generate: Some(self.rows),
+            value_size: self.value_size,
+            file_size_mb: 64,
+            seed: 1,
+            provider_config: None,
+            app_id: 0,
+        })
+        .map(|_| ())
+    }
+}
+
 /// Runs the bulk-load bench.
 pub fn run(args: BulkBenchArgs) -> Result<()> {
-    if args.rows == 0 || args.sdk_threads == 0 {
+    if args.load.rows == 0 || args.sdk_threads == 0 {
         bail!("--rows and --sdk-threads must be at least 1");
     }
     let stamp = wingkv_common::time::unix_secs();
     let table = format!("bench_bulk_{stamp}");
     let sdk_table = format!("bench_sdk_{stamp}");
-    let (root, _temp) = match &args.root {
+    let (root, _temp) = match &args.load.root {
         Some(r) => (r.clone(), None),
         None => {
             let t = tempfile::Builder::new().prefix("wingkv-bench-bulk-").tempdir()?;
@@ -109,29 +140,15 @@ pub fn run(args: BulkBenchArgs) -> Result<()> {
 
     // 1. Generate: partition, sort and write the SSTs, as a producer would.
     let started = Instant::now();
-    crate::bulkgen::run(BulkgenArgs {
-        summary_to_stderr: true,
-        table: table.clone(),
-        partitions: args.partitions,
-        cluster: args.cluster.clone(),
-        provider: "local".into(),
-        root: root.display().to_string(),
-        input: None,
-        generate: Some(args.rows),
-        value_size: args.value_size,
-        file_size_mb: 64,
-        seed: 1,
-        provider_config: None,
-        app_id: 0,
-    })?;
+    args.load.generate(&table, &root)?;
     let generate = started.elapsed();
-    let files = sst_files(&root.join(&args.cluster).join(&table))?;
+    let files = sst_files(&root.join(&args.load.cluster).join(&table))?;
     let file_bytes: u64 = files.iter().map(|(_, size)| size).sum();
 
     // 2. The physical floor: every replica needs its own copy of every file, on disk.
     let floor_dir = root.join("floor-copy");
     let started = Instant::now();
-    for r in 0..args.replicas {
+    for r in 0..args.load.replicas {
         copy_with_fsync(&files, &floor_dir.join(r.to_string()))?;
     }
     let floor = started.elapsed();
@@ -139,8 +156,8 @@ pub fn run(args: BulkBenchArgs) -> Result<()> {
 
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let report = rt.block_on(async {
-        let mut config = ClientConfig::new(args.meta.clone());
-        config.tls = args.tls.config()?;
+        let mut config = ClientConfig::new(args.load.meta.clone());
+        config.tls = args.load.tls.config()?;
         let client = Client::with_config(config).await?;
         let result = measure(&client, &args, &root, &table, &sdk_table).await;
         if !args.keep {
@@ -151,14 +168,14 @@ pub fn run(args: BulkBenchArgs) -> Result<()> {
         result
     });
     if !args.keep {
-        std::fs::remove_dir_all(root.join(&args.cluster).join(&table)).ok();
+        std::fs::remove_dir_all(root.join(&args.load.cluster).join(&table)).ok();
     }
     let mut report = report?;
     let load_secs = report["load_sec"].as_f64().unwrap_or(0.0);
-    report["rows"] = json!(args.rows);
-    report["value_size"] = json!(args.value_size);
-    report["partitions"] = json!(args.partitions);
-    report["replicas"] = json!(args.replicas);
+    report["rows"] = json!(args.load.rows);
+    report["value_size"] = json!(args.load.value_size);
+    report["partitions"] = json!(args.load.partitions);
+    report["replicas"] = json!(args.load.replicas);
     report["sst_files"] = json!(files.len());
     report["sst_bytes"] = json!(file_bytes);
     report["generate_sec"] = json!(generate.as_secs_f64());
@@ -173,16 +190,16 @@ pub fn run(args: BulkBenchArgs) -> Result<()> {
 }
 
 async fn measure(client: &Client, args: &BulkBenchArgs, root: &Path, table: &str, sdk_table: &str) -> Result<Value> {
-    super::ensure_table(client, table, args.partitions, args.replicas).await?;
+    super::ensure_table(client, table, args.load.partitions, args.load.replicas).await?;
     let steady = args.alongside.as_ref().map(|t| SteadyWorkload {
-        meta: args.meta.clone(),
-        tls: args.tls.clone(),
+        meta: args.load.meta.clone(),
+        tls: args.load.tls.clone(),
         table: t.clone(),
         records: args.alongside_records,
         workload: args.alongside_workload,
         target: args.alongside_target,
         threads: args.alongside_threads,
-        value_size: args.value_size,
+        value_size: args.load.value_size,
     });
     let before = match &steady {
         Some(w) => Some(ycsb::run(w.ycsb(args.alongside_before_secs)).await.context("the workload before the load")?),
@@ -204,10 +221,10 @@ async fn measure(client: &Client, args: &BulkBenchArgs, root: &Path, table: &str
 
     // 4. Every sampled row reads back as generated.
     let bulk_table = client.open_table(table).await?;
-    let checked = verify_sample(&bulk_table, args.rows, args.value_size).await?;
+    let checked = verify_sample(&bulk_table, args.load.rows, args.load.value_size).await?;
 
     // 5. The same rows through the SDK.
-    let sdk_rows = args.sdk_rows.unwrap_or(args.rows).min(args.rows);
+    let sdk_rows = args.sdk_rows.unwrap_or(args.load.rows).min(args.load.rows);
     let mut report = json!({
         "load_sec": load.as_secs_f64(),
         "download_sec": download.as_secs_f64(),
@@ -226,20 +243,20 @@ async fn measure(client: &Client, args: &BulkBenchArgs, root: &Path, table: &str
         });
     }
     if sdk_rows > 0 {
-        super::ensure_table(client, sdk_table, args.partitions, args.replicas).await?;
+        super::ensure_table(client, sdk_table, args.load.partitions, args.load.replicas).await?;
         let sdk = client.open_table(sdk_table).await?;
         let started = Instant::now();
-        let errors = write_through_sdk(&sdk, sdk_rows, args.value_size, args.sdk_threads).await?;
+        let errors = write_through_sdk(&sdk, sdk_rows, args.load.value_size, args.sdk_threads).await?;
         let took = started.elapsed().as_secs_f64();
         // Only the rows that were written count.
         let rate = sdk_rows.saturating_sub(errors) as f64 / took.max(1e-9);
-        let all = args.rows as f64 / rate;
+        let all = args.load.rows as f64 / rate;
         report["sdk_rows"] = json!(sdk_rows);
         report["sdk_sec"] = json!(took);
         report["sdk_rows_per_sec"] = json!(rate);
         report["sdk_errors"] = json!(errors);
         report["sdk_all_rows_sec"] = json!(all);
-        report["sdk_extrapolated"] = json!(sdk_rows < args.rows);
+        report["sdk_extrapolated"] = json!(sdk_rows < args.load.rows);
         report["bulk_load_speedup"] = json!(all / load.as_secs_f64().max(1e-9));
     }
     Ok(report)
@@ -248,9 +265,19 @@ async fn measure(client: &Client, args: &BulkBenchArgs, root: &Path, table: &str
 /// Starts the bulk load of `table` and polls it to the end; answers the time to success and the
 /// time until the job was first seen past downloading.
 async fn timed_load(client: &Client, args: &BulkBenchArgs, root: &Path, table: &str) -> Result<(Duration, Duration)> {
+    timed_load_from(client, &args.load.cluster, root, table).await
+}
+
+/// Bulk-loads `table` from the `local` layout under `root` (cluster `cluster`): answers how long
+/// the whole load took and how long until every partition was downloaded.
+pub(super) async fn timed_load_from(
+    client: &Client,
+    cluster: &str,
+    root: &Path,
+    table: &str,
+) -> Result<(Duration, Duration)> {
     let admin = client.admin();
-    let source =
-        BulkLoadSource { provider: "local".into(), root: root.display().to_string(), cluster: args.cluster.clone() };
+    let source = BulkLoadSource { provider: "local".into(), root: root.display().to_string(), cluster: cluster.into() };
     let started = Instant::now();
     admin.start_bulk_load(table, &source, false).await.context("start_bulk_load")?;
     let mut downloaded_at = None;
@@ -314,7 +341,7 @@ fn print_report(r: &Value) {
 }
 
 /// The SST files under `dir` (recursively), with their sizes.
-fn sst_files(dir: &Path) -> Result<Vec<(PathBuf, u64)>> {
+pub(super) fn sst_files(dir: &Path) -> Result<Vec<(PathBuf, u64)>> {
     let mut out = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
@@ -332,7 +359,7 @@ fn sst_files(dir: &Path) -> Result<Vec<(PathBuf, u64)>> {
 }
 
 /// Copies `files` into `dest`, each file fsynced, then the directory.
-fn copy_with_fsync(files: &[(PathBuf, u64)], dest: &Path) -> Result<()> {
+pub(super) fn copy_with_fsync(files: &[(PathBuf, u64)], dest: &Path) -> Result<()> {
     std::fs::create_dir_all(dest)?;
     for (i, (src, _)) in files.iter().enumerate() {
         let to = dest.join(format!("{i}.sst"));
@@ -344,7 +371,7 @@ fn copy_with_fsync(files: &[(PathBuf, u64)], dest: &Path) -> Result<()> {
 }
 
 /// Reads about 1000 rows spread over the generated ones and checks their values.
-async fn verify_sample(table: &Table, rows: u64, value_size: usize) -> Result<u64> {
+pub(super) async fn verify_sample(table: &Table, rows: u64, value_size: usize) -> Result<u64> {
     let step = (rows / 1_000).max(1);
     let mut checked = 0;
     for (i, (hk, value)) in GeneratedRows::new(rows, value_size, 1).enumerate() {

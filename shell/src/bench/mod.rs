@@ -1,8 +1,10 @@
 //! `wingkv bench`: measure a cluster the way the field does — YCSB's core workloads through the
 //! SDK (`ycsb`), a bulk load against the same rows written through the SDK and against a raw
-//! copy of the files (`bulkload`), and the balancer's moves after servers joined (`rebalance`).
+//! copy of the files (`bulkload`), a backup and a restore against a raw copy of the same bytes
+//! (`backup`), and the balancer's moves after servers joined (`rebalance`).
 //! `ycsb --system etcd` measures etcd v3 with the same workload, for a side-by-side figure.
 
+mod backup;
 mod bulk;
 mod cpu;
 mod keys;
@@ -33,6 +35,9 @@ enum BenchCommand {
     /// Bulk-load N generated rows; time each phase against a raw copy of the files and against
     /// writing the same rows through the SDK.
     Bulkload(bulk::BulkBenchArgs),
+    /// Bulk-load N generated rows, back the table up and restore it; time both against a raw
+    /// copy of the backup's files.
+    Backup(backup::BackupBenchArgs),
     /// After servers joined (at meta level steady): time to balance at level lively, and a
     /// steady workload's throughput and latency while the balancer moves, against before.
     Rebalance(rebalance::RebalanceArgs),
@@ -47,6 +52,9 @@ pub fn run(args: BenchArgs) -> Result<ExitCode> {
         }
         BenchCommand::Bulkload(a) => {
             bulk::run(a)?;
+        }
+        BenchCommand::Backup(a) => {
+            backup::run(a)?;
         }
         BenchCommand::Rebalance(a) => {
             let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;

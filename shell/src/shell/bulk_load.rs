@@ -183,6 +183,12 @@ impl BulkLoadView {
         )
     }
 
+    /// `r` as `query_bulk_load_status` shows it (`detailed`: with each replica's progress).
+    /// Also the load of a restore, which `query_restore_status` shows.
+    pub(crate) fn status_view(r: BulkLoadStatusResponse, detailed: bool) -> Self {
+        Self::new(r, Shown::Status(detailed))
+    }
+
     fn status_text(&self, detailed: bool) -> String {
         let mut out = format!("table: {}  job: {}  status: {}", self.app_name, self.job_id, self.status);
         if !self.reason.is_empty() {
@@ -191,8 +197,20 @@ impl BulkLoadView {
         if !self.source.is_empty() {
             out.push_str(&format!("\nsource: {}", self.source));
         }
-        if self.partitions.is_empty() {
+        let partitions = self.partitions_text(detailed);
+        if partitions.is_empty() {
             return out;
+        }
+        out.push_str("\n\n");
+        out.push_str(&partitions);
+        out
+    }
+
+    /// The job's partitions as a table (with each replica's progress when `detailed`), or
+    /// nothing when it has none. `query_restore_status` shows its load's with it.
+    pub(crate) fn partitions_text(&self, detailed: bool) -> String {
+        if self.partitions.is_empty() {
+            return String::new();
         }
         let mut cols = vec![
             Col::plain("partition_index"),
@@ -204,9 +222,7 @@ impl BulkLoadView {
         if detailed {
             cols.push(Col::derived("replicas", PartitionView::replicas_line));
         }
-        out.push_str("\n\n");
-        out.push_str(&rows(&self.partitions, &cols));
-        out
+        rows(&self.partitions, &cols)
     }
 }
 

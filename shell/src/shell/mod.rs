@@ -2,6 +2,7 @@
 //! non-interactive with `-e "cmd; cmd"` or commands on stdin (exits non-zero on the first
 //! error); `--json` prints one JSON document per command for scripts.
 
+mod backup;
 mod bulk_load;
 mod cluster;
 mod commands;
@@ -28,8 +29,7 @@ use rustyline::Helper;
 use wingkv_client::{Client, ClientConfig};
 
 use commands::{Cmd, Line};
-use format::View;
-use session::Session;
+use session::{Session, Watched};
 use wingkv_common::sync::MutexExt;
 
 /// Arguments of `wingkv shell`.
@@ -76,7 +76,8 @@ struct Shell {
     rt: tokio::runtime::Runtime,
     session: Session,
     json: bool,
-    /// A person at a terminal: bulk-load status is shown as a live progress display.
+    /// A person at a terminal: the status of a bulk load, a backup or a restore is shown as a
+    /// live progress display.
     live: bool,
 }
 
@@ -165,7 +166,13 @@ impl Shell {
                 Cmd::Exit => return Ok(Outcome::Exit),
                 Cmd::Help { command } => println!("{}", help(command.as_deref())?),
                 Cmd::QueryBulkLoadStatus { app_name, partition_index, detailed } if self.live => {
-                    self.watch_bulk_load(&app_name, partition_index, detailed)?
+                    self.watch(Watched::BulkLoad { table: app_name, partition: partition_index, detailed })?
+                }
+                Cmd::QueryBackupStatus { app_name, backup_id, detailed } if self.live => {
+                    self.watch(Watched::Backup { table: app_name, backup_id, detailed })?
+                }
+                Cmd::QueryRestoreStatus { app_name, detailed } if self.live => {
+                    self.watch(Watched::Restore { table: app_name, detailed })?
                 }
                 cmd => {
                     let session = &mut self.session;
@@ -194,17 +201,17 @@ impl Shell {
 }
 
 impl Shell {
-    /// Shows a bulk load's status with a progress bar, redrawn every second while the job is
-    /// running; returns when the job stops running or on Ctrl-C.
-    fn watch_bulk_load(&mut self, table: &str, partition: Option<u32>, detailed: bool) -> Result<()> {
+    /// Shows the status of a bulk load, a backup or a restore with a progress bar, redrawn
+    /// every second while it runs; returns when it stops running or on Ctrl-C.
+    fn watch(&mut self, watched: Watched) -> Result<()> {
         let session = &self.session;
         self.rt.block_on(async {
             let ctrl_c = tokio::signal::ctrl_c();
             tokio::pin!(ctrl_c);
             let mut drawn = 0usize;
             loop {
-                let view = match session.bulk_load_status(table, partition, detailed).await {
-                    Ok(view) => view,
+                let frame = match session.frame(&watched).await {
+                    Ok(frame) => frame,
                     // A lost answer (a meta changing leader) does not end the display.
                     Err(e) => {
                         let note = format!("(query failed, retrying: {e:#})");
@@ -223,17 +230,18 @@ impl Shell {
                     // Back to the first line of the previous frame, and erase it all.
                     print!("\x1b[{drawn}A\x1b[J");
                 }
-                if !view.running() {
-                    println!("{}", view.text());
+                if !frame.running {
+                    println!("{}", frame.text);
                     return Ok(());
                 }
-                let frame = format!(
-                    "{}\n{}\n(live: refreshed every second until the job ends; Ctrl-C stops watching)",
-                    view.progress_bar(40),
-                    view.text()
+                let shown = format!(
+                    "{}\n{}\n(live: refreshed every second until the {} ends; Ctrl-C stops watching)",
+                    frame.bar,
+                    frame.text,
+                    watched.what()
                 );
-                println!("{frame}");
-                drawn = terminal_rows(&frame, terminal_width());
+                println!("{shown}");
+                drawn = terminal_rows(&shown, terminal_width());
                 tokio::select! {
                     _ = &mut ctrl_c => return Ok(()),
                     _ = tokio::time::sleep(Duration::from_secs(1)) => {}

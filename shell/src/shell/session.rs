@@ -4,12 +4,13 @@
 use anyhow::{anyhow, Result};
 use wingkv_client::{Admin, BulkLoadSource, Client, Table, TableStatus};
 
+use super::backup;
 use super::bulk_load::{self, BulkLoadView, Control};
 use super::cluster;
 use super::commands::Cmd;
 use super::data;
 use super::envs;
-use super::format::Output;
+use super::format::{Output, View};
 use super::table;
 
 /// The shell's session: the connection and the table in use.
@@ -45,6 +46,25 @@ impl Session {
     /// A table's bulk-load status (what `query_bulk_load_status` shows), for the live display.
     pub async fn bulk_load_status(&self, table: &str, partition: Option<u32>, detailed: bool) -> Result<BulkLoadView> {
         bulk_load::status(&self.admin, table, partition, detailed).await
+    }
+
+    /// One frame of the live display of `watched`: whether it still runs, its progress bar(s)
+    /// and the text its query command prints.
+    pub async fn frame(&self, watched: &Watched) -> Result<Frame> {
+        Ok(match watched {
+            Watched::BulkLoad { table, partition, detailed } => {
+                let view = self.bulk_load_status(table, *partition, *detailed).await?;
+                Frame { running: view.running(), bar: view.progress_bar(40), text: view.text() }
+            }
+            Watched::Backup { table, backup_id, detailed } => {
+                let view = backup::status(&self.admin, table, *backup_id, *detailed).await?;
+                Frame { running: view.running(), bar: view.progress_bar(40), text: view.text() }
+            }
+            Watched::Restore { table, detailed } => {
+                let view = backup::restore_status(&self.admin, table, *detailed).await?;
+                Frame { running: view.running(), bar: view.progress_bar(40), text: view.text() }
+            }
+        })
     }
 
     /// Runs `cmd` (any but `help` and `exit`, which the shell handles) and renders its answer;
@@ -109,7 +129,82 @@ impl Session {
                 Output::of(&bulk_load::control(admin, &app_name, Control::Cancel(forced)).await?)
             }
             Cmd::ClearBulkLoad { app_name } => Output::of(&bulk_load::control(admin, &app_name, Control::Clear).await?),
+            Cmd::StartBackupApp { app_name, provider, root } => {
+                Output::of(&backup::start(admin, &app_name, &provider, &root).await?)
+            }
+            Cmd::QueryBackupStatus { app_name, backup_id, detailed } => {
+                Output::of(&backup::status(admin, &app_name, backup_id, detailed).await?)
+            }
+            Cmd::CancelBackup { app_name, backup_id } => {
+                Output::of(&backup::cancel(admin, &app_name, backup_id).await?)
+            }
+            Cmd::RestoreApp { cluster, old_app_name, backup_id, new_app_name, provider, root, replica_count } => {
+                let source = BulkLoadSource { provider, root, cluster };
+                let new_name = new_app_name.unwrap_or_else(|| old_app_name.clone());
+                let view = backup::restore(admin, &source, &old_app_name, backup_id, &new_name, replica_count).await?;
+                self.table_names.push(new_name);
+                Output::of(&view)
+            }
+            Cmd::QueryRestoreStatus { app_name, detailed } => {
+                Output::of(&backup::restore_status(admin, &app_name, detailed).await?)
+            }
+            cmd @ (Cmd::AddBackupPolicy { .. }
+            | Cmd::LsBackupPolicy
+            | Cmd::QueryBackupPolicy { .. }
+            | Cmd::ModifyBackupPolicy { .. }
+            | Cmd::DisableBackupPolicy { .. }
+            | Cmd::EnableBackupPolicy { .. }) => backup::policy(admin, cmd).await,
             data => data::run(self.table()?, data).await,
         }
     }
+}
+
+/// A status the live display refreshes: what a query command shows, with its arguments.
+pub enum Watched {
+    /// `query_bulk_load_status`.
+    BulkLoad {
+        /// Table name.
+        table: String,
+        /// Only this partition.
+        partition: Option<u32>,
+        /// With each replica's progress.
+        detailed: bool,
+    },
+    /// `query_backup_status`.
+    Backup {
+        /// Table name.
+        table: String,
+        /// Only this backup.
+        backup_id: Option<u64>,
+        /// With each partition's progress.
+        detailed: bool,
+    },
+    /// `query_restore_status`.
+    Restore {
+        /// The restored table's name.
+        table: String,
+        /// With each replica's progress.
+        detailed: bool,
+    },
+}
+
+impl Watched {
+    /// What runs, as the live display's footer names it.
+    pub fn what(&self) -> &'static str {
+        match self {
+            Watched::BulkLoad { .. } => "job",
+            Watched::Backup { .. } => "backup",
+            Watched::Restore { .. } => "restore",
+        }
+    }
+}
+
+/// One frame of a live display.
+pub struct Frame {
+    /// It still runs: the display keeps refreshing.
+    pub running: bool,
+    /// The progress bar(s), one line each.
+    pub bar: String,
+    /// What the query command prints.
+    pub text: String,
 }

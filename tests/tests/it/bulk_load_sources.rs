@@ -3,17 +3,17 @@
 //! `s3` provider against a local S3-compatible server (moto) started by the test.
 
 use std::collections::BTreeMap;
-use std::net::TcpStream;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
-use anyhow::{bail, ensure, Context, Result};
+use anyhow::{ensure, Context, Result};
 use futures::StreamExt;
 use wingkv_client::{Client, ScanOptions, Ttl};
+use wingkv_tests::bin_path;
 use wingkv_tests::cli::{shell, wait_bulk_load_success};
+use wingkv_tests::moto::Moto;
 use wingkv_tests::onebox::Guard;
-use wingkv_tests::{bin_path, free_port, wait_for};
 
 /// Pegasus's CRC-64 as DESIGN §2 states it (reflected polynomial 0x9a6c9329ac4bc9b5, init and
 /// final xor all ones), written here from the page rather than taken from wingkv.
@@ -152,66 +152,6 @@ async fn sst_files_of_another_producer_load_and_read_back() -> Result<()> {
     let n = t.full_scan(ScanOptions { no_value: true, batch_size: 5_000, ..Default::default() }).count().await;
     assert_eq!(n, live.len(), "a full scan must count exactly the live rows");
     Ok(())
-}
-
-/// A moto S3 server on a loopback port, killed when dropped (and with the test process).
-struct Moto {
-    child: Child,
-    endpoint: String,
-}
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Moto {
-    async fn start(log: &Path) -> Result<Self> {
-        let python = std::env::var("WINGKV_PYTHON").unwrap_or_else(|_| "python3".into());
-        let probe = Command::new(&python).args(["-c", "import moto.server"]).output();
-        if !probe.is_ok_and(|o| o.status.success()) {
-            bail!("moto is not installed for {python}: `./run.sh test` installs it (pip install 'moto[server]')");
-        }
-        let port = free_port()?;
-        let log = std::fs::File::create(log)?;
-        let mut cmd = Command::new(&python);
-        cmd.args(["-m", "moto.server", "-H", "127.0.0.1", "-p", &port.to_string()])
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log);
-        wingkv_tests::die_with_test(&mut cmd);
-        let mut moto = Moto { child: cmd.spawn().context("start moto_server")?, endpoint: format!("127.0.0.1:{port}") };
-        wait_for("moto to listen", Duration::from_secs(60), || {
-            let exited = moto.child.try_wait().ok().flatten();
-            let up = TcpStream::connect(&moto.endpoint).is_ok();
-            async move {
-                match exited {
-                    Some(status) => Some(Err(anyhow::anyhow!("moto exited at start: {status}"))),
-                    None => up.then_some(Ok(())),
-                }
-            }
-        })
-        .await??;
-        Ok(moto)
-    }
-
-    /// Creates `bucket` (moto accepts unsigned requests).
-    fn create_bucket(&mut self, bucket: &str) -> Result<()> {
-        use std::io::{Read, Write};
-        let mut s = TcpStream::connect(&self.endpoint)?;
-        s.set_read_timeout(Some(Duration::from_secs(10)))?;
-        write!(
-            s,
-            "PUT /{bucket} HTTP/1.1\r\nHost: {}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
-            self.endpoint
-        )?;
-        let mut answer = String::new();
-        s.read_to_string(&mut answer)?;
-        ensure!(answer.starts_with("HTTP/1.1 200") || answer.starts_with("HTTP/1.0 200"), "create bucket: {answer}");
-        Ok(())
-    }
 }
 
 /// The `s3` provider: bulkgen writes the layout to a local S3 server, the onebox loads it.

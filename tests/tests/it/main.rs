@@ -8,6 +8,7 @@
 //! temp dir of their own.
 
 mod backpressure;
+mod backup;
 mod bad_inputs;
 mod balance;
 mod batch;

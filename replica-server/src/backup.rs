@@ -1,0 +1,544 @@
+//! Cold backup of a partition (DESIGN §9): the primary exports the live records of its replica at
+//! one applied log index into SST files ([`crate::snapshot::export_live`]), uploads them to the
+//! provider with bounded bandwidth and concurrency, and writes the partition's
+//! `bulk_load_metadata` last, so a backup directory is a bulk-load directory and a restore is a
+//! bulk load.
+//!
+//! [`BackupSlot`] is the one owner of a replica's exports: each runs under a
+//! `CancellationToken` on a `TaskTracker` of the slot, and its local files are removed by the task
+//! itself before the tracker lets a cancel (or the replica's close) return. Nothing is incremental:
+//! an export writes fresh files (RocksDB's own files carry sequence numbers that an ingestion into
+//! another DB refuses, and tombstones and expired records).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use futures::{StreamExt, TryStreamExt};
+use md5::Digest;
+use object_store::path::Path as ObjectPath;
+use object_store::{ObjectStore, WriteMultipart};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use wingkv_common::backoff::BackoffPolicy;
+use wingkv_common::bulk_load::{hex, BulkLoadMetadata, FileMeta, BULK_LOAD_METADATA};
+use wingkv_common::sync::MutexExt;
+use wingkv_common::WingError;
+use wingkv_proto::common::BackupStatus;
+use wingkv_proto::replica_admin::BackupPartitionState;
+
+use crate::bulk_load::download::RateLimiter;
+use crate::bulk_load::io_pool::BulkIoPool;
+use crate::bulk_load::BulkLoadEnv;
+
+/// Bytes of one multipart part (S3 wants at least 5 MiB but the last).
+const PART_BYTES: usize = 8 << 20;
+/// Parts of one file in flight at once.
+const PARTS_IN_FLIGHT: usize = 2;
+/// Attempts of one file's upload before the export fails (the meta then starts it again).
+const UPLOAD_ATTEMPTS: u32 = 5;
+/// Finished exports a slot remembers (their state answers the meta's next call).
+const KEEP_FINISHED: usize = 64;
+
+/// What the backups of every replica of a node share (they upload through the bulk-load
+/// providers and read on the bulk-load I/O threads, [`BulkLoadEnv`]).
+pub struct BackupLimits {
+    /// Upload bandwidth of the node.
+    pub limiter: RateLimiter,
+    /// Files uploaded at once by the node.
+    pub uploads: Semaphore,
+    /// The permits of `uploads`.
+    pub max_uploads: usize,
+    /// Exports running at once on the node (each reads a whole partition).
+    pub exports: Semaphore,
+    /// The low-priority threads exports run on, one per export: an export holds its thread
+    /// for a whole partition, so it must not take those the bulk-load downloads and the
+    /// uploads' reads need.
+    pub export_io: BulkIoPool,
+    /// Bytes of one exported file.
+    pub file_bytes: u64,
+    /// Backoff between attempts of a file's upload.
+    pub retry: BackoffPolicy,
+}
+
+impl BackupLimits {
+    /// The limits `config` sets (`bulk_load.upload_bytes_per_sec`, ...); fails only if the
+    /// export threads cannot start.
+    pub fn new(config: &crate::config::BulkLoadConfig) -> std::io::Result<Self> {
+        Ok(Self {
+            limiter: RateLimiter::new(config.upload_bytes_per_sec),
+            uploads: Semaphore::new(config.max_concurrent_uploads),
+            max_uploads: config.max_concurrent_uploads,
+            exports: Semaphore::new(config.max_concurrent_exports),
+            export_io: BulkIoPool::new(config.max_concurrent_exports)?,
+            file_bytes: config.backup_file_bytes,
+            retry: config.retry,
+        })
+    }
+}
+
+/// Progress of one export, read by the meta's calls while it runs.
+#[derive(Default)]
+struct Progress {
+    status: std::sync::Mutex<(i32, String)>,
+    uploaded: AtomicU64,
+    total: AtomicU64,
+    log_index: AtomicU64,
+    files: AtomicU32,
+}
+
+impl Progress {
+    fn set(&self, status: BackupStatus, reason: String) {
+        *self.status.locked() = (status as i32, reason);
+    }
+
+    fn status(&self) -> BackupStatus {
+        BackupStatus::try_from(self.status.locked().0).unwrap_or(BackupStatus::BkInvalid)
+    }
+
+    fn state(&self, node_id: u64) -> BackupPartitionState {
+        let (status, reason) = self.status.locked().clone();
+        BackupPartitionState {
+            node_id,
+            status,
+            uploaded_bytes: self.uploaded.load(Ordering::Relaxed),
+            total_bytes: self.total.load(Ordering::Relaxed),
+            log_index: self.log_index.load(Ordering::Relaxed),
+            file_count: self.files.load(Ordering::Relaxed),
+            reason,
+        }
+    }
+}
+
+struct Entry {
+    cancel: CancellationToken,
+    tasks: TaskTracker,
+    progress: Arc<Progress>,
+    /// Canceled here: a later start of the same backup is refused (a late call of a deposed
+    /// meta leader must not export into a backup that was finished or removed).
+    canceled: bool,
+}
+
+#[derive(Default)]
+struct SlotState {
+    closed: bool,
+    entries: BTreeMap<u64, Entry>,
+}
+
+/// The exports of one replica, by backup id. Its lock is never held across an await: a cancel
+/// waiting for an export to stop never holds back a status call.
+pub struct BackupSlot {
+    node_id: u64,
+    dir: PathBuf,
+    state: std::sync::Mutex<SlotState>,
+}
+
+/// What one export needs besides its replica.
+pub struct ExportJob {
+    /// The backup.
+    pub backup_id: u64,
+    /// Where its files go.
+    pub store: Arc<dyn ObjectStore>,
+    /// The partition's backup directory on the store.
+    pub partition_dir: ObjectPath,
+    /// The node's bulk-load providers and I/O threads.
+    pub env: Arc<BulkLoadEnv>,
+    /// The node's backup limits.
+    pub limits: Arc<BackupLimits>,
+}
+
+impl ExportJob {
+    fn limits(&self) -> &BackupLimits {
+        &self.limits
+    }
+
+    fn io(&self) -> &BulkIoPool {
+        &self.env.limits.io
+    }
+}
+
+/// What an export's task calls back into its replica for.
+pub trait ExportSource: Send + Sync + 'static {
+    /// The replica's RocksDB.
+    fn db(&self) -> Arc<rocksdb::DB>;
+    /// Fails unless the replica is still the primary (checked before the metadata is written:
+    /// a deposed primary that lost its group never publishes).
+    fn check_primary(&self) -> Result<(), WingError>;
+}
+
+impl BackupSlot {
+    /// The slot of the replica in `replica_dir` on node `node_id`. Leftovers of exports a
+    /// crash interrupted are removed (blocking; called while the replica opens).
+    pub fn new(node_id: u64, replica_dir: &Path) -> Self {
+        let dir = replica_dir.join("backup");
+        if dir.exists() {
+            if let Err(e) = std::fs::remove_dir_all(&dir) {
+                tracing::warn!("cannot remove the leftover backup files in {}: {e}", dir.display());
+            }
+        }
+        Self { node_id, dir, state: Default::default() }
+    }
+
+    fn canceled_error(&self, backup_id: u64) -> WingError {
+        WingError::InvalidState(format!(
+            "backup {backup_id} was canceled on node {}; it is not started again",
+            self.node_id
+        ))
+    }
+
+    /// The state of backup `backup_id`'s export here, if it runs or succeeded; an error if it
+    /// was canceled here.
+    pub fn existing(&self, backup_id: u64) -> Result<Option<BackupPartitionState>, WingError> {
+        let st = self.state.locked();
+        let Some(e) = st.entries.get(&backup_id) else { return Ok(None) };
+        if e.canceled {
+            return Err(self.canceled_error(backup_id));
+        }
+        Ok(matches!(e.progress.status(), BackupStatus::BkRunning | BackupStatus::BkSucceed)
+            .then(|| e.progress.state(self.node_id)))
+    }
+
+    /// Starts exporting `job` from `source` (a failed earlier export of the same backup is
+    /// replaced), or answers the one that runs or succeeded. Refused for a backup canceled here.
+    pub async fn start(
+        &self,
+        source: Arc<dyn ExportSource>,
+        job: ExportJob,
+    ) -> Result<BackupPartitionState, WingError> {
+        // A failed earlier export of this backup has ended its work; its task is awaited all the
+        // same before it is replaced (outside the lock).
+        let earlier = self.state.locked().entries.get(&job.backup_id).map(|e| e.tasks.clone());
+        if let Some(tasks) = earlier {
+            tasks.wait().await;
+        }
+        let mut st = self.state.locked();
+        if st.closed {
+            return Err(WingError::Unavailable(format!("the replica in {} is closing", self.dir.display())));
+        }
+        if let Some(e) = st.entries.get(&job.backup_id) {
+            if e.canceled {
+                return Err(self.canceled_error(job.backup_id));
+            }
+            if matches!(e.progress.status(), BackupStatus::BkRunning | BackupStatus::BkSucceed) {
+                return Ok(e.progress.state(self.node_id));
+            }
+        }
+        forget_finished(&mut st.entries);
+        let entry = Entry {
+            cancel: CancellationToken::new(),
+            tasks: TaskTracker::new(),
+            progress: Arc::default(),
+            canceled: false,
+        };
+        entry.progress.set(BackupStatus::BkRunning, String::new());
+        let (cancel, progress) = (entry.cancel.clone(), entry.progress.clone());
+        let local = self.dir.join(format!("{}-{}", job.backup_id, wingkv_common::time::unix_millis()));
+        let prefix = format!("{}-{}-", self.node_id, wingkv_common::time::unix_millis());
+        let backup_id = job.backup_id;
+        entry.tasks.spawn(async move {
+            let result = export(source, &job, &local, &prefix, &cancel, &progress).await;
+            // The task owns its local files: they are gone before its tracker lets go.
+            let dir = local.clone();
+            let _ = job.io().run(move || std::fs::remove_dir_all(&dir)).await;
+            match result {
+                Ok(()) => {
+                    progress.set(BackupStatus::BkSucceed, String::new());
+                    tracing::info!(backup = backup_id, "partition backup uploaded");
+                }
+                Err(_) if cancel.is_cancelled() => progress.set(BackupStatus::BkCanceled, "canceled".into()),
+                Err(e) => {
+                    tracing::warn!(backup = backup_id, "partition backup failed: {e}");
+                    progress.set(BackupStatus::BkFailed, e.to_string());
+                }
+            }
+        });
+        entry.tasks.close();
+        let state = entry.progress.state(self.node_id);
+        st.entries.insert(backup_id, entry);
+        Ok(state)
+    }
+
+    /// Stops backup `backup_id`'s export here and awaits it (its local files are gone when
+    /// this returns); answers its last state, `BK_INVALID` if there was none. The backup stays
+    /// known as canceled here: no later start runs it again. A caller that gives up waiting
+    /// leaves the export canceled and still owned by the slot (its close awaits it).
+    pub async fn cancel(&self, backup_id: u64) -> BackupPartitionState {
+        let tasks = {
+            let mut st = self.state.locked();
+            let e = st.entries.entry(backup_id).or_insert_with(|| Entry {
+                cancel: CancellationToken::new(),
+                tasks: TaskTracker::new(),
+                progress: Arc::default(),
+                canceled: true,
+            });
+            e.canceled = true;
+            e.cancel.cancel();
+            e.tasks.close();
+            e.tasks.clone()
+        };
+        tasks.wait().await;
+        let st = self.state.locked();
+        match st.entries.get(&backup_id) {
+            Some(e) => e.progress.state(self.node_id),
+            None => BackupPartitionState { node_id: self.node_id, ..Default::default() },
+        }
+    }
+
+    /// Stops every export and awaits them; the slot starts nothing after.
+    pub async fn close(&self) {
+        let trackers: Vec<TaskTracker> = {
+            let mut st = self.state.locked();
+            st.closed = true;
+            st.entries
+                .values()
+                .map(|e| {
+                    e.cancel.cancel();
+                    e.tasks.clone()
+                })
+                .collect()
+        };
+        for t in trackers {
+            t.wait().await;
+        }
+    }
+}
+
+/// Keeps the slot's memory bounded: the oldest finished entries go.
+fn forget_finished(entries: &mut BTreeMap<u64, Entry>) {
+    // A canceled entry's export has ended once its status left Running (or it never ran).
+    let finished: Vec<u64> =
+        entries.iter().filter(|(_, e)| e.progress.status() != BackupStatus::BkRunning).map(|(id, _)| *id).collect();
+    for id in finished.iter().take(finished.len().saturating_sub(KEEP_FINISHED)) {
+        entries.remove(id);
+    }
+}
+
+fn canceled() -> WingError {
+    WingError::Unavailable("the backup was canceled".into())
+}
+
+async fn export(
+    source: Arc<dyn ExportSource>,
+    job: &ExportJob,
+    local: &Path,
+    prefix: &str,
+    cancel: &CancellationToken,
+    progress: &Progress,
+) -> Result<(), WingError> {
+    let _export = tokio::select! {
+        _ = cancel.cancelled() => return Err(canceled()),
+        p = job.limits().exports.acquire() => p.map_err(|_| canceled())?,
+    };
+    // Each file is uploaded as soon as it is complete, while the export writes the next one.
+    // The export runs on an export thread of its own and never waits for the uploads (they
+    // read their files on the bulk-load I/O threads); an upload that fails stops it, and both
+    // are awaited. (Uploads still running when one fails are dropped: on S3 their parts stay
+    // until the bucket's lifecycle rule aborts them, see README.)
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<(String, u64)>();
+    let stop = cancel.child_token();
+    let (db, dir, prefix, export_stop, file_bytes) =
+        (source.db(), local.to_path_buf(), prefix.to_string(), stop.clone(), job.limits().file_bytes);
+    let min_free = job.env.limits.min_free_bytes;
+    let exporting = job.limits().export_io.run(move || {
+        std::fs::create_dir_all(&dir).map_err(|e| WingError::Storage(format!("create {}: {e}", dir.display())))?;
+        check_disk(&db, &dir, min_free)?;
+        let mut announce = |name: &str, size: u64| {
+            let _ = tx.send((name.to_string(), size));
+        };
+        crate::snapshot::export_live(&db, &dir, &prefix, file_bytes, &export_stop, &mut announce)
+    });
+    let uploading = async {
+        let uploaded: Result<Vec<FileMeta>, WingError> = tokio_stream::wrappers::UnboundedReceiverStream::new(rx)
+            .map(|(name, size)| {
+                progress.total.fetch_add(size, Ordering::Relaxed);
+                progress.files.fetch_add(1, Ordering::Relaxed);
+                upload_with_retries(job, local, name, size, cancel, progress)
+            })
+            .buffer_unordered(job.limits().max_uploads.max(1))
+            .try_collect()
+            .await;
+        if uploaded.is_err() {
+            stop.cancel();
+        }
+        uploaded
+    };
+    let (exported, uploaded) = tokio::join!(exporting, uploading);
+    let export = exported??;
+    let files = uploaded?;
+    progress.log_index.store(export.applied_index, Ordering::Relaxed);
+    tracing::info!(
+        backup = job.backup_id,
+        log_index = export.applied_index,
+        records = export.records,
+        files = export.files.len(),
+        "partition exported and uploaded"
+    );
+    let mut files = files;
+    files.sort_by(|a, b| a.name.cmp(&b.name));
+    let meta = BulkLoadMetadata { file_total_size: files.iter().map(|f| f.size).sum(), files };
+    let bytes = serde_json::to_vec(&meta).map_err(|e| WingError::Internal(format!("encode metadata: {e}")))?;
+    // The metadata is what makes the partition's files a backup: only a primary still leading
+    // its group writes it.
+    source.check_primary()?;
+    let path = job.partition_dir.child(BULK_LOAD_METADATA);
+    if cancel.is_cancelled() {
+        return Err(canceled());
+    }
+    // Not raced against the cancel (a dropped request may still land): awaited, and removed
+    // again when a cancel came meanwhile.
+    job.store.put(&path, bytes.into()).await.map_err(|e| WingError::Unavailable(format!("put {path}: {e}")))?;
+    if cancel.is_cancelled() {
+        let _ = job.store.delete(&path).await;
+        return Err(canceled());
+    }
+    Ok(())
+}
+
+/// Refuses an export that could fill the disk: a partition's export may be on local disk whole
+/// (when uploads are slower than the export), about the size of its live SST files, and the
+/// node keeps `min_free` bytes free besides (`bulk_load.min_free_disk_bytes`).
+fn check_disk(db: &rocksdb::DB, dir: &Path, min_free: u64) -> Result<(), WingError> {
+    let cf = crate::store::data_cf(db)?;
+    let property = |name: &str| db.property_int_value_cf(cf, name).ok().flatten().unwrap_or(0);
+    let need = property("rocksdb.live-sst-files-size") + property("rocksdb.cur-size-all-mem-tables");
+    let Some(free) = crate::disk_space::free_disk_bytes(dir) else { return Ok(()) };
+    if free < need.saturating_add(min_free) {
+        return Err(WingError::Storage(format!(
+            "not enough disk to export the partition for a backup: {free} bytes free in {}, it needs about \
+             {need} plus bulk_load.min_free_disk_bytes = {min_free}",
+            dir.display()
+        )));
+    }
+    Ok(())
+}
+
+async fn upload_with_retries(
+    job: &ExportJob,
+    local: &Path,
+    name: String,
+    size: u64,
+    cancel: &CancellationToken,
+    progress: &Progress,
+) -> Result<FileMeta, WingError> {
+    let _slot = tokio::select! {
+        _ = cancel.cancelled() => return Err(canceled()),
+        p = job.limits().uploads.acquire() => p.map_err(|_| canceled())?,
+    };
+    let mut backoff = job.limits().retry.start();
+    loop {
+        let mut counted = 0;
+        let path = local.join(&name);
+        match upload(job, &path, &name, cancel, progress, &mut counted).await {
+            Ok(md5) => {
+                // Uploaded: the local copy goes now, so a partition never needs all of its
+                // export on disk at once.
+                job.io()
+                    .run(move || std::fs::remove_file(&path))
+                    .await?
+                    .map_err(|e| WingError::Storage(format!("remove an uploaded export file: {e}")))?;
+                return Ok(FileMeta { name, size, md5 });
+            }
+            Err(e) => {
+                progress.uploaded.fetch_sub(counted, Ordering::Relaxed);
+                if cancel.is_cancelled() || backoff.attempts() + 1 >= UPLOAD_ATTEMPTS {
+                    return Err(e);
+                }
+                let delay = backoff.next_delay();
+                tracing::info!(backup = job.backup_id, file = %name, "upload failed; retrying in {delay:?}: {e}");
+                tokio::select! {
+                    _ = cancel.cancelled() => return Err(canceled()),
+                    _ = tokio::time::sleep(delay) => {}
+                }
+            }
+        }
+    }
+}
+
+/// Uploads the file at `path` as `name` in the partition's directory; answers its md5.
+async fn upload(
+    job: &ExportJob,
+    path: &Path,
+    name: &str,
+    cancel: &CancellationToken,
+    progress: &Progress,
+    counted: &mut u64,
+) -> Result<String, WingError> {
+    let remote = job.partition_dir.child(name);
+    let remote_err = |e: object_store::Error| WingError::Unavailable(format!("upload {remote}: {e}"));
+    let opened = path.to_path_buf();
+    let mut file = Some(
+        job.io()
+            .run(move || std::fs::File::open(&opened))
+            .await?
+            .map_err(|e| WingError::Storage(format!("open {}: {e}", path.display())))?,
+    );
+    let upload = job.store.put_multipart(&remote).await.map_err(remote_err)?;
+    let mut writer = WriteMultipart::new_with_chunk_size(upload, PART_BYTES);
+    let mut hasher = Some(md5::Md5::new());
+    let result: Result<(), WingError> = async {
+        loop {
+            let (f, h) = (file.take(), hasher.take());
+            let (f, h, chunk) = job.io().run(move || read_chunk(f, h)).await??;
+            (file, hasher) = (Some(f), Some(h));
+            if chunk.is_empty() {
+                return Ok(());
+            }
+            tokio::select! {
+                _ = cancel.cancelled() => return Err(canceled()),
+                _ = job.limits().limiter.acquire(chunk.len() as u64) => {}
+            }
+            tokio::select! {
+                _ = cancel.cancelled() => return Err(canceled()),
+                r = writer.wait_for_capacity(PARTS_IN_FLIGHT) => r.map_err(remote_err)?,
+            }
+            writer.write(&chunk);
+            progress.uploaded.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+            *counted += chunk.len() as u64;
+        }
+    }
+    .await;
+    match result {
+        Ok(()) => {
+            // Not raced against the cancel: an upload dropped mid-completion would leave its
+            // parts on the store, where no listing shows them. What remains is at most
+            // PARTS_IN_FLIGHT parts; a file completed after a cancel is deleted.
+            writer.finish().await.map_err(remote_err)?;
+            if cancel.is_cancelled() {
+                let _ = job.store.delete(&remote).await;
+                return Err(canceled());
+            }
+            let md5 = hasher.map(|h| hex(&h.finalize())).unwrap_or_default();
+            Ok(md5)
+        }
+        Err(e) => {
+            // An upload left incomplete holds parts on S3 (not an object); abort drops them.
+            let _ = writer.abort().await;
+            Err(e)
+        }
+    }
+}
+
+type Chunk = (std::fs::File, md5::Md5, Vec<u8>);
+
+/// Reads the next chunk of `file` and hashes it (blocking).
+fn read_chunk(file: Option<std::fs::File>, hasher: Option<md5::Md5>) -> Result<Chunk, WingError> {
+    use std::io::Read;
+    let (Some(mut file), Some(mut hasher)) = (file, hasher) else {
+        return Err(WingError::Internal("an upload lost its file".into()));
+    };
+    let mut buf = vec![0u8; PART_BYTES];
+    let mut n = 0;
+    while n < buf.len() {
+        match file.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(WingError::Storage(format!("read an exported file: {e}"))),
+        }
+    }
+    buf.truncate(n);
+    hasher.update(&buf);
+    Ok((file, hasher, buf))
+}

@@ -1,0 +1,189 @@
+//! `wingkv bench backup`: bulk-load N generated rows into a fresh table, back it up to the
+//! `local` provider and restore the backup into a new table, timing both against the physical
+//! floor of the same bytes: one copy with fsync for the backup (each partition's data is written
+//! to the provider once), one per replica for the restore (every replica holds its own copy).
+
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use serde_json::{json, Value};
+use wingkv_client::{BackupStatus, BulkLoadSource, Client, ClientConfig, RestoreStatus};
+
+use super::bulk::{copy_with_fsync, sst_files, timed_load_from, verify_sample, GeneratedLoadArgs};
+
+/// The longest a backup or a restore may take in the bench.
+const AT_MOST: Duration = Duration::from_secs(3_600);
+
+/// Arguments of `wingkv bench backup`.
+#[derive(Args, Debug, Clone)]
+pub struct BackupBenchArgs {
+    #[command(flatten)]
+    pub load: GeneratedLoadArgs,
+    /// Keep the tables and the files afterwards.
+    #[arg(long)]
+    pub keep: bool,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Runs the backup bench.
+pub fn run(args: BackupBenchArgs) -> Result<()> {
+    if args.load.rows == 0 {
+        bail!("--rows must be at least 1");
+    }
+    let stamp = wingkv_common::time::unix_secs();
+    let (table, restored) = (format!("bench_backup_{stamp}"), format!("bench_restored_{stamp}"));
+    let temp = tempfile::Builder::new().prefix("wingkv-bench-backup-").tempdir()?;
+    let root = args.load.root.clone().unwrap_or_else(|| temp.path().to_path_buf());
+    std::fs::create_dir_all(&root)?;
+    let root = root.canonicalize()?;
+    args.load.generate(&table, &root)?;
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let report = rt.block_on(async {
+        let mut config = ClientConfig::new(args.load.meta.clone());
+        config.tls = args.load.tls.config()?;
+        let client = Client::with_config(config).await?;
+        let result = measure(&client, &args, &root, &table, &restored).await;
+        if !args.keep {
+            for t in [&table, &restored] {
+                let _ = client.admin().drop_table(t, Some(1)).await;
+            }
+        }
+        result
+    });
+    if args.keep {
+        let _ = temp.keep();
+    }
+    let mut report = report?;
+    report["rows"] = json!(args.load.rows);
+    report["value_size"] = json!(args.load.value_size);
+    report["partitions"] = json!(args.load.partitions);
+    report["replicas"] = json!(args.load.replicas);
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print_report(&report);
+    }
+    Ok(())
+}
+
+async fn measure(
+    client: &Client,
+    args: &BackupBenchArgs,
+    root: &std::path::Path,
+    table: &str,
+    restored: &str,
+) -> Result<Value> {
+    let admin = client.admin();
+    super::ensure_table(client, table, args.load.partitions, args.load.replicas).await?;
+    let (load, _) = timed_load_from(client, &args.load.cluster, root, table).await?;
+    let backups = root.join("backups");
+    std::fs::create_dir_all(&backups)?;
+    let backups_root = backups.display().to_string();
+
+    // Backup: from the start to BK_SUCCEED (backup_info written), with the CPU every server
+    // spent meanwhile (per row: the export re-encodes every record).
+    let cpu = super::cpu::CpuProbe::wingkv(client, &args.load.meta).await?;
+    let cpu_before = cpu.sample().await?;
+    let started = Instant::now();
+    let b = admin.start_backup(table, "local", &backups_root).await.context("start_backup")?;
+    let done = loop {
+        let s = admin.backup_status(table, Some(b.backup_id), false).await?.into_iter().next();
+        let Some(s) = s else { bail!("backup {} is gone", b.backup_id) };
+        match s.status() {
+            BackupStatus::BkSucceed => break s,
+            BackupStatus::BkRunning if started.elapsed() < AT_MOST => {}
+            other => bail!("backup {} ended {} ({}): {}", b.backup_id, other.as_str_name(), s.reason, s.location),
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let backup = started.elapsed();
+    let backup_cpu = cpu_before.report(&cpu.sample().await?, args.load.rows);
+    let backup_dir = backups.join(&done.cluster).join(table).join("backup").join(b.backup_id.to_string());
+    let files = sst_files(&backup_dir)?;
+    let bytes: u64 = files.iter().map(|(_, s)| s).sum();
+
+    // The floors: one copy of the backup's files for the backup, one per replica for a restore.
+    let floor_dir = root.join("floor-copy");
+    let t = Instant::now();
+    copy_with_fsync(&files, &floor_dir.join("backup"))?;
+    let backup_floor = t.elapsed();
+    let t = Instant::now();
+    for r in 0..args.load.replicas {
+        copy_with_fsync(&files, &floor_dir.join(r.to_string()))?;
+    }
+    let restore_floor = t.elapsed();
+    std::fs::remove_dir_all(&floor_dir).ok();
+
+    // Restore: from the request to RS_SUCCEED (the table serves).
+    let source = BulkLoadSource { provider: "local".into(), root: backups_root, cluster: done.cluster.clone() };
+    let cpu_before = cpu.sample().await?;
+    let started = Instant::now();
+    admin.restore_app(&source, table, b.backup_id, restored, Some(args.load.replicas)).await.context("restore_app")?;
+    loop {
+        let s = admin.restore_status(restored, false).await?;
+        match s.status() {
+            RestoreStatus::RsSucceed => break,
+            RestoreStatus::RsRunning if started.elapsed() < AT_MOST => {}
+            other => bail!("the restore ended {}: {}", other.as_str_name(), s.reason),
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let restore = started.elapsed();
+    let restore_cpu = cpu_before.report(&cpu.sample().await?, args.load.rows);
+    let checked = verify_sample(&client.open_table(restored).await?, args.load.rows, args.load.value_size).await?;
+    if !args.keep {
+        std::fs::remove_dir_all(&backup_dir).ok();
+    }
+    let secs = |d: Duration| d.as_secs_f64();
+    Ok(json!({
+        "backup_id": b.backup_id,
+        "load_sec": secs(load),
+        "backup_files": files.len(),
+        "backup_bytes": bytes,
+        "backup_sec": secs(backup),
+        "backup_mib_per_sec": bytes as f64 / 1048576.0 / secs(backup).max(1e-9),
+        "backup_floor_copy_fsync_sec": secs(backup_floor),
+        "backup_vs_floor": secs(backup) / secs(backup_floor).max(1e-9),
+        "backup_cpu": backup_cpu,
+        "restore_sec": secs(restore),
+        "restore_mib_per_sec": bytes as f64 / 1048576.0 / secs(restore).max(1e-9),
+        "restore_floor_copy_fsync_sec": secs(restore_floor),
+        "restore_vs_floor": secs(restore) / secs(restore_floor).max(1e-9),
+        "restore_cpu": restore_cpu,
+        "rows_checked": checked,
+    }))
+}
+
+fn print_report(r: &Value) {
+    let f = |k: &str| r[k].as_f64().unwrap_or(0.0);
+    println!(
+        "backup bench: {} rows of {} B, {} partitions x {} replicas; backup {} files ({:.1} MiB)",
+        r["rows"],
+        r["value_size"],
+        r["partitions"],
+        r["replicas"],
+        r["backup_files"],
+        f("backup_bytes") / 1048576.0
+    );
+    println!("  bulk load (setup)                 {:>9.2} s", f("load_sec"));
+    println!("  floor: copy+fsync once            {:>9.2} s", f("backup_floor_copy_fsync_sec"));
+    println!(
+        "  backup                            {:>9.2} s  ({:.2}x the floor, {:.1} MiB/s)",
+        f("backup_sec"),
+        f("backup_vs_floor"),
+        f("backup_mib_per_sec")
+    );
+    println!("  backup {} (per row)", super::cpu::text(&r["backup_cpu"]).trim_start());
+    println!("  floor: copy+fsync x replicas      {:>9.2} s", f("restore_floor_copy_fsync_sec"));
+    println!(
+        "  restore                           {:>9.2} s  ({:.2}x the floor, {:.1} MiB/s)",
+        f("restore_sec"),
+        f("restore_vs_floor"),
+        f("restore_mib_per_sec")
+    );
+    println!("  restore {} (per row)", super::cpu::text(&r["restore_cpu"]).trim_start());
+    println!("  rows checked after the restore    {:>9}", r["rows_checked"]);
+}
