@@ -80,8 +80,6 @@ pub struct BackupRecord {
     pub app_id: u32,
     /// Its name at the start (the directory on the provider).
     pub app_name: String,
-    /// Its partition count.
-    pub partition_count: u32,
     /// Its replica count (a restore's default).
     pub replica_count: u32,
     /// Its envs at the start (a restore gives them to the new table).
@@ -102,7 +100,7 @@ pub struct BackupRecord {
     pub start_time_ms: u64,
     /// Unix ms of the end (0 while it runs).
     pub end_time_ms: u64,
-    /// Per partition.
+    /// Per partition (as many as the table has).
     pub partitions: Vec<PartitionBackup>,
     /// Its files were removed from the provider (after a cancel or failure, or retirement).
     pub cleaned: bool,
@@ -119,6 +117,11 @@ impl BackupRecord {
     /// Object path of partition `pidx`'s directory.
     pub fn partition_dir(&self, pidx: u32) -> Result<String, WingError> {
         Ok(self.dir()?.child(pidx.to_string()).to_string())
+    }
+
+    /// The table's partition count.
+    pub fn partition_count(&self) -> u32 {
+        self.partitions.len() as u32
     }
 
     /// Bytes of the partitions done.
@@ -291,22 +294,6 @@ impl BackupPolicy {
     }
 }
 
-/// Parses "HH:MM" into a minute of the day.
-pub fn parse_start_time(s: &str) -> Result<u32, WingError> {
-    let bad = || WingError::InvalidArgument(format!("start time '{s}' is not HH:MM (00:00 to 23:59)"));
-    let (h, m) = s.trim().split_once(':').ok_or_else(bad)?;
-    let (h, m): (u32, u32) = (h.parse().map_err(|_| bad())?, m.parse().map_err(|_| bad())?);
-    if h > 23 || m > 59 {
-        return Err(bad());
-    }
-    Ok(h * 60 + m)
-}
-
-/// Renders a minute of the day as "HH:MM".
-pub fn format_start_time(minute: u32) -> String {
-    format!("{:02}:{:02}", minute / 60, minute % 60)
-}
-
 /// Backups, restores and policies: a section of the meta snapshot of its own (JSON, after the
 /// catalog's struct; see `MetaData::to_bytes`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -406,15 +393,6 @@ mod tests {
     }
 
     #[test]
-    fn start_times_parse_and_render() {
-        assert_eq!(parse_start_time("02:05").unwrap(), 125);
-        assert_eq!(format_start_time(125), "02:05");
-        for bad in ["24:00", "1:60", "x", "12", "-1:00"] {
-            assert!(parse_start_time(bad).is_err(), "{bad}");
-        }
-    }
-
-    #[test]
     fn ids_are_unique_and_history_keeps_the_newest() {
         let mut c = BackupCatalog::default();
         assert_eq!(c.next_backup_id(100), 100);
@@ -428,7 +406,6 @@ mod tests {
                     backup_id: id,
                     app_id: 1,
                     app_name: "t".into(),
-                    partition_count: 1,
                     replica_count: 1,
                     envs: BTreeMap::new(),
                     provider: "local".into(),

@@ -320,14 +320,14 @@ async fn delete_all(
 async fn finish(node: &MetaNode, app: &AppState, b: &BackupRecord, term: u64) -> Result<(), WingError> {
     stop_exports(node, Some(app), b, term).await?;
     let store = provider(node, b)?;
-    for pidx in 0..b.partition_count {
+    for pidx in 0..b.partition_count() {
         sweep_partition(store.as_ref(), b, pidx).await?;
     }
     let info = BackupInfo {
         backup_id: b.backup_id,
         app_id: b.app_id,
         app_name: b.app_name.clone(),
-        partition_count: b.partition_count,
+        partition_count: b.partition_count(),
         replica_count: b.replica_count,
         envs: b.envs.clone(),
         start_time_ms: b.start_time_ms,
@@ -509,7 +509,7 @@ pub fn status_response(node: &MetaNode, b: &BackupRecord, detailed: bool) -> Bac
     // Partitions done count whole; those exporting count by their uploaded share.
     let percent = match b.status {
         BackupStatus::Succeed => 100,
-        _ if b.partition_count == 0 => 0,
+        _ if b.partitions.is_empty() => 0,
         _ => {
             let running_share: f64 = partitions
                 .iter()
@@ -517,7 +517,7 @@ pub fn status_response(node: &MetaNode, b: &BackupRecord, detailed: bool) -> Bac
                 .filter(|(s, p)| !p.done && s.total_bytes > 0)
                 .map(|(s, _)| s.uploaded_bytes as f64 / s.total_bytes as f64)
                 .sum();
-            (((done as f64 + running_share) * 100.0 / b.partition_count as f64) as u32).min(99)
+            (((done as f64 + running_share) * 100.0 / b.partitions.len() as f64) as u32).min(99)
         }
     };
     BackupStatusResponse {

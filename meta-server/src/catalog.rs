@@ -554,7 +554,6 @@ impl Catalog {
                     backup_id,
                     app_id: app.app_id,
                     app_name: app.name.clone(),
-                    partition_count: app.partition_count,
                     replica_count: app.replica_count,
                     envs: app.envs.clone(),
                     provider: provider.clone(),

@@ -5,7 +5,7 @@ use object_store::ObjectStore;
 use tonic::Status;
 use wingkv_common::naming::{validate_replica_count, validate_table_name};
 use wingkv_common::provider::open_provider;
-use wingkv_common::time::unix_millis;
+use wingkv_common::time::{format_time_of_day, parse_time_of_day, unix_millis};
 use wingkv_common::WingError;
 use wingkv_proto::meta::{
     AddBackupPolicyRequest, BackupPolicy as WirePolicy, BackupStatusResponse, CancelBackupRequest,
@@ -15,8 +15,8 @@ use wingkv_proto::meta::{
 
 use super::table::create_placed;
 use crate::backup::{
-    backup_dir, format_start_time, parse_start_time, BackupInfo, BackupPolicy, BackupRecord, BackupStatus, BACKUP_INFO,
-    MAX_POLICY_INTERVAL_S, MIN_POLICY_INTERVAL_S,
+    backup_dir, BackupInfo, BackupPolicy, BackupRecord, BackupStatus, BACKUP_INFO, MAX_POLICY_INTERVAL_S,
+    MIN_POLICY_INTERVAL_S,
 };
 use crate::backup_driver::status_response;
 use crate::catalog::{AppState, Catalog, MetaCommand, MetaValue};
@@ -238,7 +238,7 @@ fn policy_response(node: &MetaNode, catalog: &Catalog, p: &BackupPolicy, with_ba
         root: p.root.clone(),
         app_ids: p.app_ids.iter().copied().collect(),
         interval_seconds: p.interval_s,
-        start_time: format_start_time(p.start_minute),
+        start_time: format_time_of_day(p.start_minute),
         backup_history_count: p.history_count,
         enabled: p.enabled,
         last_backup_start_ms: p.last_start_ms,
@@ -279,7 +279,8 @@ pub(super) async fn add_backup_policy(node: &MetaNode, r: AddBackupPolicyRequest
     validate_table_name(&p.name).map_err(|e| WingError::InvalidArgument(format!("policy name: {e}")))?;
     check_interval(p.interval_seconds)?;
     check_history_count(p.backup_history_count)?;
-    let start_minute = parse_start_time(&p.start_time)?;
+    let start_minute =
+        parse_time_of_day(&p.start_time).map_err(|e| WingError::InvalidArgument(format!("start time: {e}")))?;
     if p.app_ids.is_empty() {
         return Err(WingError::InvalidArgument("a backup policy needs at least one table".into()).into());
     }
@@ -334,7 +335,7 @@ pub(super) async fn modify_backup_policy(node: &MetaNode, r: ModifyBackupPolicyR
     if let Some(c) = r.backup_history_count {
         check_history_count(c)?;
     }
-    let start_minute = r.start_time.as_deref().map(parse_start_time).transpose()?;
+    let start_minute = r.start_time.as_deref().map(parse_time_of_day).transpose()?;
     node.read_barrier().await?;
     node.with_catalog(|c| check_live_apps(c, &r.add_app_ids))?;
     let cmd = MetaCommand::ModifyBackupPolicy {

@@ -578,18 +578,10 @@ pub fn parse_app_ref(s: &str) -> Result<AppRef, String> {
     Ok(AppRef::Name(s.to_string()))
 }
 
-/// Parses a policy's start time, `HH:MM` (UTC, 00:00 to 23:59), into its two-digit form (`2:5`
-/// → `02:05`).
+/// Parses a policy's start time, `HH:MM` (UTC), into its two-digit form (`2:5` → `02:05`), as
+/// the meta reads it.
 pub fn parse_start_time(s: &str) -> Result<String, String> {
-    let bad = || "expected HH:MM, a UTC time of day from 00:00 to 23:59".to_string();
-    let (h, m) = s.trim().split_once(':').ok_or_else(bad)?;
-    let number = |x: &str, max: u32| -> Result<u32, String> {
-        if x.is_empty() || x.len() > 2 || !x.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(bad());
-        }
-        x.parse::<u32>().ok().filter(|v| *v <= max).ok_or_else(bad)
-    };
-    Ok(format!("{:02}:{:02}", number(h, 23)?, number(m, 59)?))
+    wingkv_common::time::parse_time_of_day(s).map(wingkv_common::time::format_time_of_day).map_err(|e| e.to_string())
 }
 
 #[cfg(test)]
