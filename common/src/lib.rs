@@ -2,12 +2,14 @@
 //! DESIGN §2, the value header, error codes, backoff and the meta client. Server-side parts sit
 //! behind features so the SDK builds without them (`cargo tree -p wingkv-client`): `raft` (the
 //! openraft glue: gRPC network, read barrier), `storage` (the RocksDB log store), `bulk-load`
-//! (the bulk-load layout and object-store providers), `config` (TOML loading), `telemetry`
+//! (the bulk-load layout and object-store providers), `sst-writer` (writing that layout), `config` (TOML loading), `telemetry`
 //! (tracing setup) and `server` (metrics, health, the frontend listener).
 
 pub mod backoff;
 #[cfg(feature = "bulk-load")]
 pub mod bulk_load;
+#[cfg(feature = "sst-writer")]
+pub mod bulk_writer;
 pub mod channel;
 pub mod check;
 #[cfg(feature = "config")]

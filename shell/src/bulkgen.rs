@@ -6,16 +6,13 @@
 use std::io::{BufRead, Read};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
-use object_store::ObjectStore;
 use rand::{RngCore, SeedableRng};
-use wingkv_common::bulk_load::{
-    table_dir, BulkLoadInfo, BulkLoadMetadata, FileMeta, BULK_LOAD_INFO, BULK_LOAD_METADATA,
-};
+use wingkv_common::bulk_load::{table_dir, BulkLoadInfo, BulkLoadMetadata};
+use wingkv_common::bulk_writer::{upload_partition, write_info, PartitionWriter};
 use wingkv_common::hash::partition_index;
 use wingkv_common::key::encode_key;
 use wingkv_common::naming::{validate_partition_count, validate_table_name};
@@ -95,9 +92,7 @@ pub fn run(args: BulkgenArgs) -> Result<ExitCode> {
     for (pidx, mut rows) in parts.into_iter().enumerate() {
         sort_dedup(&mut rows);
         let local = staging.path().join(pidx.to_string());
-        std::fs::create_dir_all(&local)?;
-        let files = write_ssts(&local, &rows, args.file_size_mb << 20)?;
-        let meta = BulkLoadMetadata { file_total_size: files.iter().map(|f| f.size).sum(), files };
+        let meta = write_ssts(&local, &rows, args.file_size_mb << 20)?;
         total_bytes += meta.file_total_size;
         rt.block_on(upload_partition(&store, &dir, pidx as u32, &local, &meta))?;
         eprintln!(
@@ -109,7 +104,7 @@ pub fn run(args: BulkgenArgs) -> Result<ExitCode> {
         );
     }
     let info = BulkLoadInfo { app_id: args.app_id, app_name: args.table.clone(), partition_count: args.partitions };
-    rt.block_on(put(&store, &dir.child(BULK_LOAD_INFO), serde_json::to_vec(&info)?))?;
+    rt.block_on(write_info(&store, &dir, &info))?;
     let summary = format!(
         "bulkgen: wrote {rows} rows in {} partitions ({total_bytes} bytes of SST) to {}://{} in {:.1?}",
         args.partitions,
@@ -235,59 +230,11 @@ fn read_rows(path: &Path, partitions: u32) -> Result<Vec<Vec<Row>>> {
     Ok(parts)
 }
 
-/// Writes sorted `rows` into SST files of about `limit` bytes under `dir`.
-fn write_ssts(dir: &Path, rows: &[Row], limit: u64) -> Result<Vec<FileMeta>> {
-    let mut opts = rocksdb::Options::default();
-    opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
-    let mut files = Vec::new();
-    let mut writer: Option<(rocksdb::SstFileWriter, PathBuf, String)> = None;
-    let finish = |w: (rocksdb::SstFileWriter, PathBuf, String), files: &mut Vec<FileMeta>| -> Result<()> {
-        let (mut w, path, name) = w;
-        w.finish()?;
-        drop(w);
-        let bytes = std::fs::read(&path)?;
-        files.push(FileMeta { name, size: bytes.len() as u64, md5: wingkv_common::bulk_load::md5_hex(&bytes) });
-        Ok(())
-    };
+/// Writes sorted, deduplicated `rows` into SST files of about `limit` bytes under `dir`.
+fn write_ssts(dir: &Path, rows: &[Row], limit: u64) -> Result<BulkLoadMetadata> {
+    let mut writer = PartitionWriter::new(dir, limit, None)?;
     for (key, value) in rows {
-        if writer.is_none() {
-            let name = format!("{}.sst", files.len());
-            let path = dir.join(&name);
-            let w = rocksdb::SstFileWriter::create(&opts);
-            w.open(&path).with_context(|| format!("create {}", path.display()))?;
-            writer = Some((w, path, name));
-        }
-        if let Some((w, _, _)) = writer.as_mut() {
-            w.put(key, value)?;
-            if w.file_size() >= limit {
-                if let Some(done) = writer.take() {
-                    finish(done, &mut files)?;
-                }
-            }
-        }
+        writer.put(key, value)?;
     }
-    if let Some(done) = writer.take() {
-        finish(done, &mut files)?;
-    }
-    Ok(files)
-}
-
-async fn put(store: &Arc<dyn ObjectStore>, path: &object_store::path::Path, bytes: Vec<u8>) -> Result<()> {
-    store.put(path, bytes.into()).await.with_context(|| format!("upload {path}"))?;
-    Ok(())
-}
-
-async fn upload_partition(
-    store: &Arc<dyn ObjectStore>,
-    dir: &object_store::path::Path,
-    pidx: u32,
-    local: &Path,
-    meta: &BulkLoadMetadata,
-) -> Result<()> {
-    let pdir = dir.child(pidx.to_string());
-    for f in &meta.files {
-        let bytes = tokio::fs::read(local.join(&f.name)).await?;
-        put(store, &pdir.child(f.name.as_str()), bytes).await?;
-    }
-    put(store, &pdir.child(BULK_LOAD_METADATA), serde_json::to_vec(meta)?).await
+    Ok(writer.finish()?)
 }
