@@ -177,7 +177,10 @@ pub async fn run(
                 }
                 manager.apply_table_envs(&resp.tables);
                 manager.set_dropped_tables(&resp.dropped_tables);
-                manager.set_restoring_tables(&resp.restoring_tables, epoch);
+                let restored = manager.set_restoring_tables(&resp.restoring_tables, epoch);
+                if !restored.is_empty() {
+                    manager.forget_restore_marks(&restored).await;
+                }
                 manager.set_bulk_load_jobs(crate::bulk_load::JobFacts {
                     live: resp.live_bulk_load_jobs.iter().copied().collect(),
                     next_job_id: resp.next_bulk_load_job_id,

@@ -157,10 +157,45 @@ impl ReplicaManager {
     /// Records which hosted tables are being restored, from the answer to the heartbeat of
     /// `epoch` (it names all of them); marks made by creations since that heartbeat was sent
     /// stay (the meta decided the answer without knowing of those replicas).
-    pub fn set_restoring_tables(&self, restoring: &[u32], epoch: u64) {
+    /// Answers the tables whose restore this answer ended (see [`Self::forget_restore_marks`]).
+    pub fn set_restoring_tables(&self, restoring: &[u32], epoch: u64) -> Vec<u32> {
         let mut cur = self.restoring.write_locked();
+        let before = cur.tables.clone();
         if cur.apply_answer(restoring, epoch) {
             tracing::info!(restoring = ?cur.tables, "tables being restored: their replicas refuse clients until it is done");
+        }
+        before.difference(&cur.tables).copied().collect()
+    }
+
+    /// Clears the restore mark recorded in the directories of the replicas of `ended` tables,
+    /// whose restore the meta no longer reports, so that a restart no longer holds them back
+    /// until the first heartbeat answer. A mark that cannot be cleared only costs that wait.
+    pub async fn forget_restore_marks(&self, ended: &[u32]) {
+        let dirs: Vec<(PartitionId, PathBuf)> = self
+            .replicas
+            .read_locked()
+            .values()
+            .filter(|r| ended.contains(&r.id().app_id) && r.created_for_restore())
+            .map(|r| (r.id(), self.dir_of(r.id())))
+            .collect();
+        for (id, dir) in dirs {
+            let cleared = tokio::task::spawn_blocking(move || -> Result<bool, WingError> {
+                let mut options = crate::store::DbOptions::load(&dir)?;
+                if !options.restoring {
+                    return Ok(false);
+                }
+                options.restoring = false;
+                options.save(&dir).map(|()| true)
+            })
+            .await;
+            match cleared {
+                Ok(Ok(true)) => {
+                    tracing::info!(partition = %id, "its table's restore ended: the restore mark is cleared")
+                }
+                Ok(Ok(false)) => {}
+                Ok(Err(e)) => tracing::warn!(partition = %id, "cannot clear the restore mark: {e}"),
+                Err(e) => tracing::warn!(partition = %id, "clearing the restore mark stopped: {e}"),
+            }
         }
     }
 
@@ -440,6 +475,11 @@ impl ReplicaManager {
             return Err(WingError::NotFound(format!("replica {id} does not exist on node {}", self.ctx.node_id)));
         }
         let replica = Replica::open(id, &dir, &self.ctx).await?;
+        if replica.created_for_restore() {
+            // Before clients can reach it: after a restart no heartbeat answer has said yet that
+            // its table is being restored.
+            self.mark_restoring(id.app_id);
+        }
         self.insert(replica.clone());
         self.set_failed(id, None);
         Ok(replica)

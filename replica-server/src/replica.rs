@@ -288,6 +288,12 @@ impl Replica {
         Some(self.db_options.partition_count).filter(|c| *c > 0)
     }
 
+    /// Whether this replica was created for a restore whose end it has not heard of (as recorded
+    /// when it was opened).
+    pub fn created_for_restore(&self) -> bool {
+        self.db_options.restoring
+    }
+
     /// The partition this replica belongs to.
     pub fn id(&self) -> PartitionId {
         self.id

@@ -38,6 +38,10 @@ pub struct DbOptions {
     /// The table's partition count, which never changes: keys that hash elsewhere are refused.
     /// 0: not recorded (a replica created by an older meta); heartbeats then tell it.
     pub partition_count: u32,
+    /// Created for a restore: the replica refuses clients from its opening (after a restart
+    /// too, before any heartbeat answer) until the meta answers that its table's restore ended;
+    /// cleared then (see `ReplicaManager::forget_restore_marks`).
+    pub restoring: bool,
 }
 
 /// The file that holds a replica's [`DbOptions`].

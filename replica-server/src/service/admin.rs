@@ -68,6 +68,7 @@ impl ReplicaAdmin for AdminService {
         let db_options = crate::store::DbOptions {
             allow_ingest_behind: req.allow_ingest_behind,
             partition_count: req.partition_count,
+            restoring: req.restoring,
         };
         if req.restoring {
             // Before the replica exists: a restored table never serves before its restore ends.

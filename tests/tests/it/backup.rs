@@ -2,7 +2,8 @@
 //! is purged (and no expired one); a backup taken under writes restores a prefix of each
 //! partition holding every write acknowledged before it started; replica servers and the meta
 //! killed with SIGKILL mid-backup and mid-restore; a cancel, or a drop, leaves no file on the
-//! provider; a corrupted file fails the restore by name and the new table never serves; policies
+//! provider; a corrupted file fails the restore by name and the new table never serves (not
+//! even after its replica servers restart with the meta stopped); policies
 //! start backups and keep only their history count.
 
 use std::collections::hash_map::DefaultHasher;
@@ -20,7 +21,11 @@ use wingkv_client::{
     Admin, BackupStatus, BackupStatusResponse, BulkLoadSource, Client, RestoreStatus, RestoreStatusResponse,
     ScanOptions, Table,
 };
+use wingkv_common::{ErrorCode, WingError};
+use wingkv_proto::data::data_client::DataClient;
+use wingkv_proto::data::GetRequest;
 use wingkv_tests::cli::{onebox_node, shell, shell_ok, wait_bulk_load_success};
+use wingkv_tests::faults::Stopped;
 use wingkv_tests::moto::Moto;
 use wingkv_tests::onebox::{onebox, start_configured, Guard};
 use wingkv_tests::{bin_path, hash_key_in, wait_for};
@@ -338,7 +343,24 @@ async fn backup_and_restore_finish_through_replica_and_meta_kills() -> Result<()
     onebox(&dir, &["kill", "replica1"])?;
     onebox(&dir, &["kill", "meta1"])?;
     wait_restore(&admin, "t2", RestoreStatus::RsSucceed, Duration::from_secs(300)).await?;
-    assert_eq!(digest(&client.open_table("t2").await?).await?, before);
+    let t2 = client.open_table("t2").await?;
+    assert_eq!(digest(&t2).await?, before);
+    // Each replica's restore mark is cleared once the meta stops reporting the restore, so a
+    // restart no longer holds the table back until a heartbeat answer.
+    let app = format!("{}.", t2.configuration().app_id);
+    wait_for("the replicas' restore marks to be cleared", Duration::from_secs(30), || async {
+        let marks: Vec<String> = files_under(&dir)
+            .into_iter()
+            .filter(|p| !p.to_string_lossy().contains("trash"))
+            .filter(|p| p.file_name().is_some_and(|n| n == "db_options.json"))
+            .filter(|p| {
+                p.parent().and_then(|d| d.file_name()).and_then(|n| n.to_str()).is_some_and(|n| n.starts_with(&app))
+            })
+            .map(|p| std::fs::read_to_string(p).unwrap_or_default())
+            .collect();
+        (marks.len() >= 24 && marks.iter().all(|m| m.contains("\"restoring\":false"))).then_some(())
+    })
+    .await?;
     ensure_no_panic(&dir)?;
     Ok(())
 }
@@ -423,6 +445,48 @@ async fn a_corrupted_backup_file_fails_the_restore_by_name_and_the_table_never_s
     match t2.get(&hk, "s").await {
         Ok(v) => bail!("the half-restored table served a read: {v:?}"),
         Err(e) => ensure!(e.to_string().contains("restore"), "unexpected error: {e}"),
+    }
+
+    // The gate outlives a restart, before any heartbeat answer: with the meta stopped, every
+    // replica server is killed and restarted by the supervisor, and each still refuses the
+    // table (asked directly: a client's retries would end asking the stopped meta).
+    let members: Vec<String> = t2.configuration().partitions[0].members.iter().map(|m| m.address.clone()).collect();
+    let partition = Some(wingkv_common::PartitionId::new(t2.configuration().app_id, 0).to_proto());
+    let meta_stopped = Stopped::stop(onebox_node(&dir, "meta1")?.1.context("meta1's pid")? as i32);
+    for r in ["replica1", "replica2", "replica3"] {
+        let old = onebox_node(&dir, r)?.1;
+        onebox(&dir, &["kill", r])?;
+        wait_for(&format!("{r} to be restarted"), Duration::from_secs(60), || async {
+            onebox_node(&dir, r).ok()?.1.filter(|pid| Some(*pid) != old).map(|_| ())
+        })
+        .await?;
+    }
+    let answers = wait_for("the restarted servers to answer a read of t2", Duration::from_secs(60), || async {
+        let mut answers = Vec::new();
+        for addr in &members {
+            let mut data = DataClient::new(wingkv_tests::channel(addr).ok()?);
+            let get = GetRequest { partition, hash_key: hk.clone().into(), sort_key: "s".into() };
+            match data.get(get).await {
+                Ok(r) => answers.push(Ok(r.into_inner())),
+                Err(status) => match wingkv_tests::wing_error(&status) {
+                    // A follower, or a server not listening yet: no answer about the table.
+                    WingError::NotLeader { .. } => {}
+                    _ if !status.metadata().contains_key(wingkv_common::error::ERROR_CODE_HEADER) => {}
+                    e => answers.push(Err(e)),
+                },
+            }
+        }
+        (!answers.is_empty()).then_some(answers)
+    })
+    .await?;
+    drop(meta_stopped);
+    for answer in answers {
+        match answer {
+            Ok(r) => {
+                bail!("after a restart, before any heartbeat answer, the half-restored table served a read: {r:?}")
+            }
+            Err(e) => ensure!(e.code() == ErrorCode::Unavailable && e.to_string().contains("restore"), "{e}"),
+        }
     }
     ensure_no_panic(&dir)?;
     Ok(())
