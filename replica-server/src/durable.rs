@@ -36,3 +36,17 @@ pub fn replace_file(path: &Path, bytes: &[u8]) -> Result<(), WingError> {
         None => Ok(()),
     }
 }
+
+/// The number kept in the file at `path` (as text), `None` when there is no such file. A file
+/// that holds anything else is `Corruption`, naming `what` it should hold.
+pub fn read_number(path: &Path, what: &str) -> Result<Option<u64>, WingError> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => {
+            text.trim().parse::<u64>().map(Some).map_err(|_| {
+                WingError::Corruption(format!("{} does not hold {what}: '{}'", path.display(), text.trim()))
+            })
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(WingError::Storage(format!("cannot read {}: {e}", path.display()))),
+    }
+}

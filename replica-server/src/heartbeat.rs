@@ -22,14 +22,7 @@ pub const NODE_ID_FILE: &str = "node_id";
 
 /// The node id kept in `data_dir`, if any.
 pub fn stored_node_id(data_dir: &Path) -> Result<Option<u64>, WingError> {
-    let path = data_dir.join(NODE_ID_FILE);
-    match std::fs::read_to_string(&path) {
-        Ok(text) => text.trim().parse::<u64>().map(Some).map_err(|_| {
-            WingError::Corruption(format!("{} does not hold a node id: '{}'", path.display(), text.trim()))
-        }),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(WingError::Storage(format!("cannot read {}: {e}", path.display()))),
-    }
+    crate::durable::read_number(&data_dir.join(NODE_ID_FILE), "a node id")
 }
 
 /// Registers this server with the meta (with `node_id`, or 0 for a new node) and returns the
@@ -171,7 +164,7 @@ pub async fn run(
         match resp {
             Ok(resp) => {
                 // An answer of a meta term older than one seen: a deposed leader's view.
-                if let Err(e) = manager.check_meta_term(Some(resp.meta_term)) {
+                if let Err(e) = manager.observe_meta_term(resp.meta_term) {
                     tracing::warn!("heartbeat answer ignored: {e}");
                     continue;
                 }

@@ -17,6 +17,7 @@ mod load_shed;
 mod log_clock;
 mod manager;
 mod membership;
+mod meta_fence;
 mod metrics;
 mod proposal;
 mod raft_log;

@@ -47,9 +47,9 @@ pub struct ReplicaManager {
     replicas: RwLock<HashMap<PartitionId, Arc<Replica>>>,
     /// Serializes create/open/close/remove, which are rare and touch directories.
     changes: tokio::sync::Mutex<()>,
-    /// The highest meta leader term seen (heartbeat answers, fenced admin requests): orders of
-    /// an older term come from a deposed meta leader and are refused.
-    meta_term: AtomicU64,
+    /// The highest meta leader term seen (heartbeat answers, fenced admin requests), kept on
+    /// disk: orders of an older term come from a deposed meta leader and are refused.
+    meta_term: crate::meta_fence::MetaTermFence,
     /// Tables the meta reported dropped: their replicas answer `TableDropped` to clients.
     dropped: RwLock<HashSet<u32>>,
     /// Tables being restored: their replicas refuse clients until it is done.
@@ -70,12 +70,13 @@ pub struct ReplicaManager {
 
 impl ReplicaManager {
     /// A manager with no replica open yet.
-    pub fn new(ctx: ReplicaContext) -> Self {
-        Self {
+    pub fn new(ctx: ReplicaContext) -> Result<Self, WingError> {
+        let meta_term = crate::meta_fence::MetaTermFence::load(&ctx.config.data_dir)?;
+        Ok(Self {
             ctx,
             replicas: RwLock::new(HashMap::new()),
             changes: tokio::sync::Mutex::new(()),
-            meta_term: AtomicU64::new(0),
+            meta_term,
             dropped: RwLock::new(HashSet::new()),
             restoring: RwLock::new(Restoring::default()),
             restoring_epoch: AtomicU64::new(0),
@@ -83,7 +84,7 @@ impl ReplicaManager {
             restarts: AtomicU64::new(0),
             lifecycle: TaskTracker::new(),
             closed: AtomicBool::new(false),
-        }
+        })
     }
 
     /// Runs `change` (a create, open, close or removal a request asked for) on a task of its
@@ -114,17 +115,14 @@ impl ReplicaManager {
     /// seen; otherwise the term is remembered. `None` or 0: an unfenced order (an operator's or a
     /// test's direct call), always accepted.
     pub fn check_meta_term(&self, term: Option<u64>) -> Result<(), WingError> {
-        let Some(term) = term.filter(|t| *t > 0) else {
-            return Ok(());
-        };
-        let seen = self.meta_term.fetch_max(term, Ordering::SeqCst);
-        if term < seen {
-            return Err(WingError::InvalidState(format!(
-                "order of meta term {term} refused: node {} has seen meta term {seen} (a deposed meta leader)",
-                self.ctx.node_id
-            )));
-        }
-        Ok(())
+        self.meta_term.check(term, self.ctx.node_id)
+    }
+
+    /// Takes the meta term of a heartbeat answer: refused when a newer one was seen (the answer
+    /// is a deposed leader's view); a newer one fences from now on (see
+    /// [`MetaTermFence::observe_answer`](crate::meta_fence::MetaTermFence::observe_answer)).
+    pub fn observe_meta_term(&self, term: u64) -> Result<(), WingError> {
+        self.meta_term.observe_answer(term, self.ctx.node_id)
     }
 
     /// Records the meta's facts about bulk-load jobs (which are finished): every replica

@@ -25,13 +25,7 @@ impl ReportClock {
     /// start stamps with a number of its own: sequences of two starts are never compared.
     pub fn start(data_dir: &Path) -> Result<Self, WingError> {
         let path = data_dir.join(BOOT_FILE);
-        let last = match std::fs::read_to_string(&path) {
-            Ok(text) => text.trim().parse::<u64>().map_err(|_| {
-                WingError::Corruption(format!("{} does not hold a count of starts: '{}'", path.display(), text.trim()))
-            })?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
-            Err(e) => return Err(WingError::Storage(format!("cannot read {}: {e}", path.display()))),
-        };
+        let last = crate::durable::read_number(&path, "a count of starts")?.unwrap_or(0);
         let boot = last + 1;
         crate::durable::replace_file(&path, boot.to_string().as_bytes())?;
         Ok(Self { boot, seq: AtomicU64::new(0) })

@@ -84,7 +84,7 @@ impl ReplicaServer {
             pool,
             config: Arc::new(config.clone()),
         };
-        let manager = Arc::new(ReplicaManager::new(ctx));
+        let manager = Arc::new(ReplicaManager::new(ctx)?);
         let opened = manager.open_all().await?;
         tracing::info!(node_id, %addr, replicas = opened, "replica server listening");
         if config.unsafe_ack_before_commit {

@@ -198,3 +198,50 @@ async fn bad_input_gets_clear_errors() -> Result<()> {
     c.create("fine", 2, 2).await?;
     Ok(())
 }
+
+/// A replica server keeps the newest meta leader term across its restart: an order of an older
+/// term (a deposed meta leader's) is refused before any heartbeat answer could teach it the term
+/// again. Here the metas are stopped while the replica server restarts, so nothing can.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_meta_term_fence_survives_a_replica_server_restart() -> Result<()> {
+    use wingkv_proto::replica_admin::replica_admin_client::ReplicaAdminClient;
+    use wingkv_proto::replica_admin::RemoveLearnersRequest;
+
+    let mut c = Cluster::start(3, 3).await?;
+    let cfg = c.create("fence", 1, 3).await?;
+    let partition = Some(wingkv_common::PartitionId::new(cfg.app_id, 0).to_proto());
+    // A new meta leader: the term grows.
+    let info = c.admin.cluster_info().await?;
+    let old_term = info.meta_term;
+    let leader = c.metas.iter().position(|m| m.addr == info.meta_leader).context("leader is one of the metas")?;
+    c.metas[leader].kill();
+    let new_term = wait_for("a new meta leader term", Duration::from_secs(60), || async {
+        c.admin.cluster_info().await.ok().map(|i| i.meta_term).filter(|t| *t > old_term)
+    })
+    .await?;
+    // An order of the old term that would change nothing if taken (no learner named): the
+    // fence answers InvalidState, a server that takes it InvalidArgument.
+    let addr = c.replicas[0].addr.clone();
+    let probe = || async {
+        let mut admin = ReplicaAdminClient::new(wingkv_tests::channel(&addr).ok()?);
+        let req = RemoveLearnersRequest { partition, learners: vec![], meta_term: Some(old_term) };
+        let status = admin.remove_learners(req).await.err()?;
+        Some(wingkv_tests::wing_error(&status))
+    };
+    wait_for("the replica server to hear the new meta term", Duration::from_secs(30), || async {
+        probe().await.filter(|e| e.code() == ErrorCode::InvalidState).map(|_| ())
+    })
+    .await?;
+
+    let metas_stopped: Vec<_> =
+        c.metas.iter().filter_map(|m| m.pid()).map(|pid| wingkv_tests::faults::Stopped::stop(pid as i32)).collect();
+    c.replicas[0].kill();
+    c.replicas[0].restart().await?;
+    let answer = wait_for("the restarted replica server to answer", Duration::from_secs(60), probe).await?;
+    drop(metas_stopped);
+    ensure!(
+        answer.code() == ErrorCode::InvalidState && answer.to_string().contains(&format!("seen meta term {new_term}")),
+        "after a restart the replica server took an order of meta term {old_term} (the newest is {new_term}): {answer}"
+    );
+    Ok(())
+}
