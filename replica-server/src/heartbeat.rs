@@ -170,7 +170,10 @@ pub async fn run(
                 }
                 manager.apply_table_envs(&resp.tables);
                 manager.set_dropped_tables(&resp.dropped_tables);
-                let restored = manager.set_restoring_tables(&resp.restoring_tables, epoch);
+                // A recorded restore mark goes only on positive evidence: the meta names the
+                // table live on this node and no longer restoring (not merely unknown to it).
+                let mut restored = manager.set_restoring_tables(&resp.restoring_tables, epoch);
+                restored.retain(|app| resp.tables.iter().any(|t| t.app_id == *app));
                 if !restored.is_empty() {
                     manager.forget_restore_marks(&restored).await;
                 }

@@ -166,7 +166,7 @@ impl ReplicaManager {
     }
 
     /// Clears the restore mark recorded in the directories of the replicas of `ended` tables,
-    /// whose restore the meta no longer reports, so that a restart no longer holds them back
+    /// which the meta reports live and no longer restoring, so that a restart no longer holds them back
     /// until the first heartbeat answer. A mark that cannot be cleared only costs that wait.
     pub async fn forget_restore_marks(&self, ended: &[u32]) {
         let dirs: Vec<(PartitionId, PathBuf)> = self
