@@ -1,16 +1,20 @@
 //! Cold backup of a partition (DESIGN §9): the primary exports the live records of its replica at
-//! one applied log index into SST files ([`crate::snapshot::export_live`]), uploads them to the
-//! provider with bounded bandwidth and concurrency, and writes the partition's
-//! `bulk_load_metadata` last, so a backup directory is a bulk-load directory and a restore is a
-//! bulk load.
+//! one applied log index into SST files ([`crate::export`]: the DB's own files where they hold
+//! exactly that, rewritten records elsewhere), uploads them to the provider with bounded
+//! bandwidth and concurrency, and writes the partition's `bulk_load_metadata` last, so a backup
+//! directory is a bulk-load directory and a restore is a bulk load.
 //!
 //! [`BackupSlot`] is the one owner of a replica's exports: each runs under a
 //! `CancellationToken` on a `TaskTracker` of the slot, and its local files are removed by the task
-//! itself before the tracker lets a cancel (or the replica's close) return. Nothing is incremental:
-//! an export writes fresh files (RocksDB's own files carry sequence numbers that an ingestion into
-//! another DB refuses, and tombstones and expired records).
+//! itself before the tracker lets a cancel (or the replica's close) return.
+//!
+//! Backups of a table are incremental where the DB's own files are reused: a reused file that an
+//! earlier backup of the partition on the same store already holds (the same name, so the same
+//! SST file by its unique id, and the same size) is copied there by the store (`copy`: a
+//! server-side copy on S3, a hard link on `local`) instead of uploaded. Each backup's directory
+//! stays whole on its own: removing one never takes a file from another.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -31,6 +35,7 @@ use wingkv_proto::replica_admin::BackupPartitionState;
 
 use crate::bulk_load::download::RateLimiter;
 use crate::bulk_load::io_pool::BulkIoPool;
+use crate::bulk_load::source::{FileSource, ProviderFiles};
 use crate::bulk_load::BulkLoadEnv;
 
 /// Bytes of one multipart part (S3 wants at least 5 MiB but the last).
@@ -57,8 +62,8 @@ pub struct BackupLimits {
     /// for a whole partition, so it must not take those the bulk-load downloads and the
     /// uploads' reads need.
     pub export_io: BulkIoPool,
-    /// Bytes of one exported file.
-    pub file_bytes: u64,
+    /// How exports write their files.
+    pub export: crate::export::ExportOptions,
     /// Backoff between attempts of a file's upload.
     pub retry: BackoffPolicy,
 }
@@ -73,7 +78,10 @@ impl BackupLimits {
             max_uploads: config.max_concurrent_uploads,
             exports: Semaphore::new(config.max_concurrent_exports),
             export_io: BulkIoPool::new(config.max_concurrent_exports)?,
-            file_bytes: config.backup_file_bytes,
+            export: crate::export::ExportOptions {
+                file_bytes: config.backup_file_bytes,
+                reuse_files: config.backup_reuse_files,
+            },
             retry: config.retry,
         })
     }
@@ -336,25 +344,41 @@ async fn export(
     // read their files on the bulk-load I/O threads); an upload that fails stops it, and both
     // are awaited. (Uploads still running when one fails are dropped: on S3 their parts stay
     // until the bucket's lifecycle rule aborts them, see README.)
-    let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<(String, u64)>();
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<crate::export::ExportedFile>();
     let stop = cancel.child_token();
-    let (db, dir, prefix, export_stop, file_bytes) =
-        (source.db(), local.to_path_buf(), prefix.to_string(), stop.clone(), job.limits().file_bytes);
+    let (db, dir, prefix, export_stop, options) =
+        (source.db(), local.to_path_buf(), prefix.to_string(), stop.clone(), job.limits().export);
     let min_free = job.env.limits.min_free_bytes;
     let exporting = job.limits().export_io.run(move || {
         std::fs::create_dir_all(&dir).map_err(|e| WingError::Storage(format!("create {}: {e}", dir.display())))?;
         check_disk(&db, &dir, min_free)?;
-        let mut announce = |name: &str, size: u64| {
-            let _ = tx.send((name.to_string(), size));
+        let mut announce = |file: &crate::export::ExportedFile| {
+            let _ = tx.send(file.clone());
         };
-        crate::snapshot::export_live(&db, &dir, &prefix, file_bytes, &export_stop, &mut announce)
+        crate::export::export_partition(&db, &dir, &prefix, options, &export_stop, &mut announce)
     });
     let uploading = async {
+        // A store that does not answer must not hold up a cancel: the uploads then see it.
+        let earlier = match job.limits().export.reuse_files {
+            true => tokio::select! {
+                _ = cancel.cancelled() => HashMap::new(),
+                found = earlier_files(job) => found,
+            },
+            false => HashMap::new(),
+        };
+        let earlier = &earlier;
         let uploaded: Result<Vec<FileMeta>, WingError> = tokio_stream::wrappers::UnboundedReceiverStream::new(rx)
-            .map(|(name, size)| {
-                progress.total.fetch_add(size, Ordering::Relaxed);
+            .map(|file| {
+                progress.total.fetch_add(file.size, Ordering::Relaxed);
                 progress.files.fetch_add(1, Ordering::Relaxed);
-                upload_with_retries(job, local, name, size, cancel, progress)
+                async move {
+                    if file.reused {
+                        if let Some(meta) = copy_earlier(job, local, &file, earlier, cancel, progress).await? {
+                            return Ok(meta);
+                        }
+                    }
+                    upload_with_retries(job, local, file.name, file.size, cancel, progress).await
+                }
             })
             .buffer_unordered(job.limits().max_uploads.max(1))
             .try_collect()
@@ -373,6 +397,8 @@ async fn export(
         log_index = export.applied_index,
         records = export.records,
         files = export.files.len(),
+        reused_files = export.reused_files,
+        reused_bytes = export.reused_bytes,
         "partition exported and uploaded"
     );
     let mut files = files;
@@ -412,6 +438,71 @@ fn check_disk(db: &rocksdb::DB, dir: &Path, min_free: u64) -> Result<(), WingErr
         )));
     }
     Ok(())
+}
+
+/// Earlier backups of a partition whose files an export looks for (the newest ones).
+const EARLIER_BACKUPS_READ: usize = 4;
+
+/// The reused files (`sst-…`) the newest earlier backups of `job`'s partition on its store hold,
+/// by name: their path and what their metadata says of them. Only complete partitions (their
+/// `bulk_load_metadata` written, which comes last) count; anything unreadable is skipped, and
+/// the export then uploads.
+async fn earlier_files(job: &ExportJob) -> HashMap<String, (ObjectPath, FileMeta)> {
+    let mut found = HashMap::new();
+    // `{root}/{cluster}/{table}/backup/{backup_id}/{pidx}`
+    let parts: Vec<_> = job.partition_dir.parts().collect();
+    let (Some(pidx), Some(backups)) = (parts.last(), parts.len().checked_sub(2)) else { return found };
+    let backups: ObjectPath = parts[..backups].iter().cloned().collect();
+    let Ok(listed) = job.store.list_with_delimiter(Some(&backups)).await else { return found };
+    let mut ids: Vec<u64> = listed
+        .common_prefixes
+        .iter()
+        .filter_map(|p| p.filename()?.parse().ok())
+        .filter(|id| *id != job.backup_id)
+        .collect();
+    ids.sort_unstable_by(|a, b| b.cmp(a));
+    for id in ids.into_iter().take(EARLIER_BACKUPS_READ) {
+        let dir = backups.child(id.to_string()).child(pidx.clone());
+        let files = ProviderFiles::from_path(job.store.clone(), dir.clone());
+        let Ok(bytes) = files.metadata(job.env.limits.max_metadata_bytes).await else { continue };
+        let Ok(meta) = BulkLoadMetadata::parse(&bytes) else { continue };
+        for f in meta.files.into_iter().filter(|f| f.name.starts_with("sst-")) {
+            found.entry(f.name.clone()).or_insert_with(|| (dir.child(f.name.as_str()), f));
+        }
+    }
+    found
+}
+
+/// Copies reused file `file` on the store from an earlier backup that holds it, instead of
+/// uploading it; answers `None` when no earlier backup holds it or the copy fails (the caller
+/// uploads it then).
+async fn copy_earlier(
+    job: &ExportJob,
+    local: &Path,
+    file: &crate::export::ExportedFile,
+    earlier: &HashMap<String, (ObjectPath, FileMeta)>,
+    cancel: &CancellationToken,
+    progress: &Progress,
+) -> Result<Option<FileMeta>, WingError> {
+    let Some((from, meta)) = earlier.get(&file.name).filter(|(_, m)| m.size == file.size) else { return Ok(None) };
+    let to = job.partition_dir.child(file.name.as_str());
+    // Not raced against the cancel, like an upload's completion: a copy that lands after a
+    // cancel is deleted.
+    if let Err(e) = job.store.copy(from, &to).await {
+        tracing::info!(backup = job.backup_id, file = %file.name, "copy from {from} failed; uploading instead: {e}");
+        return Ok(None);
+    }
+    if cancel.is_cancelled() {
+        let _ = job.store.delete(&to).await;
+        return Err(canceled());
+    }
+    progress.uploaded.fetch_add(file.size, Ordering::Relaxed);
+    let path = local.join(&file.name);
+    job.io()
+        .run(move || std::fs::remove_file(&path))
+        .await?
+        .map_err(|e| WingError::Storage(format!("remove a copied export file: {e}")))?;
+    Ok(Some(FileMeta { name: file.name.clone(), size: file.size, md5: meta.md5.clone() }))
 }
 
 async fn upload_with_retries(

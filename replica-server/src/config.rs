@@ -120,6 +120,11 @@ pub struct BulkLoadConfig {
     /// Size at which a backup's exported file is closed and the next one started; default
     /// 64 MiB (as pegasus-spark's bulk-load files).
     pub backup_file_bytes: u64,
+    /// Whether a backup uploads the DB's own SST files where they hold exactly the live records
+    /// of their key range (a bulk-loaded or compacted range), instead of rewriting them; default
+    /// true. Their restore relies on RocksDB's experimental `allow_db_generated_files`: false
+    /// rewrites everything, as releases before it did.
+    pub backup_reuse_files: bool,
 }
 
 impl Default for BulkLoadConfig {
@@ -136,6 +141,7 @@ impl Default for BulkLoadConfig {
             max_concurrent_uploads: 4,
             max_concurrent_exports: 2,
             backup_file_bytes: 64 << 20,
+            backup_reuse_files: true,
         }
     }
 }

@@ -12,6 +12,7 @@ mod command;
 pub mod config;
 mod disk_space;
 mod durable;
+mod export;
 mod heartbeat;
 mod load_shed;
 mod log_clock;

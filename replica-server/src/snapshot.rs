@@ -114,7 +114,7 @@ fn storage_err(what: &str, e: impl std::fmt::Display) -> WingError {
 }
 
 /// Decodes the applied state from the stored `last_applied` and `membership` values.
-fn decode_applied(last: Option<Vec<u8>>, membership: Option<Vec<u8>>) -> Result<AppliedState, WingError> {
+pub(crate) fn decode_applied(last: Option<Vec<u8>>, membership: Option<Vec<u8>>) -> Result<AppliedState, WingError> {
     let last = match last {
         Some(b) => {
             decode::<Option<LogId<NodeId>>>(&b).map_err(|e| WingError::Corruption(format!("last_applied: {e}")))?
@@ -358,82 +358,6 @@ pub fn checksum(db: &DB, stop: &CancellationToken) -> Result<(u64, u64, u64), Wi
     Ok((last.map(|l| l.index).unwrap_or(0), count, digest))
 }
 
-/// Read-ahead of an export's pass over the data.
-const EXPORT_READAHEAD_BYTES: usize = 4 << 20;
-
-/// What [`export_live`] wrote: the applied log index of the view it read, and its files.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Export {
-    /// The applied log index of the view the files hold.
-    pub applied_index: u64,
-    /// The files written in the export's directory, in key order: name and size.
-    pub files: Vec<(String, u64)>,
-    /// Records written.
-    pub records: u64,
-}
-
-/// Writes the live records of `db` at one point in time (a RocksDB snapshot, read now) into
-/// SST files of about `file_bytes` each in `dir`, named `{prefix}{n}.sst` (blocking: call from
-/// a blocking thread), calling `on_file(name, size)` as each one is complete (so it can be
-/// uploaded while the next is written). Records expired by the view's log clock are left out:
-/// a restore never brings them back. Stops with `Unavailable` when `stop` is cancelled.
-pub fn export_live(
-    db: &DB,
-    dir: &Path,
-    prefix: &str,
-    file_bytes: u64,
-    stop: &CancellationToken,
-    on_file: &mut dyn FnMut(&str, u64),
-) -> Result<Export, WingError> {
-    let view = db.snapshot();
-    let applied = cf(db, CF_APPLIED)?;
-    let (last, _) = decode_applied(view.get_cf(applied, KEY_LAST_APPLIED)?, None)?;
-    let clock = decode_log_clock(view.get_cf(applied, KEY_LOG_CLOCK)?)?;
-    let mut out = Export { applied_index: last.map(|l| l.index).unwrap_or(0), ..Default::default() };
-    let mut opts = Options::default();
-    opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
-    let mut writer: Option<(SstFileWriter, String)> = None;
-    let mut finish = |mut w: SstFileWriter, name: String, out: &mut Export| -> Result<(), WingError> {
-        w.finish()?;
-        let size = fs::metadata(dir.join(&name)).map_err(|e| storage_err("stat an exported file", e))?.len();
-        on_file(&name, size);
-        out.files.push((name, size));
-        Ok(())
-    };
-    // One pass over everything: read ahead, and leave the block cache to the requests served.
-    let mut read = rocksdb::ReadOptions::default();
-    read.fill_cache(false);
-    read.set_readahead_size(EXPORT_READAHEAD_BYTES);
-    for (i, item) in view.iterator_cf_opt(data_cf(db)?, read, IteratorMode::Start).enumerate() {
-        if i % 4096 == 0 && stop.is_cancelled() {
-            return Err(WingError::Unavailable("the export was stopped".into()));
-        }
-        let (k, v) = item?;
-        if stored_expire_ts(&v).is_some_and(|ts| clock > 0 && is_expired(ts, clock)) {
-            continue;
-        }
-        if writer.is_none() {
-            let name = format!("{prefix}{}.sst", out.files.len());
-            let w = SstFileWriter::create(&opts);
-            w.open(dir.join(&name))?;
-            writer = Some((w, name));
-        }
-        if let Some((w, _)) = writer.as_mut() {
-            w.put(&k, &v)?;
-            out.records += 1;
-            if w.file_size() >= file_bytes {
-                if let Some((w, name)) = writer.take() {
-                    finish(w, name, &mut out)?;
-                }
-            }
-        }
-    }
-    if let Some((w, name)) = writer.take() {
-        finish(w, name, &mut out)?;
-    }
-    Ok(out)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -497,53 +421,6 @@ mod tests {
         assert_eq!(log_clock(&dst).unwrap(), CLOCK, "the log clock travels with the snapshot");
         // The installed snapshot is kept to be served to other followers.
         assert_eq!(dst_snaps.current().unwrap().unwrap().0, meta);
-    }
-
-    #[test]
-    fn an_export_rolls_files_leaves_expired_records_out_and_ingests_into_another_db() {
-        let storage = SharedStorage::new(StorageConfig::default());
-        let src_dir = tempfile::tempdir().unwrap();
-        let src = storage.open(&src_dir.path().join("db")).unwrap();
-        // Values large enough that 1 MiB files roll several times.
-        let data = data_cf(&src).unwrap();
-        // Values that do not compress.
-        let mut x = 0x9e37_79b9_7f4a_7c15u64;
-        for i in 0..3_000 {
-            let k = wingkv_common::key::encode_key(format!("big{i:05}").as_bytes(), b"s").unwrap();
-            let v: Vec<u8> = (0..1_000)
-                .map(|_| {
-                    x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
-                    (x >> 56) as u8
-                })
-                .collect();
-            src.put_cf(data, k, encode_value(0, &v)).unwrap();
-        }
-        fill(&src, 100, 77);
-        let out = tempfile::tempdir().unwrap();
-        let mut announced = Vec::new();
-        let mut on_file = |name: &str, size: u64| announced.push((name.to_string(), size));
-        let export = export_live(&src, out.path(), "n1-", 1 << 20, &CancellationToken::new(), &mut on_file).unwrap();
-        assert_eq!(announced, export.files, "every file is announced once complete, in order");
-        assert_eq!(export.applied_index, 77);
-        assert_eq!(export.records, 3_100, "the expired record is left out");
-        assert!(export.files.len() >= 3, "1 MiB files roll: {:?}", export.files);
-        assert!(export.files.iter().all(|(n, s)| n.starts_with("n1-") && *s > 0));
-
-        let dst_dir = tempfile::tempdir().unwrap();
-        let dst = storage.open(&dst_dir.path().join("db")).unwrap();
-        let paths: Vec<_> = export.files.iter().map(|(n, _)| out.path().join(n)).collect();
-        dst.ingest_external_file_cf(data_cf(&dst).unwrap(), paths).unwrap();
-        let ap = cf(&dst, CF_APPLIED).unwrap();
-        dst.put_cf(ap, KEY_LOG_CLOCK, CLOCK.to_be_bytes()).unwrap();
-        let (_, count, digest) = checksum(&dst, &CancellationToken::new()).unwrap();
-        let (_, src_count, src_digest) = checksum(&src, &CancellationToken::new()).unwrap();
-        assert_eq!((count, digest), (src_count, src_digest), "the export holds exactly the live records");
-
-        let stopped = CancellationToken::new();
-        stopped.cancel();
-        let again = tempfile::tempdir().unwrap();
-        let err = export_live(&src, again.path(), "n1-", 1 << 20, &stopped, &mut |_, _| {}).unwrap_err();
-        assert_eq!(err.code(), wingkv_common::ErrorCode::Unavailable);
     }
 
     #[test]

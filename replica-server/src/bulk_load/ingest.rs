@@ -4,8 +4,12 @@
 //! RocksDB takes hard links of the files (`move_files`), made in a directory of their own, so
 //! the job's directory keeps its verified copies (the same inodes, no extra disk) for the
 //! members that may still need them (see `super::tidy`).
+//!
+//! Files a DB wrote (a backup's reused files, see [`crate::export`]) are taken with RocksDB's
+//! `allow_db_generated_files`, chosen by the files themselves: every replica holds the same
+//! bytes (verified by md5), so every replica ingests alike or is refused alike.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use rocksdb::{IngestExternalFileOptions, DB};
@@ -39,8 +43,7 @@ pub fn ingest_files(db: &DB, dir: &Path, files: &[FileMeta], ingest_behind: bool
             std::fs::hard_link(dir.join(name), &link).map_err(|e| storage("link into", e))?;
             paths.push(link);
         }
-        let mut opts = IngestExternalFileOptions::default();
-        opts.set_move_files(true);
+        let mut opts = ingest_options(&paths)?;
         opts.set_ingest_behind(ingest_behind);
         db.ingest_external_file_cf_opts(data_cf(db)?, &opts, paths).map_err(|e| {
             let msg = format!("cannot ingest the bulk-load files in {}: {}", dir.display(), e.clone().into_string());
@@ -57,6 +60,27 @@ pub fn ingest_files(db: &DB, dir: &Path, files: &[FileMeta], ingest_behind: bool
     })();
     let _ = std::fs::remove_dir_all(&links);
     result
+}
+
+/// The options that ingest `paths` by moving them: with `allow_db_generated_files` when any of
+/// them was written by a DB rather than an `SstFileWriter` (RocksDB then takes them only if
+/// every key's sequence number is 0 and no two files, nor a file and the data there, overlap).
+/// A file whose bytes are not an SST file is `Corruption`; one that cannot be read is `Storage`.
+fn ingest_options(paths: &[PathBuf]) -> Result<IngestExternalFileOptions, WingError> {
+    let mut opts = IngestExternalFileOptions::default();
+    opts.set_move_files(true);
+    let mut db_generated = false;
+    for path in paths {
+        match wingkv_rocksdb_ext::sst_file_properties(path) {
+            Ok(props) => db_generated |= !props.by_sst_file_writer,
+            Err(e @ wingkv_rocksdb_ext::Error::Io { .. }) => return Err(WingError::Storage(e.to_string())),
+            Err(e) => return Err(WingError::Corruption(e.to_string())),
+        }
+    }
+    if db_generated {
+        wingkv_rocksdb_ext::allow_db_generated_files(&mut opts, true);
+    }
+    Ok(opts)
 }
 
 /// Has RocksDB read every file of `files` in `dir` whole — every block's checksum, the order
@@ -83,8 +107,7 @@ pub fn verify_with_rocksdb(dir: &Path, files: &[FileMeta]) -> Result<(), WingErr
         let refused = |e: rocksdb::Error| {
             WingError::Corruption(format!("the files of {} are refused by RocksDB: {}", dir.display(), e.into_string()))
         };
-        let mut ingest = IngestExternalFileOptions::default();
-        ingest.set_move_files(true);
+        let ingest = ingest_options(&links)?;
         db.ingest_external_file_opts(&ingest, links).map_err(refused)?;
         let mut read = rocksdb::ReadOptions::default();
         read.set_verify_checksums(true);

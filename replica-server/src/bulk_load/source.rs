@@ -51,6 +51,11 @@ impl ProviderFiles {
             .map_err(|e| WingError::InvalidArgument(format!("bad partition dir '{partition_dir}': {e}")))?;
         Ok(Self { store, dir })
     }
+
+    /// The files under `dir` in `store`.
+    pub fn from_path(store: Arc<dyn ObjectStore>, dir: object_store::path::Path) -> Self {
+        Self { store, dir }
+    }
 }
 
 #[tonic::async_trait]

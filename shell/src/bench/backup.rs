@@ -1,25 +1,43 @@
 //! `wingkv bench backup`: bulk-load N generated rows into a fresh table, back it up to the
-//! `local` provider and restore the backup into a new table, timing both against the physical
-//! floor of the same bytes: one copy with fsync for the backup (each partition's data is written
-//! to the provider once), one per replica for the restore (every replica holds its own copy).
+//! `local` provider (twice: the second backup copies what the first uploaded) and restore the
+//! backup into a new table, timing both against the physical floor of the same bytes (the median
+//! of three measures): one copy with fsync for the backup (each partition's data is written to
+//! the provider once), one per replica for the restore (every replica holds its own copy).
 
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use serde_json::{json, Value};
-use wingkv_client::{BackupStatus, BulkLoadSource, Client, ClientConfig, RestoreStatus};
+use wingkv_client::{BackupStatus, BackupStatusResponse, BulkLoadSource, Client, ClientConfig, RestoreStatus};
 
-use super::bulk::{copy_with_fsync, sst_files, timed_load_from, verify_sample, GeneratedLoadArgs};
+use super::bulk::{copy_with_fsync, sst_files, timed_load_from, verify_sample, write_through_sdk, GeneratedLoadArgs};
 
 /// The longest a backup or a restore may take in the bench.
 const AT_MOST: Duration = Duration::from_secs(3_600);
+
+/// Times each floor is measured (the median counts).
+const FLOOR_ROUNDS: usize = 3;
+
+/// The median of `d` (not empty).
+fn median(d: &mut [Duration]) -> Duration {
+    d.sort();
+    d.get(d.len() / 2).copied().unwrap_or_default()
+}
+
+/// Cores the servers may use and still count as quiet before the backup starts.
+const QUIET_CORES: f64 = 0.2;
 
 /// Arguments of `wingkv bench backup`.
 #[derive(Args, Debug, Clone)]
 pub struct BackupBenchArgs {
     #[command(flatten)]
     pub load: GeneratedLoadArgs,
+    /// Rows written through the SDK after the load, before the backup: the first N generated
+    /// rows again, with their values (they spread over every partition's key range, so the
+    /// backup rewrites what it would otherwise upload as the loaded files).
+    #[arg(long, default_value_t = 0)]
+    pub writes_after_load: u64,
     /// Keep the tables and the files afterwards.
     #[arg(long)]
     pub keep: bool,
@@ -61,6 +79,7 @@ pub fn run(args: BackupBenchArgs) -> Result<()> {
     report["value_size"] = json!(args.load.value_size);
     report["partitions"] = json!(args.load.partitions);
     report["replicas"] = json!(args.load.replicas);
+    report["writes_after_load"] = json!(args.writes_after_load);
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
@@ -79,46 +98,61 @@ async fn measure(
     let admin = client.admin();
     super::ensure_table(client, table, args.load.partitions, args.load.replicas).await?;
     let (load, _) = timed_load_from(client, &args.load.cluster, root, table).await?;
+    if args.writes_after_load > 0 {
+        let n = args.writes_after_load.min(args.load.rows);
+        let errors = write_through_sdk(&client.open_table(table).await?, n, args.load.value_size, 64).await?;
+        if errors > 0 {
+            bail!("{errors} of the {n} writes after the load failed");
+        }
+    }
     let backups = root.join("backups");
     std::fs::create_dir_all(&backups)?;
     let backups_root = backups.display().to_string();
 
     // Backup: from the start to BK_SUCCEED (backup_info written), with the CPU every server
-    // spent meanwhile (per row: the export re-encodes every record).
+    // spent meanwhile.
     let cpu = super::cpu::CpuProbe::wingkv(client, &args.load.meta).await?;
+    // The backup alone: once the load's own aftermath is over (every replica builds a raft
+    // snapshot of its partition once the load is in, to let the job's files go).
+    let settling = Instant::now();
+    wait_post_load_snapshots(client, table, args.load.partitions as usize * args.load.replicas as usize).await?;
+    cpu.wait_quiet(QUIET_CORES, AT_MOST).await?;
+    let settle = settling.elapsed();
     let cpu_before = cpu.sample().await?;
-    let started = Instant::now();
-    let b = admin.start_backup(table, "local", &backups_root).await.context("start_backup")?;
-    let done = loop {
-        let s = admin.backup_status(table, Some(b.backup_id), false).await?.into_iter().next();
-        let Some(s) = s else { bail!("backup {} is gone", b.backup_id) };
-        match s.status() {
-            BackupStatus::BkSucceed => break s,
-            BackupStatus::BkRunning if started.elapsed() < AT_MOST => {}
-            other => bail!("backup {} ended {} ({}): {}", b.backup_id, other.as_str_name(), s.reason, s.location),
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
-    let backup = started.elapsed();
+    let (done, backup) = timed_backup(client, table, &backups_root).await?;
     let backup_cpu = cpu_before.report(&cpu.sample().await?, args.load.rows);
-    let backup_dir = backups.join(&done.cluster).join(table).join("backup").join(b.backup_id.to_string());
+    let backup_dir = backups.join(&done.cluster).join(table).join("backup").join(done.backup_id.to_string());
+
+    // A second backup of the table, unchanged since: the files the first one uploaded as they
+    // were in the DB are copied on the provider.
+    let (second, second_backup) = timed_backup(client, table, &backups_root).await?;
+    let second_dir = backups.join(&second.cluster).join(table).join("backup").join(second.backup_id.to_string());
     let files = sst_files(&backup_dir)?;
     let bytes: u64 = files.iter().map(|(_, s)| s).sum();
 
-    // The floors: one copy of the backup's files for the backup, one per replica for a restore.
+    // The floors: one copy of the backup's files for the backup, one per replica for a restore;
+    // each the median of FLOOR_ROUNDS (this machine's disk takes from 1x to 3x as long for the
+    // same copy from one minute to the next).
     let floor_dir = root.join("floor-copy");
-    let t = Instant::now();
-    copy_with_fsync(&files, &floor_dir.join("backup"))?;
-    let backup_floor = t.elapsed();
-    let t = Instant::now();
-    for r in 0..args.load.replicas {
-        copy_with_fsync(&files, &floor_dir.join(r.to_string()))?;
+    let (mut backup_floors, mut restore_floors) = (Vec::new(), Vec::new());
+    for _ in 0..FLOOR_ROUNDS {
+        let t = Instant::now();
+        copy_with_fsync(&files, &floor_dir.join("backup"))?;
+        backup_floors.push(t.elapsed());
+        std::fs::remove_dir_all(&floor_dir).ok();
+        let t = Instant::now();
+        for r in 0..args.load.replicas {
+            copy_with_fsync(&files, &floor_dir.join(r.to_string()))?;
+        }
+        restore_floors.push(t.elapsed());
+        std::fs::remove_dir_all(&floor_dir).ok();
     }
-    let restore_floor = t.elapsed();
+    let (backup_floor, restore_floor) = (median(&mut backup_floors), median(&mut restore_floors));
     std::fs::remove_dir_all(&floor_dir).ok();
 
     // Restore: from the request to RS_SUCCEED (the table serves).
     let source = BulkLoadSource { provider: "local".into(), root: backups_root, cluster: done.cluster.clone() };
+    let b = &done;
     let cpu_before = cpu.sample().await?;
     let started = Instant::now();
     admin.restore_app(&source, table, b.backup_id, restored, Some(args.load.replicas)).await.context("restore_app")?;
@@ -136,18 +170,23 @@ async fn measure(
     let checked = verify_sample(&client.open_table(restored).await?, args.load.rows, args.load.value_size).await?;
     if !args.keep {
         std::fs::remove_dir_all(&backup_dir).ok();
+        std::fs::remove_dir_all(&second_dir).ok();
     }
     let secs = |d: Duration| d.as_secs_f64();
     Ok(json!({
         "backup_id": b.backup_id,
         "load_sec": secs(load),
+        "settle_sec": secs(settle),
         "backup_files": files.len(),
         "backup_bytes": bytes,
         "backup_sec": secs(backup),
         "backup_mib_per_sec": bytes as f64 / 1048576.0 / secs(backup).max(1e-9),
         "backup_floor_copy_fsync_sec": secs(backup_floor),
+        "backup_floor_rounds_sec": backup_floors.iter().map(|d| secs(*d)).collect::<Vec<_>>(),
+        "restore_floor_rounds_sec": restore_floors.iter().map(|d| secs(*d)).collect::<Vec<_>>(),
         "backup_vs_floor": secs(backup) / secs(backup_floor).max(1e-9),
         "backup_cpu": backup_cpu,
+        "second_backup_sec": secs(second_backup),
         "restore_sec": secs(restore),
         "restore_mib_per_sec": bytes as f64 / 1048576.0 / secs(restore).max(1e-9),
         "restore_floor_copy_fsync_sec": secs(restore_floor),
@@ -155,6 +194,52 @@ async fn measure(
         "restore_cpu": restore_cpu,
         "rows_checked": checked,
     }))
+}
+
+/// Waits until each of the `replicas` replicas of `table` has a raft snapshot
+/// (`wingkv_raft_snapshot_index` > 0 on the replica servers' `/metrics`): once a bulk load is
+/// in, every replica snapshots its partition so the job's files can go, a rewrite of its
+/// data that would otherwise run alongside the backup measured.
+async fn wait_post_load_snapshots(client: &Client, table: &str, replicas: usize) -> Result<()> {
+    let admin = client.admin();
+    let label = format!("table_id=\"{}\"", admin.query_table(table).await?.app_id);
+    let started = Instant::now();
+    loop {
+        let mut snapshotted = 0;
+        for node in admin.list_nodes().await? {
+            let text = super::http_get(&node.http_address, "/metrics").await?;
+            snapshotted += text
+                .lines()
+                .filter(|l| l.starts_with("wingkv_raft_snapshot_index{") && l.contains(&label))
+                .filter(|l| l.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()).is_some_and(|v| v > 0.0))
+                .count();
+        }
+        if snapshotted >= replicas {
+            return Ok(());
+        }
+        if started.elapsed() > AT_MOST {
+            bail!("only {snapshotted} of the {replicas} replicas of {table} built their snapshot after the load");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Backs `table` up to `root` on the `local` provider: its state once it succeeded, and how
+/// long it took from the start to `BK_SUCCEED` (`backup_info` written).
+async fn timed_backup(client: &Client, table: &str, root: &str) -> Result<(BackupStatusResponse, Duration)> {
+    let admin = client.admin();
+    let started = Instant::now();
+    let b = admin.start_backup(table, "local", root).await.context("start_backup")?;
+    loop {
+        let s = admin.backup_status(table, Some(b.backup_id), false).await?.into_iter().next();
+        let Some(s) = s else { bail!("backup {} is gone", b.backup_id) };
+        match s.status() {
+            BackupStatus::BkSucceed => return Ok((s, started.elapsed())),
+            BackupStatus::BkRunning if started.elapsed() < AT_MOST => {}
+            other => bail!("backup {} ended {} ({}): {}", b.backup_id, other.as_str_name(), s.reason, s.location),
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 fn print_report(r: &Value) {
@@ -169,7 +254,18 @@ fn print_report(r: &Value) {
         f("backup_bytes") / 1048576.0
     );
     println!("  bulk load (setup)                 {:>9.2} s", f("load_sec"));
-    println!("  floor: copy+fsync once            {:>9.2} s", f("backup_floor_copy_fsync_sec"));
+    println!("  until the servers are quiet       {:>9.2} s", f("settle_sec"));
+    if r["writes_after_load"].as_u64().unwrap_or(0) > 0 {
+        println!("  rows written through the SDK after the load: {}", r["writes_after_load"]);
+    }
+    let rounds = |k: &str| {
+        r[k].as_array().map(|a| a.iter().map(|v| format!("{:.2}", v.as_f64().unwrap_or(0.0))).collect::<Vec<_>>())
+    };
+    println!(
+        "  floor: copy+fsync once            {:>9.2} s  (median of {:?})",
+        f("backup_floor_copy_fsync_sec"),
+        rounds("backup_floor_rounds_sec").unwrap_or_default()
+    );
     println!(
         "  backup                            {:>9.2} s  ({:.2}x the floor, {:.1} MiB/s)",
         f("backup_sec"),
@@ -177,7 +273,12 @@ fn print_report(r: &Value) {
         f("backup_mib_per_sec")
     );
     println!("  backup {} (per row)", super::cpu::text(&r["backup_cpu"]).trim_start());
-    println!("  floor: copy+fsync x replicas      {:>9.2} s", f("restore_floor_copy_fsync_sec"));
+    println!("  second backup, nothing written    {:>9.2} s", f("second_backup_sec"));
+    println!(
+        "  floor: copy+fsync x replicas      {:>9.2} s  (median of {:?})",
+        f("restore_floor_copy_fsync_sec"),
+        rounds("restore_floor_rounds_sec").unwrap_or_default()
+    );
     println!(
         "  restore                           {:>9.2} s  ({:.2}x the floor, {:.1} MiB/s)",
         f("restore_sec"),

@@ -391,7 +391,7 @@ pub(super) async fn verify_sample(table: &Table, rows: u64, value_size: usize) -
 }
 
 /// Writes the first `n` generated rows with `threads` concurrent sets; answers the errors.
-async fn write_through_sdk(table: &Table, n: u64, value_size: usize, threads: usize) -> Result<u64> {
+pub(super) async fn write_through_sdk(table: &Table, n: u64, value_size: usize, threads: usize) -> Result<u64> {
     let (tx, rx) = async_channel(threads * 4);
     let errors = Arc::new(AtomicU64::new(0));
     let mut writers = JoinSet::new();

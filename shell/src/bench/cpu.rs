@@ -59,6 +59,29 @@ impl CpuProbe {
     }
 }
 
+impl CpuProbe {
+    /// Waits until the servers use less than `cores` of CPU over a second (the work a phase
+    /// leaves behind, such as the snapshots replicas build once a bulk load is in, is over);
+    /// answers how long that took. Fails after `at_most`.
+    pub async fn wait_quiet(&self, cores: f64, at_most: std::time::Duration) -> Result<std::time::Duration> {
+        let started = std::time::Instant::now();
+        let mut last = self.sample().await?;
+        loop {
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            let now = self.sample().await?;
+            if now.servers - last.servers < cores {
+                return Ok(started.elapsed());
+            }
+            anyhow::ensure!(
+                started.elapsed() < at_most,
+                "the servers still used {:.2} cores after {at_most:?}",
+                now.servers - last.servers
+            );
+            last = now;
+        }
+    }
+}
+
 impl CpuSample {
     /// What was spent from `self` to `later`, in all and per operation (µs).
     pub fn report(&self, later: &CpuSample, operations: u64) -> Value {

@@ -1,0 +1,79 @@
+// The RocksDB calls wingkv needs that its C API (and so rust-rocksdb) does not offer. Every
+// function catches what C++ might throw: nothing unwinds into Rust.
+
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <exception>
+#include <string>
+
+#include "rocksdb/options.h"
+#include "rocksdb/sst_file_reader.h"
+#include "rocksdb/sst_file_writer.h"
+#include "rocksdb/table_properties.h"
+#include "rocksdb/unique_id.h"
+
+namespace {
+
+char* copy_message(const std::string& s) {
+  char* out = static_cast<char*>(std::malloc(s.size() + 1));
+  if (out != nullptr) {
+    std::memcpy(out, s.data(), s.size());
+    out[s.size()] = '\0';
+  }
+  return out;
+}
+
+}  // namespace
+
+extern "C" {
+
+// `options` is a `rocksdb_ingestexternalfileoptions_t*` of the C API, which is
+// `struct { IngestExternalFileOptions rep; }` (db/c.cc): its address is that of `rep`.
+void wingkv_ingest_options_set_allow_db_generated_files(void* options, unsigned char allow) {
+  static_cast<rocksdb::IngestExternalFileOptions*>(options)->allow_db_generated_files = allow != 0;
+}
+
+// Reads the table properties of the SST file at `path`. Returns 0 and fills the outputs, or
+// returns 2 (an I/O error: missing file, failed read) or 1 (anything else: the bytes are not a
+// readable SST file) with a malloc'd message in `*error` (free it with `wingkv_free`).
+// `unique_id` has room for 24 bytes; `*unique_id_len` is set to 24, or to 0 when the file has
+// no unique id (written before RocksDB recorded what it is made of).
+int wingkv_sst_file_properties(const char* path, uint64_t* key_largest_seqno, uint64_t* entries,
+                               unsigned char* by_sst_file_writer, unsigned char* unique_id,
+                               size_t* unique_id_len, char** error) {
+  try {
+    rocksdb::Options options;
+    rocksdb::SstFileReader reader(options);
+    rocksdb::Status s = reader.Open(path);
+    if (!s.ok()) {
+      *error = copy_message(s.ToString());
+      return s.IsIOError() ? 2 : 1;
+    }
+    std::shared_ptr<const rocksdb::TableProperties> props = reader.GetTableProperties();
+    if (!props) {
+      *error = copy_message("the file has no table properties");
+      return 1;
+    }
+    *key_largest_seqno = props->key_largest_seqno;
+    *entries = props->num_entries + props->num_range_deletions;
+    *by_sst_file_writer = rocksdb::SstFileWriter::CreatedBySstFileWriter(*props) ? 1 : 0;
+    std::string id;
+    *unique_id_len = 0;
+    if (rocksdb::GetExtendedUniqueIdFromTableProperties(*props, &id).ok() && id.size() == 24) {
+      std::memcpy(unique_id, id.data(), id.size());
+      *unique_id_len = id.size();
+    }
+    return 0;
+  } catch (const std::exception& e) {
+    *error = copy_message(std::string("RocksDB threw: ") + e.what());
+    return 1;
+  } catch (...) {
+    *error = copy_message("RocksDB threw");
+    return 1;
+  }
+}
+
+void wingkv_free(char* p) { std::free(p); }
+
+}  // extern "C"
