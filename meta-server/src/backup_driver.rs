@@ -56,6 +56,7 @@ pub async fn run(node: Arc<MetaNode>, cancel: CancellationToken) {
         tokio::select! {
             _ = cancel.cancelled() => break,
             _ = tick.tick() => {}
+            _ = node.backup_wake.notified() => {}
         }
         if !node.is_leader() {
             node.backup_drive.locked().clear();
@@ -165,9 +166,11 @@ async fn drive_running(node: &MetaNode, catalog: &Catalog, b: &BackupRecord, ter
         return step(node, b, finish(node, app, b, term)).await;
     }
     let calls = todo.iter().map(|&pidx| attempt(node, app, b, pidx, term));
+    let mut finished = 0;
     for (&pidx, state) in todo.iter().zip(join_all(calls).await) {
         let Some(state) = state else { continue };
         if state.status() == WireStatus::BkSucceed {
+            finished += 1;
             let done = PartitionBackup {
                 done: true,
                 log_index: state.log_index,
@@ -177,6 +180,16 @@ async fn drive_running(node: &MetaNode, catalog: &Catalog, b: &BackupRecord, ter
             };
             propose(node, MetaCommand::SetBackupPartition { backup_id: b.backup_id, partition: pidx, done }).await?;
             tracing::info!(backup = b.backup_id, partition = pidx, log_index = state.log_index, "partition backed up");
+        }
+    }
+    if finished == todo.len() {
+        // The last partitions are in: finished now, from the record as these proposals left it,
+        // rather than at the next tick.
+        let now = node.catalog();
+        if let Some(fresh) = now.backups.backups.get(&b.backup_id).filter(|f| f.status == BackupStatus::Running) {
+            if fresh.partitions.iter().all(|p| p.done) {
+                return step(node, fresh, finish(node, app, fresh, term)).await;
+            }
         }
     }
     Ok(())

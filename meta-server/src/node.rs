@@ -72,6 +72,8 @@ pub struct MetaNode {
     /// running backup (volatile).
     pub backup_drive:
         Mutex<std::collections::HashMap<crate::backup_driver::DriveKey, crate::backup_driver::BackupDrive>>,
+    /// Wakes the backup driver before its next tick (a backup just started).
+    pub backup_wake: tokio::sync::Notify,
     /// The balancer's moves in flight and its counts.
     pub balancer: crate::balancer::Progress,
     /// Manual moves on their way to the reconcile loop, which runs them.
@@ -109,6 +111,7 @@ impl MetaNode {
             bulk_cleaned: Mutex::new(HashSet::new()),
             bulk_drive: Mutex::new(Default::default()),
             backup_drive: Mutex::new(Default::default()),
+            backup_wake: tokio::sync::Notify::new(),
             balancer: Default::default(),
             manual_moves: Default::default(),
             started: std::time::Instant::now(),

@@ -64,6 +64,8 @@ pub(super) async fn start_backup(node: &MetaNode, r: StartBackupRequest) -> Resu
     };
     let b = backup_of(node.propose(cmd).await?)?;
     tracing::info!(table = %app.name, backup = b.backup_id, "backup started");
+    // Its exports start now, not at the driver's next tick.
+    node.backup_wake.notify_one();
     Ok(status_response(node, &b, false))
 }
 
