@@ -84,6 +84,7 @@ pub async fn run(node: Arc<MetaNode>, cancel: CancellationToken) {
         tokio::select! {
             _ = cancel.cancelled() => break,
             _ = tick.tick() => {}
+            _ = node.bulk_wake.notified() => {}
         }
         if !node.is_leader() {
             if leading {
@@ -110,6 +111,23 @@ pub async fn run(node: Arc<MetaNode>, cancel: CancellationToken) {
         tokio::select! {
             _ = cancel.cancelled() => return,
             _ = join_all(jobs) => {}
+        }
+        // A step taken (a partition downloaded or ingested, a job moved on) is followed at once
+        // by the next one, not a tick later; a job that ended may end a restore.
+        let now = node.catalog();
+        let moved = |id: &u32, job: &BulkLoadJob| {
+            now.bulk_loads
+                .get(id)
+                .is_some_and(|j| j.job_id == job.job_id && (j.status != job.status || j.partitions != job.partitions))
+        };
+        if catalog.bulk_loads.iter().any(|(id, job)| moved(id, job)) {
+            tick.reset_immediately();
+        }
+        let ended = |id: &u32, job: &BulkLoadJob| {
+            !job.status.is_terminal() && now.bulk_loads.get(id).is_some_and(|j| j.status.is_terminal())
+        };
+        if catalog.bulk_loads.iter().any(|(id, job)| ended(id, job)) {
+            node.backup_wake.notify_one();
         }
         // Forget partitions of jobs that are over (and cleaned up, where that is due).
         let cleaned = node.bulk_cleaned.locked().clone();

@@ -72,8 +72,11 @@ pub struct MetaNode {
     /// running backup (volatile).
     pub backup_drive:
         Mutex<std::collections::HashMap<crate::backup_driver::DriveKey, crate::backup_driver::BackupDrive>>,
-    /// Wakes the backup driver before its next tick (a backup just started).
+    /// Wakes the backup driver before its next tick (a backup just started, a restore's load
+    /// just ended).
     pub backup_wake: tokio::sync::Notify,
+    /// Wakes the bulk-load driver before its next tick (a job just started).
+    pub bulk_wake: tokio::sync::Notify,
     /// The balancer's moves in flight and its counts.
     pub balancer: crate::balancer::Progress,
     /// Manual moves on their way to the reconcile loop, which runs them.
@@ -112,6 +115,7 @@ impl MetaNode {
             bulk_drive: Mutex::new(Default::default()),
             backup_drive: Mutex::new(Default::default()),
             backup_wake: tokio::sync::Notify::new(),
+            bulk_wake: tokio::sync::Notify::new(),
             balancer: Default::default(),
             manual_moves: Default::default(),
             started: std::time::Instant::now(),

@@ -573,8 +573,9 @@ mod tests {
         assert!(!job_dir(f.replica.path(), 6).exists());
     }
 
-    /// A replica holds a file of the right name and size but other content (and a verified
-    /// list naming the right md5): it must not ingest it, but fetch the real one.
+    /// A replica holds a file of the right name and size but other content, a damaged block
+    /// (and a verified list naming the right md5): it must not ingest it, but fetch the real
+    /// one.
     #[tokio::test]
     async fn a_same_size_file_with_another_md5_is_fetched_again() {
         let (remote, file) = remote_partition(&["k1", "k2"]);

@@ -1,4 +1,4 @@
-//! What wingkv needs of RocksDB beyond what rust-rocksdb offers: two calls of RocksDB's C++
+//! What wingkv needs of RocksDB beyond what rust-rocksdb offers: calls of RocksDB's C++
 //! API that its C API does not expose, through a small shim (`src/shim.cc`) compiled against
 //! the same RocksDB sources librocksdb-sys builds.
 //!
@@ -7,6 +7,8 @@
 //! - [`allow_db_generated_files`]: lets an ingestion take files a DB wrote
 //!   (`IngestExternalFileOptions::allow_db_generated_files`, RocksDB's experimental option),
 //!   which is how a backup made of a DB's own files is restored.
+//! - [`verify_sst_checksums`]: reads a whole SST file and checks every block's checksum, much
+//!   as `sst_dump --command=verify` does, without decompressing or iterating its records.
 
 use std::ffi::{c_char, c_int, c_void, CStr, CString};
 use std::path::{Path, PathBuf};
@@ -24,6 +26,7 @@ extern "C" {
         unique_id_len: *mut usize,
         error: *mut *mut c_char,
     ) -> c_int;
+    fn wingkv_sst_verify_checksums(path: *const c_char, error: *mut *mut c_char) -> c_int;
     fn wingkv_free(p: *mut c_char);
 }
 
@@ -96,17 +99,7 @@ pub fn sst_file_properties(path: &Path) -> Result<SstFileProperties, Error> {
         )
     };
     if rc != 0 {
-        let reason = if error.is_null() {
-            "no reason given".to_string()
-        } else {
-            // SAFETY: a non-null `error` is a NUL-terminated string malloc'd by the shim, freed
-            // once, here.
-            let reason = unsafe { CStr::from_ptr(error) }.to_string_lossy().into_owned();
-            unsafe { wingkv_free(error) };
-            reason
-        };
-        let path = path.to_path_buf();
-        return Err(if rc == 2 { Error::Io { path, reason } } else { Error::Unreadable { path, reason } });
+        return Err(shim_error(path, rc, error));
     }
     Ok(SstFileProperties {
         key_largest_seqno: (seqno != u64::MAX).then_some(seqno),
@@ -114,6 +107,40 @@ pub fn sst_file_properties(path: &Path) -> Result<SstFileProperties, Error> {
         by_sst_file_writer: by_writer != 0,
         unique_id: (id_len == id.len()).then(|| id.iter().map(|b| format!("{b:02x}")).collect()),
     })
+}
+
+/// Reads the whole SST file at `path` and checks the checksum of every block and of its footer
+/// (blocking). A file that is not an SST, or whose bytes differ from what its writer wrote, is
+/// [`Error::Unreadable`]; a failed read is [`Error::Io`].
+pub fn verify_sst_checksums(path: &Path) -> Result<(), Error> {
+    let c_path = path.to_str().and_then(|s| CString::new(s).ok()).ok_or_else(|| Error::BadPath(path.to_path_buf()))?;
+    let mut error: *mut c_char = std::ptr::null_mut();
+    // SAFETY: the shim reads `c_path` (NUL-terminated, alive for the call) and writes only
+    // `error`.
+    let rc = unsafe { wingkv_sst_verify_checksums(c_path.as_ptr(), &mut error) };
+    if rc != 0 {
+        return Err(shim_error(path, rc, error));
+    }
+    Ok(())
+}
+
+/// The error a shim call answered `rc` (1: unreadable, 2: I/O) with `error`, which it frees.
+fn shim_error(path: &Path, rc: c_int, error: *mut c_char) -> Error {
+    let reason = if error.is_null() {
+        "no reason given".to_string()
+    } else {
+        // SAFETY: a non-null `error` is a NUL-terminated string malloc'd by the shim, freed
+        // once, here.
+        let reason = unsafe { CStr::from_ptr(error) }.to_string_lossy().into_owned();
+        unsafe { wingkv_free(error) };
+        reason
+    };
+    let path = path.to_path_buf();
+    if rc == 2 {
+        Error::Io { path, reason }
+    } else {
+        Error::Unreadable { path, reason }
+    }
 }
 
 // rust-rocksdb's `IngestExternalFileOptions` is one pointer to the C API's options object
@@ -221,5 +248,43 @@ mod tests {
         allow_db_generated_files(&mut ingest, true);
         dst.ingest_external_file_opts(&ingest, files).unwrap();
         assert_eq!(dst.get(b"y").unwrap().as_deref(), Some(&b"v"[..]));
+    }
+
+    #[test]
+    fn a_damaged_block_is_found_by_the_checksums_and_missed_by_an_ingestion() {
+        let tmp = tempfile::tempdir().unwrap();
+        let sst = tmp.path().join("big.sst");
+        let keys: Vec<Vec<u8>> = (0..2000).map(|i| format!("key{i:06}").into_bytes()).collect();
+        {
+            let opts = Options::default();
+            let mut w = SstFileWriter::create(&opts);
+            w.open(&sst).unwrap();
+            for k in &keys {
+                w.put(k, [b'v'; 100]).unwrap();
+            }
+            w.finish().unwrap();
+        }
+        verify_sst_checksums(&sst).unwrap();
+        // One byte of a data block in the middle of the file: an ingestion reads only the first
+        // and last keys, the index and the properties, and takes it.
+        let mut bytes = std::fs::read(&sst).unwrap();
+        let at = bytes.len() / 3;
+        bytes[at] ^= 0x40;
+        let damaged = tmp.path().join("damaged.sst");
+        std::fs::write(&damaged, &bytes).unwrap();
+        let err = verify_sst_checksums(&damaged).unwrap_err();
+        assert!(matches!(err, Error::Unreadable { .. }) && err.to_string().contains("damaged.sst"), "{err}");
+        assert!(err.to_string().to_lowercase().contains("checksum"), "{err}");
+
+        let mut opts = Options::default();
+        opts.create_if_missing(true);
+        let db = DB::open(&opts, tmp.path().join("db")).unwrap();
+        db.ingest_external_file_opts(&IngestExternalFileOptions::default(), vec![damaged]).unwrap();
+
+        // Not an SST at all; missing.
+        let junk = tmp.path().join("junk.sst");
+        std::fs::write(&junk, vec![7u8; 4096]).unwrap();
+        assert!(matches!(verify_sst_checksums(&junk), Err(Error::Unreadable { .. })));
+        assert!(matches!(verify_sst_checksums(&tmp.path().join("missing.sst")), Err(Error::Io { .. })));
     }
 }

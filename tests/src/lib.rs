@@ -101,9 +101,27 @@ pub type ReplicaProcess = ServerProcess;
 /// A `meta-server` child process: the name tests use for that role.
 pub type MetaProcess = ServerProcess;
 
-/// A free loopback port (for servers whose address others must know before they start).
+/// The loopback ports servers get: below Linux's ephemeral range (32768 and up by default),
+/// from which the kernel picks the ports of outgoing connections and of `:0` listeners. A
+/// server keeps its port across restarts (its address is in raft memberships); a port in that
+/// range could be handed to another test's process while the server is down, and the restart
+/// would fail to bind it.
+const SERVER_PORTS: std::ops::Range<u16> = 20_000..32_768;
+
+/// A free loopback port for a server (for servers whose address others must know before they
+/// start, and for every server the harness starts on loopback).
 pub fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    let span = u32::from(SERVER_PORTS.end - SERVER_PORTS.start);
+    // Parallel test processes start their search at different places.
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos());
+    let seed = nanos.unwrap_or(0) ^ std::process::id().wrapping_mul(2_654_435_761);
+    for i in 0..span {
+        let port = SERVER_PORTS.start + (seed.wrapping_add(i) % span) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return Ok(port);
+        }
+    }
+    bail!("no free loopback port in {SERVER_PORTS:?}")
 }
 
 impl ServerProcess {
@@ -220,10 +238,20 @@ impl ServerProcess {
     }
 
     async fn spawn(&mut self) -> Result<()> {
+        if self.netns.is_none() && self.addr == "127.0.0.1:0" {
+            self.addr = format!("127.0.0.1:{}", free_port()?);
+        }
         let addr_file = self.data_dir().join("server.addr");
         let _ = std::fs::remove_file(&addr_file);
+        // The HTTP endpoint's port follows the gRPC port (+10000) unless set: on loopback it is
+        // any free port, which the server writes down at each start (`http_addr`).
+        let http = if self.netns.is_none() && !self.extra_config.contains("http_listen") {
+            "http_listen = \"127.0.0.1:0\"\n"
+        } else {
+            ""
+        };
         let config = format!(
-            "listen = \"{}\"\ndata_dir = \"{}\"\n{}\n",
+            "listen = \"{}\"\ndata_dir = \"{}\"\n{http}{}\n",
             self.addr,
             self.data_dir().display(),
             self.extra_config
@@ -262,7 +290,7 @@ impl ServerProcess {
         })
         .await
         .and_then(|r| r)
-        .with_context(|| format!("node {} (log: {})", self.node_id, self.tail_log(30)))?;
+        .with_context(|| format!("node {} (log: {})", self.node_id, self.start_failure_log()))?;
         self.addr = addr;
         Ok(())
     }
@@ -328,7 +356,22 @@ impl ServerProcess {
         Ok(())
     }
 
-    /// The last `n` lines of the server log.
+    /// Why a start failed, from the log: the server's last `Error:` and its causes (the
+    /// backtrace after them says where, not why), else the log's last lines.
+    fn start_failure_log(&self) -> String {
+        let text = std::fs::read_to_string(self.log_path()).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        match lines.iter().rposition(|l| l.starts_with("Error:")) {
+            Some(at) => {
+                let cause: Vec<&str> =
+                    lines[at..].iter().take(20).take_while(|l| !l.contains("Stack backtrace")).copied().collect();
+                cause.join("\n")
+            }
+            None => self.tail_log(30),
+        }
+    }
+
+    /// The last `n` lines of the server's log.
     pub fn tail_log(&self, n: usize) -> String {
         let text = std::fs::read_to_string(self.log_path()).unwrap_or_default();
         let lines: Vec<&str> = text.lines().collect();

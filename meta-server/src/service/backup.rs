@@ -169,6 +169,7 @@ pub(super) async fn restore_app(node: &MetaNode, r: RestoreAppRequest) -> Result
         }
     })
     .await?;
+    node.bulk_wake.notify_one();
     tracing::info!(table = %app.name, backup = r.backup_id, from = %r.old_app_name, "restore started");
     Ok(restore_response(node, &node.catalog(), &app, false)?)
 }

@@ -74,6 +74,7 @@ pub(super) async fn start_bulk_load(
         now_ms: unix_millis(),
     };
     let job = job_of(node.propose(cmd).await?)?;
+    node.bulk_wake.notify_one();
     tracing::info!(table = %app.name, job = job.job_id, "bulk load started");
     Ok(status_response(node, &app, Some(&job), None, false))
 }

@@ -1,5 +1,6 @@
 //! Streaming one remote file to disk: chunk by chunk, under a node-wide bandwidth limit,
-//! cancellable between chunks, verified (size and md5) before it is renamed into place.
+//! cancellable between chunks, verified (size and md5 of what arrived, RocksDB's block
+//! checksums of what is on disk) before it is renamed into place.
 
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -60,9 +61,9 @@ impl RateLimiter {
 static TEMP_SEQ: AtomicU64 = AtomicU64::new(0);
 
 /// Downloads file `name` of `source` to `dest`, counting bytes into `progress`. The data goes
-/// to a temp file of its own first; only a file whose size and md5 match `expected` — as the
-/// stream delivered it and again as read back from the disk — becomes `dest`. On any failure
-/// or cancellation the partial file is removed.
+/// to a temp file of its own first; only a file whose size and md5 match `expected` as the
+/// stream delivered it, and whose blocks read back from the disk pass RocksDB's checksums,
+/// becomes `dest`. On any failure or cancellation the partial file is removed.
 #[allow(clippy::too_many_arguments)]
 pub async fn download_file(
     source: &dyn FileSource,
@@ -158,13 +159,33 @@ async fn fetch(
     if !got.eq_ignore_ascii_case(&expected.md5) {
         return Err(WingError::Corruption(format!("{remote} has md5 {got}; its metadata says {}", expected.md5)));
     }
-    // What is ingested is the file on disk, not the stream: read it back.
+    // What is ingested is the file on disk, not the stream: RocksDB reads it back and checks
+    // every block's checksum (cheaper than a second md5, and it also refuses an SST whose
+    // blocks were damaged before the provider's md5 was taken).
     let (path, want) = (tmp.to_path_buf(), expected.clone());
-    let on_disk = limits.io.run(move || file_matches(&path, &want)).await?;
-    if !on_disk {
-        return Err(WingError::Storage(format!("{} does not read back as written (size or md5)", tmp.display())));
+    limits.io.run(move || check_on_disk(&path, &want, &remote)).await?
+}
+
+/// Checks the downloaded file at `path` as RocksDB will read it: every block's checksum. When
+/// that fails the md5 tells why: the file still matches `expected` (the provider's file itself
+/// is damaged: `Corruption`, permanent) or it does not (the local disk did not keep what was
+/// written: `Storage`, retried). Empty files are allowed and not read.
+fn check_on_disk(path: &Path, expected: &FileMeta, remote: &str) -> Result<(), WingError> {
+    use wingkv_rocksdb_ext::Error;
+    if expected.size == 0 {
+        return Ok(());
     }
-    check_sst_footer(tmp, &remote).await
+    match wingkv_rocksdb_ext::verify_sst_checksums(path) {
+        Ok(()) => Ok(()),
+        Err(Error::Unreadable { reason, .. }) if file_matches(path, expected) => {
+            Err(WingError::Corruption(format!("{remote} is not an SST file, or a damaged one: {reason}")))
+        }
+        Err(Error::Unreadable { reason, .. }) => Err(WingError::Storage(format!(
+            "{} does not read back as written (md5 differs; RocksDB: {reason})",
+            path.display()
+        ))),
+        Err(e) => Err(WingError::Storage(e.to_string())),
+    }
 }
 
 /// A downloaded file being written on the bulk-load I/O threads: hashed as written, and
@@ -265,6 +286,18 @@ impl PacedWriter {
     }
 }
 
+/// Whether a file this replica downloaded and verified is still whole at `path`: it has
+/// `meta`'s size and every block passes RocksDB's checksum (blocking: reads it whole, at the
+/// cost of a checksum rather than of an md5). Its md5 was checked as it arrived; the job's
+/// directory has one owner (its slot), so what can change the file since is the disk, which
+/// the checksums see.
+pub fn file_intact(path: &Path, meta: &FileMeta) -> bool {
+    if std::fs::metadata(path).map(|m| m.len()).ok() != Some(meta.size) {
+        return false;
+    }
+    meta.size == 0 || wingkv_rocksdb_ext::verify_sst_checksums(path).is_ok()
+}
+
 /// Whether the file at `path` has `meta`'s size and md5 (blocking: reads it whole).
 pub fn file_matches(path: &Path, meta: &FileMeta) -> bool {
     use std::io::Read;
@@ -284,33 +317,6 @@ pub fn file_matches(path: &Path, meta: &FileMeta) -> bool {
         }
     }
     hex(&md5.finalize()).eq_ignore_ascii_case(&meta.md5)
-}
-
-/// Magic numbers that end a RocksDB table file (block-based, legacy block-based, plain).
-const SST_MAGIC: [u64; 3] = [0x88e2_41b7_85f4_cff7, 0xdb47_7524_8b80_fb57, 0x8242_2296_63bf_9564];
-
-/// Refuses a file that does not end like an SST, before it can reach an ingestion (where a bad
-/// file would fail on every replica at once).
-async fn check_sst_footer(path: &Path, remote: &str) -> Result<(), WingError> {
-    use tokio::io::{AsyncReadExt, AsyncSeekExt};
-    let mut f =
-        tokio::fs::File::open(path).await.map_err(|e| WingError::Storage(format!("open {}: {e}", path.display())))?;
-    let len = f.metadata().await.map_err(|e| WingError::Storage(e.to_string()))?.len();
-    if len == 0 {
-        return Ok(());
-    }
-    let not_sst = || WingError::Corruption(format!("{remote} is not an SST file"));
-    if len < 8 {
-        return Err(not_sst());
-    }
-    let mut tail = [0u8; 8];
-    f.seek(std::io::SeekFrom::Start(len - 8)).await.map_err(|e| WingError::Storage(e.to_string()))?;
-    f.read_exact(&mut tail).await.map_err(|e| WingError::Storage(e.to_string()))?;
-    if SST_MAGIC.contains(&u64::from_le_bytes(tail)) {
-        Ok(())
-    } else {
-        Err(not_sst())
-    }
 }
 
 /// Whether a download error may pass by itself (the provider was unreachable, slow or

@@ -14,7 +14,7 @@ use wingkv_common::WingError;
 use wingkv_proto::common::BulkLoadStatus;
 use wingkv_proto::replica_admin::{BulkLoadAction, ReplicaBulkLoadState};
 
-use super::download::file_matches;
+use super::download::file_intact;
 use super::ingest::ingested_at;
 use super::job_dir;
 use super::loader::{read_verified_list, BulkLoadSource, BulkLoader, LoaderState};
@@ -56,8 +56,9 @@ fn closed_error(dir: &Path) -> WingError {
     WingError::Unavailable(format!("the replica in {} is closing", dir.display()))
 }
 
-/// Whether `dir` holds exactly `files`: the recorded verified list names them, and each file
-/// on disk has its size and md5 (read back whole: what is ingested is the disk's content).
+/// Whether `dir` holds exactly `files`: the recorded verified list names them (sizes and md5s
+/// as they were checked on download), and each file on disk is still whole (read back: what
+/// is ingested is the disk's content; see [`file_intact`]).
 async fn holds(dir: PathBuf, files: Vec<FileMeta>) -> bool {
     tokio::task::spawn_blocking(move || {
         let listed = read_verified_list(&dir).is_some_and(|mut l| {
@@ -66,7 +67,7 @@ async fn holds(dir: PathBuf, files: Vec<FileMeta>) -> bool {
             want.sort_by(|a, b| a.name.cmp(&b.name));
             l == want
         });
-        listed && files.iter().all(|f| file_matches(&dir.join(&f.name), f))
+        listed && files.iter().all(|f| file_intact(&dir.join(&f.name), f))
     })
     .await
     .unwrap_or(false)
