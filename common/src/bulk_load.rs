@@ -7,7 +7,8 @@
 //! ```
 //!
 //! Parsing checks everything a replica will rely on: names that cannot escape their directory,
-//! md5 digests that are 32 hex digits, sizes that add up.
+//! digests of the right length ([`crate::file_digest`]: an `"md5"`, or the `"xxh3"` that backups
+//! write), sizes that add up.
 
 use serde::{Deserialize, Serialize};
 
@@ -30,16 +31,7 @@ pub struct BulkLoadInfo {
     pub partition_count: u32,
 }
 
-/// One SST file of a partition.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct FileMeta {
-    /// File name inside the partition directory (e.g. `0.sst`).
-    pub name: String,
-    /// Size in bytes.
-    pub size: u64,
-    /// MD5 of the content, lowercase hex.
-    pub md5: String,
-}
+pub use crate::file_digest::FileMeta;
 
 /// `{table}/{pidx}/bulk_load_metadata`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -112,12 +104,6 @@ impl BulkLoadMetadata {
             if !names.insert(f.name.as_str()) {
                 return Err(WingError::InvalidArgument(format!("bulk_load_metadata lists '{}' twice", f.name)));
             }
-            if f.md5.len() != 32 || !f.md5.bytes().all(|b| b.is_ascii_hexdigit()) {
-                return Err(WingError::InvalidArgument(format!(
-                    "md5 of '{}' is not 32 hex digits: '{}'",
-                    f.name, f.md5
-                )));
-            }
             total = total
                 .checked_add(f.size)
                 .ok_or_else(|| WingError::InvalidArgument("bulk_load_metadata sizes overflow".into()))?;
@@ -130,12 +116,6 @@ impl BulkLoadMetadata {
         }
         Ok(meta)
     }
-}
-
-/// Lowercase hex MD5 of `data`.
-pub fn md5_hex(data: &[u8]) -> String {
-    use md5::Digest;
-    hex(&md5::Md5::digest(data))
 }
 
 /// Lowercase hex of `bytes`.
@@ -189,8 +169,7 @@ mod tests {
     }
 
     #[test]
-    fn md5_and_paths() {
-        assert_eq!(md5_hex(b"hello"), "5d41402abc4b2a76b9719d911017c592");
+    fn paths() {
         assert_eq!(table_dir("/data/bl", "onebox", "t").unwrap().as_ref(), "data/bl/onebox/t");
         assert_eq!(table_dir("", "onebox", "t").unwrap().as_ref(), "onebox/t");
         assert!(table_dir("/x", "..", "t").is_err());

@@ -8,14 +8,13 @@
 //! a half-written partition as finished, and a rerun of a failed writer overwrites the same
 //! names.
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use md5::Digest;
 use object_store::ObjectStore;
 
-use crate::bulk_load::{hex, BulkLoadInfo, BulkLoadMetadata, FileMeta, BULK_LOAD_INFO, BULK_LOAD_METADATA};
+use crate::bulk_load::{BulkLoadInfo, BulkLoadMetadata, FileMeta, BULK_LOAD_INFO, BULK_LOAD_METADATA};
+use crate::file_digest::{digest_file, DigestKind};
 use crate::hash::partition_index;
 use crate::key::{decode_key, encode_key};
 use crate::value::encode_value;
@@ -163,8 +162,10 @@ impl PartitionWriter {
         let Some((mut w, path, name)) = self.open.take() else { return Ok(()) };
         w.finish().map_err(|e| WingError::Storage(format!("finish {}: {e}", path.display())))?;
         drop(w);
-        let (size, md5) = file_md5(&path)?;
-        self.files.push(FileMeta { name, size, md5 });
+        // md5: what DESIGN §5 asks of every bulk-load producer.
+        let (size, digest) =
+            digest_file(&path, DigestKind::Md5).map_err(|e| WingError::Io(format!("read {}: {e}", path.display())))?;
+        self.files.push(FileMeta { name, size, digest });
         Ok(())
     }
 
@@ -203,24 +204,6 @@ fn escape(b: &[u8]) -> String {
     } else {
         format!("'{shown}'")
     }
-}
-
-/// Size and MD5 of a file, read in 1 MiB chunks (an SST is up to the roll size, 64 MB).
-fn file_md5(path: &Path) -> Result<(u64, String), WingError> {
-    let io = |e: std::io::Error| WingError::Io(format!("read {}: {e}", path.display()));
-    let mut file = std::fs::File::open(path).map_err(io)?;
-    let mut hasher = md5::Md5::new();
-    let mut buf = vec![0u8; 1 << 20];
-    let mut size = 0u64;
-    loop {
-        let n = file.read(&mut buf).map_err(io)?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-        size += n as u64;
-    }
-    Ok((size, hex(&hasher.finalize())))
 }
 
 /// Uploads partition `pidx`'s staged files from `local`, then its `bulk_load_metadata`, under
@@ -280,7 +263,7 @@ mod tests {
         assert!(meta.files.len() > 1, "{meta:?}");
         assert_eq!(meta.file_total_size, meta.files.iter().map(|f| f.size).sum::<u64>());
         let first = std::fs::read(dir.path().join("0.sst")).unwrap();
-        assert_eq!(meta.files[0].md5, crate::bulk_load::md5_hex(&first));
+        assert_eq!(meta.files[0].digest, crate::file_digest::FileDigest::md5_of(&first));
     }
 
     #[test]

@@ -15,6 +15,8 @@ pub mod check;
 #[cfg(feature = "config")]
 pub mod config;
 pub mod error;
+#[cfg(feature = "bulk-load")]
+pub mod file_digest;
 #[cfg(feature = "server")]
 pub mod frontend;
 pub mod hash;

@@ -74,6 +74,17 @@ impl std::fmt::Debug for S3Config {
 /// Size of the chunks a `local` provider reads files in.
 const LOCAL_READ_CHUNK_BYTES: usize = 1 << 20;
 
+/// Where `location` of provider `kind` lies on this machine's file system: `Some` only for the
+/// `local` provider, by `object_store`'s own mapping. A writer that has the file locally can
+/// then copy it in the kernel (`copy_file_range`) instead of through a user-space buffer.
+pub fn local_path(kind: &str, config: &ProviderConfig, location: &object_store::path::Path) -> Option<PathBuf> {
+    if kind != "local" {
+        return None;
+    }
+    let local = object_store::local::LocalFileSystem::new_with_prefix(config.local_root.as_ref()?).ok()?;
+    local.path_to_filesystem(location).ok()
+}
+
 /// Opens the provider named `kind` (`local`, `s3`, `memory`).
 pub fn open_provider(kind: &str, config: &ProviderConfig) -> Result<Arc<dyn ObjectStore>, WingError> {
     let err = |e: object_store::Error| WingError::InvalidArgument(format!("provider '{kind}': {e}"));
@@ -127,6 +138,17 @@ mod tests {
         let s3 = S3Config { secret_access_key: Some("hunter2-secret".into()), ..Default::default() };
         let shown = format!("{:?}", ProviderConfig { s3, ..Default::default() });
         assert!(!shown.contains("hunter2-secret") && shown.contains("<redacted>"), "{shown}");
+    }
+
+    #[test]
+    fn a_local_location_maps_to_its_file_and_no_other_provider_does() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = ProviderConfig::local(dir.path());
+        let at = object_store::path::Path::from("backups/onebox/t/backup/7/3");
+        let root = dir.path().canonicalize().unwrap();
+        assert_eq!(local_path("local", &config, &at), Some(root.join("backups/onebox/t/backup/7/3")));
+        assert_eq!(local_path("s3", &config, &at), None);
+        assert_eq!(local_path("local", &ProviderConfig::default(), &at), None, "no root, no path");
     }
 
     #[test]

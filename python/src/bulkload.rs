@@ -260,7 +260,7 @@ fn write_bulk_load_info(
 }
 
 /// Reads partition `partition_index` back from `provider://root/cluster/table`: checks every
-/// file against `bulk_load_metadata` (size, md5), then answers its records in key order as
+/// file against `bulk_load_metadata` (size, digest), then answers its records in key order as
 /// `(hash_key, sort_key, value, expire_ts)` (`expire_ts`: seconds since 2016-01-01, 0 = never).
 /// For checking a layout a job wrote; it holds the partition in memory.
 #[pyfunction]
@@ -314,14 +314,14 @@ async fn read_records(
     let mut paths = Vec::new();
     for f in &meta.files {
         let bytes = get(f.name.clone()).await?;
-        let md5 = wingkv_common::bulk_load::md5_hex(&bytes);
-        if bytes.len() as u64 != f.size || md5 != f.md5 {
+        let digest = wingkv_common::file_digest::FileDigest::of(f.digest.kind(), &bytes);
+        if bytes.len() as u64 != f.size || !digest.matches(&f.digest) {
             return Err(WingError::Corruption(format!(
-                "{}: {} bytes with md5 {md5}; bulk_load_metadata says {} bytes with md5 {}",
+                "{}: {} bytes with {digest}; bulk_load_metadata says {} bytes with {}",
                 f.name,
                 bytes.len(),
                 f.size,
-                f.md5
+                f.digest
             )));
         }
         let path = scratch.join(&f.name);

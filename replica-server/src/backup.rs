@@ -20,14 +20,14 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use futures::{StreamExt, TryStreamExt};
-use md5::Digest;
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, WriteMultipart};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use wingkv_common::backoff::BackoffPolicy;
-use wingkv_common::bulk_load::{hex, BulkLoadMetadata, FileMeta, BULK_LOAD_METADATA};
+use wingkv_common::bulk_load::{BulkLoadMetadata, FileMeta, BULK_LOAD_METADATA};
+use wingkv_common::file_digest::{ContentHasher, DigestKind, FileDigest};
 use wingkv_common::sync::MutexExt;
 use wingkv_common::WingError;
 use wingkv_proto::common::BackupStatus;
@@ -149,6 +149,9 @@ pub struct ExportJob {
     pub backup_id: u64,
     /// Where its files go.
     pub store: Arc<dyn ObjectStore>,
+    /// The partition's backup directory on this machine's file system, when the store is the
+    /// `local` provider: files are then copied in the kernel ([`upload_local`]).
+    pub local_dir: Option<PathBuf>,
     /// The partition's backup directory on the store.
     pub partition_dir: ObjectPath,
     /// The node's bulk-load providers and I/O threads.
@@ -502,7 +505,7 @@ async fn copy_earlier(
         .run(move || std::fs::remove_file(&path))
         .await?
         .map_err(|e| WingError::Storage(format!("remove a copied export file: {e}")))?;
-    Ok(Some(FileMeta { name: file.name.clone(), size: file.size, md5: meta.md5.clone() }))
+    Ok(Some(FileMeta { name: file.name.clone(), size: file.size, digest: meta.digest.clone() }))
 }
 
 async fn upload_with_retries(
@@ -522,14 +525,14 @@ async fn upload_with_retries(
         let mut counted = 0;
         let path = local.join(&name);
         match upload(job, &path, &name, cancel, progress, &mut counted).await {
-            Ok(md5) => {
+            Ok(digest) => {
                 // Uploaded: the local copy goes now, so a partition never needs all of its
                 // export on disk at once.
                 job.io()
                     .run(move || std::fs::remove_file(&path))
                     .await?
                     .map_err(|e| WingError::Storage(format!("remove an uploaded export file: {e}")))?;
-                return Ok(FileMeta { name, size, md5 });
+                return Ok(FileMeta { name, size, digest });
             }
             Err(e) => {
                 progress.uploaded.fetch_sub(counted, Ordering::Relaxed);
@@ -547,7 +550,9 @@ async fn upload_with_retries(
     }
 }
 
-/// Uploads the file at `path` as `name` in the partition's directory; answers its md5.
+/// Uploads the file at `path` as `name` in the partition's directory; answers its digest: an
+/// xxh3, which a restore checks on every replica at a small part of md5's CPU (see
+/// [`wingkv_common::file_digest`]).
 async fn upload(
     job: &ExportJob,
     path: &Path,
@@ -555,7 +560,10 @@ async fn upload(
     cancel: &CancellationToken,
     progress: &Progress,
     counted: &mut u64,
-) -> Result<String, WingError> {
+) -> Result<FileDigest, WingError> {
+    if let Some(dir) = &job.local_dir {
+        return upload_local(job, path, &dir.join(name), cancel, progress, counted).await;
+    }
     let remote = job.partition_dir.child(name);
     let remote_err = |e: object_store::Error| WingError::Unavailable(format!("upload {remote}: {e}"));
     let opened = path.to_path_buf();
@@ -567,7 +575,7 @@ async fn upload(
     );
     let upload = job.store.put_multipart(&remote).await.map_err(remote_err)?;
     let mut writer = WriteMultipart::new_with_chunk_size(upload, PART_BYTES);
-    let mut hasher = Some(md5::Md5::new());
+    let mut hasher = Some(ContentHasher::new(DigestKind::Xxh3));
     let result: Result<(), WingError> = async {
         loop {
             let (f, h) = (file.take(), hasher.take());
@@ -600,8 +608,7 @@ async fn upload(
                 let _ = job.store.delete(&remote).await;
                 return Err(canceled());
             }
-            let md5 = hasher.map(|h| hex(&h.finalize())).unwrap_or_default();
-            Ok(md5)
+            hasher.map(ContentHasher::finish).ok_or_else(|| WingError::Internal("an upload lost its hasher".into()))
         }
         Err(e) => {
             // An upload left incomplete holds parts on S3 (not an object); abort drops them.
@@ -611,10 +618,165 @@ async fn upload(
     }
 }
 
-type Chunk = (std::fs::File, md5::Md5, Vec<u8>);
+/// Distinguishes the staging files of concurrent local uploads.
+static STAGING_SEQ: AtomicU64 = AtomicU64::new(0);
+
+/// Uploads the file at `path` to `dest` on the `local` provider; answers its digest.
+///
+/// Through `object_store` every byte is read into a buffer, copied into the upload's own
+/// buffer and written from there; on this project's VMs writing 1 GB from a buffer cost
+/// 0.3–2.6 CPU-seconds from run to run, where reading it once and having the kernel copy it
+/// (`copy_file_range`) cost a steady 0.42–0.49 (BENCHMARKS.md, "Backups record xxh3"). So each
+/// piece is read once for the digest and copied by the kernel into a staging file that
+/// `object_store`'s listings skip (`NAME#DIGITS`, its own staging form), which is synced (the
+/// store's local uploads never were) and renamed into place: a reader never sees a partial
+/// file, and a failure or cancel removes the staging file.
+async fn upload_local(
+    job: &ExportJob,
+    path: &Path,
+    dest: &Path,
+    cancel: &CancellationToken,
+    progress: &Progress,
+    counted: &mut u64,
+) -> Result<FileDigest, WingError> {
+    let seq = STAGING_SEQ.fetch_add(1, Ordering::Relaxed);
+    let mut staging = dest.as_os_str().to_owned();
+    staging.push(format!("#{}{seq:06}", std::process::id()));
+    let staging = PathBuf::from(staging);
+    let (from, to) = (path.to_path_buf(), staging.clone());
+    let copy = job.io().run(move || LocalCopy::open(&from, &to)).await?;
+    let mut copy = Some(copy?);
+    let result: Result<FileDigest, WingError> = async {
+        loop {
+            let mut c = copy.take().ok_or_else(|| WingError::Internal("a local upload lost its file".into()))?;
+            let (c, n) = job
+                .io()
+                .run(move || {
+                    let n = c.step();
+                    (c, n)
+                })
+                .await?;
+            let n = n?;
+            if n == 0 {
+                let (c, dest) = (c, dest.to_path_buf());
+                return job.io().run(move || c.finish(&dest)).await?;
+            }
+            copy = Some(c);
+            progress.uploaded.fetch_add(n, Ordering::Relaxed);
+            *counted += n;
+            tokio::select! {
+                _ = cancel.cancelled() => return Err(canceled()),
+                _ = job.limits().limiter.acquire(n) => {}
+            }
+        }
+    }
+    .await;
+    if result.is_err() {
+        drop(copy);
+        let _ = job.io().run(move || std::fs::remove_file(&staging)).await;
+    } else if cancel.is_cancelled() {
+        // As for the store's uploads: a file completed after a cancel is deleted.
+        let dest = dest.to_path_buf();
+        let _ = job.io().run(move || std::fs::remove_file(&dest)).await;
+        return Err(canceled());
+    }
+    result
+}
+
+/// One local upload in progress (blocking calls, on the bulk-load I/O threads).
+struct LocalCopy {
+    src: std::fs::File,
+    dst: std::fs::File,
+    staging: PathBuf,
+    hasher: ContentHasher,
+    buf: Vec<u8>,
+    offset: u64,
+}
+
+impl LocalCopy {
+    fn open(src: &Path, staging: &Path) -> Result<Self, WingError> {
+        let err = |what: &str, p: &Path, e: std::io::Error| WingError::Storage(format!("{what} {}: {e}", p.display()));
+        if let Some(parent) = staging.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| err("create", parent, e))?;
+        }
+        Ok(Self {
+            src: std::fs::File::open(src).map_err(|e| err("open", src, e))?,
+            dst: std::fs::File::create(staging).map_err(|e| err("create", staging, e))?,
+            staging: staging.to_path_buf(),
+            hasher: ContentHasher::new(DigestKind::Xxh3),
+            buf: vec![0u8; PART_BYTES],
+            offset: 0,
+        })
+    }
+
+    /// Reads the next piece, hashes it and has the kernel copy the same range; answers its
+    /// length (0 at the end).
+    fn step(&mut self) -> Result<u64, WingError> {
+        use std::os::unix::fs::FileExt;
+        let storage =
+            |what: &str, e: std::io::Error| WingError::Storage(format!("{what} {}: {e}", self.staging.display()));
+        let mut n = 0;
+        while n < self.buf.len() {
+            match self.src.read_at(&mut self.buf[n..], self.offset + n as u64) {
+                Ok(0) => break,
+                Ok(k) => n += k,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(storage("read the source of", e)),
+            }
+        }
+        self.hasher.update(&self.buf[..n]);
+        let mut copied = 0;
+        while copied < n {
+            match copy_range(&self.src, &self.dst, self.offset + copied as u64, n - copied) {
+                Ok(0) => break,
+                Ok(k) => copied += k,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => break,
+            }
+        }
+        if copied < n {
+            // No kernel copy here (another file system, an old kernel): the bytes already read.
+            self.dst
+                .write_all_at(&self.buf[copied..n], self.offset + copied as u64)
+                .map_err(|e| storage("write", e))?;
+        }
+        self.offset += n as u64;
+        Ok(n as u64)
+    }
+
+    /// Syncs the staging file and renames it to `dest`; answers the digest.
+    fn finish(self, dest: &Path) -> Result<FileDigest, WingError> {
+        let storage =
+            |what: &str, e: std::io::Error| WingError::Storage(format!("{what} {}: {e}", self.staging.display()));
+        self.dst.sync_all().map_err(|e| storage("sync", e))?;
+        std::fs::rename(&self.staging, dest).map_err(|e| storage("rename", e))?;
+        Ok(self.hasher.finish())
+    }
+}
+
+/// Has the kernel copy `len` bytes at `offset` of `src` to the same offset of `dst`.
+#[cfg(target_os = "linux")]
+fn copy_range(src: &std::fs::File, dst: &std::fs::File, offset: u64, len: usize) -> std::io::Result<usize> {
+    use std::os::fd::AsRawFd;
+    let (mut from, mut to) = (offset as libc::loff_t, offset as libc::loff_t);
+    // SAFETY: two valid open descriptors and offsets owned by this frame.
+    let n = unsafe { libc::copy_file_range(src.as_raw_fd(), &mut from, dst.as_raw_fd(), &mut to, len, 0) };
+    if n < 0 {
+        Err(std::io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn copy_range(_: &std::fs::File, _: &std::fs::File, _: u64, _: usize) -> std::io::Result<usize> {
+    Err(std::io::ErrorKind::Unsupported.into())
+}
+
+type Chunk = (std::fs::File, ContentHasher, Vec<u8>);
 
 /// Reads the next chunk of `file` and hashes it (blocking).
-fn read_chunk(file: Option<std::fs::File>, hasher: Option<md5::Md5>) -> Result<Chunk, WingError> {
+fn read_chunk(file: Option<std::fs::File>, hasher: Option<ContentHasher>) -> Result<Chunk, WingError> {
     use std::io::Read;
     let (Some(mut file), Some(mut hasher)) = (file, hasher) else {
         return Err(WingError::Internal("an upload lost its file".into()));
@@ -632,4 +794,35 @@ fn read_chunk(file: Option<std::fs::File>, hasher: Option<md5::Md5>) -> Result<C
     buf.truncate(n);
     hasher.update(&buf);
     Ok((file, hasher, buf))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A local upload copies the file whole through its staging file, which the provider's
+    /// listing never shows, and answers the xxh3 of the bytes.
+    #[tokio::test]
+    async fn a_local_copy_lands_whole_and_its_staging_file_is_never_listed() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("src.sst");
+        // Over two pieces, the last one short.
+        let bytes: Vec<u8> = (0..PART_BYTES * 2 + 12_345).map(|i| (i * 31 % 251) as u8).collect();
+        std::fs::write(&src, &bytes).unwrap();
+        let root = dir.path().join("provider");
+        let dest = root.join("b/1/0/f.sst");
+        let staging = root.join("b/1/0/f.sst#1000001");
+        let mut copy = LocalCopy::open(&src, &staging).unwrap();
+        assert_eq!(copy.step().unwrap(), PART_BYTES as u64);
+        let store = object_store::local::LocalFileSystem::new_with_prefix(&root).unwrap();
+        let listed: Vec<_> = store.list(None).map_ok(|m| m.location.to_string()).try_collect().await.unwrap();
+        assert!(listed.is_empty(), "a staging file was listed: {listed:?}");
+        while copy.step().unwrap() > 0 {}
+        let digest = copy.finish(&dest).unwrap();
+        assert_eq!(std::fs::read(&dest).unwrap(), bytes);
+        assert!(!staging.exists());
+        assert_eq!(digest, FileDigest::of(DigestKind::Xxh3, &bytes));
+        let listed: Vec<_> = store.list(None).map_ok(|m| m.location.to_string()).try_collect().await.unwrap();
+        assert_eq!(listed, vec!["b/1/0/f.sst".to_string()]);
+    }
 }

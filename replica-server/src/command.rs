@@ -88,7 +88,7 @@ pub enum Command {
     IngestSst {
         /// Where the files come from (a replica that lacks them fetches them again).
         source: BulkLoadSource,
-        /// The files, with the size and md5 every replica verifies.
+        /// The files, with the size and digest every replica verifies.
         files: Vec<FileMeta>,
         /// Ingest below existing data.
         ingest_behind: bool,
@@ -270,6 +270,18 @@ impl<'a> BatchView<'a> {
     }
 }
 
+/// The largest `IngestSst` of `files` files: each with the longest name and the longest digest
+/// in the log's layout (an md5), the longest source.
+#[cfg(test)]
+pub(crate) fn largest_ingestion(files: usize) -> Command {
+    use wingkv_common::file_digest::{DigestKind, FileDigest};
+    let digest = FileDigest::new(DigestKind::Md5, "f".repeat(32)).expect("32 hex digits");
+    let files =
+        (0..files).map(|i| FileMeta { name: format!("{i:0>255}"), size: u64::MAX, digest: digest.clone() }).collect();
+    let source = BulkLoadSource { job_id: u64::MAX, provider: "s3".into(), partition_dir: "d".repeat(1024) };
+    Command::IngestSst { source, files, ingest_behind: true }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -404,11 +416,7 @@ mod tests {
     /// `max_files_per_partition`, each with the longest name) fits in one raft entry.
     #[test]
     fn the_largest_ingestion_fits_in_a_raft_entry() {
-        let limit = crate::config::BulkLoadConfig::default().max_files_per_partition;
-        let files =
-            (0..limit).map(|i| FileMeta { name: format!("{i:0>255}"), size: u64::MAX, md5: "f".repeat(32) }).collect();
-        let source = BulkLoadSource { job_id: u64::MAX, provider: "s3".into(), partition_dir: "d".repeat(1024) };
-        let cmd = Command::IngestSst { source, files, ingest_behind: true };
+        let cmd = largest_ingestion(crate::config::BulkLoadConfig::default().max_files_per_partition);
         let bytes = wingkv_common::raft::encode(&cmd).unwrap().len();
         assert!(bytes < wingkv_common::raft::network::MAX_RAFT_MESSAGE_BYTES / 8, "{bytes} bytes");
     }

@@ -107,7 +107,7 @@ pub struct BulkLoadConfig {
     /// fails the job, naming this.
     pub max_metadata_bytes: u64,
     /// Most files in one partition of a job; more fail the job, naming this. Bounds the
-    /// `IngestSst` raft entry too (each file is a name of at most 255 bytes, a size and an md5).
+    /// `IngestSst` raft entry too (each file is a name of at most 255 bytes, a size and a digest).
     /// Default 10 000, at most [`MAX_FILES_PER_PARTITION`].
     pub max_files_per_partition: usize,
     /// Backup upload bandwidth of this node, bytes/s (0 = unlimited, the default).
@@ -448,14 +448,7 @@ mod tests {
     /// the longest name, fits in one raft message.
     #[test]
     fn the_largest_ingestion_fits() {
-        use crate::bulk_load::loader::BulkLoadSource;
-        use crate::command::Command;
-        use wingkv_common::bulk_load::FileMeta;
-        let files = (0..MAX_FILES_PER_PARTITION)
-            .map(|i| FileMeta { name: format!("{i:0>255}"), size: u64::MAX, md5: "f".repeat(32) })
-            .collect();
-        let source = BulkLoadSource { job_id: u64::MAX, provider: "s3".into(), partition_dir: "d".repeat(1024) };
-        let cmd = Command::IngestSst { source, files, ingest_behind: true };
+        let cmd = crate::command::largest_ingestion(MAX_FILES_PER_PARTITION);
         let bytes = wingkv_common::raft::encode(&cmd).unwrap().len();
         assert!(bytes < MAX_ENTRY_BYTES, "{bytes} bytes");
     }

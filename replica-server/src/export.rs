@@ -395,7 +395,11 @@ mod tests {
         let files: Vec<_> = export
             .files
             .iter()
-            .map(|f| wingkv_common::bulk_load::FileMeta { name: f.name.clone(), size: f.size, md5: String::new() })
+            .map(|f| wingkv_common::bulk_load::FileMeta {
+                name: f.name.clone(),
+                size: f.size,
+                digest: wingkv_common::file_digest::FileDigest::of(wingkv_common::file_digest::DigestKind::Xxh3, b""),
+            })
             .collect();
         crate::bulk_load::ingest::verify_with_rocksdb(out, &files).unwrap();
         crate::bulk_load::ingest::ingest_files(&dst, out, &files, false).unwrap();

@@ -545,9 +545,11 @@ impl Replica {
             .map_err(|e| WingError::InvalidArgument(format!("backup partition dir '{partition_dir}': {e}")))?;
         let store = wingkv_common::provider::open_provider(provider, &self.bulk_env.provider)?;
         self.linearizable_read().await?;
+        let local_dir = wingkv_common::provider::local_path(provider, &self.bulk_env.provider, &partition_dir);
         let job = crate::backup::ExportJob {
             backup_id,
             store,
+            local_dir,
             partition_dir,
             env: self.bulk_env.clone(),
             limits: self.backup_limits.clone(),

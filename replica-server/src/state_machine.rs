@@ -134,7 +134,7 @@ impl PartitionStateMachine {
     /// the group's other members first — never from the provider, which may have dropped them.
     /// A local failure (disk, I/O) is retried with backoff until it succeeds or the replica
     /// closes; it never makes this replica skip an entry the others apply. RocksDB refusing
-    /// the files themselves (`Corruption`: their bytes were verified by md5 on this disk, so
+    /// the files themselves (`Corruption`: their bytes were verified by their digest on this disk, so
     /// every replica holds the same bytes and is refused alike) answers `Refused`.
     async fn ingest(
         &self,
@@ -395,7 +395,8 @@ mod tests {
 
     use bytes::Bytes;
     use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId};
-    use wingkv_common::bulk_load::{md5_hex, BulkLoadMetadata};
+    use wingkv_common::bulk_load::BulkLoadMetadata;
+    use wingkv_common::file_digest::FileDigest;
     use wingkv_common::key::encode_key;
     use wingkv_common::provider::{open_provider, ProviderConfig};
     use wingkv_common::value::encode_value;
@@ -430,7 +431,7 @@ mod tests {
             w.finish().unwrap();
         }
         let bytes = std::fs::read(&sst).unwrap();
-        let file = FileMeta { name: "0.sst".into(), size: bytes.len() as u64, md5: md5_hex(&bytes) };
+        let file = FileMeta { name: "0.sst".into(), size: bytes.len() as u64, digest: FileDigest::md5_of(&bytes) };
         let meta = BulkLoadMetadata { files: vec![file.clone()], file_total_size: file.size };
         std::fs::write(pdir.join("bulk_load_metadata"), serde_json::to_vec(&meta).unwrap()).unwrap();
         (remote, file)
@@ -574,10 +575,10 @@ mod tests {
     }
 
     /// A replica holds a file of the right name and size but other content, a damaged block
-    /// (and a verified list naming the right md5): it must not ingest it, but fetch the real
+    /// (and a verified list naming the right digest): it must not ingest it, but fetch the real
     /// one.
     #[tokio::test]
-    async fn a_same_size_file_with_another_md5_is_fetched_again() {
+    async fn a_same_size_file_with_another_digest_is_fetched_again() {
         let (remote, file) = remote_partition(&["k1", "k2"]);
         let mut f = state_machine(remote.path(), None);
         let dir = job_dir(f.replica.path(), 7);

@@ -1,5 +1,5 @@
 //! Streaming one remote file to disk: chunk by chunk, under a node-wide bandwidth limit,
-//! cancellable between chunks, verified (size and md5 of what arrived, RocksDB's block
+//! cancellable between chunks, verified (size and digest of what arrived, RocksDB's block
 //! checksums of what is on disk) before it is renamed into place.
 
 use std::path::Path;
@@ -7,9 +7,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use md5::Digest;
 use tokio_util::sync::CancellationToken;
-use wingkv_common::bulk_load::{hex, FileMeta};
+use wingkv_common::bulk_load::FileMeta;
+use wingkv_common::file_digest::{digest_file, ContentHasher, FileDigest};
 use wingkv_common::WingError;
 
 use super::io_pool::BulkIoPool;
@@ -61,7 +61,7 @@ impl RateLimiter {
 static TEMP_SEQ: AtomicU64 = AtomicU64::new(0);
 
 /// Downloads file `name` of `source` to `dest`, counting bytes into `progress`. The data goes
-/// to a temp file of its own first; only a file whose size and md5 match `expected` as the
+/// to a temp file of its own first; only a file whose size and digest match `expected` as the
 /// stream delivered it, and whose blocks read back from the disk pass RocksDB's checksums,
 /// becomes `dest`. On any failure or cancellation the partial file is removed.
 #[allow(clippy::too_many_arguments)]
@@ -117,7 +117,7 @@ async fn fetch(
         .await;
     // Providers stream small chunks (8 KiB from a local store): they are gathered, then written
     // and hashed off the runtime in large pieces.
-    let mut writer = Some(PacedWriter::new(file, tmp));
+    let mut writer = Some(PacedWriter::new(file, tmp, expected.digest.hasher()));
     let mut pending: Vec<bytes::Bytes> = Vec::new();
     let mut pending_bytes = 0;
     let mut size = 0u64;
@@ -151,25 +151,24 @@ async fn fetch(
         // Race window: a clear, pause or close arriving while a task is between two chunks.
         fail::fail_point!("bulk_load::between_chunks");
     }
-    let md5 = PacedWriter::write(&limits.io, &mut writer, pending, true).await?;
+    let got = PacedWriter::write(&limits.io, &mut writer, pending, true).await?;
     if size != expected.size {
         return Err(WingError::Corruption(format!("{remote} has {size} bytes; its metadata says {}", expected.size)));
     }
-    let got = hex(&md5);
-    if !got.eq_ignore_ascii_case(&expected.md5) {
-        return Err(WingError::Corruption(format!("{remote} has md5 {got}; its metadata says {}", expected.md5)));
+    if !got.matches(&expected.digest) {
+        return Err(WingError::Corruption(format!("{remote} has {got}; its metadata says {}", expected.digest)));
     }
     // What is ingested is the file on disk, not the stream: RocksDB reads it back and checks
-    // every block's checksum (cheaper than a second md5, and it also refuses an SST whose
-    // blocks were damaged before the provider's md5 was taken).
+    // every block's checksum (far cheaper than a second md5, and it also refuses an SST whose
+    // blocks were damaged before the provider's digest was taken).
     let (path, want) = (tmp.to_path_buf(), expected.clone());
     limits.io.run(move || check_on_disk(&path, &want, &remote)).await?
 }
 
 /// Checks the downloaded file at `path` as RocksDB will read it: every block's checksum. When
-/// that fails the md5 tells why: the file still matches `expected` (the provider's file itself
-/// is damaged: `Corruption`, permanent) or it does not (the local disk did not keep what was
-/// written: `Storage`, retried). Empty files are allowed and not read.
+/// that fails the file's digest tells why: the file still matches `expected` (the provider's
+/// file itself is damaged: `Corruption`, permanent) or it does not (the local disk did not keep
+/// what was written: `Storage`, retried). Empty files are allowed and not read.
 fn check_on_disk(path: &Path, expected: &FileMeta, remote: &str) -> Result<(), WingError> {
     use wingkv_rocksdb_ext::Error;
     if expected.size == 0 {
@@ -181,8 +180,9 @@ fn check_on_disk(path: &Path, expected: &FileMeta, remote: &str) -> Result<(), W
             Err(WingError::Corruption(format!("{remote} is not an SST file, or a damaged one: {reason}")))
         }
         Err(Error::Unreadable { reason, .. }) => Err(WingError::Storage(format!(
-            "{} does not read back as written (md5 differs; RocksDB: {reason})",
-            path.display()
+            "{} does not read back as written ({} differs; RocksDB: {reason})",
+            path.display(),
+            expected.digest.kind().name()
         ))),
         Err(e) => Err(WingError::Storage(e.to_string())),
     }
@@ -196,7 +196,7 @@ fn check_on_disk(path: &Path, expected: &FileMeta, remote: &str) -> Result<(), W
 struct PacedWriter {
     file: std::fs::File,
     path: std::path::PathBuf,
-    md5: md5::Md5,
+    hasher: ContentHasher,
     /// Bytes written so far; the offset up to which writeback was started; and the offset up
     /// to which it is known done.
     written: u64,
@@ -208,19 +208,19 @@ struct PacedWriter {
 const WRITEBACK_BYTES: u64 = 8 << 20;
 
 impl PacedWriter {
-    fn new(file: std::fs::File, path: &Path) -> Self {
-        Self { file, path: path.to_path_buf(), md5: md5::Md5::new(), written: 0, started: 0, done: 0 }
+    fn new(file: std::fs::File, path: &Path, hasher: ContentHasher) -> Self {
+        Self { file, path: path.to_path_buf(), hasher, written: 0, started: 0, done: 0 }
     }
 
     /// Writes `chunks` on one of `io`'s threads (and, when `last`, syncs the file); answers the
-    /// md5 of everything written so far. The writer travels to the thread and back; it is
+    /// digest of everything written so far. The writer travels to the thread and back; it is
     /// gone (and every later call fails) if that thread failed.
     async fn write(
         io: &BulkIoPool,
         slot: &mut Option<Self>,
         chunks: Vec<bytes::Bytes>,
         last: bool,
-    ) -> Result<Vec<u8>, WingError> {
+    ) -> Result<FileDigest, WingError> {
         let mut w = slot.take().ok_or_else(|| WingError::Internal("a failed download write is not retried".into()))?;
         let (w, result) = io
             .run(move || {
@@ -228,7 +228,7 @@ impl PacedWriter {
                 (w, r)
             })
             .await?;
-        let digest = result.map(|()| w.md5.clone().finalize().to_vec());
+        let digest = result.map(|()| w.hasher.digest());
         *slot = Some(w);
         digest
     }
@@ -237,7 +237,7 @@ impl PacedWriter {
         use std::io::Write;
         let err = |what: &str, e: std::io::Error| WingError::Storage(format!("{what} {}: {e}", self.path.display()));
         for c in chunks {
-            self.md5.update(c);
+            self.hasher.update(c);
             self.file.write_all(c).map_err(|e| err("write", e))?;
             self.written += c.len() as u64;
         }
@@ -288,7 +288,7 @@ impl PacedWriter {
 
 /// Whether a file this replica downloaded and verified is still whole at `path`: it has
 /// `meta`'s size and every block passes RocksDB's checksum (blocking: reads it whole, at the
-/// cost of a checksum rather than of an md5). Its md5 was checked as it arrived; the job's
+/// cost of a checksum rather than of a digest). Its digest was checked as it arrived; the job's
 /// directory has one owner (its slot), so what can change the file since is the disk, which
 /// the checksums see.
 pub fn file_intact(path: &Path, meta: &FileMeta) -> bool {
@@ -298,25 +298,12 @@ pub fn file_intact(path: &Path, meta: &FileMeta) -> bool {
     meta.size == 0 || wingkv_rocksdb_ext::verify_sst_checksums(path).is_ok()
 }
 
-/// Whether the file at `path` has `meta`'s size and md5 (blocking: reads it whole).
+/// Whether the file at `path` has `meta`'s size and digest (blocking: reads it whole).
 pub fn file_matches(path: &Path, meta: &FileMeta) -> bool {
-    use std::io::Read;
-    let Ok(mut file) = std::fs::File::open(path) else {
-        return false;
-    };
-    if file.metadata().map(|m| m.len()).ok() != Some(meta.size) {
+    if std::fs::metadata(path).map(|m| m.len()).ok() != Some(meta.size) {
         return false;
     }
-    let mut md5 = md5::Md5::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        match file.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => md5.update(&buf[..n]),
-            Err(_) => return false,
-        }
-    }
-    hex(&md5.finalize()).eq_ignore_ascii_case(&meta.md5)
+    digest_file(path, meta.digest.kind()).is_ok_and(|(size, digest)| size == meta.size && digest.matches(&meta.digest))
 }
 
 /// Whether a download error may pass by itself (the provider was unreachable, slow or

@@ -7,7 +7,7 @@
 //!
 //! Files a DB wrote (a backup's reused files, see [`crate::export`]) are taken with RocksDB's
 //! `allow_db_generated_files`, chosen by the files themselves: every replica holds the same
-//! bytes (verified by md5), so every replica ingests alike or is refused alike.
+//! bytes (verified by their digest), so every replica ingests alike or is refused alike.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -49,7 +49,7 @@ pub fn ingest_files(db: &DB, dir: &Path, files: &[FileMeta], ingest_behind: bool
             let msg = format!("cannot ingest the bulk-load files in {}: {}", dir.display(), e.clone().into_string());
             match e.kind() {
                 // The files themselves, or the request, are refused: the same on every replica
-                // (the files were verified by md5 on each replica's disk).
+                // (the files were verified by their digest on each replica's disk).
                 rocksdb::ErrorKind::Corruption
                 | rocksdb::ErrorKind::InvalidArgument
                 | rocksdb::ErrorKind::NotSupported

@@ -1,6 +1,6 @@
 //! The threads that bulk-load file work runs on (writing and hashing downloads, reading them
 //! back to verify them): a few of their own, at the lowest CPU priority. A load moves
-//! gigabytes through md5 on every replica; on tokio's blocking pool that work competes as an
+//! gigabytes through a digest (md5 for bulk loads) on every replica; on tokio's blocking pool that work competes as an
 //! equal with the reads and writes the node serves, and their latency went from milliseconds
 //! to seconds (BENCHMARKS.md, "Bulk load while serving"). Here it takes the CPU they leave.
 

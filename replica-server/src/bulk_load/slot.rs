@@ -56,7 +56,7 @@ fn closed_error(dir: &Path) -> WingError {
     WingError::Unavailable(format!("the replica in {} is closing", dir.display()))
 }
 
-/// Whether `dir` holds exactly `files`: the recorded verified list names them (sizes and md5s
+/// Whether `dir` holds exactly `files`: the recorded verified list names them (sizes and digests
 /// as they were checked on download), and each file on disk is still whole (read back: what
 /// is ingested is the disk's content; see [`file_intact`]).
 async fn holds(dir: PathBuf, files: Vec<FileMeta>) -> bool {

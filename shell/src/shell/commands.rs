@@ -10,7 +10,8 @@ The files are read from PROVIDER://ROOT/CLUSTER/TABLE/, in the layout that
 `wingkv bulkgen` writes (Pegasus's):
 
   bulk_load_info             the table name and partition count
-  PIDX/bulk_load_metadata    the partition's files, with their sizes and md5
+  PIDX/bulk_load_metadata    the partition's files, with their sizes and md5s
+                             (or xxh3s, as backups write them)
   PIDX/NAME.sst              the partition's rows, sorted, as RocksDB SST files
 
 The table must exist with that partition count and have no bulk load under way.

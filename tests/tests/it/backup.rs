@@ -22,6 +22,7 @@ use wingkv_client::{
     Admin, BackupStatus, BackupStatusResponse, BulkLoadSource, Client, RestoreStatus, RestoreStatusResponse,
     ScanOptions, Table,
 };
+use wingkv_common::bulk_load::BulkLoadMetadata;
 use wingkv_common::{ErrorCode, WingError};
 use wingkv_proto::data::data_client::DataClient;
 use wingkv_proto::data::GetRequest;
@@ -236,13 +237,33 @@ fn backups(root: &Path) -> String {
     root.join("backups").display().to_string()
 }
 
-/// The sorted md5s the `bulk_load_metadata` in `dir` lists.
-fn listed_md5s(dir: &Path) -> Result<Vec<String>> {
-    let meta: Value = serde_json::from_slice(&std::fs::read(dir.join("bulk_load_metadata"))?)?;
-    let files = meta["files"].as_array().with_context(|| format!("no files in {}", dir.display()))?;
-    let mut md5s: Vec<String> = files.iter().filter_map(|f| f["md5"].as_str().map(str::to_string)).collect();
-    md5s.sort();
-    Ok(md5s)
+/// The sorted xxh3s of the files the `bulk_load_metadata` in `dir` lists, of their content (a
+/// bulk load lists md5s, a backup xxh3s).
+fn listed_contents(dir: &Path) -> Result<Vec<String>> {
+    use wingkv_common::file_digest::{DigestKind, FileDigest};
+    let meta = BulkLoadMetadata::parse(&std::fs::read(dir.join("bulk_load_metadata"))?)?;
+    let mut digests = Vec::new();
+    for f in &meta.files {
+        let bytes = std::fs::read(dir.join(&f.name))?;
+        ensure!(
+            FileDigest::of(f.digest.kind(), &bytes).matches(&f.digest),
+            "{} in {}: {}",
+            f.name,
+            dir.display(),
+            f.digest
+        );
+        digests.push(FileDigest::of(DigestKind::Xxh3, &bytes).hex().to_string());
+    }
+    digests.sort();
+    Ok(digests)
+}
+
+/// The kinds of digest the `bulk_load_metadata` in `dir` lists.
+fn listed_digest_kinds(dir: &Path) -> Result<Vec<&'static str>> {
+    let meta = BulkLoadMetadata::parse(&std::fs::read(dir.join("bulk_load_metadata"))?)?;
+    let mut kinds: Vec<_> = meta.files.iter().map(|f| f.digest.kind().name()).collect();
+    kinds.dedup();
+    Ok(kinds)
 }
 
 /// A second backup copies on the provider what the first one uploaded of the DB's own files
@@ -270,12 +291,12 @@ async fn a_second_backup_copies_the_unchanged_files_on_the_provider() -> Result<
     let part = |id: u64, p: u32| root.join("backups/onebox/t/backup").join(id.to_string()).join(p.to_string());
     for p in 0..8 {
         let (a, b) = (part(first.backup_id, p), part(second.backup_id, p));
-        let (md5_a, md5_b) = (listed_md5s(&a)?, listed_md5s(&b)?);
+        let (files_a, files_b) = (listed_contents(&a)?, listed_contents(&b)?);
         if p == 5 {
-            ensure!(md5_a != md5_b, "partition 5 was written between the backups but holds the same files");
+            ensure!(files_a != files_b, "partition 5 was written between the backups but holds the same files");
             continue;
         }
-        ensure!(!md5_a.is_empty() && md5_a == md5_b, "partition {p}: first {md5_a:?}, second {md5_b:?}");
+        ensure!(!files_a.is_empty() && files_a == files_b, "partition {p}: first {files_a:?}, second {files_b:?}");
         for f in files_under(&b).into_iter().filter(|f| f.extension().is_some_and(|e| e == "sst")) {
             let name = f.file_name().context("file name")?;
             let (ino_a, ino_b) = (std::fs::metadata(a.join(name))?.ino(), std::fs::metadata(&f)?.ino());
@@ -480,12 +501,17 @@ async fn a_corrupted_backup_file_fails_the_restore_by_name_and_the_table_never_s
     wait_backup(&admin, "t", b.backup_id, BackupStatus::BkSucceed, Duration::from_secs(120)).await?;
 
     // A table loaded in bulk and not written since backs up as its loaded files, uploaded as
-    // they are: the same bytes (md5s) in every partition.
+    // they are: the same bytes in every partition. The backup lists them by xxh3.
     for p in 0..8 {
-        let loaded = listed_md5s(&root.join("loads/onebox/t").join(p.to_string()))?;
-        let backed_up =
-            listed_md5s(&root.join("backups/onebox/t/backup").join(b.backup_id.to_string()).join(p.to_string()))?;
+        let loaded = listed_contents(&root.join("loads/onebox/t").join(p.to_string()))?;
+        let backup_dir = root.join("backups/onebox/t/backup").join(b.backup_id.to_string()).join(p.to_string());
+        let backed_up = listed_contents(&backup_dir)?;
         ensure!(!loaded.is_empty() && loaded == backed_up, "partition {p}: loaded {loaded:?}, backed up {backed_up:?}");
+        ensure!(
+            listed_digest_kinds(&backup_dir)? == ["xxh3"],
+            "partition {p}: {:?}",
+            listed_digest_kinds(&backup_dir)?
+        );
     }
 
     // One SST of partition 3: same size, one byte flipped in the middle.

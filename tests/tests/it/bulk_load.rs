@@ -241,7 +241,8 @@ fn hand_made_layout(root: &std::path::Path, table: &str, files: &[(&str, &[u8])]
     let mut total = 0;
     for (name, content) in files {
         std::fs::write(dir.join("0").join(name), content)?;
-        let md5 = wingkv_common::bulk_load::md5_hex(content);
+        let md5 = wingkv_common::file_digest::FileDigest::md5_of(content);
+        let md5 = md5.hex();
         entries.push(format!(r#"{{"name":"{name}","size":{},"md5":"{md5}"}}"#, content.len()));
         total += content.len();
     }
@@ -278,7 +279,7 @@ async fn bad_files_fail_the_job_and_leave_the_table_intact() -> Result<()> {
     let sst = std::fs::read(sst_dir.join("onebox/real/0/0.sst"))?;
     let half = &sst[..sst.len() / 2];
     let junk: &[u8] = b"definitely not an sst file";
-    let md5_of = wingkv_common::bulk_load::md5_hex;
+    let md5_of = |b: &[u8]| wingkv_common::file_digest::FileDigest::md5_of(b).hex().to_string();
     let describe = |content: &[u8], md5: &str| {
         Metadata::Json(format!(
             r#"{{"files":[{{"name":"0.sst","size":{},"md5":"{md5}"}}],"file_total_size":{}}}"#,

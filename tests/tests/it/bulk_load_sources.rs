@@ -101,7 +101,7 @@ fn write_external_layout(root: &Path, table: &str, partitions: u32, rows: &[Row]
             let bytes = std::fs::read(&path)?;
             total += bytes.len() as u64;
             files.push(serde_json::json!({
-                "name": name, "size": bytes.len(), "md5": wingkv_common::bulk_load::md5_hex(&bytes)
+                "name": name, "size": bytes.len(), "md5": wingkv_common::file_digest::FileDigest::md5_of(&bytes).hex()
             }));
         }
         let meta = serde_json::json!({ "files": files, "file_total_size": total });

@@ -5,7 +5,8 @@ use std::collections::BTreeMap;
 use std::process::Command;
 
 use anyhow::{ensure, Result};
-use wingkv_common::bulk_load::{md5_hex, BulkLoadInfo, BulkLoadMetadata};
+use wingkv_common::bulk_load::{BulkLoadInfo, BulkLoadMetadata};
+use wingkv_common::file_digest::FileDigest;
 use wingkv_common::hash::partition_index;
 use wingkv_common::key::decode_key;
 use wingkv_common::value::decode_value;
@@ -44,7 +45,7 @@ fn bulkgen_writes_the_design_layout() -> Result<()> {
         for f in &meta.files {
             let bytes = std::fs::read(pdir.join(&f.name))?;
             assert_eq!(bytes.len() as u64, f.size);
-            assert_eq!(md5_hex(&bytes), f.md5);
+            assert_eq!(FileDigest::md5_of(&bytes), f.digest);
             // Read the SST back by ingesting it into a scratch RocksDB.
             let db_dir = tempfile::tempdir()?;
             let db = rocksdb::DB::open_default(db_dir.path())?;

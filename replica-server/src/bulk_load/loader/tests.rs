@@ -2,7 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use wingkv_common::bulk_load::md5_hex;
+use wingkv_common::file_digest::{DigestKind, FileDigest};
 use wingkv_common::provider::{open_provider, ProviderConfig};
 
 use super::*;
@@ -44,6 +44,11 @@ fn sst_of(content: &[u8]) -> Vec<u8> {
 /// A local provider holding partition `t/0` with SST files (name, the value they hold) and
 /// metadata that describes them, as `tamper` leaves it.
 async fn remote(files: &[(&str, Vec<u8>)], tamper: impl Fn(&mut BulkLoadMetadata)) -> Remote {
+    remote_by(DigestKind::Md5, files, tamper).await
+}
+
+/// [`remote`] with metadata listing `kind` digests.
+async fn remote_by(kind: DigestKind, files: &[(&str, Vec<u8>)], tamper: impl Fn(&mut BulkLoadMetadata)) -> Remote {
     let dir = tempfile::tempdir().unwrap();
     let cfg = ProviderConfig::local(dir.path());
     let store = open_provider("local", &cfg).unwrap();
@@ -52,7 +57,11 @@ async fn remote(files: &[(&str, Vec<u8>)], tamper: impl Fn(&mut BulkLoadMetadata
     for (name, content) in files {
         let content = sst_of(content);
         store.put(&pdir.child(*name), content.clone().into()).await.unwrap();
-        meta.files.push(FileMeta { name: name.to_string(), size: content.len() as u64, md5: md5_hex(&content) });
+        meta.files.push(FileMeta {
+            name: name.to_string(),
+            size: content.len() as u64,
+            digest: FileDigest::of(kind, &content),
+        });
         meta.file_total_size += content.len() as u64;
     }
     let total = meta.file_total_size;
@@ -106,10 +115,39 @@ async fn downloads_and_verifies_every_file() {
     assert!(!dir.exists());
 }
 
+/// Metadata that lists its files by xxh3 (as backups write it) is checked by xxh3: the right
+/// digest downloads, a wrong one fails naming the file and the digests, and the verified list
+/// keeps the kind.
+#[tokio::test]
+async fn files_listed_by_xxh3_are_checked_by_xxh3() {
+    let files = [("0.sst", vec![1; 100_000]), ("1.sst", vec![2; 5])];
+    let replica = tempfile::tempdir().unwrap();
+    let r = remote_by(DigestKind::Xxh3, &files, |_| {}).await;
+    let loader = start(source(8), replica.path(), r.store.clone(), limits(0));
+    assert_eq!(settle(&loader).await.state, LoaderState::Downloaded);
+    let verified = loader.downloaded_files().unwrap();
+    assert!(verified.iter().all(|f| f.digest.kind() == DigestKind::Xxh3), "{verified:?}");
+    loader.clear().await;
+
+    let wrong = |m: &mut BulkLoadMetadata| m.files[1].digest = FileDigest::of(DigestKind::Xxh3, b"something else");
+    let r = remote_by(DigestKind::Xxh3, &files, wrong).await;
+    let loader = start(source(9), replica.path(), r.store.clone(), limits(0));
+    match settle(&loader).await.state {
+        LoaderState::Failed(reason) => {
+            assert!(reason.contains("1.sst") && reason.contains("has xxh3") && reason.contains("says xxh3"), "{reason}")
+        }
+        other => panic!("{other:?}"),
+    }
+    loader.clear().await;
+}
+
 #[tokio::test]
 async fn bad_files_fail_with_a_reason_and_leave_no_partial_file() {
     let replica = tempfile::tempdir().unwrap();
-    let r = remote(&[("0.sst", vec![1; 1000])], |m| m.files[0].md5 = "0".repeat(32)).await;
+    let r = remote(&[("0.sst", vec![1; 1000])], |m| {
+        m.files[0].digest = FileDigest::new(DigestKind::Md5, "0".repeat(32)).unwrap()
+    })
+    .await;
     let loader = start(source(1), replica.path(), r.store.clone(), limits(0));
     match settle(&loader).await.state {
         LoaderState::Failed(reason) => assert!(reason.contains("md5"), "{reason}"),
@@ -127,7 +165,7 @@ async fn bad_files_fail_with_a_reason_and_leave_no_partial_file() {
     assert!(matches!(settle(&loader).await.state, LoaderState::Failed(ref m) if m.contains("larger")));
 
     let r = remote(&[], |m| {
-        m.files.push(FileMeta { name: "../escape.sst".into(), size: 1, md5: md5_hex(b"x") });
+        m.files.push(FileMeta { name: "../escape.sst".into(), size: 1, digest: FileDigest::md5_of(b"x") });
         m.file_total_size = 1;
     })
     .await;
@@ -339,7 +377,7 @@ async fn a_file_that_is_not_an_sst_is_refused_at_download() {
     let junk = b"this is not a table file at all".to_vec();
     store.put(&pdir.child("0.sst"), junk.clone().into()).await.unwrap();
     let meta = BulkLoadMetadata {
-        files: vec![FileMeta { name: "0.sst".into(), size: junk.len() as u64, md5: md5_hex(&junk) }],
+        files: vec![FileMeta { name: "0.sst".into(), size: junk.len() as u64, digest: FileDigest::md5_of(&junk) }],
         file_total_size: junk.len() as u64,
     };
     store.put(&pdir.child(BULK_LOAD_METADATA), serde_json::to_vec(&meta).unwrap().into()).await.unwrap();
@@ -402,7 +440,11 @@ async fn oversized_metadata_and_too_many_files_fail_naming_the_limit() {
     }
     // Metadata over 64 KiB: refused before it is read.
     let r = remote(&[("0.sst", vec![1; 10])], |m| {
-        m.files.extend((0..2_000).map(|i| FileMeta { name: format!("pad-{i}.sst"), size: 0, md5: "0".repeat(32) }))
+        m.files.extend((0..2_000).map(|i| FileMeta {
+            name: format!("pad-{i}.sst"),
+            size: 0,
+            digest: FileDigest::md5_of(b""),
+        }))
     })
     .await;
     let loader = start(source(42), replica.path(), r.store.clone(), limits(0));
@@ -446,7 +488,7 @@ async fn a_damaged_sst_with_a_matching_md5_is_refused_by_rocksdb_at_download() {
     bytes[100] ^= 0x5a;
     r.store.put(&pdir.child("0.sst"), bytes.clone().into()).await.unwrap();
     let meta = BulkLoadMetadata {
-        files: vec![FileMeta { name: "0.sst".into(), size: bytes.len() as u64, md5: md5_hex(&bytes) }],
+        files: vec![FileMeta { name: "0.sst".into(), size: bytes.len() as u64, digest: FileDigest::md5_of(&bytes) }],
         file_total_size: bytes.len() as u64,
     };
     r.store.put(&pdir.child(BULK_LOAD_METADATA), serde_json::to_vec(&meta).unwrap().into()).await.unwrap();
