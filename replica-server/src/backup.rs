@@ -375,7 +375,7 @@ async fn export(
                 progress.total.fetch_add(file.size, Ordering::Relaxed);
                 progress.files.fetch_add(1, Ordering::Relaxed);
                 async move {
-                    if file.reused {
+                    if file.by_unique_id {
                         if let Some(meta) = copy_earlier(job, local, &file, earlier, cancel, progress).await? {
                             return Ok(meta);
                         }

@@ -56,10 +56,12 @@ pub struct ExportedFile {
     pub name: String,
     /// Its size in bytes.
     pub size: u64,
-    /// One of the DB's own files, named `sst-{unique id}.sst` after the id RocksDB gives every
-    /// SST file: exports holding that name hold the same file, whichever replica made them (a
-    /// bulk load's files are the same files on every replica).
-    pub reused: bool,
+    /// Whether it is one of the DB's own files named `sst-{unique id}.sst` after the id RocksDB
+    /// gives every SST file: exports holding that name hold the same file, whichever replica
+    /// made them (a bulk load's files are the same files on every replica), so an earlier
+    /// backup's copy can stand for it. A DB file without a unique id is exported as it is too,
+    /// under a name of the export's own, and this is false.
+    pub by_unique_id: bool,
 }
 
 /// What [`export_partition`] wrote: the applied log index of the view it read, and its files.
@@ -252,7 +254,7 @@ impl RangeWriter<'_> {
         std::fs::hard_link(&file.path, self.dir.join(&name)).map_err(|e| storage_err("link a checkpoint file", e))?;
         self.out.reused_files += 1;
         self.out.reused_bytes += file.size;
-        self.announce(ExportedFile { name, size: file.size, reused: by_id });
+        self.announce(ExportedFile { name, size: file.size, by_unique_id: by_id });
         Ok(())
     }
 
@@ -317,7 +319,7 @@ impl RangeWriter<'_> {
     fn finish(&mut self, mut w: SstFileWriter, name: String) -> Result<(), WingError> {
         w.finish()?;
         let size = std::fs::metadata(self.dir.join(&name)).map_err(|e| storage_err("stat an exported file", e))?.len();
-        self.announce(ExportedFile { name, size, reused: false });
+        self.announce(ExportedFile { name, size, by_unique_id: false });
         Ok(())
     }
 }
@@ -419,7 +421,7 @@ mod tests {
         assert_eq!(export.applied_index, 9);
         assert_eq!((export.reused_files, export.files.len(), export.records), (3, 3, 0), "{export:?}");
         // Named after the files: a second export has the same names.
-        assert!(export.files.iter().all(|f| f.reused && f.name.starts_with("sst-")), "{export:?}");
+        assert!(export.files.iter().all(|f| f.by_unique_id && f.name.starts_with("sst-")), "{export:?}");
         let (_, again) = run_export(&src, true);
         assert_eq!(again.files, export.files);
         let (_, count, digest) = checksum(&src, &CancellationToken::new()).unwrap();

@@ -81,7 +81,7 @@ impl SstFileProperties {
 
 /// Reads the table properties of the SST file at `path` (blocking: it opens the file).
 pub fn sst_file_properties(path: &Path) -> Result<SstFileProperties, Error> {
-    let c_path = path.to_str().and_then(|s| CString::new(s).ok()).ok_or_else(|| Error::BadPath(path.to_path_buf()))?;
+    let c_path = c_path(path)?;
     let (mut seqno, mut entries, mut by_writer) = (0u64, 0u64, 0u8);
     let (mut id, mut id_len) = ([0u8; 24], 0usize);
     let mut error: *mut c_char = std::ptr::null_mut();
@@ -113,7 +113,7 @@ pub fn sst_file_properties(path: &Path) -> Result<SstFileProperties, Error> {
 /// (blocking). A file that is not an SST, or whose bytes differ from what its writer wrote, is
 /// [`Error::Unreadable`]; a failed read is [`Error::Io`].
 pub fn verify_sst_checksums(path: &Path) -> Result<(), Error> {
-    let c_path = path.to_str().and_then(|s| CString::new(s).ok()).ok_or_else(|| Error::BadPath(path.to_path_buf()))?;
+    let c_path = c_path(path)?;
     let mut error: *mut c_char = std::ptr::null_mut();
     // SAFETY: the shim reads `c_path` (NUL-terminated, alive for the call) and writes only
     // `error`.
@@ -122,6 +122,11 @@ pub fn verify_sst_checksums(path: &Path) -> Result<(), Error> {
         return Err(shim_error(path, rc, error));
     }
     Ok(())
+}
+
+/// `path` as the shim takes it: UTF-8 without NUL bytes.
+fn c_path(path: &Path) -> Result<CString, Error> {
+    path.to_str().and_then(|s| CString::new(s).ok()).ok_or_else(|| Error::BadPath(path.to_path_buf()))
 }
 
 /// The error a shim call answered `rc` (1: unreadable, 2: I/O) with `error`, which it frees.

@@ -24,6 +24,28 @@ char* copy_message(const std::string& s) {
   return out;
 }
 
+// Answers a failed `s` as the shim's calls do: 2 for an I/O error, 1 for anything else, with
+// its message in `*error`.
+int status_error(const rocksdb::Status& s, char** error) {
+  *error = copy_message(s.ToString());
+  return s.IsIOError() ? 2 : 1;
+}
+
+// Runs `body` (which answers the call's return code), answering 1 with a message for anything
+// it throws: nothing unwinds into Rust.
+template <typename Body>
+int guarded(char** error, Body body) {
+  try {
+    return body();
+  } catch (const std::exception& e) {
+    *error = copy_message(std::string("RocksDB threw: ") + e.what());
+    return 1;
+  } catch (...) {
+    *error = copy_message("RocksDB threw");
+    return 1;
+  }
+}
+
 }  // namespace
 
 extern "C" {
@@ -42,13 +64,12 @@ void wingkv_ingest_options_set_allow_db_generated_files(void* options, unsigned 
 int wingkv_sst_file_properties(const char* path, uint64_t* key_largest_seqno, uint64_t* entries,
                                unsigned char* by_sst_file_writer, unsigned char* unique_id,
                                size_t* unique_id_len, char** error) {
-  try {
+  return guarded(error, [&] {
     rocksdb::Options options;
     rocksdb::SstFileReader reader(options);
     rocksdb::Status s = reader.Open(path);
     if (!s.ok()) {
-      *error = copy_message(s.ToString());
-      return s.IsIOError() ? 2 : 1;
+      return status_error(s, error);
     }
     std::shared_ptr<const rocksdb::TableProperties> props = reader.GetTableProperties();
     if (!props) {
@@ -65,20 +86,14 @@ int wingkv_sst_file_properties(const char* path, uint64_t* key_largest_seqno, ui
       *unique_id_len = id.size();
     }
     return 0;
-  } catch (const std::exception& e) {
-    *error = copy_message(std::string("RocksDB threw: ") + e.what());
-    return 1;
-  } catch (...) {
-    *error = copy_message("RocksDB threw");
-    return 1;
-  }
+  });
 }
 
 // Reads every block of the SST file at `path` and checks its checksum (the stored bytes, not
 // decompressed), and the footer's. Returns 0, or 2 (an I/O error) or 1 (a damaged or unreadable
 // file) with a malloc'd message in `*error` (free it with `wingkv_free`).
 int wingkv_sst_verify_checksums(const char* path, char** error) {
-  try {
+  return guarded(error, [&] {
     rocksdb::Options options;
     rocksdb::SstFileReader reader(options);
     rocksdb::Status s = reader.Open(path);
@@ -88,18 +103,8 @@ int wingkv_sst_verify_checksums(const char* path, char** error) {
       read.readahead_size = 2 << 20;
       s = reader.VerifyChecksum(read);
     }
-    if (!s.ok()) {
-      *error = copy_message(s.ToString());
-      return s.IsIOError() ? 2 : 1;
-    }
-    return 0;
-  } catch (const std::exception& e) {
-    *error = copy_message(std::string("RocksDB threw: ") + e.what());
-    return 1;
-  } catch (...) {
-    *error = copy_message("RocksDB threw");
-    return 1;
-  }
+    return s.ok() ? 0 : status_error(s, error);
+  });
 }
 
 void wingkv_free(char* p) { std::free(p); }

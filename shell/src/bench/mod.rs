@@ -47,8 +47,11 @@ enum BenchCommand {
 pub fn run(args: BenchArgs) -> Result<ExitCode> {
     match args.command {
         BenchCommand::Ycsb(a) => {
-            let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-            rt.block_on(ycsb::run(a))?;
+            let mut rt = tokio::runtime::Builder::new_multi_thread();
+            if a.client_threads > 0 {
+                rt.worker_threads(a.client_threads);
+            }
+            rt.enable_all().build()?.block_on(ycsb::run(a))?;
         }
         BenchCommand::Bulkload(a) => {
             bulk::run(a)?;

@@ -52,6 +52,7 @@ impl SteadyWorkload {
             value_size: self.value_size,
             threads: self.threads,
             connections: 2,
+            client_threads: 0,
             target: self.target,
             max_scan_length: 10,
             records_per_hash_key: 10,

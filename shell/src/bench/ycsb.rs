@@ -129,6 +129,10 @@ pub struct YcsbArgs {
     /// SDK clients the tasks share (each has its own connections).
     #[arg(long, default_value_t = 2)]
     pub connections: usize,
+    /// OS threads the bench client's tasks run on (tokio workers); 0 = one per core. On a
+    /// machine whose cores the servers share, 1 keeps the client's wakeups on one thread.
+    #[arg(long, default_value_t = 0)]
+    pub client_threads: usize,
     /// Total operations per second to aim at (0 = as fast as possible).
     #[arg(long, default_value_t = 0)]
     pub target: u64,
@@ -354,6 +358,7 @@ pub async fn run_until(args: YcsbArgs, stop: CancellationToken) -> Result<Value>
         "table": args.table, "records": args.records, "operations": args.operations,
         "system": args.system, "workload": format!("{:?}", args.workload), "mix": mix, "distribution": args.distribution,
         "value_size": args.value_size, "threads": args.threads, "connections": args.connections,
+        "client_threads": args.client_threads,
         "target": args.target, "records_per_hash_key": args.records_per_hash_key,
         "max_scan_length": args.max_scan_length, "interrupted": interrupted,
     });
