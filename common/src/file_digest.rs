@@ -10,7 +10,9 @@
 //! In JSON a file names its digest by key (`"md5"` or `"xxh3"`). In the raft log (bincode) a
 //! file keeps the layout of the releases that knew only md5, three fields, the third a string:
 //! an md5 is its 32 hex digits as before, an xxh3 is `xxh3:` and 16 hex digits. So entries
-//! written before this change read unchanged, and no format version is needed.
+//! written before this change read unchanged, and no format version is needed. The other way
+//! round, a build from before reads an xxh3 entry but cannot check its files (no md5 matches
+//! `xxh3:…`): a restore, whose files are listed by xxh3, wants every replica server upgraded.
 
 use std::fmt;
 
