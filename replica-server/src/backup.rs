@@ -415,9 +415,32 @@ async fn export(
     if cancel.is_cancelled() {
         return Err(canceled());
     }
+    // On `local`, the files' renames reach the disk before the metadata that lists them, and the
+    // metadata before the partition counts as backed up (`object_store`'s puts never sync).
+    if let Some(dir) = job.local_dir.clone() {
+        // A partition with no files has no directory yet.
+        job.io()
+            .run(move || {
+                std::fs::create_dir_all(&dir)
+                    .map_err(|e| WingError::Storage(format!("create {}: {e}", dir.display())))?;
+                crate::durable::sync_dir(&dir)
+            })
+            .await??;
+    }
     // Not raced against the cancel (a dropped request may still land): awaited, and removed
     // again when a cancel came meanwhile.
     job.store.put(&path, bytes.into()).await.map_err(|e| WingError::Unavailable(format!("put {path}: {e}")))?;
+    if let Some(dir) = job.local_dir.clone() {
+        job.io()
+            .run(move || {
+                let file = dir.join(BULK_LOAD_METADATA);
+                std::fs::File::open(&file)
+                    .and_then(|f| f.sync_all())
+                    .map_err(|e| WingError::Storage(format!("sync {}: {e}", file.display())))?;
+                crate::durable::sync_dir(&dir)
+            })
+            .await??;
+    }
     if cancel.is_cancelled() {
         let _ = job.store.delete(&path).await;
         return Err(canceled());
