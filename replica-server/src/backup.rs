@@ -738,15 +738,8 @@ impl LocalCopy {
         use std::os::unix::fs::FileExt;
         let storage =
             |what: &str, e: std::io::Error| WingError::Storage(format!("{what} {}: {e}", self.staging.display()));
-        let mut n = 0;
-        while n < self.buf.len() {
-            match self.src.read_at(&mut self.buf[n..], self.offset + n as u64) {
-                Ok(0) => break,
-                Ok(k) => n += k,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(storage("read the source of", e)),
-            }
-        }
+        // Read in order: `copy_range` names its offsets and leaves the file position alone.
+        let n = fill(&self.src, &mut self.buf).map_err(|e| storage("read the source of", e))?;
         self.hasher.update(&self.buf[..n]);
         let mut copied = 0;
         while copied < n {
@@ -800,23 +793,29 @@ type Chunk = (std::fs::File, ContentHasher, Vec<u8>);
 
 /// Reads the next chunk of `file` and hashes it (blocking).
 fn read_chunk(file: Option<std::fs::File>, hasher: Option<ContentHasher>) -> Result<Chunk, WingError> {
-    use std::io::Read;
-    let (Some(mut file), Some(mut hasher)) = (file, hasher) else {
+    let (Some(file), Some(mut hasher)) = (file, hasher) else {
         return Err(WingError::Internal("an upload lost its file".into()));
     };
     let mut buf = vec![0u8; PART_BYTES];
+    let n = fill(&file, &mut buf).map_err(|e| WingError::Storage(format!("read an exported file: {e}")))?;
+    buf.truncate(n);
+    hasher.update(&buf);
+    Ok((file, hasher, buf))
+}
+
+/// Reads `file` from its position until `buf` is full or the file ends; answers the bytes read.
+fn fill(mut file: &std::fs::File, buf: &mut [u8]) -> std::io::Result<usize> {
+    use std::io::Read;
     let mut n = 0;
     while n < buf.len() {
         match file.read(&mut buf[n..]) {
             Ok(0) => break,
             Ok(k) => n += k,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(WingError::Storage(format!("read an exported file: {e}"))),
+            Err(e) => return Err(e),
         }
     }
-    buf.truncate(n);
-    hasher.update(&buf);
-    Ok((file, hasher, buf))
+    Ok(n)
 }
 
 #[cfg(test)]
