@@ -85,6 +85,16 @@ pub fn local_path(kind: &str, config: &ProviderConfig, location: &object_store::
     local.path_to_filesystem(location).ok()
 }
 
+/// Syncs a file the `local` provider holds, and its directory: `object_store`'s local puts never
+/// sync, so a writer whose file must survive a crash (a backup's metadata, its `backup_info`)
+/// calls this after the put. Blocking.
+pub fn sync_local_file(path: &std::path::Path) -> Result<(), WingError> {
+    let sync = |p: &std::path::Path| std::fs::File::open(p).and_then(|f| f.sync_all());
+    sync(path).map_err(|e| WingError::Storage(format!("sync {}: {e}", path.display())))?;
+    let dir = path.parent().unwrap_or(std::path::Path::new("."));
+    sync(dir).map_err(|e| WingError::Storage(format!("sync directory {}: {e}", dir.display())))
+}
+
 /// Opens the provider named `kind` (`local`, `s3`, `memory`).
 pub fn open_provider(kind: &str, config: &ProviderConfig) -> Result<Arc<dyn ObjectStore>, WingError> {
     let err = |e: object_store::Error| WingError::InvalidArgument(format!("provider '{kind}': {e}"));

@@ -20,7 +20,7 @@ use futures::{StreamExt, TryStreamExt};
 use object_store::ObjectStore;
 use tokio_util::sync::CancellationToken;
 use wingkv_common::bulk_load::{BulkLoadMetadata, BULK_LOAD_METADATA};
-use wingkv_common::provider::open_provider;
+use wingkv_common::provider::{local_path, open_provider, sync_local_file};
 use wingkv_common::sync::MutexExt;
 use wingkv_common::time::unix_millis;
 use wingkv_common::{ErrorCode, PartitionId, WingError};
@@ -44,6 +44,9 @@ pub struct BackupDrive {
     /// The primary's last answer.
     state: Option<BackupPartitionState>,
 }
+
+/// The longest the driver waits in one call for a partition's export to end.
+const MAX_EXPORT_WAIT: Duration = Duration::from_secs(5);
 
 /// Key of [`BackupDrive`]s: backup id and partition index.
 pub type DriveKey = (u64, u32);
@@ -216,6 +219,10 @@ async fn attempt(
         }
     }
     let pid = PartitionId::new(app.app_id, pidx);
+    // A long poll: the primary answers when its export ends, so the driver learns of it then
+    // rather than a tick later; no longer than a tick, so the driver's other work waits no more
+    // than it did between ticks.
+    let wait = Duration::from_millis(node.config.reconcile_interval_ms).min(MAX_EXPORT_WAIT);
     let result = async {
         let primary = node
             .liveness
@@ -228,9 +235,10 @@ async fn attempt(
             partition_dir: b.partition_dir(pidx)?,
             action: BackupAction::BkStart.into(),
             meta_term: Some(term),
+            wait_ms: wait.as_millis() as u32,
         };
         let mut req = tonic::Request::new(req);
-        req.set_timeout(Duration::from_secs(10));
+        req.set_timeout(wait + Duration::from_secs(10));
         let state = node
             .admin(primary.node_id)?
             .backup_partition(req)
@@ -333,9 +341,8 @@ async fn delete_all(
 async fn finish(node: &MetaNode, app: &AppState, b: &BackupRecord, term: u64) -> Result<(), WingError> {
     stop_exports(node, Some(app), b, term).await?;
     let store = provider(node, b)?;
-    for pidx in 0..b.partition_count() {
-        sweep_partition(store.as_ref(), b, pidx).await?;
-    }
+    let sweeps = (0..b.partition_count()).map(|pidx| sweep_partition(store.as_ref(), b, pidx));
+    futures::future::try_join_all(sweeps).await?;
     let info = BackupInfo {
         backup_id: b.backup_id,
         app_id: b.app_id,
@@ -351,6 +358,12 @@ async fn finish(node: &MetaNode, app: &AppState, b: &BackupRecord, term: u64) ->
         serde_json::to_vec_pretty(&info).map_err(|e| WingError::Internal(format!("encode backup_info: {e}")))?;
     let path = b.dir()?.child(BACKUP_INFO);
     store.put(&path, bytes.into()).await.map_err(|e| WingError::Unavailable(format!("put {path}: {e}")))?;
+    // On `local`, the backup counts as done only once its `backup_info` is on disk.
+    if let Some(file) = local_path(&b.provider, &node.config.bulk_load_provider, &path) {
+        tokio::task::spawn_blocking(move || sync_local_file(&file))
+            .await
+            .map_err(|e| WingError::Internal(format!("sync backup_info: {e}")))??;
+    }
     propose(
         node,
         MetaCommand::FinishBackup {

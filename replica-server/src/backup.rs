@@ -40,6 +40,9 @@ use crate::bulk_load::BulkLoadEnv;
 
 /// Bytes of one multipart part (S3 wants at least 5 MiB but the last).
 const PART_BYTES: usize = 8 << 20;
+/// Bytes a local copy reads, hashes and copies at a time: small enough that the piece is still
+/// in the core's cache when it is hashed (an 8 MiB buffer went to memory and back).
+const LOCAL_PIECE_BYTES: usize = 256 << 10;
 /// Parts of one file in flight at once.
 const PARTS_IN_FLIGHT: usize = 2;
 /// Attempts of one file's upload before the export fails (the meta then starts it again).
@@ -271,6 +274,26 @@ impl BackupSlot {
         Ok(state)
     }
 
+    /// Waits up to `wait` for backup `backup_id`'s export here to end, then answers its state
+    /// (whatever it is: a failed export answers `BK_FAILED` with its reason, so the meta backs
+    /// off before it starts it again). The wait holds no lock.
+    pub async fn state_after(
+        &self,
+        backup_id: u64,
+        wait: std::time::Duration,
+    ) -> Result<BackupPartitionState, WingError> {
+        let tasks = self.state.locked().entries.get(&backup_id).map(|e| e.tasks.clone());
+        if let Some(tasks) = tasks {
+            let _ = tokio::time::timeout(wait, tasks.wait()).await;
+        }
+        let st = self.state.locked();
+        match st.entries.get(&backup_id) {
+            Some(e) if e.canceled => Err(self.canceled_error(backup_id)),
+            Some(e) => Ok(e.progress.state(self.node_id)),
+            None => Err(WingError::NotFound(format!("no export of backup {backup_id} on node {}", self.node_id))),
+        }
+    }
+
     /// Stops backup `backup_id`'s export here and awaits it (its local files are gone when
     /// this returns); answers its last state, `BK_INVALID` if there was none. The backup stays
     /// known as canceled here: no later start runs it again. A caller that gives up waiting
@@ -431,15 +454,7 @@ async fn export(
     // again when a cancel came meanwhile.
     job.store.put(&path, bytes.into()).await.map_err(|e| WingError::Unavailable(format!("put {path}: {e}")))?;
     if let Some(dir) = job.local_dir.clone() {
-        job.io()
-            .run(move || {
-                let file = dir.join(BULK_LOAD_METADATA);
-                std::fs::File::open(&file)
-                    .and_then(|f| f.sync_all())
-                    .map_err(|e| WingError::Storage(format!("sync {}: {e}", file.display())))?;
-                crate::durable::sync_dir(&dir)
-            })
-            .await??;
+        job.io().run(move || wingkv_common::provider::sync_local_file(&dir.join(BULK_LOAD_METADATA))).await??;
     }
     if cancel.is_cancelled() {
         let _ = job.store.delete(&path).await;
@@ -727,14 +742,27 @@ impl LocalCopy {
             dst: std::fs::File::create(staging).map_err(|e| err("create", staging, e))?,
             staging: staging.to_path_buf(),
             hasher: ContentHasher::new(DigestKind::Xxh3),
-            buf: vec![0u8; PART_BYTES],
+            buf: vec![0u8; LOCAL_PIECE_BYTES],
             offset: 0,
         })
     }
 
+    /// Copies up to [`PART_BYTES`] more, piece by piece; answers the bytes copied (0 at the end).
+    fn step(&mut self) -> Result<u64, WingError> {
+        let mut stepped = 0;
+        while stepped < PART_BYTES as u64 {
+            let n = self.piece()?;
+            if n == 0 {
+                break;
+            }
+            stepped += n;
+        }
+        Ok(stepped)
+    }
+
     /// Reads the next piece, hashes it and has the kernel copy the same range; answers its
     /// length (0 at the end).
-    fn step(&mut self) -> Result<u64, WingError> {
+    fn piece(&mut self) -> Result<u64, WingError> {
         use std::os::unix::fs::FileExt;
         let storage =
             |what: &str, e: std::io::Error| WingError::Storage(format!("{what} {}: {e}", self.staging.display()));
@@ -846,5 +874,58 @@ mod tests {
         assert_eq!(digest, FileDigest::of(DigestKind::Xxh3, &bytes));
         let listed: Vec<_> = store.list(None).map_ok(|m| m.location.to_string()).try_collect().await.unwrap();
         assert_eq!(listed, vec!["b/1/0/f.sst".to_string()]);
+    }
+
+    struct Primary(Arc<rocksdb::DB>);
+
+    impl ExportSource for Primary {
+        fn db(&self) -> Arc<rocksdb::DB> {
+            self.0.clone()
+        }
+
+        fn check_primary(&self) -> Result<(), WingError> {
+            Ok(())
+        }
+    }
+
+    /// A start that may wait answers once the export has ended (the meta's long poll), with
+    /// the partition's metadata written by then; a later start answers the same, at once.
+    #[tokio::test]
+    async fn a_waiting_start_answers_when_the_export_has_ended() {
+        use crate::config::{BulkLoadConfig, StorageConfig};
+        use wingkv_common::provider::{local_path, open_provider, ProviderConfig};
+        let dir = tempfile::tempdir().unwrap();
+        let db = crate::store::SharedStorage::new(StorageConfig::default()).open(&dir.path().join("db")).unwrap();
+        let cf = crate::store::data_cf(&db).unwrap();
+        for i in 0..1000u32 {
+            db.put_cf(cf, format!("key{i:05}"), [7u8; 100]).unwrap();
+        }
+        let config = BulkLoadConfig {
+            provider: ProviderConfig::local(dir.path().join("provider")),
+            min_free_disk_bytes: 0,
+            ..Default::default()
+        };
+        let env = Arc::new(BulkLoadEnv::new(&config).unwrap());
+        let partition_dir = ObjectPath::from("backups/onebox/t/backup/1/0");
+        let job = ExportJob {
+            backup_id: 1,
+            store: open_provider("local", &env.provider).unwrap(),
+            local_dir: local_path("local", &env.provider, &partition_dir),
+            partition_dir,
+            env,
+            limits: Arc::new(BackupLimits::new(&config).unwrap()),
+        };
+        let slot = BackupSlot::new(1, &dir.path().join("replica"));
+        let started = slot.start(Arc::new(Primary(db)), job).await.unwrap();
+        assert_eq!(started.status(), BackupStatus::BkRunning);
+        let ended = slot.state_after(1, std::time::Duration::from_secs(120)).await.unwrap();
+        assert_eq!(ended.status(), BackupStatus::BkSucceed, "{ended:?}");
+        assert!(ended.file_count > 0 && ended.total_bytes > 0, "{ended:?}");
+        let metadata = dir.path().join("provider/backups/onebox/t/backup/1/0").join(BULK_LOAD_METADATA);
+        let listed = BulkLoadMetadata::parse(&std::fs::read(&metadata).unwrap()).unwrap();
+        assert_eq!(listed.files.len(), ended.file_count as usize);
+        let again = slot.state_after(1, std::time::Duration::from_secs(120)).await.unwrap();
+        assert_eq!(again, ended);
+        slot.close().await;
     }
 }

@@ -532,15 +532,31 @@ impl Replica {
     /// Starts exporting this primary's data for backup `backup_id` to `partition_dir` on
     /// `provider`, or answers the export that runs or succeeded (see [`crate::backup`]). The
     /// export is taken after a linearizable read: it holds every write acknowledged before.
+    /// A running export is waited for up to `wait` before the answer (the meta's long poll).
     pub async fn start_backup(
         self: &Arc<Self>,
         backup_id: u64,
         provider: &str,
         partition_dir: &str,
+        wait: std::time::Duration,
     ) -> Result<wingkv_proto::replica_admin::BackupPartitionState, WingError> {
-        if let Some(state) = self.backups.existing(backup_id)? {
+        let state = match self.backups.existing(backup_id)? {
+            Some(state) => state,
+            None => self.export(backup_id, provider, partition_dir).await?,
+        };
+        if wait.is_zero() || state.status() != wingkv_proto::common::BackupStatus::BkRunning {
             return Ok(state);
         }
+        self.backups.state_after(backup_id, wait).await
+    }
+
+    /// Starts this replica's export for backup `backup_id` (see [`crate::backup::BackupSlot::start`]).
+    async fn export(
+        self: &Arc<Self>,
+        backup_id: u64,
+        provider: &str,
+        partition_dir: &str,
+    ) -> Result<wingkv_proto::replica_admin::BackupPartitionState, WingError> {
         let partition_dir = object_store::path::Path::parse(partition_dir)
             .map_err(|e| WingError::InvalidArgument(format!("backup partition dir '{partition_dir}': {e}")))?;
         let store = wingkv_common::provider::open_provider(provider, &self.bulk_env.provider)?;

@@ -24,6 +24,10 @@ use crate::replica::bulk_load_source;
 /// inside a client's deadline when the target does not win.
 const TRANSFER_CAMPAIGN: std::time::Duration = std::time::Duration::from_secs(5);
 
+/// The longest a backup start waits for its export to end before it answers (the meta's long
+/// poll, `BackupPartitionRequest.wait_ms`): a request is never held open longer.
+const MAX_BACKUP_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Serves replica administration.
 pub struct AdminService {
     manager: Arc<ReplicaManager>,
@@ -246,7 +250,10 @@ impl ReplicaAdmin for AdminService {
         self.manager.check_meta_term(r.meta_term)?;
         let replica = self.manager.get(id)?;
         let state = match BackupAction::try_from(r.action) {
-            Ok(BackupAction::BkStart) => replica.start_backup(r.backup_id, &r.provider, &r.partition_dir).await?,
+            Ok(BackupAction::BkStart) => {
+                let wait = std::time::Duration::from_millis(u64::from(r.wait_ms)).min(MAX_BACKUP_WAIT);
+                replica.start_backup(r.backup_id, &r.provider, &r.partition_dir, wait).await?
+            }
             Ok(BackupAction::BkCancel) => replica.cancel_backup(r.backup_id).await,
             Err(_) => return Err(WingError::InvalidArgument(format!("unknown backup action {}", r.action)).into()),
         };
