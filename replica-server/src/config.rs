@@ -14,6 +14,11 @@ pub const MIN_HEARTBEAT_INTERVAL_MS: u64 = 10;
 /// travels to the followers in one raft message, with room to spare.
 pub const MAX_ENTRY_BYTES: usize = MAX_RAFT_MESSAGE_BYTES / 2;
 
+/// The smallest `max_request_bytes`: the SDK packs requests into `Batch` messages of up to
+/// about 1 MiB plus one request of up to 64 KiB. A server that took less would end a client's
+/// stream on its first full message, and the writes running on it would have unknown fates.
+pub const MIN_REQUEST_BYTES: usize = 2 << 20;
+
 /// The largest `max_concurrent_requests`.
 pub const MAX_CONCURRENT_REQUESTS: usize = 1 << 20;
 
@@ -53,7 +58,7 @@ pub struct ReplicaServerConfig {
     /// How long a read may wait for its leadership confirmation; default 5 s.
     pub read_timeout_ms: u64,
     /// Largest data request accepted, in bytes; default 32 MiB. A write becomes one raft entry,
-    /// so at most [`MAX_ENTRY_BYTES`].
+    /// so at most [`MAX_ENTRY_BYTES`]; at least [`MIN_REQUEST_BYTES`].
     pub max_request_bytes: usize,
     /// Most data requests the server works on at once (a scan counts until its stream ends);
     /// past it a request is answered `Busy` at once (load shedding). Default 1,024.
@@ -272,7 +277,7 @@ impl ReplicaServerConfig {
         within("heartbeat_interval_ms", self.heartbeat_interval_ms, MIN_HEARTBEAT_INTERVAL_MS, MAX_MS)?;
         within("write_timeout_ms", self.write_timeout_ms, 1, MAX_MS)?;
         within("read_timeout_ms", self.read_timeout_ms, 1, MAX_MS)?;
-        within("max_request_bytes", self.max_request_bytes, 1, MAX_ENTRY_BYTES)?;
+        within("max_request_bytes", self.max_request_bytes, MIN_REQUEST_BYTES, MAX_ENTRY_BYTES)?;
         within("max_concurrent_requests", self.max_concurrent_requests, 1, MAX_CONCURRENT_REQUESTS)?;
         // Counted in permits of a semaphore, which takes a `u32` at a time.
         within(
@@ -406,6 +411,8 @@ mod tests {
             (ReplicaServerConfig { write_timeout_ms: 0, ..d() }, "write_timeout_ms"),
             (ReplicaServerConfig { read_timeout_ms: MAX_MS + 1, ..d() }, "read_timeout_ms"),
             (ReplicaServerConfig { max_request_bytes: 0, ..d() }, "max_request_bytes"),
+            // Under what one of the SDK's batch messages may hold.
+            (ReplicaServerConfig { max_request_bytes: 1 << 20, ..d() }, "max_request_bytes"),
             (ReplicaServerConfig { max_request_bytes: MAX_RAFT_MESSAGE_BYTES, ..d() }, "max_request_bytes"),
             (ReplicaServerConfig { replica_trash_grace_secs: u64::MAX, ..d() }, "replica_trash_grace_secs"),
             (ReplicaServerConfig { max_concurrent_requests: 0, ..d() }, "max_concurrent_requests"),

@@ -3,7 +3,7 @@
 //! backup into a new table, timing both against the physical floor of the same bytes (the median
 //! of three measures): one copy with fsync for the backup (each partition's data is written to
 //! the provider once), one per replica for the restore (every replica holds its own copy).
-//! Each measured phase starts after the same idle spell ([`IDLE_BEFORE`]).
+//! Each measured phase starts after the same idle spell ([`super::IDLE_BEFORE`]).
 
 use std::time::{Duration, Instant};
 
@@ -25,14 +25,6 @@ fn median(d: &mut [Duration]) -> Duration {
     d.sort();
     d.get(d.len() / 2).copied().unwrap_or_default()
 }
-
-/// The idle spell before each floor copy and before the restore. This VM's host takes back
-/// memory the guest has kept free for about 2 s (virtio-balloon free page reporting), and
-/// writing a copy into such pages takes twice as long as into pages freed a moment before
-/// (1.63–1.66 s against 0.83 s for the same 1.1 GB, BENCHMARKS "Backup: the floor in the
-/// backup's state"). So the backup, the restore and each floor copy start after the same idle
-/// spell: each writes into memory in the same state.
-const IDLE_BEFORE: Duration = Duration::from_secs(10);
 
 /// Cores the servers may use and still count as quiet before the backup starts.
 const QUIET_CORES: f64 = 0.2;
@@ -131,7 +123,7 @@ async fn measure(
     wait_post_load_snapshots(client, table, args.load.partitions as usize * args.load.replicas as usize).await?;
     cpu.wait_quiet(QUIET_CORES, AT_MOST).await?;
     let settle = settling.elapsed();
-    tokio::time::sleep(IDLE_BEFORE).await;
+    tokio::time::sleep(super::IDLE_BEFORE).await;
     let cpu_before = cpu.sample().await?;
     let (done, backup) = timed_backup(client, table, &backups_root).await?;
     let backup_cpu = cpu_before.report(&cpu.sample().await?, args.load.rows);
@@ -147,18 +139,18 @@ async fn measure(
     // The floors: one copy of the backup's files for the backup, one per replica for a restore;
     // each the median of FLOOR_ROUNDS (this machine's disk takes from 1x to 3x as long for the
     // same copy from one minute to the next), each after an idle spell like the backup's (see
-    // IDLE_BEFORE). The backup's floor is also measured back to back, as it was before.
+    // super::IDLE_BEFORE). The backup's floor is also measured back to back, as it was before.
     let floor_dir = root.join("floor-copy");
     let (mut backup_floors, mut hot_floors, mut restore_floors) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..FLOOR_ROUNDS {
-        tokio::time::sleep(IDLE_BEFORE).await;
+        tokio::time::sleep(super::IDLE_BEFORE).await;
         for floors in [&mut backup_floors, &mut hot_floors] {
             let t = Instant::now();
             copy_with_fsync(&files, &floor_dir.join("backup"))?;
             floors.push(t.elapsed());
             std::fs::remove_dir_all(&floor_dir).ok();
         }
-        tokio::time::sleep(IDLE_BEFORE).await;
+        tokio::time::sleep(super::IDLE_BEFORE).await;
         let t = Instant::now();
         for r in 0..args.load.replicas {
             copy_with_fsync(&files, &floor_dir.join(r.to_string()))?;
@@ -172,7 +164,7 @@ async fn measure(
 
     // Restore: from the request to RS_SUCCEED (the table serves), after the same idle spell as
     // its floor.
-    tokio::time::sleep(IDLE_BEFORE).await;
+    tokio::time::sleep(super::IDLE_BEFORE).await;
     let source = BulkLoadSource { provider: "local".into(), root: backups_root, cluster: done.cluster.clone() };
     let b = &done;
     let cpu_before = cpu.sample().await?;
@@ -205,7 +197,7 @@ async fn measure(
         "backup_mib_per_sec": bytes as f64 / 1048576.0 / secs(backup).max(1e-9),
         "backup_floor_copy_fsync_sec": secs(backup_floor),
         "backup_floor_rounds_sec": backup_floors.iter().map(|d| secs(*d)).collect::<Vec<_>>(),
-        "idle_before_floor_sec": secs(IDLE_BEFORE),
+        "idle_before_floor_sec": secs(super::IDLE_BEFORE),
         "backup_floor_back_to_back_sec": secs(hot_floor),
         "backup_floor_back_to_back_rounds_sec": hot_floors.iter().map(|d| secs(*d)).collect::<Vec<_>>(),
         "backup_vs_back_to_back_floor": secs(backup) / secs(hot_floor).max(1e-9),

@@ -145,8 +145,10 @@ pub fn run(args: BulkBenchArgs) -> Result<()> {
     let files = sst_files(&root.join(&args.load.cluster).join(&table))?;
     let file_bytes: u64 = files.iter().map(|(_, size)| size).sum();
 
-    // 2. The physical floor: every replica needs its own copy of every file, on disk.
+    // 2. The physical floor: every replica needs its own copy of every file, on disk (after
+    // the same idle spell as the load).
     let floor_dir = root.join("floor-copy");
+    std::thread::sleep(super::IDLE_BEFORE);
     let started = Instant::now();
     for r in 0..args.load.replicas {
         copy_with_fsync(&files, &floor_dir.join(r.to_string()))?;
@@ -209,6 +211,10 @@ async fn measure(client: &Client, args: &BulkBenchArgs, root: &Path, table: &str
     // the workload alongside, stopped and awaited whatever the load's outcome.
     let stop = CancellationToken::new();
     let during = steady.as_ref().map(|w| tokio::spawn(ycsb::run_until(w.ycsb(ALONGSIDE_AT_MOST_SECS), stop.clone())));
+    if steady.is_none() {
+        // Alongside a workload the load starts after its measure of the workload alone instead.
+        tokio::time::sleep(super::IDLE_BEFORE).await;
+    }
     let rss = RssWatch::start(client).await;
     let timed = timed_load(client, args, root, table).await;
     let max_rss = rss.stop().await;

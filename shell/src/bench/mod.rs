@@ -21,6 +21,15 @@ use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
 use wingkv_client::{Client, CreateTableOptions, ErrorCode};
 
+/// The idle spell before each timed phase of the bulk-load and backup benches and before each
+/// of their floor copies. This VM's host takes back memory the guest has kept free for about
+/// 2 s (virtio-balloon free page reporting), and writing a copy into such pages takes twice as
+/// long as into pages freed a moment before (1.63–1.66 s against 0.83 s for the same 1.1 GB,
+/// BENCHMARKS "Backup: the end learned at once, the floor in the backup's state"). So each
+/// phase and each floor starts after the same idle spell, and writes into memory in the same
+/// state.
+pub(super) const IDLE_BEFORE: Duration = Duration::from_secs(10);
+
 /// Arguments of `wingkv bench`.
 #[derive(Args, Debug)]
 pub struct BenchArgs {
