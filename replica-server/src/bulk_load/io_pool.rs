@@ -54,7 +54,12 @@ impl BulkIoPool {
     }
 }
 
-/// Gives the calling thread (only it, on Linux) the lowest CPU priority; best effort.
+/// Gives the calling thread (only it, on Linux) the lowest CPU priority: nice 19 and the
+/// `SCHED_IDLE` policy; best effort. With nice 19 alone, a serving thread that wakes may wait
+/// for a bulk-load thread to finish its time slice (a few ms under the kernel's EEVDF
+/// scheduler), and a write crosses several such wakeups; a `SCHED_IDLE` thread is preempted at
+/// once (BENCHMARKS.md, round 6). It still gets a sliver of a busy CPU, so a load on a
+/// saturated node slows down but never stops.
 fn lower_priority() {
     #[cfg(target_os = "linux")]
     {
@@ -62,6 +67,12 @@ fn lower_priority() {
         let rc = unsafe { libc::setpriority(libc::PRIO_PROCESS as _, libc::gettid() as libc::id_t, NICE) };
         if rc != 0 {
             tracing::warn!("bulk-load I/O thread keeps its priority: {}", std::io::Error::last_os_error());
+        }
+        let param = libc::sched_param { sched_priority: 0 };
+        // SAFETY: the calling thread (pid 0) and a parameter owned by this frame.
+        let rc = unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) };
+        if rc != 0 {
+            tracing::warn!("bulk-load I/O thread keeps its scheduling policy: {}", std::io::Error::last_os_error());
         }
     }
 }
@@ -80,6 +91,9 @@ mod tests {
             // SAFETY: reads the calling thread's priority.
             let nice = pool.run(|| unsafe { libc::getpriority(libc::PRIO_PROCESS as _, libc::gettid() as libc::id_t) });
             assert_eq!(nice.await.expect("a job"), NICE);
+            // SAFETY: reads the calling thread's policy.
+            let policy = pool.run(|| unsafe { libc::sched_getscheduler(0) });
+            assert_eq!(policy.await.expect("a job"), libc::SCHED_IDLE);
         }
         let failed = pool.run(|| -> u32 { panic!("a job that panics") }).await;
         assert!(failed.is_err());

@@ -133,7 +133,9 @@ async fn each_batched_request_gets_its_own_answer_and_errors_stay_per_request() 
     let mut short_lived = set(7, &home, "expires");
     if let Some(Op::Set(s)) = &mut short_lived.op {
         s.sort_key = Bytes::from_static(b"ttl");
-        s.ttl_seconds = 1;
+        // Expiry counts whole seconds: a TTL of 1 s may end a moment after the write (it did,
+        // under a full test run), 3 s leaves the reads below at least 2 s.
+        s.ttl_seconds = 3;
     }
     let got = answers(&mut outbound, &mut inbound, vec![short_lived]).await?;
     ensure!(matches!(got[&7], Answer::Write(_)), "{:?}", got[&7]);
@@ -163,7 +165,7 @@ async fn each_batched_request_gets_its_own_answer_and_errors_stay_per_request() 
         if matches!(got[&15], Answer::Get(ref g) if !g.found) {
             break;
         }
-        ensure!(Instant::now() < deadline, "a record with a TTL of 1 s is still found after 10 s: {:?}", got[&15]);
+        ensure!(Instant::now() < deadline, "a record with a TTL of 3 s is still found after 10 s: {:?}", got[&15]);
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 
