@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use rocksdb::{ColumnFamilyDescriptor, IteratorMode, Options, WriteBatch, DB};
 use wingkv_common::raft::log_store::delete_group;
-use wingkv_common::raft::wal_sync::WalSyncer;
+use wingkv_common::raft::wal_sync::{BeforeSync, WalSyncer};
 use wingkv_common::raft::{CF_RAFT_LOG, CF_RAFT_META};
 use wingkv_common::{PartitionId, WingError};
 
@@ -55,7 +55,7 @@ impl RaftLogDb {
         let db = DB::open_cf_descriptors(&opts, path, cfs)
             .map_err(|e| WingError::Storage(format!("cannot open {}: {}", path.display(), e.into_string())))?;
         let db = Arc::new(db);
-        let syncer = WalSyncer::start(db.clone(), "raft-log".into())
+        let syncer = WalSyncer::start_with(db.clone(), "raft-log".into(), fsync_hold())
             .map_err(|e| WingError::Internal(format!("cannot start the raft-log sync thread: {e}")))?;
         Ok(Self { db, syncer })
     }
@@ -178,6 +178,33 @@ impl RaftLogDb {
     pub fn close(&self) {
         self.syncer.shutdown();
     }
+}
+
+/// Tests hold this server's raft-log fsyncs while a file exists:
+/// `FAILPOINTS='raft_log::before_fsync=return(/path/to/file)'`. Whether a write commits
+/// without a node's flush is then seen, not timed (a leader's own flush is not needed; a
+/// follower's answer is).
+#[cfg(feature = "failpoints")]
+fn fsync_hold() -> Option<BeforeSync> {
+    /// What the server logs when the fail point begins holding its raft-log fsyncs.
+    const FSYNC_HELD: &str = "raft-log fsync held by a fail point";
+    fn hold() {
+        fail::fail_point!("raft_log::before_fsync", |file: Option<String>| {
+            let Some(file) = file.map(std::path::PathBuf::from) else { return };
+            if file.exists() {
+                tracing::info!(file = %file.display(), "{FSYNC_HELD}");
+            }
+            while file.exists() {
+                std::thread::sleep(std::time::Duration::from_millis(2));
+            }
+        });
+    }
+    Some(Box::new(hold))
+}
+
+#[cfg(not(feature = "failpoints"))]
+fn fsync_hold() -> Option<BeforeSync> {
+    None
 }
 
 #[cfg(test)]

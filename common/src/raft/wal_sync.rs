@@ -15,6 +15,9 @@ use rocksdb::DB;
 
 type Ack = Box<dyn FnOnce(Result<(), io::Error>) + Send>;
 
+/// Called on the sync thread before each fsync (tests hold a server's fsyncs with it).
+pub type BeforeSync = Box<dyn Fn() + Send>;
+
 enum Msg {
     Sync(Ack),
     Stop,
@@ -34,8 +37,14 @@ struct Inner {
 impl WalSyncer {
     /// Starts the fsync thread for `db`.
     pub fn start(db: Arc<DB>, name: String) -> io::Result<Self> {
+        Self::start_with(db, name, None)
+    }
+
+    /// [`start`](Self::start), calling `before_sync` before each fsync.
+    pub fn start_with(db: Arc<DB>, name: String, before_sync: Option<BeforeSync>) -> io::Result<Self> {
         let (tx, rx) = mpsc::channel::<Msg>();
-        let thread = std::thread::Builder::new().name(format!("wal-sync-{name}")).spawn(move || run(db, rx))?;
+        let thread =
+            std::thread::Builder::new().name(format!("wal-sync-{name}")).spawn(move || run(db, rx, before_sync))?;
         Ok(Self { inner: Arc::new(Inner { tx: Mutex::new(tx), thread: Mutex::new(Some(thread)) }) })
     }
 
@@ -62,7 +71,7 @@ impl WalSyncer {
     }
 }
 
-fn run(db: Arc<DB>, rx: mpsc::Receiver<Msg>) {
+fn run(db: Arc<DB>, rx: mpsc::Receiver<Msg>, before_sync: Option<BeforeSync>) {
     let mut stop = false;
     while !stop {
         let Ok(first) = rx.recv() else { break };
@@ -77,6 +86,9 @@ fn run(db: Arc<DB>, rx: mpsc::Receiver<Msg>) {
         }
         if acks.is_empty() {
             continue;
+        }
+        if let Some(hook) = &before_sync {
+            hook();
         }
         let result = db.flush_wal(true).map_err(|e| e.into_string());
         for ack in acks {

@@ -447,3 +447,112 @@ async fn a_voter_change_its_caller_gave_up_on_still_ends_uniform() -> Result<()>
     .await?;
     Ok(())
 }
+
+/// Holds `node`'s raft-log fsyncs while `hold` exists (the fail point armed at its start).
+fn hold_fsyncs(hold: &std::path::Path) -> Result<()> {
+    std::fs::write(hold, b"held by the test").with_context(|| format!("create {}", hold.display()))
+}
+
+fn release_fsyncs(hold: &std::path::Path) -> Result<()> {
+    std::fs::remove_file(hold).with_context(|| format!("remove {}", hold.display()))
+}
+
+/// How many times `node`'s fsync thread began waiting on its hold file.
+fn fsync_holds(node: &ReplicaProcess) -> usize {
+    std::fs::read_to_string(node.log_path()).map(|log| log.matches(FSYNC_HELD).count()).unwrap_or(0)
+}
+
+/// What the replica server logs when a fail point begins holding its raft-log fsyncs
+/// (`FSYNC_HELD` in its `raft_log.rs`).
+const FSYNC_HELD: &str = "raft-log fsync held by a fail point";
+
+/// A leader replicates an entry while its own raft-log fsync runs, and counts its own copy
+/// towards the quorum only once that fsync is done. Each node holds its raft-log fsyncs while
+/// a file of the test exists (a fail point on its sync thread).
+/// - The leader's held: a write commits through the two followers (openraft 0.9 unpatched
+///   waits for the leader's fsync before it replicates, and this write times out).
+/// - The leader's and one follower's held: only the other follower has the write on disk. It
+///   does not commit (the leader's unsynced copy does not count) until the follower's
+///   fsyncs are released; then it commits without the leader's.
+/// - A write acknowledged while the leader's fsyncs are held survives the leader's kill -9.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_replicates_before_its_own_fsync_and_counts_itself_after_it() -> Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let holds: Vec<std::path::PathBuf> = (1..=3).map(|id| tmp.path().join(format!("hold-fsync-{id}"))).collect();
+    let mut nodes = Vec::new();
+    for (id, hold) in (1..=3u64).zip(&holds) {
+        let failpoint = format!("raft_log::before_fsync=return({})", hold.display());
+        let root = tmp.path().join(format!("node{id}"));
+        nodes.push(ReplicaProcess::start_with_failpoints(id, &root, FAST_RAFT, &failpoint).await?);
+    }
+    let p = PartitionId::new(1, 0);
+    create_group(&refs(&nodes), 0, p).await?;
+    let l = wait_leader(&refs(&nodes), p, TIMEOUT).await?;
+    let (f1, f2) = match l {
+        0 => (1, 2),
+        1 => (0, 2),
+        _ => (0, 1),
+    };
+    put(&refs(&nodes), p, "before", b"v0").await?;
+    let set = move |key: &str| SetRequest {
+        partition: Some(p.to_proto()),
+        hash_key: Bytes::copy_from_slice(key.as_bytes()),
+        sort_key: Bytes::from_static(b"s"),
+        value: Bytes::from_static(b"v"),
+        ttl_seconds: 0,
+    };
+
+    // 1. The leader's fsyncs held: the write commits through the followers.
+    hold_fsyncs(&holds[l])?;
+    let mut leader = nodes[l].data().await?;
+    let done = tokio::time::timeout(Duration::from_secs(10), leader.set(set("k1"))).await;
+    ensure!(
+        matches!(done, Ok(Ok(_))),
+        "a write waited for the leader's own fsync (held): {done:?}; leader log:\n{}",
+        nodes[l].tail_log(20)
+    );
+    ensure!(fsync_holds(&nodes[l]) >= 1, "the leader's fsync was not held: {}", nodes[l].tail_log(20));
+    ensure!(nodes[l].status(p).await.map(|s| s.role) == Some(ReplicaRole::RolePrimary as i32), "the leader changed");
+
+    // 2. The leader's and one follower's held: one copy on disk does not commit.
+    hold_fsyncs(&holds[f1])?;
+    let before = nodes[l].status(p).await.context("the leader's status")?;
+    let mut writer = nodes[l].data().await?;
+    let write = tokio::spawn(async move { writer.set(set("k2")).await });
+    let entry = before.last_log_index + 1;
+    wait_for("the unheld follower to append the write", TIMEOUT, || async {
+        let s = nodes[f2].status(p).await?;
+        (s.last_log_index >= entry).then_some(())
+    })
+    .await?;
+    wait_for("the held follower's fsync to start waiting", TIMEOUT, || async {
+        (fsync_holds(&nodes[f1]) >= 1).then_some(())
+    })
+    .await?;
+    // A leader counting its unsynced copy commits at the unheld follower's answer, within
+    // milliseconds: a second is ample to see it.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let s = nodes[l].status(p).await.context("the leader's status")?;
+    ensure!(
+        !write.is_finished() && s.applied_index < entry,
+        "entry {entry} committed with one copy on disk (applied {}, write finished: {})",
+        s.applied_index,
+        write.is_finished()
+    );
+    release_fsyncs(&holds[f1])?;
+    let done = tokio::time::timeout(TIMEOUT, write).await.context("the write after the follower's release")??;
+    done.context("the write after the follower's fsyncs were released")?;
+
+    // 3. Acknowledged while the leader's copy waits for its fsync, it survives the leader.
+    let mut leader = nodes[l].data().await?;
+    leader.set(set("k3")).await.context("a write with the leader's fsyncs held")?;
+    nodes[l].kill();
+    release_fsyncs(&holds[l])?;
+    let survivors = [&nodes[f1], &nodes[f2]];
+    let new = wait_leader(&survivors, p, TIMEOUT).await?;
+    for key in ["before", "k1", "k2", "k3"] {
+        ensure!(get(survivors[new], p, key).await?.is_some(), "{key} lost with the leader");
+    }
+    nodes[l].restart().await?;
+    wait_converged(&refs(&nodes), p).await
+}

@@ -1,5 +1,6 @@
 use std::borrow::Borrow;
 use std::collections::BTreeMap;
+use std::collections::VecDeque;
 use std::fmt::Debug;
 use std::fmt::Display;
 use std::fmt::Formatter;
@@ -10,6 +11,7 @@ use std::time::Duration;
 
 use anyerror::AnyError;
 use futures::stream::FuturesUnordered;
+use futures::FutureExt;
 use futures::StreamExt;
 use futures::TryFutureExt;
 use maplit::btreeset;
@@ -153,6 +155,23 @@ impl<C: RaftTypeConfig> LeaderData<C> {
     }
 }
 
+/// wingkv patch: a leader's log append whose flush is awaited (see `RaftCore::pending_flushes`).
+pub(crate) struct PendingFlush<C>
+where C: RaftTypeConfig
+{
+    /// The last entry of the append.
+    last_log_id: LogId<C::NodeId>,
+    /// Answered by the storage's [`LogFlushed`] callback.
+    rx: <C::AsyncRuntime as AsyncRuntime>::OneshotReceiver<FlushResult<C>>,
+}
+
+/// wingkv patch: what the storage's flush callback answers.
+type FlushResult<C> = Result<LogIOId<<C as RaftTypeConfig>::NodeId>, std::io::Error>;
+
+/// wingkv patch: [`FlushResult`], or the callback dropped unanswered.
+type FlushReceived<C> =
+    Result<FlushResult<C>, <<C as RaftTypeConfig>::AsyncRuntime as AsyncRuntime>::OneshotReceiverError>;
+
 // TODO: remove SM
 /// The core type implementing the Raft protocol.
 pub struct RaftCore<C, N, LS, SM>
@@ -188,6 +207,13 @@ where
     pub(crate) replications: BTreeMap<C::NodeId, ReplicationHandle<C>>,
 
     pub(crate) leader_data: Option<LeaderData<C>>,
+
+    /// wingkv patch: the leader's log appends submitted to storage whose flush has not been
+    /// reported yet, oldest first. A leader replicates an entry while its own flush runs and
+    /// counts itself towards the entry's quorum only once the flush is reported (Raft thesis
+    /// §10.2.1). Every command that shows this node's log to another node, or changes its vote,
+    /// its log or its role, first waits for all of them (`flush_leader_appends`).
+    pub(crate) pending_flushes: VecDeque<PendingFlush<C>>,
 
     #[allow(dead_code)]
     pub(crate) tx_api: mpsc::UnboundedSender<RaftMsg<C>>,
@@ -730,6 +756,69 @@ where
         Ok(())
     }
 
+    /// wingkv patch: submits a leader's append and returns without waiting for its flush; the
+    /// flush is reported to the engine when it is done (`leader_append_flushed`).
+    async fn submit_leader_append(
+        &mut self,
+        entries: Vec<C::Entry>,
+        vote: Vote<C::NodeId>,
+        last_log_id: LogId<C::NodeId>,
+    ) -> Result<(), StorageError<C::NodeId>> {
+        let (tx, rx) = C::AsyncRuntime::oneshot();
+        let callback = LogFlushed::new(LogIOId::new(vote, Some(last_log_id.clone())), tx);
+        self.log_store.append(entries, callback).await?;
+        self.pending_flushes.push_back(PendingFlush { last_log_id, rx });
+        Ok(())
+    }
+
+    /// wingkv patch: the leader's own progress after one of its appends was flushed. An error
+    /// of the flush stops the core, as a failed blocking append does.
+    fn leader_append_flushed(
+        &mut self,
+        last_log_id: LogId<C::NodeId>,
+        flushed: FlushReceived<C>,
+    ) -> Result<(), StorageError<C::NodeId>> {
+        flushed
+            .map_err(|e| StorageIOError::write_logs(AnyError::error(e)))?
+            .map_err(|e| StorageIOError::write_logs(AnyError::error(e)))?;
+        // The leader may have changed: reporting to another leader of this node is harmless, and
+        // a stale report is ignored (the progress never goes back).
+        if let Ok(mut lh) = self.engine.leader_handler() {
+            lh.replication_handler().update_local_progress(Some(last_log_id));
+        }
+        Ok(())
+    }
+
+    /// wingkv patch: waits for every pending leader append to be flushed and reports them.
+    async fn flush_leader_appends(&mut self) -> Result<(), StorageError<C::NodeId>> {
+        while let Some(p) = self.pending_flushes.pop_front() {
+            let flushed = p.rx.await;
+            self.leader_append_flushed(p.last_log_id, flushed)?;
+        }
+        Ok(())
+    }
+
+    /// wingkv patch: reports the pending leader appends already flushed, without waiting.
+    fn poll_leader_appends(&mut self) -> Result<(), StorageError<C::NodeId>> {
+        while let Some(p) = self.pending_flushes.front_mut() {
+            let Some(flushed) = (&mut p.rx).now_or_never() else {
+                break;
+            };
+            let last_log_id = p.last_log_id.clone();
+            self.pending_flushes.pop_front();
+            self.leader_append_flushed(last_log_id, flushed)?;
+        }
+        Ok(())
+    }
+
+    /// wingkv patch: waits for the oldest pending leader append's flush (never, if none).
+    async fn oldest_leader_append(pending: &mut VecDeque<PendingFlush<C>>) -> FlushReceived<C> {
+        match pending.front_mut() {
+            Some(p) => (&mut p.rx).await,
+            None => std::future::pending().await,
+        }
+    }
+
     #[tracing::instrument(level = "debug", skip_all)]
     pub(crate) async fn apply_to_state_machine(
         &mut self,
@@ -879,6 +968,8 @@ where
     /// next RaftMsg.
     #[tracing::instrument(level = "debug", skip_all)]
     pub(crate) async fn run_engine_commands(&mut self) -> Result<(), StorageError<C::NodeId>> {
+        self.poll_leader_appends()?;
+
         if tracing::enabled!(Level::DEBUG) {
             tracing::debug!("queued commands: start...");
             for c in self.engine.output.iter_commands() {
@@ -938,6 +1029,12 @@ where
                 _ = &mut rx_shutdown => {
                     tracing::info!("recv from rx_shutdown");
                     return Err(Fatal::Stopped);
+                }
+
+                flushed = Self::oldest_leader_append(&mut self.pending_flushes), if !self.pending_flushes.is_empty() => {
+                    if let Some(p) = self.pending_flushes.pop_front() {
+                        self.leader_append_flushed(p.last_log_id, flushed)?;
+                    }
                 }
 
                 notify_res = self.rx_notify.recv() => {
@@ -1625,6 +1722,21 @@ where
             }
         }
 
+        // wingkv patch: what follows may show this node's log to another node, or change its
+        // vote, its log or its role: the leader's appends are flushed first (`pending_flushes`).
+        let keeps_pending_flushes = matches!(
+            cmd,
+            Command::AppendInputEntries { .. }
+                | Command::Replicate { .. }
+                | Command::ReplicateCommitted { .. }
+                | Command::Commit { .. }
+                | Command::StateMachine { .. }
+                | Command::BecomeLeader
+        );
+        if !keeps_pending_flushes {
+            self.flush_leader_appends().await?;
+        }
+
         match cmd {
             Command::BecomeLeader => {
                 debug_assert!(self.leader_data.is_none(), "can not become leader twice");
@@ -1637,6 +1749,14 @@ where
                 let last_log_id = entries.last().unwrap().get_log_id().clone();
                 tracing::debug!("AppendInputEntries: {}", DisplaySlice::<_>(&entries),);
 
+                // wingkv patch: a leader in its own committed vote replicates while it flushes.
+                let leading =
+                    matches!(self.engine.leader.as_ref(), Some(l) if l.vote == vote && l.vote.is_committed());
+                if leading {
+                    self.submit_leader_append(entries, vote, last_log_id).await?;
+                    return Ok(None);
+                }
+                self.flush_leader_appends().await?;
                 self.append_to_log(entries, vote, last_log_id.clone()).await?;
 
                 // The leader may have changed.
