@@ -166,18 +166,8 @@ impl Replica {
         .map_err(|e| WingError::InvalidArgument(format!("raft config: {e}")))?;
         ctx.raft_log.adopt_legacy_log(id, &db)?;
         ctx.raft_log.check_present(id, &db)?;
-        // The log is never purged past the applied index that is on disk: the data DB's writes
-        // are not synced (the raft log, in another DB, is what is durable). The index is read
-        // first and synced after, so what the limit answers is durable even if the state
-        // machine applies more in between. (A rare fsync: purges follow snapshots.)
-        let applied_db = db.clone();
-        let limit: PurgeLimit = Arc::new(move || {
-            let applied = read_applied(&applied_db).ok().map(|(last, _)| last.map(|l| l.index).unwrap_or(0))?;
-            applied_db.flush_wal(true).ok()?;
-            Some(applied)
-        });
         let log_store = RocksLogStore::shared(ctx.raft_log.db.clone(), ctx.raft_log.syncer.clone(), log_prefix(id))
-            .with_purge_limit(limit);
+            .with_purge_limit(applied_purge_limit(db.clone()));
         // A replica that followed a leader before this start holds its votes for as long as a
         // follower's lease lasts: it forgot when it last heard from that leader, which may still
         // serve lease reads (see `ReadBarrier`).
@@ -810,4 +800,16 @@ impl Replica {
         tracing::info!(partition = %self.id, job = source.job_id, "bulk-load files ingested");
         Ok(BulkLoadResponse { replicas, ingested: true })
     }
+}
+
+/// The log is never purged past the applied index that is on disk: the data DB's writes are not
+/// synced (the raft log, in another DB, is what is durable). The index is read first and synced
+/// after, so what the limit answers is durable even if the state machine applies more in
+/// between. (A rare fsync: purges follow snapshots.)
+pub(crate) fn applied_purge_limit(db: Arc<DB>) -> PurgeLimit {
+    Arc::new(move || {
+        let applied = read_applied(&db).ok().map(|(last, _)| last.map(|l| l.index).unwrap_or(0))?;
+        db.flush_wal(true).ok()?;
+        Some(applied)
+    })
 }

@@ -520,6 +520,51 @@ mod tests {
         assert!(f.slot.held_file(1, "0.sst").is_some(), "a new job removed files members may need");
     }
 
+    /// A leader applies an entry once two followers have it on disk, maybe before its own
+    /// fsync (third_party/openraft/WINGKV.md). A power loss can then leave its state machine
+    /// ahead of its log. Opened again, openraft purges the log up to what was applied: the log
+    /// reads as one that ends there, and the data written stays.
+    #[tokio::test]
+    async fn a_state_machine_ahead_of_its_log_opens_with_the_log_purged_to_it() {
+        use openraft::storage::{RaftLogReader, RaftLogStorage, StorageHelper};
+        use openraft::RaftState;
+
+        use crate::raft_log::{log_prefix, RaftLogDb};
+
+        let remote = tempfile::tempdir().unwrap();
+        let mut f = state_machine(remote.path(), None);
+        let dir = tempfile::tempdir().unwrap();
+        let log = RaftLogDb::open(dir.path()).unwrap();
+        let mut store = wingkv_common::raft::log_store::RocksLogStore::<PartitionRaftConfig>::shared(
+            log.db.clone(),
+            log.syncer.clone(),
+            log_prefix(PartitionId::new(1, 0)),
+        )
+        .with_purge_limit(crate::replica::applied_purge_limit(f.db.clone()));
+        let entries: Vec<_> = (1..=5).map(|i| entry(i, put(&format!("k{i}"), "v"))).collect();
+        // Written as the store's `append` writes them.
+        let log_cf = log.db.cf_handle(wingkv_common::raft::CF_RAFT_LOG).unwrap();
+        for e in &entries {
+            let mut key = log_prefix(PartitionId::new(1, 0));
+            key.extend_from_slice(&e.log_id.index.to_be_bytes());
+            log.db.put_cf(log_cf, key, wingkv_common::raft::encode(e).unwrap()).unwrap();
+        }
+        f.sm.apply(entries).await.unwrap();
+        // The unsynced tail (4 and 5) lost with the page cache.
+        store.truncate(LogId::new(CommittedLeaderId::new(1, 1), 4)).await.unwrap();
+
+        let state: RaftState<u64, openraft::BasicNode, _> =
+            StorageHelper::new(&mut store, &mut f.sm).get_initial_state().await.unwrap();
+        let applied = Some(LogId::new(CommittedLeaderId::new(1, 1), 5));
+        assert_eq!(state.committed, applied);
+        let on_disk = store.get_log_state().await.unwrap();
+        assert_eq!(on_disk.last_purged_log_id, applied);
+        assert_eq!(on_disk.last_log_id, applied);
+        assert!(store.try_get_log_entries(0..).await.unwrap().is_empty());
+        assert_eq!(get(&f.db, "k5").as_deref(), Some("v"));
+        log.close();
+    }
+
     /// A source that never answers (a member that accepted the call and froze).
     struct Frozen;
 
