@@ -3,8 +3,10 @@
 //! Raft log appends are written to RocksDB without sync (so they are readable at once) and then
 //! handed to the [`WalSyncer`] thread, which fsyncs the WAL once for every batch of appends that
 //! queued up while the previous fsync ran, and only then acknowledges them. One fsync covers
-//! every entry of an append. (openraft 0.9 waits for each append's acknowledgement before the
-//! next one, so appends of one group do not overlap; the fsync runs off the raft core's task.)
+//! every entry of an append, and the acknowledgements go out in the order of the appends. (A
+//! follower's raft core waits for each acknowledgement before its next append; a leader's goes
+//! on and counts its entries once acknowledged: see `third_party/openraft/WINGKV.md`. The fsync
+//! runs off the raft core's task.)
 
 use std::io;
 use std::sync::mpsc;

@@ -448,7 +448,7 @@ async fn a_voter_change_its_caller_gave_up_on_still_ends_uniform() -> Result<()>
     Ok(())
 }
 
-/// Holds `node`'s raft-log fsyncs while `hold` exists (the fail point armed at its start).
+/// Holds the raft-log fsyncs of the node whose fail point names `hold`, until it is released.
 fn hold_fsyncs(hold: &std::path::Path) -> Result<()> {
     std::fs::write(hold, b"held by the test").with_context(|| format!("create {}", hold.display()))
 }
@@ -555,4 +555,52 @@ async fn a_leader_replicates_before_its_own_fsync_and_counts_itself_after_it() -
     }
     nodes[l].restart().await?;
     wait_converged(&refs(&nodes), p).await
+}
+
+/// A leader replicates before its own fsync, so a crash can take entries from its log that its
+/// followers hold. Restored as leader in its old term at restart (openraft 0.9's startup), it
+/// would give new entries the ids of those, and a follower comparing ids only would keep the old
+/// ones: the replicas would diverge. So a restarted leader starts as a follower and is elected
+/// in a later term. Here it restarts alone (its followers stopped): it must campaign in a later
+/// term, not lead in its old one; with its followers back, the group leads and writes in a later
+/// term.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_leader_is_elected_again_in_a_later_term() -> Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let mut nodes = start_nodes(tmp.path(), 3).await?;
+    let p = PartitionId::new(1, 0);
+    create_group(&refs(&nodes), 0, p).await?;
+    let l = wait_leader(&refs(&nodes), p, TIMEOUT).await?;
+    put(&refs(&nodes), p, "before", b"v0").await?;
+    let term = nodes[l].status(p).await.context("the leader's status")?.term;
+
+    for n in nodes.iter_mut() {
+        n.kill();
+    }
+    nodes[l].restart().await?;
+    let campaigned = wait_for("the restarted leader to campaign in a later term", TIMEOUT, || async {
+        let s = nodes[l].status(p).await?;
+        (s.term > term || s.role == ReplicaRole::RolePrimary as i32).then_some(s)
+    })
+    .await?;
+    ensure!(
+        campaigned.role != ReplicaRole::RolePrimary as i32 && campaigned.term > term,
+        "the restarted leader leads alone in term {} (it led term {term} before)",
+        campaigned.term
+    );
+
+    for (i, n) in nodes.iter_mut().enumerate() {
+        if i != l {
+            n.restart().await?;
+        }
+    }
+    let new = wait_leader(&refs(&nodes), p, TIMEOUT).await?;
+    let s = nodes[new].status(p).await.context("the new leader's status")?;
+    ensure!(s.term > term, "led in term {} again after term {term}", s.term);
+    put(&refs(&nodes), p, "after", b"v1").await?;
+    wait_converged(&refs(&nodes), p).await?;
+    for key in ["before", "after"] {
+        ensure!(get(&nodes[new], p, key).await?.is_some(), "{key} lost");
+    }
+    Ok(())
 }

@@ -1028,6 +1028,11 @@ where
 
                 _ = &mut rx_shutdown => {
                     tracing::info!("recv from rx_shutdown");
+                    // wingkv patch: the storage may be opened again in this process: the
+                    // leader's appends it took are flushed before the core ends.
+                    if let Err(e) = self.flush_leader_appends().await {
+                        tracing::error!("flushing the log at shutdown failed: {e}");
+                    }
                     return Err(Fatal::Stopped);
                 }
 

@@ -154,6 +154,19 @@ where C: RaftTypeConfig
             self.state.membership_state.effective().is_voter(&self.config.id)
         );
 
+        // wingkv patch: a leader is never restored at startup. Its followers may hold entries
+        // its own log lost in a crash (it replicates before its flush, see
+        // `RaftCore::pending_flushes`): restored in the same term, it would give new entries
+        // the ids of those, and a follower that compares ids only would keep the old ones. Its
+        // own committed vote is taken as not committed: it starts as a follower and is elected
+        // in a later term, where the lost tail conflicts by term and is replaced.
+        let vote = self.state.vote_ref().clone();
+        if vote.is_committed() && vote.leader_id().voted_for().as_ref() == Some(&self.config.id) {
+            let uncommitted = Vote::new(vote.leader_id().get_term(), self.config.id.clone());
+            self.state.vote.update(C::now(), uncommitted.clone());
+            self.state.io_state_mut().update_vote(uncommitted);
+        }
+
         // Previously it is a leader. restore it as leader at once
         if self.state.is_leader(&self.config.id) {
             self.vote_handler().update_internal_server_state();
