@@ -32,6 +32,15 @@ fn refs(nodes: &[ReplicaProcess]) -> Vec<&ReplicaProcess> {
     nodes.iter().collect()
 }
 
+/// Three nodes under `root` serving partition `p` (created on the first), and the index of its
+/// leader.
+async fn group_of_three(root: &std::path::Path, p: PartitionId) -> Result<(Vec<ReplicaProcess>, usize)> {
+    let nodes = start_nodes(root, 3).await?;
+    create_group(&refs(&nodes), 0, p).await?;
+    let leader = wait_leader(&refs(&nodes), p, TIMEOUT).await?;
+    Ok((nodes, leader))
+}
+
 /// Writes `key -> value` through whichever node is primary, retrying NotLeader/Unavailable
 /// until the deadline. Returns once the write is acknowledged.
 async fn put(nodes: &[&ReplicaProcess], p: PartitionId, key: &str, value: &[u8]) -> Result<()> {
@@ -170,10 +179,8 @@ fn noise(seed: u64, n: usize) -> Vec<u8> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wiped_replica_rejoins_through_a_chunked_snapshot() -> Result<()> {
     let tmp = tempfile::tempdir()?;
-    let mut nodes = start_nodes(tmp.path(), 3).await?;
     let p = PartitionId::new(2, 0);
-    create_group(&refs(&nodes), 0, p).await?;
-    let leader = wait_leader(&refs(&nodes), p, TIMEOUT).await?;
+    let (mut nodes, leader) = group_of_three(tmp.path(), p).await?;
 
     // ~400 KB of incompressible data: the snapshot spans many 16 KiB chunks.
     let value = |i: u64| noise(i, 1000);
@@ -349,10 +356,8 @@ async fn probe_vote(node: &ReplicaProcess, p: PartitionId) -> Result<tonic::Stat
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_replica_holds_its_votes_for_a_lease() -> Result<()> {
     let tmp = tempfile::tempdir()?;
-    let mut nodes = start_nodes(tmp.path(), 3).await?;
     let p = PartitionId::new(5, 0);
-    create_group(&refs(&nodes), 0, p).await?;
-    let leader = wait_leader(&refs(&nodes), p, TIMEOUT).await?;
+    let (mut nodes, leader) = group_of_three(tmp.path(), p).await?;
     put(&refs(&nodes), p, "k", b"v1").await?;
     wait_converged(&refs(&nodes), p).await?;
     let (restarted, other) = ((leader + 1) % 3, (leader + 2) % 3);
@@ -567,10 +572,8 @@ async fn a_leader_replicates_before_its_own_fsync_and_counts_itself_after_it() -
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_leader_is_elected_again_in_a_later_term() -> Result<()> {
     let tmp = tempfile::tempdir()?;
-    let mut nodes = start_nodes(tmp.path(), 3).await?;
     let p = PartitionId::new(1, 0);
-    create_group(&refs(&nodes), 0, p).await?;
-    let l = wait_leader(&refs(&nodes), p, TIMEOUT).await?;
+    let (mut nodes, l) = group_of_three(tmp.path(), p).await?;
     put(&refs(&nodes), p, "before", b"v0").await?;
     let term = nodes[l].status(p).await.context("the leader's status")?.term;
 
