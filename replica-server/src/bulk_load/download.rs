@@ -292,15 +292,17 @@ impl PacedWriter {
 /// directory has one owner (its slot), so what can change the file since is the disk, which
 /// the checksums see.
 pub fn file_intact(path: &Path, meta: &FileMeta) -> bool {
-    if std::fs::metadata(path).map(|m| m.len()).ok() != Some(meta.size) {
-        return false;
-    }
-    meta.size == 0 || wingkv_rocksdb_ext::verify_sst_checksums(path).is_ok()
+    file_sized(path, meta) && (meta.size == 0 || wingkv_rocksdb_ext::verify_sst_checksums(path).is_ok())
+}
+
+/// Whether the file at `path` has `meta`'s size (blocking: one `stat`).
+pub fn file_sized(path: &Path, meta: &FileMeta) -> bool {
+    std::fs::metadata(path).map(|m| m.len()).ok() == Some(meta.size)
 }
 
 /// Whether the file at `path` has `meta`'s size and digest (blocking: reads it whole).
 pub fn file_matches(path: &Path, meta: &FileMeta) -> bool {
-    if std::fs::metadata(path).map(|m| m.len()).ok() != Some(meta.size) {
+    if !file_sized(path, meta) {
         return false;
     }
     digest_file(path, meta.digest.kind()).is_ok_and(|(size, digest)| size == meta.size && digest.matches(&meta.digest))

@@ -14,8 +14,9 @@ use wingkv_common::WingError;
 use wingkv_proto::common::BulkLoadStatus;
 use wingkv_proto::replica_admin::{BulkLoadAction, ReplicaBulkLoadState};
 
-use super::download::file_intact;
+use super::download::{file_intact, file_sized};
 use super::ingest::ingested_at;
+use super::io_pool::BulkIoPool;
 use super::job_dir;
 use super::loader::{read_verified_list, BulkLoadSource, BulkLoader, LoaderState};
 use super::source::{FileSource, ProviderFiles};
@@ -56,21 +57,32 @@ fn closed_error(dir: &Path) -> WingError {
     WingError::Unavailable(format!("the replica in {} is closing", dir.display()))
 }
 
-/// Whether `dir` holds exactly `files`: the recorded verified list names them (sizes and digests
-/// as they were checked on download), and each file on disk is still whole (read back: what
-/// is ingested is the disk's content; see [`file_intact`]).
-async fn holds(dir: PathBuf, files: Vec<FileMeta>) -> bool {
-    tokio::task::spawn_blocking(move || {
-        let listed = read_verified_list(&dir).is_some_and(|mut l| {
+/// Whether `dir` holds exactly `files`: the recorded verified list names them (sizes and
+/// digests as they were checked on download), each file has its size, and each is still whole
+/// as read back (see [`file_intact`]) — unless `verified_here`: this process's loader of the
+/// job checked every file's digest as it arrived and read it back, and the slot has owned the
+/// directory since, so a third read would find what the second did.
+///
+/// The read back runs on the bulk-load I/O threads, at the lowest priority. On tokio's
+/// blocking pool it took both cores for the ingestion's second on every node of a load, and
+/// the tables the nodes served waited for the CPU (BENCHMARKS.md, round 8).
+async fn holds(io: &BulkIoPool, dir: PathBuf, files: Vec<FileMeta>, verified_here: bool) -> bool {
+    let (listed_dir, listed_files) = (dir.clone(), files.clone());
+    let listed = tokio::task::spawn_blocking(move || {
+        let listed = read_verified_list(&listed_dir).is_some_and(|mut l| {
             l.sort_by(|a, b| a.name.cmp(&b.name));
-            let mut want = files.clone();
+            let mut want = listed_files.clone();
             want.sort_by(|a, b| a.name.cmp(&b.name));
             l == want
         });
-        listed && files.iter().all(|f| file_intact(&dir.join(&f.name), f))
+        listed && listed_files.iter().all(|f| file_sized(&listed_dir.join(&f.name), f))
     })
     .await
-    .unwrap_or(false)
+    .unwrap_or(false);
+    if !listed {
+        return false;
+    }
+    verified_here || io.run(move || files.iter().all(|f| file_intact(&dir.join(&f.name), f))).await.unwrap_or(false)
 }
 
 impl BulkLoadSlot {
@@ -217,7 +229,10 @@ impl BulkLoadSlot {
                     st.current = Some(c);
                 }
             }
-            if holds(dir.clone(), files.to_vec()).await {
+            let verified_here = st.current.as_ref().is_some_and(|c| {
+                c.loader.source().job_id == source.job_id && c.loader.status().state == LoaderState::Downloaded
+            });
+            if holds(&self.env.limits.io, dir.clone(), files.to_vec(), verified_here).await {
                 if let Some(c) = st.current.as_mut() {
                     c.for_ingest = false;
                 }
