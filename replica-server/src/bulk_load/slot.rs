@@ -60,8 +60,9 @@ fn closed_error(dir: &Path) -> WingError {
 /// Whether `dir` holds exactly `files`: the recorded verified list names them (sizes and
 /// digests as they were checked on download), each file has its size, and each is still whole
 /// as read back (see [`file_intact`]) — unless `verified_here`: this process's loader of the
-/// job checked every file's digest as it arrived and read it back, and the slot has owned the
-/// directory since, so a third read would find what the second did.
+/// job checked every file's content (a download's digest and block checksums, a kept file's
+/// digest read back), and the slot has owned the directory since, so another read would find
+/// what that one did.
 ///
 /// The read back runs on the bulk-load I/O threads, at the lowest priority. On tokio's
 /// blocking pool it took both cores for the ingestion's second on every node of a load, and
