@@ -322,6 +322,11 @@ impl ReplicaManager {
         self.ctx.bulk.limits.retries.load(std::sync::atomic::Ordering::Relaxed)
     }
 
+    /// The raft log's fsyncs since start, and their time in all.
+    pub fn raft_log_fsyncs(&self) -> (u64, std::time::Duration) {
+        self.ctx.raft_log.syncer.times().snapshot()
+    }
+
     /// The RocksDB settings and block cache every replica shares.
     pub fn storage(&self) -> &crate::store::SharedStorage {
         &self.ctx.storage

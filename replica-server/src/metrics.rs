@@ -156,6 +156,14 @@ impl MetricsSource for ReplicaMetricsSource {
             &[],
             self.manager.bulk_load_retries(),
         );
+        let (fsyncs, fsync_time) = self.manager.raft_log_fsyncs();
+        out.counter("wingkv_raft_log_fsyncs_total", "Fsyncs of the shared raft log", &[], fsyncs);
+        out.counter(
+            "wingkv_raft_log_fsync_microseconds_total",
+            "Time spent in the shared raft log's fsyncs",
+            &[],
+            u64::try_from(fsync_time.as_micros()).unwrap_or(u64::MAX),
+        );
         out.gauge(
             "wingkv_block_cache_bytes",
             "Bytes held by the block cache all replicas share",

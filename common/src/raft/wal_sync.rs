@@ -9,9 +9,11 @@
 //! runs off the raft core's task.)
 
 use std::io;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use rocksdb::DB;
 
@@ -34,6 +36,31 @@ pub struct WalSyncer {
 struct Inner {
     tx: Mutex<mpsc::Sender<Msg>>,
     thread: Mutex<Option<JoinHandle<()>>>,
+    times: Arc<SyncTimes>,
+}
+
+/// How many fsyncs a [`WalSyncer`] ran and how long they took in all, counted since it started.
+/// A reader takes the difference of two [`snapshot`](Self::snapshot)s: several readers never
+/// disturb each other.
+#[derive(Debug, Default)]
+pub struct SyncTimes {
+    syncs: AtomicU64,
+    micros: AtomicU64,
+}
+
+impl SyncTimes {
+    /// Fsyncs so far, and their time in all.
+    pub fn snapshot(&self) -> (u64, Duration) {
+        // The count first (`record` adds the time first): a sync counted here has its time in.
+        let syncs = self.syncs.load(Ordering::Acquire);
+        (syncs, Duration::from_micros(self.micros.load(Ordering::Acquire)))
+    }
+
+    /// Counts one fsync that took `took`.
+    pub fn record(&self, took: Duration) {
+        self.micros.fetch_add(u64::try_from(took.as_micros()).unwrap_or(u64::MAX), Ordering::Release);
+        self.syncs.fetch_add(1, Ordering::Release);
+    }
 }
 
 impl WalSyncer {
@@ -45,9 +72,17 @@ impl WalSyncer {
     /// [`start`](Self::start), calling `before_sync` before each fsync.
     pub fn start_with(db: Arc<DB>, name: String, before_sync: Option<BeforeSync>) -> io::Result<Self> {
         let (tx, rx) = mpsc::channel::<Msg>();
-        let thread =
-            std::thread::Builder::new().name(format!("wal-sync-{name}")).spawn(move || run(db, rx, before_sync))?;
-        Ok(Self { inner: Arc::new(Inner { tx: Mutex::new(tx), thread: Mutex::new(Some(thread)) }) })
+        let times = Arc::new(SyncTimes::default());
+        let counted = times.clone();
+        let thread = std::thread::Builder::new()
+            .name(format!("wal-sync-{name}"))
+            .spawn(move || run(db, rx, before_sync, &counted))?;
+        Ok(Self { inner: Arc::new(Inner { tx: Mutex::new(tx), thread: Mutex::new(Some(thread)), times }) })
+    }
+
+    /// The fsyncs this thread ran and their time (what the disk makes every raft append wait).
+    pub fn times(&self) -> Arc<SyncTimes> {
+        self.inner.times.clone()
     }
 
     /// Calls `ack` once everything written to the WAL before this call is on disk.
@@ -73,7 +108,7 @@ impl WalSyncer {
     }
 }
 
-fn run(db: Arc<DB>, rx: mpsc::Receiver<Msg>, before_sync: Option<BeforeSync>) {
+fn run(db: Arc<DB>, rx: mpsc::Receiver<Msg>, before_sync: Option<BeforeSync>, times: &SyncTimes) {
     let mut stop = false;
     while !stop {
         let Ok(first) = rx.recv() else { break };
@@ -92,7 +127,9 @@ fn run(db: Arc<DB>, rx: mpsc::Receiver<Msg>, before_sync: Option<BeforeSync>) {
         if let Some(hook) = &before_sync {
             hook();
         }
+        let started = Instant::now();
         let result = db.flush_wal(true).map_err(|e| e.into_string());
+        times.record(started.elapsed());
         for ack in acks {
             ack(result.clone().map_err(io::Error::other));
         }

@@ -106,6 +106,12 @@ async fn metrics_health_and_server_info_of_a_onebox_after_a_workload() -> Result
     let (entries, writes) =
         (total("wingkv_raft_proposed_entries_total", &[]), total("wingkv_raft_proposed_writes_total", &[]));
     ensure!(writes >= sets && entries >= 1.0 && entries <= writes, "{writes} writes proposed in {entries} entries");
+    // Every server appended entries to its raft log, each made durable by an fsync.
+    for s in &all {
+        let fsyncs = sum(s, "wingkv_raft_log_fsyncs_total", &[]);
+        let micros = sum(s, "wingkv_raft_log_fsync_microseconds_total", &[]);
+        ensure!(fsyncs > 0.0 && micros > 0.0, "raft-log fsyncs {fsyncs}, taking {micros} µs in all");
+    }
 
     for pidx in ["0", "1", "2", "3"] {
         let labels = [("table_id", "1"), ("partition", pidx)];
