@@ -56,8 +56,8 @@ impl SyncTimes {
         (syncs, Duration::from_micros(self.micros.load(Ordering::Acquire)))
     }
 
-    /// Counts one fsync that took `took`.
-    pub fn record(&self, took: Duration) {
+    /// Counts one fsync that took `took` (the sync thread alone does).
+    fn record(&self, took: Duration) {
         self.micros.fetch_add(u64::try_from(took.as_micros()).unwrap_or(u64::MAX), Ordering::Release);
         self.syncs.fetch_add(1, Ordering::Release);
     }
