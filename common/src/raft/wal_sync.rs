@@ -81,8 +81,8 @@ impl WalSyncer {
     }
 
     /// The fsyncs this thread ran and their time (what the disk makes every raft append wait).
-    pub fn times(&self) -> Arc<SyncTimes> {
-        self.inner.times.clone()
+    pub fn times(&self) -> &SyncTimes {
+        &self.inner.times
     }
 
     /// Calls `ack` once everything written to the WAL before this call is on disk.
